@@ -1,0 +1,213 @@
+//! Dispatch: which rules an event could match, so it only meets those.
+//!
+//! Two paths, both exact supersets of the true matches:
+//! - **literal prefilter**: a rule whose detection implies "field F contains one of these ASCII
+//!   literals" (from `contains`/`startswith`/`endswith`/equality values and keyword searches) is
+//!   only a candidate when one aho-corasick automaton per field (ASCII case-insensitive, the same
+//!   comparison the matchers use) finds one of them;
+//! - **logsource dispatch**: any other rule whose `logsource` maps to `(field, value)`
+//!   alternatives (`event.category`, `event.dataset`, `process.name`) is filed under those values
+//!   and found by hash lookup; the rest are always candidates.
+//!
+//! Architecture Invariant: the index never changes results, only how many rules are evaluated
+//! (checked by a test that compares against exhaustive evaluation).
+
+use std::collections::HashMap;
+
+use aho_corasick::AhoCorasick;
+use vigil_parsers::event::Event;
+
+use crate::ruleset::DetectionRule;
+
+struct FieldPrefilter {
+    field: String,
+    ac: AhoCorasick,
+    /// Pattern id to the rules that need it.
+    pattern_rules: Vec<Vec<u32>>,
+}
+
+/// The compiled dispatch index.
+#[derive(Default)]
+pub(crate) struct Index {
+    anchor_fields: Vec<String>,
+    /// Per anchor field: lowercase value to rules.
+    by_value: Vec<HashMap<String, Vec<u32>>>,
+    unanchored: Vec<u32>,
+    prefilters: Vec<FieldPrefilter>,
+    /// How many rules are behind the literal prefilter (for stats and tests).
+    pub(crate) prefiltered: usize,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("anchor_fields", &self.anchor_fields)
+            .field("unanchored", &self.unanchored.len())
+            .field("prefilters", &self.prefilters.len())
+            .field("prefiltered", &self.prefiltered)
+            .finish()
+    }
+}
+
+/// Reusable per-caller buffers for [`Index::candidates`].
+#[derive(Debug, Default)]
+pub(crate) struct Scratch {
+    marks: Vec<u32>,
+    generation: u32,
+    pub(crate) candidates: Vec<u32>,
+}
+
+impl Index {
+    pub(crate) fn build(rules: &[DetectionRule]) -> Index {
+        let mut index = Index::default();
+        // field -> (literal -> pattern id, patterns, rules per pattern)
+        let mut lit_fields: Vec<(String, HashMap<String, usize>, Vec<String>, Vec<Vec<u32>>)> =
+            Vec::new();
+        let mut wants_prefilter: Vec<Option<Vec<(String, String)>>> = Vec::new();
+        for rule in rules {
+            wants_prefilter.push(rule.detection.required_literals());
+        }
+        for (r, lits) in wants_prefilter.iter().enumerate() {
+            let Some(lits) = lits else { continue };
+            let Ok(rid) = u32::try_from(r) else { continue };
+            for (field, lit) in lits {
+                let fi = match lit_fields.iter().position(|(f, ..)| f == field) {
+                    Some(i) => i,
+                    None => {
+                        lit_fields.push((field.clone(), HashMap::new(), Vec::new(), Vec::new()));
+                        lit_fields.len() - 1
+                    }
+                };
+                let (_, ids, pats, prules) = &mut lit_fields[fi];
+                let pid = *ids.entry(lit.clone()).or_insert_with(|| {
+                    pats.push(lit.clone());
+                    prules.push(Vec::new());
+                    pats.len() - 1
+                });
+                if prules[pid].last() != Some(&rid) {
+                    prules[pid].push(rid);
+                }
+            }
+        }
+        let mut prefiltered = vec![false; rules.len()];
+        for (field, _, pats, prules) in lit_fields {
+            match AhoCorasick::builder()
+                .ascii_case_insensitive(true)
+                .build(&pats)
+            {
+                Ok(ac) => {
+                    for list in &prules {
+                        for r in list {
+                            if let Some(p) = prefiltered.get_mut(*r as usize) {
+                                *p = true;
+                            }
+                        }
+                    }
+                    index.prefilters.push(FieldPrefilter {
+                        field,
+                        ac,
+                        pattern_rules: prules,
+                    });
+                }
+                Err(_) => {
+                    // Rules of a field whose automaton cannot be built fall back to the other
+                    // path; a rule is prefiltered only when all its fields' automata exist.
+                }
+            }
+        }
+        // A rule whose literals span a field without an automaton must not be prefiltered.
+        for (r, lits) in wants_prefilter.iter().enumerate() {
+            if let Some(lits) = lits {
+                let all_built = lits
+                    .iter()
+                    .all(|(f, _)| index.prefilters.iter().any(|p| p.field == *f));
+                if !all_built {
+                    prefiltered[r] = false;
+                }
+            }
+        }
+        // Drop prefilter entries for rules that ended up not prefiltered.
+        for pf in &mut index.prefilters {
+            for list in &mut pf.pattern_rules {
+                list.retain(|r| prefiltered.get(*r as usize).copied().unwrap_or(false));
+            }
+        }
+        index.prefiltered = prefiltered.iter().filter(|p| **p).count();
+        for (r, rule) in rules.iter().enumerate() {
+            let Ok(rid) = u32::try_from(r) else { continue };
+            if prefiltered[r] {
+                continue;
+            }
+            match rule.logsource {
+                Some(tests) if !tests.is_empty() => {
+                    for (field, value) in tests {
+                        let fi = match index.anchor_fields.iter().position(|f| f == field) {
+                            Some(i) => i,
+                            None => {
+                                index.anchor_fields.push((*field).to_owned());
+                                index.by_value.push(HashMap::new());
+                                index.anchor_fields.len() - 1
+                            }
+                        };
+                        let list = index.by_value[fi]
+                            .entry(value.to_ascii_lowercase())
+                            .or_default();
+                        if list.last() != Some(&rid) {
+                            list.push(rid);
+                        }
+                    }
+                }
+                _ => index.unanchored.push(rid),
+            }
+        }
+        index
+    }
+
+    /// Fills `scratch.candidates` with the sorted, distinct rules `event` could match.
+    pub(crate) fn candidates(&self, event: &Event, n_rules: usize, scratch: &mut Scratch) {
+        scratch.candidates.clear();
+        if scratch.marks.len() != n_rules {
+            scratch.marks = vec![0; n_rules];
+            scratch.generation = 0;
+        }
+        scratch.generation = scratch.generation.wrapping_add(1);
+        if scratch.generation == 0 {
+            scratch.marks.iter_mut().for_each(|m| *m = 0);
+            scratch.generation = 1;
+        }
+        let generation = scratch.generation;
+        let Scratch {
+            marks, candidates, ..
+        } = scratch;
+        let mut push = |r: u32| {
+            if let Some(m) = marks.get_mut(r as usize) {
+                if *m != generation {
+                    *m = generation;
+                    candidates.push(r);
+                }
+            }
+        };
+        for r in &self.unanchored {
+            push(*r);
+        }
+        for (fi, field) in self.anchor_fields.iter().enumerate() {
+            if let Some(v) = event.get(field) {
+                let key = v.as_text().to_ascii_lowercase();
+                if let Some(list) = self.by_value.get(fi).and_then(|m| m.get(&key)) {
+                    list.iter().for_each(|r| push(*r));
+                }
+            }
+        }
+        for pf in &self.prefilters {
+            if let Some(v) = event.get(&pf.field) {
+                let text = v.as_text();
+                for m in pf.ac.find_overlapping_iter(text.as_ref()) {
+                    if let Some(list) = pf.pattern_rules.get(m.pattern().as_usize()) {
+                        list.iter().for_each(|r| push(*r));
+                    }
+                }
+            }
+        }
+        candidates.sort_unstable();
+    }
+}

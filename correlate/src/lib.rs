@@ -1,0 +1,45 @@
+//! Vigil's rule engine: Sigma detection and `event_count` correlation over a stream of
+//! [`Event`](vigil_parsers::event::Event)s, pure (no I/O, no clock) and in event time.
+//!
+//! Load rule files with [`RuleSet::from_sources`] (broken rules come back as [`RuleError`]s
+//! naming file and line; the rest load), share the set in an `Arc`, and feed events to an
+//! [`Engine`], which pushes [`Detection`]s.
+//!
+//! # Layout
+//!
+//! - [`error`]: [`RuleError`], a rule that refused to load, with its file and line.
+//! - [`duration`]: [`parse_duration`] for `30s` / `5m` / `1h` / `2d`.
+//! - [`fields`]: const tables mapping Sigma field names to ECS names and `logsource` to event
+//!   filters.
+//! - [`rules`]: the public rule types ([`RuleSource`], [`RuleInfo`], the `vigil:` block).
+//! - `load`: splitting files into documents, parsing, compiling, resolving rule references.
+//! - `matcher`: one field value test (strings with wildcards, `re`, `cidr`, numbers, `exists`).
+//! - `condition`: the condition language (`and`/`or`/`not`, `1 of`, `all of them`).
+//! - `detection`: a compiled `detection` block (selections of field items plus the condition).
+//! - `index`: dispatch so an event only meets rules that could match (logsource lookup and an
+//!   aho-corasick literal prefilter); never changes results.
+//! - `ruleset`: [`RuleSet`], the immutable compiled set.
+//! - [`engine`]: [`Engine`], event-time windows per group key, firing, bounded state, stats.
+//!
+//! Architecture Invariant: nothing here reads files, clocks or the network; the same events in
+//! the same order give the same detections.
+
+mod condition;
+mod detection;
+pub mod duration;
+pub mod engine;
+pub mod error;
+pub mod fields;
+mod index;
+mod load;
+mod matcher;
+pub mod rules;
+mod ruleset;
+
+pub use duration::parse_duration;
+pub use engine::{Detection, DetectionKind, Engine, EngineLimits, EngineStats, RuleStats};
+pub use error::RuleError;
+pub use rules::{
+    ExpectedOffense, OffenseSpec, RuleInfo, RuleKind, RuleSource, RuleTest, VigilBlock,
+};
+pub use ruleset::RuleSet;

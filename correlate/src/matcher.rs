@@ -1,0 +1,481 @@
+//! Value matchers: one compiled test of one field value (Sigma's value plus its modifiers).
+//!
+//! String values follow Sigma: case-insensitive unless `cased`, `*` and `?` wildcards, `\` escaping
+//! `*`, `?` and `\`. ASCII patterns compare ASCII case-insensitively (the same semantics the
+//! literal prefilter uses); patterns with non-ASCII letters compare Unicode-lowercased text.
+//! Patterns that keep a wildcard in the middle compile to one anchored regex.
+
+use std::net::IpAddr;
+
+use aho_corasick::AhoCorasick;
+use regex::{Regex, RegexBuilder};
+use vigil_parsers::event::{Event, FieldValue};
+
+/// How a literal compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Case {
+    /// Byte-exact (`cased` modifier).
+    Sensitive,
+    /// ASCII case-insensitive (the pattern is ASCII).
+    Ascii,
+    /// Unicode lowercase on both sides (the pattern has non-ASCII characters; stored lowercased).
+    Unicode,
+}
+
+/// A literal string with its comparison mode.
+#[derive(Debug, Clone)]
+pub(crate) struct Lit {
+    pub(crate) text: String,
+    pub(crate) case: Case,
+}
+
+impl Lit {
+    fn new(text: String, cased: bool) -> Lit {
+        if cased {
+            Lit {
+                text,
+                case: Case::Sensitive,
+            }
+        } else if text.is_ascii() {
+            Lit {
+                text,
+                case: Case::Ascii,
+            }
+        } else {
+            Lit {
+                text: text.to_lowercase(),
+                case: Case::Unicode,
+            }
+        }
+    }
+}
+
+/// Where a literal must sit in the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Place {
+    Exact,
+    Prefix,
+    Suffix,
+    Contains,
+}
+
+/// A compiled string pattern.
+#[derive(Debug, Clone)]
+pub(crate) enum StrMatcher {
+    /// `*`: any present value.
+    Any,
+    /// A literal at a place.
+    Lit(Place, Lit),
+    /// A pattern with inner wildcards, as an anchored regex.
+    Glob(Regex),
+}
+
+fn ascii_prefix(v: &[u8], p: &[u8]) -> bool {
+    v.len() >= p.len() && v[..p.len()].eq_ignore_ascii_case(p)
+}
+
+fn ascii_suffix(v: &[u8], p: &[u8]) -> bool {
+    v.len() >= p.len() && v[v.len() - p.len()..].eq_ignore_ascii_case(p)
+}
+
+fn ascii_contains(v: &[u8], p: &[u8]) -> bool {
+    p.is_empty() || v.windows(p.len()).any(|w| w.eq_ignore_ascii_case(p))
+}
+
+impl StrMatcher {
+    pub(crate) fn matches(&self, v: &str) -> bool {
+        match self {
+            StrMatcher::Any => true,
+            StrMatcher::Glob(re) => re.is_match(v),
+            StrMatcher::Lit(place, lit) => match lit.case {
+                Case::Sensitive => place_match(*place, v, &lit.text),
+                Case::Unicode => place_match(*place, &v.to_lowercase(), &lit.text),
+                Case::Ascii => {
+                    let (v, p) = (v.as_bytes(), lit.text.as_bytes());
+                    match place {
+                        Place::Exact => v.eq_ignore_ascii_case(p),
+                        Place::Prefix => ascii_prefix(v, p),
+                        Place::Suffix => ascii_suffix(v, p),
+                        Place::Contains => ascii_contains(v, p),
+                    }
+                }
+            },
+        }
+    }
+}
+
+fn place_match(place: Place, v: &str, p: &str) -> bool {
+    match place {
+        Place::Exact => v == p,
+        Place::Prefix => v.starts_with(p),
+        Place::Suffix => v.ends_with(p),
+        Place::Contains => v.contains(p),
+    }
+}
+
+/// A piece of a Sigma string pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tok {
+    Lit(char),
+    Star,
+    One,
+}
+
+/// Splits a Sigma string into literal characters and wildcards (`\*`, `\?`, `\\` escape).
+pub(crate) fn parse_glob(s: &str) -> Vec<Tok> {
+    let mut out = Vec::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' => out.push(Tok::Star),
+            '?' => out.push(Tok::One),
+            '\\' => match chars.peek() {
+                Some(&n @ ('*' | '?' | '\\')) => {
+                    chars.next();
+                    out.push(Tok::Lit(n));
+                }
+                _ => out.push(Tok::Lit('\\')),
+            },
+            c => out.push(Tok::Lit(c)),
+        }
+    }
+    out
+}
+
+/// Compiles wildcard tokens into the cheapest matcher that has the same meaning.
+pub(crate) fn compile_glob(toks: &[Tok], cased: bool) -> Result<StrMatcher, String> {
+    let start = toks.iter().take_while(|t| **t == Tok::Star).count();
+    let rest = &toks[start..];
+    let trailing = rest.iter().rev().take_while(|t| **t == Tok::Star).count();
+    let mid = &rest[..rest.len() - trailing];
+    let (lead, trail) = (start > 0, trailing > 0);
+    if mid.iter().all(|t| matches!(t, Tok::Lit(_))) {
+        let text: String = mid
+            .iter()
+            .filter_map(|t| match t {
+                Tok::Lit(c) => Some(*c),
+                _ => None,
+            })
+            .collect();
+        if text.is_empty() && (lead || trail) {
+            return Ok(StrMatcher::Any);
+        }
+        let place = match (lead, trail) {
+            (true, true) => Place::Contains,
+            (true, false) => Place::Suffix,
+            (false, true) => Place::Prefix,
+            (false, false) => Place::Exact,
+        };
+        return Ok(StrMatcher::Lit(place, Lit::new(text, cased)));
+    }
+    let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
+    let mut buf = [0u8; 4];
+    for t in toks {
+        match t {
+            Tok::Star => re.push_str(".*"),
+            Tok::One => re.push('.'),
+            Tok::Lit(c) => re.push_str(&regex::escape(c.encode_utf8(&mut buf))),
+        }
+    }
+    re.push('$');
+    Regex::new(&re)
+        .map_err(|e| format!("wildcard pattern does not compile: {e}"))
+        .map(StrMatcher::Glob)
+}
+
+/// An IP network for `cidr`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Cidr {
+    V4(u32, u32),
+    V6(u128, u128),
+}
+
+impl Cidr {
+    /// Parses `10.0.0.0/8`, `2001:db8::/32`, or a plain address (a host network).
+    pub(crate) fn parse(text: &str) -> Result<Cidr, String> {
+        let t = text.trim();
+        let (addr, len) = match t.split_once('/') {
+            Some((a, l)) => (a, Some(l)),
+            None => (t, None),
+        };
+        let ip: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{t:?} is not a cidr network"))?;
+        let max = if ip.is_ipv4() { 32 } else { 128 };
+        let len: u32 = match len {
+            Some(l) => l
+                .parse()
+                .ok()
+                .filter(|l| *l <= max)
+                .ok_or_else(|| format!("{t:?} has an invalid prefix length"))?,
+            None => max,
+        };
+        Ok(match ip {
+            IpAddr::V4(v4) => {
+                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
+                Cidr::V4(u32::from(v4) & mask, mask)
+            }
+            IpAddr::V6(v6) => {
+                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
+                Cidr::V6(u128::from(v6) & mask, mask)
+            }
+        })
+    }
+
+    /// Whether `ip` is inside the network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self, ip) {
+            (Cidr::V4(net, mask), IpAddr::V4(a)) => u32::from(a) & mask == *net,
+            (Cidr::V6(net, mask), IpAddr::V6(a)) => u128::from(a) & mask == *net,
+            _ => false,
+        }
+    }
+}
+
+/// A numeric comparison (`gt`, `gte`, `lt`, `lte`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum NumOp {
+    Gt,
+    Gte,
+    Lt,
+    Lte,
+}
+
+/// One compiled test of a field value.
+#[derive(Debug, Clone)]
+pub(crate) enum ValueMatcher {
+    /// YAML `null`: the field is absent.
+    Null,
+    /// `exists`: presence (true) or absence (false).
+    Exists(bool),
+    /// A Sigma string (with wildcards and string modifiers).
+    Str(StrMatcher),
+    /// `re`: an unanchored regex search.
+    Re(Regex),
+    /// `cidr`.
+    Cidr(Cidr),
+    /// `gt`/`gte`/`lt`/`lte`.
+    Num(NumOp, f64),
+    /// `fieldref`: equal (ASCII case-insensitively, or exactly with `cased`) to another field of
+    /// the same event.
+    FieldRef(String, bool),
+}
+
+impl ValueMatcher {
+    pub(crate) fn matches(
+        &self,
+        event: &Event,
+        val: Option<&FieldValue<'_>>,
+        text: Option<&str>,
+    ) -> bool {
+        match self {
+            ValueMatcher::FieldRef(other, cased) => {
+                let Some(t) = text else { return false };
+                event.get(other).is_some_and(|o| {
+                    let o = o.as_text();
+                    if *cased {
+                        o == t
+                    } else {
+                        o.eq_ignore_ascii_case(t)
+                    }
+                })
+            }
+            ValueMatcher::Null => val.is_none(),
+            ValueMatcher::Exists(want) => val.is_some() == *want,
+            ValueMatcher::Str(m) => text.is_some_and(|t| m.matches(t)),
+            ValueMatcher::Re(re) => text.is_some_and(|t| re.is_match(t)),
+            ValueMatcher::Cidr(net) => {
+                let ip = match val {
+                    Some(FieldValue::Ip(ip)) => Some(*ip),
+                    Some(FieldValue::Str(s)) => s.trim().parse().ok(),
+                    _ => None,
+                };
+                ip.is_some_and(|ip| net.contains(ip))
+            }
+            ValueMatcher::Num(op, want) => {
+                let have = match val {
+                    #[allow(clippy::cast_precision_loss)]
+                    Some(FieldValue::Int(i)) => Some(*i as f64),
+                    Some(FieldValue::Str(s)) => s.trim().parse::<f64>().ok(),
+                    _ => None,
+                };
+                have.is_some_and(|h| match op {
+                    NumOp::Gt => h > *want,
+                    NumOp::Gte => h >= *want,
+                    NumOp::Lt => h < *want,
+                    NumOp::Lte => h <= *want,
+                })
+            }
+        }
+    }
+
+    /// The ASCII literal (lowercased) every matching value must contain, if there is one.
+    pub(crate) fn required_literal(&self) -> Option<String> {
+        match self {
+            ValueMatcher::Str(StrMatcher::Lit(_, lit))
+                if lit.case != Case::Unicode && !lit.text.is_empty() && lit.text.is_ascii() =>
+            {
+                Some(lit.text.to_ascii_lowercase())
+            }
+            _ => None,
+        }
+    }
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/// Standard base64 with padding.
+pub(crate) fn base64(data: &[u8]) -> String {
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for (i, shift) in [18u32, 12, 6, 0].into_iter().enumerate() {
+            if i <= chunk.len() {
+                out.push(char::from(B64[((n >> shift) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// The three base64 forms of `value` at byte offsets 0, 1 and 2 of an encoded stream, trimmed
+/// to the characters that do not depend on the surrounding bytes (Sigma's `base64offset`).
+pub(crate) fn base64_offsets(value: &str) -> Vec<String> {
+    let v = value.as_bytes();
+    (0..3usize)
+        .map(|i| {
+            let mut data = vec![b' '; i];
+            data.extend_from_slice(v);
+            let enc = base64(&data);
+            let start = [0, 2, 3][i];
+            let cut = [0, 3, 2][(v.len() + i) % 3];
+            let end = enc.len().saturating_sub(cut);
+            enc.get(start..end.max(start)).unwrap_or("").to_owned()
+        })
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// Compiles a regex for `re` with its `i`, `m`, `s` flags.
+pub(crate) fn compile_regex(pattern: &str, i: bool, m: bool, s: bool) -> Result<Regex, String> {
+    RegexBuilder::new(pattern)
+        .case_insensitive(i)
+        .multi_line(m)
+        .dot_matches_new_line(s)
+        .size_limit(1 << 22)
+        .build()
+        .map_err(|e| {
+            let text = e.to_string();
+            let last = text
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("");
+            format!(
+                "regex {pattern:?} does not compile: {}",
+                last.trim().to_lowercase()
+            )
+        })
+}
+
+/// One automaton for the ASCII `contains` literals of a value list (any of them).
+pub(crate) fn any_contains(lits: &[String]) -> Option<AhoCorasick> {
+    AhoCorasick::builder()
+        .ascii_case_insensitive(true)
+        .build(lits)
+        .ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(pat: &str) -> StrMatcher {
+        compile_glob(&parse_glob(pat), false).unwrap_or(StrMatcher::Any)
+    }
+
+    #[test]
+    fn plain_strings_are_case_insensitive_and_exact() {
+        assert!(m("Admin").matches("ADMIN"));
+        assert!(!m("Admin").matches("administrator"));
+        assert!(m("Ärger").matches("ärger"));
+        assert!(!m("").matches("x"));
+        assert!(m("").matches(""));
+    }
+
+    #[test]
+    fn wildcards_match_and_escapes_are_literal() {
+        assert!(m("adm*").matches("Administrator"));
+        assert!(m("*trator").matches("administrator"));
+        assert!(m("*nist*").matches("administrator"));
+        assert!(m("a?min").matches("ADMIN"));
+        assert!(!m("a?min").matches("aamin1"));
+        assert!(m("a*n*r").matches("administrator"));
+        assert!(m("*").matches(""));
+        assert!(m("a\\*b").matches("A*B"));
+        assert!(!m("a\\*b").matches("axb"));
+        assert!(m("a\\?").matches("a?"));
+        assert!(!m("a\\?").matches("ab"));
+        assert!(m("c:\\\\win*").matches("C:\\Windows"));
+        assert!(m("c:\\win*").matches("C:\\Windows"));
+        assert!(m("line1*line2").matches("LINE1\nline2"));
+    }
+
+    #[test]
+    fn base64_forms_match_known_encodings() {
+        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"f"), "Zg==");
+        // pySigma's documented example for base64offset of `/bin/bash`.
+        assert_eq!(
+            base64_offsets("/bin/bash"),
+            vec!["L2Jpbi9iYXNo", "9iaW4vYmFza", "vYmluL2Jhc2"]
+        );
+    }
+
+    #[test]
+    fn cased_literals_compare_exactly() {
+        let c = compile_glob(&parse_glob("*Admin*"), true).unwrap_or(StrMatcher::Any);
+        assert!(c.matches("xAdminx"));
+        assert!(!c.matches("xadminx"));
+    }
+
+    #[test]
+    fn cidr_prefixes_match_v4_v6_and_mapped_addresses() {
+        let v4 = Cidr::parse("10.1.0.0/16").unwrap_or(Cidr::V4(1, 1));
+        assert!(v4.contains("10.1.200.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(!v4.contains("10.2.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(v4.contains(
+            "::ffff:10.1.2.3"
+                .parse()
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        ));
+        let v6 = Cidr::parse("2001:db8::/32").unwrap_or(Cidr::V4(1, 1));
+        assert!(v6.contains(
+            "2001:db8:ffff::1"
+                .parse()
+                .unwrap_or(IpAddr::from([0, 0, 0, 0]))
+        ));
+        assert!(!v6.contains("2001:db9::1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(!v6.contains("10.1.2.3".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        let all = Cidr::parse("0.0.0.0/0").unwrap_or(Cidr::V4(1, 1));
+        assert!(all.contains("8.8.8.8".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        let host = Cidr::parse("192.0.2.1").unwrap_or(Cidr::V4(1, 1));
+        assert!(host.contains("192.0.2.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(!host.contains("192.0.2.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        for bad in ["10.0.0.0/33", "x/8", "2001:db8::/129", "10.0.0.0/-1", ""] {
+            assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

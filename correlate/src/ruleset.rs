@@ -1,0 +1,145 @@
+//! The compiled rule set: rule infos, compiled detections and correlations, and the dispatch
+//! index. Immutable once built, shared between engines (`Send + Sync`).
+
+use chrono::Duration;
+use vigil_parsers::event::Event;
+
+use crate::detection::Detection;
+use crate::index::{Index, Scratch};
+use crate::rules::RuleInfo;
+
+/// How a rule's detections are weighed and indexed, resolved at load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Offense {
+    pub(crate) index_field: String,
+    pub(crate) relevance: u8,
+    pub(crate) credibility: u8,
+    pub(crate) severity: u8,
+}
+
+/// A compiled detection rule.
+#[derive(Debug)]
+pub(crate) struct DetectionRule {
+    /// Index into [`RuleSet::rules`].
+    pub(crate) info: usize,
+    /// `(field, value)` alternatives from `logsource`; `None`: all events.
+    pub(crate) logsource: Option<&'static [(&'static str, &'static str)]>,
+    pub(crate) detection: Detection,
+    /// Correlations (indices into `correlations`) this rule feeds.
+    pub(crate) feeds: Vec<usize>,
+    pub(crate) offense: Offense,
+}
+
+impl DetectionRule {
+    /// Full evaluation: logsource then detection.
+    pub(crate) fn matches(&self, event: &Event) -> bool {
+        if let Some(tests) = self.logsource {
+            let hit = tests.iter().any(|(f, v)| {
+                event
+                    .get(f)
+                    .is_some_and(|x| x.as_text().eq_ignore_ascii_case(v))
+            });
+            if !hit {
+                return false;
+            }
+        }
+        self.detection.matches(event)
+    }
+}
+
+/// An `event_count` condition: every bound given must hold.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct CountCondition {
+    pub(crate) gt: Option<u64>,
+    pub(crate) gte: Option<u64>,
+    pub(crate) lt: Option<u64>,
+    pub(crate) lte: Option<u64>,
+    pub(crate) eq: Option<u64>,
+}
+
+impl CountCondition {
+    pub(crate) fn holds(&self, n: u64) -> bool {
+        self.gt.is_none_or(|b| n > b)
+            && self.gte.is_none_or(|b| n >= b)
+            && self.lt.is_none_or(|b| n < b)
+            && self.lte.is_none_or(|b| n <= b)
+            && self.eq.is_none_or(|b| n == b)
+    }
+}
+
+/// A compiled `event_count` correlation.
+#[derive(Debug)]
+pub(crate) struct CorrelationRule {
+    pub(crate) info: usize,
+    /// Group-by fields, resolved to event names.
+    pub(crate) group_by: Vec<String>,
+    pub(crate) timespan: Duration,
+    pub(crate) condition: CountCondition,
+    pub(crate) offense: Offense,
+}
+
+/// A compiled, immutable set of rules. Build it with [`RuleSet::from_sources`], share it in an
+/// `Arc` between [`crate::Engine`]s.
+#[derive(Debug, Default)]
+pub struct RuleSet {
+    pub(crate) infos: Vec<RuleInfo>,
+    pub(crate) detections: Vec<DetectionRule>,
+    pub(crate) correlations: Vec<CorrelationRule>,
+    pub(crate) index: Index,
+}
+
+impl RuleSet {
+    /// Every loaded rule (detections and correlations) in load order.
+    pub fn rules(&self) -> &[RuleInfo] {
+        &self.infos
+    }
+
+    /// How many rules loaded.
+    pub fn len(&self) -> usize {
+        self.infos.len()
+    }
+
+    /// Whether no rule loaded.
+    pub fn is_empty(&self) -> bool {
+        self.infos.is_empty()
+    }
+
+    /// How many detection rules sit behind the literal prefilter (the rest are dispatched by
+    /// logsource or evaluated for every event).
+    pub fn prefiltered_rules(&self) -> usize {
+        self.index.prefiltered
+    }
+
+    /// The detection rules `event` matches, as indices into [`RuleSet::rules`], ascending. Uses
+    /// the dispatch index.
+    pub fn matching_rules(&self, event: &Event) -> Vec<usize> {
+        let mut scratch = Scratch::default();
+        let mut out = Vec::new();
+        self.match_indexed(event, &mut scratch, &mut out);
+        out.into_iter()
+            .filter_map(|d| self.detections.get(d).map(|r| r.info))
+            .collect()
+    }
+
+    /// The same as [`RuleSet::matching_rules`] but evaluating every rule, bypassing the dispatch
+    /// index: the reference the index is checked against.
+    pub fn matching_rules_exhaustive(&self, event: &Event) -> Vec<usize> {
+        self.detections
+            .iter()
+            .filter(|r| r.matches(event))
+            .map(|r| r.info)
+            .collect()
+    }
+
+    /// Matching detection rules (indices into `detections`, ascending) through the index.
+    pub(crate) fn match_indexed(&self, event: &Event, scratch: &mut Scratch, out: &mut Vec<usize>) {
+        out.clear();
+        self.index.candidates(event, self.detections.len(), scratch);
+        for r in &scratch.candidates {
+            let r = *r as usize;
+            if self.detections.get(r).is_some_and(|d| d.matches(event)) {
+                out.push(r);
+            }
+        }
+    }
+}

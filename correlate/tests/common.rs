@@ -1,0 +1,74 @@
+//! Helpers: events at second offsets, loading rule text, running an engine.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration, Utc};
+use vigil_correlate::{Detection, Engine, EngineLimits, RuleError, RuleSet, RuleSource};
+use vigil_parsers::event::Event;
+
+/// 2026-01-01T00:00:00Z plus `secs`.
+pub fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .unwrap()
+        .with_timezone(&Utc)
+        + Duration::seconds(secs)
+}
+
+/// An event at `secs` with the given fields set.
+pub fn ev(secs: i64, fields: &[(&str, &str)]) -> Arc<Event> {
+    let mut e = Event::new(at(secs), at(secs));
+    for (k, v) in fields {
+        e.set(k, v).unwrap();
+    }
+    Arc::new(e)
+}
+
+/// Loads files, returning the set and errors.
+pub fn load_files(files: &[(&str, &str)]) -> (RuleSet, Vec<RuleError>) {
+    let sources: Vec<RuleSource> = files
+        .iter()
+        .map(|(p, t)| RuleSource {
+            path: (*p).to_owned(),
+            text: (*t).to_owned(),
+        })
+        .collect();
+    RuleSet::from_sources(&sources)
+}
+
+/// Loads one rule file that must load cleanly.
+pub fn load(text: &str) -> RuleSet {
+    let (set, errors) = load_files(&[("test.yml", text)]);
+    assert!(errors.is_empty(), "unexpected errors: {errors:?}");
+    set
+}
+
+/// Names of the detection rules `event` matches (checking the index against exhaustive
+/// evaluation on the way).
+pub fn matching(set: &RuleSet, event: &Event) -> Vec<String> {
+    let indexed = set.matching_rules(event);
+    assert_eq!(
+        indexed,
+        set.matching_rules_exhaustive(event),
+        "index changed the result"
+    );
+    indexed
+        .iter()
+        .map(|i| set.rules()[*i].name.clone())
+        .collect()
+}
+
+/// Whether the single-detection rule in `yaml` matches an event with `fields`.
+pub fn hits(yaml: &str, fields: &[(&str, &str)]) -> bool {
+    let set = load(yaml);
+    !matching(&set, &ev(0, fields)).is_empty()
+}
+
+/// Runs events through a fresh engine.
+pub fn run(set: RuleSet, limits: EngineLimits, events: &[Arc<Event>]) -> (Vec<Detection>, Engine) {
+    let mut engine = Engine::new(Arc::new(set), limits);
+    let mut out = Vec::new();
+    for e in events {
+        engine.process(e, &mut out);
+    }
+    (out, engine)
+}

@@ -1,0 +1,582 @@
+//! The normalized event: one schema for every source.
+//!
+//! Typed core fields carry ECS-style dotted names on the wire (`source.ip`, `event.outcome`, ...),
+//! everything a parser finds that has no core field goes to `extra`, and the raw bytes are kept.
+//! Rules, the store and the API address fields by their wire names through [`Event::get`] and
+//! [`Event::set`], so a field added here is usable everywhere at once.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// One normalized event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Event {
+    /// Event time: when the source says it happened (`@timestamp`).
+    #[serde(rename = "@timestamp")]
+    pub timestamp: DateTime<Utc>,
+    /// When Vigil received the record (`event.ingested`).
+    #[serde(rename = "event.ingested")]
+    pub ingested: DateTime<Utc>,
+    /// `event.kind`: `event`, `alert`, ...
+    #[serde(
+        rename = "event.kind",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub kind: Option<String>,
+    /// `event.category`: `authentication`, `network`, `web`, ...
+    #[serde(
+        rename = "event.category",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub category: Option<String>,
+    /// `event.type`: `start`, `end`, `denied`, `info`, ...
+    #[serde(
+        rename = "event.type",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub event_type: Option<String>,
+    /// `event.outcome`: `success`, `failure`, `unknown`.
+    #[serde(
+        rename = "event.outcome",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub outcome: Option<String>,
+    /// `event.action`: what happened, in the parser definition's words (`ssh_login`, ...).
+    #[serde(
+        rename = "event.action",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub action: Option<String>,
+    /// `event.severity`: the source's severity (syslog severity 0-7 for syslog).
+    #[serde(
+        rename = "event.severity",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub severity: Option<u8>,
+    /// `event.dataset`: which parser definition produced the event (`openssh`, ...).
+    #[serde(
+        rename = "event.dataset",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub dataset: Option<String>,
+    /// `observer.id`: the log source identity (`syslog/udp/10.0.0.5`, `file:/var/log/auth.log`).
+    #[serde(
+        rename = "observer.id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub observer_id: Option<String>,
+    /// `observer.type`: the collector kind (`syslog`, `file`, `netflow`, ...).
+    #[serde(
+        rename = "observer.type",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub observer_type: Option<String>,
+    /// `observer.ip`: the network peer that sent the record.
+    #[serde(
+        rename = "observer.ip",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub observer_ip: Option<IpAddr>,
+    /// `host.name`: the host the record is about (syslog HOSTNAME).
+    #[serde(rename = "host.name", default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+    /// `source.ip`.
+    #[serde(rename = "source.ip", default, skip_serializing_if = "Option::is_none")]
+    pub source_ip: Option<IpAddr>,
+    /// `source.port`.
+    #[serde(
+        rename = "source.port",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_port: Option<u16>,
+    /// `destination.ip`.
+    #[serde(
+        rename = "destination.ip",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_ip: Option<IpAddr>,
+    /// `destination.port`.
+    #[serde(
+        rename = "destination.port",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_port: Option<u16>,
+    /// `network.transport`: `tcp`, `udp`, `icmp`, ...
+    #[serde(
+        rename = "network.transport",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_transport: Option<String>,
+    /// `network.protocol`: application protocol (`ssh`, `http`, ...).
+    #[serde(
+        rename = "network.protocol",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_protocol: Option<String>,
+    /// `network.bytes`.
+    #[serde(
+        rename = "network.bytes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_bytes: Option<u64>,
+    /// `network.packets`.
+    #[serde(
+        rename = "network.packets",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_packets: Option<u64>,
+    /// `network.community_id` (Community ID v1).
+    #[serde(
+        rename = "network.community_id",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_community_id: Option<String>,
+    /// `user.name`.
+    #[serde(rename = "user.name", default, skip_serializing_if = "Option::is_none")]
+    pub user_name: Option<String>,
+    /// `process.name` (syslog APP-NAME / tag).
+    #[serde(
+        rename = "process.name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub process_name: Option<String>,
+    /// `process.pid` (syslog PROCID when numeric).
+    #[serde(
+        rename = "process.pid",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub process_pid: Option<u32>,
+    /// `http.request.method`.
+    #[serde(
+        rename = "http.request.method",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_request_method: Option<String>,
+    /// `url.path`.
+    #[serde(rename = "url.path", default, skip_serializing_if = "Option::is_none")]
+    pub url_path: Option<String>,
+    /// `http.response.status_code`.
+    #[serde(
+        rename = "http.response.status_code",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_response_status_code: Option<u16>,
+    /// `api.key`: the API key a gateway request used.
+    #[serde(rename = "api.key", default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// `api.consumer`: the gateway's consumer / application.
+    #[serde(
+        rename = "api.consumer",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub api_consumer: Option<String>,
+    /// `api.route`: the gateway route or API operation.
+    #[serde(rename = "api.route", default, skip_serializing_if = "Option::is_none")]
+    pub api_route: Option<String>,
+    /// `log.syslog.facility.code`.
+    #[serde(
+        rename = "log.syslog.facility.code",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub syslog_facility: Option<u8>,
+    /// `log.syslog.severity.code`.
+    #[serde(
+        rename = "log.syslog.severity.code",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub syslog_severity: Option<u8>,
+    /// `message`: the free-text part of the record.
+    #[serde(rename = "message", default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Every field without a core slot, by its dotted name (`sshd.auth_method`, SD params as
+    /// `sd.<id>.<param>`, ...).
+    #[serde(rename = "extra", default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, String>,
+    /// The record exactly as received (`event.original`). Serialized as text; bytes that are not
+    /// UTF-8 are replaced on the wire, the store keeps them exactly.
+    #[serde(rename = "event.original", default, with = "raw_text")]
+    pub raw: Vec<u8>,
+}
+
+/// A field's value, borrowed from an event.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum FieldValue<'a> {
+    /// Text.
+    Str(&'a str),
+    /// A whole number (ports, counts, codes).
+    Int(i64),
+    /// An IP address.
+    Ip(IpAddr),
+    /// A point in time.
+    Time(DateTime<Utc>),
+}
+
+impl FieldValue<'_> {
+    /// The value as text, the way rules compare it (`203.0.113.7`, `22`, RFC 3339 time).
+    pub fn as_text(&self) -> Cow<'_, str> {
+        match self {
+            FieldValue::Str(s) => Cow::Borrowed(s),
+            FieldValue::Int(i) => Cow::Owned(i.to_string()),
+            FieldValue::Ip(ip) => Cow::Owned(ip.to_string()),
+            FieldValue::Time(t) => Cow::Owned(t.to_rfc3339()),
+        }
+    }
+}
+
+impl fmt::Display for FieldValue<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.as_text())
+    }
+}
+
+/// Why [`Event::set`] refused a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FieldError {
+    /// The value does not fit the field's type (`source.ip` = `not-an-ip`).
+    #[error("field {field}: {value:?} is not a valid {expected}")]
+    InvalidValue {
+        /// The field name.
+        field: String,
+        /// The refused value.
+        value: String,
+        /// What the field holds.
+        expected: &'static str,
+    },
+    /// The name is reserved and cannot be set by a parser (`@timestamp`, `event.original`).
+    #[error("field {0} cannot be set by a parser")]
+    ReadOnly(String),
+}
+
+/// Every core field name, in schema order. Anything else lives in `extra`.
+pub const CORE_FIELDS: &[&str] = &[
+    "@timestamp",
+    "event.ingested",
+    "event.kind",
+    "event.category",
+    "event.type",
+    "event.outcome",
+    "event.action",
+    "event.severity",
+    "event.dataset",
+    "observer.id",
+    "observer.type",
+    "observer.ip",
+    "host.name",
+    "source.ip",
+    "source.port",
+    "destination.ip",
+    "destination.port",
+    "network.transport",
+    "network.protocol",
+    "network.bytes",
+    "network.packets",
+    "network.community_id",
+    "user.name",
+    "process.name",
+    "process.pid",
+    "http.request.method",
+    "url.path",
+    "http.response.status_code",
+    "api.key",
+    "api.consumer",
+    "api.route",
+    "log.syslog.facility.code",
+    "log.syslog.severity.code",
+    "message",
+    "event.original",
+];
+
+impl Event {
+    /// An empty event at `timestamp`, received at `ingested`.
+    pub fn new(timestamp: DateTime<Utc>, ingested: DateTime<Utc>) -> Self {
+        Event {
+            timestamp,
+            ingested,
+            kind: None,
+            category: None,
+            event_type: None,
+            outcome: None,
+            action: None,
+            severity: None,
+            dataset: None,
+            observer_id: None,
+            observer_type: None,
+            observer_ip: None,
+            host_name: None,
+            source_ip: None,
+            source_port: None,
+            destination_ip: None,
+            destination_port: None,
+            network_transport: None,
+            network_protocol: None,
+            network_bytes: None,
+            network_packets: None,
+            network_community_id: None,
+            user_name: None,
+            process_name: None,
+            process_pid: None,
+            http_request_method: None,
+            url_path: None,
+            http_response_status_code: None,
+            api_key: None,
+            api_consumer: None,
+            api_route: None,
+            syslog_facility: None,
+            syslog_severity: None,
+            message: None,
+            extra: BTreeMap::new(),
+            raw: Vec::new(),
+        }
+    }
+
+    /// Whether `name` is a core field (otherwise it addresses `extra`).
+    pub fn is_core_field(name: &str) -> bool {
+        CORE_FIELDS.contains(&name)
+    }
+
+    /// A field by its wire name. Names that are not core fields are looked up in `extra`
+    /// (with or without an `extra.` prefix).
+    pub fn get(&self, name: &str) -> Option<FieldValue<'_>> {
+        fn s(v: &Option<String>) -> Option<FieldValue<'_>> {
+            v.as_deref().map(FieldValue::Str)
+        }
+        fn n<T: Into<i64> + Copy>(v: &Option<T>) -> Option<FieldValue<'static>> {
+            v.map(|x| FieldValue::Int(x.into()))
+        }
+        match name {
+            "@timestamp" => Some(FieldValue::Time(self.timestamp)),
+            "event.ingested" => Some(FieldValue::Time(self.ingested)),
+            "event.kind" => s(&self.kind),
+            "event.category" => s(&self.category),
+            "event.type" => s(&self.event_type),
+            "event.outcome" => s(&self.outcome),
+            "event.action" => s(&self.action),
+            "event.severity" => n(&self.severity),
+            "event.dataset" => s(&self.dataset),
+            "observer.id" => s(&self.observer_id),
+            "observer.type" => s(&self.observer_type),
+            "observer.ip" => self.observer_ip.map(FieldValue::Ip),
+            "host.name" => s(&self.host_name),
+            "source.ip" => self.source_ip.map(FieldValue::Ip),
+            "source.port" => n(&self.source_port),
+            "destination.ip" => self.destination_ip.map(FieldValue::Ip),
+            "destination.port" => n(&self.destination_port),
+            "network.transport" => s(&self.network_transport),
+            "network.protocol" => s(&self.network_protocol),
+            "network.bytes" => self
+                .network_bytes
+                .map(|b| FieldValue::Int(saturating_i64(b))),
+            "network.packets" => self
+                .network_packets
+                .map(|b| FieldValue::Int(saturating_i64(b))),
+            "network.community_id" => s(&self.network_community_id),
+            "user.name" => s(&self.user_name),
+            "process.name" => s(&self.process_name),
+            "process.pid" => n(&self.process_pid),
+            "http.request.method" => s(&self.http_request_method),
+            "url.path" => s(&self.url_path),
+            "http.response.status_code" => n(&self.http_response_status_code),
+            "api.key" => s(&self.api_key),
+            "api.consumer" => s(&self.api_consumer),
+            "api.route" => s(&self.api_route),
+            "log.syslog.facility.code" => n(&self.syslog_facility),
+            "log.syslog.severity.code" => n(&self.syslog_severity),
+            "message" => s(&self.message),
+            "event.original" => std::str::from_utf8(&self.raw).ok().map(FieldValue::Str),
+            other => {
+                let key = other.strip_prefix("extra.").unwrap_or(other);
+                self.extra.get(key).map(|v| FieldValue::Str(v.as_str()))
+            }
+        }
+    }
+
+    /// Sets a field by its wire name from text, converting to the field's type. Names that are
+    /// not core fields go to `extra`. Time fields and `event.original` are read-only here.
+    pub fn set(&mut self, name: &str, value: &str) -> Result<(), FieldError> {
+        fn text(slot: &mut Option<String>, value: &str) -> Result<(), FieldError> {
+            *slot = Some(value.to_owned());
+            Ok(())
+        }
+        fn parsed<T: std::str::FromStr>(
+            slot: &mut Option<T>,
+            field: &str,
+            value: &str,
+            expected: &'static str,
+        ) -> Result<(), FieldError> {
+            match value.trim().parse::<T>() {
+                Ok(v) => {
+                    *slot = Some(v);
+                    Ok(())
+                }
+                Err(_) => Err(FieldError::InvalidValue {
+                    field: field.to_owned(),
+                    value: value.to_owned(),
+                    expected,
+                }),
+            }
+        }
+        match name {
+            "@timestamp" | "event.ingested" | "event.original" => {
+                Err(FieldError::ReadOnly(name.to_owned()))
+            }
+            "event.kind" => text(&mut self.kind, value),
+            "event.category" => text(&mut self.category, value),
+            "event.type" => text(&mut self.event_type, value),
+            "event.outcome" => text(&mut self.outcome, value),
+            "event.action" => text(&mut self.action, value),
+            "event.severity" => parsed(&mut self.severity, name, value, "severity (0-255)"),
+            "event.dataset" => text(&mut self.dataset, value),
+            "observer.id" => text(&mut self.observer_id, value),
+            "observer.type" => text(&mut self.observer_type, value),
+            "observer.ip" => parsed(&mut self.observer_ip, name, value, "IP address"),
+            "host.name" => text(&mut self.host_name, value),
+            "source.ip" => parsed(&mut self.source_ip, name, value, "IP address"),
+            "source.port" => parsed(&mut self.source_port, name, value, "port (0-65535)"),
+            "destination.ip" => parsed(&mut self.destination_ip, name, value, "IP address"),
+            "destination.port" => parsed(&mut self.destination_port, name, value, "port (0-65535)"),
+            "network.transport" => text(&mut self.network_transport, value),
+            "network.protocol" => text(&mut self.network_protocol, value),
+            "network.bytes" => parsed(&mut self.network_bytes, name, value, "byte count"),
+            "network.packets" => parsed(&mut self.network_packets, name, value, "packet count"),
+            "network.community_id" => text(&mut self.network_community_id, value),
+            "user.name" => text(&mut self.user_name, value),
+            "process.name" => text(&mut self.process_name, value),
+            "process.pid" => parsed(&mut self.process_pid, name, value, "process id"),
+            "http.request.method" => text(&mut self.http_request_method, value),
+            "url.path" => text(&mut self.url_path, value),
+            "http.response.status_code" => parsed(
+                &mut self.http_response_status_code,
+                name,
+                value,
+                "HTTP status code",
+            ),
+            "api.key" => text(&mut self.api_key, value),
+            "api.consumer" => text(&mut self.api_consumer, value),
+            "api.route" => text(&mut self.api_route, value),
+            "log.syslog.facility.code" => {
+                parsed(&mut self.syslog_facility, name, value, "syslog facility")
+            }
+            "log.syslog.severity.code" => {
+                parsed(&mut self.syslog_severity, name, value, "syslog severity")
+            }
+            "message" => text(&mut self.message, value),
+            other => {
+                let key = other.strip_prefix("extra.").unwrap_or(other);
+                self.extra.insert(key.to_owned(), value.to_owned());
+                Ok(())
+            }
+        }
+    }
+}
+
+fn saturating_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+mod raw_text {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(raw: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&String::from_utf8_lossy(raw))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        Ok(String::deserialize(d)?.into_bytes())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn typed_fields_round_trip_through_set_and_get() {
+        let mut e = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:01Z"));
+        assert_eq!(e.set("source.ip", "203.0.113.7"), Ok(()));
+        assert_eq!(e.set("source.port", "50022"), Ok(()));
+        assert_eq!(e.set("sshd.method", "password"), Ok(()));
+        assert_eq!(
+            e.get("source.ip").map(|v| v.to_string()).as_deref(),
+            Some("203.0.113.7")
+        );
+        assert_eq!(e.get("source.port"), Some(FieldValue::Int(50022)));
+        assert_eq!(e.get("sshd.method"), Some(FieldValue::Str("password")));
+        assert_eq!(
+            e.get("extra.sshd.method"),
+            Some(FieldValue::Str("password"))
+        );
+    }
+
+    #[test]
+    fn a_value_of_the_wrong_type_is_refused_with_the_field_named() {
+        let mut e = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+        let err = e.set("source.ip", "not-an-ip").err();
+        assert!(
+            matches!(err, Some(FieldError::InvalidValue { ref field, .. }) if field == "source.ip")
+        );
+        assert_eq!(e.source_ip, None);
+        assert!(e.set("@timestamp", "x").is_err());
+    }
+
+    #[test]
+    fn wire_names_are_ecs_style_and_json_round_trips() {
+        let mut e = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+        e.set("source.ip", "2001:db8::1").ok();
+        e.set("event.outcome", "failure").ok();
+        e.raw = b"raw line".to_vec();
+        let json = serde_json::to_value(&e).unwrap_or_default();
+        assert_eq!(json["source.ip"], "2001:db8::1");
+        assert_eq!(json["event.outcome"], "failure");
+        assert_eq!(json["event.original"], "raw line");
+        let back: Event = serde_json::from_value(json).unwrap_or_else(|_| e.clone());
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn every_core_field_name_is_known_to_get_or_set() {
+        let mut e = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+        for name in CORE_FIELDS {
+            // A core field must never fall through to `extra`.
+            let _ = e.set(name, "1");
+            assert!(!e.extra.contains_key(*name), "{name} fell through to extra");
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The one entry point the service uses: a raw record in, an [`Event`] or a [`Rejection`] out.
+//!
+//! Steps: trim the record's trailing `\r`, `\n` and `\0`; check UTF-8 (reject, or replace, per
+//! [`InvalidUtf8Policy`]); parse it as syslog; build the generic syslog event (header fields,
+//! structured data, the raw bytes); then apply the first matching parser definition. A record
+//! that is syslog but matches no definition is still an event (a generic syslog event).
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+use chrono::{DateTime, FixedOffset, Offset, Utc};
+
+use crate::definitions::DefinitionSet;
+use crate::event::Event;
+use crate::syslog::{self, ParseOptions};
+
+/// Where a record came from and when it arrived, as the collector saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordMeta<'a> {
+    /// The collector kind (`syslog`, `file`, ...): `observer.type`.
+    pub observer_type: &'a str,
+    /// The log source identity (`syslog/udp/10.0.0.5`, `file:/var/log/auth.log`): `observer.id`.
+    pub observer_id: &'a str,
+    /// The network peer that sent the record, if any: `observer.ip`.
+    pub peer: Option<IpAddr>,
+    /// When Vigil received the record: `event.ingested`, and `@timestamp` when the record has no
+    /// time of its own. Also the reference for year inference of RFC 3164 stamps.
+    pub received_at: DateTime<Utc>,
+}
+
+/// What to do with a record that is not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+pub enum InvalidUtf8Policy {
+    /// Reject it (reason `invalid_utf8`) so it lands in the dead letters with its raw bytes.
+    #[default]
+    DeadLetter,
+    /// Replace invalid sequences with U+FFFD and carry on; `event.original` keeps the exact bytes.
+    Replace,
+}
+
+/// How records are normalized.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NormalizeOptions {
+    /// Offset for timestamps that carry none (RFC 3164). UTC by default.
+    pub default_offset: FixedOffset,
+    /// What to do with invalid UTF-8. Dead letter by default.
+    pub invalid_utf8: InvalidUtf8Policy,
+}
+
+impl Default for NormalizeOptions {
+    fn default() -> Self {
+        NormalizeOptions {
+            default_offset: Utc.fix(),
+            invalid_utf8: InvalidUtf8Policy::default(),
+        }
+    }
+}
+
+/// Why a record did not become an event. It goes to the dead letters with its raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}: {detail}")]
+pub struct Rejection {
+    /// Stable metric / dead-letter label: a syslog failure's
+    /// [`SyslogErrorKind::as_str`](crate::syslog::SyslogErrorKind::as_str), or `invalid_utf8`,
+    /// `field_type` (a definition captured a value its field cannot hold), `empty`.
+    pub reason: &'static str,
+    /// Human-readable detail, lowercase, no trailing period.
+    pub detail: String,
+}
+
+/// Turns raw records into events with a fixed set of definitions and options.
+#[derive(Debug, Clone)]
+pub struct Normalizer {
+    definitions: DefinitionSet,
+    options: NormalizeOptions,
+}
+
+impl Normalizer {
+    /// A normalizer applying `definitions` with `options`.
+    pub fn new(definitions: DefinitionSet, options: NormalizeOptions) -> Self {
+        Normalizer {
+            definitions,
+            options,
+        }
+    }
+
+    /// The definitions in use.
+    pub fn definitions(&self) -> &DefinitionSet {
+        &self.definitions
+    }
+
+    /// The options in use.
+    pub fn options(&self) -> &NormalizeOptions {
+        &self.options
+    }
+
+    /// Normalizes one record (one syslog message or one file line). Never panics.
+    pub fn normalize(&self, raw: &[u8], meta: &RecordMeta<'_>) -> Result<Event, Rejection> {
+        let record = trim_end(raw);
+        if record.is_empty() {
+            return Err(Rejection {
+                reason: "empty",
+                detail: "record is empty".to_owned(),
+            });
+        }
+        let record: Cow<'_, [u8]> = match std::str::from_utf8(record) {
+            Ok(_) => Cow::Borrowed(record),
+            Err(e) => match self.options.invalid_utf8 {
+                InvalidUtf8Policy::DeadLetter => {
+                    return Err(Rejection {
+                        reason: "invalid_utf8",
+                        detail: format!("invalid utf-8 at byte {}", e.valid_up_to()),
+                    })
+                }
+                InvalidUtf8Policy::Replace => {
+                    Cow::Owned(String::from_utf8_lossy(record).into_owned().into_bytes())
+                }
+            },
+        };
+        let opts = ParseOptions {
+            reference_time: meta.received_at,
+            default_offset: self.options.default_offset,
+        };
+        let msg = syslog::parse(&record, &opts).map_err(|e| Rejection {
+            reason: e.kind.as_str(),
+            detail: format!("{} at byte {}", e.detail, e.column),
+        })?;
+
+        let timestamp = msg
+            .timestamp
+            .map_or(meta.received_at, |t| t.with_timezone(&Utc));
+        let mut event = Event::new(timestamp, meta.received_at);
+        event.kind = Some("event".to_owned());
+        event.observer_type = non_empty(meta.observer_type);
+        event.observer_id = non_empty(meta.observer_id);
+        event.observer_ip = meta.peer;
+        event.host_name = msg.hostname.clone();
+        event.process_name = msg.appname.clone();
+        if let Some(procid) = &msg.procid {
+            match procid.parse::<u32>() {
+                Ok(pid) => event.process_pid = Some(pid),
+                Err(_) => {
+                    event
+                        .extra
+                        .insert("log.syslog.procid".to_owned(), procid.clone());
+                }
+            }
+        }
+        event.syslog_facility = msg.facility;
+        event.syslog_severity = msg.severity;
+        event.severity = msg.severity;
+        if let Some(msgid) = &msg.msgid {
+            event
+                .extra
+                .insert("log.syslog.msgid".to_owned(), msgid.clone());
+        }
+        for (id, params) in &msg.structured_data {
+            for (param, value) in params {
+                event
+                    .extra
+                    .insert(format!("sd.{id}.{param}"), value.clone());
+            }
+        }
+        let text = msg.message_text().unwrap_or_default();
+        event.raw = raw.to_vec();
+        self.definitions
+            .apply(&msg, &text, &mut event)
+            .map_err(|e| Rejection {
+                reason: "field_type",
+                detail: e.to_string(),
+            })?;
+        // A definition may have rewritten `message`; otherwise it is the MSG text.
+        if msg.message.is_some() && event.message.is_none() {
+            event.message = Some(text);
+        }
+        Ok(event)
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// The record without trailing `\r`, `\n` and `\0`.
+fn trim_end(raw: &[u8]) -> &[u8] {
+    let end = raw
+        .iter()
+        .rposition(|b| !matches!(b, b'\r' | b'\n' | 0))
+        .map_or(0, |i| i + 1);
+    raw.get(..end).unwrap_or(&[])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn trailing_line_ends_and_nuls_are_trimmed() {
+        assert_eq!(trim_end(b"abc\r\n\0"), b"abc");
+        assert_eq!(trim_end(b"\n\n"), b"");
+        assert_eq!(trim_end(b""), b"");
+        assert_eq!(trim_end(b"a\nb"), b"a\nb");
+    }
+
+    #[test]
+    fn an_empty_record_is_rejected_as_empty() {
+        let n = Normalizer::new(DefinitionSet::default(), NormalizeOptions::default());
+        let meta = RecordMeta {
+            observer_type: "syslog",
+            observer_id: "x",
+            peer: None,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        assert_eq!(
+            n.normalize(b"\r\n", &meta).map_err(|r| r.reason),
+            Err("empty")
+        );
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected_with_its_offset() {
+        let n = Normalizer::new(DefinitionSet::default(), NormalizeOptions::default());
+        let meta = RecordMeta {
+            observer_type: "syslog",
+            observer_id: "x",
+            peer: None,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let r = n.normalize(b"<34>abc\xff", &meta).err();
+        assert_eq!(
+            r,
+            Some(Rejection {
+                reason: "invalid_utf8",
+                detail: "invalid utf-8 at byte 7".to_owned()
+            })
+        );
+    }
+}

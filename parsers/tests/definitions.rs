@@ -1,0 +1,456 @@
+//! Parser definitions as data, and the normalizer end to end.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use chrono::{DateTime, FixedOffset, Utc};
+use vigil_parsers::definitions::{DefinitionError, DefinitionSet};
+use vigil_parsers::event::FieldValue;
+use vigil_parsers::normalize::{
+    InvalidUtf8Policy, NormalizeOptions, Normalizer, RecordMeta, Rejection,
+};
+use vigil_parsers::syslog::{Format, SyslogMessage};
+use vigil_parsers::Event;
+
+fn load(files: &[(&str, &str)]) -> (DefinitionSet, Vec<DefinitionError>) {
+    let sources: Vec<(String, String)> = files
+        .iter()
+        .map(|(p, t)| ((*p).to_owned(), (*t).to_owned()))
+        .collect();
+    DefinitionSet::from_sources(&sources)
+}
+
+fn at(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn meta(received_at: &str) -> RecordMeta<'static> {
+    RecordMeta {
+        observer_type: "syslog",
+        observer_id: "syslog/udp/192.0.2.1",
+        peer: Some("192.0.2.1".parse().unwrap()),
+        received_at: at(received_at),
+    }
+}
+
+fn ip(s: &str) -> Option<IpAddr> {
+    Some(s.parse().unwrap())
+}
+
+fn message(program: &str, text: &str) -> SyslogMessage {
+    SyslogMessage {
+        format: Format::FileLine,
+        priority: None,
+        facility: None,
+        severity: None,
+        version: None,
+        timestamp: None,
+        hostname: Some("bastion".to_owned()),
+        appname: Some(program.to_owned()),
+        procid: None,
+        msgid: None,
+        structured_data: BTreeMap::new(),
+        message: Some(text.as_bytes().to_vec()),
+    }
+}
+
+const GOOD: &str = "\
+name: demo
+match: {program: demo}
+patterns:
+  - name: hello
+    regex: '^hello (?P<who>\\w+) from (?P<source.ip>\\S+)$'
+    fields: {who: user.name}
+    set: {event.action: greeting}
+tests:
+  - message: hello bob from 192.0.2.5
+    expect: {user.name: bob, source.ip: 192.0.2.5, event.action: greeting, event.dataset: demo}
+";
+
+// ----- loading ---------------------------------------------------------------------------------
+
+#[test]
+fn builtin_definitions_load_without_errors_and_all_their_cases_pass() {
+    let (set, errors) = DefinitionSet::builtin_checked();
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert!(set.names().contains(&"openssh"));
+    let report = set.run_tests();
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert!(report.cases > 15, "only {} cases", report.cases);
+    assert_eq!(DefinitionSet::builtin().len(), set.len());
+}
+
+#[test]
+fn a_broken_regex_is_refused_naming_the_file_and_line() {
+    let yaml = "\
+name: broken
+match: {program: x}
+patterns:
+  - name: ok
+    regex: '^fine$'
+  - name: bad
+    regex: '^unclosed (group'
+";
+    let (set, errors) = load(&[("defs/broken.yml", yaml)]);
+    assert!(set.is_empty());
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].path, "defs/broken.yml");
+    assert_eq!(errors[0].line, 7, "{errors:#?}");
+    assert!(errors[0].message.contains("bad"), "{}", errors[0]);
+    assert!(
+        errors[0].to_string().starts_with("defs/broken.yml:7: "),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn a_broken_match_regex_is_refused_naming_the_line() {
+    let yaml =
+        "name: m\nmatch:\n  program: x\n  regex: '[z-a]'\npatterns:\n  - name: p\n    regex: x\n";
+    let (_, errors) = load(&[("m.yml", yaml)]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].line, 4, "{errors:#?}");
+}
+
+#[test]
+fn an_unknown_target_field_is_refused_naming_the_file_and_line() {
+    let yaml = "\
+name: typo
+patterns:
+  - name: p
+    regex: '^(?P<ip>\\S+) (?P<user>\\S+)$'
+    fields:
+      user: user.name
+      ip: sorce.ip
+";
+    let (set, errors) = load(&[("typo.yml", yaml)]);
+    assert!(set.is_empty());
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].path, "typo.yml");
+    assert_eq!(errors[0].line, 7, "{errors:#?}");
+    assert!(errors[0].message.contains("sorce.ip"), "{}", errors[0]);
+}
+
+#[test]
+fn an_unknown_constant_target_is_refused_naming_the_line() {
+    let yaml = "name: c\nset:\n  event.kind: event\n  event.outcom: failure\npatterns:\n  - name: p\n    regex: x\n";
+    let (_, errors) = load(&[("c.yml", yaml)]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].line, 4, "{errors:#?}");
+    assert!(errors[0].message.contains("event.outcom"), "{}", errors[0]);
+}
+
+#[test]
+fn a_dotted_capture_that_is_not_a_field_is_refused() {
+    let yaml = "name: d\npatterns:\n  - name: p\n    regex: '(?P<source.addr>\\S+)'\n";
+    let (_, errors) = load(&[("d.yml", yaml)]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].line, 4);
+    assert!(errors[0].message.contains("source.addr"), "{}", errors[0]);
+}
+
+#[test]
+fn an_unknown_yaml_key_is_refused_naming_the_line() {
+    let yaml = "name: k\npatterns:\n  - name: p\n    regex: x\n    feilds: {a: user.name}\n";
+    let (set, errors) = load(&[("k.yml", yaml)]);
+    assert!(set.is_empty());
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].line, 5, "{errors:#?}");
+    assert!(errors[0].message.contains("feilds"), "{}", errors[0]);
+    assert!(!errors[0].message.contains(" at line "), "{}", errors[0]);
+}
+
+#[test]
+fn a_yaml_syntax_error_is_refused_naming_the_line() {
+    let (_, errors) = load(&[("s.yml", "name: s\npatterns: [\n")]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].path, "s.yml");
+    assert!(errors[0].line >= 2, "{errors:#?}");
+}
+
+#[test]
+fn one_good_and_one_bad_file_still_load_the_good_one() {
+    let bad = "name: bad\npatterns:\n  - name: p\n    regex: '('\n";
+    let (set, errors) = load(&[("bad.yml", bad), ("good.yml", GOOD)]);
+    assert_eq!(set.names(), vec!["demo"]);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].path, "bad.yml");
+    let report = set.run_tests();
+    assert_eq!(report.cases, 1);
+    assert!(report.passed(), "{:?}", report.failures);
+}
+
+#[test]
+fn a_repeated_definition_name_is_refused() {
+    let (set, errors) = load(&[("a.yml", GOOD), ("b.yml", GOOD)]);
+    assert_eq!(set.len(), 1);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].path, "b.yml");
+}
+
+#[test]
+fn a_failing_embedded_case_is_reported_with_file_and_line() {
+    let yaml = GOOD.replace("user.name: bob", "user.name: alice");
+    let (set, errors) = load(&[("demo.yml", &yaml)]);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let report = set.run_tests();
+    assert_eq!(report.failures.len(), 1, "{:?}", report.failures);
+    assert!(
+        report.failures[0].starts_with("demo.yml:9: "),
+        "{}",
+        report.failures[0]
+    );
+    assert!(
+        report.failures[0].contains("user.name"),
+        "{}",
+        report.failures[0]
+    );
+}
+
+// ----- applying ----------------------------------------------------------------------------------
+
+#[test]
+fn openssh_failures_become_typed_authentication_fields() {
+    let set = DefinitionSet::builtin();
+    let text = "Failed password for invalid user admin from 2001:db8::7 port 50022 ssh2";
+    let mut event = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+    let hit = set
+        .apply(&message("sshd-session", text), text, &mut event)
+        .unwrap();
+    assert_eq!(hit, Some(("openssh", "failed_auth_invalid_user")));
+    assert_eq!(event.user_name.as_deref(), Some("admin"));
+    assert_eq!(event.source_ip, ip("2001:db8::7"));
+    assert_eq!(event.source_port, Some(50022));
+    assert_eq!(event.category.as_deref(), Some("authentication"));
+    assert_eq!(event.outcome.as_deref(), Some("failure"));
+    assert_eq!(event.dataset.as_deref(), Some("openssh"));
+    assert_eq!(
+        event.get("extra.sshd.auth_method"),
+        Some(FieldValue::Str("password"))
+    );
+}
+
+#[test]
+fn a_message_from_another_program_is_left_alone() {
+    let set = DefinitionSet::builtin();
+    let text = "Failed password for root from 203.0.113.7 port 50022 ssh2";
+    let before = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+    let mut event = before.clone();
+    assert_eq!(
+        set.apply(&message("cron", text), text, &mut event).unwrap(),
+        None
+    );
+    assert_eq!(event, before);
+}
+
+// ----- normalizing --------------------------------------------------------------------------------
+
+fn normalizer() -> Normalizer {
+    Normalizer::new(DefinitionSet::builtin(), NormalizeOptions::default())
+}
+
+#[test]
+fn an_rfc3164_sshd_line_normalizes_to_typed_fields() {
+    let raw = b"<38>Mar  4 10:15:02 bastion sshd[4242]: Failed password for root from 203.0.113.7 port 50022 ssh2\n";
+    let event = normalizer()
+        .normalize(raw, &meta("2026-03-04T10:15:03Z"))
+        .unwrap();
+    assert_eq!(event.timestamp, at("2026-03-04T10:15:02Z"));
+    assert_eq!(event.ingested, at("2026-03-04T10:15:03Z"));
+    assert_eq!(event.kind.as_deref(), Some("event"));
+    assert_eq!(event.host_name.as_deref(), Some("bastion"));
+    assert_eq!(event.process_name.as_deref(), Some("sshd"));
+    assert_eq!(event.process_pid, Some(4242));
+    assert_eq!(event.syslog_facility, Some(4));
+    assert_eq!(event.syslog_severity, Some(6));
+    assert_eq!(event.severity, Some(6));
+    assert_eq!(event.observer_type.as_deref(), Some("syslog"));
+    assert_eq!(event.observer_id.as_deref(), Some("syslog/udp/192.0.2.1"));
+    assert_eq!(event.observer_ip, ip("192.0.2.1"));
+    assert_eq!(event.user_name.as_deref(), Some("root"));
+    assert_eq!(event.source_ip, ip("203.0.113.7"));
+    assert_eq!(event.source_port, Some(50022));
+    assert_eq!(event.outcome.as_deref(), Some("failure"));
+    assert_eq!(event.action.as_deref(), Some("ssh_login"));
+    assert_eq!(event.dataset.as_deref(), Some("openssh"));
+    assert_eq!(
+        event.message.as_deref(),
+        Some("Failed password for root from 203.0.113.7 port 50022 ssh2")
+    );
+    assert_eq!(event.raw, raw.to_vec(), "raw keeps the untrimmed bytes");
+}
+
+#[test]
+fn an_rfc5424_sshd_session_record_normalizes_with_structured_data() {
+    let raw = b"<38>1 2026-03-04T10:15:02.123+01:00 bastion.example.net sshd-session 4242 AUTH [meta@32473 sequenceId=\"7\"] Accepted publickey for alice from 2001:db8::10 port 51514 ssh2: ED25519 SHA256:Jx0m2uJ8HnW8sLkV9M0Qx";
+    let event = normalizer()
+        .normalize(raw, &meta("2026-03-04T09:15:03Z"))
+        .unwrap();
+    assert_eq!(event.timestamp, at("2026-03-04T09:15:02.123Z"));
+    assert_eq!(event.host_name.as_deref(), Some("bastion.example.net"));
+    assert_eq!(event.process_name.as_deref(), Some("sshd-session"));
+    assert_eq!(event.process_pid, Some(4242));
+    assert_eq!(
+        event.extra.get("log.syslog.msgid").map(String::as_str),
+        Some("AUTH")
+    );
+    assert_eq!(
+        event
+            .extra
+            .get("sd.meta@32473.sequenceId")
+            .map(String::as_str),
+        Some("7")
+    );
+    assert_eq!(event.user_name.as_deref(), Some("alice"));
+    assert_eq!(event.source_ip, ip("2001:db8::10"));
+    assert_eq!(event.source_port, Some(51514));
+    assert_eq!(event.outcome.as_deref(), Some("success"));
+    assert_eq!(
+        event.get("extra.sshd.key_type"),
+        Some(FieldValue::Str("ED25519"))
+    );
+}
+
+#[test]
+fn an_auth_log_file_line_normalizes_with_the_default_offset() {
+    let options = NormalizeOptions {
+        default_offset: FixedOffset::east_opt(2 * 3600).unwrap(),
+        invalid_utf8: InvalidUtf8Policy::DeadLetter,
+    };
+    let n = Normalizer::new(DefinitionSet::builtin(), options);
+    let raw = b"Mar  4 10:15:02 bastion sshd[4242]: Invalid user admin from 203.0.113.7 port 50022";
+    let event = n.normalize(raw, &meta("2026-03-04T08:15:03Z")).unwrap();
+    assert_eq!(event.timestamp, at("2026-03-04T08:15:02Z"));
+    assert_eq!(event.syslog_facility, None);
+    assert_eq!(event.action.as_deref(), Some("ssh_invalid_user"));
+    assert_eq!(event.user_name.as_deref(), Some("admin"));
+    assert_eq!(event.source_ip, ip("203.0.113.7"));
+}
+
+#[test]
+fn syslog_without_a_matching_definition_is_still_a_generic_event() {
+    let raw = b"<86>Mar  4 10:15:02 bastion cron[77]: (root) CMD (run-parts /etc/cron.hourly)";
+    let event = normalizer()
+        .normalize(raw, &meta("2026-03-04T10:15:03Z"))
+        .unwrap();
+    assert_eq!(event.process_name.as_deref(), Some("cron"));
+    assert_eq!(event.dataset, None);
+    assert_eq!(event.category, None);
+    assert_eq!(event.kind.as_deref(), Some("event"));
+    assert_eq!(
+        event.message.as_deref(),
+        Some("(root) CMD (run-parts /etc/cron.hourly)")
+    );
+}
+
+#[test]
+fn a_non_numeric_procid_is_kept_in_extra() {
+    let raw = b"<38>1 2026-03-04T10:15:02Z host app worker-3 - - hello";
+    let event = normalizer()
+        .normalize(raw, &meta("2026-03-04T10:15:03Z"))
+        .unwrap();
+    assert_eq!(event.process_pid, None);
+    assert_eq!(
+        event.extra.get("log.syslog.procid").map(String::as_str),
+        Some("worker-3")
+    );
+}
+
+#[test]
+fn invalid_utf8_is_a_dead_letter_by_default_and_replaced_on_request() {
+    let raw =
+        b"<38>Mar  4 10:15:02 bastion sshd[1]: Invalid user \xff\xfe from 203.0.113.7 port 50022";
+    let rejection = normalizer()
+        .normalize(raw, &meta("2026-03-04T10:15:03Z"))
+        .unwrap_err();
+    assert_eq!(rejection.reason, "invalid_utf8");
+    assert!(rejection.detail.contains("byte 50"), "{rejection}");
+
+    let options = NormalizeOptions {
+        invalid_utf8: InvalidUtf8Policy::Replace,
+        ..NormalizeOptions::default()
+    };
+    let event = Normalizer::new(DefinitionSet::builtin(), options)
+        .normalize(raw, &meta("2026-03-04T10:15:03Z"))
+        .unwrap();
+    assert_eq!(event.user_name.as_deref(), Some("\u{fffd}\u{fffd}"));
+    assert_eq!(event.source_ip, ip("203.0.113.7"));
+    assert_eq!(event.raw, raw.to_vec());
+}
+
+#[test]
+fn a_capture_that_does_not_convert_is_a_field_type_rejection() {
+    let yaml = "\
+name: typed
+match: {program: app}
+patterns:
+  - name: p
+    regex: '^client (?P<source.ip>\\S+) port (?P<source.port>\\d+)$'
+";
+    let (set, errors) = load(&[("typed.yml", yaml)]);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let n = Normalizer::new(set, NormalizeOptions::default());
+    let m = meta("2026-03-04T10:15:03Z");
+    let bad_ip = n.normalize(b"<38>Mar  4 10:15:02 h app: client foo port 1", &m);
+    assert!(
+        matches!(
+            bad_ip,
+            Err(Rejection {
+                reason: "field_type",
+                ..
+            })
+        ),
+        "{bad_ip:?}"
+    );
+    let bad_port = n.normalize(
+        b"<38>Mar  4 10:15:02 h app: client 192.0.2.1 port 70000",
+        &m,
+    );
+    assert!(
+        matches!(
+            bad_port,
+            Err(Rejection {
+                reason: "field_type",
+                ..
+            })
+        ),
+        "{bad_port:?}"
+    );
+    let good = n
+        .normalize(b"<38>Mar  4 10:15:02 h app: client 192.0.2.1 port 7000", &m)
+        .unwrap();
+    assert_eq!(good.source_port, Some(7000));
+}
+
+#[test]
+fn records_that_are_not_syslog_are_rejected_with_the_parser_reason() {
+    let n = normalizer();
+    let m = meta("2026-03-04T10:15:03Z");
+    assert_eq!(n.normalize(b"\r\n\0", &m).unwrap_err().reason, "empty");
+    assert_eq!(n.normalize(b"<999>x", &m).unwrap_err().reason, "pri");
+    for junk in [
+        &b"hello world"[..],
+        b"<",
+        b"<1",
+        b"\0\0x",
+        b"<38>1 ",
+        b"<38>1 x",
+    ] {
+        // Never a panic; an event or a labelled rejection.
+        if let Err(r) = n.normalize(junk, &m) {
+            assert!(!r.reason.is_empty());
+        }
+    }
+}
+
+#[test]
+fn the_rsyslog_repeat_wrapper_still_parses_and_counts() {
+    let raw = b"<38>Mar  4 10:15:02 bastion sshd[4242]: message repeated 5 times: [ Failed password for root from 203.0.113.7 port 50022 ssh2]";
+    let event = normalizer()
+        .normalize(raw, &meta("2026-03-04T10:15:03Z"))
+        .unwrap();
+    assert_eq!(event.source_ip, ip("203.0.113.7"));
+    assert_eq!(event.get("extra.repeat_count"), Some(FieldValue::Str("5")));
+}

@@ -1,0 +1,317 @@
+//! Wiring shared by the subcommands: config -> parser definitions, rules, pipeline; and the
+//! `run` service itself (collectors, engine thread, API, shutdown).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use vigil_correlate::{EngineLimits, RuleSet};
+use vigil_parsers::definitions::DefinitionSet;
+use vigil_parsers::normalize::{InvalidUtf8Policy, NormalizeOptions, Normalizer};
+
+use crate::bus::{memory, RawRecord, Subscriber};
+use crate::config::{parse_utc_offset, Config, Utf8Policy};
+use crate::pipeline::{Pipeline, PipelineLimits};
+use crate::store::Store;
+use crate::telemetry::Metrics;
+
+/// Records the engine takes from the queue per store transaction at most.
+pub const BATCH_RECORDS: usize = 1024;
+
+/// Loads the built-in parser definitions plus those of `parse.definitions_dir`. Every problem
+/// is returned as one line (`file:line: message`).
+pub fn load_definitions(config: &Config) -> (DefinitionSet, Vec<String>) {
+    let mut sources = DefinitionSet::builtin_sources();
+    let mut problems = Vec::new();
+    if let Some(dir) = &config.parse.definitions_dir {
+        match yaml_files(dir) {
+            Ok(files) => {
+                for path in files {
+                    match std::fs::read_to_string(&path) {
+                        Ok(text) => sources.push((path.display().to_string(), text)),
+                        Err(e) => problems.push(format!("{}: {e}", path.display())),
+                    }
+                }
+            }
+            Err(e) => problems.push(format!("{}: {e}", dir.display())),
+        }
+    }
+    let (set, errors) = DefinitionSet::from_sources(&sources);
+    problems.extend(errors.iter().map(|e| e.to_string()));
+    (set, problems)
+}
+
+fn yaml_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            matches!(
+                p.extension().and_then(|e| e.to_str()),
+                Some("yml") | Some("yaml")
+            )
+        })
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// The normalizer for `config`, and the definition problems found.
+pub fn build_normalizer(config: &Config) -> anyhow::Result<(Normalizer, Vec<String>)> {
+    let (definitions, problems) = load_definitions(config);
+    let options = NormalizeOptions {
+        default_offset: parse_utc_offset(&config.parse.default_utc_offset)
+            .map_err(|e| anyhow::anyhow!("parse.default_utc_offset: {e}"))?,
+        invalid_utf8: match config.parse.invalid_utf8 {
+            Utf8Policy::DeadLetter => InvalidUtf8Policy::DeadLetter,
+            Utf8Policy::Replace => InvalidUtf8Policy::Replace,
+        },
+    };
+    Ok((Normalizer::new(definitions, options), problems))
+}
+
+/// Loads the rules of `rules.dir` (or the built-in pack), with every problem as a line.
+pub fn load_rules(config: &Config) -> anyhow::Result<(RuleSet, Vec<String>)> {
+    let (rules, errors) = crate::correlate::load_rules(&config.rules.dir)
+        .with_context(|| format!("reading rules from {}", config.rules.dir.display()))?;
+    Ok((rules, errors.iter().map(|e| e.to_string()).collect()))
+}
+
+/// A pipeline for `config` over `store`. Definition and rule problems are logged and counted
+/// (`vigil_rules_rejected_total`); the rest load.
+pub fn build_pipeline(
+    config: &Config,
+    store: Store,
+    metrics: Arc<Metrics>,
+) -> anyhow::Result<Pipeline> {
+    let (normalizer, def_problems) = build_normalizer(config)?;
+    for p in &def_problems {
+        tracing::error!("parser definition refused: {p}");
+    }
+    metrics
+        .counter(
+            "vigil_parse_definitions_rejected_total",
+            "Parser definition files that failed to load.",
+            &[],
+        )
+        .add(def_problems.len() as u64);
+    let (rules, rule_problems) = load_rules(config)?;
+    for p in &rule_problems {
+        tracing::error!("rule refused: {p}");
+    }
+    metrics
+        .counter(
+            "vigil_rules_rejected_total",
+            "Rules that failed to compile and were not loaded.",
+            &[],
+        )
+        .add(rule_problems.len() as u64);
+    metrics
+        .gauge("vigil_rules_loaded", "Rules loaded.", &[])
+        .set(rules.len() as u64);
+    let limits = EngineLimits {
+        max_keys_per_rule: config.rules.max_keys_per_rule,
+        max_events_per_key: config.rules.max_events_per_key,
+    };
+    Ok(Pipeline::new(
+        normalizer,
+        Arc::new(rules),
+        limits,
+        store,
+        PipelineLimits {
+            max_events_per_offense: config.offenses.max_events_per_offense as u64,
+            max_dead_letters: config.store.max_dead_letters,
+        },
+        metrics,
+    ))
+}
+
+/// The path of the SQLite file under `data_dir`.
+pub fn store_path(config: &Config) -> PathBuf {
+    config.data_dir.join("vigil.db")
+}
+
+/// Resolves the API token hash: `api.token` or `VIGIL_API_TOKEN` when set (its hash is stored),
+/// else the stored hash, else a new random token that is stored hashed and printed once.
+pub fn resolve_token(config: &Config, store: &Store) -> anyhow::Result<[u8; 32]> {
+    let configured = config
+        .api
+        .token
+        .clone()
+        .or_else(|| std::env::var("VIGIL_API_TOKEN").ok())
+        .filter(|t| !t.trim().is_empty());
+    if let Some(token) = configured {
+        let hash = crate::api::hash_token(token.trim());
+        store.set_token_hash("default", &hex::encode(hash))?;
+        return Ok(hash);
+    }
+    if let Some(stored) = store.token_hash("default")? {
+        let bytes = hex::decode(&stored).context("stored token hash is not hex")?;
+        let hash: [u8; 32] = bytes
+            .try_into()
+            .map_err(|_| anyhow::anyhow!("stored token hash has the wrong length"))?;
+        return Ok(hash);
+    }
+    let token = hex::encode(rand::random::<[u8; 32]>());
+    let hash = crate::api::hash_token(&token);
+    store.set_token_hash("default", &hex::encode(hash))?;
+    eprintln!(
+        "vigil: generated API token (shown once, stored hashed; set api.token to choose one):\n  {token}"
+    );
+    Ok(hash)
+}
+
+/// Addresses the service actually bound (ports may have been 0 in the config).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Bound {
+    /// UDP syslog.
+    pub syslog_udp: Option<SocketAddr>,
+    /// TCP syslog.
+    pub syslog_tcp: Option<SocketAddr>,
+    /// HTTP API.
+    pub api: Option<SocketAddr>,
+}
+
+/// Runs the service until Ctrl-C / SIGTERM: collectors -> bounded queue -> engine thread ->
+/// SQLite, and the API. Prints one JSON line `{"ready": ...}` with the bound addresses.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    let path = store_path(&config);
+    let store = Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
+    let token_sha256 = resolve_token(&config, &store)?;
+    let metrics = Metrics::new();
+    let mut pipeline = build_pipeline(&config, store, metrics.clone())?;
+
+    let cancel = CancellationToken::new();
+    let depth = metrics.gauge(
+        "vigil_bus_queue_depth",
+        "Records waiting between collectors and the engine.",
+        &[("queue", "records")],
+    );
+    metrics
+        .gauge(
+            "vigil_bus_queue_capacity",
+            "Capacity of the queue between collectors and the engine.",
+            &[("queue", "records")],
+        )
+        .set(config.bus.queue_capacity as u64);
+    let (publisher, mut subscriber) = memory::channel::<RawRecord>(config.bus.queue_capacity, depth);
+
+    let mut bound = Bound {
+        syslog_udp: None,
+        syslog_tcp: None,
+        api: None,
+    };
+    let mut tasks = Vec::new();
+    if !config.syslog.udp_listen.is_empty() {
+        let socket = crate::collect::syslog::bind_udp(&config.syslog)
+            .await
+            .with_context(|| format!("binding syslog udp {}", config.syslog.udp_listen))?;
+        bound.syslog_udp = socket.local_addr().ok();
+        tasks.push(tokio::spawn(crate::collect::syslog::run_udp(
+            socket,
+            config.syslog.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        )));
+    }
+    if !config.syslog.tcp_listen.is_empty() {
+        let listener = TcpListener::bind(&config.syslog.tcp_listen)
+            .await
+            .with_context(|| format!("binding syslog tcp {}", config.syslog.tcp_listen))?;
+        bound.syslog_tcp = listener.local_addr().ok();
+        tasks.push(tokio::spawn(crate::collect::syslog::run_tcp(
+            listener,
+            config.syslog.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        )));
+    }
+    drop(publisher);
+
+    let engine = std::thread::Builder::new()
+        .name("vigil-engine".into())
+        .spawn(move || {
+            while let Some(first) = subscriber.next_blocking() {
+                let mut batch = Vec::with_capacity(64);
+                batch.push(first);
+                while batch.len() < BATCH_RECORDS {
+                    match subscriber.try_next() {
+                        Some(r) => batch.push(r),
+                        None => break,
+                    }
+                }
+                if let Err(e) = pipeline.process_batch(batch) {
+                    tracing::error!(error = %e, "batch could not be stored after retries");
+                }
+            }
+        })
+        .context("starting the engine thread")?;
+
+    let mut api_server = None;
+    if !config.api.listen.is_empty() {
+        let listener = TcpListener::bind(&config.api.listen)
+            .await
+            .with_context(|| format!("binding api {}", config.api.listen))?;
+        bound.api = listener.local_addr().ok();
+        let app = crate::api::router(crate::api::ApiState {
+            store_path: path.clone(),
+            token_sha256,
+            metrics: metrics.clone(),
+            max_page_size: config.api.max_page_size as u64,
+        });
+        let cancel = cancel.clone();
+        api_server = Some(tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await
+        }));
+    }
+    if bound.syslog_udp.is_none() && bound.syslog_tcp.is_none() && bound.api.is_none() {
+        bail!("nothing to run: syslog.udp_listen, syslog.tcp_listen and api.listen are all empty");
+    }
+    println!(
+        "{}",
+        serde_json::json!({ "ready": true, "bound": bound, "data_dir": config.data_dir })
+    );
+    tracing::info!(?bound, "vigil running");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: stopping intake, draining the queue");
+    cancel.cancel();
+    for t in tasks {
+        let _ = t.await;
+    }
+    // Every publisher is gone once the collectors stopped: the engine drains and exits.
+    let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+    if let Some(server) = api_server {
+        let _ = server.await;
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

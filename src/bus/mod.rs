@@ -1,0 +1,64 @@
+//! The bus between stages: a small pair of traits, a bounded in-process implementation.
+//!
+//! Collectors publish [`RawRecord`]s; the engine consumes them. The embedded mode uses
+//! [`memory`]; the Kafka backend (scaled-out mode) implements the same traits. Every queue is
+//! bounded: [`Publisher::publish`] waits for room (TCP back-pressure) and
+//! [`Publisher::try_publish`] refuses when full (UDP counts the drop).
+
+use std::future::Future;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+
+pub mod memory;
+
+/// One record as received, before parsing: the bytes and where and when they came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawRecord {
+    /// The bytes exactly as received (one datagram or one TCP frame, or one file line).
+    pub bytes: Vec<u8>,
+    /// Collector kind: `syslog`, `file`, ...
+    pub observer_type: &'static str,
+    /// Log source identity: `syslog/udp/10.0.0.5`, `file:/var/log/auth.log`.
+    pub observer_id: String,
+    /// The network peer that sent it, when there is one.
+    pub peer: Option<IpAddr>,
+    /// When Vigil received it.
+    pub received_at: DateTime<Utc>,
+    /// Set when the collector already refused the record (for example a frame over the size
+    /// limit): it goes straight to the dead letters with this reason and detail.
+    pub refused: Option<(&'static str, String)>,
+}
+
+/// The bus is closed: the consumer side is gone (shutdown).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("bus closed")]
+pub struct Closed;
+
+/// Why [`Publisher::try_publish`] did not take a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TryPublishError {
+    /// The queue is at capacity.
+    #[error("queue full")]
+    Full,
+    /// The consumer is gone.
+    #[error("bus closed")]
+    Closed,
+}
+
+/// The producing side of a bus topic.
+pub trait Publisher<T>: Clone + Send + Sync + 'static {
+    /// Publishes, waiting for room when the queue is full.
+    fn publish(&self, item: T) -> impl Future<Output = Result<(), Closed>> + Send;
+    /// Publishes if there is room now.
+    fn try_publish(&self, item: T) -> Result<(), TryPublishError>;
+}
+
+/// The consuming side of a bus topic.
+pub trait Subscriber<T>: Send + 'static {
+    /// The next item, waiting for one; `None` once every publisher is gone and the queue is
+    /// drained. For use on a dedicated (non-async) thread.
+    fn next_blocking(&mut self) -> Option<T>;
+    /// An item if one is ready now.
+    fn try_next(&mut self) -> Option<T>;
+}

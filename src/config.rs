@@ -1,0 +1,338 @@
+//! The configuration: one TOML file, every field documented, defaults = embedded mode.
+//!
+//! Unknown keys are rejected with the key named (`serde(deny_unknown_fields)`), so a typo never
+//! silently falls back to a default. `vigil config check` loads this, the parser definitions and
+//! the rules, and reports every problem.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The whole configuration file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Folder for the SQLite store and other state. Created if missing.
+    pub data_dir: PathBuf,
+    /// Syslog collector (UDP and TCP).
+    pub syslog: SyslogConfig,
+    /// Parsing.
+    pub parse: ParseConfig,
+    /// Rules and correlation state.
+    pub rules: RulesConfig,
+    /// Offenses and their stored events.
+    pub offenses: OffenseConfig,
+    /// Internal queues between stages.
+    pub bus: BusConfig,
+    /// Store limits.
+    pub store: StoreConfig,
+    /// HTTP API, console and metrics.
+    pub api: ApiConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("data"),
+            syslog: SyslogConfig::default(),
+            parse: ParseConfig::default(),
+            rules: RulesConfig::default(),
+            offenses: OffenseConfig::default(),
+            bus: BusConfig::default(),
+            store: StoreConfig::default(),
+            api: ApiConfig::default(),
+        }
+    }
+}
+
+/// Syslog listeners. RFC 6587 framing on TCP (octet counting or newline, detected per
+/// connection); one datagram = one record on UDP.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SyslogConfig {
+    /// UDP listen address; empty string disables UDP.
+    pub udp_listen: String,
+    /// TCP listen address; empty string disables TCP.
+    pub tcp_listen: String,
+    /// Longest accepted record in bytes (UDP datagram or TCP frame). Longer ones are refused
+    /// and counted (`reason="frame_too_long"`), and kept as a truncated dead letter.
+    pub max_message_bytes: usize,
+    /// Most TCP connections open at once; further ones are closed at accept and counted.
+    pub max_connections: usize,
+    /// A TCP connection that sends nothing for this long is closed and counted.
+    pub idle_timeout_secs: u64,
+    /// UDP socket receive buffer to ask the kernel for, in bytes (0 = system default).
+    pub udp_recv_buffer_bytes: usize,
+}
+
+impl Default for SyslogConfig {
+    fn default() -> Self {
+        SyslogConfig {
+            udp_listen: "127.0.0.1:5514".into(),
+            tcp_listen: "127.0.0.1:5514".into(),
+            max_message_bytes: 64 * 1024,
+            max_connections: 1024,
+            idle_timeout_secs: 300,
+            udp_recv_buffer_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// How records become events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ParseConfig {
+    /// Folder of extra parser definitions (`*.yml`), loaded after the built-in ones. A missing
+    /// folder is fine; a broken file in it is an error that `config check` reports.
+    pub definitions_dir: Option<PathBuf>,
+    /// UTC offset for timestamps that carry none (RFC 3164, file lines), e.g. `+02:00`.
+    pub default_utc_offset: String,
+    /// What to do with records that are not valid UTF-8: `dead_letter` keeps them aside with
+    /// their raw bytes; `replace` parses them with U+FFFD replacement characters.
+    pub invalid_utf8: Utf8Policy,
+}
+
+impl Default for ParseConfig {
+    fn default() -> Self {
+        ParseConfig {
+            definitions_dir: None,
+            default_utc_offset: "+00:00".into(),
+            invalid_utf8: Utf8Policy::DeadLetter,
+        }
+    }
+}
+
+/// Policy for records that are not valid UTF-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Utf8Policy {
+    /// Keep the record as a dead letter (reason `invalid_utf8`).
+    DeadLetter,
+    /// Replace invalid bytes with U+FFFD and parse.
+    Replace,
+}
+
+/// Where rules come from and how much correlation state they may hold.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RulesConfig {
+    /// Folder of rule files (`*.yml`, `*.yaml`). When it does not exist, the rule pack built
+    /// into the binary is used.
+    pub dir: PathBuf,
+    /// Most correlation keys (group-by values) one rule may track; the least recently updated
+    /// key is evicted and counted beyond it.
+    pub max_keys_per_rule: usize,
+    /// Most events one correlation key keeps in its window; the oldest are dropped and counted.
+    pub max_events_per_key: usize,
+}
+
+impl Default for RulesConfig {
+    fn default() -> Self {
+        RulesConfig {
+            dir: PathBuf::from("rules"),
+            max_keys_per_rule: 100_000,
+            max_events_per_key: 10_000,
+        }
+    }
+}
+
+/// Offense bookkeeping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OffenseConfig {
+    /// Most contributing events stored per offense; the total count keeps counting past it.
+    pub max_events_per_offense: usize,
+}
+
+impl Default for OffenseConfig {
+    fn default() -> Self {
+        OffenseConfig {
+            max_events_per_offense: 1000,
+        }
+    }
+}
+
+/// In-process queues (the embedded bus).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BusConfig {
+    /// Capacity of the queue from collectors to the engine, in records. When full, TCP readers
+    /// wait (back-pressure) and UDP records are dropped and counted.
+    pub queue_capacity: usize,
+}
+
+impl Default for BusConfig {
+    fn default() -> Self {
+        BusConfig {
+            queue_capacity: 65_536,
+        }
+    }
+}
+
+/// Store limits (embedded SQLite).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// Most dead letters kept; the oldest are deleted beyond it and counted.
+    pub max_dead_letters: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_dead_letters: 100_000,
+        }
+    }
+}
+
+/// HTTP API and metrics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Listen address; empty string disables the API.
+    pub listen: String,
+    /// Bearer token for `/api` and `/metrics`. When unset (and `VIGIL_API_TOKEN` is unset), a
+    /// token is generated on first start, stored hashed, and printed once.
+    pub token: Option<String>,
+    /// Largest page a list call returns.
+    pub max_page_size: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            listen: "127.0.0.1:8080".into(),
+            token: None,
+            max_page_size: 500,
+        }
+    }
+}
+
+/// A configuration problem, with the file named.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("{path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TOML is invalid or has an unknown key (the message names it and the line).
+    #[error("{path}: {message}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// The parser's message, with the key and location.
+        message: String,
+    },
+}
+
+impl Config {
+    /// Loads a config file; `None` gives the embedded defaults.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let Some(path) = path else {
+            return Ok(Config::default());
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates config text.
+    pub fn from_toml(text: &str) -> Result<Config, String> {
+        let config: Config = toml::from_str(text).map_err(|e| e.to_string().trim().to_owned())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that types alone cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        for (key, addr) in [
+            ("syslog.udp_listen", &self.syslog.udp_listen),
+            ("syslog.tcp_listen", &self.syslog.tcp_listen),
+            ("api.listen", &self.api.listen),
+        ] {
+            if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
+                return Err(format!("{key}: {addr:?} is not an ip:port address"));
+            }
+        }
+        if self.syslog.max_message_bytes < 64 {
+            return Err("syslog.max_message_bytes: must be at least 64".into());
+        }
+        if self.syslog.max_connections == 0 {
+            return Err("syslog.max_connections: must be at least 1".into());
+        }
+        if self.bus.queue_capacity == 0 {
+            return Err("bus.queue_capacity: must be at least 1".into());
+        }
+        if self.api.max_page_size == 0 {
+            return Err("api.max_page_size: must be at least 1".into());
+        }
+        parse_utc_offset(&self.parse.default_utc_offset)
+            .map_err(|e| format!("parse.default_utc_offset: {e}"))?;
+        Ok(())
+    }
+}
+
+/// Parses `+02:00`, `-0500`, `Z` or `UTC` into a fixed offset.
+pub fn parse_utc_offset(text: &str) -> Result<chrono::FixedOffset, String> {
+    let t = text.trim();
+    if t.eq_ignore_ascii_case("z") || t.eq_ignore_ascii_case("utc") || t.is_empty() {
+        return chrono::FixedOffset::east_opt(0).ok_or_else(|| "invalid offset".to_string());
+    }
+    let (sign, rest) = match t.as_bytes().first() {
+        Some(b'+') => (1, &t[1..]),
+        Some(b'-') => (-1, &t[1..]),
+        _ => return Err(format!("{text:?} is not an offset like +02:00")),
+    };
+    let digits: String = rest.chars().filter(|c| *c != ':').collect();
+    if digits.len() != 4 || !digits.chars().all(|c| c.is_ascii_digit()) {
+        return Err(format!("{text:?} is not an offset like +02:00"));
+    }
+    let hours: i32 = digits[..2].parse().map_err(|_| "bad hours".to_string())?;
+    let minutes: i32 = digits[2..].parse().map_err(|_| "bad minutes".to_string())?;
+    chrono::FixedOffset::east_opt(sign * (hours * 3600 + minutes * 60))
+        .ok_or_else(|| format!("{text:?} is out of range"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_embedded_mode_on_loopback() {
+        let c = Config::default();
+        assert_eq!(c.syslog.udp_listen, "127.0.0.1:5514");
+        assert_eq!(c.api.listen, "127.0.0.1:8080");
+        assert_eq!(c.data_dir, PathBuf::from("data"));
+        assert_eq!(c.validate(), Ok(()));
+    }
+
+    #[test]
+    fn unknown_key_is_rejected_with_the_key_named() {
+        let err = Config::from_toml("[syslog]\nmax_mesage_bytes = 10\n").err();
+        let err = err.unwrap_or_default();
+        assert!(err.contains("max_mesage_bytes"), "{err}");
+    }
+
+    #[test]
+    fn bad_listen_address_is_rejected() {
+        let err = Config::from_toml("[api]\nlisten = \"localhost\"\n").err();
+        assert!(err.unwrap_or_default().contains("api.listen"));
+    }
+
+    #[test]
+    fn offsets_parse() {
+        assert_eq!(parse_utc_offset("+02:00").map(|o| o.local_minus_utc()), Ok(7200));
+        assert_eq!(parse_utc_offset("-0530").map(|o| o.local_minus_utc()), Ok(-19800));
+        assert!(parse_utc_offset("2").is_err());
+    }
+}

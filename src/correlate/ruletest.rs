@@ -1,0 +1,67 @@
+//! Rules tested as data: each rule's `vigil.tests` cases replay a fixture file through the
+//! whole pipeline (with every rule of the pack loaded, as in production) and compare the
+//! offenses this rule raised with the expected ones. `vigil rules test` and `cargo test` both
+//! run this.
+
+use std::path::{Path, PathBuf};
+
+use crate::config::Config;
+
+/// The outcome of one test case.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaseResult {
+    /// Rule name.
+    pub rule: String,
+    /// Test case name.
+    pub case: String,
+    /// `None` when it passed, else what differed.
+    pub failure: Option<String>,
+}
+
+/// Runs every test case of every rule in `rules_dir`.
+pub fn run(config: &Config, rules_dir: &Path) -> anyhow::Result<Vec<CaseResult>> {
+    let mut config = config.clone();
+    config.rules.dir = rules_dir.to_path_buf();
+    let (rules, problems) = crate::app::load_rules(&config)?;
+    let mut results: Vec<CaseResult> = problems
+        .into_iter()
+        .map(|p| CaseResult {
+            rule: "(load)".into(),
+            case: "rule compiles".into(),
+            failure: Some(p),
+        })
+        .collect();
+    for info in rules.rules() {
+        for case in &info.vigil.tests {
+            let base = Path::new(&info.path)
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let fixture: PathBuf = base.join(&case.events);
+            let failure = match crate::replay::replay(&config, &[fixture.clone()], false) {
+                Err(e) => Some(format!("replaying {}: {e:#}", fixture.display())),
+                Ok((offenses, _)) => {
+                    let mut got: Vec<(String, u64)> = offenses
+                        .iter()
+                        .filter(|o| o.rule == info.name)
+                        .map(|o| (o.index_value.clone(), o.event_count))
+                        .collect();
+                    let mut want: Vec<(String, u64)> = case
+                        .expect
+                        .iter()
+                        .map(|e| (e.index.clone(), e.events))
+                        .collect();
+                    got.sort();
+                    want.sort();
+                    (got != want).then(|| format!("expected offenses {want:?}, got {got:?}"))
+                }
+            };
+            results.push(CaseResult {
+                rule: info.name.clone(),
+                case: case.name.clone(),
+                failure,
+            });
+        }
+    }
+    Ok(results)
+}

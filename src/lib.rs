@@ -1,0 +1,32 @@
+//! Vigil: an open SIEM / SOC event-correlation engine.
+//!
+//! # Layout
+//! - [`config`]: the TOML configuration, strict and documented; defaults are embedded mode.
+//! - [`collect`]: collectors (`syslog` UDP/TCP, `file` for replay) producing raw records.
+//! - [`bus`]: the queue between collectors and the engine (bounded, in-process; Kafka later).
+//! - [`pipeline`]: normalize -> rule engine -> offenses -> store, shared by `run` and `replay`.
+//! - [`correlate`]: rule loading and offense bookkeeping around the `vigil-correlate` engine.
+//! - [`store`]: SQLite storage of offenses, their events, dead letters and token hashes.
+//! - [`api`]: the HTTP API (axum) and `/metrics`.
+//! - [`telemetry`]: counters, gauges, the latency histogram, Prometheus text.
+//! - [`app`]: wiring shared by the subcommands and the `run` service.
+//! - [`replay`], [`loadgen`]: the `replay` and `loadgen` subcommands.
+//!
+//! The parsing crate `vigil-parsers` (re-exported as [`parsers`]) and the rule engine crate
+//! `vigil-correlate` (re-exported as [`rules`]) are pure: no I/O, no async.
+
+pub mod api;
+pub mod app;
+pub mod bus;
+pub mod collect;
+pub mod config;
+pub mod correlate;
+pub mod loadgen;
+pub mod pipeline;
+pub mod replay;
+pub mod store;
+pub mod telemetry;
+
+pub use vigil_correlate as rules;
+pub use vigil_parsers as parsers;
+pub use vigil_parsers::Event;

@@ -1,0 +1,221 @@
+//! The `vigil` command line. Only argument handling lives here; everything else is the library.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vigil::config::Config;
+
+#[derive(Parser)]
+#[command(name = "vigil", version, about = "Open SIEM / SOC event-correlation engine")]
+struct Cli {
+    /// Configuration file (TOML). Without it, the embedded defaults are used.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: syslog collectors, rule engine, store, API.
+    Run,
+    /// Replay log files through the pipeline in event time; offenses as JSON lines on stdout.
+    Replay {
+        /// Files to read, one record per line (syslog with or without <PRI>).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// No progress lines on stderr.
+        #[arg(long, short)]
+        quiet: bool,
+    },
+    /// Parse lines from stdin and print each normalized event (or its rejection) as JSON.
+    Parse,
+    /// Rule pack commands.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+    /// Configuration commands.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Send syslog load to a running Vigil and report sustained EPS and offense latency.
+    Loadgen(vigil::loadgen::LoadgenArgs),
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Compile every rule and report problems.
+    Lint {
+        /// Rules folder (default: rules.dir from the config).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+    /// Run every rule's test cases (events in, offenses or silence out).
+    Test {
+        /// Rules folder (default: rules.dir from the config).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the config, parser definitions and rules; report every problem.
+    Check,
+    /// Print the effective configuration as TOML.
+    Show,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vigil: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Run => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            rt.block_on(vigil::app::run(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { files, quiet } => {
+            let (offenses, summary) = vigil::replay::replay(&config, &files, !quiet)?;
+            let stdout = std::io::stdout();
+            let mut out = stdout.lock();
+            vigil::replay::write_json_lines(&mut out, &offenses)?;
+            out.flush()?;
+            if !quiet {
+                eprintln!(
+                    "replay: done, {} lines, {} events, {} dead letters, {} offenses",
+                    summary.lines,
+                    summary.events,
+                    summary.dead_letters,
+                    offenses.len()
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Parse => parse_stdin(&config),
+        Command::Rules { command } => {
+            let (dir, test) = match command {
+                RulesCommand::Lint { dir } => (dir, false),
+                RulesCommand::Test { dir } => (dir, true),
+            };
+            let mut config = config;
+            if let Some(dir) = dir {
+                config.rules.dir = dir;
+            }
+            if !test {
+                let (rules, problems) = vigil::app::load_rules(&config)?;
+                for p in &problems {
+                    println!("error: {p}");
+                }
+                println!("{} rules loaded, {} refused", rules.len(), problems.len());
+                return Ok(exit(problems.is_empty()));
+            }
+            let dir = config.rules.dir.clone();
+            let results = vigil::correlate::ruletest::run(&config, &dir)?;
+            let failed = results.iter().filter(|r| r.failure.is_some()).count();
+            for r in &results {
+                match &r.failure {
+                    None => println!("ok   {} :: {}", r.rule, r.case),
+                    Some(f) => println!("FAIL {} :: {}: {f}", r.rule, r.case),
+                }
+            }
+            println!("{} passed, {} failed", results.len() - failed, failed);
+            Ok(exit(failed == 0))
+        }
+        Command::Config { command } => match command {
+            ConfigCommand::Show => {
+                println!("{}", toml::to_string_pretty(&config)?);
+                Ok(ExitCode::SUCCESS)
+            }
+            ConfigCommand::Check => {
+                let (_, def_problems) = vigil::app::build_normalizer(&config)?;
+                let (rules, rule_problems) = vigil::app::load_rules(&config)?;
+                for p in def_problems.iter().chain(&rule_problems) {
+                    println!("error: {p}");
+                }
+                let ok = def_problems.is_empty() && rule_problems.is_empty();
+                println!(
+                    "config {}: {} rules loaded, {} rule problems, {} definition problems",
+                    if ok { "ok" } else { "has problems" },
+                    rules.len(),
+                    rule_problems.len(),
+                    def_problems.len()
+                );
+                Ok(exit(ok))
+            }
+        },
+        Command::Loadgen(args) => {
+            let rt = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            let report = rt.block_on(vigil::loadgen::run(args))?;
+            println!("{}", serde_json::to_string_pretty(&report)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn exit(ok: bool) -> ExitCode {
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
+
+fn parse_stdin(config: &Config) -> anyhow::Result<ExitCode> {
+    let (normalizer, problems) = vigil::app::build_normalizer(config)?;
+    for p in &problems {
+        eprintln!("vigil: parser definition refused: {p}");
+    }
+    let stdin = std::io::stdin();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut line = Vec::new();
+    let mut reader = stdin.lock();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 {
+            break;
+        }
+        while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+            line.pop();
+        }
+        if line.is_empty() {
+            continue;
+        }
+        let meta = vigil::parsers::normalize::RecordMeta {
+            observer_type: "stdin",
+            observer_id: "stdin",
+            peer: None,
+            received_at: chrono::Utc::now(),
+        };
+        let value = match normalizer.normalize(&line, &meta) {
+            Ok(event) => serde_json::to_value(&event)?,
+            Err(r) => serde_json::json!({ "rejected": { "reason": r.reason, "detail": r.detail } }),
+        };
+        serde_json::to_writer(&mut out, &value)?;
+        out.write_all(b"\n")?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,603 @@
+//! Storage of offenses, their contributing events, dead letters and API credentials.
+//!
+//! Embedded mode: one SQLite file (rusqlite, bundled SQLite) in WAL mode. The engine thread
+//! owns the writing connection; API handlers open their own reading connections and run them
+//! with `spawn_blocking`, never on the async threads. Architecture invariant: only this module
+//! knows SQL, and every query is parameterized.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::{Deserialize, Serialize};
+use vigil_parsers::Event;
+
+mod schema;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite reported an error.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database was written by a newer Vigil.
+    #[error("schema version {found} is newer than this build supports ({supported})")]
+    TooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest version this build knows.
+        supported: i64,
+    },
+}
+
+/// Offense status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OffenseStatus {
+    /// Still collecting matches.
+    Open,
+    /// Closed by an analyst; later matches open a new offense.
+    Closed,
+}
+
+impl OffenseStatus {
+    /// The stored text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OffenseStatus::Open => "open",
+            OffenseStatus::Closed => "closed",
+        }
+    }
+
+    fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "open" => Ok(OffenseStatus::Open),
+            "closed" => Ok(OffenseStatus::Closed),
+            other => Err(StoreError::Corrupt(format!("offense status {other:?}"))),
+        }
+    }
+}
+
+/// An offense: what a rule found about one index value (a source IP, a user, ...).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Offense {
+    /// Deterministic id: hash of (rule, index field, index value, first window start).
+    pub id: String,
+    /// The rule that raised it.
+    pub rule: String,
+    /// The rule's title.
+    pub title: String,
+    /// The field the offense is indexed by (`source.ip`).
+    pub index_field: String,
+    /// The value it is indexed by (`203.0.113.7`).
+    pub index_value: String,
+    /// Open or closed.
+    pub status: OffenseStatus,
+    /// 0-10, from severity, relevance and credibility (see `magnitude_reasons`).
+    pub magnitude: u8,
+    /// 0-10.
+    pub severity: u8,
+    /// 0-10.
+    pub relevance: u8,
+    /// 0-10.
+    pub credibility: u8,
+    /// Why the magnitude is what it is, one line per factor.
+    pub magnitude_reasons: Vec<String>,
+    /// Sigma level of the rule.
+    pub level: Option<String>,
+    /// Rule tags (ATT&CK etc.).
+    pub tags: Vec<String>,
+    /// Event time of the first contributing event.
+    pub first_seen: DateTime<Utc>,
+    /// Event time of the last contributing event.
+    pub last_seen: DateTime<Utc>,
+    /// Contributing events in total (stored ones are capped).
+    pub event_count: u64,
+    /// Contributing events kept in the store.
+    pub stored_events: u64,
+    /// Start of the correlation window that first raised it.
+    pub window_start: DateTime<Utc>,
+    /// When the offense was created (wall clock).
+    pub created_at: DateTime<Utc>,
+    /// When the offense last changed (wall clock).
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A record that could not become an event, kept with its raw bytes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Row id (0 before insertion).
+    pub id: i64,
+    /// When it was received.
+    pub received_at: DateTime<Utc>,
+    /// Collector kind.
+    pub observer_type: String,
+    /// Log source identity.
+    pub observer_id: String,
+    /// Sending peer.
+    pub peer: Option<String>,
+    /// Stable reason label (`pri`, `invalid_utf8`, `frame_too_long`, ...).
+    pub reason: String,
+    /// Human-readable detail.
+    pub detail: String,
+    /// The bytes as received (possibly truncated for oversized frames; see `detail`).
+    #[serde(with = "b64")]
+    pub raw: Vec<u8>,
+}
+
+/// Filters for listing offenses.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct OffenseFilter {
+    /// Only this status.
+    pub status: Option<OffenseStatus>,
+    /// Only offenses with magnitude at least this.
+    pub min_magnitude: Option<u8>,
+    /// Only offenses whose last event is at or after this.
+    pub since: Option<DateTime<Utc>>,
+    /// Page size.
+    pub limit: u64,
+    /// Rows to skip.
+    pub offset: u64,
+}
+
+/// The store handle. One writer (the engine thread); readers open their own with
+/// [`Store::open_reader`].
+pub struct Store {
+    conn: Connection,
+}
+
+fn ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+fn from_ms(v: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(v).single().unwrap_or_default()
+}
+
+impl Store {
+    /// Opens (creating and migrating) the store file.
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let mut store = Store { conn };
+        schema::migrate(&mut store.conn)?;
+        Ok(store)
+    }
+
+    /// Opens another connection to the same file for reading (API handlers).
+    pub fn open_reader(path: &Path) -> Result<Store, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(Store { conn })
+    }
+
+    /// A private in-memory store (replay, tests).
+    pub fn open_in_memory() -> Result<Store, StoreError> {
+        let mut store = Store {
+            conn: Connection::open_in_memory()?,
+        };
+        schema::migrate(&mut store.conn)?;
+        Ok(store)
+    }
+
+    /// The schema version of the open database.
+    pub fn schema_version(&self) -> Result<i64, StoreError> {
+        schema::version(&self.conn)
+    }
+
+    /// Runs `f` in one transaction (the engine commits each batch this way).
+    pub fn in_transaction<T>(
+        &mut self,
+        f: impl FnOnce(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match f(self) {
+            Ok(v) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(v)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    /// The open offense of `rule` for this index value, if any.
+    pub fn find_open_offense(
+        &self,
+        rule: &str,
+        index_field: &str,
+        index_value: &str,
+    ) -> Result<Option<Offense>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OFFENSE_COLUMNS} FROM offenses
+             WHERE rule = ?1 AND index_field = ?2 AND index_value = ?3 AND status = 'open'
+             ORDER BY created_at DESC LIMIT 1"
+        ))?;
+        stmt.query_row(params![rule, index_field, index_value], row_to_offense)
+            .optional()?
+            .transpose()
+    }
+
+    /// One offense by id.
+    pub fn get_offense(&self, id: &str) -> Result<Option<Offense>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached(&format!("SELECT {OFFENSE_COLUMNS} FROM offenses WHERE id = ?1"))?;
+        stmt.query_row(params![id], row_to_offense)
+            .optional()?
+            .transpose()
+    }
+
+    /// Inserts or replaces an offense row.
+    pub fn put_offense(&self, o: &Offense) -> Result<(), StoreError> {
+        let tags = serde_json::to_string(&o.tags).unwrap_or_else(|_| "[]".into());
+        let reasons = serde_json::to_string(&o.magnitude_reasons).unwrap_or_else(|_| "[]".into());
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO offenses (id, rule, title, index_field, index_value, status, magnitude,
+                 severity, relevance, credibility, magnitude_reasons, level, tags, first_seen,
+                 last_seen, event_count, stored_events, window_start, created_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18, ?19, ?20)
+             ON CONFLICT(id) DO UPDATE SET status = excluded.status,
+                 magnitude = excluded.magnitude, severity = excluded.severity,
+                 relevance = excluded.relevance, credibility = excluded.credibility,
+                 magnitude_reasons = excluded.magnitude_reasons, level = excluded.level,
+                 tags = excluded.tags, first_seen = excluded.first_seen,
+                 last_seen = excluded.last_seen, event_count = excluded.event_count,
+                 stored_events = excluded.stored_events, updated_at = excluded.updated_at",
+        )?;
+        stmt.execute(params![
+            o.id,
+            o.rule,
+            o.title,
+            o.index_field,
+            o.index_value,
+            o.status.as_str(),
+            o.magnitude,
+            o.severity,
+            o.relevance,
+            o.credibility,
+            reasons,
+            o.level,
+            tags,
+            ms(o.first_seen),
+            ms(o.last_seen),
+            i64::try_from(o.event_count).unwrap_or(i64::MAX),
+            i64::try_from(o.stored_events).unwrap_or(i64::MAX),
+            ms(o.window_start),
+            ms(o.created_at),
+            ms(o.updated_at),
+        ])?;
+        Ok(())
+    }
+
+    /// Stores contributing events of an offense under sequence numbers starting at `first_seq`.
+    pub fn add_offense_events(
+        &self,
+        offense_id: &str,
+        first_seq: u64,
+        events: &[Arc<Event>],
+    ) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO offense_events (offense_id, seq, ts, event_json, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+        )?;
+        for (i, e) in events.iter().enumerate() {
+            let json = serde_json::to_string(e.as_ref())
+                .map_err(|err| StoreError::Corrupt(format!("event to json: {err}")))?;
+            let seq = i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX);
+            stmt.execute(params![offense_id, seq, ms(e.timestamp), json, e.raw])?;
+        }
+        Ok(())
+    }
+
+    /// Stored contributing events of an offense, in arrival order.
+    pub fn offense_events(&self, offense_id: &str, limit: u64) -> Result<Vec<Event>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT event_json, raw FROM offense_events WHERE offense_id = ?1
+             ORDER BY seq LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![offense_id, clamp_i64(limit)], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (json, raw) = row?;
+            let mut e: Event = serde_json::from_str(&json)
+                .map_err(|err| StoreError::Corrupt(format!("stored event: {err}")))?;
+            e.raw = raw;
+            out.push(e);
+        }
+        Ok(out)
+    }
+
+    /// Offenses matching `filter`, highest magnitude then most recent first, and the total
+    /// number matching (for paging).
+    pub fn list_offenses(&self, filter: &OffenseFilter) -> Result<(Vec<Offense>, u64), StoreError> {
+        let status = filter.status.map(|s| s.as_str());
+        let min_mag = filter.min_magnitude.map(i64::from);
+        let since = filter.since.map(ms);
+        let where_clause = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR magnitude >= ?2)
+                            AND (?3 IS NULL OR last_seen >= ?3)";
+        let total: i64 = self.conn.query_row(
+            &format!("SELECT COUNT(*) FROM offenses {where_clause}"),
+            params![status, min_mag, since],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OFFENSE_COLUMNS} FROM offenses {where_clause}
+             ORDER BY magnitude DESC, last_seen DESC, id LIMIT ?4 OFFSET ?5"
+        ))?;
+        let rows = stmt.query_map(
+            params![
+                status,
+                min_mag,
+                since,
+                clamp_i64(filter.limit),
+                clamp_i64(filter.offset)
+            ],
+            row_to_offense,
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok((out, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// Every offense, oldest first (replay output).
+    pub fn all_offenses(&self) -> Result<Vec<Offense>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OFFENSE_COLUMNS} FROM offenses ORDER BY first_seen, id"
+        ))?;
+        let rows = stmt.query_map([], row_to_offense)?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row??);
+        }
+        Ok(out)
+    }
+
+    /// Keeps a dead letter; deletes the oldest beyond `max_kept` and returns how many it
+    /// deleted.
+    pub fn insert_dead_letter(&self, d: &DeadLetter, max_kept: u64) -> Result<u64, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO dead_letters (received_at, observer_type, observer_id, peer, reason,
+                 detail, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        stmt.execute(params![
+            ms(d.received_at),
+            d.observer_type,
+            d.observer_id,
+            d.peer,
+            d.reason,
+            d.detail,
+            d.raw
+        ])?;
+        let id = self.conn.last_insert_rowid();
+        let cutoff = id - clamp_i64(max_kept);
+        if cutoff > 0 {
+            let deleted = self
+                .conn
+                .prepare_cached("DELETE FROM dead_letters WHERE id <= ?1")?
+                .execute(params![cutoff])?;
+            return Ok(deleted as u64);
+        }
+        Ok(0)
+    }
+
+    /// Dead letters, newest first, optionally only one reason; and the total matching.
+    pub fn list_dead_letters(
+        &self,
+        reason: Option<&str>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<DeadLetter>, u64), StoreError> {
+        let total: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM dead_letters WHERE (?1 IS NULL OR reason = ?1)",
+            params![reason],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, received_at, observer_type, observer_id, peer, reason, detail, raw
+             FROM dead_letters WHERE (?1 IS NULL OR reason = ?1)
+             ORDER BY id DESC LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![reason, clamp_i64(limit), clamp_i64(offset)],
+            |r| {
+                Ok(DeadLetter {
+                    id: r.get(0)?,
+                    received_at: from_ms(r.get(1)?),
+                    observer_type: r.get(2)?,
+                    observer_id: r.get(3)?,
+                    peer: r.get(4)?,
+                    reason: r.get(5)?,
+                    detail: r.get(6)?,
+                    raw: r.get(7)?,
+                })
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok((out, u64::try_from(total).unwrap_or(0)))
+    }
+
+    /// The stored hash of the named API token.
+    pub fn token_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT sha256 FROM api_tokens WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// Stores (or replaces) the hash of the named API token.
+    pub fn set_token_hash(&self, name: &str, sha256_hex: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO api_tokens (name, sha256, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT(name) DO UPDATE SET sha256 = excluded.sha256",
+            params![name, sha256_hex, ms(Utc::now())],
+        )?;
+        Ok(())
+    }
+}
+
+fn clamp_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+const OFFENSE_COLUMNS: &str = "id, rule, title, index_field, index_value, status, magnitude,
+    severity, relevance, credibility, magnitude_reasons, level, tags, first_seen, last_seen,
+    event_count, stored_events, window_start, created_at, updated_at";
+
+fn row_to_offense(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Offense, StoreError>> {
+    let status: String = r.get(5)?;
+    let reasons: String = r.get(10)?;
+    let tags: String = r.get(12)?;
+    let event_count: i64 = r.get(15)?;
+    let stored_events: i64 = r.get(16)?;
+    let status = match OffenseStatus::parse(&status) {
+        Ok(s) => s,
+        Err(e) => return Ok(Err(e)),
+    };
+    Ok(Ok(Offense {
+        id: r.get(0)?,
+        rule: r.get(1)?,
+        title: r.get(2)?,
+        index_field: r.get(3)?,
+        index_value: r.get(4)?,
+        status,
+        magnitude: r.get(6)?,
+        severity: r.get(7)?,
+        relevance: r.get(8)?,
+        credibility: r.get(9)?,
+        magnitude_reasons: serde_json::from_str(&reasons).unwrap_or_default(),
+        level: r.get(11)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        first_seen: from_ms(r.get(13)?),
+        last_seen: from_ms(r.get(14)?),
+        event_count: u64::try_from(event_count).unwrap_or(0),
+        stored_events: u64::try_from(stored_events).unwrap_or(0),
+        window_start: from_ms(r.get(17)?),
+        created_at: from_ms(r.get(18)?),
+        updated_at: from_ms(r.get(19)?),
+    }))
+}
+
+mod b64 {
+    use base64::Engine as _;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(raw: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(raw))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offense(id: &str, magnitude: u8) -> Offense {
+        let t = from_ms(1_700_000_000_000);
+        Offense {
+            id: id.into(),
+            rule: "r".into(),
+            title: "R".into(),
+            index_field: "source.ip".into(),
+            index_value: "203.0.113.7".into(),
+            status: OffenseStatus::Open,
+            magnitude,
+            severity: 7,
+            relevance: 6,
+            credibility: 8,
+            magnitude_reasons: vec!["because".into()],
+            level: Some("high".into()),
+            tags: vec!["attack.t1110".into()],
+            first_seen: t,
+            last_seen: t,
+            event_count: 10,
+            stored_events: 0,
+            window_start: t,
+            created_at: t,
+            updated_at: t,
+        }
+    }
+
+    #[test]
+    fn offenses_round_trip_and_filter() -> Result<(), StoreError> {
+        let store = Store::open_in_memory()?;
+        store.put_offense(&offense("a", 7))?;
+        store.put_offense(&offense("b", 3))?;
+        let got = store.get_offense("a")?;
+        assert_eq!(got, Some(offense("a", 7)));
+        let (list, total) = store.list_offenses(&OffenseFilter {
+            min_magnitude: Some(5),
+            limit: 10,
+            ..Default::default()
+        })?;
+        assert_eq!(total, 1);
+        assert_eq!(list.first().map(|o| o.id.as_str()), Some("a"));
+        let found = store.find_open_offense("r", "source.ip", "203.0.113.7")?;
+        assert!(found.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn dead_letters_are_capped_oldest_first() -> Result<(), StoreError> {
+        let store = Store::open_in_memory()?;
+        let d = DeadLetter {
+            id: 0,
+            received_at: Utc::now(),
+            observer_type: "syslog".into(),
+            observer_id: "syslog/udp/127.0.0.1".into(),
+            peer: Some("127.0.0.1".into()),
+            reason: "pri".into(),
+            detail: "bad".into(),
+            raw: vec![0xff, 0x00, b'x'],
+        };
+        let mut deleted = 0;
+        for _ in 0..5 {
+            deleted += store.insert_dead_letter(&d, 3)?;
+        }
+        assert_eq!(deleted, 2);
+        let (list, total) = store.list_dead_letters(None, 10, 0)?;
+        assert_eq!(total, 3);
+        assert_eq!(list.first().map(|d| d.raw.clone()), Some(vec![0xff, 0x00, b'x']));
+        Ok(())
+    }
+
+    #[test]
+    fn reopening_a_file_keeps_data_and_schema_version() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("vigil.db");
+        {
+            let store = Store::open(&path)?;
+            store.put_offense(&offense("a", 7))?;
+        }
+        let store = Store::open(&path)?;
+        assert_eq!(store.schema_version()?, schema::LATEST);
+        assert!(store.get_offense("a")?.is_some());
+        Ok(())
+    }
+}

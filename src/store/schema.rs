@@ -1,0 +1,90 @@
+//! Versioned schema. Each migration runs once, in order, in a transaction; the version lives in
+//! SQLite's `user_version`. Add a migration by appending to [`MIGRATIONS`]; never edit one that
+//! has shipped.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// Migrations, index = version - 1.
+const MIGRATIONS: &[&str] = &[
+    // 1: offenses, their events, dead letters, API tokens.
+    "CREATE TABLE offenses (
+        id TEXT PRIMARY KEY,
+        rule TEXT NOT NULL,
+        title TEXT NOT NULL,
+        index_field TEXT NOT NULL,
+        index_value TEXT NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('open', 'closed')),
+        magnitude INTEGER NOT NULL,
+        severity INTEGER NOT NULL,
+        relevance INTEGER NOT NULL,
+        credibility INTEGER NOT NULL,
+        magnitude_reasons TEXT NOT NULL,
+        level TEXT,
+        tags TEXT NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        event_count INTEGER NOT NULL,
+        stored_events INTEGER NOT NULL,
+        window_start INTEGER NOT NULL,
+        created_at INTEGER NOT NULL,
+        updated_at INTEGER NOT NULL
+    );
+    CREATE INDEX offenses_by_index ON offenses (rule, index_field, index_value, status);
+    CREATE INDEX offenses_by_magnitude ON offenses (magnitude DESC, last_seen DESC);
+    CREATE TABLE offense_events (
+        offense_id TEXT NOT NULL REFERENCES offenses (id),
+        seq INTEGER NOT NULL,
+        ts INTEGER NOT NULL,
+        event_json TEXT NOT NULL,
+        raw BLOB NOT NULL,
+        PRIMARY KEY (offense_id, seq)
+    );
+    CREATE TABLE dead_letters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        received_at INTEGER NOT NULL,
+        observer_type TEXT NOT NULL,
+        observer_id TEXT NOT NULL,
+        peer TEXT,
+        reason TEXT NOT NULL,
+        detail TEXT NOT NULL,
+        raw BLOB NOT NULL
+    );
+    CREATE INDEX dead_letters_by_reason ON dead_letters (reason, id);
+    CREATE TABLE api_tokens (
+        name TEXT PRIMARY KEY,
+        sha256 TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );",
+];
+
+/// The newest schema version this build knows.
+pub const LATEST: i64 = MIGRATIONS.len() as i64;
+
+/// The version recorded in the database.
+pub fn version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.pragma_query_value(None, "user_version", |r| r.get(0))?)
+}
+
+/// Brings the database to [`LATEST`], refusing a database from a newer build.
+pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let current = version(conn)?;
+    if current > LATEST {
+        return Err(StoreError::TooNew {
+            found: current,
+            supported: LATEST,
+        });
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate() {
+        let v = i as i64 + 1;
+        if v <= current {
+            continue;
+        }
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", v)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,120 @@
+//! The service end to end: syslog in over UDP and TCP, one offense out through the API, and it
+//! survives a restart.
+
+use crate::support::*;
+
+#[test]
+fn ten_failures_from_one_ip_make_one_offense_that_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut vigil = Vigil::start(&config);
+
+    // Health is open; everything else needs the token.
+    assert_eq!(vigil.get("/healthz", None).0, 200);
+    assert_eq!(vigil.get("/api/v1/offenses", None).0, 401);
+    assert_eq!(vigil.get("/api/v1/offenses", Some("wrong-token")).0, 401);
+    assert_eq!(vigil.get("/api/v1/dead-letters", None).0, 401);
+    assert_eq!(vigil.get("/metrics", None).0, 401);
+
+    // 10 failures from 203.0.113.7 (5 over UDP as RFC 5424, 5 over TCP with octet counting
+    // as RFC 3164) and 3 from 198.51.100.23.
+    let attacker: Vec<Vec<u8>> = (0..5).map(|i| failed_password_5424("203.0.113.7", 40000 + i)).collect();
+    vigil.send_udp(&attacker);
+    let attacker_tcp: Vec<Vec<u8>> = (0..5).map(|i| failed_password_3164("203.0.113.7", 41000 + i)).collect();
+    vigil.send_tcp_octet_counted(&attacker_tcp);
+    let other: Vec<Vec<u8>> = (0..3).map(|i| failed_password_3164("198.51.100.23", 42000 + i)).collect();
+    vigil.send_udp(&other);
+    vigil.wait_processed(13);
+
+    let offenses = vigil.get_json("/api/v1/offenses");
+    assert_eq!(offenses["total"], 1, "{offenses}");
+    let offense = &offenses["items"][0];
+    assert_eq!(offense["index_field"], "source.ip");
+    assert_eq!(offense["index_value"], "203.0.113.7");
+    assert_eq!(offense["event_count"], 10);
+    assert_eq!(offense["status"], "open");
+    assert_eq!(offense["rule"], "ssh_brute_force");
+    let id = offense["id"].as_str().unwrap().to_owned();
+
+    let detail = vigil.get_json(&format!("/api/v1/offenses/{id}"));
+    let events = detail["events"].as_array().unwrap();
+    assert_eq!(events.len(), 10);
+    assert!(events.iter().all(|e| e["source.ip"] == "203.0.113.7" && e["event.outcome"] == "failure"));
+    // The peer address and receive time travel with each record.
+    assert!(events.iter().all(|e| e["observer.ip"] == "127.0.0.1" && e["event.ingested"].is_string()));
+    let transports: std::collections::BTreeSet<String> = events
+        .iter()
+        .map(|e| e["observer.id"].as_str().unwrap().split('/').nth(1).unwrap().to_owned())
+        .collect();
+    assert_eq!(transports.into_iter().collect::<Vec<_>>(), ["tcp", "udp"]);
+
+    // Filters and paging.
+    assert_eq!(vigil.get_json("/api/v1/offenses?status=closed")["total"], 0);
+    assert_eq!(vigil.get_json("/api/v1/offenses?min_magnitude=10")["total"], 0);
+    assert_eq!(vigil.get_json("/api/v1/offenses?limit=1&offset=1")["items"].as_array().unwrap().len(), 0);
+    assert_eq!(vigil.get("/api/v1/offenses?bogus=1", Some(TOKEN)).0, 400);
+    assert_eq!(vigil.get("/api/v1/offenses?limit=100000", Some(TOKEN)).0, 400);
+    assert_eq!(vigil.get("/api/v1/offenses/does-not-exist", Some(TOKEN)).0, 404);
+
+    // Metrics count what happened.
+    let metrics = vigil.metrics();
+    assert!(metrics.contains("vigil_collector_received_total{source=\"syslog_udp\"} 8"), "{metrics}");
+    assert!(metrics.contains("vigil_collector_received_total{source=\"syslog_tcp\"} 5"), "{metrics}");
+    assert!(metrics.contains("vigil_offenses_created_total 1"), "{metrics}");
+    assert!(metrics.contains("vigil_rule_detections_total{rule=\"ssh_brute_force\"} 1"), "{metrics}");
+
+    // Restart on the same data folder: the offense is still there, and a further failure
+    // joins it instead of opening another.
+    vigil.stop();
+    let vigil = Vigil::start(&config);
+    let offenses = vigil.get_json("/api/v1/offenses");
+    assert_eq!(offenses["total"], 1);
+    assert_eq!(offenses["items"][0]["id"], id.as_str());
+    assert_eq!(offenses["items"][0]["event_count"], 10);
+}
+
+#[test]
+fn a_generated_token_is_printed_once_and_stored_hashed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("vigil.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "data_dir = {:?}\n[syslog]\nudp_listen = \"\"\ntcp_listen = \"\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            dir.path().join("data").display().to_string()
+        ),
+    )
+    .unwrap();
+    let output = std::process::Command::new(vigil_bin())
+        .args(["--config", config.to_str().unwrap(), "run"])
+        .env_remove("VIGIL_API_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = output.id();
+    // Give it the ready line, then stop it.
+    let mut child = output;
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let token = stderr
+        .lines()
+        .skip_while(|l| !l.contains("generated API token"))
+        .nth(1)
+        .map(str::trim)
+        .unwrap_or_else(|| panic!("no token printed: {stderr}"))
+        .to_owned();
+    assert_eq!(token.len(), 64);
+    let db = std::fs::read(dir.path().join("data/vigil.db")).unwrap();
+    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()), "token stored in clear");
+
+    // The second start prints no token and accepts the first one.
+    let mut vigil = Vigil::start(&config);
+    assert_eq!(vigil.get("/api/v1/offenses", Some(&token)).0, 200);
+    assert_eq!(vigil.get("/api/v1/offenses", Some(TOKEN)).0, 401);
+    vigil.stop();
+}

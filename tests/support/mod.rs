@@ -1,0 +1,181 @@
+//! Starting and stopping a real `vigil run` process, and talking to it.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const TOKEN: &str = "test-token-0123456789abcdef";
+
+/// Longest a test waits for the service to reach a state before failing (a guard against
+/// hangs, not a timing assertion).
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub fn vigil_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_vigil")
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub struct Vigil {
+    child: Option<Child>,
+    pub udp: SocketAddr,
+    pub tcp: SocketAddr,
+    pub api: SocketAddr,
+}
+
+/// Writes a config for a test instance in `dir` (ports 0, data in `dir/data`).
+pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    let path = dir.join("vigil.toml");
+    let text = format!(
+        "data_dir = {data:?}\n\
+         [syslog]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
+         max_message_bytes = 8192\nmax_connections = 16\nidle_timeout_secs = 30\n\
+         [rules]\ndir = {rules:?}\n\
+         [api]\nlisten = \"127.0.0.1:0\"\ntoken = {TOKEN:?}\n{extra}",
+        data = dir.join("data").display().to_string(),
+        rules = repo_root().join("rules").display().to_string(),
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+impl Vigil {
+    pub fn start(config_path: &Path) -> Vigil {
+        let mut child = Command::new(vigil_bin())
+            .args(["--config", config_path.to_str().unwrap(), "run"])
+            .env("VIGIL_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start vigil");
+        let stdout = child.stdout.take().unwrap();
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).unwrap();
+        let ready: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+        let addr = |k: &str| -> SocketAddr {
+            ready["bound"][k].as_str().unwrap_or("0.0.0.0:0").parse().unwrap()
+        };
+        Vigil {
+            udp: addr("syslog_udp"),
+            tcp: addr("syslog_tcp"),
+            api: addr("api"),
+            child: Some(child),
+        }
+    }
+
+    /// Stops with SIGTERM (graceful: intake stops, the queue drains) and waits for the exit.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status();
+            let deadline = Instant::now() + PATIENCE;
+            loop {
+                if let Ok(Some(status)) = child.try_wait() {
+                    assert!(status.success(), "vigil exited with {status}");
+                    return;
+                }
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                    panic!("vigil did not stop after SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    pub fn get(&self, path: &str, token: Option<&str>) -> (u16, String) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(vigil::loadgen::http_get(&self.api.to_string(), path, token))
+            .unwrap()
+    }
+
+    pub fn get_json(&self, path: &str) -> serde_json::Value {
+        let (status, body) = self.get(path, Some(TOKEN));
+        assert_eq!(status, 200, "GET {path}: {body}");
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn metrics(&self) -> String {
+        let (status, body) = self.get("/metrics", Some(TOKEN));
+        assert_eq!(status, 200);
+        body
+    }
+
+    pub fn metric(&self, name: &str) -> u64 {
+        vigil::loadgen::metric_sum(&self.metrics(), name)
+    }
+
+    /// Waits until the service has processed (as event or dead letter) at least `n` records.
+    pub fn wait_processed(&self, n: u64) {
+        self.wait_until(&format!("{n} records processed"), || {
+            self.metric("vigil_parse_events_total") + self.metric("vigil_parse_dead_letters_total")
+                >= n
+        });
+    }
+
+    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + PATIENCE;
+        while !cond() {
+            assert!(Instant::now() < deadline, "gave up waiting for: {what}");
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
+    pub fn send_udp(&self, datagrams: &[Vec<u8>]) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for d in datagrams {
+            sock.send_to(d, self.udp).unwrap();
+        }
+    }
+
+    pub fn tcp(&self) -> TcpStream {
+        TcpStream::connect(self.tcp).unwrap()
+    }
+
+    pub fn send_tcp_octet_counted(&self, frames: &[Vec<u8>]) {
+        let mut s = self.tcp();
+        for f in frames {
+            s.write_all(format!("{} ", f.len()).as_bytes()).unwrap();
+            s.write_all(f).unwrap();
+        }
+        s.flush().unwrap();
+    }
+}
+
+impl Drop for Vigil {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// An sshd "Failed password" line as RFC 3164 with the current time.
+pub fn failed_password_3164(ip: &str, port: u16) -> Vec<u8> {
+    let now = chrono::Utc::now().format("%b %e %H:%M:%S");
+    format!("<38>{now} bastion01 sshd[4242]: Failed password for root from {ip} port {port} ssh2")
+        .into_bytes()
+}
+
+/// An sshd "Failed password" line as RFC 5424 with the current time.
+pub fn failed_password_5424(ip: &str, port: u16) -> Vec<u8> {
+    let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    format!(
+        "<38>1 {now} bastion01 sshd 4242 - - Failed password for invalid user admin from {ip} port {port} ssh2"
+    )
+    .into_bytes()
+}

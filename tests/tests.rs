@@ -1,0 +1,12 @@
+//! Vigil's integration tests: one binary, a module per concern. They start the real `vigil`
+//! process on ephemeral ports with a temporary data folder and talk to it over the network.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+mod cli;
+mod e2e;
+mod malformed;
+mod replay;
+mod rules;
