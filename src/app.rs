@@ -198,7 +198,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             &[("queue", "records")],
         )
         .set(config.bus.queue_capacity as u64);
-    let (publisher, mut subscriber) = memory::channel::<RawRecord>(config.bus.queue_capacity, depth);
+    let (publisher, mut subscriber) =
+        memory::channel::<RawRecord>(config.bus.queue_capacity, depth);
 
     let mut bound = Bound {
         syslog_udp: None,

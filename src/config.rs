@@ -330,9 +330,21 @@ mod tests {
     }
 
     #[test]
+    fn the_annotated_example_file_is_exactly_the_defaults() {
+        let example = Config::from_toml(include_str!("../vigil.example.toml"));
+        assert_eq!(example, Ok(Config::default()));
+    }
+
+    #[test]
     fn offsets_parse() {
-        assert_eq!(parse_utc_offset("+02:00").map(|o| o.local_minus_utc()), Ok(7200));
-        assert_eq!(parse_utc_offset("-0530").map(|o| o.local_minus_utc()), Ok(-19800));
+        assert_eq!(
+            parse_utc_offset("+02:00").map(|o| o.local_minus_utc()),
+            Ok(7200)
+        );
+        assert_eq!(
+            parse_utc_offset("-0530").map(|o| o.local_minus_utc()),
+            Ok(-19800)
+        );
         assert!(parse_utc_offset("2").is_err());
     }
 }

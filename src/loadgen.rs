@@ -107,15 +107,18 @@ pub fn mix_line(conn: usize, i: u64) -> String {
 
 /// `GET path` over plain HTTP/1.1 with a bearer token; returns status and body. Small on
 /// purpose: loadgen and the tests need nothing more.
-pub async fn http_get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Result<(u16, String)> {
+pub async fn http_get(
+    addr: &str,
+    path: &str,
+    token: Option<&str>,
+) -> anyhow::Result<(u16, String)> {
     let mut stream = TcpStream::connect(addr)
         .await
         .with_context(|| format!("connecting to {addr}"))?;
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await?;
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await?;
@@ -128,9 +131,10 @@ pub async fn http_get(addr: &str, path: &str, token: Option<&str>) -> anyhow::Re
         .nth(1)
         .and_then(|s| s.parse().ok())
         .ok_or_else(|| anyhow::anyhow!("no status in http response"))?;
-    let chunked = head
-        .lines()
-        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding: chunked"));
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
     let body = if chunked {
         dechunk(body)
     } else {
@@ -149,7 +153,10 @@ fn dechunk(mut body: &str) -> String {
             break;
         }
         out.push_str(rest.get(..size).unwrap_or_default());
-        body = rest.get(size..).unwrap_or_default().trim_start_matches("\r\n");
+        body = rest
+            .get(size..)
+            .unwrap_or_default()
+            .trim_start_matches("\r\n");
     }
     out
 }
@@ -174,7 +181,8 @@ async fn scrape(args: &LoadgenArgs) -> anyhow::Result<String> {
 }
 
 fn processed(text: &str) -> u64 {
-    metric_sum(text, "vigil_parse_events_total") + metric_sum(text, "vigil_parse_dead_letters_total")
+    metric_sum(text, "vigil_parse_events_total")
+        + metric_sum(text, "vigil_parse_dead_letters_total")
 }
 
 /// Runs the load and reports.
@@ -217,10 +225,12 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadgenReport> {
         processed: processed_n,
         total_secs,
         sustained_eps: processed_n as f64 / total_secs.max(1e-9),
-        offense_changes: delta("vigil_offenses_created_total") + delta("vigil_offenses_updated_total"),
+        offense_changes: delta("vigil_offenses_created_total")
+            + delta("vigil_offenses_updated_total"),
         offense_latency_p50_secs: crate::telemetry::histogram_quantile(&buckets_delta, "h", 0.5),
         offense_latency_p99_secs: crate::telemetry::histogram_quantile(&buckets_delta, "h", 0.99),
-        dropped_or_refused: delta("vigil_collector_dropped_total") + delta("vigil_collector_refused_total"),
+        dropped_or_refused: delta("vigil_collector_dropped_total")
+            + delta("vigil_collector_refused_total"),
     })
 }
 
@@ -241,13 +251,22 @@ fn histogram_delta(before: &str, after: &str, name: &str) -> String {
     read(after)
         .into_iter()
         .map(|(le, v)| {
-            let old = b.iter().find(|(l, _)| *l == le).map(|(_, v)| *v).unwrap_or(0);
+            let old = b
+                .iter()
+                .find(|(l, _)| *l == le)
+                .map(|(_, v)| *v)
+                .unwrap_or(0);
             format!("h_bucket{{le=\"{le}\"}} {}\n", v.saturating_sub(old))
         })
         .collect()
 }
 
-async fn send_connection(target: &str, conn: usize, rate: u64, duration: Duration) -> anyhow::Result<u64> {
+async fn send_connection(
+    target: &str,
+    conn: usize,
+    rate: u64,
+    duration: Duration,
+) -> anyhow::Result<u64> {
     let mut stream = TcpStream::connect(target)
         .await
         .with_context(|| format!("connecting to {target}"))?;

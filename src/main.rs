@@ -9,7 +9,11 @@ use clap::{Parser, Subcommand};
 use vigil::config::Config;
 
 #[derive(Parser)]
-#[command(name = "vigil", version, about = "Open SIEM / SOC event-correlation engine")]
+#[command(
+    name = "vigil",
+    version,
+    about = "Open SIEM / SOC event-correlation engine"
+)]
 struct Cli {
     /// Configuration file (TOML). Without it, the embedded defaults are used.
     #[arg(long, short, global = true)]

@@ -48,6 +48,7 @@ pub struct Pipeline {
     limits: PipelineLimits,
     metrics: Arc<Metrics>,
     detections: Vec<Detection>,
+    events_by_source: Vec<(&'static str, Counter)>,
     offenses_created: Counter,
     offenses_updated: Counter,
     dead_letters_evicted: Counter,
@@ -91,6 +92,7 @@ impl Pipeline {
             ),
             metrics,
             detections: Vec::new(),
+            events_by_source: Vec::new(),
         }
     }
 
@@ -125,13 +127,7 @@ impl Pipeline {
             match result {
                 Ok(event) => {
                     outcome.events += 1;
-                    self.metrics
-                        .counter(
-                            "vigil_parse_events_total",
-                            "Records that became events.",
-                            &[("source", source)],
-                        )
-                        .inc();
+                    self.events_counter(source).inc();
                     self.engine.process(&Arc::new(event), &mut self.detections);
                 }
                 Err((reason, detail)) => {
@@ -221,6 +217,24 @@ impl Pipeline {
             }
             Ok((changes, evicted))
         })
+    }
+
+    /// The `vigil_parse_events_total` handle of a source, cached: the registry lock is taken
+    /// once per source, not once per record.
+    fn events_counter(&mut self, source: &'static str) -> &Counter {
+        let i = match self.events_by_source.iter().position(|(s, _)| *s == source) {
+            Some(i) => i,
+            None => {
+                let c = self.metrics.counter(
+                    "vigil_parse_events_total",
+                    "Records that became events.",
+                    &[("source", source)],
+                );
+                self.events_by_source.push((source, c));
+                self.events_by_source.len() - 1
+            }
+        };
+        &self.events_by_source[i].1
     }
 
     fn export_engine_stats(&self) {

@@ -59,7 +59,10 @@ pub struct Histogram {
 impl Histogram {
     fn new() -> Self {
         Histogram {
-            buckets: LATENCY_BUCKETS_SECS.iter().map(|_| AtomicU64::new(0)).collect(),
+            buckets: LATENCY_BUCKETS_SECS
+                .iter()
+                .map(|_| AtomicU64::new(0))
+                .collect(),
             count: AtomicU64::new(0),
             sum_micros: AtomicU64::new(0),
         }
@@ -205,7 +208,10 @@ fn render_labels(labels: &[(&'static str, String)]) -> String {
     let inner: Vec<String> = labels
         .iter()
         .map(|(k, v)| {
-            let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+            let v = v
+                .replace('\\', "\\\\")
+                .replace('"', "\\\"")
+                .replace('\n', "\\n");
             format!("{k}=\"{v}\"")
         })
         .collect();
@@ -271,7 +277,10 @@ mod tests {
         let text = m.render();
         assert!(text.contains("# TYPE vigil_test_total counter"));
         assert!(text.contains("vigil_test_total{source=\"syslog_udp\",reason=\"a\\\"b\"} 3"));
-        assert_eq!(m.counter_value("vigil_test_total", &[("source", "syslog_udp")]), 3);
+        assert_eq!(
+            m.counter_value("vigil_test_total", &[("source", "syslog_udp")]),
+            3
+        );
     }
 
     #[test]

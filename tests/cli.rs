@@ -49,7 +49,11 @@ fn config_check_accepts_the_defaults_and_names_an_unknown_key() {
         .args(["config", "check"])
         .output()
         .unwrap();
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stdout));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
 
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.toml");
@@ -68,14 +72,22 @@ fn config_check_names_the_file_and_line_of_a_broken_rule() {
     let dir = tempfile::tempdir().unwrap();
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).unwrap();
-    std::fs::copy(repo_root().join("rules/ssh_brute_force.yml"), rules.join("good.yml")).unwrap();
+    std::fs::copy(
+        repo_root().join("rules/ssh_brute_force.yml"),
+        rules.join("good.yml"),
+    )
+    .unwrap();
     std::fs::write(
         rules.join("broken.yml"),
         "title: Broken\nname: broken\nlogsource: {product: linux}\ndetection:\n  selection:\n    message|re: '(unclosed'\n  condition: selection\n",
     )
     .unwrap();
     let config = dir.path().join("vigil.toml");
-    std::fs::write(&config, format!("[rules]\ndir = {:?}\n", rules.display().to_string())).unwrap();
+    std::fs::write(
+        &config,
+        format!("[rules]\ndir = {:?}\n", rules.display().to_string()),
+    )
+    .unwrap();
     let out = Command::new(vigil_bin())
         .args(["--config", config.to_str().unwrap(), "config", "check"])
         .output()

@@ -18,11 +18,17 @@ fn ten_failures_from_one_ip_make_one_offense_that_survives_a_restart() {
 
     // 10 failures from 203.0.113.7 (5 over UDP as RFC 5424, 5 over TCP with octet counting
     // as RFC 3164) and 3 from 198.51.100.23.
-    let attacker: Vec<Vec<u8>> = (0..5).map(|i| failed_password_5424("203.0.113.7", 40000 + i)).collect();
+    let attacker: Vec<Vec<u8>> = (0..5)
+        .map(|i| failed_password_5424("203.0.113.7", 40000 + i))
+        .collect();
     vigil.send_udp(&attacker);
-    let attacker_tcp: Vec<Vec<u8>> = (0..5).map(|i| failed_password_3164("203.0.113.7", 41000 + i)).collect();
+    let attacker_tcp: Vec<Vec<u8>> = (0..5)
+        .map(|i| failed_password_3164("203.0.113.7", 41000 + i))
+        .collect();
     vigil.send_tcp_octet_counted(&attacker_tcp);
-    let other: Vec<Vec<u8>> = (0..3).map(|i| failed_password_3164("198.51.100.23", 42000 + i)).collect();
+    let other: Vec<Vec<u8>> = (0..3)
+        .map(|i| failed_password_3164("198.51.100.23", 42000 + i))
+        .collect();
     vigil.send_udp(&other);
     vigil.wait_processed(13);
 
@@ -39,29 +45,74 @@ fn ten_failures_from_one_ip_make_one_offense_that_survives_a_restart() {
     let detail = vigil.get_json(&format!("/api/v1/offenses/{id}"));
     let events = detail["events"].as_array().unwrap();
     assert_eq!(events.len(), 10);
-    assert!(events.iter().all(|e| e["source.ip"] == "203.0.113.7" && e["event.outcome"] == "failure"));
+    assert!(events
+        .iter()
+        .all(|e| e["source.ip"] == "203.0.113.7" && e["event.outcome"] == "failure"));
     // The peer address and receive time travel with each record.
-    assert!(events.iter().all(|e| e["observer.ip"] == "127.0.0.1" && e["event.ingested"].is_string()));
+    assert!(events
+        .iter()
+        .all(|e| e["observer.ip"] == "127.0.0.1" && e["event.ingested"].is_string()));
     let transports: std::collections::BTreeSet<String> = events
         .iter()
-        .map(|e| e["observer.id"].as_str().unwrap().split('/').nth(1).unwrap().to_owned())
+        .map(|e| {
+            e["observer.id"]
+                .as_str()
+                .unwrap()
+                .split('/')
+                .nth(1)
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(transports.into_iter().collect::<Vec<_>>(), ["tcp", "udp"]);
 
+    // The console page is served with headers that keep it from being framed or sniffed.
+    let (status, page) = vigil.get("/", None);
+    assert_eq!(status, 200);
+    assert!(page.contains("<title>Vigil</title>"));
+    assert_eq!(vigil.get("/console/app.js", None).0, 200);
+
     // Filters and paging.
     assert_eq!(vigil.get_json("/api/v1/offenses?status=closed")["total"], 0);
-    assert_eq!(vigil.get_json("/api/v1/offenses?min_magnitude=10")["total"], 0);
-    assert_eq!(vigil.get_json("/api/v1/offenses?limit=1&offset=1")["items"].as_array().unwrap().len(), 0);
+    assert_eq!(
+        vigil.get_json("/api/v1/offenses?min_magnitude=10")["total"],
+        0
+    );
+    assert_eq!(
+        vigil.get_json("/api/v1/offenses?limit=1&offset=1")["items"]
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
     assert_eq!(vigil.get("/api/v1/offenses?bogus=1", Some(TOKEN)).0, 400);
-    assert_eq!(vigil.get("/api/v1/offenses?limit=100000", Some(TOKEN)).0, 400);
-    assert_eq!(vigil.get("/api/v1/offenses/does-not-exist", Some(TOKEN)).0, 404);
+    assert_eq!(
+        vigil.get("/api/v1/offenses?limit=100000", Some(TOKEN)).0,
+        400
+    );
+    assert_eq!(
+        vigil.get("/api/v1/offenses/does-not-exist", Some(TOKEN)).0,
+        404
+    );
 
     // Metrics count what happened.
     let metrics = vigil.metrics();
-    assert!(metrics.contains("vigil_collector_received_total{source=\"syslog_udp\"} 8"), "{metrics}");
-    assert!(metrics.contains("vigil_collector_received_total{source=\"syslog_tcp\"} 5"), "{metrics}");
-    assert!(metrics.contains("vigil_offenses_created_total 1"), "{metrics}");
-    assert!(metrics.contains("vigil_rule_detections_total{rule=\"ssh_brute_force\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("vigil_collector_received_total{source=\"syslog_udp\"} 8"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_collector_received_total{source=\"syslog_tcp\"} 5"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_offenses_created_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("vigil_rule_detections_total{rule=\"ssh_brute_force\"} 1"),
+        "{metrics}"
+    );
 
     // Restart on the same data folder: the offense is still there, and a further failure
     // joins it instead of opening another.
@@ -98,7 +149,9 @@ fn a_generated_token_is_printed_once_and_stored_hashed() {
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let token = stderr
@@ -110,7 +163,10 @@ fn a_generated_token_is_printed_once_and_stored_hashed() {
         .to_owned();
     assert_eq!(token.len(), 64);
     let db = std::fs::read(dir.path().join("data/vigil.db")).unwrap();
-    assert!(!db.windows(token.len()).any(|w| w == token.as_bytes()), "token stored in clear");
+    assert!(
+        !db.windows(token.len()).any(|w| w == token.as_bytes()),
+        "token stored in clear"
+    );
 
     // The second start prints no token and accepts the first one.
     let mut vigil = Vigil::start(&config);

@@ -15,14 +15,24 @@ fn malformed_input_is_kept_or_counted_and_the_service_keeps_working() {
     let mut healthy = vigil.tcp();
 
     // UDP: binary garbage, PRI out of range, invalid UTF-8, an oversized datagram.
-    let garbage: Vec<u8> = (0..200u32).map(|i| (i.wrapping_mul(37) % 256) as u8).collect();
-    let bad_pri = b"<999>Nov 28 10:00:00 host sshd[1]: Failed password for root from 203.0.113.9 port 1 ssh2".to_vec();
+    let garbage: Vec<u8> = (0..200u32)
+        .map(|i| (i.wrapping_mul(37) % 256) as u8)
+        .collect();
+    let bad_pri =
+        b"<999>Nov 28 10:00:00 host sshd[1]: Failed password for root from 203.0.113.9 port 1 ssh2"
+            .to_vec();
     let mut bad_utf8 = b"<38>Nov 28 10:00:00 host sshd[1]: Failed password for ro".to_vec();
     bad_utf8.extend_from_slice(&[0xc3, 0x28, 0xff, 0xfe]);
     bad_utf8.extend_from_slice(b"t from 203.0.113.9 port 1 ssh2");
     let oversized = vec![b'A'; 20_000];
     let not_syslog = b"GET / HTTP/1.1 this is not syslog at all".to_vec();
-    vigil.send_udp(&[garbage.clone(), not_syslog, bad_pri.clone(), bad_utf8.clone(), oversized]);
+    vigil.send_udp(&[
+        garbage.clone(),
+        not_syslog,
+        bad_pri.clone(),
+        bad_utf8.clone(),
+        oversized,
+    ]);
 
     // TCP, newline framing: the same garbage, then a 100 KB line, then a valid line: the
     // stream resyncs after the oversized line.
@@ -32,7 +42,8 @@ fn malformed_input_is_kept_or_counted_and_the_service_keeps_working() {
         s.write_all(b"\n").unwrap();
         s.write_all(&vec![b'x'; 100 * 1024]).unwrap();
         s.write_all(b"\n").unwrap();
-        s.write_all(&failed_password_3164("192.0.2.1", 1000)).unwrap();
+        s.write_all(&failed_password_3164("192.0.2.1", 1000))
+            .unwrap();
         s.write_all(b"\n").unwrap();
     }
     // TCP, octet counting with a truncated frame at the end of the stream.
@@ -41,7 +52,8 @@ fn malformed_input_is_kept_or_counted_and_the_service_keeps_working() {
         let line = failed_password_3164("192.0.2.2", 1001);
         s.write_all(format!("{} ", line.len()).as_bytes()).unwrap();
         s.write_all(&line).unwrap();
-        s.write_all(b"500 <34>1 2026-11-28T10:00:00Z host app - - - trunc").unwrap();
+        s.write_all(b"500 <34>1 2026-11-28T10:00:00Z host app - - - trunc")
+            .unwrap();
     }
     // TCP, octet counting with a non-numeric length: unrecoverable, the connection is closed.
     {
@@ -64,9 +76,15 @@ fn malformed_input_is_kept_or_counted_and_the_service_keeps_working() {
             .iter()
             .map(|d| d["reason"].as_str().unwrap().to_owned())
             .collect();
-        ["not_syslog", "pri", "invalid_utf8", "frame_too_long", "bad_octet_count"]
-            .iter()
-            .all(|r| reasons.iter().any(|x| x == r))
+        [
+            "not_syslog",
+            "pri",
+            "invalid_utf8",
+            "frame_too_long",
+            "bad_octet_count",
+        ]
+        .iter()
+        .all(|r| reasons.iter().any(|x| x == r))
             && vigil.metric("vigil_parse_events_total") >= 3
     });
     assert!(vigil.is_running());
@@ -78,7 +96,11 @@ fn malformed_input_is_kept_or_counted_and_the_service_keeps_working() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|d| base64::engine::general_purpose::STANDARD.decode(d["raw"].as_str().unwrap()).unwrap())
+        .map(|d| {
+            base64::engine::general_purpose::STANDARD
+                .decode(d["raw"].as_str().unwrap())
+                .unwrap()
+        })
         .collect();
     assert!(raws.contains(&bad_utf8), "{dead}");
     let dead = vigil.get_json("/api/v1/dead-letters?reason=pri");
@@ -112,15 +134,21 @@ fn connections_over_the_limit_are_refused_and_counted() {
     let held: Vec<_> = (0..16).map(|_| vigil.tcp()).collect();
     // Make sure all 16 are accepted before the 17th arrives.
     for (i, mut s) in held.iter().enumerate() {
-        s.write_all(&[failed_password_3164("192.0.2.9", 2000 + i as u16), b"\n".to_vec()].concat())
-            .unwrap();
+        s.write_all(
+            &[
+                failed_password_3164("192.0.2.9", 2000 + i as u16),
+                b"\n".to_vec(),
+            ]
+            .concat(),
+        )
+        .unwrap();
     }
     vigil.wait_processed(16);
     let extra = vigil.tcp();
     vigil.wait_until("the 17th connection refused", || {
-        vigil
-            .metrics()
-            .contains("vigil_collector_refused_total{source=\"syslog_tcp\",reason=\"max_connections\"} 1")
+        vigil.metrics().contains(
+            "vigil_collector_refused_total{source=\"syslog_tcp\",reason=\"max_connections\"} 1",
+        )
     });
     drop(extra);
     drop(held);

@@ -12,7 +12,11 @@ fn replay_of_the_sshd_fixture_prints_exactly_the_expected_offenses() {
         .args(["replay", "--quiet", "fixtures/sshd/auth.log"])
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
 
     // What the fixture is built to contain (fixtures/sshd/SOURCE.md).
@@ -21,7 +25,10 @@ fn replay_of_the_sshd_fixture_prints_exactly_the_expected_offenses() {
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
             assert_eq!(v["rule"], "ssh_brute_force");
-            (v["index_value"].as_str().unwrap().to_owned(), v["event_count"].as_u64().unwrap())
+            (
+                v["index_value"].as_str().unwrap().to_owned(),
+                v["event_count"].as_u64().unwrap(),
+            )
         })
         .collect();
     got.sort();
@@ -40,7 +47,10 @@ fn replay_of_the_sshd_fixture_prints_exactly_the_expected_offenses() {
         std::fs::write(&expected_path, &stdout).unwrap();
     }
     let expected = std::fs::read_to_string(&expected_path).unwrap();
-    assert_eq!(stdout, expected, "replay output changed; review and rerun with VIGIL_BLESS=1");
+    assert_eq!(
+        stdout, expected,
+        "replay output changed; review and rerun with VIGIL_BLESS=1"
+    );
 
     // Replay is deterministic: a second run prints the same bytes.
     let again = Command::new(vigil_bin())
@@ -56,7 +66,11 @@ fn replay_reads_several_files_and_reports_progress_on_stderr() {
     let root = repo_root();
     let out = Command::new(vigil_bin())
         .current_dir(&root)
-        .args(["replay", "rules/tests/ssh_three_failures.log", "rules/tests/ssh_brute_force.log"])
+        .args([
+            "replay",
+            "rules/tests/ssh_three_failures.log",
+            "rules/tests/ssh_brute_force.log",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());

@@ -7,9 +7,11 @@ use crate::support::*;
 
 #[test]
 fn every_shipped_rule_test_case_passes() {
-    let results =
-        vigil::correlate::ruletest::run(&vigil::config::Config::default(), &repo_root().join("rules"))
-            .unwrap();
+    let results = vigil::correlate::ruletest::run(
+        &vigil::config::Config::default(),
+        &repo_root().join("rules"),
+    )
+    .unwrap();
     let failures: Vec<_> = results.iter().filter(|r| r.failure.is_some()).collect();
     assert!(failures.is_empty(), "{failures:#?}");
     assert!(results.len() >= 5, "only {} cases ran", results.len());
@@ -24,7 +26,10 @@ fn rules_test_command_passes_and_says_so() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{stdout}");
-    assert!(stdout.contains("ok   ssh_brute_force :: three failures stay quiet"), "{stdout}");
+    assert!(
+        stdout.contains("ok   ssh_brute_force :: three failures stay quiet"),
+        "{stdout}"
+    );
 }
 
 #[test]
@@ -47,6 +52,9 @@ fn a_rule_test_that_expects_the_wrong_thing_fails() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success(), "{stdout}");
-    assert!(stdout.contains("FAIL ssh_brute_force :: twelve failures"), "{stdout}");
+    assert!(
+        stdout.contains("FAIL ssh_brute_force :: twelve failures"),
+        "{stdout}"
+    );
     assert!(stdout.contains("1 failed"), "{stdout}");
 }

@@ -26,6 +26,9 @@ struct FieldPrefilter {
     pattern_rules: Vec<Vec<u32>>,
 }
 
+/// While building: a field, its literal -> pattern id map, the patterns, rules per pattern.
+type LiteralField = (String, HashMap<String, usize>, Vec<String>, Vec<Vec<u32>>);
+
 /// The compiled dispatch index.
 #[derive(Default)]
 pub(crate) struct Index {
@@ -61,8 +64,7 @@ impl Index {
     pub(crate) fn build(rules: &[DetectionRule]) -> Index {
         let mut index = Index::default();
         // field -> (literal -> pattern id, patterns, rules per pattern)
-        let mut lit_fields: Vec<(String, HashMap<String, usize>, Vec<String>, Vec<Vec<u32>>)> =
-            Vec::new();
+        let mut lit_fields: Vec<LiteralField> = Vec::new();
         let mut wants_prefilter: Vec<Option<Vec<(String, String)>>> = Vec::new();
         for rule in rules {
             wants_prefilter.push(rule.detection.required_literals());

@@ -24,6 +24,8 @@
 //! Architecture Invariant: nothing here reads files, clocks or the network; the same events in
 //! the same order give the same detections.
 
+#![warn(missing_docs)]
+
 mod condition;
 mod detection;
 pub mod duration;

@@ -402,7 +402,7 @@ impl RuleSet {
                 }
             }
             if let Some(msg) = dup {
-                errors.push(error(&p, None, &[p.name.clone()], msg));
+                errors.push(error(&p, None, std::slice::from_ref(&p.name), msg));
                 continue;
             }
             for key in std::iter::once(&p.name).chain(p.id.iter()) {
@@ -486,7 +486,7 @@ impl RuleSet {
                         } else {
                             format!("correlation references unknown rule `{r}`")
                         };
-                        bad = Some(error(p, Some("rules:"), &[r.clone()], why));
+                        bad = Some(error(p, Some("rules:"), std::slice::from_ref(r), why));
                         break;
                     }
                 }

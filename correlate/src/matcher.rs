@@ -27,6 +27,8 @@ pub(crate) enum Case {
 pub(crate) struct Lit {
     pub(crate) text: String,
     pub(crate) case: Case,
+    /// For ASCII `contains`: a compiled searcher (falls back to a scan when absent).
+    finder: Option<AhoCorasick>,
 }
 
 impl Lit {
@@ -35,16 +37,19 @@ impl Lit {
             Lit {
                 text,
                 case: Case::Sensitive,
+                finder: None,
             }
         } else if text.is_ascii() {
             Lit {
                 text,
                 case: Case::Ascii,
+                finder: None,
             }
         } else {
             Lit {
                 text: text.to_lowercase(),
                 case: Case::Unicode,
+                finder: None,
             }
         }
     }
@@ -96,7 +101,10 @@ impl StrMatcher {
                         Place::Exact => v.eq_ignore_ascii_case(p),
                         Place::Prefix => ascii_prefix(v, p),
                         Place::Suffix => ascii_suffix(v, p),
-                        Place::Contains => ascii_contains(v, p),
+                        Place::Contains => match &lit.finder {
+                            Some(ac) => ac.is_match(v),
+                            None => ascii_contains(v, p),
+                        },
                     }
                 }
             },
@@ -166,7 +174,11 @@ pub(crate) fn compile_glob(toks: &[Tok], cased: bool) -> Result<StrMatcher, Stri
             (false, true) => Place::Prefix,
             (false, false) => Place::Exact,
         };
-        return Ok(StrMatcher::Lit(place, Lit::new(text, cased)));
+        let mut lit = Lit::new(text, cased);
+        if place == Place::Contains && lit.case == Case::Ascii && !lit.text.is_empty() {
+            lit.finder = any_contains(std::slice::from_ref(&lit.text));
+        }
+        return Ok(StrMatcher::Lit(place, lit));
     }
     let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
     let mut buf = [0u8; 4];

@@ -1,6 +1,6 @@
-//! The HTTP API (axum): offenses, dead letters, metrics, health.
+//! The HTTP API (axum): offenses, dead letters, metrics, health, and the console's static files.
 //!
-//! Everything but `GET /healthz` needs `Authorization: Bearer <token>`; the token is compared
+//! Everything but `GET /healthz` and the console's static files (which hold no data) needs `Authorization: Bearer <token>`; the token is compared
 //! by its SHA-256 hash (the store keeps only hashes). Store reads run on blocking threads with
 //! their own SQLite connection. Architecture invariant: only this module knows HTTP routes.
 
@@ -51,6 +51,9 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
         .route("/healthz", get(healthz))
+        .route("/", get(console_index))
+        .route("/console/app.js", get(console_js))
+        .route("/console/style.css", get(console_css))
         .merge(protected)
         .fallback(not_found)
         .with_state(state)
@@ -70,7 +73,10 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         tracing::error!(error = %e, "store read failed");
-        ApiError(StatusCode::INTERNAL_SERVER_ERROR, "store unavailable".into())
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store unavailable".into(),
+        )
     }
 }
 
@@ -96,8 +102,11 @@ async fn require_token(
                     &[],
                 )
                 .inc();
-            let mut resp = ApiError(StatusCode::UNAUTHORIZED, "missing or invalid bearer token".into())
-                .into_response();
+            let mut resp = ApiError(
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid bearer token".into(),
+            )
+            .into_response();
             resp.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
                 header::HeaderValue::from_static("Bearer realm=\"vigil\""),
@@ -113,6 +122,44 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
 
 async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok" }))
+}
+
+/// The console's static files, built into the binary. They hold no data (everything comes from
+/// `/api/v1` with the token), so they are served without one, with headers that forbid framing,
+/// sniffing and any script or connection that is not this origin.
+const CONSOLE_INDEX: &str = include_str!("console/index.html");
+const CONSOLE_JS: &str = include_str!("console/app.js");
+const CONSOLE_CSS: &str = include_str!("console/style.css");
+
+fn console_file(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'self'; script-src 'self'; style-src 'self'; connect-src 'self'; \
+                 img-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+            ),
+            (header::X_FRAME_OPTIONS, "DENY"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::REFERRER_POLICY, "no-referrer"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn console_index() -> Response {
+    console_file("text/html; charset=utf-8", CONSOLE_INDEX)
+}
+
+async fn console_js() -> Response {
+    console_file("text/javascript; charset=utf-8", CONSOLE_JS)
+}
+
+async fn console_css() -> Response {
+    console_file("text/css; charset=utf-8", CONSOLE_CSS)
 }
 
 async fn not_found() -> ApiError {
@@ -136,7 +183,12 @@ async fn with_store<T: Send + 'static>(
         f(&store)
     })
     .await
-    .map_err(|_| ApiError(StatusCode::INTERNAL_SERVER_ERROR, "store task failed".into()))?
+    .map_err(|_| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store task failed".into(),
+        )
+    })?
     .map_err(ApiError::from)
 }
 
@@ -172,7 +224,10 @@ pub struct Page<T> {
 fn page_size(requested: Option<u64>, max: u64) -> Result<u64, ApiError> {
     match requested {
         None => Ok(50.min(max)),
-        Some(0) => Err(ApiError(StatusCode::BAD_REQUEST, "limit must be at least 1".into())),
+        Some(0) => Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "limit must be at least 1".into(),
+        )),
         Some(n) if n > max => Err(ApiError(
             StatusCode::BAD_REQUEST,
             format!("limit must be at most {max}"),
@@ -219,7 +274,10 @@ async fn get_offense(
     Path(id): Path<String>,
 ) -> Result<Json<OffenseDetail>, ApiError> {
     if id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(ApiError(StatusCode::BAD_REQUEST, "malformed offense id".into()));
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "malformed offense id".into(),
+        ));
     }
     let found = with_store(&state, move |s| {
         let Some(offense) = s.get_offense(&id)? else {
@@ -254,12 +312,127 @@ async fn list_dead_letters(
     let limit = page_size(q.limit, state.max_page_size)?;
     let offset = q.offset.unwrap_or(0);
     let reason = q.reason.filter(|r| r.len() <= 64);
-    let (items, total) =
-        with_store(&state, move |s| s.list_dead_letters(reason.as_deref(), limit, offset)).await?;
+    let (items, total) = with_store(&state, move |s| {
+        s.list_dead_letters(reason.as_deref(), limit, offset)
+    })
+    .await?;
     Ok(Json(Page {
         items,
         total,
         limit,
         offset,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    use super::*;
+
+    fn app(dir: &std::path::Path) -> Router {
+        let store_path = dir.join("vigil.db");
+        Store::open(&store_path).map(drop).unwrap_or_default();
+        router(ApiState {
+            store_path,
+            token_sha256: hash_token("secret"),
+            metrics: Metrics::new(),
+            max_page_size: 100,
+        })
+    }
+
+    async fn status(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, HeaderMap) {
+        let mut req = Request::get(path);
+        if let Some(t) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(Body::empty()).unwrap_or_default())
+            .await
+            .map_err(|e| e.to_string());
+        match resp {
+            Ok(r) => (r.status(), r.headers().clone()),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn only_health_and_the_console_files_are_open() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let app = app(dir.path());
+        for open in ["/healthz", "/", "/console/app.js", "/console/style.css"] {
+            assert_eq!(status(&app, open, None).await.0, StatusCode::OK, "{open}");
+        }
+        for closed in [
+            "/api/v1/offenses",
+            "/api/v1/offenses/abc",
+            "/api/v1/dead-letters",
+            "/metrics",
+        ] {
+            assert_eq!(
+                status(&app, closed, None).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{closed}"
+            );
+            assert_eq!(
+                status(&app, closed, Some("wrong")).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{closed}"
+            );
+            assert_ne!(
+                status(&app, closed, Some("secret")).await.0,
+                StatusCode::UNAUTHORIZED,
+                "{closed}"
+            );
+        }
+        assert_eq!(
+            status(&app, "/nope", Some("secret")).await.0,
+            StatusCode::NOT_FOUND
+        );
+    }
+
+    #[tokio::test]
+    async fn the_console_is_served_with_security_headers() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let (code, headers) = status(&app(dir.path()), "/", None).await;
+        assert_eq!(code, StatusCode::OK);
+        let csp = headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'") && csp.contains("script-src 'self'"));
+        assert_eq!(
+            headers
+                .get(header::X_CONTENT_TYPE_OPTIONS)
+                .map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..])
+        );
+        assert_eq!(
+            headers.get(header::X_FRAME_OPTIONS).map(|v| v.as_bytes()),
+            Some(&b"DENY"[..])
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_queries_are_refused_with_400() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let app = app(dir.path());
+        for path in [
+            "/api/v1/offenses?unknown=1",
+            "/api/v1/offenses?limit=0",
+            "/api/v1/offenses?limit=101",
+            "/api/v1/offenses?status=maybe",
+            "/api/v1/offenses?since=yesterday",
+            "/api/v1/offenses/..%2F..%2Fetc",
+        ] {
+            assert_eq!(
+                status(&app, path, Some("secret")).await.0,
+                StatusCode::BAD_REQUEST,
+                "{path}"
+            );
+        }
+    }
 }

@@ -19,8 +19,7 @@ pub fn read_lines(
     batch: usize,
     mut sink: impl FnMut(Vec<RawRecord>) -> anyhow::Result<()>,
 ) -> anyhow::Result<u64> {
-    let file = std::fs::File::open(path)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file = std::fs::File::open(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let received_at: DateTime<Utc> = file
         .metadata()
         .and_then(|m| m.modified())

@@ -221,8 +221,10 @@ async fn handle_connection<P: Publisher<RawRecord>>(
         };
         if n == 0 {
             // End of stream: a trailing unterminated frame (or a truncated octet count).
-            if let Some(frame) = framer.finish() {
-                let _ = forward(frame, &record, publisher, m).await;
+            while let Some(frame) = framer.finish() {
+                if forward(frame, &record, publisher, m).await.is_err() {
+                    break;
+                }
             }
             return;
         }

@@ -63,7 +63,12 @@ pub fn load_rules(dir: &Path) -> std::io::Result<(RuleSet, Vec<RuleError>)> {
 
 /// Deterministic offense id from (rule, index field, index value, first window start): a
 /// replay or a restart over the same data finds the same offense instead of a duplicate.
-pub fn offense_id(rule: &str, index_field: &str, index_value: &str, window_start: DateTime<Utc>) -> String {
+pub fn offense_id(
+    rule: &str,
+    index_field: &str,
+    index_value: &str,
+    window_start: DateTime<Utc>,
+) -> String {
     let mut h = Sha256::new();
     for part in [rule, index_field, index_value] {
         h.update(part.as_bytes());
@@ -110,51 +115,52 @@ pub fn apply_detection(
 ) -> Result<(Offense, OffenseChange), StoreError> {
     let (magnitude, reasons) = magnitude(d);
     let count = d.events.len().max(1) as u64;
-    let (mut offense, change) = match store.find_open_offense(&d.rule, &d.index_field, &d.index_value)? {
-        Some(mut o) => {
-            o.event_count += count;
-            o.first_seen = o.first_seen.min(d.first_seen);
-            o.last_seen = o.last_seen.max(d.last_seen);
-            o.updated_at = now;
-            (o, OffenseChange::Updated)
-        }
-        None => {
-            let id = offense_id(&d.rule, &d.index_field, &d.index_value, d.window_start);
-            // The same id may exist closed (a replay over data whose offense was closed): a
-            // deterministic id must not resurrect it, so reopen under a suffixed id.
-            let id = match store.get_offense(&id)? {
-                Some(existing) if existing.status == OffenseStatus::Closed => {
-                    offense_id(&d.rule, &d.index_field, &d.index_value, now)
-                }
-                _ => id,
-            };
-            (
-                Offense {
-                    id,
-                    rule: d.rule.clone(),
-                    title: d.title.clone(),
-                    index_field: d.index_field.clone(),
-                    index_value: d.index_value.clone(),
-                    status: OffenseStatus::Open,
-                    magnitude,
-                    severity: d.severity,
-                    relevance: d.relevance,
-                    credibility: d.credibility,
-                    magnitude_reasons: reasons.clone(),
-                    level: d.level.clone(),
-                    tags: d.tags.clone(),
-                    first_seen: d.first_seen,
-                    last_seen: d.last_seen,
-                    event_count: count,
-                    stored_events: 0,
-                    window_start: d.window_start,
-                    created_at: now,
-                    updated_at: now,
-                },
-                OffenseChange::Created,
-            )
-        }
-    };
+    let (mut offense, change) =
+        match store.find_open_offense(&d.rule, &d.index_field, &d.index_value)? {
+            Some(mut o) => {
+                o.event_count += count;
+                o.first_seen = o.first_seen.min(d.first_seen);
+                o.last_seen = o.last_seen.max(d.last_seen);
+                o.updated_at = now;
+                (o, OffenseChange::Updated)
+            }
+            None => {
+                let id = offense_id(&d.rule, &d.index_field, &d.index_value, d.window_start);
+                // The same id may exist closed (a replay over data whose offense was closed): a
+                // deterministic id must not resurrect it, so reopen under a suffixed id.
+                let id = match store.get_offense(&id)? {
+                    Some(existing) if existing.status == OffenseStatus::Closed => {
+                        offense_id(&d.rule, &d.index_field, &d.index_value, now)
+                    }
+                    _ => id,
+                };
+                (
+                    Offense {
+                        id,
+                        rule: d.rule.clone(),
+                        title: d.title.clone(),
+                        index_field: d.index_field.clone(),
+                        index_value: d.index_value.clone(),
+                        status: OffenseStatus::Open,
+                        magnitude,
+                        severity: d.severity,
+                        relevance: d.relevance,
+                        credibility: d.credibility,
+                        magnitude_reasons: reasons.clone(),
+                        level: d.level.clone(),
+                        tags: d.tags.clone(),
+                        first_seen: d.first_seen,
+                        last_seen: d.last_seen,
+                        event_count: count,
+                        stored_events: 0,
+                        window_start: d.window_start,
+                        created_at: now,
+                        updated_at: now,
+                    },
+                    OffenseChange::Created,
+                )
+            }
+        };
     offense.magnitude = magnitude;
     offense.magnitude_reasons = reasons;
     let room = max_events_per_offense.saturating_sub(offense.stored_events) as usize;

@@ -38,24 +38,25 @@ pub fn run(config: &Config, rules_dir: &Path) -> anyhow::Result<Vec<CaseResult>>
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
             let fixture: PathBuf = base.join(&case.events);
-            let failure = match crate::replay::replay(&config, &[fixture.clone()], false) {
-                Err(e) => Some(format!("replaying {}: {e:#}", fixture.display())),
-                Ok((offenses, _)) => {
-                    let mut got: Vec<(String, u64)> = offenses
-                        .iter()
-                        .filter(|o| o.rule == info.name)
-                        .map(|o| (o.index_value.clone(), o.event_count))
-                        .collect();
-                    let mut want: Vec<(String, u64)> = case
-                        .expect
-                        .iter()
-                        .map(|e| (e.index.clone(), e.events))
-                        .collect();
-                    got.sort();
-                    want.sort();
-                    (got != want).then(|| format!("expected offenses {want:?}, got {got:?}"))
-                }
-            };
+            let failure =
+                match crate::replay::replay(&config, std::slice::from_ref(&fixture), false) {
+                    Err(e) => Some(format!("replaying {}: {e:#}", fixture.display())),
+                    Ok((offenses, _)) => {
+                        let mut got: Vec<(String, u64)> = offenses
+                            .iter()
+                            .filter(|o| o.rule == info.name)
+                            .map(|o| (o.index_value.clone(), o.event_count))
+                            .collect();
+                        let mut want: Vec<(String, u64)> = case
+                            .expect
+                            .iter()
+                            .map(|e| (e.index.clone(), e.events))
+                            .collect();
+                        got.sort();
+                        want.sort();
+                        (got != want).then(|| format!("expected offenses {want:?}, got {got:?}"))
+                    }
+                };
             results.push(CaseResult {
                 rule: info.name.clone(),
                 case: case.name.clone(),

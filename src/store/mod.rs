@@ -228,9 +228,9 @@ impl Store {
 
     /// One offense by id.
     pub fn get_offense(&self, id: &str) -> Result<Option<Offense>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!("SELECT {OFFENSE_COLUMNS} FROM offenses WHERE id = ?1"))?;
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OFFENSE_COLUMNS} FROM offenses WHERE id = ?1"
+        ))?;
         stmt.query_row(params![id], row_to_offense)
             .optional()?
             .transpose()
@@ -411,21 +411,18 @@ impl Store {
              FROM dead_letters WHERE (?1 IS NULL OR reason = ?1)
              ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = stmt.query_map(
-            params![reason, clamp_i64(limit), clamp_i64(offset)],
-            |r| {
-                Ok(DeadLetter {
-                    id: r.get(0)?,
-                    received_at: from_ms(r.get(1)?),
-                    observer_type: r.get(2)?,
-                    observer_id: r.get(3)?,
-                    peer: r.get(4)?,
-                    reason: r.get(5)?,
-                    detail: r.get(6)?,
-                    raw: r.get(7)?,
-                })
-            },
-        )?;
+        let rows = stmt.query_map(params![reason, clamp_i64(limit), clamp_i64(offset)], |r| {
+            Ok(DeadLetter {
+                id: r.get(0)?,
+                received_at: from_ms(r.get(1)?),
+                observer_type: r.get(2)?,
+                observer_id: r.get(3)?,
+                peer: r.get(4)?,
+                reason: r.get(5)?,
+                detail: r.get(6)?,
+                raw: r.get(7)?,
+            })
+        })?;
         let mut out = Vec::new();
         for row in rows {
             out.push(row?);
@@ -583,7 +580,10 @@ mod tests {
         assert_eq!(deleted, 2);
         let (list, total) = store.list_dead_letters(None, 10, 0)?;
         assert_eq!(total, 3);
-        assert_eq!(list.first().map(|d| d.raw.clone()), Some(vec![0xff, 0x00, b'x']));
+        assert_eq!(
+            list.first().map(|d| d.raw.clone()),
+            Some(vec![0xff, 0x00, b'x'])
+        );
         Ok(())
     }
 

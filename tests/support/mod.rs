@@ -58,7 +58,11 @@ impl Vigil {
         let ready: serde_json::Value =
             serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
         let addr = |k: &str| -> SocketAddr {
-            ready["bound"][k].as_str().unwrap_or("0.0.0.0:0").parse().unwrap()
+            ready["bound"][k]
+                .as_str()
+                .unwrap_or("0.0.0.0:0")
+                .parse()
+                .unwrap()
         };
         Vigil {
             udp: addr("syslog_udp"),

@@ -253,7 +253,7 @@ impl Framer {
                 let line = line.strip_suffix(b"\r").unwrap_or(line);
                 let step = if line.len() > self.max_frame_len {
                     Step::Error(FrameError::TooLong {
-                        declared_or_seen: self.max_frame_len + 1,
+                        declared_or_seen: self.max_frame_len.saturating_add(1),
                         max: self.max_frame_len,
                     })
                 } else if line.is_empty() {
@@ -268,7 +268,7 @@ impl Framer {
                 self.scanned = 0;
                 self.state = State::SkipToDelimiter;
                 Step::Error(FrameError::TooLong {
-                    declared_or_seen: self.max_frame_len + 1,
+                    declared_or_seen: self.max_frame_len.saturating_add(1),
                     max: self.max_frame_len,
                 })
             }
@@ -318,11 +318,12 @@ impl Framer {
                 max: self.max_frame_len,
             });
         }
-        let Some(frame) = rest.get(header..header + declared) else {
+        let end = header.saturating_add(declared);
+        let Some(frame) = rest.get(header..end) else {
             return Step::NeedMore;
         };
         let frame = frame.to_vec();
-        self.start += header + declared;
+        self.start += end;
         Step::Frame(frame)
     }
 
