@@ -22,6 +22,9 @@ cargo fmt --all -- --check
 step "lint"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+step "fuzz targets type-check (running them needs nightly: fuzz/README.md)"
+cargo check --manifest-path fuzz/Cargo.toml --locked
+
 step "tests"
 # One build of the test profile serves every crate of the workspace.
 cargo test --workspace --locked --no-fail-fast 2>&1 | tee target/test-output.txt

@@ -49,6 +49,8 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     detections: Vec<Detection>,
     events_by_source: Vec<(&'static str, Counter)>,
+    /// `vigil_rule_matches_total` per rule, in the rule set's order.
+    rule_matches: Vec<Counter>,
     offenses_created: Counter,
     offenses_updated: Counter,
     dead_letters_evicted: Counter,
@@ -65,9 +67,21 @@ impl Pipeline {
         limits: PipelineLimits,
         metrics: Arc<Metrics>,
     ) -> Pipeline {
+        let rule_matches = rules
+            .rules()
+            .iter()
+            .map(|r| {
+                metrics.counter(
+                    "vigil_rule_matches_total",
+                    "Events a rule matched (detection rules) or counted (correlations).",
+                    &[("rule", &r.name)],
+                )
+            })
+            .collect();
         Pipeline {
             normalizer,
             engine: Engine::new(rules, engine_limits),
+            rule_matches,
             store,
             limits,
             offenses_created: metrics.counter(
@@ -239,6 +253,9 @@ impl Pipeline {
 
     fn export_engine_stats(&self) {
         let stats = self.engine.stats();
+        for (counter, rule) in self.rule_matches.iter().zip(&stats.rules) {
+            counter.mirror(rule.matches);
+        }
         self.metrics
             .gauge(
                 "vigil_correlate_keys",

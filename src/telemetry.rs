@@ -26,6 +26,11 @@ impl Counter {
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
     }
+    /// Mirrors a total counted elsewhere (for example inside the rule engine), which only
+    /// grows; never use it to count down.
+    pub fn mirror(&self, total: u64) {
+        self.0.fetch_max(total, Ordering::Relaxed);
+    }
 }
 
 /// A value that goes up and down (set, not added).

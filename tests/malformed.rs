@@ -153,3 +153,25 @@ fn connections_over_the_limit_are_refused_and_counted() {
     drop(extra);
     drop(held);
 }
+
+#[test]
+fn a_silent_connection_is_closed_after_the_idle_timeout_and_counted() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    // write_config sets idle_timeout_secs = 30; this test needs a short one.
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("idle_timeout_secs = 30", "idle_timeout_secs = 1");
+    std::fs::write(&config, text).unwrap();
+    let vigil = Vigil::start(&config);
+    let mut silent = vigil.tcp();
+    vigil.wait_until("the idle connection refused", || {
+        vigil.metrics().contains(
+            "vigil_collector_refused_total{source=\"syslog_tcp\",reason=\"idle_timeout\"} 1",
+        )
+    });
+    // The server closed it: reading gives end of stream.
+    let mut buf = [0u8; 1];
+    use std::io::Read;
+    assert_eq!(silent.read(&mut buf).unwrap_or(0), 0);
+}

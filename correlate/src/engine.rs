@@ -9,7 +9,8 @@
 //! missing any `group-by` field counts toward no group ([`RuleStats::ungrouped_events`]).
 //!
 //! Firing: when a key's count first satisfies the condition, one [`DetectionKind::New`] carries
-//! every event in the window; while it keeps holding, each further event for that key is a
+//! the window's events (its `count` is exact; events that arrived while the same key was firing
+//! earlier keep only their time, so a firing key costs 16 bytes per event, not the event); while it keeps holding, each further event for that key is a
 //! [`DetectionKind::Update`] carrying just that event. When the condition stops holding (or the
 //! window has slid past every earlier event of the key) the key re-arms. Conditions are evaluated
 //! only when an event arrives, so `lt`/`lte` bounds act on arrival and do not detect absence.
@@ -77,13 +78,15 @@ pub struct Detection {
     pub index_value: String,
     /// Event time of the first event of the window that fired.
     pub window_start: DateTime<Utc>,
-    /// Earliest event time among `events`.
+    /// Earliest event time in the window.
     pub first_seen: DateTime<Utc>,
-    /// Latest event time among `events`.
+    /// Latest event time in the window.
     pub last_seen: DateTime<Utc>,
-    /// Events in the window when it fired (`New`), or 1 (`Update`).
+    /// Events in the window when it fired (`New`), or 1 (`Update`). Exact, even when `events`
+    /// holds fewer (see `events`).
     pub count: u64,
-    /// The contributing events, oldest first.
+    /// The contributing events, oldest first. For `New` these are the window's events, except
+    /// those that arrived while the same key was firing earlier (only their times are kept).
     pub events: Vec<Arc<Event>>,
     /// Offense relevance, 0-10.
     pub relevance: u8,
@@ -138,8 +141,16 @@ struct Firing {
     index_value: String,
 }
 
+/// One event in a key's window: its time always (counts need it), the event itself only while
+/// the key is armed. Once the key fires, the `New` detection takes the events and later ones
+/// travel in `Update`s, so a firing key holds 16 bytes per event, not the event.
+struct Slot {
+    ts: DateTime<Utc>,
+    event: Option<Arc<Event>>,
+}
+
 struct KeyState {
-    events: VecDeque<Arc<Event>>,
+    events: VecDeque<Slot>,
     newest: DateTime<Utc>,
     seq: u64,
     firing: Option<Firing>,
@@ -353,11 +364,12 @@ impl Engine {
             stats.late_events += 1;
             return;
         }
-        let pos = st.events.partition_point(|e| e.timestamp <= ts);
-        st.events.insert(pos, Arc::clone(event));
+        let pos = st.events.partition_point(|e| e.ts <= ts);
+        let payload = st.firing.is_none().then(|| Arc::clone(event));
+        st.events.insert(pos, Slot { ts, event: payload });
         st.newest = st.newest.max(ts);
         if let Some(start) = st.newest.checked_sub_signed(span) {
-            while st.events.front().is_some_and(|e| e.timestamp <= start) {
+            while st.events.front().is_some_and(|e| e.ts <= start) {
                 st.events.pop_front();
             }
         }
@@ -393,9 +405,15 @@ impl Engine {
             .collect();
         match &st.firing {
             None => {
-                let events: Vec<Arc<Event>> = st.events.iter().cloned().collect();
-                let first = events.first().map_or(ts, |e| e.timestamp);
-                let last = events.last().map_or(ts, |e| e.timestamp);
+                let first = st.events.front().map_or(ts, |e| e.ts);
+                let last = st.events.back().map_or(ts, |e| e.ts);
+                // Events that arrived while the key was firing before kept only their time:
+                // the detection carries the rest, and the count stays exact.
+                let events: Vec<Arc<Event>> = st
+                    .events
+                    .iter_mut()
+                    .filter_map(|e| e.event.take())
+                    .collect();
                 let index_value = events
                     .first()
                     .and_then(|e| text_of(e, &rule.offense.index_field))

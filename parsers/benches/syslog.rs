@@ -74,5 +74,37 @@ fn framing(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, parse, framing);
+/// The per-record path of the service: syslog parse + parser definitions into an `Event`.
+fn normalize(c: &mut Criterion) {
+    use vigil_parsers::definitions::DefinitionSet;
+    use vigil_parsers::normalize::{NormalizeOptions, Normalizer, RecordMeta};
+    let normalizer = Normalizer::new(DefinitionSet::builtin(), NormalizeOptions::default());
+    let meta = RecordMeta {
+        observer_type: "syslog",
+        observer_id: "syslog/tcp/10.0.0.5",
+        peer: None,
+        received_at: opts().reference_time,
+    };
+    let mut g = c.benchmark_group("normalize");
+    g.throughput(Throughput::Elements(1));
+    for (name, line) in [
+        (
+            "openssh_failed_password_3164",
+            &b"<38>Nov 28 10:00:01 bastion01 sshd[4242]: Failed password for invalid user admin from 203.0.113.7 port 50022 ssh2"[..],
+        ),
+        (
+            "openssh_accepted_publickey_file_line",
+            &b"2026-11-28T10:00:01.123456+00:00 bastion01 sshd[4242]: Accepted publickey for deploy from 10.20.1.7 port 50122 ssh2: ED25519 SHA256:8Yw0kqW7r0mJt3Rk1vX4Yb6sC2eN9pQ5uL1zH0aG3dE"[..],
+        ),
+        (
+            "no_definition_cron_3164",
+            &b"<78>Nov 28 10:00:01 srv01 CRON[4242]: (root) CMD (/usr/local/bin/backup --incremental >/dev/null 2>&1)"[..],
+        ),
+    ] {
+        g.bench_function(name, |b| b.iter(|| normalizer.normalize(black_box(line), &meta)));
+    }
+    g.finish();
+}
+
+criterion_group!(benches, parse, framing, normalize);
 criterion_main!(benches);

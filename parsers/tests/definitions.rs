@@ -454,3 +454,29 @@ fn the_rsyslog_repeat_wrapper_still_parses_and_counts() {
     assert_eq!(event.source_ip, ip("203.0.113.7"));
     assert_eq!(event.get("extra.repeat_count"), Some(FieldValue::Str("5")));
 }
+
+static NORMALIZER: std::sync::LazyLock<Normalizer> = std::sync::LazyLock::new(|| {
+    Normalizer::new(DefinitionSet::builtin(), NormalizeOptions::default())
+});
+
+proptest::proptest! {
+    /// Any bytes, and any sshd-shaped line with arbitrary fields, become an Event that keeps
+    /// the raw bytes exactly, or a Rejection with a reason; never a panic.
+    #[test]
+    fn normalize_never_panics_and_keeps_the_raw_bytes(
+        data in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300),
+        user in "\\PC{0,20}",
+        ip in "[0-9a-f:.]{0,40}",
+        port in "[0-9]{0,7}",
+    ) {
+        let normalizer = &*NORMALIZER;
+        let m = meta("2026-01-01T00:00:30Z");
+        let line = format!("<38>Jan  1 00:00:00 h sshd[1]: Failed password for {user} from {ip} port {port} ssh2");
+        for input in [data.as_slice(), line.as_bytes()] {
+            match normalizer.normalize(input, &m) {
+                Ok(event) => proptest::prop_assert_eq!(&event.raw, &input.to_vec()),
+                Err(r) => proptest::prop_assert!(!r.reason.is_empty()),
+            }
+        }
+    }
+}

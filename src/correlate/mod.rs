@@ -114,7 +114,9 @@ pub fn apply_detection(
     now: DateTime<Utc>,
 ) -> Result<(Offense, OffenseChange), StoreError> {
     let (magnitude, reasons) = magnitude(d);
-    let count = d.events.len().max(1) as u64;
+    // `count` is exact; `events` may carry fewer (the engine keeps only times for events of a
+    // key that was already firing).
+    let count = d.count.max(1);
     let (mut offense, change) =
         match store.find_open_offense(&d.rule, &d.index_field, &d.index_value)? {
             Some(mut o) => {
@@ -165,12 +167,10 @@ pub fn apply_detection(
     offense.magnitude_reasons = reasons;
     let room = max_events_per_offense.saturating_sub(offense.stored_events) as usize;
     let keep: Vec<Arc<Event>> = d.events.iter().take(room).cloned().collect();
-    if !keep.is_empty() {
-        store.put_offense(&offense)?;
-        store.add_offense_events(&offense.id, offense.stored_events, &keep)?;
-        offense.stored_events += keep.len() as u64;
-    }
+    let first_seq = offense.stored_events;
+    offense.stored_events += keep.len() as u64;
     store.put_offense(&offense)?;
+    store.add_offense_events(&offense.id, first_seq, &keep)?;
     Ok((offense, change))
 }
 
