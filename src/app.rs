@@ -68,6 +68,9 @@ pub fn build_normalizer(config: &Config) -> anyhow::Result<(Normalizer, Vec<Stri
             Utf8Policy::DeadLetter => InvalidUtf8Policy::DeadLetter,
             Utf8Policy::Replace => InvalidUtf8Policy::Replace,
         },
+        max_future_skew: chrono::Duration::seconds(
+            i64::try_from(config.parse.max_future_skew_secs).unwrap_or(i64::MAX / 1000),
+        ),
     };
     Ok((Normalizer::new(definitions, options), problems))
 }
@@ -199,7 +202,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )
         .set(config.bus.queue_capacity as u64);
     let (publisher, mut subscriber) =
-        memory::channel::<RawRecord>(config.bus.queue_capacity, depth);
+        memory::channel::<RawRecord>(config.bus.queue_capacity, config.bus.queue_bytes, depth);
 
     let mut bound = Bound {
         syslog_udp: None,
@@ -235,9 +238,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     drop(publisher);
 
+    // The engine thread tells the service when it ends, normally (its queue closed: shutdown,
+    // or no collector configured) or by a panic: the guard fires on drop, which runs during
+    // unwinding too, and says which.
+    let engine_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let (engine_done_tx, engine_done) = tokio::sync::oneshot::channel::<bool>();
+    let alive = engine_alive.clone();
     let engine = std::thread::Builder::new()
         .name("vigil-engine".into())
         .spawn(move || {
+            let _guard = EngineGuard(alive, Some(engine_done_tx));
             while let Some(first) = subscriber.next_blocking() {
                 let mut batch = Vec::with_capacity(64);
                 batch.push(first);
@@ -247,9 +257,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         None => break,
                     }
                 }
-                if let Err(e) = pipeline.process_batch(batch) {
-                    tracing::error!(error = %e, "batch could not be stored after retries");
-                }
+                pipeline.process_batch_until_stored(batch);
             }
         })
         .context("starting the engine thread")?;
@@ -265,6 +273,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             token_sha256,
             metrics: metrics.clone(),
             max_page_size: config.api.max_page_size as u64,
+            engine_alive: engine_alive.clone(),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {
@@ -276,14 +285,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if bound.syslog_udp.is_none() && bound.syslog_tcp.is_none() && bound.api.is_none() {
         bail!("nothing to run: syslog.udp_listen, syslog.tcp_listen and api.listen are all empty");
     }
+    // Signal handlers exist before anyone is told we are ready: a SIGTERM right after the
+    // ready line must shut down cleanly, not kill the process.
+    let signals = ShutdownSignals::install()?;
     println!(
         "{}",
         serde_json::json!({ "ready": true, "bound": bound, "data_dir": config.data_dir })
     );
     tracing::info!(?bound, "vigil running");
 
-    shutdown_signal().await;
-    tracing::info!("shutting down: stopping intake, draining the queue");
+    let engine_panicked = async {
+        match engine_done.await {
+            Ok(true) => (),
+            // A normal end (the queue closed) is no reason to stop serving the API.
+            _ => std::future::pending::<()>().await,
+        }
+    };
+    let engine_failed = tokio::select! {
+        _ = signals.wait() => false,
+        _ = engine_panicked => true,
+    };
+    if engine_failed {
+        tracing::error!("the engine thread stopped unexpectedly; shutting down");
+    } else {
+        tracing::info!("shutting down: stopping intake, draining the queue");
+    }
     cancel.cancel();
     for t in tasks {
         let _ = t.await;
@@ -293,26 +319,62 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(server) = api_server {
         let _ = server.await;
     }
+    if engine_failed {
+        bail!("the engine thread stopped unexpectedly (see the log above)");
+    }
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// Tells the service when the engine thread ends and whether it panicked; a panic also marks
+/// the engine dead for `/healthz`.
+struct EngineGuard(
+    Arc<std::sync::atomic::AtomicBool>,
+    Option<tokio::sync::oneshot::Sender<bool>>,
+);
+
+impl Drop for EngineGuard {
+    fn drop(&mut self) {
+        let panicked = std::thread::panicking();
+        if panicked {
+            self.0.store(false, std::sync::atomic::Ordering::SeqCst);
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+        if let Some(tx) = self.1.take() {
+            let _ = tx.send(panicked);
+        }
+    }
+}
+
+/// SIGINT / SIGTERM listeners, installed up front.
+struct ShutdownSignals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(ShutdownSignals {
+                term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+                int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(ShutdownSignals {})
+    }
+
+    async fn wait(mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {},
+            _ = self.int.recv() => {},
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

@@ -55,8 +55,10 @@ pub struct SyslogConfig {
     pub udp_listen: String,
     /// TCP listen address; empty string disables TCP.
     pub tcp_listen: String,
-    /// Longest accepted record in bytes (UDP datagram or TCP frame). Longer ones are refused
-    /// and counted (`reason="frame_too_long"`), and kept as a truncated dead letter.
+    /// Longest accepted record in bytes (UDP datagram or TCP frame). Longer ones are refused,
+    /// counted (`reason="frame_too_long"`) and kept as dead letters: a UDP datagram with its first
+    /// `max_message_bytes`; a TCP frame, discarded as it streams so memory stays bounded, with
+    /// its size and position in the detail.
     pub max_message_bytes: usize,
     /// Most TCP connections open at once; further ones are closed at accept and counted.
     pub max_connections: usize,
@@ -83,14 +85,19 @@ impl Default for SyslogConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ParseConfig {
-    /// Folder of extra parser definitions (`*.yml`), loaded after the built-in ones. A missing
-    /// folder is fine; a broken file in it is an error that `config check` reports.
+    /// Folder of extra parser definitions (`*.yml`), loaded after the built-in ones. When set,
+    /// it must exist: a missing folder or a broken file in it is reported by `config check` and
+    /// logged at start (the built-in definitions still load).
     pub definitions_dir: Option<PathBuf>,
     /// UTC offset for timestamps that carry none (RFC 3164, file lines), e.g. `+02:00`.
     pub default_utc_offset: String,
     /// What to do with records that are not valid UTF-8: `dead_letter` keeps them aside with
     /// their raw bytes; `replace` parses them with U+FFFD replacement characters.
     pub invalid_utf8: Utf8Policy,
+    /// How far past its receive time a record's own timestamp may be, in seconds. A later one
+    /// (a wrong clock, or a forged record that would push correlation windows into the future)
+    /// is replaced by the receive time, kept in `extra.log.original_timestamp`, and counted.
+    pub max_future_skew_secs: u64,
 }
 
 impl Default for ParseConfig {
@@ -99,6 +106,7 @@ impl Default for ParseConfig {
             definitions_dir: None,
             default_utc_offset: "+00:00".into(),
             invalid_utf8: Utf8Policy::DeadLetter,
+            max_future_skew_secs: 300,
         }
     }
 }
@@ -160,12 +168,16 @@ pub struct BusConfig {
     /// Capacity of the queue from collectors to the engine, in records. When full, TCP readers
     /// wait (back-pressure) and UDP records are dropped and counted.
     pub queue_capacity: usize,
+    /// Most bytes of records the queue may hold (with `queue_capacity`, whichever is reached
+    /// first); same back-pressure and drop rules.
+    pub queue_bytes: usize,
 }
 
 impl Default for BusConfig {
     fn default() -> Self {
         BusConfig {
             queue_capacity: 65_536,
+            queue_bytes: 64 * 1024 * 1024,
         }
     }
 }
@@ -272,6 +284,9 @@ impl Config {
         }
         if self.bus.queue_capacity == 0 {
             return Err("bus.queue_capacity: must be at least 1".into());
+        }
+        if self.bus.queue_bytes < self.syslog.max_message_bytes {
+            return Err("bus.queue_bytes: must be at least syslog.max_message_bytes".into());
         }
         if self.api.max_page_size == 0 {
             return Err("api.max_page_size: must be at least 1".into());

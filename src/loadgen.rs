@@ -24,7 +24,7 @@ pub struct LoadgenArgs {
     #[arg(long, default_value = "127.0.0.1:8080")]
     pub api: String,
     /// API token of the target.
-    #[arg(long, env = "VIGIL_API_TOKEN")]
+    #[arg(long, env = "VIGIL_API_TOKEN", hide_env_values = true)]
     pub token: String,
     /// Records per second in total; 0 sends flat out.
     #[arg(long, default_value_t = 0)]
@@ -190,12 +190,16 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadgenReport> {
     let before = scrape(&args).await?;
     let start = Instant::now();
     let duration = Duration::from_secs(args.duration_secs);
-    let per_conn_rate = args.rate / args.connections.max(1) as u64;
+    let conns = args.connections.max(1);
     let mut tasks = Vec::new();
-    for conn in 0..args.connections.max(1) {
+    for conn in 0..conns {
         let target = args.tcp.clone();
+        // The rate split over the connections, remainder to the first ones; None = flat out.
+        let rate = (args.rate > 0).then(|| {
+            args.rate / conns as u64 + u64::from((conn as u64) < args.rate % conns as u64)
+        });
         tasks.push(tokio::spawn(async move {
-            send_connection(&target, conn, per_conn_rate, duration).await
+            send_connection(&target, conn, rate, duration).await
         }));
     }
     let mut sent = 0;
@@ -264,9 +268,12 @@ fn histogram_delta(before: &str, after: &str, name: &str) -> String {
 async fn send_connection(
     target: &str,
     conn: usize,
-    rate: u64,
+    rate: Option<u64>,
     duration: Duration,
 ) -> anyhow::Result<u64> {
+    if rate == Some(0) {
+        return Ok(0);
+    }
     let mut stream = TcpStream::connect(target)
         .await
         .with_context(|| format!("connecting to {target}"))?;
@@ -276,10 +283,9 @@ async fn send_connection(
     let mut buf = Vec::with_capacity(256 * 1024);
     // Sends in ticks of 10 ms; each tick catches up to where the rate says it should be.
     while start.elapsed() < duration {
-        let due = if rate == 0 {
-            sent + 512
-        } else {
-            (start.elapsed().as_secs_f64() * rate as f64) as u64
+        let due = match rate {
+            None => sent + 512,
+            Some(rate) => (start.elapsed().as_secs_f64() * rate as f64) as u64,
         };
         buf.clear();
         while sent < due {
@@ -290,7 +296,7 @@ async fn send_connection(
         if !buf.is_empty() {
             stream.write_all(&buf).await?;
         }
-        if rate != 0 {
+        if rate.is_some() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }

@@ -150,7 +150,11 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Config { command } => match command {
             ConfigCommand::Show => {
-                println!("{}", toml::to_string_pretty(&config)?);
+                let mut shown = config;
+                if shown.api.token.is_some() {
+                    shown.api.token = Some("<redacted>".into());
+                }
+                println!("{}", toml::to_string_pretty(&shown)?);
                 Ok(ExitCode::SUCCESS)
             }
             ConfigCommand::Check => {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use chrono::Utc;
 use vigil_correlate::{Detection, Engine, EngineLimits, RuleSet};
-use vigil_parsers::normalize::{Normalizer, RecordMeta};
+use vigil_parsers::normalize::{Normalizer, RecordMeta, ORIGINAL_TIMESTAMP_FIELD};
 
 use crate::bus::RawRecord;
-use crate::correlate::{apply_detection, OffenseChange};
+use crate::correlate::{apply_detection, OffenseChange, RuleMeta};
 use crate::store::{DeadLetter, Store, StoreError};
 use crate::telemetry::{Counter, Metrics};
 
@@ -51,10 +51,13 @@ pub struct Pipeline {
     events_by_source: Vec<(&'static str, Counter)>,
     /// `vigil_rule_matches_total` per rule, in the rule set's order.
     rule_matches: Vec<Counter>,
+    /// Rule facts offenses keep (id, author), by rule name.
+    rule_meta: std::collections::HashMap<String, RuleMeta>,
     offenses_created: Counter,
     offenses_updated: Counter,
     dead_letters_evicted: Counter,
     store_errors: Counter,
+    timestamps_clamped: Counter,
 }
 
 impl Pipeline {
@@ -78,10 +81,24 @@ impl Pipeline {
                 )
             })
             .collect();
+        let rule_meta = rules
+            .rules()
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    RuleMeta {
+                        id: r.id.clone(),
+                        author: r.author.clone(),
+                    },
+                )
+            })
+            .collect();
         Pipeline {
             normalizer,
             engine: Engine::new(rules, engine_limits),
             rule_matches,
+            rule_meta,
             store,
             limits,
             offenses_created: metrics.counter(
@@ -97,6 +114,11 @@ impl Pipeline {
             dead_letters_evicted: metrics.counter(
                 "vigil_store_dead_letters_evicted_total",
                 "Oldest dead letters deleted to stay under store.max_dead_letters.",
+                &[],
+            ),
+            timestamps_clamped: metrics.counter(
+                "vigil_parse_timestamps_clamped_total",
+                "Records whose timestamp was too far in the future; the receive time was used.",
                 &[],
             ),
             store_errors: metrics.counter(
@@ -118,10 +140,27 @@ impl Pipeline {
     /// Processes records: normalizes and evaluates them once, then writes dead letters and
     /// offense changes in one store transaction. A failed transaction is rolled back and
     /// retried (3 attempts, backoff 50 ms x4) without re-running the engine, so nothing is
-    /// counted twice; after the last attempt the error is returned (and counted).
+    /// counted twice; after the last attempt the error is returned. Replay uses this.
     pub fn process_batch(&mut self, records: Vec<RawRecord>) -> Result<BatchOutcome, StoreError> {
+        self.process(records, Some(3))
+    }
+
+    /// [`Pipeline::process_batch`] for the live service: a store failure (disk full, I/O
+    /// error) is retried until it succeeds, with backoff capped at 5 s, counted in
+    /// `vigil_store_errors_total` and logged. Meanwhile the queue fills and TCP senders are held
+    /// back: records wait, none is dropped.
+    pub fn process_batch_until_stored(&mut self, records: Vec<RawRecord>) -> BatchOutcome {
+        self.process(records, None).unwrap_or_default()
+    }
+
+    fn process(
+        &mut self,
+        records: Vec<RawRecord>,
+        max_attempts: Option<u32>,
+    ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let mut dead = Vec::new();
+        let mut events_by_source: Vec<(&'static str, u64)> = Vec::new();
         self.detections.clear();
         for rec in records {
             let source = source_label(&rec);
@@ -141,30 +180,63 @@ impl Pipeline {
             match result {
                 Ok(event) => {
                     outcome.events += 1;
-                    self.events_counter(source).inc();
+                    if event.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD) {
+                        self.timestamps_clamped.inc();
+                    }
+                    match events_by_source.iter_mut().find(|(s, _)| *s == source) {
+                        Some((_, n)) => *n += 1,
+                        None => events_by_source.push((source, 1)),
+                    }
                     self.engine.process(&Arc::new(event), &mut self.detections);
                 }
                 Err((reason, detail)) => {
                     outcome.dead_letters += 1;
-                    self.metrics
-                        .counter(
-                            "vigil_parse_dead_letters_total",
-                            "Records kept as dead letters, by reason.",
-                            &[("source", source), ("reason", reason)],
-                        )
-                        .inc();
-                    dead.push(DeadLetter {
-                        id: 0,
-                        received_at: rec.received_at,
-                        observer_type: rec.observer_type.to_owned(),
-                        observer_id: rec.observer_id.clone(),
-                        peer: rec.peer.map(|p| p.to_string()),
-                        reason: reason.to_owned(),
-                        detail,
-                        raw: rec.bytes,
-                    });
+                    dead.push((
+                        source,
+                        DeadLetter {
+                            id: 0,
+                            received_at: rec.received_at,
+                            observer_type: rec.observer_type.to_owned(),
+                            observer_id: rec.observer_id.clone(),
+                            peer: rec.peer.map(|p| p.to_string()),
+                            reason: reason.to_owned(),
+                            detail,
+                            raw: rec.bytes,
+                        },
+                    ));
                 }
             }
+        }
+        let mut delay = std::time::Duration::from_millis(50);
+        let mut attempt = 0;
+        let (changes, evicted) = loop {
+            match self.commit(&dead) {
+                Ok(done) => break done,
+                Err(e) => {
+                    self.store_errors.inc();
+                    attempt += 1;
+                    if max_attempts.is_some_and(|max| attempt >= max) {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, attempt, "store transaction failed, retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 4).min(std::time::Duration::from_secs(5));
+                }
+            }
+        };
+        // Counted only now that the batch is stored: a metric never runs ahead of what the API
+        // can show.
+        for (source, n) in events_by_source {
+            self.events_counter(source).add(n);
+        }
+        for (source, d) in &dead {
+            self.metrics
+                .counter(
+                    "vigil_parse_dead_letters_total",
+                    "Records kept as dead letters, by reason.",
+                    &[("source", source), ("reason", &d.reason)],
+                )
+                .inc();
         }
         for d in &self.detections {
             self.metrics
@@ -175,23 +247,6 @@ impl Pipeline {
                 )
                 .inc();
         }
-        let mut delay = std::time::Duration::from_millis(50);
-        let mut attempt = 0;
-        let (changes, evicted) = loop {
-            match self.commit(&dead) {
-                Ok(done) => break done,
-                Err(e) => {
-                    self.store_errors.inc();
-                    attempt += 1;
-                    if attempt >= 3 {
-                        return Err(e);
-                    }
-                    tracing::warn!(error = %e, attempt, "store transaction failed, retrying");
-                    std::thread::sleep(delay);
-                    delay *= 4;
-                }
-            }
-        };
         self.dead_letters_evicted.add(evicted);
         let committed = Utc::now();
         for (change, ingested) in changes {
@@ -214,19 +269,24 @@ impl Pipeline {
         Ok(outcome)
     }
 
-    fn commit(&mut self, dead: &[DeadLetter]) -> Result<(Changes, u64), StoreError> {
+    fn commit(
+        &mut self,
+        dead: &[(&'static str, DeadLetter)],
+    ) -> Result<(Changes, u64), StoreError> {
         let now = Utc::now();
         let max_events = self.limits.max_events_per_offense;
         let max_dead = self.limits.max_dead_letters;
         let detections = &self.detections;
+        let rule_meta = &self.rule_meta;
         self.store.in_transaction(|store| {
             let mut evicted = 0;
-            for d in dead {
+            for (_, d) in dead {
                 evicted += store.insert_dead_letter(d, max_dead)?;
             }
             let mut changes = Vec::with_capacity(detections.len());
             for d in detections {
-                let (_, change) = apply_detection(store, d, max_events, now)?;
+                let meta = rule_meta.get(&d.rule).cloned().unwrap_or_default();
+                let (_, change) = apply_detection(store, d, &meta, max_events, now)?;
                 changes.push((change, d.events.last().map(|e| e.ingested)));
             }
             Ok((changes, evicted))

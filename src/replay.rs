@@ -37,11 +37,14 @@ pub struct ReplayOffense {
     pub last_seen: DateTime<Utc>,
     /// Contributing events.
     pub event_count: u64,
+    /// Every rule that contributed, first contribution first.
+    pub rules: Vec<String>,
 }
 
-impl From<Offense> for ReplayOffense {
-    fn from(o: Offense) -> Self {
+impl ReplayOffense {
+    fn new(o: Offense, rules: Vec<String>) -> Self {
         ReplayOffense {
+            rules,
             id: o.id,
             rule: o.rule,
             title: o.title,
@@ -96,12 +99,16 @@ pub fn replay(
         })?;
         summary.lines += lines;
     }
-    let offenses = pipeline
-        .store()
-        .all_offenses()?
-        .into_iter()
-        .map(ReplayOffense::from)
-        .collect();
+    let store = pipeline.store();
+    let mut offenses = Vec::new();
+    for o in store.all_offenses()? {
+        let rules = store
+            .offense_rules(&o.id)?
+            .into_iter()
+            .map(|r| r.rule)
+            .collect();
+        offenses.push(ReplayOffense::new(o, rules));
+    }
     Ok((offenses, summary))
 }
 

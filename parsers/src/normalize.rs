@@ -45,13 +45,23 @@ pub struct NormalizeOptions {
     pub default_offset: FixedOffset,
     /// What to do with invalid UTF-8. Dead letter by default.
     pub invalid_utf8: InvalidUtf8Policy,
+    /// How far past its receive time a record's own timestamp may be. A later timestamp (a
+    /// sender with a wrong clock, or a forged record that would push a correlation window into
+    /// the future and hide real events behind it) is replaced by the receive time; the original
+    /// is kept in `extra` under [`ORIGINAL_TIMESTAMP_FIELD`]. 5 minutes by default.
+    pub max_future_skew: chrono::Duration,
 }
+
+/// `extra` field holding a record's own timestamp when it was too far in the future and the
+/// receive time was used instead.
+pub const ORIGINAL_TIMESTAMP_FIELD: &str = "log.original_timestamp";
 
 impl Default for NormalizeOptions {
     fn default() -> Self {
         NormalizeOptions {
             default_offset: Utc.fix(),
             invalid_utf8: InvalidUtf8Policy::default(),
+            max_future_skew: chrono::Duration::minutes(5),
         }
     }
 }
@@ -126,10 +136,23 @@ impl Normalizer {
             detail: format!("{} at byte {}", e.detail, e.column),
         })?;
 
-        let timestamp = msg
-            .timestamp
-            .map_or(meta.received_at, |t| t.with_timezone(&Utc));
+        let stated = msg.timestamp.map(|t| t.with_timezone(&Utc));
+        let too_late = stated.filter(|t| {
+            meta.received_at
+                .checked_add_signed(self.options.max_future_skew)
+                .is_some_and(|limit| *t > limit)
+        });
+        let timestamp = match (stated, too_late) {
+            (Some(t), None) => t,
+            _ => meta.received_at,
+        };
         let mut event = Event::new(timestamp, meta.received_at);
+        if let Some(t) = too_late {
+            event.extra.insert(
+                ORIGINAL_TIMESTAMP_FIELD.to_owned(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            );
+        }
         event.kind = Some("event".to_owned());
         event.observer_type = non_empty(meta.observer_type);
         event.observer_id = non_empty(meta.observer_id);

@@ -318,6 +318,7 @@ fn an_auth_log_file_line_normalizes_with_the_default_offset() {
     let options = NormalizeOptions {
         default_offset: FixedOffset::east_opt(2 * 3600).unwrap(),
         invalid_utf8: InvalidUtf8Policy::DeadLetter,
+        ..NormalizeOptions::default()
     };
     let n = Normalizer::new(DefinitionSet::builtin(), options);
     let raw = b"Mar  4 10:15:02 bastion sshd[4242]: Invalid user admin from 203.0.113.7 port 50022";
@@ -479,4 +480,30 @@ proptest::proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_timestamp_far_past_the_receive_time_is_replaced_and_kept_aside() {
+    let normalizer = Normalizer::new(DefinitionSet::builtin(), NormalizeOptions::default());
+    let m = meta("2026-11-28T12:00:00Z");
+    let forged = normalizer
+        .normalize(
+            b"<38>1 9999-01-01T00:00:00Z h sshd - - - Failed password for x from 203.0.113.7 port 1 ssh2",
+            &m,
+        )
+        .unwrap();
+    assert_eq!(forged.timestamp, at("2026-11-28T12:00:00Z"));
+    assert_eq!(
+        forged
+            .extra
+            .get(vigil_parsers::normalize::ORIGINAL_TIMESTAMP_FIELD)
+            .map(String::as_str),
+        Some("9999-01-01T00:00:00Z")
+    );
+    // Within the allowed skew (and anything in the past) the record's own time stands.
+    let near = normalizer
+        .normalize(b"<38>1 2026-11-28T12:04:00Z h sshd - - - hello", &m)
+        .unwrap();
+    assert_eq!(near.timestamp, at("2026-11-28T12:04:00Z"));
+    assert!(near.extra.is_empty());
 }

@@ -17,7 +17,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::store::{DeadLetter, Offense, OffenseFilter, OffenseStatus, Store, StoreError};
+use crate::store::{
+    DeadLetter, Offense, OffenseFilter, OffenseNote, OffenseRule, OffenseStatus, Store, StoreError,
+};
 use crate::telemetry::Metrics;
 
 /// Stored events returned with one offense at most.
@@ -34,6 +36,8 @@ pub struct ApiState {
     pub metrics: Arc<Metrics>,
     /// Largest page a list returns.
     pub max_page_size: u64,
+    /// False once the engine thread has stopped: `/healthz` then answers 503.
+    pub engine_alive: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// SHA-256 of a token.
@@ -120,8 +124,16 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-async fn healthz() -> Json<serde_json::Value> {
-    Json(serde_json::json!({ "status": "ok" }))
+async fn healthz(State(state): State<ApiState>) -> Response {
+    if state.engine_alive.load(std::sync::atomic::Ordering::SeqCst) {
+        Json(serde_json::json!({ "status": "ok" })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "status": "engine stopped" })),
+        )
+            .into_response()
+    }
 }
 
 /// The console's static files, built into the binary. They hold no data (everything comes from
@@ -259,13 +271,19 @@ async fn list_offenses(
     }))
 }
 
-/// `GET /api/v1/offenses/{id}`: the offense and its stored contributing events.
+/// `GET /api/v1/offenses/{id}`: the offense, the rules that contributed, its notes and its
+/// stored contributing events.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct OffenseDetail {
     /// The offense.
     #[serde(flatten)]
     pub offense: Offense,
-    /// Stored contributing events (at most `offenses.max_events_per_offense`).
+    /// Every rule that contributed, with its part (detections, events, author).
+    pub rules: Vec<OffenseRule>,
+    /// Analysts' notes, oldest first.
+    pub notes: Vec<OffenseNote>,
+    /// Stored contributing events, oldest first (at most `offenses.max_events_per_offense`, and
+    /// at most [`MAX_EVENTS_PER_DETAIL`] in one answer).
     pub events: Vec<vigil_parsers::Event>,
 }
 
@@ -284,7 +302,14 @@ async fn get_offense(
             return Ok(None);
         };
         let events = s.offense_events(&offense.id, MAX_EVENTS_PER_DETAIL)?;
-        Ok(Some(OffenseDetail { offense, events }))
+        let rules = s.offense_rules(&offense.id)?;
+        let notes = s.offense_notes(&offense.id)?;
+        Ok(Some(OffenseDetail {
+            offense,
+            rules,
+            notes,
+            events,
+        }))
     })
     .await?;
     found
@@ -340,6 +365,7 @@ mod tests {
             token_sha256: hash_token("secret"),
             metrics: Metrics::new(),
             max_page_size: 100,
+            engine_alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         })
     }
 

@@ -30,6 +30,19 @@ pub struct RawRecord {
     pub refused: Option<(&'static str, String)>,
 }
 
+impl Weigh for RawRecord {
+    fn weight(&self) -> usize {
+        // The bytes, the source name, and the fixed part of the record.
+        self.bytes.len() + self.observer_id.len() + std::mem::size_of::<RawRecord>()
+    }
+}
+
+/// What an item costs a queue's byte budget.
+pub trait Weigh {
+    /// Approximate heap and inline size in bytes.
+    fn weight(&self) -> usize;
+}
+
 /// The bus is closed: the consumer side is gone (shutdown).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("bus closed")]

@@ -32,12 +32,12 @@ pub fn read_lines(
     let mut line = Vec::new();
     loop {
         line.clear();
-        let n = read_bounded_line(&mut reader, &mut line)?;
+        let (n, ended_by_newline) = read_bounded_line(&mut reader, &mut line)?;
         if n == 0 {
             break;
         }
         lines += 1;
-        let too_long = n > MAX_LINE_BYTES;
+        let too_long = n - usize::from(ended_by_newline) > MAX_LINE_BYTES;
         while line.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
             line.pop();
         }
@@ -68,13 +68,16 @@ pub fn read_lines(
 }
 
 /// Reads one line into `out`, keeping at most [`MAX_LINE_BYTES`] of it; returns the line's
-/// full length (0 at end of file).
-fn read_bounded_line(reader: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::Result<usize> {
+/// full length with its newline (0 at end of file) and whether a newline ended it.
+fn read_bounded_line(
+    reader: &mut impl BufRead,
+    out: &mut Vec<u8>,
+) -> std::io::Result<(usize, bool)> {
     let mut total = 0;
     loop {
         let available = reader.fill_buf()?;
         if available.is_empty() {
-            return Ok(total);
+            return Ok((total, false));
         }
         let (take, done) = match available.iter().position(|b| *b == b'\n') {
             Some(i) => (i + 1, true),
@@ -85,7 +88,37 @@ fn read_bounded_line(reader: &mut impl BufRead, out: &mut Vec<u8>) -> std::io::R
         total += take;
         reader.consume(take);
         if done {
-            return Ok(total);
+            return Ok((total, true));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_line_at_the_limit_is_kept_and_one_byte_over_is_refused() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("big.log");
+        let at_limit = vec![b'a'; MAX_LINE_BYTES];
+        let over = vec![b'b'; MAX_LINE_BYTES + 1];
+        std::fs::write(
+            &path,
+            [&at_limit[..], b"\n", &over[..], b"\r\nlast"].concat(),
+        )?;
+        let mut got = Vec::new();
+        let lines = read_lines(&path, 10, |batch| {
+            got.extend(batch);
+            Ok(())
+        })?;
+        assert_eq!(lines, 3);
+        assert_eq!(got.len(), 3);
+        assert_eq!(got[0].bytes, at_limit);
+        assert!(got[0].refused.is_none());
+        assert_eq!(got[1].bytes.len(), MAX_LINE_BYTES);
+        assert_eq!(got[1].refused.as_ref().map(|r| r.0), Some("frame_too_long"));
+        assert_eq!(got[2].bytes, b"last");
+        Ok(())
     }
 }

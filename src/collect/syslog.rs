@@ -23,6 +23,9 @@ use crate::bus::{Publisher, RawRecord, TryPublishError};
 use crate::config::SyslogConfig;
 use crate::telemetry::{Counter, Metrics};
 
+/// How long a TCP connection is still read after shutdown starts.
+pub const SHUTDOWN_DRAIN: Duration = Duration::from_secs(2);
+
 /// Counters of one listener.
 #[derive(Clone)]
 struct SourceMetrics {
@@ -179,9 +182,9 @@ pub async fn run_tcp<P: Publisher<RawRecord>>(
             open.clone(),
         );
         tokio::spawn(async move {
-            open.set(open.get() + 1);
+            open.inc();
             handle_connection(stream, peer, &config, &publisher, &m, &cancel).await;
-            open.set(open.get().saturating_sub(1));
+            open.dec();
             drop(permit);
         });
     }
@@ -207,12 +210,25 @@ async fn handle_connection<P: Publisher<RawRecord>>(
         received_at: Utc::now(),
         refused,
     };
+    // On shutdown a connection is drained, not dropped: what the peer already sent (and the
+    // kernel acknowledged) is read until end of stream or SHUTDOWN_DRAIN, then the framer is
+    // flushed.
+    let mut drain_until: Option<tokio::time::Instant> = None;
     loop {
+        let wait = match drain_until {
+            Some(deadline) => deadline.saturating_duration_since(tokio::time::Instant::now()),
+            None => idle,
+        };
         let n = tokio::select! {
-            _ = cancel.cancelled() => return,
-            r = tokio::time::timeout(idle, stream.read(&mut buf)) => match r {
+            _ = cancel.cancelled(), if drain_until.is_none() => {
+                drain_until = Some(tokio::time::Instant::now() + SHUTDOWN_DRAIN);
+                continue;
+            }
+            r = tokio::time::timeout(wait, stream.read(&mut buf)) => match r {
                 Err(_) => {
-                    m.refused("idle_timeout");
+                    if drain_until.is_none() {
+                        m.refused("idle_timeout");
+                    }
                     0
                 }
                 Ok(Err(_)) => 0,

@@ -1,9 +1,10 @@
 //! Stage 2 glue: loading the rule pack and turning the engine's detections into offenses.
 //!
 //! The rule engine itself (Sigma detection, correlation windows) is the pure crate
-//! `vigil-correlate`; this module decides where rules come from and keeps offenses: a new
-//! detection with the same (rule, index field, index value) as an open offense joins it, else
-//! a new offense is created with a deterministic id.
+//! `vigil-correlate`; this module decides where rules come from and keeps offenses, indexed like
+//! QRadar's: a detection whose (index field, index value) matches an open offense joins it,
+//! whichever rule raised it (one attacker tripping several rules is one offense listing every
+//! rule); otherwise a new offense is created with a deterministic id.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,7 +14,7 @@ use sha2::{Digest, Sha256};
 use vigil_correlate::{Detection, RuleError, RuleSet, RuleSource};
 use vigil_parsers::Event;
 
-use crate::store::{Offense, OffenseStatus, Store, StoreError};
+use crate::store::{Offense, OffenseRule, OffenseStatus, Store, StoreError};
 
 pub mod ruletest;
 
@@ -78,22 +79,53 @@ pub fn offense_id(
     hex::encode(&h.finalize()[..16])
 }
 
-/// Magnitude 0-10 from severity, relevance and credibility (severity weighs double, as the
-/// thing an analyst triages on first), with one reason per factor.
-pub fn magnitude(d: &Detection) -> (u8, Vec<String>) {
-    let sev = u32::from(d.severity.min(10));
-    let rel = u32::from(d.relevance.min(10));
-    let cred = u32::from(d.credibility.min(10));
-    let m = ((2 * sev + rel + cred) as f64 / 4.0).round() as u8;
-    let level = d.level.as_deref().unwrap_or("unset");
-    (
-        m.min(10),
-        vec![
-            format!("severity {sev}/10 (rule level {level}), weight 2"),
-            format!("relevance {rel}/10 (rule offense.relevance), weight 1"),
-            format!("credibility {cred}/10 (rule offense.credibility), weight 1"),
-        ],
-    )
+/// Rule facts an offense keeps that detections do not carry.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RuleMeta {
+    /// Sigma rule id.
+    pub id: Option<String>,
+    /// Rule author.
+    pub author: Option<String>,
+}
+
+/// Magnitude 0-10 of an offense from its rules: severity, relevance and credibility are each the
+/// highest among the contributing rules, relevance gains 1 per further rule (one attacker
+/// tripping several rules matters more), and severity weighs double as the thing an analyst
+/// triages on first. Returns (magnitude, severity, relevance, credibility, one reason each).
+pub fn magnitude(rules: &[OffenseRule]) -> (u8, u8, u8, u8, Vec<String>) {
+    let top = |f: fn(&OffenseRule) -> u8| {
+        rules
+            .iter()
+            .max_by_key(|r| f(r))
+            .map(|r| (f(r).min(10), r.rule.as_str()))
+            .unwrap_or((0, "none"))
+    };
+    let (sev, sev_rule) = top(|r| r.severity);
+    let (rel0, rel_rule) = top(|r| r.relevance);
+    let (cred, cred_rule) = top(|r| r.credibility);
+    let extra_rules = rules.len().saturating_sub(1).min(10) as u8;
+    let rel = (rel0 + extra_rules).min(10);
+    let m = ((2 * u32::from(sev) + u32::from(rel) + u32::from(cred)) as f64 / 4.0).round() as u8;
+    let level = rules
+        .iter()
+        .find(|r| r.rule == sev_rule)
+        .and_then(|r| r.level.as_deref())
+        .unwrap_or("unset");
+    let mut reasons = vec![format!(
+        "severity {sev}/10 from rule {sev_rule} (level {level}), weight 2"
+    )];
+    if extra_rules > 0 {
+        reasons.push(format!(
+            "relevance {rel}/10: {rel0} from rule {rel_rule}, +{extra_rules} for {} rules contributing, weight 1",
+            rules.len()
+        ));
+    } else {
+        reasons.push(format!("relevance {rel}/10 from rule {rel_rule}, weight 1"));
+    }
+    reasons.push(format!(
+        "credibility {cred}/10 from rule {cred_rule}, weight 1"
+    ));
+    (m.min(10), sev, rel, cred, reasons)
 }
 
 /// What one detection did to the offense table.
@@ -105,76 +137,123 @@ pub enum OffenseChange {
     Updated,
 }
 
-/// Applies one detection: joins the open offense for its index or opens a new one, and stores
-/// up to `max_events_per_offense` contributing events. Runs inside the caller's transaction.
+/// Applies one detection: joins the open offense with the same index (field and value),
+/// whichever rule opened it, or opens a new one; records the rule's part; stores up to
+/// `max_events_per_offense` contributing events. Runs inside the caller's transaction.
 pub fn apply_detection(
     store: &Store,
     d: &Detection,
+    meta: &RuleMeta,
     max_events_per_offense: u64,
     now: DateTime<Utc>,
 ) -> Result<(Offense, OffenseChange), StoreError> {
-    let (magnitude, reasons) = magnitude(d);
     // `count` is exact; `events` may carry fewer (the engine keeps only times for events of a
     // key that was already firing).
     let count = d.count.max(1);
-    let (mut offense, change) =
-        match store.find_open_offense(&d.rule, &d.index_field, &d.index_value)? {
-            Some(mut o) => {
-                o.event_count += count;
-                o.first_seen = o.first_seen.min(d.first_seen);
-                o.last_seen = o.last_seen.max(d.last_seen);
-                o.updated_at = now;
-                (o, OffenseChange::Updated)
-            }
-            None => {
-                let id = offense_id(&d.rule, &d.index_field, &d.index_value, d.window_start);
-                // The same id may exist closed (a replay over data whose offense was closed): a
-                // deterministic id must not resurrect it, so reopen under a suffixed id.
-                let id = match store.get_offense(&id)? {
-                    Some(existing) if existing.status == OffenseStatus::Closed => {
-                        offense_id(&d.rule, &d.index_field, &d.index_value, now)
-                    }
-                    _ => id,
-                };
-                (
-                    Offense {
-                        id,
-                        rule: d.rule.clone(),
-                        title: d.title.clone(),
-                        index_field: d.index_field.clone(),
-                        index_value: d.index_value.clone(),
-                        status: OffenseStatus::Open,
-                        magnitude,
-                        severity: d.severity,
-                        relevance: d.relevance,
-                        credibility: d.credibility,
-                        magnitude_reasons: reasons.clone(),
-                        level: d.level.clone(),
-                        tags: d.tags.clone(),
-                        first_seen: d.first_seen,
-                        last_seen: d.last_seen,
-                        event_count: count,
-                        stored_events: 0,
-                        window_start: d.window_start,
-                        created_at: now,
-                        updated_at: now,
-                    },
-                    OffenseChange::Created,
-                )
-            }
-        };
-    offense.magnitude = magnitude;
+    let (mut offense, change) = match store.find_open_offense(&d.index_field, &d.index_value)? {
+        Some(mut o) => {
+            o.event_count += count;
+            o.first_seen = o.first_seen.min(d.first_seen);
+            o.last_seen = o.last_seen.max(d.last_seen);
+            o.updated_at = now;
+            (o, OffenseChange::Updated)
+        }
+        None => {
+            let id = offense_id(&d.rule, &d.index_field, &d.index_value, d.window_start);
+            // The same id may exist closed (a replay over data whose offense was closed): a
+            // deterministic id must not resurrect it, so reopen under a suffixed id.
+            let id = match store.get_offense(&id)? {
+                Some(existing) if existing.status == OffenseStatus::Closed => {
+                    offense_id(&d.rule, &d.index_field, &d.index_value, now)
+                }
+                _ => id,
+            };
+            (
+                Offense {
+                    id,
+                    rule: d.rule.clone(),
+                    title: d.title.clone(),
+                    index_field: d.index_field.clone(),
+                    index_value: d.index_value.clone(),
+                    status: OffenseStatus::Open,
+                    magnitude: 0,
+                    severity: 0,
+                    relevance: 0,
+                    credibility: 0,
+                    magnitude_reasons: Vec::new(),
+                    level: d.level.clone(),
+                    tags: Vec::new(),
+                    first_seen: d.first_seen,
+                    last_seen: d.last_seen,
+                    event_count: count,
+                    stored_events: 0,
+                    window_start: d.window_start,
+                    created_at: now,
+                    updated_at: now,
+                    assignee: None,
+                    closing_reason: None,
+                    closed_at: None,
+                    follow_up: false,
+                },
+                OffenseChange::Created,
+            )
+        }
+    };
+    let mut rules = match change {
+        OffenseChange::Updated => store.offense_rules(&offense.id)?,
+        OffenseChange::Created => Vec::new(),
+    };
+    let part = match rules.iter().position(|r| r.rule == d.rule) {
+        Some(i) => i,
+        None => {
+            rules.push(OffenseRule {
+                rule: d.rule.clone(),
+                title: d.title.clone(),
+                rule_id: meta.id.clone(),
+                author: meta.author.clone(),
+                level: d.level.clone(),
+                severity: d.severity,
+                relevance: d.relevance,
+                credibility: d.credibility,
+                detections: 0,
+                events: 0,
+                first_seen: d.first_seen,
+                last_seen: d.last_seen,
+            });
+            rules.len() - 1
+        }
+    };
+    if let Some(r) = rules.get_mut(part) {
+        r.detections += 1;
+        r.events += count;
+        r.first_seen = r.first_seen.min(d.first_seen);
+        r.last_seen = r.last_seen.max(d.last_seen);
+    }
+    for tag in &d.tags {
+        if !offense.tags.contains(tag) {
+            offense.tags.push(tag.clone());
+        }
+    }
+    let (m, sev, rel, cred, reasons) = magnitude(&rules);
+    offense.magnitude = m;
+    offense.severity = sev;
+    offense.relevance = rel;
+    offense.credibility = cred;
     offense.magnitude_reasons = reasons;
     let room = max_events_per_offense.saturating_sub(offense.stored_events) as usize;
     let keep: Vec<Arc<Event>> = d.events.iter().take(room).cloned().collect();
     let first_seq = offense.stored_events;
     offense.stored_events += keep.len() as u64;
     store.put_offense(&offense)?;
+    if let Some(r) = rules.get(part) {
+        store.put_offense_rule(&offense.id, r)?;
+    }
     store.add_offense_events(&offense.id, first_seq, &keep)?;
     Ok((offense, change))
 }
 
 #[cfg(test)]
+#[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
 
@@ -185,6 +264,97 @@ mod tests {
         assert_eq!(a, offense_id("r", "source.ip", "203.0.113.7", t));
         assert_ne!(a, offense_id("r", "source.ip", "203.0.113.8", t));
         assert_eq!(a.len(), 32);
+    }
+
+    fn detections_for(rules_yaml: &str, event: Event) -> Vec<Detection> {
+        let (set, errors) = RuleSet::from_sources(&[RuleSource {
+            path: "t.yml".into(),
+            text: rules_yaml.into(),
+        }]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let mut engine = vigil_correlate::Engine::new(Arc::new(set), Default::default());
+        let mut out = Vec::new();
+        engine.process(&Arc::new(event), &mut out);
+        out
+    }
+
+    #[test]
+    fn two_rules_firing_for_one_address_make_one_offense_listing_both() -> Result<(), StoreError> {
+        let rules = "title: Root login failure
+name: root_failure
+author: Alice Analyst
+logsource: {product: linux, service: sshd}
+detection:
+  sel: {user.name: root, event.outcome: failure}
+  condition: sel
+level: medium
+vigil:
+  offense: {index: source.ip, relevance: 4, credibility: 5}
+---
+title: Failure from a documentation range
+name: docnet_failure
+logsource: {product: linux, service: sshd}
+detection:
+  sel: {source.ip|cidr: 203.0.113.0/24, event.outcome: failure}
+  condition: sel
+level: high
+vigil:
+  offense: {index: source.ip, relevance: 6, credibility: 8}
+";
+        let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let mut e = Event::new(t, t);
+        for (k, v) in [
+            ("process.name", "sshd"),
+            ("event.dataset", "openssh"),
+            ("user.name", "root"),
+            ("event.outcome", "failure"),
+            ("source.ip", "203.0.113.7"),
+        ] {
+            e.set(k, v)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        }
+        let detections = detections_for(rules, e);
+        assert_eq!(detections.len(), 2);
+        let store = Store::open_in_memory()?;
+        let meta = RuleMeta {
+            id: None,
+            author: Some("Alice Analyst".into()),
+        };
+        let mut changes = Vec::new();
+        for d in &detections {
+            changes.push(apply_detection(&store, d, &meta, 10, t)?.1);
+        }
+        assert_eq!(changes, [OffenseChange::Created, OffenseChange::Updated]);
+        let (all, total) = store.list_offenses(&crate::store::OffenseFilter {
+            limit: 10,
+            ..Default::default()
+        })?;
+        assert_eq!(total, 1);
+        let o = &all[0];
+        assert_eq!(
+            (o.index_field.as_str(), o.index_value.as_str()),
+            ("source.ip", "203.0.113.7")
+        );
+        assert_eq!(o.event_count, 2);
+        // Severity from the high rule (7), relevance 6 + 1 for the second rule, credibility 8.
+        assert_eq!((o.severity, o.relevance, o.credibility), (7, 7, 8));
+        assert_eq!(o.magnitude, 7);
+        assert!(
+            o.magnitude_reasons
+                .iter()
+                .any(|r| r.contains("2 rules contributing")),
+            "{:?}",
+            o.magnitude_reasons
+        );
+        let parts = store.offense_rules(&o.id)?;
+        let names: Vec<&str> = parts.iter().map(|r| r.rule.as_str()).collect();
+        assert_eq!(names.len(), 2);
+        assert!(names.contains(&"root_failure") && names.contains(&"docnet_failure"));
+        assert!(parts.iter().all(|r| r.events == 1 && r.detections == 1));
+        assert!(parts
+            .iter()
+            .any(|r| r.author.as_deref() == Some("Alice Analyst")));
+        Ok(())
     }
 
     #[test]

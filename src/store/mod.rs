@@ -105,6 +105,57 @@ pub struct Offense {
     pub created_at: DateTime<Utc>,
     /// When the offense last changed (wall clock).
     pub updated_at: DateTime<Utc>,
+    /// The analyst it is assigned to.
+    pub assignee: Option<String>,
+    /// Why it was closed.
+    pub closing_reason: Option<String>,
+    /// When it was closed (wall clock).
+    pub closed_at: Option<DateTime<Utc>>,
+    /// Flagged for follow-up.
+    pub follow_up: bool,
+}
+
+/// One rule's part in an offense: an offense indexed by a source address collects every rule
+/// that fired for that address.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OffenseRule {
+    /// Rule name.
+    pub rule: String,
+    /// Rule title.
+    pub title: String,
+    /// Sigma rule id.
+    pub rule_id: Option<String>,
+    /// Rule author (kept with every offense, as the Detection Rule License asks).
+    pub author: Option<String>,
+    /// Sigma level.
+    pub level: Option<String>,
+    /// 0-10.
+    pub severity: u8,
+    /// 0-10.
+    pub relevance: u8,
+    /// 0-10.
+    pub credibility: u8,
+    /// Detections of this rule in the offense (new windows and updates).
+    pub detections: u64,
+    /// Events this rule contributed.
+    pub events: u64,
+    /// First contributing event of this rule (event time).
+    pub first_seen: DateTime<Utc>,
+    /// Last contributing event of this rule (event time).
+    pub last_seen: DateTime<Utc>,
+}
+
+/// An analyst's note on an offense.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OffenseNote {
+    /// Row id.
+    pub id: i64,
+    /// Who wrote it.
+    pub author: String,
+    /// When (wall clock).
+    pub created_at: DateTime<Utc>,
+    /// The note.
+    pub text: String,
 }
 
 /// A record that could not become an event, kept with its raw bytes.
@@ -198,10 +249,15 @@ impl Store {
     ) -> Result<T, StoreError> {
         self.conn.execute_batch("BEGIN IMMEDIATE")?;
         match f(self) {
-            Ok(v) => {
-                self.conn.execute_batch("COMMIT")?;
-                Ok(v)
-            }
+            Ok(v) => match self.conn.execute_batch("COMMIT") {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    // SQLite may leave the transaction open after a failed COMMIT (disk full,
+                    // I/O error): end it, or every later BEGIN fails.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    Err(e.into())
+                }
+            },
             Err(e) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 Err(e)
@@ -209,21 +265,101 @@ impl Store {
         }
     }
 
-    /// The open offense of `rule` for this index value, if any.
+    /// The open offense for this index (field and value), whichever rules raised it.
     pub fn find_open_offense(
         &self,
-        rule: &str,
         index_field: &str,
         index_value: &str,
     ) -> Result<Option<Offense>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OFFENSE_COLUMNS} FROM offenses
-             WHERE rule = ?1 AND index_field = ?2 AND index_value = ?3 AND status = 'open'
+             WHERE index_field = ?1 AND index_value = ?2 AND status = 'open'
              ORDER BY created_at DESC LIMIT 1"
         ))?;
-        stmt.query_row(params![rule, index_field, index_value], row_to_offense)
+        stmt.query_row(params![index_field, index_value], row_to_offense)
             .optional()?
             .transpose()
+    }
+
+    /// The rules that contributed to an offense, first contribution first.
+    pub fn offense_rules(&self, offense_id: &str) -> Result<Vec<OffenseRule>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT rule, title, rule_id, author, level, severity, relevance, credibility,
+                 detections, events, first_seen, last_seen
+             FROM offense_rules WHERE offense_id = ?1 ORDER BY first_seen, rule",
+        )?;
+        let rows = stmt.query_map(params![offense_id], |r| {
+            Ok(OffenseRule {
+                rule: r.get(0)?,
+                title: r.get(1)?,
+                rule_id: r.get(2)?,
+                author: r.get(3)?,
+                level: r.get(4)?,
+                severity: r.get(5)?,
+                relevance: r.get(6)?,
+                credibility: r.get(7)?,
+                detections: u64::try_from(r.get::<_, i64>(8)?).unwrap_or(0),
+                events: u64::try_from(r.get::<_, i64>(9)?).unwrap_or(0),
+                first_seen: from_ms(r.get(10)?),
+                last_seen: from_ms(r.get(11)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Inserts or replaces one rule's part in an offense.
+    pub fn put_offense_rule(&self, offense_id: &str, r: &OffenseRule) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO offense_rules (offense_id, rule, title, rule_id, author, level, severity,
+                 relevance, credibility, detections, events, first_seen, last_seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+             ON CONFLICT(offense_id, rule) DO UPDATE SET detections = excluded.detections,
+                 events = excluded.events, first_seen = excluded.first_seen,
+                 last_seen = excluded.last_seen, severity = excluded.severity,
+                 relevance = excluded.relevance, credibility = excluded.credibility",
+        )?;
+        stmt.execute(params![
+            offense_id,
+            r.rule,
+            r.title,
+            r.rule_id,
+            r.author,
+            r.level,
+            r.severity,
+            r.relevance,
+            r.credibility,
+            i64::try_from(r.detections).unwrap_or(i64::MAX),
+            i64::try_from(r.events).unwrap_or(i64::MAX),
+            ms(r.first_seen),
+            ms(r.last_seen),
+        ])?;
+        Ok(())
+    }
+
+    /// Adds a note to an offense.
+    pub fn add_note(&self, offense_id: &str, author: &str, text: &str) -> Result<i64, StoreError> {
+        self.conn.execute(
+            "INSERT INTO offense_notes (offense_id, author, created_at, text) VALUES (?1, ?2, ?3, ?4)",
+            params![offense_id, author, ms(Utc::now()), text],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    /// The notes of an offense, oldest first.
+    pub fn offense_notes(&self, offense_id: &str) -> Result<Vec<OffenseNote>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, author, created_at, text FROM offense_notes WHERE offense_id = ?1
+             ORDER BY id",
+        )?;
+        let rows = stmt.query_map(params![offense_id], |r| {
+            Ok(OffenseNote {
+                id: r.get(0)?,
+                author: r.get(1)?,
+                created_at: from_ms(r.get(2)?),
+                text: r.get(3)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// One offense by id.
@@ -243,16 +379,19 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO offenses (id, rule, title, index_field, index_value, status, magnitude,
                  severity, relevance, credibility, magnitude_reasons, level, tags, first_seen,
-                 last_seen, event_count, stored_events, window_start, created_at, updated_at)
+                 last_seen, event_count, stored_events, window_start, created_at, updated_at,
+                 assignee, closing_reason, closed_at, follow_up)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20)
+                 ?18, ?19, ?20, ?21, ?22, ?23, ?24)
              ON CONFLICT(id) DO UPDATE SET status = excluded.status,
                  magnitude = excluded.magnitude, severity = excluded.severity,
                  relevance = excluded.relevance, credibility = excluded.credibility,
                  magnitude_reasons = excluded.magnitude_reasons, level = excluded.level,
                  tags = excluded.tags, first_seen = excluded.first_seen,
                  last_seen = excluded.last_seen, event_count = excluded.event_count,
-                 stored_events = excluded.stored_events, updated_at = excluded.updated_at",
+                 stored_events = excluded.stored_events, updated_at = excluded.updated_at,
+                 assignee = excluded.assignee, closing_reason = excluded.closing_reason,
+                 closed_at = excluded.closed_at, follow_up = excluded.follow_up",
         )?;
         stmt.execute(params![
             o.id,
@@ -275,6 +414,10 @@ impl Store {
             ms(o.window_start),
             ms(o.created_at),
             ms(o.updated_at),
+            o.assignee,
+            o.closing_reason,
+            o.closed_at.map(ms),
+            o.follow_up,
         ])?;
         Ok(())
     }
@@ -459,7 +602,8 @@ fn clamp_i64(v: u64) -> i64 {
 
 const OFFENSE_COLUMNS: &str = "id, rule, title, index_field, index_value, status, magnitude,
     severity, relevance, credibility, magnitude_reasons, level, tags, first_seen, last_seen,
-    event_count, stored_events, window_start, created_at, updated_at";
+    event_count, stored_events, window_start, created_at, updated_at, assignee, closing_reason,
+    closed_at, follow_up";
 
 fn row_to_offense(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Offense, StoreError>> {
     let status: String = r.get(5)?;
@@ -492,6 +636,10 @@ fn row_to_offense(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Offense, Sto
         window_start: from_ms(r.get(17)?),
         created_at: from_ms(r.get(18)?),
         updated_at: from_ms(r.get(19)?),
+        assignee: r.get(20)?,
+        closing_reason: r.get(21)?,
+        closed_at: r.get::<_, Option<i64>>(22)?.map(from_ms),
+        follow_up: r.get(23)?,
     }))
 }
 
@@ -538,6 +686,10 @@ mod tests {
             window_start: t,
             created_at: t,
             updated_at: t,
+            assignee: None,
+            closing_reason: None,
+            closed_at: None,
+            follow_up: false,
         }
     }
 
@@ -555,7 +707,7 @@ mod tests {
         })?;
         assert_eq!(total, 1);
         assert_eq!(list.first().map(|o| o.id.as_str()), Some("a"));
-        let found = store.find_open_offense("r", "source.ip", "203.0.113.7")?;
+        let found = store.find_open_offense("source.ip", "203.0.113.7")?;
         assert!(found.is_some());
         Ok(())
     }
@@ -584,6 +736,43 @@ mod tests {
             list.first().map(|d| d.raw.clone()),
             Some(vec![0xff, 0x00, b'x'])
         );
+        Ok(())
+    }
+
+    #[test]
+    fn a_version_1_database_is_migrated_with_its_offenses_kept() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("vigil.db");
+        {
+            let conn = Connection::open(&path)?;
+            conn.execute_batch(schema::V1)?;
+            conn.pragma_update(None, "user_version", 1)?;
+            conn.execute(
+                "INSERT INTO offenses VALUES ('old', 'r', 'R', 'source.ip', '203.0.113.7', 'open',
+                 7, 7, 6, 8, '[]', 'high', '[]', 1000, 2000, 10, 10, 1000, 1000, 2000)",
+                [],
+            )?;
+        }
+        let store = Store::open(&path)?;
+        assert_eq!(store.schema_version()?, schema::LATEST);
+        let old = store.get_offense("old")?;
+        assert_eq!(old.as_ref().map(|o| o.event_count), Some(10));
+        assert_eq!(old.map(|o| o.assignee), Some(None));
+        let rules = store.offense_rules("old")?;
+        assert_eq!(rules.len(), 1);
+        assert_eq!(rules.first().map(|r| r.events), Some(10));
+        Ok(())
+    }
+
+    #[test]
+    fn notes_are_kept_in_order() -> Result<(), StoreError> {
+        let store = Store::open_in_memory()?;
+        store.put_offense(&offense("a", 7))?;
+        store.add_note("a", "alice", "blocked at the edge")?;
+        store.add_note("a", "bob", "false positive? no")?;
+        let notes = store.offense_notes("a")?;
+        let texts: Vec<&str> = notes.iter().map(|n| n.text.as_str()).collect();
+        assert_eq!(texts, ["blocked at the edge", "false positive? no"]);
         Ok(())
     }
 

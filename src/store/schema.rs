@@ -57,7 +57,45 @@ const MIGRATIONS: &[&str] = &[
         sha256 TEXT NOT NULL,
         created_at INTEGER NOT NULL
     );",
+    // 2: offenses join across rules (one attacker, one offense), lifecycle fields, notes.
+    "ALTER TABLE offenses ADD COLUMN assignee TEXT;
+    ALTER TABLE offenses ADD COLUMN closing_reason TEXT;
+    ALTER TABLE offenses ADD COLUMN closed_at INTEGER;
+    ALTER TABLE offenses ADD COLUMN follow_up INTEGER NOT NULL DEFAULT 0;
+    CREATE INDEX offenses_open_by_index ON offenses (index_field, index_value, status);
+    CREATE TABLE offense_rules (
+        offense_id TEXT NOT NULL REFERENCES offenses (id),
+        rule TEXT NOT NULL,
+        title TEXT NOT NULL,
+        rule_id TEXT,
+        author TEXT,
+        level TEXT,
+        severity INTEGER NOT NULL,
+        relevance INTEGER NOT NULL,
+        credibility INTEGER NOT NULL,
+        detections INTEGER NOT NULL,
+        events INTEGER NOT NULL,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        PRIMARY KEY (offense_id, rule)
+    );
+    INSERT INTO offense_rules (offense_id, rule, title, rule_id, author, level, severity,
+        relevance, credibility, detections, events, first_seen, last_seen)
+        SELECT id, rule, title, NULL, NULL, level, severity, relevance, credibility, 1,
+            event_count, first_seen, last_seen FROM offenses;
+    CREATE TABLE offense_notes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        offense_id TEXT NOT NULL REFERENCES offenses (id),
+        author TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        text TEXT NOT NULL
+    );
+    CREATE INDEX offense_notes_by_offense ON offense_notes (offense_id, id);",
 ];
+
+/// Migration 1 alone, for the test that upgrades a version-1 database.
+#[cfg(test)]
+pub const V1: &str = MIGRATIONS[0];
 
 /// The newest schema version this build knows.
 pub const LATEST: i64 = MIGRATIONS.len() as i64;

@@ -48,6 +48,7 @@ impl Vigil {
         let mut child = Command::new(vigil_bin())
             .args(["--config", config_path.to_str().unwrap(), "run"])
             .env("VIGIL_LOG", "warn")
+            .env_remove("VIGIL_API_TOKEN")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
