@@ -153,23 +153,9 @@ fn a_generated_token_is_printed_once_and_stored_hashed() {
         ),
     )
     .unwrap();
-    let output = std::process::Command::new(vigil_bin())
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env_remove("VIGIL_API_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pid = output.id();
-    // Give it the ready line, then stop it.
-    let mut child = output;
-    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let out = child.wait_with_output().unwrap();
+    let (first, _) = spawn_run(&config, std::process::Stdio::piped());
+    // Stopped right after the ready line.
+    let out = sigterm_and_wait(first);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let token = stderr
         .lines()
@@ -195,17 +181,7 @@ fn a_generated_token_is_printed_once_and_stored_hashed() {
     }
 
     // The second start prints no token and accepts the first one.
-    let mut second = std::process::Command::new(vigil_bin())
-        .args(["--config", config.to_str().unwrap(), "run"])
-        .env_remove("VIGIL_API_TOKEN")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = std::io::BufReader::new(second.stdout.take().unwrap());
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
-    let ready: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let (second, ready) = spawn_run(&config, std::process::Stdio::piped());
     let api = ready["bound"]["api"].as_str().unwrap().to_owned();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -218,10 +194,7 @@ fn a_generated_token_is_printed_once_and_stored_hashed() {
     };
     assert_eq!(get(&token), 200);
     assert_eq!(get(TOKEN), 401);
-    let _ = std::process::Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status();
-    let out = second.wait_with_output().unwrap();
+    let out = sigterm_and_wait(second);
     assert!(out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!stderr.contains("generated API token"), "{stderr}");

@@ -43,21 +43,35 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
     path
 }
 
+/// Starts `vigil run` (no `VIGIL_API_TOKEN` from the environment) and waits for its ready
+/// line; returns the process and that line.
+pub fn spawn_run(config_path: &Path, stderr: Stdio) -> (Child, serde_json::Value) {
+    let mut child = Command::new(vigil_bin())
+        .args(["--config", config_path.to_str().unwrap(), "run"])
+        .env("VIGIL_LOG", "warn")
+        .env_remove("VIGIL_API_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(stderr)
+        .spawn()
+        .expect("start vigil");
+    let stdout = child.stdout.take().unwrap();
+    let mut line = String::new();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    let ready = serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+    (child, ready)
+}
+
+/// Sends SIGTERM and collects the exit status and what the process wrote.
+pub fn sigterm_and_wait(child: Child) -> std::process::Output {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    child.wait_with_output().unwrap()
+}
+
 impl Vigil {
     pub fn start(config_path: &Path) -> Vigil {
-        let mut child = Command::new(vigil_bin())
-            .args(["--config", config_path.to_str().unwrap(), "run"])
-            .env("VIGIL_LOG", "warn")
-            .env_remove("VIGIL_API_TOKEN")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start vigil");
-        let stdout = child.stdout.take().unwrap();
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        let ready: serde_json::Value =
-            serde_json::from_str(&line).unwrap_or_else(|e| panic!("ready line {line:?}: {e}"));
+        let (child, ready) = spawn_run(config_path, Stdio::inherit());
         let addr = |k: &str| -> SocketAddr {
             ready["bound"][k]
                 .as_str()
