@@ -58,6 +58,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/", get(console_index))
         .route("/console/app.js", get(console_js))
         .route("/console/style.css", get(console_css))
+        .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
         .merge(protected)
         .fallback(not_found)
         .with_state(state)

@@ -56,6 +56,11 @@ async function loadDetail(id) {
     const dd = document.createElement("dd"); dd.textContent = String(v);
     dl.append(dt, dd);
   }
+  $("#rules").replaceChildren(...(o.rules || []).map((r) => {
+    const li = document.createElement("li");
+    li.textContent = r.title + " (" + r.rule + ", " + r.events + " events" + (r.author ? ", by " + r.author : "") + ")";
+    return li;
+  }));
   const ul = $("#reasons");
   ul.replaceChildren(...(o.magnitude_reasons || []).map((r) => { const li = document.createElement("li"); li.textContent = r; return li; }));
   const body = $("#detail tbody");
