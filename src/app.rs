@@ -117,6 +117,10 @@ pub fn build_pipeline(
     let limits = EngineLimits {
         max_keys_per_rule: config.rules.max_keys_per_rule,
         max_events_per_key: config.rules.max_events_per_key,
+        max_values_per_key: config.rules.max_values_per_key,
+        allowed_lateness: chrono::Duration::seconds(
+            i64::try_from(config.rules.allowed_lateness_secs).unwrap_or(i64::MAX / 1000),
+        ),
     };
     Ok(Pipeline::new(
         normalizer,
@@ -124,7 +128,12 @@ pub fn build_pipeline(
         limits,
         store,
         PipelineLimits {
-            max_events_per_offense: config.offenses.max_events_per_offense as u64,
+            offenses: crate::correlate::OffenseLimits {
+                max_events_per_offense: config.offenses.max_events_per_offense as u64,
+                inactive_after: chrono::Duration::seconds(
+                    i64::try_from(config.offenses.inactive_after_secs).unwrap_or(i64::MAX / 1000),
+                ),
+            },
             max_dead_letters: config.store.max_dead_letters,
         },
         metrics,

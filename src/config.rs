@@ -133,6 +133,12 @@ pub struct RulesConfig {
     pub max_keys_per_rule: usize,
     /// Most events one correlation key keeps in its window; the oldest are dropped and counted.
     pub max_events_per_key: usize,
+    /// Most distinct values a `value_count` key tracks; the oldest occurrences are dropped and
+    /// counted beyond it.
+    pub max_values_per_key: usize,
+    /// How far behind a rule's newest event time an event may arrive and still count, in
+    /// seconds; older events are counted as late and not applied.
+    pub allowed_lateness_secs: u64,
 }
 
 impl Default for RulesConfig {
@@ -141,6 +147,8 @@ impl Default for RulesConfig {
             dir: PathBuf::from("rules"),
             max_keys_per_rule: 100_000,
             max_events_per_key: 10_000,
+            max_values_per_key: 10_000,
+            allowed_lateness_secs: 0,
         }
     }
 }
@@ -151,12 +159,16 @@ impl Default for RulesConfig {
 pub struct OffenseConfig {
     /// Most contributing events stored per offense; the total count keeps counting past it.
     pub max_events_per_offense: usize,
+    /// An open offense whose last event is this much older (in event time) than a new
+    /// detection for its index is closed as `inactive`, and the detection opens a new offense.
+    pub inactive_after_secs: u64,
 }
 
 impl Default for OffenseConfig {
     fn default() -> Self {
         OffenseConfig {
             max_events_per_offense: 1000,
+            inactive_after_secs: 5 * 24 * 3600,
         }
     }
 }

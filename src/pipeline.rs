@@ -11,18 +11,21 @@ use vigil_correlate::{Detection, Engine, EngineLimits, RuleSet};
 use vigil_parsers::normalize::{Normalizer, RecordMeta, ORIGINAL_TIMESTAMP_FIELD};
 
 use crate::bus::RawRecord;
-use crate::correlate::{apply_detection, OffenseChange, RuleMeta};
+use crate::correlate::{apply_detection, OffenseChange, OffenseLimits, RuleMeta, SeenEvents};
 use crate::store::{DeadLetter, Store, StoreError};
 use crate::telemetry::{Counter, Metrics};
 
 /// Limits the pipeline enforces.
 #[derive(Debug, Clone, Copy)]
 pub struct PipelineLimits {
-    /// Contributing events stored per offense.
-    pub max_events_per_offense: u64,
+    /// Offense bookkeeping.
+    pub offenses: OffenseLimits,
     /// Dead letters kept in the store.
     pub max_dead_letters: u64,
 }
+
+/// (offense, event) pairs remembered for counting each event once per offense.
+const SEEN_EVENTS_CAPACITY: usize = 1 << 18;
 
 /// Offense changes of a batch, with the receive time of the record that caused each.
 type Changes = Vec<(OffenseChange, Option<chrono::DateTime<Utc>>)>;
@@ -51,6 +54,10 @@ pub struct Pipeline {
     events_by_source: Vec<(&'static str, Counter)>,
     /// `vigil_rule_matches_total` per rule, in the rule set's order.
     rule_matches: Vec<Counter>,
+    /// Events each offense already counted (one event, several rules).
+    seen: SeenEvents,
+    /// Next `event.sequence`.
+    next_sequence: u64,
     /// Rule facts offenses keep (id, author), by rule name.
     rule_meta: std::collections::HashMap<String, RuleMeta>,
     offenses_created: Counter,
@@ -99,6 +106,10 @@ impl Pipeline {
             engine: Engine::new(rules, engine_limits),
             rule_matches,
             rule_meta,
+            seen: SeenEvents::new(SEEN_EVENTS_CAPACITY),
+            // Sequences start at the start time in microseconds, so they keep increasing
+            // across restarts.
+            next_sequence: u64::try_from(Utc::now().timestamp_micros()).unwrap_or(1),
             store,
             limits,
             offenses_created: metrics.counter(
@@ -178,8 +189,10 @@ impl Pipeline {
                     .map_err(|r| (r.reason, r.detail)),
             };
             match result {
-                Ok(event) => {
+                Ok(mut event) => {
                     outcome.events += 1;
+                    event.sequence = Some(self.next_sequence);
+                    self.next_sequence += 1;
                     if event.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD) {
                         self.timestamps_clamped.inc();
                     }
@@ -274,11 +287,12 @@ impl Pipeline {
         dead: &[(&'static str, DeadLetter)],
     ) -> Result<(Changes, u64), StoreError> {
         let now = Utc::now();
-        let max_events = self.limits.max_events_per_offense;
+        let offense_limits = self.limits.offenses;
         let max_dead = self.limits.max_dead_letters;
         let detections = &self.detections;
         let rule_meta = &self.rule_meta;
-        self.store.in_transaction(|store| {
+        let seen = &mut self.seen;
+        let result = self.store.in_transaction(|store| {
             let mut evicted = 0;
             for (_, d) in dead {
                 evicted += store.insert_dead_letter(d, max_dead)?;
@@ -286,11 +300,16 @@ impl Pipeline {
             let mut changes = Vec::with_capacity(detections.len());
             for d in detections {
                 let meta = rule_meta.get(&d.rule).cloned().unwrap_or_default();
-                let (_, change) = apply_detection(store, d, &meta, max_events, now)?;
+                let (_, change) = apply_detection(store, d, &meta, &offense_limits, seen, now)?;
                 changes.push((change, d.events.last().map(|e| e.ingested)));
             }
             Ok((changes, evicted))
-        })
+        });
+        match &result {
+            Ok(_) => self.seen.commit(),
+            Err(_) => self.seen.rollback(),
+        }
+        result
     }
 
     /// The `vigil_parse_events_total` handle of a source, cached: the registry lock is taken

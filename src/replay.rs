@@ -38,11 +38,20 @@ pub struct ReplayOffense {
     /// Contributing events.
     pub event_count: u64,
     /// Every rule that contributed, first contribution first.
-    pub rules: Vec<String>,
+    pub rules: Vec<ReplayRule>,
+}
+
+/// One rule's part in a replayed offense.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplayRule {
+    /// Rule name.
+    pub rule: String,
+    /// Events it contributed.
+    pub events: u64,
 }
 
 impl ReplayOffense {
-    fn new(o: Offense, rules: Vec<String>) -> Self {
+    fn new(o: Offense, rules: Vec<ReplayRule>) -> Self {
         ReplayOffense {
             rules,
             id: o.id,
@@ -105,7 +114,10 @@ pub fn replay(
         let rules = store
             .offense_rules(&o.id)?
             .into_iter()
-            .map(|r| r.rule)
+            .map(|r| ReplayRule {
+                rule: r.rule,
+                events: r.events,
+            })
             .collect();
         offenses.push(ReplayOffense::new(o, rules));
     }

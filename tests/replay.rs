@@ -19,25 +19,55 @@ fn replay_of_the_sshd_fixture_prints_exactly_the_expected_offenses() {
     );
     let stdout = String::from_utf8(out.stdout).unwrap();
 
-    // What the fixture is built to contain (fixtures/sshd/SOURCE.md).
-    let mut got: Vec<(String, u64)> = stdout
+    // What the fixture is built to contain (fixtures/sshd/SOURCE.md): per offense, its index,
+    // its distinct events, and each rule's part.
+    let mut got: Vec<(String, u64, Vec<(String, u64)>)> = stdout
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
-            assert_eq!(v["rule"], "ssh_brute_force");
+            let parts = v["rules"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["rule"].as_str().unwrap().to_owned(),
+                        r["events"].as_u64().unwrap(),
+                    )
+                })
+                .collect();
             (
                 v["index_value"].as_str().unwrap().to_owned(),
                 v["event_count"].as_u64().unwrap(),
+                parts,
             )
         })
         .collect();
     got.sort();
+    let part = |r: &str, n| (r.to_owned(), n);
     assert_eq!(
         got,
         [
-            ("198.51.100.200".to_owned(), 12),
-            ("2001:db8::bad".to_owned(), 14),
-            ("203.0.113.7".to_owned(), 35),
+            (
+                "198.51.100.200".to_owned(),
+                12,
+                vec![part("ssh_brute_force", 12)]
+            ),
+            (
+                "2001:db8::bad".to_owned(),
+                14,
+                vec![part("ssh_brute_force", 14)]
+            ),
+            // The attacker rotates five user names: brute force and password spraying both
+            // fire, and the offense counts each of the 35 failed logins once.
+            (
+                "203.0.113.7".to_owned(),
+                35,
+                vec![
+                    part("ssh_brute_force", 35),
+                    part("ssh_password_spraying", 25)
+                ]
+            ),
         ]
     );
 

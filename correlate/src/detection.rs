@@ -29,6 +29,9 @@ impl CompileError {
     }
 }
 
+/// Placeholder values for `expand`, by name.
+pub(crate) type Placeholders = std::collections::BTreeMap<String, Vec<String>>;
+
 /// The field keyword searches look in.
 pub(crate) const KEYWORD_FIELD: &str = "message";
 
@@ -187,6 +190,35 @@ struct Mods {
     windash: bool,
     base64: bool,
     base64offset: bool,
+    /// `wide`/`utf16le`, `utf16be`, `utf16`: the text is encoded so before base64.
+    utf16: Option<Utf16>,
+    /// `expand`: `%name%` placeholders are replaced by their configured values.
+    expand: bool,
+}
+
+/// A UTF-16 encoding applied before `base64`/`base64offset`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Utf16 {
+    Le,
+    Be,
+    /// Little endian after a byte-order mark (`FF FE`), as pySigma's `utf16`.
+    LeBom,
+}
+
+impl Utf16 {
+    fn encode(self, text: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(text.len() * 2 + 2);
+        if self == Utf16::LeBom {
+            out.extend_from_slice(&[0xFF, 0xFE]);
+        }
+        for unit in text.encode_utf16() {
+            match self {
+                Utf16::Be => out.extend_from_slice(&unit.to_be_bytes()),
+                Utf16::Le | Utf16::LeBom => out.extend_from_slice(&unit.to_le_bytes()),
+            }
+        }
+        out
+    }
 }
 
 fn parse_mods(key: &str, mods: &[&str]) -> Result<Mods, CompileError> {
@@ -232,6 +264,20 @@ fn parse_mods(key: &str, mods: &[&str]) -> Result<Mods, CompileError> {
             "windash" => m.windash = true,
             "base64" => m.base64 = true,
             "base64offset" => m.base64offset = true,
+            "wide" | "utf16le" | "utf16be" | "utf16" => {
+                let enc = match *raw {
+                    "utf16be" => Utf16::Be,
+                    "utf16" => Utf16::LeBom,
+                    _ => Utf16::Le,
+                };
+                if m.utf16.is_some_and(|e| e != enc) {
+                    return Err(err(format!(
+                        "`{key}` combines more than one utf16 encoding"
+                    )));
+                }
+                m.utf16 = Some(enc);
+            }
+            "expand" => m.expand = true,
             "fieldref" => kind(&mut m, Kind::FieldRef)?,
             "" => return Err(err(format!("empty modifier in `{key}`"))),
             other => return Err(err(format!("unknown modifier `{other}` in `{key}`"))),
@@ -246,20 +292,27 @@ fn parse_mods(key: &str, mods: &[&str]) -> Result<Mods, CompileError> {
     if m.base64 && m.base64offset {
         return Err(err(format!("`{key}` combines base64 and base64offset")));
     }
+    if m.utf16.is_some() && !(m.base64 || m.base64offset) {
+        return Err(err(format!(
+            "`{key}`: wide, utf16, utf16le and utf16be need base64 or base64offset"
+        )));
+    }
     if m.base64offset && m.place != Some(Place::Contains) {
         return Err(err(format!("`{key}`: base64offset needs contains")));
     }
-    if kind == Kind::FieldRef && (m.place.is_some() || m.windash || m.base64 || m.base64offset) {
+    if kind == Kind::FieldRef
+        && (m.place.is_some() || m.windash || m.base64 || m.base64offset || m.expand)
+    {
         return Err(err(format!(
             "`{key}`: fieldref takes no string modifiers but cased"
         )));
     }
     if kind != Kind::Str
         && kind != Kind::FieldRef
-        && (m.place.is_some() || m.cased || m.windash || m.base64 || m.base64offset)
+        && (m.place.is_some() || m.cased || m.windash || m.base64 || m.base64offset || m.expand)
     {
         return Err(err(format!(
-            "`{key}`: contains, startswith, endswith, cased and windash only apply to strings"
+            "`{key}`: contains, startswith, endswith, cased, windash, base64 and expand only apply to strings"
         )));
     }
     Ok(m)
@@ -291,11 +344,72 @@ fn windash_variants(s: &str) -> Vec<String> {
     out
 }
 
+/// Most string variants one value may expand to (placeholders times windash forms).
+const MAX_VARIANTS: usize = 4096;
+
+/// Replaces each `%name%` of `text` by each configured value (every combination). A `%` that
+/// does not open a `%name%` (name: letters, digits, `_`, `-`, `.`) is literal.
+fn expand_placeholders(
+    key: &str,
+    text: &str,
+    placeholders: &Placeholders,
+) -> Result<Vec<String>, CompileError> {
+    let mut out = vec![String::new()];
+    let mut rest = text;
+    while let Some(open) = rest.find('%') {
+        let (before, after) = rest.split_at(open);
+        let after = &after[1..];
+        let name_len = after
+            .find(|c: char| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.')))
+            .unwrap_or(after.len());
+        let closed = name_len > 0 && after[name_len..].starts_with('%');
+        for o in &mut out {
+            o.push_str(before);
+        }
+        if !closed {
+            for o in &mut out {
+                o.push('%');
+            }
+            rest = after;
+            continue;
+        }
+        let name = &after[..name_len];
+        let values = placeholders.get(name).ok_or_else(|| {
+            CompileError::new(
+                format!("`{key}` uses placeholder `%{name}%`, which has no configured values"),
+                &[key],
+            )
+        })?;
+        if values.is_empty() {
+            return Err(CompileError::new(
+                format!("`{key}`: placeholder `%{name}%` has an empty value list"),
+                &[key],
+            ));
+        }
+        if out.len().saturating_mul(values.len()) > MAX_VARIANTS {
+            return Err(CompileError::new(
+                format!("`{key}` expands to more than {MAX_VARIANTS} values"),
+                &[key],
+            ));
+        }
+        out = out
+            .iter()
+            .flat_map(|o| values.iter().map(move |v| format!("{o}{v}")))
+            .collect();
+        rest = &after[name_len + 1..];
+    }
+    for o in &mut out {
+        o.push_str(rest);
+    }
+    Ok(out)
+}
+
 fn compile_value(
     key: &str,
     m: &Mods,
     keyword: bool,
     v: &Value,
+    placeholders: &Placeholders,
 ) -> Result<Vec<ValueMatcher>, CompileError> {
     if v.is_null() {
         return Ok(vec![ValueMatcher::Null]);
@@ -309,16 +423,27 @@ fn compile_value(
     let near = |msg: String| CompileError::new(msg, &[text.as_str(), key]);
     match m.kind.unwrap_or(Kind::Str) {
         Kind::Str => {
-            let mut variants = if m.windash {
-                windash_variants(&text)
+            let mut variants = if m.expand {
+                expand_placeholders(key, &text, placeholders)?
             } else {
                 vec![text.clone()]
             };
-            if m.base64 {
-                variants = variants.iter().map(|v| base64(v.as_bytes())).collect();
-            } else if m.base64offset {
-                variants = variants.iter().flat_map(|v| base64_offsets(v)).collect();
+            if m.windash {
+                variants = variants.iter().flat_map(|v| windash_variants(v)).collect();
             }
+            let bytes = |v: &String| match m.utf16 {
+                Some(enc) => enc.encode(v),
+                None => v.as_bytes().to_vec(),
+            };
+            if m.base64 {
+                variants = variants.iter().map(|v| base64(&bytes(v))).collect();
+            } else if m.base64offset {
+                variants = variants
+                    .iter()
+                    .flat_map(|v| base64_offsets(&bytes(v)))
+                    .collect();
+            }
+            variants.dedup();
             if variants.is_empty() {
                 return Err(near(format!("`{key}` has an empty value")));
             }
@@ -368,7 +493,11 @@ fn compile_value(
     }
 }
 
-fn compile_item(key: &str, value: &Value) -> Result<FieldItem, CompileError> {
+fn compile_item(
+    key: &str,
+    value: &Value,
+    placeholders: &Placeholders,
+) -> Result<FieldItem, CompileError> {
     let mut parts = key.split('|');
     let field_raw = parts.next().unwrap_or("").trim();
     let mods: Vec<&str> = parts.map(str::trim).collect();
@@ -397,7 +526,7 @@ fn compile_item(key: &str, value: &Value) -> Result<FieldItem, CompileError> {
     }
     let mut values = Vec::new();
     for v in raw_values {
-        values.extend(compile_value(key, &m, keyword, v)?);
+        values.extend(compile_value(key, &m, keyword, v, placeholders)?);
     }
     Ok(finish_item(field, m.all, values))
 }
@@ -442,12 +571,16 @@ fn compile_keywords(name: &str, list: &[&Value]) -> Result<FieldItem, CompileErr
     let m = Mods::default();
     let mut values = Vec::new();
     for v in list {
-        values.extend(compile_value(name, &m, true, v)?);
+        values.extend(compile_value(name, &m, true, v, &Placeholders::new())?);
     }
     Ok(finish_item(KEYWORD_FIELD.to_owned(), false, values))
 }
 
-fn compile_map(name: &str, map: &serde_norway::Mapping) -> Result<Vec<FieldItem>, CompileError> {
+fn compile_map(
+    name: &str,
+    map: &serde_norway::Mapping,
+    placeholders: &Placeholders,
+) -> Result<Vec<FieldItem>, CompileError> {
     if map.is_empty() {
         return Err(CompileError::new(
             format!("selection `{name}` is empty"),
@@ -462,15 +595,19 @@ fn compile_map(name: &str, map: &serde_norway::Mapping) -> Result<Vec<FieldItem>
                     &[name],
                 )
             })?;
-            compile_item(&key, v)
+            compile_item(&key, v, placeholders)
         })
         .collect()
 }
 
-fn compile_selection(name: &str, value: &Value) -> Result<Selection, CompileError> {
+fn compile_selection(
+    name: &str,
+    value: &Value,
+    placeholders: &Placeholders,
+) -> Result<Selection, CompileError> {
     match value {
         Value::Mapping(map) => Ok(Selection {
-            alternatives: vec![compile_map(name, map)?],
+            alternatives: vec![compile_map(name, map, placeholders)?],
         }),
         Value::Sequence(seq) => {
             if seq.is_empty() {
@@ -483,7 +620,7 @@ fn compile_selection(name: &str, value: &Value) -> Result<Selection, CompileErro
             let mut keywords = Vec::new();
             for v in seq {
                 match v {
-                    Value::Mapping(map) => alternatives.push(compile_map(name, map)?),
+                    Value::Mapping(map) => alternatives.push(compile_map(name, map, placeholders)?),
                     Value::Sequence(_) | Value::Tagged(_) => {
                         return Err(CompileError::new(
                             format!("selection `{name}` has a nested list"),
@@ -512,8 +649,11 @@ fn compile_selection(name: &str, value: &Value) -> Result<Selection, CompileErro
     }
 }
 
-/// Compiles a `detection` mapping.
-pub(crate) fn compile_detection(value: &Value) -> Result<Detection, CompileError> {
+/// Compiles a `detection` mapping; `placeholders` resolve the `expand` modifier.
+pub(crate) fn compile_detection(
+    value: &Value,
+    placeholders: &Placeholders,
+) -> Result<Detection, CompileError> {
     let map = value
         .as_mapping()
         .ok_or_else(|| CompileError::new("detection must be a mapping", &["detection:"]))?;
@@ -534,7 +674,7 @@ pub(crate) fn compile_detection(value: &Value) -> Result<Detection, CompileError
                 &["timeframe:"],
             ));
         }
-        selections.push(compile_selection(&name, v)?);
+        selections.push(compile_selection(&name, v, placeholders)?);
         names.push(name);
     }
     let cond_at = ["condition:"];

@@ -1,42 +1,91 @@
-//! The engine: feeds events through the rule set, keeps `event_count` windows per group key in
+//! The engine: feeds events through the rule set, keeps correlation windows per group key in
 //! event time, and emits [`Detection`]s.
 //!
-//! Windows: for each correlation and group key (the values of the `group-by` fields on the
-//! event, as text), the engine keeps the matching events ordered by `@timestamp`. The window is
-//! `(newest - timespan, newest]` where `newest` is the newest event time seen for that key, so
-//! out-of-order events inside the window count. An event at or before `newest - timespan` for its
-//! key arrives too late and is counted in [`RuleStats::late_events`], not in the window. An event
-//! missing any `group-by` field counts toward no group ([`RuleStats::ungrouped_events`]).
+//! # Windows
 //!
-//! Firing: when a key's count first satisfies the condition, one [`DetectionKind::New`] carries
-//! the window's events (its `count` is exact; events that arrived while the same key was firing
-//! earlier keep only their time, so a firing key costs 16 bytes per event, not the event); while it keeps holding, each further event for that key is a
-//! [`DetectionKind::Update`] carrying just that event. When the condition stops holding (or the
-//! window has slid past every earlier event of the key) the key re-arms. Conditions are evaluated
-//! only when an event arrives, so `lt`/`lte` bounds act on arrival and do not detect absence.
+//! For each correlation and group key (the values of the `group-by` fields on the event, as
+//! text; with `aliases`, the field read depends on which referenced rule the event matched), the
+//! engine keeps the key's occurrences ordered by `@timestamp` (ties keep arrival order). The
+//! window is `(newest - timespan, newest]` where `newest` is the newest event time seen for that
+//! key, so out-of-order events inside the window count. An event at or before
+//! `newest - timespan` for its key arrives too late for the window and is counted in
+//! [`RuleStats::late_events`], not applied. An event missing any `group-by` field counts toward
+//! no group ([`RuleStats::ungrouped_events`]).
 //!
-//! Bounds ([`EngineLimits`]): a new key beyond `max_keys_per_rule` evicts the least recently
-//! updated key; a window beyond `max_events_per_key` drops its oldest events. Keys whose newest
-//! event is two timespans behind the newest event the rule has seen are expired (they can no
-//! longer affect any count for events at most one timespan late).
+//! Allowed lateness ([`EngineLimits::allowed_lateness`]): each correlation has a watermark, the
+//! newest event time it has been fed. With a lateness `L > 0`, an event older than
+//! `watermark - L` is late for the whole rule (counted in `late_events`, not applied), and keys
+//! whose newest event is at or before `watermark - L - timespan` are expired (no event the rule
+//! still accepts can share a window with them). With `L = 0` (the default) there is no rule-wide
+//! bound: only the per-key check above applies and keys expire once their newest event is two
+//! timespans behind the watermark.
+//!
+//! # What is measured
+//!
+//! - `event_count`: the occurrences in the window.
+//! - `value_count`: the distinct values of the counted field among the window's occurrences
+//!   (values compared as text through a 64-bit hash; occurrences without the field are skipped
+//!   and counted in [`RuleStats::valueless_events`]). At most
+//!   [`EngineLimits::max_values_per_key`] distinct values are tracked: beyond it the window's
+//!   oldest occurrences are dropped ([`RuleStats::values_evicted`] counts the values lost), so a
+//!   condition above that cap cannot hold.
+//! - `temporal`: how many of the referenced rules have an occurrence in the window (the default
+//!   condition is "all of them").
+//! - `temporal_ordered`: how many of the referenced rules, in the order listed, are matched by
+//!   occurrences in time order: the length of the longest prefix of the list that is a
+//!   subsequence of the window (an occurrence matching several consecutive rules advances through
+//!   all of them). The default condition is "all of them".
+//!
+//! An occurrence is an event that matched a referenced detection rule or, for a correlation that
+//! references another correlation (chaining), the event that made the inner correlation fire a
+//! `New` detection (its `Update`s do not feed the outer one). Inner correlations are evaluated
+//! before outer ones for the same event.
+//!
+//! # Firing
+//!
+//! When a key's measure first satisfies the condition, one [`DetectionKind::New`] carries the
+//! window's events (its `count` is the number of occurrences in the window, exact; events that
+//! arrived while the same key was firing earlier keep only their time, so a firing key costs
+//! 24 bytes per occurrence, not the event); while it keeps holding, each further occurrence for
+//! that key is a [`DetectionKind::Update`] carrying just that event. When the condition stops
+//! holding (or the window has slid past every earlier occurrence of the key) the key re-arms.
+//! Conditions are evaluated only when an occurrence arrives, so `lt`/`lte` bounds act on arrival
+//! and do not detect absence. A rule whose [`RuleInfo::generate`] is false (referenced by a
+//! correlation without `generate: true`) still fires and feeds its correlations, but its
+//! detections are not pushed.
+//!
+//! # Bounds
+//!
+//! ([`EngineLimits`]): a new key beyond `max_keys_per_rule` evicts the least recently updated
+//! key; a window beyond `max_events_per_key` drops its oldest occurrences. Keys are expired as
+//! described above. [`EngineStats::approx_bytes`] estimates the memory the windows hold.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Duration, Utc};
 use vigil_parsers::event::Event;
 
 use crate::index::Scratch;
 use crate::rules::RuleInfo;
-use crate::ruleset::{CorrelationRule, Offense, RuleSet};
+use crate::ruleset::{CorrelationRule, Measure, Offense, RuleSet};
 
-/// Bounds on correlation state.
+/// Bounds on correlation state. Build it with struct update syntax from
+/// `EngineLimits::default()` so fields added later keep their defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EngineLimits {
     /// Group keys kept per correlation rule (least recently updated evicted beyond it; minimum 1).
     pub max_keys_per_rule: usize,
     /// Events kept per key window (oldest dropped beyond it; minimum 1).
     pub max_events_per_key: usize,
+    /// Distinct values a `value_count` key tracks (oldest occurrences dropped beyond it;
+    /// minimum 1). Default 10 000.
+    pub max_values_per_key: usize,
+    /// How far behind a correlation's watermark (newest event time fed to it) an event may be
+    /// and still be applied; zero (the default) means no rule-wide bound (see the module doc).
+    pub allowed_lateness: Duration,
 }
 
 impl Default for EngineLimits {
@@ -44,6 +93,8 @@ impl Default for EngineLimits {
         EngineLimits {
             max_keys_per_rule: 100_000,
             max_events_per_key: 10_000,
+            max_values_per_key: 10_000,
+            allowed_lateness: Duration::zero(),
         }
     }
 }
@@ -85,6 +136,8 @@ pub struct Detection {
     /// Events in the window when it fired (`New`), or 1 (`Update`). Exact, even when `events`
     /// holds fewer (see `events`).
     pub count: u64,
+    /// `value_count` `New` detections: the distinct values in the window; else `None`.
+    pub distinct: Option<u64>,
     /// The contributing events, oldest first. For `New` these are the window's events, except
     /// those that arrived while the same key was firing earlier (only their times are kept).
     pub events: Vec<Arc<Event>>,
@@ -119,6 +172,13 @@ pub struct RuleStats {
     pub late_events: u64,
     /// Events without a value for some `group-by` field.
     pub ungrouped_events: u64,
+    /// `value_count`: events without a value for the counted field.
+    pub valueless_events: u64,
+    /// `value_count`: distinct values dropped because of `max_values_per_key`.
+    pub values_evicted: u64,
+    /// Approximate heap bytes the rule's windows hold (keys, occurrences, value tables, the
+    /// key table itself); an estimate from capacities, not an allocator measurement.
+    pub approx_bytes: u64,
 }
 
 /// Counters for an engine.
@@ -134,36 +194,135 @@ pub struct EngineStats {
     pub keys_evicted: u64,
     /// Window events evicted, all rules.
     pub events_evicted: u64,
+    /// Approximate heap bytes held by correlation windows, all rules (see
+    /// [`RuleStats::approx_bytes`]).
+    pub approx_bytes: u64,
 }
 
+impl EngineStats {
+    /// Average approximate bytes per live key (0 without keys).
+    pub fn bytes_per_key(&self) -> u64 {
+        self.approx_bytes.checked_div(self.keys_live).unwrap_or(0)
+    }
+}
+
+/// The open firing of a key.
 struct Firing {
-    window_start: DateTime<Utc>,
-    index_value: String,
+    /// Time of the first occurrence of the window that fired (nanoseconds).
+    start: i64,
+    /// The offense index value, when it is not a part of the key (empty otherwise).
+    index_value: Box<str>,
 }
 
-/// One event in a key's window: its time always (counts need it), the event itself only while
-/// the key is armed. Once the key fires, the `New` detection takes the events and later ones
-/// travel in `Update`s, so a firing key holds 16 bytes per event, not the event.
+/// One occurrence in a key's window: its time always (measures need it), a tag (the value hash
+/// for `value_count`, the mask of referenced rules matched for temporal types), and the event
+/// itself only while the key is armed. Once the key fires, the `New` detection takes the events
+/// and later ones travel in `Update`s, so a firing key holds 24 bytes per occurrence.
 struct Slot {
-    ts: DateTime<Utc>,
+    ts: i64,
+    tag: u64,
     event: Option<Arc<Event>>,
 }
 
 struct KeyState {
-    events: VecDeque<Slot>,
-    newest: DateTime<Utc>,
+    slots: VecDeque<Slot>,
     seq: u64,
     firing: Option<Firing>,
+    /// `value_count` and `temporal`: occurrences per tag in the window. Boxed so keys of the
+    /// other types pay 8 bytes for it, not an empty table's 48.
+    #[allow(clippy::box_collection)]
+    tags: Option<Box<HashMap<u64, u32>>>,
 }
 
-type Key = Box<[String]>;
+impl KeyState {
+    fn newest(&self) -> i64 {
+        self.slots.back().map_or(i64::MIN, |s| s.ts)
+    }
+
+    /// Drops the oldest occurrence; true when that made a tag vanish from the window.
+    fn pop_front(&mut self) -> bool {
+        let Some(slot) = self.slots.pop_front() else {
+            return false;
+        };
+        if let Some(tags) = self.tags.as_mut() {
+            if let Some(n) = tags.get_mut(&slot.tag) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    tags.remove(&slot.tag);
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// Approximate heap bytes of this key (its text, occurrences, tag table).
+    fn footprint(&self, key: &str) -> usize {
+        let arc = (16 + key.len()).next_multiple_of(8);
+        let slots = self.slots.capacity() * std::mem::size_of::<Slot>();
+        let firing = self.firing.as_ref().map_or(0, |f| f.index_value.len());
+        let tags = self.tags.as_ref().map_or(0, |t| {
+            std::mem::size_of::<HashMap<u64, u32>>()
+                + t.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+        });
+        arc + slots + firing + tags
+    }
+}
 
 #[derive(Default)]
 struct Windows {
-    keys: HashMap<Key, KeyState>,
-    lru: BTreeMap<u64, Key>,
+    keys: HashMap<Arc<str>, KeyState>,
+    /// Keys in update order, oldest first, with the `seq` of that update; an entry whose `seq` is
+    /// no longer its key's is stale and skipped (compacted when stale entries dominate).
+    lru: VecDeque<(u64, Arc<str>)>,
     seq: u64,
-    watermark: Option<DateTime<Utc>>,
+    watermark: Option<i64>,
+    /// Sum of the keys' footprints.
+    heap: usize,
+}
+
+impl Windows {
+    fn remove(&mut self, key: &Arc<str>) -> bool {
+        match self.keys.remove(key) {
+            Some(st) => {
+                self.heap = self.heap.saturating_sub(st.footprint(key));
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Removes least recently updated keys while `done` says the front key should go; returns
+    /// how many were removed.
+    fn drop_oldest(&mut self, mut done: impl FnMut(&KeyState, usize) -> bool) -> u64 {
+        let mut n = 0;
+        while let Some((seq, k)) = self.lru.front() {
+            let live = self.keys.get(k).filter(|st| st.seq == *seq);
+            match live {
+                Some(st) => {
+                    if !done(st, self.keys.len()) {
+                        break;
+                    }
+                    let k = Arc::clone(k);
+                    self.lru.pop_front();
+                    if self.remove(&k) {
+                        n += 1;
+                    }
+                }
+                None => {
+                    self.lru.pop_front();
+                }
+            }
+        }
+        n
+    }
+
+    fn approx_bytes(&self) -> usize {
+        let entry = std::mem::size_of::<(Arc<str>, KeyState)>() + 1;
+        self.heap
+            + self.keys.capacity() * entry
+            + self.lru.capacity() * std::mem::size_of::<(u64, Arc<str>)>()
+    }
 }
 
 /// Runs a [`RuleSet`] over a stream of events. One engine owns its correlation state; share the
@@ -176,7 +335,10 @@ pub struct Engine {
     events: u64,
     scratch: Scratch,
     matched: Vec<usize>,
-    fed: Vec<usize>,
+    /// Per correlation: the referenced rules (mask of positions) the current event matched.
+    masks: Vec<u64>,
+    /// Correlations with a non-zero mask, inner ones (lower index) first.
+    pending: BinaryHeap<Reverse<usize>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -191,6 +353,41 @@ impl std::fmt::Debug for Engine {
 
 fn text_of(event: &Event, field: &str) -> Option<String> {
     event.get(field).map(|v| v.as_text().into_owned())
+}
+
+/// Event time as nanoseconds since the epoch (clamped outside 1677-2262).
+fn nanos(t: DateTime<Utc>) -> i64 {
+    t.timestamp_nanos_opt().unwrap_or(if t.timestamp() < 0 {
+        i64::MIN
+    } else {
+        i64::MAX
+    })
+}
+
+fn time(n: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(n)
+}
+
+fn value_hash(v: &str) -> u64 {
+    let mut h = std::hash::DefaultHasher::new();
+    v.hash(&mut h);
+    h.finish()
+}
+
+/// One text for the key parts: the value itself for one part, else length-prefixed parts.
+fn encode_key(parts: &[String]) -> String {
+    match parts {
+        [one] => one.clone(),
+        _ => {
+            let mut s = String::new();
+            for p in parts {
+                s.push_str(&p.len().to_string());
+                s.push(':');
+                s.push_str(p);
+            }
+            s
+        }
+    }
 }
 
 fn base_detection(info: &RuleInfo, offense: &Offense, kind: DetectionKind) -> Detection {
@@ -208,11 +405,237 @@ fn base_detection(info: &RuleInfo, offense: &Offense, kind: DetectionKind) -> De
         first_seen: epoch,
         last_seen: epoch,
         count: 0,
+        distinct: None,
         events: Vec::new(),
         relevance: offense.relevance,
         credibility: offense.credibility,
         severity: offense.severity,
     }
+}
+
+/// The measure of a key's window and, for `value_count`, the distinct values.
+fn measure(rule: &CorrelationRule, st: &KeyState) -> (u64, Option<u64>) {
+    let len = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+    match &rule.measure {
+        Measure::EventCount => (len(st.slots.len()), None),
+        Measure::ValueCount(_) => {
+            let d = len(st.tags.as_ref().map_or(0, |t| t.len()));
+            (d, Some(d))
+        }
+        Measure::Temporal => {
+            let mask = st
+                .tags
+                .as_ref()
+                .map_or(0, |t| t.keys().fold(0u64, |m, k| m | k));
+            (u64::from(mask.count_ones()), None)
+        }
+        Measure::TemporalOrdered => {
+            let mut j = 0usize;
+            for s in &st.slots {
+                while j < rule.n_rules.min(64) && s.tag & (1u64 << j) != 0 {
+                    j += 1;
+                }
+            }
+            (len(j), None)
+        }
+    }
+}
+
+/// Applies one occurrence to one key of one correlation. Returns whether it fired `New`.
+#[allow(clippy::too_many_arguments)]
+fn apply(
+    w: &mut Windows,
+    stats: &mut RuleStats,
+    info: &RuleInfo,
+    rule: &CorrelationRule,
+    limits: &EngineLimits,
+    parts: &[String],
+    bits: u64,
+    pos: usize,
+    event: &Arc<Event>,
+    out: &mut Vec<Detection>,
+) -> bool {
+    let ts = nanos(event.timestamp);
+    let span = rule.timespan.num_nanoseconds().unwrap_or(i64::MAX).max(1);
+    let tag = match &rule.measure {
+        Measure::ValueCount(fields) => {
+            let Some(v) = fields.get(pos).and_then(|f| text_of(event, f)) else {
+                stats.valueless_events += 1;
+                return false;
+            };
+            value_hash(&v)
+        }
+        Measure::Temporal | Measure::TemporalOrdered => bits,
+        Measure::EventCount => 0,
+    };
+    let watermark = w.watermark.map_or(ts, |m| m.max(ts));
+    w.watermark = Some(watermark);
+    let lateness = limits
+        .allowed_lateness
+        .num_nanoseconds()
+        .unwrap_or(i64::MAX);
+    if lateness > 0 && ts < watermark.saturating_sub(lateness) {
+        stats.late_events += 1;
+        return false;
+    }
+    // Expire keys whose window has long passed (least recently updated first).
+    let horizon = if lateness > 0 {
+        span.saturating_add(lateness)
+    } else {
+        span.saturating_mul(2)
+    };
+    let limit = watermark.saturating_sub(horizon);
+    stats.keys_expired += w.drop_oldest(|st, _| st.newest() <= limit);
+
+    let key_text = encode_key(parts);
+    if !w.keys.contains_key(key_text.as_str()) {
+        let max = limits.max_keys_per_rule.max(1);
+        stats.keys_evicted += w.drop_oldest(|_, live| live >= max);
+        let key: Arc<str> = Arc::from(key_text.as_str());
+        let st = KeyState {
+            slots: VecDeque::new(),
+            seq: 0,
+            firing: None,
+            tags: matches!(rule.measure, Measure::ValueCount(_) | Measure::Temporal)
+                .then(Box::default),
+        };
+        w.heap += st.footprint(&key);
+        w.keys.insert(key, st);
+    }
+    let Some(key) = w
+        .keys
+        .get_key_value(key_text.as_str())
+        .map(|(k, _)| Arc::clone(k))
+    else {
+        return false;
+    };
+    let Some(st) = w.keys.get_mut(&key) else {
+        return false;
+    };
+    if !st.slots.is_empty() && ts <= st.newest().saturating_sub(span) {
+        stats.late_events += 1;
+        return false;
+    }
+    let before = st.footprint(&key);
+    let at = st.slots.partition_point(|e| e.ts <= ts);
+    let payload = st.firing.is_none().then(|| Arc::clone(event));
+    st.slots.insert(
+        at,
+        Slot {
+            ts,
+            tag,
+            event: payload,
+        },
+    );
+    if let Some(tags) = st.tags.as_mut() {
+        *tags.entry(tag).or_insert(0) += 1;
+    }
+    let start = st.newest().saturating_sub(span);
+    let mut popped = 0usize;
+    while st.slots.front().is_some_and(|e| e.ts <= start) {
+        st.pop_front();
+        popped += 1;
+    }
+    while st.slots.len() > limits.max_events_per_key.max(1) {
+        st.pop_front();
+        popped += 1;
+        stats.events_evicted += 1;
+    }
+    if matches!(rule.measure, Measure::ValueCount(_)) {
+        let cap = limits.max_values_per_key.max(1);
+        while st.tags.as_ref().is_some_and(|t| t.len() > cap) && !st.slots.is_empty() {
+            if st.pop_front() {
+                stats.values_evicted += 1;
+            }
+            popped += 1;
+        }
+    }
+    let new_event_kept = popped <= at;
+    w.seq += 1;
+    st.seq = w.seq;
+    match w.lru.back_mut() {
+        Some(last) if Arc::ptr_eq(&last.1, &key) => last.0 = w.seq,
+        _ => w.lru.push_back((w.seq, Arc::clone(&key))),
+    }
+
+    // A window holding nothing but the new occurrence starts afresh.
+    if st.slots.len() <= 1 {
+        st.firing = None;
+    }
+    let (n, distinct) = measure(rule, st);
+    let mut fired = false;
+    if !rule.condition.holds(n) {
+        st.firing = None;
+    } else {
+        let group: Vec<(String, String)> = rule
+            .group_names
+            .iter()
+            .cloned()
+            .zip(parts.iter().cloned())
+            .collect();
+        let key_index = rule.index_in_key.and_then(|i| parts.get(i)).cloned();
+        match &st.firing {
+            None => {
+                let first = st.slots.front().map_or(ts, |e| e.ts);
+                let last = st.slots.back().map_or(ts, |e| e.ts);
+                // Occurrences that arrived while the key was firing before kept only their time:
+                // the detection carries the rest, and the count stays exact.
+                let events: Vec<Arc<Event>> =
+                    st.slots.iter_mut().filter_map(|e| e.event.take()).collect();
+                st.slots.shrink_to_fit();
+                let index_value = key_index.clone().unwrap_or_else(|| {
+                    events
+                        .first()
+                        .and_then(|e| text_of(e, &rule.offense.index_field))
+                        .unwrap_or_else(|| info.name.clone())
+                });
+                st.firing = Some(Firing {
+                    start: first,
+                    index_value: if key_index.is_some() {
+                        Box::default()
+                    } else {
+                        index_value.clone().into_boxed_str()
+                    },
+                });
+                fired = true;
+                if info.generate {
+                    let mut x = base_detection(info, &rule.offense, DetectionKind::New);
+                    x.group = group;
+                    x.index_value = index_value;
+                    x.window_start = time(first);
+                    x.first_seen = time(first);
+                    x.last_seen = time(last);
+                    x.count = u64::try_from(st.slots.len()).unwrap_or(u64::MAX);
+                    x.distinct = distinct;
+                    x.events = events;
+                    stats.detections += 1;
+                    out.push(x);
+                }
+            }
+            Some(f) => {
+                if new_event_kept && info.generate {
+                    let mut x = base_detection(info, &rule.offense, DetectionKind::Update);
+                    x.group = group;
+                    x.index_value = key_index.unwrap_or_else(|| f.index_value.to_string());
+                    x.window_start = time(f.start);
+                    x.first_seen = event.timestamp;
+                    x.last_seen = event.timestamp;
+                    x.count = 1;
+                    x.events = vec![Arc::clone(event)];
+                    stats.updates += 1;
+                    out.push(x);
+                }
+            }
+        }
+    }
+    let after = st.footprint(&key);
+    w.heap = w.heap.saturating_sub(before).saturating_add(after);
+    if w.lru.len() > 2 * w.keys.len() + 64 {
+        let keys = &w.keys;
+        w.lru
+            .retain(|(seq, k)| keys.get(k).is_some_and(|st| st.seq == *seq));
+    }
+    fired
 }
 
 impl Engine {
@@ -231,6 +654,7 @@ impl Engine {
             .iter()
             .map(|_| Windows::default())
             .collect();
+        let masks = vec![0; rules.correlations.len()];
         Engine {
             rules,
             limits,
@@ -239,7 +663,21 @@ impl Engine {
             events: 0,
             scratch: Scratch::default(),
             matched: Vec::new(),
-            fed: Vec::new(),
+            masks,
+            pending: BinaryHeap::new(),
+        }
+    }
+
+    fn mark(&mut self, c: usize, pos: usize) {
+        let bit = u32::try_from(pos)
+            .ok()
+            .and_then(|p| 1u64.checked_shl(p))
+            .unwrap_or(0);
+        if let Some(m) = self.masks.get_mut(c) {
+            if *m == 0 && bit != 0 {
+                self.pending.push(Reverse(c));
+            }
+            *m |= bit;
         }
     }
 
@@ -248,8 +686,8 @@ impl Engine {
         self.events += 1;
         let rules = Arc::clone(&self.rules);
         rules.match_indexed(event, &mut self.scratch, &mut self.matched);
-        self.fed.clear();
-        for &d in &self.matched {
+        let matched = std::mem::take(&mut self.matched);
+        for &d in &matched {
             let Some(det) = rules.detections.get(d) else {
                 continue;
             };
@@ -273,17 +711,29 @@ impl Engine {
                 }
                 out.push(x);
             }
-            self.fed.extend_from_slice(&det.feeds);
-        }
-        self.fed.sort_unstable();
-        self.fed.dedup();
-        let fed = std::mem::take(&mut self.fed);
-        for &c in &fed {
-            if let Some(rule) = rules.correlations.get(c) {
-                self.feed(&rules, c, rule, event, out);
+            for &(c, pos) in &det.feeds {
+                self.mark(c, pos);
             }
         }
-        self.fed = fed;
+        self.matched = matched;
+        // Correlations are stored inner first, so popping the lowest index first evaluates an
+        // inner correlation before every correlation it feeds.
+        while let Some(Reverse(c)) = self.pending.pop() {
+            let Some(mask) = self.masks.get_mut(c).map(std::mem::take) else {
+                continue;
+            };
+            if mask == 0 {
+                continue;
+            }
+            let Some(rule) = rules.correlations.get(c) else {
+                continue;
+            };
+            if self.feed(&rules, c, rule, mask, event, out) {
+                for &(o, pos) in &rule.feeds {
+                    self.mark(o, pos);
+                }
+            }
+        }
     }
 
     fn feed(
@@ -291,164 +741,60 @@ impl Engine {
         rules: &RuleSet,
         c: usize,
         rule: &CorrelationRule,
+        mask: u64,
         event: &Arc<Event>,
         out: &mut Vec<Detection>,
-    ) {
+    ) -> bool {
         let Some(info) = rules.infos.get(rule.info) else {
-            return;
+            return false;
         };
         let Some(stats) = self.stats.get_mut(rule.info) else {
-            return;
+            return false;
         };
         let Some(w) = self.windows.get_mut(c) else {
-            return;
+            return false;
         };
         stats.matches += 1;
-        let mut key = Vec::with_capacity(rule.group_by.len());
-        for f in &rule.group_by {
-            match text_of(event, f) {
-                Some(v) => key.push(v),
-                None => {
-                    stats.ungrouped_events += 1;
-                    return;
-                }
+        // The key can depend on which referenced rule matched (aliases): group the matched
+        // positions by key.
+        let mut groups: Vec<(Vec<String>, u64, usize)> = Vec::new();
+        let mut m = mask;
+        while m != 0 {
+            let pos = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let Some(fields) = rule.group_fields.get(pos) else {
+                continue;
+            };
+            let parts: Option<Vec<String>> = fields.iter().map(|f| text_of(event, f)).collect();
+            let Some(parts) = parts else {
+                continue;
+            };
+            let bit = 1u64 << pos;
+            match groups.iter_mut().find(|g| g.0 == parts) {
+                Some(g) => g.1 |= bit,
+                None => groups.push((parts, bit, pos)),
             }
         }
-        let key: Key = key.into_boxed_slice();
-        let ts = event.timestamp;
-        let span = rule.timespan;
-        let watermark = w.watermark.map_or(ts, |m| m.max(ts));
-        w.watermark = Some(watermark);
-
-        // Expire keys whose window has long passed (least recently updated first).
-        if let Some(limit) = watermark
-            .checked_sub_signed(span)
-            .and_then(|t| t.checked_sub_signed(span))
-        {
-            while let Some((&seq, k)) = w.lru.first_key_value() {
-                let expired = w.keys.get(k).is_none_or(|st| st.newest <= limit);
-                if !expired {
-                    break;
-                }
-                if let Some(k) = w.lru.remove(&seq) {
-                    if w.keys.remove(&k).is_some() {
-                        stats.keys_expired += 1;
-                    }
-                }
-            }
+        if groups.is_empty() {
+            stats.ungrouped_events += 1;
+            return false;
         }
-
-        if !w.keys.contains_key(&key) {
-            while w.keys.len() >= self.limits.max_keys_per_rule.max(1) {
-                let Some((_, old)) = w.lru.pop_first() else {
-                    break;
-                };
-                if w.keys.remove(&old).is_some() {
-                    stats.keys_evicted += 1;
-                }
-            }
-            w.keys.insert(
-                key.clone(),
-                KeyState {
-                    events: VecDeque::new(),
-                    newest: ts,
-                    seq: 0,
-                    firing: None,
-                },
+        let mut fired = false;
+        for (parts, bits, pos) in &groups {
+            fired |= apply(
+                w,
+                stats,
+                info,
+                rule,
+                &self.limits,
+                parts,
+                *bits,
+                *pos,
+                event,
+                out,
             );
         }
-        let Some(st) = w.keys.get_mut(&key) else {
-            return;
-        };
-        if !st.events.is_empty() && st.newest.checked_sub_signed(span).is_some_and(|h| ts <= h) {
-            stats.late_events += 1;
-            return;
-        }
-        let pos = st.events.partition_point(|e| e.ts <= ts);
-        let payload = st.firing.is_none().then(|| Arc::clone(event));
-        st.events.insert(pos, Slot { ts, event: payload });
-        st.newest = st.newest.max(ts);
-        if let Some(start) = st.newest.checked_sub_signed(span) {
-            while st.events.front().is_some_and(|e| e.ts <= start) {
-                st.events.pop_front();
-            }
-        }
-        let mut new_event_kept = true;
-        let mut dropped = 0usize;
-        while st.events.len() > self.limits.max_events_per_key.max(1) {
-            st.events.pop_front();
-            dropped += 1;
-            stats.events_evicted += 1;
-        }
-        if dropped > 0 && pos < dropped {
-            new_event_kept = false;
-        }
-        w.lru.remove(&st.seq);
-        w.seq += 1;
-        st.seq = w.seq;
-        w.lru.insert(st.seq, key.clone());
-
-        // A window holding nothing but the new event starts afresh.
-        if st.events.len() <= 1 {
-            st.firing = None;
-        }
-        let n = u64::try_from(st.events.len()).unwrap_or(u64::MAX);
-        if !rule.condition.holds(n) {
-            st.firing = None;
-            return;
-        }
-        let group: Vec<(String, String)> = rule
-            .group_by
-            .iter()
-            .cloned()
-            .zip(key.iter().cloned())
-            .collect();
-        match &st.firing {
-            None => {
-                let first = st.events.front().map_or(ts, |e| e.ts);
-                let last = st.events.back().map_or(ts, |e| e.ts);
-                // Events that arrived while the key was firing before kept only their time:
-                // the detection carries the rest, and the count stays exact.
-                let events: Vec<Arc<Event>> = st
-                    .events
-                    .iter_mut()
-                    .filter_map(|e| e.event.take())
-                    .collect();
-                let index_value = events
-                    .first()
-                    .and_then(|e| text_of(e, &rule.offense.index_field))
-                    .unwrap_or_else(|| info.name.clone());
-                let mut x = base_detection(info, &rule.offense, DetectionKind::New);
-                x.group = group;
-                x.index_value = index_value.clone();
-                x.window_start = first;
-                x.first_seen = first;
-                x.last_seen = last;
-                x.count = n;
-                x.events = events;
-                st.firing = Some(Firing {
-                    window_start: first,
-                    index_value,
-                });
-                stats.detections += 1;
-                out.push(x);
-            }
-            Some(f) => {
-                if !new_event_kept {
-                    return;
-                }
-                let mut x = base_detection(info, &rule.offense, DetectionKind::Update);
-                x.group = group;
-                x.index_value = f.index_value.clone();
-                x.window_start = f.window_start;
-                x.first_seen = ts;
-                x.last_seen = ts;
-                x.count = 1;
-                x.events = vec![Arc::clone(event)];
-                stats.updates += 1;
-                out.push(x);
-            }
-        }
+        fired
     }
 
     /// Counters so far.
@@ -462,6 +808,7 @@ impl Engine {
                 .and_then(|rule| rules.get_mut(rule.info))
             {
                 r.keys_live = u64::try_from(w.keys.len()).unwrap_or(u64::MAX);
+                r.approx_bytes = u64::try_from(w.approx_bytes()).unwrap_or(u64::MAX);
             }
         }
         EngineStats {
@@ -469,6 +816,7 @@ impl Engine {
             keys_live: rules.iter().map(|r| r.keys_live).sum(),
             keys_evicted: rules.iter().map(|r| r.keys_evicted).sum(),
             events_evicted: rules.iter().map(|r| r.events_evicted).sum(),
+            approx_bytes: rules.iter().map(|r| r.approx_bytes).sum(),
             rules,
         }
     }

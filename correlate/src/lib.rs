@@ -1,8 +1,10 @@
-//! Vigil's rule engine: Sigma detection and `event_count` correlation over a stream of
+//! Vigil's rule engine: Sigma detection and correlation (`event_count`, `value_count`,
+//! `temporal`, `temporal_ordered`, with aliases, chaining and `generate`) over a stream of
 //! [`Event`](vigil_parsers::event::Event)s, pure (no I/O, no clock) and in event time.
 //!
-//! Load rule files with [`RuleSet::from_sources`] (broken rules come back as [`RuleError`]s
-//! naming file and line; the rest load), share the set in an `Arc`, and feed events to an
+//! Load rule files with [`RuleSet::from_sources`] (or [`RuleSet::from_sources_with`] and
+//! [`LoadOptions`] for `expand` placeholders; broken rules come back as [`RuleError`]s naming
+//! file and line; the rest load), share the set in an `Arc`, and feed events to an
 //! [`Engine`], which pushes [`Detection`]s.
 //!
 //! # Layout
@@ -12,14 +14,16 @@
 //! - [`fields`]: const tables mapping Sigma field names to ECS names and `logsource` to event
 //!   filters.
 //! - [`rules`]: the public rule types ([`RuleSource`], [`RuleInfo`], the `vigil:` block).
-//! - `load`: splitting files into documents, parsing, compiling, resolving rule references.
+//! - `load`: splitting files into documents, parsing, compiling, resolving rule references
+//!   (detections and correlations, across files; reference cycles refused), aliases.
 //! - `matcher`: one field value test (strings with wildcards, `re`, `cidr`, numbers, `exists`).
 //! - `condition`: the condition language (`and`/`or`/`not`, `1 of`, `all of them`).
 //! - `detection`: a compiled `detection` block (selections of field items plus the condition).
 //! - `index`: dispatch so an event only meets rules that could match (logsource lookup and an
 //!   aho-corasick literal prefilter); never changes results.
 //! - `ruleset`: [`RuleSet`], the immutable compiled set.
-//! - [`engine`]: [`Engine`], event-time windows per group key, firing, bounded state, stats.
+//! - [`engine`]: [`Engine`], event-time windows per group key for every correlation type,
+//!   firing, chaining, allowed lateness, bounded state, stats (with a memory estimate).
 //!
 //! Architecture Invariant: nothing here reads files, clocks or the network; the same events in
 //! the same order give the same detections.
@@ -41,6 +45,7 @@ mod ruleset;
 pub use duration::parse_duration;
 pub use engine::{Detection, DetectionKind, Engine, EngineLimits, EngineStats, RuleStats};
 pub use error::RuleError;
+pub use load::LoadOptions;
 pub use rules::{
     ExpectedOffense, OffenseSpec, RuleInfo, RuleKind, RuleSource, RuleTest, VigilBlock,
 };

@@ -1,9 +1,8 @@
 //! Loading: rule files (several YAML documents each) to a [`RuleSet`], with every failure named
 //! by file and line. A rule that fails does not load; the others do.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
-use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_norway::Value;
 
@@ -12,7 +11,7 @@ use crate::duration::parse_duration;
 use crate::fields::{logsource_filter, resolve_field};
 use crate::index::Index;
 use crate::rules::{level_severity, RuleInfo, RuleKind, RuleSource, VigilBlock};
-use crate::ruleset::{CorrelationRule, CountCondition, DetectionRule, Offense, RuleSet};
+use crate::ruleset::{CorrelationRule, CountCondition, DetectionRule, Measure, Offense, RuleSet};
 use crate::RuleError;
 
 /// One YAML document of a file.
@@ -98,7 +97,7 @@ struct RawCountCondition {
     lt: Option<u64>,
     lte: Option<u64>,
     eq: Option<u64>,
-    field: Option<IgnoredAny>,
+    field: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -113,7 +112,13 @@ struct RawCorrelation {
     condition: Option<RawCountCondition>,
     #[serde(default)]
     generate: bool,
-    aliases: Option<IgnoredAny>,
+    aliases: Option<BTreeMap<String, BTreeMap<String, String>>>,
+    /// `value_count` field outside the condition (draft spelling; `condition.field` is the
+    /// spec's).
+    field: Option<String>,
+    /// Vigil's alias of `field`.
+    #[serde(rename = "value-field")]
+    value_field: Option<String>,
 }
 
 /// The parts of a rule document Vigil reads. Other top-level keys (Sigma's `author`, `status`,
@@ -283,29 +288,33 @@ fn info(p: &Parsed, kind: RuleKind) -> RuleInfo {
     }
 }
 
-fn compile_correlation(
-    p: &Parsed,
-    c: &RawCorrelation,
-) -> Result<(Vec<String>, chrono::Duration, CountCondition), RuleError> {
+/// A correlation's own shape, checked before its references are resolved.
+struct CorrShape {
+    kind: RuleKind,
+    /// `value_count`: the value field as written.
+    value_field: Option<String>,
+    timespan: chrono::Duration,
+    /// `None` for temporal types without a condition (all rules must match).
+    condition: Option<CountCondition>,
+}
+
+fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, RuleError> {
     let at = |key: &str, msg: String| error(p, Some("correlation:"), &[key.to_owned()], msg);
-    match c.kind.as_str() {
-        "event_count" => {}
-        "value_count" | "temporal" | "temporal_ordered" => {
-            return Err(at(
-                "type",
-                format!("correlation type `{}` is not supported yet", c.kind),
-            ))
-        }
+    let kind = match c.kind.as_str() {
+        "event_count" => RuleKind::EventCount,
+        "value_count" => RuleKind::ValueCount,
+        "temporal" => RuleKind::Temporal,
+        "temporal_ordered" => RuleKind::TemporalOrdered,
         other => return Err(at("type", format!("unknown correlation type `{other}`"))),
-    }
-    if c.aliases.is_some() {
-        return Err(at(
-            "aliases",
-            "correlation aliases are not supported yet".into(),
-        ));
-    }
+    };
     if c.rules.is_empty() {
         return Err(at("rules", "correlation lists no rules".into()));
+    }
+    if c.rules.len() > MAX_CORRELATED_RULES {
+        return Err(at(
+            "rules",
+            format!("correlation lists more than {MAX_CORRELATED_RULES} rules"),
+        ));
     }
     let timespan_text = match &c.timespan {
         Some(v) => scalar(v)
@@ -317,53 +326,139 @@ fn compile_correlation(
     if timespan <= chrono::Duration::zero() {
         return Err(at("timespan", "timespan must be longer than zero".into()));
     }
-    let cond = c
-        .condition
-        .as_ref()
-        .ok_or_else(|| at("correlation:", "correlation has no condition".into()))?;
-    if cond.field.is_some() {
+    let fields: Vec<&String> = [
+        c.condition.as_ref().and_then(|x| x.field.as_ref()),
+        c.field.as_ref(),
+        c.value_field.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if fields.len() > 1 {
         return Err(at(
             "field",
-            "condition field applies to value_count only".into(),
+            "give the value_count field once (condition.field, field or value-field)".into(),
         ));
     }
-    let cond = CountCondition {
-        gt: cond.gt,
-        gte: cond.gte,
-        lt: cond.lt,
-        lte: cond.lte,
-        eq: cond.eq,
+    let value_field = fields.first().map(|f| f.trim().to_owned());
+    match (kind, &value_field) {
+        (RuleKind::ValueCount, None) => {
+            return Err(at(
+                "value_count",
+                "value_count needs condition.field naming the field whose values it counts".into(),
+            ))
+        }
+        (RuleKind::ValueCount, Some(f)) if f.is_empty() => {
+            return Err(at("field", "value_count field is empty".into()))
+        }
+        (RuleKind::ValueCount, Some(_)) => {}
+        (_, Some(_)) => {
+            return Err(at(
+                "field",
+                "condition field applies to value_count only".into(),
+            ))
+        }
+        (_, None) => {}
+    }
+    let temporal = matches!(kind, RuleKind::Temporal | RuleKind::TemporalOrdered);
+    let condition = match &c.condition {
+        None if temporal => None,
+        None => return Err(at("correlation:", "correlation has no condition".into())),
+        Some(cond) => {
+            let cond = CountCondition {
+                gt: cond.gt,
+                gte: cond.gte,
+                lt: cond.lt,
+                lte: cond.lte,
+                eq: cond.eq,
+            };
+            if cond == CountCondition::default() {
+                return Err(at(
+                    "condition",
+                    "condition needs one of gt, gte, lt, lte, eq".into(),
+                ));
+            }
+            let lo = [cond.gt.map(|g| g.saturating_add(1)), cond.gte, cond.eq]
+                .into_iter()
+                .flatten()
+                .max()
+                .unwrap_or(0);
+            let hi = [cond.lt.map(|l| l.saturating_sub(1)), cond.lte, cond.eq]
+                .into_iter()
+                .flatten()
+                .min()
+                .unwrap_or(u64::MAX);
+            if cond.lt == Some(0) || lo > hi || !cond.holds(lo.max(1)) {
+                return Err(at("condition", "condition can never hold".into()));
+            }
+            if temporal {
+                let n = u64::try_from(c.rules.len()).unwrap_or(u64::MAX);
+                if lo.max(1) > n {
+                    return Err(at(
+                        "condition",
+                        format!("condition can never hold: the correlation lists {n} rules"),
+                    ));
+                }
+            }
+            Some(cond)
+        }
     };
-    if cond == CountCondition::default() {
-        return Err(at(
-            "condition",
-            "condition needs one of gt, gte, lt, lte, eq".into(),
-        ));
-    }
-    let lo = [cond.gt.map(|g| g.saturating_add(1)), cond.gte, cond.eq]
-        .into_iter()
-        .flatten()
-        .max()
-        .unwrap_or(0);
-    let hi = [cond.lt.map(|l| l.saturating_sub(1)), cond.lte, cond.eq]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or(u64::MAX);
-    if cond.lt == Some(0) || lo > hi || !cond.holds(lo.max(1)) {
-        return Err(at("condition", "condition can never hold".into()));
-    }
-    Ok((
-        c.group_by.iter().map(|g| resolve_field(g)).collect(),
+    Ok(CorrShape {
+        kind,
+        value_field,
         timespan,
-        cond,
-    ))
+        condition,
+    })
+}
+
+/// Text to look for to find the line of a reference to `r` in a `rules:` list (block or flow
+/// style) before falling back to any occurrence.
+fn ref_needles(r: &str) -> Vec<String> {
+    vec![
+        format!("- {r}"),
+        format!("[{r}"),
+        format!(", {r}"),
+        r.to_owned(),
+    ]
+}
+
+/// The most rules one correlation may reference (a rule mask is one `u64`).
+const MAX_CORRELATED_RULES: usize = 64;
+
+/// What a rule reference resolves to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    /// Index into `set.detections`.
+    Detection(usize),
+    /// Index into the list of correlations being compiled.
+    Correlation(usize),
+}
+
+/// Options for [`RuleSet::from_sources_with`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadOptions {
+    /// Values of `%name%` placeholders for the `expand` modifier, by name (without the `%`). A
+    /// rule using `expand` with a placeholder not listed here fails to load, naming it.
+    pub placeholders: BTreeMap<String, Vec<String>>,
 }
 
 impl RuleSet {
     /// Loads and compiles rule files. Returns the rules that loaded and one error per rule (or
-    /// document) that did not.
+    /// document) that did not. No `expand` placeholders are defined (see
+    /// [`RuleSet::from_sources_with`]).
     pub fn from_sources(sources: &[RuleSource]) -> (RuleSet, Vec<RuleError>) {
+        Self::from_sources_with(sources, &LoadOptions::default())
+    }
+
+    /// [`RuleSet::from_sources`] with options (placeholder values for `expand`).
+    ///
+    /// Correlations may reference detection rules and other correlations, by `name` or `id`,
+    /// across files. A correlation that is part of a reference cycle fails to load (the error
+    /// names the cycle), as does every correlation referencing a rule that failed.
+    pub fn from_sources_with(
+        sources: &[RuleSource],
+        options: &LoadOptions,
+    ) -> (RuleSet, Vec<RuleError>) {
         let mut errors = Vec::new();
         let mut parsed = Vec::new();
         for src in sources {
@@ -413,19 +508,14 @@ impl RuleSet {
 
         // Compile detections.
         let mut set = RuleSet::default();
-        let mut det_by_key: HashMap<String, usize> = HashMap::new();
-        let mut corr_names: HashMap<String, ()> = HashMap::new();
+        let mut targets: HashMap<String, Target> = HashMap::new();
         let mut correlations = Vec::new();
         for p in &ok {
             let Some(det) = &p.raw.detection else {
-                corr_names.insert(p.name.clone(), ());
-                if let Some(id) = &p.id {
-                    corr_names.insert(id.clone(), ());
-                }
                 correlations.push(p);
                 continue;
             };
-            let detection = match compile_detection(det) {
+            let detection = match compile_detection(det, &options.placeholders) {
                 Ok(d) => d,
                 Err(e) => {
                     errors.push(error(p, Some("detection:"), &e.near, e.message));
@@ -439,9 +529,9 @@ impl RuleSet {
                 ls.and_then(|l| l.category.as_deref()),
             );
             let d = set.detections.len();
-            det_by_key.insert(p.name.clone(), d);
+            targets.insert(p.name.clone(), Target::Detection(d));
             if let Some(id) = &p.id {
-                det_by_key.insert(id.clone(), d);
+                targets.insert(id.clone(), Target::Detection(d));
             }
             set.detections.push(DetectionRule {
                 info: set.infos.len(),
@@ -455,83 +545,437 @@ impl RuleSet {
             set.infos.push(i);
         }
 
-        // Compile correlations against the detections that loaded.
-        let mut referenced = vec![false; set.detections.len()];
-        let mut generated = vec![false; set.detections.len()];
-        for p in correlations {
+        // Correlations: their own shape first, then references (which may name correlations).
+        let mut shapes: Vec<Option<CorrShape>> = Vec::with_capacity(correlations.len());
+        for (k, p) in correlations.iter().enumerate() {
             let Some(c) = &p.raw.correlation else {
+                shapes.push(None);
                 continue;
             };
-            let (group_by, timespan, condition) = match compile_correlation(p, c) {
-                Ok(x) => x,
+            match compile_correlation(p, c) {
+                Ok(shape) => {
+                    targets.insert(p.name.clone(), Target::Correlation(k));
+                    if let Some(id) = &p.id {
+                        targets.insert(id.clone(), Target::Correlation(k));
+                    }
+                    shapes.push(Some(shape));
+                }
                 Err(e) => {
                     errors.push(e);
-                    continue;
+                    shapes.push(None);
                 }
+            }
+        }
+        // Resolve references (deduplicated, in order).
+        let mut refs: Vec<Vec<Target>> = vec![Vec::new(); correlations.len()];
+        let mut alive: Vec<bool> = shapes.iter().map(Option::is_some).collect();
+        for (k, p) in correlations.iter().enumerate() {
+            let (Some(c), true) = (&p.raw.correlation, alive[k]) else {
+                continue;
             };
-            let mut sources = Vec::new();
             let mut bad = None;
             for r in &c.rules {
-                match det_by_key.get(r) {
-                    Some(d) => {
-                        if !sources.contains(d) {
-                            sources.push(*d);
+                match targets.get(r) {
+                    Some(t) => {
+                        if *t == Target::Correlation(k) {
+                            bad = Some(error(
+                                p,
+                                Some("rules:"),
+                                &ref_needles(r),
+                                format!("correlation references itself (`{r}`)"),
+                            ));
+                            break;
+                        }
+                        if !refs[k].contains(t) {
+                            refs[k].push(*t);
                         }
                     }
                     None => {
-                        let why = if corr_names.contains_key(r) {
-                            format!("correlation references correlation `{r}`; chaining correlations is not supported yet")
-                        } else if seen.contains_key(r) {
+                        let why = if seen.contains_key(r) {
                             format!("correlation references rule `{r}`, which failed to load")
                         } else {
                             format!("correlation references unknown rule `{r}`")
                         };
-                        bad = Some(error(p, Some("rules:"), std::slice::from_ref(r), why));
+                        bad = Some(error(p, Some("rules:"), &ref_needles(r), why));
                         break;
                     }
                 }
             }
             if let Some(e) = bad {
                 errors.push(e);
-                continue;
+                alive[k] = false;
             }
-            let ci = set.correlations.len();
-            for d in &sources {
-                referenced[*d] = true;
-                generated[*d] |= c.generate;
-                if let Some(det) = set.detections.get_mut(*d) {
-                    det.feeds.push(ci);
+        }
+        // Cycles: every correlation on one fails, naming it.
+        for cycle in find_cycles(&refs, &alive) {
+            let names: Vec<&str> = cycle
+                .iter()
+                .filter_map(|k| correlations.get(*k).map(|p| p.name.as_str()))
+                .collect();
+            let mut path = names.join(" -> ");
+            if let Some(first) = names.first() {
+                path.push_str(" -> ");
+                path.push_str(first);
+            }
+            for (i, k) in cycle.iter().enumerate() {
+                let Some(p) = correlations.get(*k) else {
+                    continue;
+                };
+                let next = names
+                    .get((i + 1) % names.len().max(1))
+                    .map(|n| (*n).to_owned())
+                    .unwrap_or_default();
+                errors.push(error(
+                    p,
+                    Some("rules:"),
+                    &ref_needles(&next),
+                    format!("correlation reference cycle: {path}"),
+                ));
+                alive[*k] = false;
+            }
+        }
+        // A correlation referencing one that failed fails too (until nothing changes).
+        loop {
+            let mut changed = false;
+            for (k, p) in correlations.iter().enumerate() {
+                if !alive[k] {
+                    continue;
+                }
+                let dead = refs[k].iter().find_map(|t| match t {
+                    Target::Correlation(j) if !alive[*j] => correlations.get(*j),
+                    _ => None,
+                });
+                if let Some(d) = dead {
+                    let shown = p
+                        .raw
+                        .correlation
+                        .as_ref()
+                        .and_then(|c| {
+                            c.rules
+                                .iter()
+                                .find(|r| **r == d.name || Some(*r) == d.id.as_ref())
+                        })
+                        .cloned()
+                        .unwrap_or_else(|| d.name.clone());
+                    errors.push(error(
+                        p,
+                        Some("rules:"),
+                        &ref_needles(&shown),
+                        format!("correlation references rule `{shown}`, which failed to load"),
+                    ));
+                    alive[k] = false;
+                    changed = true;
                 }
             }
-            let default_index = group_by
-                .first()
-                .cloned()
-                .unwrap_or_else(|| "source.ip".into());
-            set.correlations.push(CorrelationRule {
-                info: set.infos.len(),
-                group_by,
-                timespan,
-                condition,
-                offense: offense(p, &default_index),
-            });
-            let mut i = info(p, RuleKind::EventCount);
-            i.references = sources
+            if !changed {
+                break;
+            }
+        }
+
+        // Group-by names and aliases, per referenced rule.
+        let mut compiled: Vec<Option<Fields>> = Vec::with_capacity(correlations.len());
+        for (k, p) in correlations.iter().enumerate() {
+            let (Some(c), Some(Some(shape)), true) = (&p.raw.correlation, shapes.get(k), alive[k])
+            else {
+                compiled.push(None);
+                continue;
+            };
+            match resolve_fields(p, c, shape, &refs[k], &targets) {
+                Ok(x) => compiled.push(Some(x)),
+                Err(e) => {
+                    errors.push(e);
+                    compiled.push(None);
+                    alive[k] = false;
+                }
+            }
+        }
+        // Aliases can fail a correlation after the cascade above: run it once more.
+        loop {
+            let mut changed = false;
+            for (k, p) in correlations.iter().enumerate() {
+                if !alive[k] {
+                    continue;
+                }
+                let dead = refs[k].iter().find_map(|t| match t {
+                    Target::Correlation(j) if !alive[*j] => correlations.get(*j),
+                    _ => None,
+                });
+                if let Some(d) = dead {
+                    let name = d.name.clone();
+                    errors.push(error(
+                        p,
+                        Some("rules:"),
+                        &ref_needles(&name),
+                        format!("correlation references rule `{name}`, which failed to load"),
+                    ));
+                    alive[k] = false;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+
+        // Infos in load order; compiled correlations in dependency order (inner first).
+        let mut info_of = vec![usize::MAX; correlations.len()];
+        for (k, p) in correlations.iter().enumerate() {
+            if !alive[k] {
+                continue;
+            }
+            let kind = shapes
+                .get(k)
+                .and_then(Option::as_ref)
+                .map_or(RuleKind::EventCount, |s| s.kind);
+            info_of[k] = set.infos.len();
+            let mut i = info(p, kind);
+            i.references = refs[k]
                 .iter()
-                .filter_map(|d| set.detections.get(*d))
-                .filter_map(|d| set.infos.get(d.info))
-                .map(|r| r.name.clone())
+                .filter_map(|t| match t {
+                    Target::Detection(d) => set
+                        .detections
+                        .get(*d)
+                        .and_then(|d| set.infos.get(d.info))
+                        .map(|r| r.name.clone()),
+                    Target::Correlation(j) => correlations.get(*j).map(|p| p.name.clone()),
+                })
                 .collect();
             set.infos.push(i);
         }
+        let order = topo_order(&refs, &alive);
+        let mut corr_index = vec![usize::MAX; correlations.len()];
+        for (ci, k) in order.iter().enumerate() {
+            corr_index[*k] = ci;
+        }
+        let mut det_generated = vec![None::<bool>; set.detections.len()];
+        let mut corr_generated = vec![None::<bool>; correlations.len()];
+        for k in order {
+            let (Some(p), Some(Some(shape)), Some(Some((names, fields, values)))) =
+                (correlations.get(k), shapes.get(k), compiled.get(k))
+            else {
+                continue;
+            };
+            let generate = p.raw.correlation.as_ref().is_some_and(|c| c.generate);
+            let ci = set.correlations.len();
+            for (pos, t) in refs[k].iter().enumerate() {
+                match t {
+                    Target::Detection(d) => {
+                        if let Some(det) = set.detections.get_mut(*d) {
+                            det.feeds.push((ci, pos));
+                        }
+                        if let Some(g) = det_generated.get_mut(*d) {
+                            *g = Some(g.unwrap_or(false) || generate);
+                        }
+                    }
+                    Target::Correlation(j) => {
+                        let inner = corr_index.get(*j).copied().unwrap_or(usize::MAX);
+                        if let Some(rule) = set.correlations.get_mut(inner) {
+                            rule.feeds.push((ci, pos));
+                        }
+                        if let Some(g) = corr_generated.get_mut(*j) {
+                            *g = Some(g.unwrap_or(false) || generate);
+                        }
+                    }
+                }
+            }
+            let default_index = names.first().cloned().unwrap_or_else(|| "source.ip".into());
+            let off = offense(p, &default_index);
+            let index_in_key = names.iter().position(|n| *n == off.index_field);
+            let measure = match shape.kind {
+                RuleKind::ValueCount => Measure::ValueCount(values.clone().unwrap_or_default()),
+                RuleKind::Temporal => Measure::Temporal,
+                RuleKind::TemporalOrdered => Measure::TemporalOrdered,
+                _ => Measure::EventCount,
+            };
+            let n_rules = refs[k].len();
+            let condition = shape.condition.unwrap_or(CountCondition {
+                gte: Some(u64::try_from(n_rules).unwrap_or(u64::MAX)),
+                ..CountCondition::default()
+            });
+            set.correlations.push(CorrelationRule {
+                info: info_of[k],
+                measure,
+                group_names: names.clone(),
+                group_fields: fields.clone(),
+                n_rules,
+                timespan: shape.timespan,
+                condition,
+                offense: off,
+                index_in_key,
+                feeds: Vec::new(),
+            });
+        }
         for (d, det) in set.detections.iter().enumerate() {
             if let Some(i) = set.infos.get_mut(det.info) {
-                i.generate = !referenced[d] || generated[d];
+                i.generate = det_generated.get(d).copied().flatten().unwrap_or(true);
+            }
+        }
+        for (k, g) in corr_generated.iter().enumerate() {
+            if let Some(i) = info_of.get(k).and_then(|i| set.infos.get_mut(*i)) {
+                i.generate = g.unwrap_or(true);
             }
         }
         set.index = Index::build(&set.detections);
         errors.sort_by(|a, b| (&a.path, a.line).cmp(&(&b.path, b.line)));
         (set, errors)
     }
+}
+
+/// Group-by names, per-rule group-by fields (aliases resolved) and per-rule value fields
+/// (`value_count`).
+type Fields = (Vec<String>, Vec<Vec<String>>, Option<Vec<String>>);
+
+fn resolve_fields(
+    p: &Parsed,
+    c: &RawCorrelation,
+    shape: &CorrShape,
+    refs: &[Target],
+    targets: &HashMap<String, Target>,
+) -> Result<Fields, RuleError> {
+    let aliases = c.aliases.clone().unwrap_or_default();
+    let at = |needle: &str, msg: String| error(p, Some("correlation:"), &[needle.to_owned()], msg);
+    // Each alias: position of the referenced rule -> field.
+    let mut resolved: BTreeMap<&str, Vec<Option<String>>> = BTreeMap::new();
+    for (alias, map) in &aliases {
+        let mut per = vec![None; refs.len()];
+        for (rule, field) in map {
+            let pos = targets
+                .get(rule)
+                .and_then(|t| refs.iter().position(|r| r == t))
+                .ok_or_else(|| {
+                    at(
+                        rule,
+                        format!(
+                            "alias `{alias}` names rule `{rule}`, which the correlation does not reference"
+                        ),
+                    )
+                })?;
+            if let Some(slot) = per.get_mut(pos) {
+                *slot = Some(resolve_field(field.trim()));
+            }
+        }
+        resolved.insert(alias.as_str(), per);
+    }
+    let field_for = |name: &str| -> Result<(String, Vec<String>), RuleError> {
+        match resolved.get(name.trim()) {
+            Some(per) => {
+                let mut out = Vec::with_capacity(per.len());
+                for (pos, f) in per.iter().enumerate() {
+                    match f {
+                        Some(f) => out.push(f.clone()),
+                        None => {
+                            let rule = c.rules.get(pos).cloned().unwrap_or_default();
+                            return Err(at(
+                                name,
+                                format!("alias `{name}` gives no field for rule `{rule}`"),
+                            ));
+                        }
+                    }
+                }
+                Ok((name.trim().to_owned(), out))
+            }
+            None => {
+                let f = resolve_field(name.trim());
+                Ok((f.clone(), vec![f; refs.len()]))
+            }
+        }
+    };
+    let mut names = Vec::with_capacity(c.group_by.len());
+    let mut fields = vec![Vec::with_capacity(c.group_by.len()); refs.len()];
+    for g in &c.group_by {
+        let (name, per) = field_for(g)?;
+        names.push(name);
+        for (pos, f) in per.into_iter().enumerate() {
+            if let Some(v) = fields.get_mut(pos) {
+                v.push(f);
+            }
+        }
+    }
+    let values = match &shape.value_field {
+        Some(v) => Some(field_for(v)?.1),
+        None => None,
+    };
+    Ok((names, fields, values))
+}
+
+/// Correlations on reference cycles (each cycle once, members in reference order).
+fn find_cycles(refs: &[Vec<Target>], alive: &[bool]) -> Vec<Vec<usize>> {
+    // 0 unvisited, 1 on the stack, 2 done.
+    let mut state = vec![0u8; refs.len()];
+    let mut cycles = Vec::new();
+    let mut on_cycle = vec![false; refs.len()];
+    for start in 0..refs.len() {
+        if state[start] != 0 || !alive.get(start).copied().unwrap_or(false) {
+            continue;
+        }
+        // Iterative DFS: (node, next edge).
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        state[start] = 1;
+        while let Some(&mut (node, ref mut edge)) = stack.last_mut() {
+            let next = refs.get(node).and_then(|r| r.get(*edge)).copied();
+            *edge += 1;
+            match next {
+                None => {
+                    state[node] = 2;
+                    stack.pop();
+                }
+                Some(Target::Detection(_)) => {}
+                Some(Target::Correlation(j)) => {
+                    if !alive.get(j).copied().unwrap_or(false) {
+                        continue;
+                    }
+                    match state.get(j).copied() {
+                        Some(0) => {
+                            state[j] = 1;
+                            stack.push((j, 0));
+                        }
+                        Some(1) => {
+                            if let Some(from) = stack.iter().position(|(n, _)| *n == j) {
+                                let cycle: Vec<usize> =
+                                    stack[from..].iter().map(|(n, _)| *n).collect();
+                                if cycle.iter().all(|n| !on_cycle[*n]) {
+                                    for n in &cycle {
+                                        on_cycle[*n] = true;
+                                    }
+                                    cycles.push(cycle);
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+    cycles
+}
+
+/// Live correlations ordered so every referenced correlation comes before its referrers.
+fn topo_order(refs: &[Vec<Target>], alive: &[bool]) -> Vec<usize> {
+    let mut done = vec![false; refs.len()];
+    let mut order = Vec::new();
+    // Cycles were removed, so repeated passes terminate; each pass places at least one.
+    loop {
+        let mut placed = false;
+        for k in 0..refs.len() {
+            if done[k] || !alive.get(k).copied().unwrap_or(false) {
+                continue;
+            }
+            let ready = refs[k].iter().all(|t| match t {
+                Target::Correlation(j) => done.get(*j).copied().unwrap_or(false),
+                Target::Detection(_) => true,
+            });
+            if ready {
+                done[k] = true;
+                order.push(k);
+                placed = true;
+            }
+        }
+        if !placed {
+            break;
+        }
+    }
+    order
 }
 
 #[cfg(test)]

@@ -363,8 +363,7 @@ pub(crate) fn base64(data: &[u8]) -> String {
 
 /// The three base64 forms of `value` at byte offsets 0, 1 and 2 of an encoded stream, trimmed
 /// to the characters that do not depend on the surrounding bytes (Sigma's `base64offset`).
-pub(crate) fn base64_offsets(value: &str) -> Vec<String> {
-    let v = value.as_bytes();
+pub(crate) fn base64_offsets(v: &[u8]) -> Vec<String> {
     (0..3usize)
         .map(|i| {
             let mut data = vec![b' '; i];
@@ -451,7 +450,7 @@ mod tests {
         assert_eq!(base64(b"f"), "Zg==");
         // pySigma's documented example for base64offset of `/bin/bash`.
         assert_eq!(
-            base64_offsets("/bin/bash"),
+            base64_offsets(b"/bin/bash"),
             vec!["L2Jpbi9iYXNo", "9iaW4vYmFza", "vYmluL2Jhc2"]
         );
     }

@@ -20,6 +20,12 @@ pub enum RuleKind {
     Detection,
     /// A Sigma `event_count` correlation rule.
     EventCount,
+    /// A Sigma `value_count` correlation rule.
+    ValueCount,
+    /// A Sigma `temporal` correlation rule.
+    Temporal,
+    /// A Sigma `temporal_ordered` correlation rule.
+    TemporalOrdered,
 }
 
 /// A loaded rule, as other components see it.
@@ -43,10 +49,12 @@ pub struct RuleInfo {
     pub path: String,
     /// One-based line of the rule's document in that file.
     pub line: usize,
-    /// Whether a matching event yields a detection by itself (detection rules: not referenced by
-    /// a correlation, or referenced by one with `generate: true`; correlations: always).
+    /// Whether the rule's matches yield detections of their own: not referenced by any
+    /// correlation, or referenced by at least one with `generate: true` (the same for
+    /// detection rules and for correlations referenced by other correlations).
     pub generate: bool,
-    /// For correlations: the names of the detection rules it counts.
+    /// For correlations: the names of the rules (detections or correlations) it references, in
+    /// order, without duplicates.
     pub references: Vec<String>,
     /// The `vigil:` block (defaults when absent).
     pub vigil: VigilBlock,

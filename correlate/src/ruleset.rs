@@ -25,8 +25,9 @@ pub(crate) struct DetectionRule {
     /// `(field, value)` alternatives from `logsource`; `None`: all events.
     pub(crate) logsource: Option<&'static [(&'static str, &'static str)]>,
     pub(crate) detection: Detection,
-    /// Correlations (indices into `correlations`) this rule feeds.
-    pub(crate) feeds: Vec<usize>,
+    /// Correlations this rule feeds: (index into `correlations`, position of this rule in the
+    /// correlation's `rules` list).
+    pub(crate) feeds: Vec<(usize, usize)>,
     pub(crate) offense: Offense,
 }
 
@@ -67,15 +68,39 @@ impl CountCondition {
     }
 }
 
-/// A compiled `event_count` correlation.
+/// What a correlation measures in a key's window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Measure {
+    /// Events in the window.
+    EventCount,
+    /// Distinct values of a field (per referenced rule, aliases applied) in the window.
+    ValueCount(Vec<String>),
+    /// Distinct referenced rules matched in the window.
+    Temporal,
+    /// Referenced rules matched in the order listed (length of the longest in-order prefix).
+    TemporalOrdered,
+}
+
+/// A compiled correlation (any type).
 #[derive(Debug)]
 pub(crate) struct CorrelationRule {
     pub(crate) info: usize,
-    /// Group-by fields, resolved to event names.
-    pub(crate) group_by: Vec<String>,
+    pub(crate) measure: Measure,
+    /// Group-by names as written (aliases kept, other names resolved to event names): the names
+    /// [`crate::Detection::group`] reports.
+    pub(crate) group_names: Vec<String>,
+    /// Per referenced rule (by position in `rules`): the event field of each group-by name
+    /// (aliases resolved for that rule).
+    pub(crate) group_fields: Vec<Vec<String>>,
+    /// Referenced rules (after deduplication): the width of the rule mask.
+    pub(crate) n_rules: usize,
     pub(crate) timespan: Duration,
     pub(crate) condition: CountCondition,
     pub(crate) offense: Offense,
+    /// Position of the offense index field among `group_names`, when it is one.
+    pub(crate) index_in_key: Option<usize>,
+    /// Outer correlations this one's `New` detections feed: (correlation, position).
+    pub(crate) feeds: Vec<(usize, usize)>,
 }
 
 /// A compiled, immutable set of rules. Build it with [`RuleSet::from_sources`], share it in an

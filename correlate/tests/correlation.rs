@@ -287,6 +287,7 @@ fn key_and_event_eviction_are_counted() {
     let limits = EngineLimits {
         max_keys_per_rule: 2,
         max_events_per_key: 10,
+        ..EngineLimits::default()
     };
     let events = vec![
         failure(0, "198.51.100.1"),
@@ -306,6 +307,7 @@ fn key_and_event_eviction_are_counted() {
     let limits = EngineLimits {
         max_keys_per_rule: 10,
         max_events_per_key: 5,
+        ..EngineLimits::default()
     };
     let events: Vec<_> = (0..8).map(|i| failure(i, IP)).collect();
     let (_, engine) = run(set, limits, &events);

@@ -1,7 +1,9 @@
 //! Single-event detection: values, modifiers, wildcards, keywords, conditions, field names,
 //! logsource.
 
-use crate::common::{ev, hits, load, matching};
+use vigil_correlate::{LoadOptions, RuleSet, RuleSource};
+
+use crate::common::{ev, hits, load, load_files, matching};
 
 fn rule(selection: &str) -> String {
     format!("title: t\nname: r\nlogsource: {{product: test}}\ndetection:\n  sel:\n{selection}\n  condition: sel\n")
@@ -310,4 +312,83 @@ fn fieldref_and_base64_modifiers() {
     assert!(!hits(&b, &[("message", "/bin/bash")]));
     let plain = rule("    message|base64: foobar");
     assert!(hits(&plain, &[("message", "Zm9vYmFy")]));
+}
+
+#[test]
+fn utf16_modifiers_encode_before_base64() {
+    // base64 of "ping" as UTF-16LE, UTF-16BE and UTF-16LE after a byte-order mark.
+    for (mods, encoded) in [
+        ("wide|base64", "cABpAG4AZwA="),
+        ("utf16le|base64", "cABpAG4AZwA="),
+        ("utf16be|base64", "AHAAaQBuAGc="),
+        ("utf16|base64", "//5wAGkAbgBnAA=="),
+    ] {
+        let r = rule(&format!("    message|{mods}|contains: ping"));
+        assert!(
+            hits(&r, &[("message", &format!("x {encoded} y"))]),
+            "{mods}"
+        );
+        assert!(!hits(&r, &[("message", "cGluZw==")]), "{mods}");
+    }
+    // "whoami" as UTF-16LE at each alignment inside a longer base64 stream.
+    let r = rule("    message|wide|base64offset|contains: whoami");
+    for stream in [
+        "eAAgAHcAaABvAGEAbQBpACAA",
+        "eAAgAGEAdwBoAG8AYQBtAGkAIAA=",
+        "eAAgAGF3AGgAbwBhAG0AaQAgAA==",
+    ] {
+        assert!(hits(&r, &[("message", stream)]), "{stream}");
+    }
+    assert!(!hits(&r, &[("message", "d2hvYW1p")]));
+}
+
+#[test]
+fn utf16_modifiers_need_base64() {
+    let (_, errors) = load_files(&[("u.yml", &rule("    message|wide: x"))]);
+    assert_eq!(errors.len(), 1);
+    assert!(errors[0].message.contains("need base64"), "{}", errors[0]);
+    let (_, errors) = load_files(&[("u.yml", &rule("    message|wide|utf16be|base64: x"))]);
+    assert!(
+        errors[0].message.contains("more than one utf16"),
+        "{}",
+        errors[0]
+    );
+}
+
+#[test]
+fn expand_replaces_placeholders_from_the_load_options() {
+    let text =
+        rule("    user.name|expand: '%admins%'\n    host.name|expand|startswith: 'srv-%site%-'");
+    let mut options = LoadOptions::default();
+    options
+        .placeholders
+        .insert("admins".into(), vec!["root".into(), "administrator".into()]);
+    options
+        .placeholders
+        .insert("site".into(), vec!["fra".into(), "ams".into()]);
+    let sources = [RuleSource {
+        path: "x.yml".into(),
+        text: text.clone(),
+    }];
+    let (set, errors) = RuleSet::from_sources_with(&sources, &options);
+    assert!(errors.is_empty(), "{errors:?}");
+    let on = |user: &str, host: &str| {
+        !matching(&set, &ev(0, &[("user.name", user), ("host.name", host)])).is_empty()
+    };
+    assert!(on("root", "srv-fra-01"));
+    assert!(on("Administrator", "SRV-AMS-7"));
+    assert!(!on("alice", "srv-fra-01"));
+    assert!(!on("root", "srv-lon-01"));
+
+    // Without a value for the placeholder the rule does not load, and the error names it.
+    let (set, errors) = load_files(&[("x.yml", &text)]);
+    assert!(set.is_empty());
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].line, 6);
+    assert!(errors[0].message.contains("`%admins%`"), "{}", errors[0]);
+    // A lone percent sign is literal.
+    assert!(hits(
+        &rule("    message|expand: '100% sure'"),
+        &[("message", "100% sure")]
+    ));
 }

@@ -162,7 +162,9 @@ fn semantic_errors_are_refused_with_lines() {
         ("title: a\ndetection:\n  sel:\n    n: x\n", 2, "no condition"),
         ("title: a\ndetection:\n  sel:\n    n: x\n  condition: sel | count() > 5\n", 5, "aggregation"),
         ("title: a\nlogsource: {product: x}\n", 1, "neither"),
-        ("name: a\ncorrelation:\n  type: value_count\n  rules: [x]\n  timespan: 5m\n  condition: {gte: 2}\n", 3, "not supported"),
+        ("name: a\ncorrelation:\n  type: value_count\n  rules: [x]\n  timespan: 5m\n  condition: {gte: 2}\n", 3, "needs condition.field"),
+        ("name: a\ncorrelation:\n  type: sequence\n  rules: [x]\n  timespan: 5m\n  condition: {gte: 2}\n", 3, "unknown correlation type"),
+        ("name: a\ncorrelation:\n  type: temporal\n  rules: [x, y]\n  timespan: 5m\n  condition: {gte: 3}\n", 6, "lists 2 rules"),
         ("name: a\ncorrelation:\n  type: event_count\n  rules: [x]\n  timespan: 5q\n  condition: {gte: 2}\n", 5, "unit"),
         ("name: a\ncorrelation:\n  type: event_count\n  rules: [x]\n  timespan: 5m\n  condition: {gte: 5, lt: 3}\n", 6, "never"),
         ("name: a\ncorrelation:\n  type: event_count\n  rules: [x]\n  timespan: 5m\n  condition: {}\n", 6, "needs one of"),
@@ -191,6 +193,7 @@ fn no_input_panics_the_loader() {
     let seeds = [
         DESIGN_EXAMPLE,
         "title: a\ndetection:\n  sel|all: ['a', 'b']\n  condition: 1 of them\n",
+        "title: a\nname: a\ndetection:\n  sel: {x|wide|base64offset|contains: y, z|expand: '%p%'}\n  condition: sel\n---\nname: b\ncorrelation:\n  type: temporal_ordered\n  rules: [a, c]\n  group-by: [ip]\n  timespan: 1m\n  aliases:\n    ip: {a: source.ip, c: destination.ip}\n---\nname: c\ncorrelation:\n  type: value_count\n  rules: [a, b]\n  timespan: 1m\n  condition: {field: u, gte: 2}\n",
     ];
     let tricky = [
         "",

@@ -3,7 +3,9 @@
 
 mod common;
 mod correlation;
+mod correlation_types;
 mod detection;
 mod dispatch;
 mod loading;
 mod sigmahq;
+mod spec_examples;

@@ -65,6 +65,14 @@ pub struct Event {
         skip_serializing_if = "Option::is_none"
     )]
     pub severity: Option<u8>,
+    /// `event.sequence`: the pipeline's number for this event, unique within a running Vigil
+    /// and increasing; offenses use it to count an event once however many rules report it.
+    #[serde(
+        rename = "event.sequence",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub sequence: Option<u64>,
     /// `event.dataset`: which parser definition produced the event (`openssh`, ...).
     #[serde(
         rename = "event.dataset",
@@ -289,6 +297,7 @@ pub const CORE_FIELDS: &[&str] = &[
     "event.outcome",
     "event.action",
     "event.severity",
+    "event.sequence",
     "event.dataset",
     "observer.id",
     "observer.type",
@@ -330,6 +339,7 @@ impl Event {
             outcome: None,
             action: None,
             severity: None,
+            sequence: None,
             dataset: None,
             observer_id: None,
             observer_type: None,
@@ -384,6 +394,7 @@ impl Event {
             "event.outcome" => s(&self.outcome),
             "event.action" => s(&self.action),
             "event.severity" => n(&self.severity),
+            "event.sequence" => self.sequence.map(|s| FieldValue::Int(saturating_i64(s))),
             "event.dataset" => s(&self.dataset),
             "observer.id" => s(&self.observer_id),
             "observer.type" => s(&self.observer_type),
@@ -457,6 +468,7 @@ impl Event {
             "event.outcome" => text(&mut self.outcome, value),
             "event.action" => text(&mut self.action, value),
             "event.severity" => parsed(&mut self.severity, name, value, "severity (0-255)"),
+            "event.sequence" => Err(FieldError::ReadOnly(name.to_owned())),
             "event.dataset" => text(&mut self.dataset, value),
             "observer.id" => text(&mut self.observer_id, value),
             "observer.type" => text(&mut self.observer_type, value),

@@ -19,10 +19,20 @@ use crate::store::{Offense, OffenseRule, OffenseStatus, Store, StoreError};
 pub mod ruletest;
 
 /// The rule pack built into the binary, used when the rules folder does not exist.
-pub const BUILTIN_RULES: &[(&str, &str)] = &[(
-    "rules/ssh_brute_force.yml",
-    include_str!("../../rules/ssh_brute_force.yml"),
-)];
+pub const BUILTIN_RULES: &[(&str, &str)] = &[
+    (
+        "rules/ssh_brute_force.yml",
+        include_str!("../../rules/ssh_brute_force.yml"),
+    ),
+    (
+        "rules/ssh_login_after_failures.yml",
+        include_str!("../../rules/ssh_login_after_failures.yml"),
+    ),
+    (
+        "rules/ssh_password_spraying.yml",
+        include_str!("../../rules/ssh_password_spraying.yml"),
+    ),
+];
 
 /// Reads every `*.yml` / `*.yaml` file of `dir` (sorted by name) as rule sources. When `dir`
 /// does not exist, returns the built-in pack.
@@ -128,6 +138,86 @@ pub fn magnitude(rules: &[OffenseRule]) -> (u8, u8, u8, u8, Vec<String>) {
     (m.min(10), sev, rel, cred, reasons)
 }
 
+/// Offense bookkeeping limits (from `[offenses]` in the config).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffenseLimits {
+    /// Contributing events stored per offense.
+    pub max_events_per_offense: u64,
+    /// Event-time quiet period after which an open offense is closed as inactive.
+    pub inactive_after: chrono::Duration,
+}
+
+impl Default for OffenseLimits {
+    fn default() -> Self {
+        OffenseLimits {
+            max_events_per_offense: 1000,
+            inactive_after: chrono::Duration::days(5),
+        }
+    }
+}
+
+/// Which events each offense has already counted, so an event reported by several rules (a
+/// failed login counted by brute force and by password spraying) counts once. Keyed by
+/// (offense, `event.sequence`); bounded: beyond `capacity` the oldest entries are forgotten
+/// (an event reported again after that would count twice; the rules that share events report
+/// them within one correlation window, long before). Additions made during a store transaction
+/// are staged and kept only when it commits.
+#[derive(Debug)]
+pub struct SeenEvents {
+    set: std::collections::HashSet<(u64, u64)>,
+    order: std::collections::VecDeque<(u64, u64)>,
+    staged: Vec<(u64, u64)>,
+    capacity: usize,
+}
+
+impl SeenEvents {
+    /// An empty set remembering at most `capacity` (offense, event) pairs.
+    pub fn new(capacity: usize) -> Self {
+        SeenEvents {
+            set: std::collections::HashSet::new(),
+            order: std::collections::VecDeque::new(),
+            staged: Vec::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    fn key(offense_id: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        offense_id.hash(&mut h);
+        h.finish()
+    }
+
+    /// Marks `seq` counted for the offense; false if it already was (committed or staged).
+    fn first_time(&mut self, offense: u64, seq: u64) -> bool {
+        let k = (offense, seq);
+        if self.set.contains(&k) || self.staged.contains(&k) {
+            return false;
+        }
+        self.staged.push(k);
+        true
+    }
+
+    /// Keeps the staged additions (the transaction committed).
+    pub fn commit(&mut self) {
+        for k in std::mem::take(&mut self.staged) {
+            if self.set.insert(k) {
+                self.order.push_back(k);
+            }
+        }
+        while self.order.len() > self.capacity {
+            if let Some(old) = self.order.pop_front() {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    /// Forgets the staged additions (the transaction rolled back).
+    pub fn rollback(&mut self) {
+        self.staged.clear();
+    }
+}
+
 /// What one detection did to the offense table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OffenseChange {
@@ -144,15 +234,29 @@ pub fn apply_detection(
     store: &Store,
     d: &Detection,
     meta: &RuleMeta,
-    max_events_per_offense: u64,
+    limits: &OffenseLimits,
+    seen: &mut SeenEvents,
     now: DateTime<Utc>,
 ) -> Result<(Offense, OffenseChange), StoreError> {
-    // `count` is exact; `events` may carry fewer (the engine keeps only times for events of a
-    // key that was already firing).
-    let count = d.count.max(1);
-    let (mut offense, change) = match store.find_open_offense(&d.index_field, &d.index_value)? {
+    // What this rule reports; the engine's `events` may carry fewer (payloads it no longer
+    // holds), and those are counted as they are.
+    let reported = d.count.max(1);
+    let mut open = store.find_open_offense(&d.index_field, &d.index_value)?;
+    if let Some(o) = open.take_if(|o| {
+        o.last_seen
+            .checked_add_signed(limits.inactive_after)
+            .is_some_and(|limit| d.first_seen > limit)
+    }) {
+        // Quiet for longer than inactive_after (event time): that offense is over.
+        let mut closed = o;
+        closed.status = OffenseStatus::Closed;
+        closed.closing_reason = Some("inactive".into());
+        closed.closed_at = Some(now);
+        closed.updated_at = now;
+        store.put_offense(&closed)?;
+    }
+    let (mut offense, change) = match open {
         Some(mut o) => {
-            o.event_count += count;
             o.first_seen = o.first_seen.min(d.first_seen);
             o.last_seen = o.last_seen.max(d.last_seen);
             o.updated_at = now;
@@ -185,7 +289,7 @@ pub fn apply_detection(
                     tags: Vec::new(),
                     first_seen: d.first_seen,
                     last_seen: d.last_seen,
-                    event_count: count,
+                    event_count: 0,
                     stored_events: 0,
                     window_start: d.window_start,
                     created_at: now,
@@ -223,9 +327,21 @@ pub fn apply_detection(
             rules.len() - 1
         }
     };
+    // The offense counts an event once, whichever rules report it; each rule's part counts
+    // what that rule reported.
+    let offense_key = SeenEvents::key(&offense.id);
+    let mut new_events: Vec<Arc<Event>> = Vec::with_capacity(d.events.len());
+    for e in &d.events {
+        let first = e.sequence.is_none_or(|s| seen.first_time(offense_key, s));
+        if first {
+            new_events.push(Arc::clone(e));
+        }
+    }
+    let uncarried = reported.saturating_sub(d.events.len() as u64);
+    offense.event_count += new_events.len() as u64 + uncarried;
     if let Some(r) = rules.get_mut(part) {
         r.detections += 1;
-        r.events += count;
+        r.events += reported;
         r.first_seen = r.first_seen.min(d.first_seen);
         r.last_seen = r.last_seen.max(d.last_seen);
     }
@@ -240,8 +356,10 @@ pub fn apply_detection(
     offense.relevance = rel;
     offense.credibility = cred;
     offense.magnitude_reasons = reasons;
-    let room = max_events_per_offense.saturating_sub(offense.stored_events) as usize;
-    let keep: Vec<Arc<Event>> = d.events.iter().take(room).cloned().collect();
+    let room = limits
+        .max_events_per_offense
+        .saturating_sub(offense.stored_events) as usize;
+    let keep: Vec<Arc<Event>> = new_events.into_iter().take(room).collect();
     let first_seq = offense.stored_events;
     offense.stored_events += keep.len() as u64;
     store.put_offense(&offense)?;
@@ -313,6 +431,7 @@ vigil:
             e.set(k, v)
                 .map_err(|err| StoreError::Corrupt(err.to_string()))?;
         }
+        e.sequence = Some(7);
         let detections = detections_for(rules, e);
         assert_eq!(detections.len(), 2);
         let store = Store::open_in_memory()?;
@@ -321,8 +440,11 @@ vigil:
             author: Some("Alice Analyst".into()),
         };
         let mut changes = Vec::new();
+        let mut seen = SeenEvents::new(100);
         for d in &detections {
-            changes.push(apply_detection(&store, d, &meta, 10, t)?.1);
+            changes.push(
+                apply_detection(&store, d, &meta, &OffenseLimits::default(), &mut seen, t)?.1,
+            );
         }
         assert_eq!(changes, [OffenseChange::Created, OffenseChange::Updated]);
         let (all, total) = store.list_offenses(&crate::store::OffenseFilter {
@@ -335,7 +457,9 @@ vigil:
             (o.index_field.as_str(), o.index_value.as_str()),
             ("source.ip", "203.0.113.7")
         );
-        assert_eq!(o.event_count, 2);
+        // One event reported by two rules: the offense counts it once, each rule's part once.
+        assert_eq!(o.event_count, 1);
+        assert_eq!(store.offense_events(&o.id, 10)?.len(), 1);
         // Severity from the high rule (7), relevance 6 + 1 for the second rule, credibility 8.
         assert_eq!((o.severity, o.relevance, o.credibility), (7, 7, 8));
         assert_eq!(o.magnitude, 7);

@@ -42,10 +42,14 @@ pub fn run(config: &Config, rules_dir: &Path) -> anyhow::Result<Vec<CaseResult>>
                 match crate::replay::replay(&config, std::slice::from_ref(&fixture), false) {
                     Err(e) => Some(format!("replaying {}: {e:#}", fixture.display())),
                     Ok((offenses, _)) => {
+                        // Offenses join across rules, so a case checks this rule's own
+                        // part: the offenses it contributed to, and its events in each.
                         let mut got: Vec<(String, u64)> = offenses
                             .iter()
-                            .filter(|o| o.rule == info.name)
-                            .map(|o| (o.index_value.clone(), o.event_count))
+                            .filter_map(|o| {
+                                let part = o.rules.iter().find(|r| r.rule == info.name)?;
+                                Some((o.index_value.clone(), part.events))
+                            })
                             .collect();
                         let mut want: Vec<(String, u64)> = case
                             .expect
