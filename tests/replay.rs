@@ -4,6 +4,9 @@ use std::process::Command;
 
 use crate::support::*;
 
+/// (index value, distinct events, each rule's (name, events)).
+type OffenseSummary = (String, u64, Vec<(String, u64)>);
+
 #[test]
 fn replay_of_the_sshd_fixture_prints_exactly_the_expected_offenses() {
     let root = repo_root();
@@ -21,7 +24,7 @@ fn replay_of_the_sshd_fixture_prints_exactly_the_expected_offenses() {
 
     // What the fixture is built to contain (fixtures/sshd/SOURCE.md): per offense, its index,
     // its distinct events, and each rule's part.
-    let mut got: Vec<(String, u64, Vec<(String, u64)>)> = stdout
+    let mut got: Vec<OffenseSummary> = stdout
         .lines()
         .map(|l| {
             let v: serde_json::Value = serde_json::from_str(l).unwrap();
