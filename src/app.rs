@@ -118,6 +118,7 @@ pub fn build_pipeline(
         max_keys_per_rule: config.rules.max_keys_per_rule,
         max_events_per_key: config.rules.max_events_per_key,
         max_values_per_key: config.rules.max_values_per_key,
+        max_payload_bytes: config.rules.max_payload_bytes,
         allowed_lateness: chrono::Duration::seconds(
             i64::try_from(config.rules.allowed_lateness_secs).unwrap_or(i64::MAX / 1000),
         ),

@@ -139,6 +139,11 @@ pub struct RulesConfig {
     /// How far behind a rule's newest event time an event may arrive and still count, in
     /// seconds; older events are counted as late and not applied.
     pub allowed_lateness_secs: u64,
+    /// Most bytes of events the correlation windows hold as evidence (all rules together).
+    /// Beyond it the events of the least recently updated keys are dropped (counted in
+    /// `vigil_correlate_payloads_dropped`); their times stay, so counts stay exact and only the
+    /// evidence attached to a later offense is sampled.
+    pub max_payload_bytes: usize,
 }
 
 impl Default for RulesConfig {
@@ -149,6 +154,7 @@ impl Default for RulesConfig {
             max_events_per_key: 10_000,
             max_values_per_key: 10_000,
             allowed_lateness_secs: 0,
+            max_payload_bytes: 256 * 1024 * 1024,
         }
     }
 }

@@ -55,14 +55,18 @@ enum Command {
 enum RulesCommand {
     /// Compile every rule and report problems.
     Lint {
-        /// Rules folder (default: rules.dir from the config).
-        #[arg(long)]
+        /// A rule file or a folder searched recursively (default: rules.dir from the config).
+        path: Option<PathBuf>,
+        /// Same as PATH (kept for scripts).
+        #[arg(long, conflicts_with = "path")]
         dir: Option<PathBuf>,
     },
     /// Run every rule's test cases (events in, offenses or silence out).
     Test {
-        /// Rules folder (default: rules.dir from the config).
-        #[arg(long)]
+        /// A rules folder, searched recursively (default: rules.dir from the config).
+        path: Option<PathBuf>,
+        /// Same as PATH (kept for scripts).
+        #[arg(long, conflicts_with = "path")]
         dir: Option<PathBuf>,
     },
 }
@@ -121,20 +125,23 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Parse => parse_stdin(&config),
         Command::Rules { command } => {
             let (dir, test) = match command {
-                RulesCommand::Lint { dir } => (dir, false),
-                RulesCommand::Test { dir } => (dir, true),
+                RulesCommand::Lint { path, dir } => (path.or(dir), false),
+                RulesCommand::Test { path, dir } => (path.or(dir), true),
             };
             let mut config = config;
             if let Some(dir) = dir {
                 config.rules.dir = dir;
             }
             if !test {
-                let (rules, problems) = vigil::app::load_rules(&config)?;
-                for p in &problems {
-                    println!("error: {p}");
+                let report = vigil::correlate::lint(&config.rules.dir)?;
+                for p in &report.problems {
+                    println!("{p}");
                 }
-                println!("{} rules loaded, {} refused", rules.len(), problems.len());
-                return Ok(exit(problems.is_empty()));
+                println!(
+                    "loaded {}, unsupported {}, failed {}",
+                    report.loaded, report.unsupported, report.failed
+                );
+                return Ok(exit(report.failed == 0));
             }
             let dir = config.rules.dir.clone();
             let results = vigil::correlate::ruletest::run(&config, &dir)?;

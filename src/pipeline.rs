@@ -351,6 +351,21 @@ impl Pipeline {
             .set(stats.keys_evicted);
         self.metrics
             .gauge(
+                "vigil_correlate_payloads_dropped",
+                "Events dropped from windows to stay under rules.max_payload_bytes; their times \
+                 stay (since start).",
+                &[],
+            )
+            .set(stats.payloads_dropped);
+        self.metrics
+            .gauge(
+                "vigil_correlate_payload_bytes",
+                "Bytes of events held as evidence in correlation windows.",
+                &[],
+            )
+            .set(stats.payload_bytes);
+        self.metrics
+            .gauge(
                 "vigil_correlate_events_evicted",
                 "Events dropped from full windows, rules.max_events_per_key (since start).",
                 &[],

@@ -10,3 +10,4 @@ mod e2e;
 mod malformed;
 mod replay;
 mod rules;
+mod sigmahq;

@@ -43,12 +43,20 @@
 //!
 //! # Firing
 //!
-//! When a key's measure first satisfies the condition, one [`DetectionKind::New`] carries the
-//! window's events (its `count` is the number of occurrences in the window, exact; events that
-//! arrived while the same key was firing earlier keep only their time, so a firing key costs
-//! 24 bytes per occurrence, not the event); while it keeps holding, each further occurrence for
-//! that key is a [`DetectionKind::Update`] carrying just that event. When the condition stops
-//! holding (or the window has slid past every earlier occurrence of the key) the key re-arms.
+//! When a key's measure first satisfies the condition, one [`DetectionKind::New`] reports the
+//! window; while it keeps holding, each further occurrence for that key is a
+//! [`DetectionKind::Update`] reporting just that occurrence. When the condition stops holding (or
+//! the window has slid past every earlier occurrence of the key) the key re-arms, and may fire a
+//! `New` again whose window overlaps occurrences already reported.
+//!
+//! Each occurrence is reported once per rule and key: a slot is marked reported when a `New` or
+//! `Update` reports it. [`Detection::count`] is the measure's input (occurrences in the window,
+//! exact), [`Detection::fresh`] the occurrences reported for the first time (an `Update`: 1; a
+//! `New`: the window's occurrences not reported before), and [`Detection::events`] the payloads
+//! of exactly those fresh occurrences. Summing `fresh` over a key's detections counts every
+//! occurrence that was ever part of a firing window exactly once. A reported occurrence keeps
+//! only its time (the detection took the event), so a firing key costs 32 bytes per occurrence,
+//! not the event.
 //! Conditions are evaluated only when an occurrence arrives, so `lt`/`lte` bounds act on arrival
 //! and do not detect absence. A rule whose [`RuleInfo::generate`] is false (referenced by a
 //! correlation without `generate: true`) still fires and feeds its correlations, but its
@@ -58,7 +66,19 @@
 //!
 //! ([`EngineLimits`]): a new key beyond `max_keys_per_rule` evicts the least recently updated
 //! key; a window beyond `max_events_per_key` drops its oldest occurrences. Keys are expired as
-//! described above. [`EngineStats::approx_bytes`] estimates the memory the windows hold.
+//! described above. [`EngineStats::approx_bytes`] estimates the memory the windows hold,
+//! payloads included.
+//!
+//! Event payloads (the `Arc<Event>` of occurrences not yet reported) are bounded by
+//! [`EngineLimits::max_payload_bytes`] for the whole engine, each payload weighed with
+//! [`approx_event_bytes`] (once per window slot holding it, so an event held by two correlations
+//! weighs twice). When the payloads exceed the budget, the engine drops payloads down to 7/8 of
+//! it (in batches, so a full engine does not shed on every event): keys in least recently
+//! updated order across all correlations (one engine-wide update sequence, so the key idle the
+//! longest in any correlation goes first), a key's oldest occurrences first. A dropped payload
+//! leaves the slot's time and tag, so measures, `count` and `fresh` stay exact; the detection
+//! that later reports the slot just carries fewer `events` than `fresh` (evidence sampled under
+//! memory pressure, counts exact). [`RuleStats::payloads_dropped`] counts them.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, VecDeque};
@@ -86,6 +106,12 @@ pub struct EngineLimits {
     /// How far behind a correlation's watermark (newest event time fed to it) an event may be
     /// and still be applied; zero (the default) means no rule-wide bound (see the module doc).
     pub allowed_lateness: Duration,
+    /// Budget, in [`approx_event_bytes`], for all event payloads held in the engine's windows
+    /// (all correlations together). Beyond it payloads of the least recently updated keys are
+    /// dropped, keeping counts exact (see the module doc). Zero keeps no payloads in windows (a
+    /// detection still carries the event that triggered it, which never waits in a window).
+    /// Default 256 MiB.
+    pub max_payload_bytes: usize,
 }
 
 impl Default for EngineLimits {
@@ -95,6 +121,7 @@ impl Default for EngineLimits {
             max_events_per_key: 10_000,
             max_values_per_key: 10_000,
             allowed_lateness: Duration::zero(),
+            max_payload_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -125,7 +152,10 @@ pub struct Detection {
     pub group: Vec<(String, String)>,
     /// The field indexing the offense.
     pub index_field: String,
-    /// Its value on the first event of the firing window, or the rule name when absent.
+    /// Its value: the group key's when it is a `group-by` field, else its value on the first
+    /// event the firing `New` carries (the window's first occurrence unless an earlier detection
+    /// reported it or its payload was dropped under memory pressure), else the rule name.
+    /// `Update`s repeat their `New`'s.
     pub index_value: String,
     /// Event time of the first event of the window that fired.
     pub window_start: DateTime<Utc>,
@@ -133,13 +163,24 @@ pub struct Detection {
     pub first_seen: DateTime<Utc>,
     /// Latest event time in the window.
     pub last_seen: DateTime<Utc>,
-    /// Events in the window when it fired (`New`), or 1 (`Update`). Exact, even when `events`
-    /// holds fewer (see `events`).
+    /// Occurrences in the window when it fired (`New`), or 1 (`Update`; single-event rules: 1).
+    /// Exact. A key that re-arms and fires again reports a window that can overlap occurrences
+    /// earlier detections of the key already reported: to total an offense's events, sum
+    /// [`Detection::fresh`], not `count`.
     pub count: u64,
+    /// Occurrences this detection reports for the first time for its rule and group key (never
+    /// reported by an earlier `New` or `Update` of the same rule and key). `Update` and
+    /// single-event rules: 1; correlation `New`: the window's occurrences not reported before
+    /// (at least 1, unless a bound evicted the arriving occurrence itself). Exact, even when
+    /// `events` holds fewer. For a chained correlation, each firing of the inner correlation is
+    /// one occurrence of the outer.
+    pub fresh: u64,
     /// `value_count` `New` detections: the distinct values in the window; else `None`.
     pub distinct: Option<u64>,
-    /// The contributing events, oldest first. For `New` these are the window's events, except
-    /// those that arrived while the same key was firing earlier (only their times are kept).
+    /// The events of the `fresh` occurrences, oldest first: a `New` never re-sends an event an
+    /// earlier detection of the same key carried. Fewer than `fresh` when payloads were dropped
+    /// under memory pressure ([`EngineLimits::max_payload_bytes`]): evidence sampled, counts
+    /// exact.
     pub events: Vec<Arc<Event>>,
     /// Offense relevance, 0-10.
     pub relevance: u8,
@@ -176,8 +217,14 @@ pub struct RuleStats {
     pub valueless_events: u64,
     /// `value_count`: distinct values dropped because of `max_values_per_key`.
     pub values_evicted: u64,
+    /// Event payloads dropped from the rule's windows because of `max_payload_bytes` (the
+    /// occurrences stay counted; their detections carry fewer events).
+    pub payloads_dropped: u64,
+    /// Event payloads the rule's windows hold now, in [`approx_event_bytes`].
+    pub payload_bytes: u64,
     /// Approximate heap bytes the rule's windows hold (keys, occurrences, value tables, the
-    /// key table itself); an estimate from capacities, not an allocator measurement.
+    /// key table itself, and `payload_bytes`); an estimate from capacities and event sizes, not
+    /// an allocator measurement.
     pub approx_bytes: u64,
 }
 
@@ -194,6 +241,11 @@ pub struct EngineStats {
     pub keys_evicted: u64,
     /// Window events evicted, all rules.
     pub events_evicted: u64,
+    /// Event payloads dropped under `max_payload_bytes`, all rules.
+    pub payloads_dropped: u64,
+    /// Event payloads held, all rules, in [`approx_event_bytes`] (at most
+    /// [`EngineLimits::max_payload_bytes`] once an event has been processed).
+    pub payload_bytes: u64,
     /// Approximate heap bytes held by correlation windows, all rules (see
     /// [`RuleStats::approx_bytes`]).
     pub approx_bytes: u64,
@@ -215,13 +267,53 @@ struct Firing {
 }
 
 /// One occurrence in a key's window: its time always (measures need it), a tag (the value hash
-/// for `value_count`, the mask of referenced rules matched for temporal types), and the event
-/// itself only while the key is armed. Once the key fires, the `New` detection takes the events
-/// and later ones travel in `Update`s, so a firing key holds 24 bytes per occurrence.
+/// for `value_count`, the mask of referenced rules matched for temporal types), whether a
+/// detection reported it, and the event itself only until then (or until the payload budget
+/// drops it). The detection that reports an occurrence takes its event, so a firing key holds
+/// 32 bytes per occurrence.
 struct Slot {
     ts: i64,
     tag: u64,
     event: Option<Arc<Event>>,
+    reported: bool,
+}
+
+/// Approximate bytes one event held in a window costs: the fixed struct and `Arc` header, the raw
+/// record, the message and every string field, and the `extra` entries (text plus a per-entry
+/// overhead). Cheap (no allocation, one pass over `extra`); used for
+/// [`EngineLimits::max_payload_bytes`].
+pub fn approx_event_bytes(event: &Event) -> usize {
+    /// Two `String` headers plus B-tree node overhead, per `extra` entry.
+    const EXTRA_ENTRY: usize = 2 * std::mem::size_of::<String>() + 16;
+    /// The `Arc` counters in front of the event.
+    const ARC_HEADER: usize = 2 * std::mem::size_of::<usize>();
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    let strings = text(&event.kind)
+        + text(&event.category)
+        + text(&event.event_type)
+        + text(&event.outcome)
+        + text(&event.action)
+        + text(&event.dataset)
+        + text(&event.observer_id)
+        + text(&event.observer_type)
+        + text(&event.host_name)
+        + text(&event.network_transport)
+        + text(&event.network_protocol)
+        + text(&event.network_community_id)
+        + text(&event.user_name)
+        + text(&event.process_name)
+        + text(&event.http_request_method)
+        + text(&event.url_path)
+        + text(&event.api_key)
+        + text(&event.api_consumer)
+        + text(&event.api_route)
+        + text(&event.message);
+    let extra: usize = event
+        .extra
+        .iter()
+        .map(|(k, v)| k.len() + v.len() + EXTRA_ENTRY)
+        .sum();
+    ARC_HEADER + std::mem::size_of::<Event>() + event.raw.len() + strings + extra
 }
 
 struct KeyState {
@@ -239,11 +331,15 @@ impl KeyState {
         self.slots.back().map_or(i64::MIN, |s| s.ts)
     }
 
-    /// Drops the oldest occurrence; true when that made a tag vanish from the window.
-    fn pop_front(&mut self) -> bool {
+    /// Drops the oldest occurrence (subtracting its payload from `payload`); true when that made
+    /// a tag vanish from the window.
+    fn pop_front(&mut self, payload: &mut usize) -> bool {
         let Some(slot) = self.slots.pop_front() else {
             return false;
         };
+        if let Some(e) = &slot.event {
+            *payload = payload.saturating_sub(approx_event_bytes(e));
+        }
         if let Some(tags) = self.tags.as_mut() {
             if let Some(n) = tags.get_mut(&slot.tag) {
                 *n = n.saturating_sub(1);
@@ -256,7 +352,16 @@ impl KeyState {
         false
     }
 
-    /// Approximate heap bytes of this key (its text, occurrences, tag table).
+    /// Payload bytes the key's slots hold.
+    fn payload_bytes(&self) -> usize {
+        self.slots
+            .iter()
+            .filter_map(|s| s.event.as_deref())
+            .map(approx_event_bytes)
+            .sum()
+    }
+
+    /// Approximate heap bytes of this key (its text, occurrences, tag table; not payloads).
     fn footprint(&self, key: &str) -> usize {
         let arc = (16 + key.len()).next_multiple_of(8);
         let slots = self.slots.capacity() * std::mem::size_of::<Slot>();
@@ -272,13 +377,19 @@ impl KeyState {
 #[derive(Default)]
 struct Windows {
     keys: HashMap<Arc<str>, KeyState>,
-    /// Keys in update order, oldest first, with the `seq` of that update; an entry whose `seq` is
-    /// no longer its key's is stale and skipped (compacted when stale entries dominate).
+    /// Keys in update order, oldest first, with the `seq` of that update (from the engine-wide
+    /// sequence); an entry whose `seq` is no longer its key's is stale and skipped (compacted
+    /// when stale entries dominate).
     lru: VecDeque<(u64, Arc<str>)>,
-    seq: u64,
+    /// The same for keys left armed by their last update (the ones that can hold payloads): the
+    /// order the payload budget sheds in. Entries of keys since updated, firing or without
+    /// payloads left are skipped.
+    held: VecDeque<(u64, Arc<str>)>,
     watermark: Option<i64>,
     /// Sum of the keys' footprints.
     heap: usize,
+    /// Sum of the payloads held, in [`approx_event_bytes`].
+    payload: usize,
 }
 
 impl Windows {
@@ -286,10 +397,55 @@ impl Windows {
         match self.keys.remove(key) {
             Some(st) => {
                 self.heap = self.heap.saturating_sub(st.footprint(key));
+                self.payload = self.payload.saturating_sub(st.payload_bytes());
                 true
             }
             None => false,
         }
+    }
+
+    /// The `seq` of the least recently updated key that may still hold payloads, after
+    /// discarding stale entries.
+    fn held_front(&mut self) -> Option<u64> {
+        while let Some((seq, k)) = self.held.front() {
+            let live = self
+                .keys
+                .get(k)
+                .is_some_and(|st| st.seq == *seq && st.firing.is_none());
+            if live {
+                return Some(*seq);
+            }
+            self.held.pop_front();
+        }
+        None
+    }
+
+    /// Drops payloads of the front `held` key, oldest occurrence first, until `need` bytes are
+    /// freed or the key holds none (then its entry goes). Returns the payloads dropped.
+    fn shed_front(&mut self, need: usize) -> u64 {
+        let Some(st) = self.held.front().and_then(|(_, k)| self.keys.get_mut(k)) else {
+            self.held.pop_front();
+            return 0;
+        };
+        let mut freed = 0usize;
+        let mut dropped = 0u64;
+        let mut i = 0;
+        while freed < need {
+            let Some(slot) = st.slots.get_mut(i) else {
+                break;
+            };
+            if let Some(e) = slot.event.take() {
+                freed = freed.saturating_add(approx_event_bytes(&e));
+                dropped += 1;
+            }
+            i += 1;
+        }
+        let left = st.slots.range(i..).any(|s| s.event.is_some());
+        self.payload = self.payload.saturating_sub(freed);
+        if !left {
+            self.held.pop_front();
+        }
+        dropped
     }
 
     /// Removes least recently updated keys while `done` says the front key should go; returns
@@ -320,8 +476,9 @@ impl Windows {
     fn approx_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(Arc<str>, KeyState)>() + 1;
         self.heap
+            + self.payload
             + self.keys.capacity() * entry
-            + self.lru.capacity() * std::mem::size_of::<(u64, Arc<str>)>()
+            + (self.lru.capacity() + self.held.capacity()) * std::mem::size_of::<(u64, Arc<str>)>()
     }
 }
 
@@ -339,6 +496,10 @@ pub struct Engine {
     masks: Vec<u64>,
     /// Correlations with a non-zero mask, inner ones (lower index) first.
     pending: BinaryHeap<Reverse<usize>>,
+    /// Engine-wide key update sequence (so least recently updated compares across correlations).
+    clock: u64,
+    /// Sum of the windows' payloads.
+    payload: usize,
 }
 
 impl std::fmt::Debug for Engine {
@@ -405,6 +566,7 @@ fn base_detection(info: &RuleInfo, offense: &Offense, kind: DetectionKind) -> De
         first_seen: epoch,
         last_seen: epoch,
         count: 0,
+        fresh: 0,
         distinct: None,
         events: Vec::new(),
         relevance: offense.relevance,
@@ -445,6 +607,7 @@ fn measure(rule: &CorrelationRule, st: &KeyState) -> (u64, Option<u64>) {
 #[allow(clippy::too_many_arguments)]
 fn apply(
     w: &mut Windows,
+    clock: &mut u64,
     stats: &mut RuleStats,
     info: &RuleInfo,
     rule: &CorrelationRule,
@@ -518,13 +681,18 @@ fn apply(
     }
     let before = st.footprint(&key);
     let at = st.slots.partition_point(|e| e.ts <= ts);
-    let payload = st.firing.is_none().then(|| Arc::clone(event));
+    // The payload is kept until a detection reports the occurrence (an `Update` just below, or
+    // a later `New`), whether or not the key is firing now: this occurrence may be the one that
+    // stops the condition holding, and the next `New` reports it.
+    let size = approx_event_bytes(event);
+    w.payload = w.payload.saturating_add(size);
     st.slots.insert(
         at,
         Slot {
             ts,
             tag,
-            event: payload,
+            event: Some(Arc::clone(event)),
+            reported: false,
         },
     );
     if let Some(tags) = st.tags.as_mut() {
@@ -533,29 +701,30 @@ fn apply(
     let start = st.newest().saturating_sub(span);
     let mut popped = 0usize;
     while st.slots.front().is_some_and(|e| e.ts <= start) {
-        st.pop_front();
+        st.pop_front(&mut w.payload);
         popped += 1;
     }
     while st.slots.len() > limits.max_events_per_key.max(1) {
-        st.pop_front();
+        st.pop_front(&mut w.payload);
         popped += 1;
         stats.events_evicted += 1;
     }
     if matches!(rule.measure, Measure::ValueCount(_)) {
         let cap = limits.max_values_per_key.max(1);
         while st.tags.as_ref().is_some_and(|t| t.len() > cap) && !st.slots.is_empty() {
-            if st.pop_front() {
+            if st.pop_front(&mut w.payload) {
                 stats.values_evicted += 1;
             }
             popped += 1;
         }
     }
-    let new_event_kept = popped <= at;
-    w.seq += 1;
-    st.seq = w.seq;
+    // Pops only take from the front: the new occurrence is at `at - popped` unless popped.
+    let new_at = at.checked_sub(popped);
+    *clock = clock.wrapping_add(1);
+    st.seq = *clock;
     match w.lru.back_mut() {
-        Some(last) if Arc::ptr_eq(&last.1, &key) => last.0 = w.seq,
-        _ => w.lru.push_back((w.seq, Arc::clone(&key))),
+        Some(last) if Arc::ptr_eq(&last.1, &key) => last.0 = *clock,
+        _ => w.lru.push_back((*clock, Arc::clone(&key))),
     }
 
     // A window holding nothing but the new occurrence starts afresh.
@@ -578,10 +747,19 @@ fn apply(
             None => {
                 let first = st.slots.front().map_or(ts, |e| e.ts);
                 let last = st.slots.back().map_or(ts, |e| e.ts);
-                // Occurrences that arrived while the key was firing before kept only their time:
-                // the detection carries the rest, and the count stays exact.
-                let events: Vec<Arc<Event>> =
-                    st.slots.iter_mut().filter_map(|e| e.event.take()).collect();
+                // Report the window's occurrences no earlier detection of the key reported (the
+                // reported ones kept only their time), taking their payloads where the budget
+                // left them; the count stays exact either way.
+                let mut fresh = 0u64;
+                let mut events: Vec<Arc<Event>> = Vec::new();
+                for slot in st.slots.iter_mut().filter(|s| !s.reported) {
+                    slot.reported = true;
+                    fresh += 1;
+                    if let Some(e) = slot.event.take() {
+                        w.payload = w.payload.saturating_sub(approx_event_bytes(&e));
+                        events.push(e);
+                    }
+                }
                 st.slots.shrink_to_fit();
                 let index_value = key_index.clone().unwrap_or_else(|| {
                     events
@@ -606,6 +784,7 @@ fn apply(
                     x.first_seen = time(first);
                     x.last_seen = time(last);
                     x.count = u64::try_from(st.slots.len()).unwrap_or(u64::MAX);
+                    x.fresh = fresh;
                     x.distinct = distinct;
                     x.events = events;
                     stats.detections += 1;
@@ -613,7 +792,15 @@ fn apply(
                 }
             }
             Some(f) => {
-                if new_event_kept && info.generate {
+                // The new occurrence, still in the window, is reported by this `Update`.
+                let reported = new_at.and_then(|i| st.slots.get_mut(i)).map(|slot| {
+                    slot.reported = true;
+                    // The slot holds this very event (budget shedding only runs between events).
+                    if slot.event.take().is_some() {
+                        w.payload = w.payload.saturating_sub(size);
+                    }
+                });
+                if reported.is_some() && info.generate {
                     let mut x = base_detection(info, &rule.offense, DetectionKind::Update);
                     x.group = group;
                     x.index_value = key_index.unwrap_or_else(|| f.index_value.to_string());
@@ -621,6 +808,7 @@ fn apply(
                     x.first_seen = event.timestamp;
                     x.last_seen = event.timestamp;
                     x.count = 1;
+                    x.fresh = 1;
                     x.events = vec![Arc::clone(event)];
                     stats.updates += 1;
                     out.push(x);
@@ -628,12 +816,29 @@ fn apply(
             }
         }
     }
+    if st.firing.is_none() {
+        // Armed: the key holds payloads, to be shed in update order under memory pressure.
+        match w.held.back_mut() {
+            Some(last) if Arc::ptr_eq(&last.1, &key) => last.0 = *clock,
+            _ => w.held.push_back((*clock, Arc::clone(&key))),
+        }
+    } else if w.held.back().is_some_and(|last| Arc::ptr_eq(&last.1, &key)) {
+        // Firing: its payloads went to detections.
+        w.held.pop_back();
+    }
     let after = st.footprint(&key);
     w.heap = w.heap.saturating_sub(before).saturating_add(after);
     if w.lru.len() > 2 * w.keys.len() + 64 {
         let keys = &w.keys;
         w.lru
             .retain(|(seq, k)| keys.get(k).is_some_and(|st| st.seq == *seq));
+    }
+    if w.held.len() > 2 * w.keys.len() + 64 {
+        let keys = &w.keys;
+        w.held.retain(|(seq, k)| {
+            keys.get(k)
+                .is_some_and(|st| st.seq == *seq && st.firing.is_none())
+        });
     }
     fired
 }
@@ -665,6 +870,8 @@ impl Engine {
             matched: Vec::new(),
             masks,
             pending: BinaryHeap::new(),
+            clock: 0,
+            payload: 0,
         }
     }
 
@@ -705,6 +912,7 @@ impl Engine {
                 x.first_seen = event.timestamp;
                 x.last_seen = event.timestamp;
                 x.count = 1;
+                x.fresh = 1;
                 x.events = vec![Arc::clone(event)];
                 if let Some(s) = self.stats.get_mut(det.info) {
                     s.detections += 1;
@@ -779,10 +987,12 @@ impl Engine {
             stats.ungrouped_events += 1;
             return false;
         }
+        let held = w.payload;
         let mut fired = false;
         for (parts, bits, pos) in &groups {
             fired |= apply(
                 w,
+                &mut self.clock,
                 stats,
                 info,
                 rule,
@@ -794,7 +1004,44 @@ impl Engine {
                 out,
             );
         }
+        self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
+        if self.payload > self.limits.max_payload_bytes {
+            self.shed(rules);
+        }
         fired
+    }
+
+    /// Drops payloads down to 7/8 of [`EngineLimits::max_payload_bytes`]: keys in least
+    /// recently updated order across all correlations, oldest occurrences of a key first.
+    fn shed(&mut self, rules: &RuleSet) {
+        let budget = self.limits.max_payload_bytes;
+        let target = budget - budget / 8;
+        while self.payload > target {
+            let mut oldest: Option<(u64, usize)> = None;
+            for (c, w) in self.windows.iter_mut().enumerate() {
+                if let Some(seq) = w.held_front() {
+                    if oldest.is_none_or(|(s, _)| seq < s) {
+                        oldest = Some((seq, c));
+                    }
+                }
+            }
+            let Some((_, c)) = oldest else {
+                break;
+            };
+            let Some(w) = self.windows.get_mut(c) else {
+                break;
+            };
+            let held = w.payload;
+            let dropped = w.shed_front(self.payload - target);
+            self.payload = self.payload.saturating_sub(held.saturating_sub(w.payload));
+            if let Some(s) = rules
+                .correlations
+                .get(c)
+                .and_then(|rule| self.stats.get_mut(rule.info))
+            {
+                s.payloads_dropped += dropped;
+            }
+        }
     }
 
     /// Counters so far.
@@ -808,6 +1055,7 @@ impl Engine {
                 .and_then(|rule| rules.get_mut(rule.info))
             {
                 r.keys_live = u64::try_from(w.keys.len()).unwrap_or(u64::MAX);
+                r.payload_bytes = u64::try_from(w.payload).unwrap_or(u64::MAX);
                 r.approx_bytes = u64::try_from(w.approx_bytes()).unwrap_or(u64::MAX);
             }
         }
@@ -816,6 +1064,8 @@ impl Engine {
             keys_live: rules.iter().map(|r| r.keys_live).sum(),
             keys_evicted: rules.iter().map(|r| r.keys_evicted).sum(),
             events_evicted: rules.iter().map(|r| r.events_evicted).sum(),
+            payloads_dropped: rules.iter().map(|r| r.payloads_dropped).sum(),
+            payload_bytes: rules.iter().map(|r| r.payload_bytes).sum(),
             approx_bytes: rules.iter().map(|r| r.approx_bytes).sum(),
             rules,
         }

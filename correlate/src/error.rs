@@ -13,4 +13,8 @@ pub struct RuleError {
     pub rule: Option<String>,
     /// What is wrong, lowercase, no trailing period.
     pub message: String,
+    /// The rule is valid but asks for something Vigil does not serve (a `logsource` no
+    /// collector and parser of Vigil produces events for); it is refused rather than run
+    /// against events it was not written for.
+    pub unsupported: bool,
 }

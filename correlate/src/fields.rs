@@ -56,19 +56,24 @@ pub struct LogsourceMapping {
     /// The event must have at least one of these `(field, value)` pairs (ASCII case-insensitive
     /// equality).
     pub any_of: &'static [(&'static str, &'static str)],
+    /// When true, the parts this row leaves `None` must be absent from the rule too (a row for
+    /// exactly `{product: linux}` must not claim `{product: linux, category: process_creation}`).
+    pub exact: bool,
 }
 
 const SSHD: &[(&str, &str)] = &[("process.name", "sshd"), ("event.dataset", "openssh")];
 
 /// How `logsource` maps onto events. The first row whose given parts all equal the rule's
-/// (ASCII case-insensitive) wins. A `logsource` no row matches puts no restriction on events:
-/// the rule applies to every event (its detection alone decides).
+/// (ASCII case-insensitive) wins. A rule whose `logsource` no row matches is refused as
+/// unsupported (no Vigil parser produces such events); a rule without `logsource` applies to
+/// every event (its detection alone decides). Add a row when a parser starts producing a source.
 pub const LOGSOURCE_MAP: &[LogsourceMapping] = &[
     LogsourceMapping {
         product: Some("linux"),
         service: Some("sshd"),
         category: None,
         any_of: SSHD,
+        exact: false,
     },
     LogsourceMapping {
         product: Some("linux"),
@@ -83,53 +88,83 @@ pub const LOGSOURCE_MAP: &[LogsourceMapping] = &[
             ("event.dataset", "sudo"),
             ("event.category", "authentication"),
         ],
+        exact: false,
     },
     LogsourceMapping {
         product: Some("linux"),
         service: Some("sudo"),
         category: None,
         any_of: &[("process.name", "sudo"), ("event.dataset", "sudo")],
+        exact: false,
+    },
+    LogsourceMapping {
+        product: Some("linux"),
+        service: Some("syslog"),
+        category: None,
+        any_of: &[("observer.type", "syslog"), ("observer.type", "file")],
+        exact: false,
+    },
+    LogsourceMapping {
+        product: Some("linux"),
+        service: Some("cron"),
+        category: None,
+        any_of: &[("process.name", "cron"), ("process.name", "CRON")],
+        exact: false,
+    },
+    LogsourceMapping {
+        product: Some("linux"),
+        service: None,
+        category: None,
+        any_of: &[("observer.type", "syslog"), ("observer.type", "file")],
+        exact: true,
     },
     LogsourceMapping {
         product: None,
         service: Some("sshd"),
         category: None,
         any_of: SSHD,
+        exact: false,
     },
     LogsourceMapping {
         product: None,
         service: None,
         category: Some("authentication"),
         any_of: &[("event.category", "authentication")],
+        exact: true,
     },
     LogsourceMapping {
         product: None,
         service: None,
         category: Some("firewall"),
         any_of: &[("event.category", "network")],
+        exact: true,
     },
     LogsourceMapping {
         product: None,
         service: None,
         category: Some("network_connection"),
         any_of: &[("event.category", "network")],
+        exact: true,
     },
     LogsourceMapping {
         product: None,
         service: None,
         category: Some("webserver"),
         any_of: &[("event.category", "web")],
+        exact: true,
     },
     LogsourceMapping {
         product: None,
         service: None,
         category: Some("proxy"),
         any_of: &[("event.category", "web")],
+        exact: true,
     },
 ];
 
 /// The `(field, value)` alternatives a rule's `logsource` maps to, or `None` when no row of
-/// [`LOGSOURCE_MAP`] matches (the rule then applies to all events).
+/// [`LOGSOURCE_MAP`] matches (the loader then refuses the rule as unsupported, unless told to
+/// apply it to every event).
 pub fn logsource_filter(
     product: Option<&str>,
     service: Option<&str>,
@@ -149,6 +184,10 @@ pub fn logsource_filter(
                 && fits(m.product, product)
                 && fits(m.service, service)
                 && fits(m.category, category)
+                && (!m.exact
+                    || ((m.product.is_some() || product.is_none())
+                        && (m.service.is_some() || service.is_none())
+                        && (m.category.is_some() || category.is_none())))
         })
         .map(|m| m.any_of)
 }
@@ -178,5 +217,11 @@ mod tests {
             None
         );
         assert_eq!(logsource_filter(None, None, None), None);
+        // The row for exactly {product: linux} does not claim other Linux sources.
+        assert!(logsource_filter(Some("linux"), None, None).is_some());
+        assert_eq!(
+            logsource_filter(Some("linux"), None, Some("process_creation")),
+            None
+        );
     }
 }

@@ -43,7 +43,9 @@ pub mod rules;
 mod ruleset;
 
 pub use duration::parse_duration;
-pub use engine::{Detection, DetectionKind, Engine, EngineLimits, EngineStats, RuleStats};
+pub use engine::{
+    approx_event_bytes, Detection, DetectionKind, Engine, EngineLimits, EngineStats, RuleStats,
+};
 pub use error::RuleError;
 pub use load::LoadOptions;
 pub use rules::{

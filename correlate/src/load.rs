@@ -186,6 +186,7 @@ fn parse_doc(path: &str, doc: Doc) -> Result<Parsed, RuleError> {
                     line: doc.line_of(None, &[]),
                     rule: None,
                     message: "rule has no name, id or title".into(),
+                    unsupported: false,
                 }),
             }
         }
@@ -213,6 +214,7 @@ fn parse_doc(path: &str, doc: Doc) -> Result<Parsed, RuleError> {
                 line,
                 rule,
                 message,
+                unsupported: false,
             })
         }
     }
@@ -224,6 +226,7 @@ fn error(p: &Parsed, anchor: Option<&str>, needles: &[String], message: String) 
         line: p.doc.line_of(anchor, needles),
         rule: Some(p.name.clone()),
         message,
+        unsupported: false,
     }
 }
 
@@ -440,6 +443,10 @@ pub struct LoadOptions {
     /// Values of `%name%` placeholders for the `expand` modifier, by name (without the `%`). A
     /// rule using `expand` with a placeholder not listed here fails to load, naming it.
     pub placeholders: BTreeMap<String, Vec<String>>,
+    /// Run rules whose `logsource` Vigil does not serve against every event, instead of
+    /// refusing them as unsupported (the default). For reproducing Sigma examples written for
+    /// other platforms; the service leaves it off.
+    pub apply_unserved_logsources: bool,
 }
 
 impl RuleSet {
@@ -472,6 +479,9 @@ impl RuleSet {
 
         // Validate shape, names and the vigil block; keep what passes.
         let mut seen: HashMap<String, (String, usize)> = HashMap::new();
+        // Names and ids of rules refused as unsupported: what references them is unsupported too.
+        let mut unsupported_names: std::collections::HashSet<String> =
+            std::collections::HashSet::new();
         let mut ok = Vec::new();
         for p in parsed {
             let shape = match (&p.raw.detection, &p.raw.correlation) {
@@ -523,11 +533,43 @@ impl RuleSet {
                 }
             };
             let ls = p.raw.logsource.as_ref();
-            let logsource = logsource_filter(
+            let (product, service, category) = (
                 ls.and_then(|l| l.product.as_deref()),
                 ls.and_then(|l| l.service.as_deref()),
                 ls.and_then(|l| l.category.as_deref()),
             );
+            let logsource = logsource_filter(product, service, category);
+            if logsource.is_none()
+                && !options.apply_unserved_logsources
+                && [product, service, category].iter().any(Option::is_some)
+            {
+                // A log source no Vigil collector and parser produces: refused as unsupported
+                // rather than run against every event.
+                let described: Vec<String> = [
+                    ("product", product),
+                    ("service", service),
+                    ("category", category),
+                ]
+                .iter()
+                .filter_map(|(k, v)| v.map(|v| format!("{k}: {v}")))
+                .collect();
+                let mut e = error(
+                    p,
+                    Some("logsource:"),
+                    &[],
+                    format!(
+                        "logsource {{{}}} is not one vigil serves (no parser produces such events)",
+                        described.join(", ")
+                    ),
+                );
+                e.unsupported = true;
+                errors.push(e);
+                unsupported_names.insert(p.name.clone());
+                if let Some(id) = &p.id {
+                    unsupported_names.insert(id.clone());
+                }
+                continue;
+            }
             let d = set.detections.len();
             targets.insert(p.name.clone(), Target::Detection(d));
             if let Some(id) = &p.id {
@@ -591,12 +633,24 @@ impl RuleSet {
                         }
                     }
                     None => {
-                        let why = if seen.contains_key(r) {
+                        let unsupported = unsupported_names.contains(r);
+                        let why = if unsupported {
+                            format!("correlation references rule `{r}`, whose logsource vigil does not serve")
+                        } else if seen.contains_key(r) {
                             format!("correlation references rule `{r}`, which failed to load")
                         } else {
                             format!("correlation references unknown rule `{r}`")
                         };
-                        bad = Some(error(p, Some("rules:"), &ref_needles(r), why));
+                        let mut e = error(p, Some("rules:"), &ref_needles(r), why);
+                        if unsupported {
+                            // Unsupported for the same reason as the rule it counts.
+                            e.unsupported = true;
+                            unsupported_names.insert(p.name.clone());
+                            if let Some(id) = &p.id {
+                                unsupported_names.insert(id.clone());
+                            }
+                        }
+                        bad = Some(e);
                         break;
                     }
                 }

@@ -367,8 +367,8 @@ fn a_firing_key_keeps_times_not_events_and_its_next_firing_still_counts_exactly(
     // gte 3 over 10 s. 0, 1, 2 fire (New, 3 events); 9 and 11 update while the window still
     // holds 3 or more; at 20 the window (10, 20] holds 11 and 20 only, so the key re-arms; a
     // second event at 20 makes it 3 again: a New whose count is exact (11, 20, 20) while it
-    // carries only the event that arrived after the re-arm (11 and the first 20 arrived while
-    // the key was firing and kept only their time).
+    // reports and carries only the two events at 20 (11 was reported by an Update and kept only
+    // its time; the first 20 stopped the condition holding, so nothing reported it yet).
     let set = load(&brute_force("{gte: 3}", "10s", false));
     let events = vec![
         failure(0, IP),
@@ -382,17 +382,18 @@ fn a_firing_key_keeps_times_not_events_and_its_next_firing_still_counts_exactly(
     let (out, _) = run(set, EngineLimits::default(), &events);
     let summary: Vec<_> = out
         .iter()
-        .map(|d| (d.kind, d.count, d.events.len()))
+        .map(|d| (d.kind, d.count, d.fresh, d.events.len()))
         .collect();
     assert_eq!(
         summary,
         vec![
-            (DetectionKind::New, 3, 3),
-            (DetectionKind::Update, 1, 1),
-            (DetectionKind::Update, 1, 1),
-            (DetectionKind::New, 3, 1),
+            (DetectionKind::New, 3, 3, 3),
+            (DetectionKind::Update, 1, 1, 1),
+            (DetectionKind::Update, 1, 1, 1),
+            (DetectionKind::New, 3, 2, 2),
         ]
     );
     assert_eq!(out[3].window_start, crate::common::at(11));
-    assert_eq!(out[3].events[0].timestamp, crate::common::at(20));
+    assert!(Arc::ptr_eq(&out[3].events[0], &events[5]));
+    assert!(Arc::ptr_eq(&out[3].events[1], &events[6]));
 }

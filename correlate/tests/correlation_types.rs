@@ -598,5 +598,6 @@ fn a_hundred_thousand_fired_keys_stay_small() {
     assert_eq!(stats.rules[1].detections, 100_000);
     let per_key = stats.bytes_per_key();
     eprintln!("bytes per fired key: {per_key}");
-    assert!(per_key < 256, "{per_key} bytes per key");
+    // Three 32-byte slots (time, tag, reported, no event) plus the key, its tables and the LRU.
+    assert!(per_key < 288, "{per_key} bytes per key");
 }

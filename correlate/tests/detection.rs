@@ -6,7 +6,7 @@ use vigil_correlate::{LoadOptions, RuleSet, RuleSource};
 use crate::common::{ev, hits, load, load_files, matching};
 
 fn rule(selection: &str) -> String {
-    format!("title: t\nname: r\nlogsource: {{product: test}}\ndetection:\n  sel:\n{selection}\n  condition: sel\n")
+    format!("title: t\nname: r\ndetection:\n  sel:\n{selection}\n  condition: sel\n")
 }
 
 #[test]
@@ -173,13 +173,13 @@ fn cased_and_windash_modifiers() {
 
 #[test]
 fn keywords_search_the_message() {
-    let list = "title: k\nname: k\nlogsource: {product: test}\ndetection:\n  keywords:\n    - 'error in libcrypto'\n    - 'bad*value'\n  condition: keywords\n";
+    let list = "title: k\nname: k\ndetection:\n  keywords:\n    - 'error in libcrypto'\n    - 'bad*value'\n  condition: keywords\n";
     assert!(hits(list, &[("message", "fatal: ERROR IN LIBCRYPTO here")]));
     assert!(hits(list, &[("message", "a bad dh value")]));
     assert!(!hits(list, &[("message", "all good")]));
-    let single = "title: k\nname: k\nlogsource: {product: test}\ndetection:\n  keywords: 'segfault'\n  condition: keywords\n";
+    let single = "title: k\nname: k\ndetection:\n  keywords: 'segfault'\n  condition: keywords\n";
     assert!(hits(single, &[("message", "process segfault at 0")]));
-    let all = "title: k\nname: k\nlogsource: {product: test}\ndetection:\n  keywords:\n    '|all':\n      - one\n      - two\n  condition: keywords\n";
+    let all = "title: k\nname: k\ndetection:\n  keywords:\n    '|all':\n      - one\n      - two\n  condition: keywords\n";
     assert!(hits(all, &[("message", "two and one")]));
     assert!(!hits(all, &[("message", "one only")]));
 }
@@ -256,9 +256,9 @@ fn sigma_field_names_map_to_ecs() {
 }
 
 #[test]
-fn logsource_restricts_events_and_unknown_logsources_apply_to_all() {
+fn logsource_restricts_events_and_a_rule_without_one_applies_to_all() {
     let sshd = "title: t\nname: sshd_rule\nlogsource: {product: linux, service: sshd}\ndetection:\n  sel:\n    message|contains: invalid\n  condition: sel\n";
-    let any = "title: t\nname: any_rule\nlogsource: {product: plan9}\ndetection:\n  sel:\n    message|contains: invalid\n  condition: sel\n";
+    let any = "title: t\nname: any_rule\ndetection:\n  sel:\n    message|contains: invalid\n  condition: sel\n";
     let auth = "title: t\nname: auth_rule\nlogsource: {category: authentication}\ndetection:\n  sel:\n    event.outcome: failure\n  condition: sel\n";
     let set = load(&format!("{sshd}---\n{any}---\n{auth}"));
     let e = ev(0, &[("process.name", "sshd"), ("message", "invalid user")]);
@@ -283,6 +283,33 @@ fn logsource_restricts_events_and_unknown_logsources_apply_to_all() {
         &[("event.category", "network"), ("event.outcome", "failure")],
     );
     assert!(matching(&set, &e).is_empty());
+}
+
+#[test]
+fn a_logsource_vigil_does_not_serve_is_refused_as_unsupported_and_the_rest_load() {
+    let windows = "title: t\nname: win_rule\nlogsource: {product: windows, category: process_creation}\ndetection:\n  sel:\n    Image|endswith: '\\\\cmd.exe'\n  condition: sel\n";
+    let sshd = "title: t\nname: sshd_rule\nlogsource: {product: linux, service: sshd}\ndetection:\n  sel:\n    message|contains: invalid\n  condition: sel\n";
+    let (set, errors) = RuleSet::from_sources(&[RuleSource {
+        path: "mixed.yml".into(),
+        text: format!("{windows}---\n{sshd}"),
+    }]);
+    assert_eq!(set.len(), 1);
+    assert_eq!(errors.len(), 1);
+    let e = &errors[0];
+    assert!(e.unsupported, "{e}");
+    assert_eq!((e.path.as_str(), e.line), ("mixed.yml", 3));
+    assert!(
+        e.message.contains("product: windows") && e.message.contains("category: process_creation"),
+        "{e}"
+    );
+    // A broken rule is not "unsupported".
+    let (_, errors) = RuleSet::from_sources(&[RuleSource {
+        path: "broken.yml".into(),
+        text: "title: t\nname: b\ndetection:\n  sel:\n    message|re: '('\n  condition: sel\n"
+            .into(),
+    }]);
+    assert_eq!(errors.len(), 1);
+    assert!(!errors[0].unsupported);
 }
 
 #[test]
@@ -384,7 +411,7 @@ fn expand_replaces_placeholders_from_the_load_options() {
     let (set, errors) = load_files(&[("x.yml", &text)]);
     assert!(set.is_empty());
     assert_eq!(errors.len(), 1);
-    assert_eq!(errors[0].line, 6);
+    assert_eq!(errors[0].line, 5);
     assert!(errors[0].message.contains("`%admins%`"), "{}", errors[0]);
     // A lone percent sign is literal.
     assert!(hits(

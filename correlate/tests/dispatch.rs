@@ -63,7 +63,7 @@ fn rule_set() -> RuleSet {
         "{product: linux, service: auth}",
         "{category: authentication}",
         "{category: firewall}",
-        "{product: windows}",
+        "{product: linux}",
         "{}",
     ];
     let mut text = String::new();

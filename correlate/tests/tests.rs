@@ -7,5 +7,6 @@ mod correlation_types;
 mod detection;
 mod dispatch;
 mod loading;
+mod reporting;
 mod sigmahq;
 mod spec_examples;

@@ -46,15 +46,12 @@ pub fn rule_sources(dir: &Path) -> std::io::Result<Vec<RuleSource>> {
             })
             .collect());
     }
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            matches!(
-                p.extension().and_then(|e| e.to_str()),
-                Some("yml") | Some("yaml")
-            )
-        })
-        .collect();
+    let mut paths = Vec::new();
+    if dir.is_file() {
+        paths.push(dir.to_path_buf());
+    } else {
+        collect_yaml(dir, &mut paths)?;
+    }
     paths.sort();
     paths
         .into_iter()
@@ -65,6 +62,65 @@ pub fn rule_sources(dir: &Path) -> std::io::Result<Vec<RuleSource>> {
             })
         })
         .collect()
+}
+
+/// Every `*.yml` / `*.yaml` under `dir`, recursively (symbolic links are not followed).
+fn collect_yaml(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let path = entry.path();
+        let kind = entry.file_type()?;
+        if kind.is_dir() {
+            collect_yaml(&path, out)?;
+        } else if kind.is_file()
+            && matches!(
+                path.extension().and_then(|e| e.to_str()),
+                Some("yml") | Some("yaml")
+            )
+        {
+            out.push(path);
+        }
+    }
+    Ok(())
+}
+
+/// What `vigil rules lint` found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LintReport {
+    /// Rules that loaded.
+    pub loaded: usize,
+    /// Rules refused because Vigil does not serve what they need (their log source).
+    pub unsupported: usize,
+    /// Rules refused because they are broken.
+    pub failed: usize,
+    /// One line per refused rule: `unsupported|failed: file:line: reason`.
+    pub problems: Vec<String>,
+}
+
+/// Loads every rule file under `path` (a file or a folder, recursively; Vigil rules or plain
+/// Sigma) and sorts the refusals into unsupported and failed.
+pub fn lint(path: &Path) -> std::io::Result<LintReport> {
+    if !path.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{}: no such file or folder", path.display()),
+        ));
+    }
+    let (rules, errors) = load_rules(path)?;
+    let mut report = LintReport {
+        loaded: rules.len(),
+        ..LintReport::default()
+    };
+    for e in errors {
+        if e.unsupported {
+            report.unsupported += 1;
+            report.problems.push(format!("unsupported: {e}"));
+        } else {
+            report.failed += 1;
+            report.problems.push(format!("failed: {e}"));
+        }
+    }
+    Ok(report)
 }
 
 /// Loads and compiles the rules of `dir` (or the built-in pack).
@@ -238,9 +294,10 @@ pub fn apply_detection(
     seen: &mut SeenEvents,
     now: DateTime<Utc>,
 ) -> Result<(Offense, OffenseChange), StoreError> {
-    // What this rule reports; the engine's `events` may carry fewer (payloads it no longer
-    // holds), and those are counted as they are.
-    let reported = d.count.max(1);
+    // What this rule reports for the first time (`fresh`: a key that fires again never reports
+    // an occurrence twice); the engine's `events` may carry fewer (evidence it shed under its
+    // memory budget), and those are counted as they are.
+    let reported = d.fresh;
     let mut open = store.find_open_offense(&d.index_field, &d.index_value)?;
     if let Some(o) = open.take_if(|o| {
         o.last_seen
