@@ -41,6 +41,8 @@ pub struct BatchOutcome {
     pub offenses_created: u64,
     /// Offense updates (events joining an open offense).
     pub offenses_updated: u64,
+    /// Detections that joined a recently closed offense under `vigil.suppress`.
+    pub offenses_suppressed: u64,
 }
 
 /// Normalizer, engine and store, wired.
@@ -62,6 +64,7 @@ pub struct Pipeline {
     rule_meta: std::collections::HashMap<String, RuleMeta>,
     offenses_created: Counter,
     offenses_updated: Counter,
+    offenses_suppressed: Counter,
     dead_letters_evicted: Counter,
     store_errors: Counter,
     timestamps_clamped: Counter,
@@ -97,6 +100,11 @@ impl Pipeline {
                     RuleMeta {
                         id: r.id.clone(),
                         author: r.author.clone(),
+                        suppress: r
+                            .vigil
+                            .suppress
+                            .as_deref()
+                            .and_then(|s| vigil_correlate::parse_duration(s).ok()),
                     },
                 )
             })
@@ -120,6 +128,12 @@ impl Pipeline {
             offenses_updated: metrics.counter(
                 "vigil_offenses_updated_total",
                 "Detections that joined an open offense.",
+                &[],
+            ),
+            offenses_suppressed: metrics.counter(
+                "vigil_offenses_suppressed_total",
+                "Detections that joined a recently closed offense (vigil.suppress) instead of \
+                 opening a new one.",
                 &[],
             ),
             dead_letters_evicted: metrics.counter(
@@ -271,6 +285,10 @@ impl Pipeline {
                 OffenseChange::Updated => {
                     outcome.offenses_updated += 1;
                     self.offenses_updated.inc();
+                }
+                OffenseChange::Suppressed => {
+                    outcome.offenses_suppressed += 1;
+                    self.offenses_suppressed.inc();
                 }
             }
             if let Some(ingested) = ingested {

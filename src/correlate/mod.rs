@@ -152,6 +152,10 @@ pub struct RuleMeta {
     pub id: Option<String>,
     /// Rule author.
     pub author: Option<String>,
+    /// The rule's `vigil.suppress`: after an offense for an index closes, this rule's
+    /// detections for the same index within this long (event time) of the offense's last event
+    /// join the closed offense (counted, evidence kept) instead of opening a new one.
+    pub suppress: Option<chrono::Duration>,
 }
 
 /// Magnitude 0-10 of an offense from its rules: severity, relevance and credibility are each the
@@ -281,6 +285,8 @@ pub enum OffenseChange {
     Created,
     /// Events joined an open offense.
     Updated,
+    /// Events joined a recently closed offense of a rule with `vigil.suppress` (no re-alert).
+    Suppressed,
 }
 
 /// Applies one detection: joins the open offense with the same index (field and value),
@@ -312,7 +318,31 @@ pub fn apply_detection(
         closed.updated_at = now;
         store.put_offense(&closed)?;
     }
+    // Suppression: no open offense, but one closed recently (event time) for this index and the
+    // rule asks to suppress re-alerts: the detection joins the closed offense, which stays
+    // closed. Nothing is hidden: its events are counted and kept there.
+    let mut suppressed = false;
+    if open.is_none() {
+        if let Some(window) = meta.suppress {
+            if let Some(closed) = store.find_last_closed_offense(&d.index_field, &d.index_value)? {
+                let within = closed
+                    .last_seen
+                    .checked_add_signed(window)
+                    .is_some_and(|limit| d.first_seen <= limit);
+                if within && closed.closing_reason.as_deref() != Some("inactive") {
+                    suppressed = true;
+                    open = Some(closed);
+                }
+            }
+        }
+    }
     let (mut offense, change) = match open {
+        Some(mut o) if suppressed => {
+            o.first_seen = o.first_seen.min(d.first_seen);
+            o.last_seen = o.last_seen.max(d.last_seen);
+            o.updated_at = now;
+            (o, OffenseChange::Suppressed)
+        }
         Some(mut o) => {
             o.first_seen = o.first_seen.min(d.first_seen);
             o.last_seen = o.last_seen.max(d.last_seen);
@@ -361,7 +391,7 @@ pub fn apply_detection(
         }
     };
     let mut rules = match change {
-        OffenseChange::Updated => store.offense_rules(&offense.id)?,
+        OffenseChange::Updated | OffenseChange::Suppressed => store.offense_rules(&offense.id)?,
         OffenseChange::Created => Vec::new(),
     };
     let part = match rules.iter().position(|r| r.rule == d.rule) {
@@ -495,6 +525,7 @@ vigil:
         let meta = RuleMeta {
             id: None,
             author: Some("Alice Analyst".into()),
+            suppress: None,
         };
         let mut changes = Vec::new();
         let mut seen = SeenEvents::new(100);
@@ -535,6 +566,78 @@ vigil:
         assert!(parts
             .iter()
             .any(|r| r.author.as_deref() == Some("Alice Analyst")));
+        Ok(())
+    }
+
+    #[test]
+    fn a_suppressing_rule_adds_to_a_recently_closed_offense_instead_of_reopening(
+    ) -> Result<(), StoreError> {
+        let rule = "title: Root login failure
+name: root_failure
+detection:
+  sel: {user.name: root, event.outcome: failure}
+  condition: sel
+level: medium
+vigil:
+  offense: {index: source.ip}
+  suppress: 1h
+";
+        let (set, errors) = RuleSet::from_sources(&[RuleSource {
+            path: "t.yml".into(),
+            text: rule.into(),
+        }]);
+        assert!(errors.is_empty(), "{errors:?}");
+        let suppress = set.rules()[0]
+            .vigil
+            .suppress
+            .as_deref()
+            .and_then(|s| vigil_correlate::parse_duration(s).ok());
+        let meta = RuleMeta {
+            suppress,
+            ..RuleMeta::default()
+        };
+        let mut engine = vigil_correlate::Engine::new(Arc::new(set), Default::default());
+        let store = Store::open_in_memory()?;
+        let mut seen = SeenEvents::new(100);
+        let t0 = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let mut apply =
+            |offset_mins: i64, seq: u64| -> Result<(Offense, OffenseChange), StoreError> {
+                let t = t0 + chrono::Duration::minutes(offset_mins);
+                let mut e = Event::new(t, t);
+                for (k, v) in [
+                    ("user.name", "root"),
+                    ("event.outcome", "failure"),
+                    ("source.ip", "203.0.113.7"),
+                ] {
+                    e.set(k, v)
+                        .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                }
+                e.sequence = Some(seq);
+                let mut out = Vec::new();
+                engine.process(&Arc::new(e), &mut out);
+                let d = out
+                    .first()
+                    .ok_or_else(|| StoreError::Corrupt("no detection".into()))?;
+                apply_detection(&store, d, &meta, &OffenseLimits::default(), &mut seen, t0)
+            };
+        let (first, change) = apply(0, 1)?;
+        assert_eq!(change, OffenseChange::Created);
+        // An analyst closes it.
+        let mut closed = first.clone();
+        closed.status = OffenseStatus::Closed;
+        closed.closing_reason = Some("false positive: scanner allow-listed".into());
+        store.put_offense(&closed)?;
+        // 30 minutes later (within suppress 1h): joins the closed offense, which stays closed.
+        let (o, change) = apply(30, 2)?;
+        assert_eq!(change, OffenseChange::Suppressed);
+        assert_eq!(o.id, first.id);
+        assert_eq!(o.status, OffenseStatus::Closed);
+        assert_eq!(o.event_count, 2);
+        assert_eq!(store.offense_events(&o.id, 10)?.len(), 2);
+        // Three hours after the offense's last event: a new offense opens.
+        let (o, change) = apply(210, 3)?;
+        assert_eq!(change, OffenseChange::Created);
+        assert_ne!(o.id, first.id);
         Ok(())
     }
 

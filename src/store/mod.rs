@@ -281,6 +281,22 @@ impl Store {
             .transpose()
     }
 
+    /// The most recently closed offense for this index (field and value), if any.
+    pub fn find_last_closed_offense(
+        &self,
+        index_field: &str,
+        index_value: &str,
+    ) -> Result<Option<Offense>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(&format!(
+            "SELECT {OFFENSE_COLUMNS} FROM offenses
+             WHERE index_field = ?1 AND index_value = ?2 AND status = 'closed'
+             ORDER BY last_seen DESC LIMIT 1"
+        ))?;
+        stmt.query_row(params![index_field, index_value], row_to_offense)
+            .optional()?
+            .transpose()
+    }
+
     /// The rules that contributed to an offense, first contribution first.
     pub fn offense_rules(&self, offense_id: &str) -> Result<Vec<OffenseRule>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
