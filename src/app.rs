@@ -12,7 +12,7 @@ use vigil_correlate::{EngineLimits, RuleSet};
 use vigil_parsers::definitions::DefinitionSet;
 use vigil_parsers::normalize::{InvalidUtf8Policy, NormalizeOptions, Normalizer};
 
-use crate::bus::{memory, RawRecord, Subscriber};
+use crate::bus::{memory, RawRecord, Received, Subscriber};
 use crate::config::{parse_utc_offset, Config, Utf8Policy};
 use crate::pipeline::{Pipeline, PipelineLimits};
 use crate::store::Store;
@@ -20,6 +20,9 @@ use crate::telemetry::Metrics;
 
 /// Records the engine takes from the queue per store transaction at most.
 pub const BATCH_RECORDS: usize = 1024;
+
+/// How often the live engine is told the wall-clock time.
+pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Loads the built-in parser definitions plus those of `parse.definitions_dir`. Every problem
 /// is returned as one line (`file:line: message`).
@@ -258,7 +261,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .name("vigil-engine".into())
         .spawn(move || {
             let _guard = EngineGuard(alive, Some(engine_done_tx));
-            while let Some(first) = subscriber.next_blocking() {
+            let mut last_tick = std::time::Instant::now();
+            loop {
+                // Time passes even without events: rules waiting for something not to happen
+                // (absence, silence) are told the wall clock about once a second (the engine
+                // applies the allowed lateness to it).
+                if last_tick.elapsed() >= TICK {
+                    last_tick = std::time::Instant::now();
+                    pipeline.tick(chrono::Utc::now());
+                }
+                let first = match subscriber.next_within(TICK) {
+                    Received::Item(first) => first,
+                    Received::Idle => continue,
+                    Received::Closed => break,
+                };
                 let mut batch = Vec::with_capacity(64);
                 batch.push(first);
                 while batch.len() < BATCH_RECORDS {

@@ -167,7 +167,7 @@ impl Pipeline {
     /// retried (3 attempts, backoff 50 ms x4) without re-running the engine, so nothing is
     /// counted twice; after the last attempt the error is returned. Replay uses this.
     pub fn process_batch(&mut self, records: Vec<RawRecord>) -> Result<BatchOutcome, StoreError> {
-        self.process(records, Some(3))
+        self.process(records, Some(3), None)
     }
 
     /// [`Pipeline::process_batch`] for the live service: a store failure (disk full, I/O
@@ -175,18 +175,33 @@ impl Pipeline {
     /// `vigil_store_errors_total` and logged. Meanwhile the queue fills and TCP senders are held
     /// back: records wait, none is dropped.
     pub fn process_batch_until_stored(&mut self, records: Vec<RawRecord>) -> BatchOutcome {
-        self.process(records, None).unwrap_or_default()
+        self.process(records, None, None).unwrap_or_default()
+    }
+
+    /// Tells the engine the time is `now` (wall clock in the live service), so rules waiting
+    /// for something not to happen (`absence`, `silence`) fire even when no event arrives; their
+    /// detections are stored like any other, retried until stored.
+    pub fn tick(&mut self, now: chrono::DateTime<Utc>) -> BatchOutcome {
+        self.process(Vec::new(), None, Some(now))
+            .unwrap_or_default()
     }
 
     fn process(
         &mut self,
         records: Vec<RawRecord>,
         max_attempts: Option<u32>,
+        tick: Option<chrono::DateTime<Utc>>,
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let mut dead = Vec::new();
         let mut events_by_source: Vec<(&'static str, u64)> = Vec::new();
         self.detections.clear();
+        if let Some(now) = tick {
+            self.engine.advance(now, &mut self.detections);
+            if self.detections.is_empty() {
+                return Ok(outcome);
+            }
+        }
         for rec in records {
             let source = source_label(&rec);
             let meta = RecordMeta {

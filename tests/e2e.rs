@@ -227,3 +227,31 @@ fn records_sent_just_before_sigterm_are_all_stored() {
     assert_eq!(offenses["items"][0]["index_value"], "198.51.100.77");
     assert_eq!(offenses["items"][0]["event_count"], 5000);
 }
+
+#[test]
+fn a_silence_rule_fires_from_the_clock_when_no_event_arrives() {
+    let dir = tempfile::tempdir().unwrap();
+    let rules = dir.path().join("rules");
+    std::fs::create_dir(&rules).unwrap();
+    std::fs::write(
+        rules.join("silent.yml"),
+        "title: sshd event\nname: sshd_any\nlogsource: {product: linux, service: sshd}\n\
+         detection:\n  sel: {event.dataset: openssh}\n  condition: sel\n---\n\
+         title: sshd silent\nname: sshd_silent\ncorrelation:\n  type: silence\n  \
+         rules: [sshd_any]\n  group-by: [host.name]\n  timespan: 2s\nlevel: medium\n\
+         vigil:\n  offense: {index: host.name}\n",
+    )
+    .unwrap();
+    let config = write_config_with_rules(dir.path(), &rules, "");
+    let vigil = Vigil::start(&config);
+    vigil.send_udp(&[failed_password_3164("192.0.2.44", 5000)]);
+    // No further event: only the engine's clock tick can move time past the deadline.
+    vigil.wait_until("the silence offense", || {
+        vigil.get_json("/api/v1/offenses")["total"] == 1
+    });
+    let offense = &vigil.get_json("/api/v1/offenses")["items"][0];
+    assert_eq!(offense["rule"], "sshd_silent");
+    assert_eq!(offense["index_field"], "host.name");
+    assert_eq!(offense["index_value"], "bastion01");
+    assert_eq!(offense["event_count"], 1);
+}

@@ -35,6 +35,14 @@
 //!   occurrences in time order: the length of the longest prefix of the list that is a
 //!   subsequence of the window (an occurrence matching several consecutive rules advances through
 //!   all of them). The default condition is "all of them".
+//! - `value_sum` (Vigil extension): the sum of the counted field over the window's occurrences,
+//!   as `u64`. A value is a non-negative whole number or decimal text (decimals truncated toward
+//!   zero); an occurrence whose field is missing, negative or not a number is skipped (not in the
+//!   window, not in `count`) and counted in [`RuleStats::valueless_events`]. The sum is kept
+//!   exactly (128 bits) as occurrences enter and leave the window and reported saturated at
+//!   `u64::MAX` in [`Detection::sum`]. Firing, `fresh`, re-arming: as for the other types.
+//! - `absence` and `silence` (Vigil extensions) measure nothing: they fire on time passing, see
+//!   below.
 //!
 //! An occurrence is an event that matched a referenced detection rule or, for a correlation that
 //! references another correlation (chaining), the event that made the inner correlation fire a
@@ -58,9 +66,43 @@
 //! only its time (the detection took the event), so a firing key costs 32 bytes per occurrence,
 //! not the event.
 //! Conditions are evaluated only when an occurrence arrives, so `lt`/`lte` bounds act on arrival
-//! and do not detect absence. A rule whose [`RuleInfo::generate`] is false (referenced by a
+//! and do not detect absence (the `absence` and `silence` types do). A rule whose [`RuleInfo::generate`] is false (referenced by a
 //! correlation without `generate: true`) still fires and feeds its correlations, but its
 //! detections are not pushed.
+//!
+//! # Time-driven types: `absence` and `silence`
+//!
+//! Engine time is the newest event time [`Engine::process`] has seen or [`Engine::advance`] was
+//! given; it never goes backwards. `process` advances it to each event's time before applying
+//! the event, so a deadline fires when a later event of any key (even one no rule matches)
+//! passes it, or when the caller advances time. A deadline `d` fires once engine time minus
+//! [`EngineLimits::allowed_lateness`] is strictly after `d`; detections come out in deadline
+//! order.
+//!
+//! - `absence` (`rules: [A, B]`): an `A` occurrence for a key with no pending deadline starts
+//!   one at its time plus the timespan, holding the `A` event (further `A`s while it is pending
+//!   change nothing). A `B` occurrence for the key timed at or after that `A` and at or before
+//!   the deadline cancels it; a `B` with no pending deadline (including one processed before
+//!   its `A`, out of order, or after the detection) does nothing. When the deadline passes the
+//!   rule fires one `New`: `window_start`, `first_seen` and `last_seen` the `A`'s time, `count`
+//!   and `fresh` 1, `events` the `A` event; the key is then forgotten, so the next `A` starts
+//!   afresh.
+//! - `silence` (`rules: [X]`): every `X` occurrence for a key moves the key's deadline to its time
+//!   plus the timespan and is kept as the key's last event (an older one changes nothing). When
+//!   the deadline passes the rule fires one `New` the same way, carrying the last event, and
+//!   forgets the key: it fires once per silent period and re-arms when the key is seen again. A
+//!   key never seen never goes silent.
+//!
+//! `index_value` is the key's part when the offense index field is a `group-by` field (the
+//! default: the first), else the field on the held event, else the rule name. A starting event
+//! (`A`, or `X`) whose deadline has already passed when it arrives (`time + timespan` before
+//! engine time minus the lateness), or with a lateness `L > 0` one older than engine time minus
+//! `L`, is late: counted in [`RuleStats::late_events`], not applied. Held events are payloads
+//! like window events: under the payload budget they may be dropped, and the detection then has
+//! `fresh` 1 and no `events`. Keys are bounded by `max_keys_per_rule` (least recently updated
+//! evicted, its deadline lost, counted in [`RuleStats::keys_evicted`]); a key lives until its
+//! deadline fires or is cancelled. These rules cannot be referenced by other correlations
+//! (refused at load), so they feed nothing.
 //!
 //! # Bounds
 //!
@@ -81,12 +123,12 @@
 //! memory pressure, counts exact). [`RuleStats::payloads_dropped`] counts them.
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use vigil_parsers::event::Event;
+use vigil_parsers::event::{Event, FieldValue};
 
 use crate::index::Scratch;
 use crate::rules::RuleInfo;
@@ -177,6 +219,10 @@ pub struct Detection {
     pub fresh: u64,
     /// `value_count` `New` detections: the distinct values in the window; else `None`.
     pub distinct: Option<u64>,
+    /// `value_sum` detections (`New` and `Update`): the sum of the counted field over the
+    /// window's occurrences after this occurrence arrived, saturating at `u64::MAX`; else
+    /// `None`.
+    pub sum: Option<u64>,
     /// The events of the `fresh` occurrences, oldest first: a `New` never re-sends an event an
     /// earlier detection of the same key carried. Fewer than `fresh` when payloads were dropped
     /// under memory pressure ([`EngineLimits::max_payload_bytes`]): evidence sampled, counts
@@ -209,11 +255,13 @@ pub struct RuleStats {
     pub keys_expired: u64,
     /// Events dropped from windows because of `max_events_per_key`.
     pub events_evicted: u64,
-    /// Events that arrived more than a timespan behind their key's newest event.
+    /// Events that arrived more than a timespan behind their key's newest event (`absence` and
+    /// `silence`: starting events whose deadline had already passed, see [`Engine::advance`]).
     pub late_events: u64,
     /// Events without a value for some `group-by` field.
     pub ungrouped_events: u64,
-    /// `value_count`: events without a value for the counted field.
+    /// `value_count`: events without a value for the counted field; `value_sum`: events whose
+    /// summed field is missing or not a non-negative number (skipped, not counted in the window).
     pub valueless_events: u64,
     /// `value_count`: distinct values dropped because of `max_values_per_key`.
     pub values_evicted: u64,
@@ -320,15 +368,63 @@ struct KeyState {
     slots: VecDeque<Slot>,
     seq: u64,
     firing: Option<Firing>,
-    /// `value_count` and `temporal`: occurrences per tag in the window. Boxed so keys of the
-    /// other types pay 8 bytes for it, not an empty table's 48.
-    #[allow(clippy::box_collection)]
-    tags: Option<Box<HashMap<u64, u32>>>,
+    /// `value_count` and `temporal`: occurrences per tag in the window; `value_sum`: the
+    /// window's sum. Boxed so keys of the other types pay 8 bytes for it, not an empty table's
+    /// 48.
+    tally: Option<Box<Tally>>,
+}
+
+/// What a key tracks beyond its occurrences, by correlation type.
+enum Tally {
+    /// `value_count` and `temporal`: occurrences per tag in the window.
+    Tags(HashMap<u64, u32>),
+    /// `value_sum`: the sum of the slots' tags (the values). Kept in 128 bits so it stays exact
+    /// (no slot count can overflow it) as occurrences enter and leave; reported saturated to
+    /// `u64`.
+    Sum(u128),
+}
+
+impl Tally {
+    /// The empty tally a new key of `measure` starts with.
+    fn for_measure(measure: &Measure) -> Option<Box<Tally>> {
+        match measure {
+            Measure::ValueCount(_) | Measure::Temporal => {
+                Some(Box::new(Tally::Tags(HashMap::new())))
+            }
+            Measure::ValueSum(_) => Some(Box::new(Tally::Sum(0))),
+            _ => None,
+        }
+    }
 }
 
 impl KeyState {
     fn newest(&self) -> i64 {
         self.slots.back().map_or(i64::MIN, |s| s.ts)
+    }
+
+    /// The tag table (`value_count`, `temporal`).
+    fn tags(&self) -> Option<&HashMap<u64, u32>> {
+        match self.tally.as_deref() {
+            Some(Tally::Tags(t)) => Some(t),
+            _ => None,
+        }
+    }
+
+    /// The window's sum (`value_sum`; 0 for the other types).
+    fn sum(&self) -> u128 {
+        match self.tally.as_deref() {
+            Some(Tally::Sum(s)) => *s,
+            _ => 0,
+        }
+    }
+
+    /// Counts a new occurrence's tag.
+    fn add_tag(&mut self, tag: u64) {
+        match self.tally.as_deref_mut() {
+            Some(Tally::Tags(t)) => *t.entry(tag).or_insert(0) += 1,
+            Some(Tally::Sum(s)) => *s = s.saturating_add(u128::from(tag)),
+            None => {}
+        }
     }
 
     /// Drops the oldest occurrence (subtracting its payload from `payload`); true when that made
@@ -340,14 +436,18 @@ impl KeyState {
         if let Some(e) = &slot.event {
             *payload = payload.saturating_sub(approx_event_bytes(e));
         }
-        if let Some(tags) = self.tags.as_mut() {
-            if let Some(n) = tags.get_mut(&slot.tag) {
-                *n = n.saturating_sub(1);
-                if *n == 0 {
-                    tags.remove(&slot.tag);
-                    return true;
+        match self.tally.as_deref_mut() {
+            Some(Tally::Tags(tags)) => {
+                if let Some(n) = tags.get_mut(&slot.tag) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        tags.remove(&slot.tag);
+                        return true;
+                    }
                 }
             }
+            Some(Tally::Sum(s)) => *s = s.saturating_sub(u128::from(slot.tag)),
+            None => {}
         }
         false
     }
@@ -366,10 +466,14 @@ impl KeyState {
         let arc = (16 + key.len()).next_multiple_of(8);
         let slots = self.slots.capacity() * std::mem::size_of::<Slot>();
         let firing = self.firing.as_ref().map_or(0, |f| f.index_value.len());
-        let tags = self.tags.as_ref().map_or(0, |t| {
-            std::mem::size_of::<HashMap<u64, u32>>()
-                + t.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
-        });
+        let tags = match self.tally.as_deref() {
+            Some(Tally::Tags(t)) => {
+                std::mem::size_of::<Tally>()
+                    + t.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
+            }
+            Some(Tally::Sum(_)) => std::mem::size_of::<Tally>(),
+            None => 0,
+        };
         arc + slots + firing + tags
     }
 }
@@ -386,6 +490,12 @@ struct Windows {
     /// payloads left are skipped.
     held: VecDeque<(u64, Arc<str>)>,
     watermark: Option<i64>,
+    /// `absence` and `silence`: pending deadlines `(slot time + span, key)`, earliest first.
+    /// Every key of such a rule holds exactly one slot (the starting event, or the last event
+    /// seen) and one entry here.
+    deadlines: BTreeSet<(i64, Arc<str>)>,
+    /// `absence` and `silence`: the timespan in nanoseconds.
+    span: i64,
     /// Sum of the keys' footprints.
     heap: usize,
     /// Sum of the payloads held, in [`approx_event_bytes`].
@@ -396,6 +506,12 @@ impl Windows {
     fn remove(&mut self, key: &Arc<str>) -> bool {
         match self.keys.remove(key) {
             Some(st) => {
+                if let Some(front) = st.slots.front() {
+                    if !self.deadlines.is_empty() {
+                        self.deadlines
+                            .remove(&(front.ts.saturating_add(self.span), Arc::clone(key)));
+                    }
+                }
                 self.heap = self.heap.saturating_sub(st.footprint(key));
                 self.payload = self.payload.saturating_sub(st.payload_bytes());
                 true
@@ -473,10 +589,41 @@ impl Windows {
         n
     }
 
+    /// Records an update of `key` (whose `seq` was just set to `seq`) in the update order and,
+    /// when it holds a payload, in the shedding order; compacts both when stale entries
+    /// dominate.
+    fn touch(&mut self, key: &Arc<str>, seq: u64, holds: bool) {
+        match self.lru.back_mut() {
+            Some(last) if Arc::ptr_eq(&last.1, key) => last.0 = seq,
+            _ => self.lru.push_back((seq, Arc::clone(key))),
+        }
+        if holds {
+            match self.held.back_mut() {
+                Some(last) if Arc::ptr_eq(&last.1, key) => last.0 = seq,
+                _ => self.held.push_back((seq, Arc::clone(key))),
+            }
+        }
+        if self.lru.len() > 2 * self.keys.len() + 64 {
+            let keys = &self.keys;
+            self.lru
+                .retain(|(seq, k)| keys.get(k).is_some_and(|st| st.seq == *seq));
+        }
+        if self.held.len() > 2 * self.keys.len() + 64 {
+            let keys = &self.keys;
+            self.held.retain(|(seq, k)| {
+                keys.get(k)
+                    .is_some_and(|st| st.seq == *seq && st.firing.is_none())
+            });
+        }
+    }
+
     fn approx_bytes(&self) -> usize {
         let entry = std::mem::size_of::<(Arc<str>, KeyState)>() + 1;
+        // A B-tree entry plus roughly a pointer of node overhead.
+        let deadline = std::mem::size_of::<(i64, Arc<str>)>() + 8;
         self.heap
             + self.payload
+            + self.deadlines.len() * deadline
             + self.keys.capacity() * entry
             + (self.lru.capacity() + self.held.capacity()) * std::mem::size_of::<(u64, Arc<str>)>()
     }
@@ -500,6 +647,11 @@ pub struct Engine {
     clock: u64,
     /// Sum of the windows' payloads.
     payload: usize,
+    /// Engine time: the newest event time processed or time passed to [`Engine::advance`]
+    /// (nanoseconds); `absence` and `silence` deadlines fire against it.
+    now: Option<i64>,
+    /// Correlations (indices) of the timed types (`absence`, `silence`).
+    timed: Vec<usize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -568,6 +720,7 @@ fn base_detection(info: &RuleInfo, offense: &Offense, kind: DetectionKind) -> De
         count: 0,
         fresh: 0,
         distinct: None,
+        sum: None,
         events: Vec::new(),
         relevance: offense.relevance,
         credibility: offense.credibility,
@@ -581,14 +734,13 @@ fn measure(rule: &CorrelationRule, st: &KeyState) -> (u64, Option<u64>) {
     match &rule.measure {
         Measure::EventCount => (len(st.slots.len()), None),
         Measure::ValueCount(_) => {
-            let d = len(st.tags.as_ref().map_or(0, |t| t.len()));
+            let d = len(st.tags().map_or(0, HashMap::len));
             (d, Some(d))
         }
+        Measure::ValueSum(_) => (u64::try_from(st.sum()).unwrap_or(u64::MAX), None),
+        Measure::Absence | Measure::Silence => (len(st.slots.len()), None),
         Measure::Temporal => {
-            let mask = st
-                .tags
-                .as_ref()
-                .map_or(0, |t| t.keys().fold(0u64, |m, k| m | k));
+            let mask = st.tags().map_or(0, |t| t.keys().fold(0u64, |m, k| m | k));
             (u64::from(mask.count_ones()), None)
         }
         Measure::TemporalOrdered => {
@@ -628,8 +780,19 @@ fn apply(
             };
             value_hash(&v)
         }
+        Measure::ValueSum(fields) => {
+            let Some(v) = fields
+                .get(pos)
+                .and_then(|f| event.get(f))
+                .and_then(|v| numeric(&v))
+            else {
+                stats.valueless_events += 1;
+                return false;
+            };
+            v
+        }
         Measure::Temporal | Measure::TemporalOrdered => bits,
-        Measure::EventCount => 0,
+        Measure::EventCount | Measure::Absence | Measure::Silence => 0,
     };
     let watermark = w.watermark.map_or(ts, |m| m.max(ts));
     w.watermark = Some(watermark);
@@ -659,8 +822,7 @@ fn apply(
             slots: VecDeque::new(),
             seq: 0,
             firing: None,
-            tags: matches!(rule.measure, Measure::ValueCount(_) | Measure::Temporal)
-                .then(Box::default),
+            tally: Tally::for_measure(&rule.measure),
         };
         w.heap += st.footprint(&key);
         w.keys.insert(key, st);
@@ -695,9 +857,7 @@ fn apply(
             reported: false,
         },
     );
-    if let Some(tags) = st.tags.as_mut() {
-        *tags.entry(tag).or_insert(0) += 1;
-    }
+    st.add_tag(tag);
     let start = st.newest().saturating_sub(span);
     let mut popped = 0usize;
     while st.slots.front().is_some_and(|e| e.ts <= start) {
@@ -711,7 +871,7 @@ fn apply(
     }
     if matches!(rule.measure, Measure::ValueCount(_)) {
         let cap = limits.max_values_per_key.max(1);
-        while st.tags.as_ref().is_some_and(|t| t.len() > cap) && !st.slots.is_empty() {
+        while st.tags().is_some_and(|t| t.len() > cap) && !st.slots.is_empty() {
             if st.pop_front(&mut w.payload) {
                 stats.values_evicted += 1;
             }
@@ -732,6 +892,7 @@ fn apply(
         st.firing = None;
     }
     let (n, distinct) = measure(rule, st);
+    let sum = matches!(rule.measure, Measure::ValueSum(_)).then_some(n);
     let mut fired = false;
     if !rule.condition.holds(n) {
         st.firing = None;
@@ -786,6 +947,7 @@ fn apply(
                     x.count = u64::try_from(st.slots.len()).unwrap_or(u64::MAX);
                     x.fresh = fresh;
                     x.distinct = distinct;
+                    x.sum = sum;
                     x.events = events;
                     stats.detections += 1;
                     out.push(x);
@@ -809,6 +971,7 @@ fn apply(
                     x.last_seen = event.timestamp;
                     x.count = 1;
                     x.fresh = 1;
+                    x.sum = sum;
                     x.events = vec![Arc::clone(event)];
                     stats.updates += 1;
                     out.push(x);
@@ -843,6 +1006,169 @@ fn apply(
     fired
 }
 
+/// The timespan of a correlation in nanoseconds (at least 1).
+fn span_nanos(rule: &CorrelationRule) -> i64 {
+    rule.timespan.num_nanoseconds().unwrap_or(i64::MAX).max(1)
+}
+
+/// The allowed lateness in nanoseconds (at least 0).
+fn lateness_nanos(limits: &EngineLimits) -> i64 {
+    limits
+        .allowed_lateness
+        .num_nanoseconds()
+        .unwrap_or(i64::MAX)
+        .max(0)
+}
+
+/// A `value_sum` value: a non-negative whole number, or a non-negative decimal (truncated
+/// toward zero, saturating at `u64::MAX`). Anything else (negative, not a number, an address or
+/// a time) is `None`.
+fn numeric(v: &FieldValue<'_>) -> Option<u64> {
+    match v {
+        FieldValue::Int(i) => u64::try_from(*i).ok(),
+        FieldValue::Str(s) => {
+            let s = s.trim();
+            if let Ok(n) = s.parse::<u64>() {
+                return Some(n);
+            }
+            let f = s
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite() && *f >= 0.0)?;
+            // `as` saturates for floats out of range.
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            Some(f as u64)
+        }
+        FieldValue::Ip(_) | FieldValue::Time(_) => None,
+    }
+}
+
+/// The key parts [`encode_key`] joined, given how many there are (empty on malformed text).
+fn decode_key(key: &str, n: usize) -> Vec<String> {
+    if n == 1 {
+        return vec![key.to_owned()];
+    }
+    let mut parts = Vec::with_capacity(n);
+    let mut rest = key;
+    while !rest.is_empty() {
+        let Some((len, tail)) = rest.split_once(':') else {
+            break;
+        };
+        let Ok(len) = len.parse::<usize>() else {
+            break;
+        };
+        let (Some(part), Some(next)) = (tail.get(..len), tail.get(len..)) else {
+            break;
+        };
+        parts.push(part.to_owned());
+        rest = next;
+    }
+    parts
+}
+
+/// Applies one occurrence to one key of an `absence` or `silence` correlation at engine time
+/// `now` (already advanced to the event's time, so no deadline before it is pending).
+///
+/// `absence` (position 0 starts, position 1 cancels): a starting event for a key with no
+/// pending deadline opens one at its time plus the timespan, holding the event; while one is
+/// pending further starting events are ignored. A cancelling event for a key whose deadline is
+/// pending, timed at or after the start and at or before the deadline, removes it. `silence`:
+/// every event for a key moves its deadline to its time plus the timespan and is held as the
+/// key's last event (an event older than the last one seen changes nothing; one at the same
+/// time replaces it). A starting event whose deadline has already
+/// passed (`time + timespan < now - allowed_lateness`), or with a lateness `L > 0` one older
+/// than `now - L`, is late: counted, not applied.
+#[allow(clippy::too_many_arguments)]
+fn apply_timed(
+    w: &mut Windows,
+    clock: &mut u64,
+    stats: &mut RuleStats,
+    rule: &CorrelationRule,
+    limits: &EngineLimits,
+    now: i64,
+    parts: &[String],
+    bits: u64,
+    event: &Arc<Event>,
+) {
+    let ts = nanos(event.timestamp);
+    let span = w.span.max(1);
+    let lateness = lateness_nanos(limits);
+    let silence = matches!(rule.measure, Measure::Silence);
+    let starts = silence || bits & 1 != 0;
+    let cancels = !silence && bits & 2 != 0;
+    let key_text = encode_key(parts);
+    if starts {
+        let bound = now.saturating_sub(lateness);
+        let late = (lateness > 0 && ts < bound) || ts.saturating_add(span) < bound;
+        let existing = w
+            .keys
+            .get_key_value(key_text.as_str())
+            .map(|(k, _)| Arc::clone(k));
+        match existing {
+            _ if late => stats.late_events += 1,
+            Some(key) if silence => {
+                let size = approx_event_bytes(event);
+                let mut moved = None;
+                if let Some(st) = w.keys.get_mut(&key) {
+                    if let Some(slot) = st.slots.front_mut().filter(|s| ts >= s.ts) {
+                        let old = slot.ts;
+                        if let Some(e) = slot.event.replace(Arc::clone(event)) {
+                            w.payload = w.payload.saturating_sub(approx_event_bytes(&e));
+                        }
+                        w.payload = w.payload.saturating_add(size);
+                        slot.ts = ts;
+                        slot.reported = false;
+                        *clock = clock.wrapping_add(1);
+                        st.seq = *clock;
+                        moved = Some(old);
+                    }
+                }
+                if let Some(old) = moved {
+                    w.deadlines
+                        .remove(&(old.saturating_add(span), Arc::clone(&key)));
+                    w.deadlines
+                        .insert((ts.saturating_add(span), Arc::clone(&key)));
+                    w.touch(&key, *clock, true);
+                }
+            }
+            // An absence deadline is pending for the key: this start changes nothing.
+            Some(_) => {}
+            None => {
+                let max = limits.max_keys_per_rule.max(1);
+                stats.keys_evicted += w.drop_oldest(|_, live| live >= max);
+                let key: Arc<str> = Arc::from(key_text.as_str());
+                *clock = clock.wrapping_add(1);
+                let st = KeyState {
+                    slots: VecDeque::from([Slot {
+                        ts,
+                        tag: 0,
+                        event: Some(Arc::clone(event)),
+                        reported: false,
+                    }]),
+                    seq: *clock,
+                    firing: None,
+                    tally: None,
+                };
+                w.heap = w.heap.saturating_add(st.footprint(&key));
+                w.payload = w.payload.saturating_add(approx_event_bytes(event));
+                w.keys.insert(Arc::clone(&key), st);
+                w.deadlines
+                    .insert((ts.saturating_add(span), Arc::clone(&key)));
+                w.touch(&key, *clock, true);
+            }
+        }
+    }
+    if cancels {
+        let followed = w.keys.get_key_value(key_text.as_str()).and_then(|(k, st)| {
+            let start = st.slots.front()?.ts;
+            (ts >= start && ts <= start.saturating_add(span)).then(|| Arc::clone(k))
+        });
+        if let Some(key) = followed {
+            w.remove(&key);
+        }
+    }
+}
+
 impl Engine {
     /// An engine over `rules` with empty state.
     pub fn new(rules: Arc<RuleSet>, limits: EngineLimits) -> Self {
@@ -857,7 +1183,17 @@ impl Engine {
         let windows = rules
             .correlations
             .iter()
-            .map(|_| Windows::default())
+            .map(|r| Windows {
+                span: span_nanos(r),
+                ..Windows::default()
+            })
+            .collect();
+        let timed = rules
+            .correlations
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.measure.is_timed())
+            .map(|(c, _)| c)
             .collect();
         let masks = vec![0; rules.correlations.len()];
         Engine {
@@ -872,6 +1208,8 @@ impl Engine {
             pending: BinaryHeap::new(),
             clock: 0,
             payload: 0,
+            now: None,
+            timed,
         }
     }
 
@@ -889,8 +1227,13 @@ impl Engine {
     }
 
     /// Feed one event; detections are pushed to `out`.
+    ///
+    /// The event's time first advances engine time (as [`Engine::advance`] does, never
+    /// backwards), so `absence` and `silence` deadlines it passes fire (before the event's own
+    /// detections), then the event is matched and applied.
     pub fn process(&mut self, event: &Arc<Event>, out: &mut Vec<Detection>) {
         self.events += 1;
+        self.advance_to(nanos(event.timestamp), out);
         let rules = Arc::clone(&self.rules);
         rules.match_indexed(event, &mut self.scratch, &mut self.matched);
         let matched = std::mem::take(&mut self.matched);
@@ -988,6 +1331,28 @@ impl Engine {
             return false;
         }
         let held = w.payload;
+        if rule.measure.is_timed() {
+            let now = self.now.unwrap_or(i64::MIN);
+            for (parts, bits, _) in &groups {
+                apply_timed(
+                    w,
+                    &mut self.clock,
+                    stats,
+                    rule,
+                    &self.limits,
+                    now,
+                    parts,
+                    *bits,
+                    event,
+                );
+            }
+            self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
+            if self.payload > self.limits.max_payload_bytes {
+                self.shed(rules);
+            }
+            // Timed correlations fire as time passes, never on an occurrence, and feed nothing.
+            return false;
+        }
         let mut fired = false;
         for (parts, bits, pos) in &groups {
             fired |= apply(
@@ -1009,6 +1374,111 @@ impl Engine {
             self.shed(rules);
         }
         fired
+    }
+
+    /// Tells the engine that event time has reached `now`: every `absence` or `silence`
+    /// deadline it passes (strictly: `now - allowed_lateness > deadline`) fires a `New`
+    /// detection, pushed to `out` in deadline order (ties by rule, then key). Time never goes
+    /// backwards: a `now` older than engine time (the newest event time processed or time
+    /// advanced to) changes nothing. [`Engine::process`] advances to each event's time itself;
+    /// call this when time passes without events: after each batch with the batch's newest
+    /// event time, from a periodic tick with the wall clock (live service), and at the end of a
+    /// replay only if deadlines after the last event should fire.
+    pub fn advance(&mut self, now: DateTime<Utc>, out: &mut Vec<Detection>) {
+        self.advance_to(nanos(now), out);
+    }
+
+    /// Engine time: the newest event time processed or time passed to [`Engine::advance`];
+    /// `None` before either.
+    pub fn now(&self) -> Option<DateTime<Utc>> {
+        self.now.map(time)
+    }
+
+    fn advance_to(&mut self, now: i64, out: &mut Vec<Detection>) {
+        let now = self.now.map_or(now, |n| n.max(now));
+        self.now = Some(now);
+        if self.timed.is_empty() {
+            return;
+        }
+        let lateness = lateness_nanos(&self.limits);
+        let due = now.saturating_sub(lateness);
+        let rules = Arc::clone(&self.rules);
+        loop {
+            // The earliest due deadline over all timed correlations.
+            let mut next: Option<(i64, usize)> = None;
+            for &c in &self.timed {
+                let Some(d) = self
+                    .windows
+                    .get(c)
+                    .and_then(|w| w.deadlines.first())
+                    .map(|(d, _)| *d)
+                else {
+                    continue;
+                };
+                if d < due && next.is_none_or(|(n, _)| d < n) {
+                    next = Some((d, c));
+                }
+            }
+            let Some((_, c)) = next else {
+                break;
+            };
+            if !self.fire_deadline(&rules, c, out) {
+                break;
+            }
+        }
+    }
+
+    /// Fires the earliest deadline of timed correlation `c`; false when there was none.
+    fn fire_deadline(&mut self, rules: &RuleSet, c: usize, out: &mut Vec<Detection>) -> bool {
+        let Some(w) = self.windows.get_mut(c) else {
+            return false;
+        };
+        let Some((_, key)) = w.deadlines.pop_first() else {
+            return false;
+        };
+        let held = w.payload;
+        let mut slot_ts = None;
+        let mut payload = None;
+        if let Some(slot) = w.keys.get_mut(&key).and_then(|st| st.slots.front_mut()) {
+            slot.reported = true;
+            slot_ts = Some(slot.ts);
+            payload = slot.event.take();
+        }
+        if let Some(e) = &payload {
+            w.payload = w.payload.saturating_sub(approx_event_bytes(e));
+        }
+        w.remove(&key);
+        self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
+        let (Some(ts), Some(rule)) = (slot_ts, rules.correlations.get(c)) else {
+            return true;
+        };
+        let (Some(info), Some(stats)) = (rules.infos.get(rule.info), self.stats.get_mut(rule.info))
+        else {
+            return true;
+        };
+        stats.detections += 1;
+        if info.generate {
+            let parts = decode_key(&key, rule.group_names.len());
+            let mut x = base_detection(info, &rule.offense, DetectionKind::New);
+            x.index_value = rule
+                .index_in_key
+                .and_then(|i| parts.get(i).cloned())
+                .or_else(|| {
+                    payload
+                        .as_ref()
+                        .and_then(|e| text_of(e, &rule.offense.index_field))
+                })
+                .unwrap_or_else(|| info.name.clone());
+            x.group = rule.group_names.iter().cloned().zip(parts).collect();
+            x.window_start = time(ts);
+            x.first_seen = time(ts);
+            x.last_seen = time(ts);
+            x.count = 1;
+            x.fresh = 1;
+            x.events = payload.into_iter().collect();
+            out.push(x);
+        }
+        true
     }
 
     /// Drops payloads down to 7/8 of [`EngineLimits::max_payload_bytes`]: keys in least

@@ -1,6 +1,9 @@
 //! Vigil's rule engine: Sigma detection and correlation (`event_count`, `value_count`,
-//! `temporal`, `temporal_ordered`, with aliases, chaining and `generate`) over a stream of
-//! [`Event`](vigil_parsers::event::Event)s, pure (no I/O, no clock) and in event time.
+//! `temporal`, `temporal_ordered`, with aliases, chaining and `generate`), plus Vigil's own
+//! correlation types `value_sum`, `absence` and `silence` (see the crate's README.md), over a
+//! stream of [`Event`](vigil_parsers::event::Event)s, pure (no I/O, no clock) and in event time:
+//! time passes only when the caller says so ([`Engine::process`] with each event's time,
+//! [`Engine::advance`] without events).
 //!
 //! Load rule files with [`RuleSet::from_sources`] (or [`RuleSet::from_sources_with`] and
 //! [`LoadOptions`] for `expand` placeholders; broken rules come back as [`RuleError`]s naming
@@ -23,7 +26,8 @@
 //!   aho-corasick literal prefilter); never changes results.
 //! - `ruleset`: [`RuleSet`], the immutable compiled set.
 //! - [`engine`]: [`Engine`], event-time windows per group key for every correlation type,
-//!   firing, chaining, allowed lateness, bounded state, stats (with a memory estimate).
+//!   deadlines for `absence` and `silence`, firing, chaining, allowed lateness, bounded state,
+//!   stats (with a memory estimate).
 //!
 //! Architecture Invariant: nothing here reads files, clocks or the network; the same events in
 //! the same order give the same detections.

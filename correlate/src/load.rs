@@ -294,7 +294,7 @@ fn info(p: &Parsed, kind: RuleKind) -> RuleInfo {
 /// A correlation's own shape, checked before its references are resolved.
 struct CorrShape {
     kind: RuleKind,
-    /// `value_count`: the value field as written.
+    /// `value_count` and `value_sum`: the value field as written.
     value_field: Option<String>,
     timespan: chrono::Duration,
     /// `None` for temporal types without a condition (all rules must match).
@@ -308,10 +308,39 @@ fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, Rule
         "value_count" => RuleKind::ValueCount,
         "temporal" => RuleKind::Temporal,
         "temporal_ordered" => RuleKind::TemporalOrdered,
+        "value_sum" => RuleKind::ValueSum,
+        "absence" => RuleKind::Absence,
+        "silence" => RuleKind::Silence,
         other => return Err(at("type", format!("unknown correlation type `{other}`"))),
     };
     if c.rules.is_empty() {
         return Err(at("rules", "correlation lists no rules".into()));
+    }
+    let timed = matches!(kind, RuleKind::Absence | RuleKind::Silence);
+    match kind {
+        RuleKind::Absence if c.rules.len() != 2 => {
+            return Err(at(
+                "rules",
+                "absence lists exactly two rules: the one that starts the deadline, then the one that must follow"
+                    .into(),
+            ))
+        }
+        RuleKind::Silence if c.rules.len() != 1 => {
+            return Err(at(
+                "rules",
+                "silence lists exactly one rule: the one whose events keep the key alive".into(),
+            ))
+        }
+        _ => {}
+    }
+    if timed && c.condition.is_some() {
+        return Err(at(
+            "condition",
+            format!(
+                "{} takes no condition: it fires when the timespan passes",
+                c.kind.as_str()
+            ),
+        ));
     }
     if c.rules.len() > MAX_CORRELATED_RULES {
         return Err(at(
@@ -340,7 +369,7 @@ fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, Rule
     if fields.len() > 1 {
         return Err(at(
             "field",
-            "give the value_count field once (condition.field, field or value-field)".into(),
+            "give the value field once (condition.field, field or value-field)".into(),
         ));
     }
     let value_field = fields.first().map(|f| f.trim().to_owned());
@@ -355,17 +384,27 @@ fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, Rule
             return Err(at("field", "value_count field is empty".into()))
         }
         (RuleKind::ValueCount, Some(_)) => {}
+        (RuleKind::ValueSum, None) => {
+            return Err(at(
+                "value_sum",
+                "value_sum needs condition.field naming the numeric field it sums".into(),
+            ))
+        }
+        (RuleKind::ValueSum, Some(f)) if f.is_empty() => {
+            return Err(at("field", "value_sum field is empty".into()))
+        }
+        (RuleKind::ValueSum, Some(_)) => {}
         (_, Some(_)) => {
             return Err(at(
                 "field",
-                "condition field applies to value_count only".into(),
+                "condition field applies to value_count only (and vigil's value_sum)".into(),
             ))
         }
         (_, None) => {}
     }
     let temporal = matches!(kind, RuleKind::Temporal | RuleKind::TemporalOrdered);
     let condition = match &c.condition {
-        None if temporal => None,
+        None if temporal || timed => None,
         None => return Err(at("correlation:", "correlation has no condition".into())),
         Some(cond) => {
             let cond = CountCondition {
@@ -391,7 +430,13 @@ fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, Rule
                 .flatten()
                 .min()
                 .unwrap_or(u64::MAX);
-            if cond.lt == Some(0) || lo > hi || !cond.holds(lo.max(1)) {
+            // Counts are at least 1 when a condition is evaluated; a sum can be 0.
+            let least = if kind == RuleKind::ValueSum {
+                lo
+            } else {
+                lo.max(1)
+            };
+            if cond.lt == Some(0) || lo > hi || !cond.holds(least) {
                 return Err(at("condition", "condition can never hold".into()));
             }
             if temporal {
@@ -619,6 +664,25 @@ impl RuleSet {
             for r in &c.rules {
                 match targets.get(r) {
                     Some(t) => {
+                        let timed_target = match t {
+                            Target::Correlation(j) => {
+                                shapes.get(*j).and_then(Option::as_ref).is_some_and(|s| {
+                                    matches!(s.kind, RuleKind::Absence | RuleKind::Silence)
+                                })
+                            }
+                            Target::Detection(_) => false,
+                        };
+                        if timed_target && *t != Target::Correlation(k) {
+                            bad = Some(error(
+                                p,
+                                Some("rules:"),
+                                &ref_needles(r),
+                                format!(
+                                    "correlation references `{r}`, an absence or silence correlation: those fire as time passes and cannot feed another correlation"
+                                ),
+                            ));
+                            break;
+                        }
                         if *t == Target::Correlation(k) {
                             bad = Some(error(
                                 p,
@@ -654,6 +718,18 @@ impl RuleSet {
                         break;
                     }
                 }
+            }
+            let absence = shapes
+                .get(k)
+                .and_then(Option::as_ref)
+                .is_some_and(|s| s.kind == RuleKind::Absence);
+            if bad.is_none() && absence && refs[k].len() != 2 {
+                bad = Some(error(
+                    p,
+                    Some("rules:"),
+                    &[],
+                    "absence needs two different rules".into(),
+                ));
             }
             if let Some(e) = bad {
                 errors.push(e);
@@ -839,6 +915,9 @@ impl RuleSet {
                 RuleKind::ValueCount => Measure::ValueCount(values.clone().unwrap_or_default()),
                 RuleKind::Temporal => Measure::Temporal,
                 RuleKind::TemporalOrdered => Measure::TemporalOrdered,
+                RuleKind::ValueSum => Measure::ValueSum(values.clone().unwrap_or_default()),
+                RuleKind::Absence => Measure::Absence,
+                RuleKind::Silence => Measure::Silence,
                 _ => Measure::EventCount,
             };
             let n_rules = refs[k].len();
@@ -876,7 +955,7 @@ impl RuleSet {
 }
 
 /// Group-by names, per-rule group-by fields (aliases resolved) and per-rule value fields
-/// (`value_count`).
+/// (`value_count`, `value_sum`).
 type Fields = (Vec<String>, Vec<Vec<String>>, Option<Vec<String>>);
 
 fn resolve_fields(

@@ -26,6 +26,15 @@ pub enum RuleKind {
     Temporal,
     /// A Sigma `temporal_ordered` correlation rule.
     TemporalOrdered,
+    /// A Vigil `value_sum` correlation rule (sum of a numeric field per group key in the
+    /// window; a Vigil extension, not Sigma).
+    ValueSum,
+    /// A Vigil `absence` correlation rule (the first referenced rule not followed by the second
+    /// for the same key within the timespan; a Vigil extension, not Sigma).
+    Absence,
+    /// A Vigil `silence` correlation rule (a group key not seen for the timespan; a Vigil
+    /// extension, not Sigma).
+    Silence,
 }
 
 /// A loaded rule, as other components see it.

@@ -79,6 +79,21 @@ pub(crate) enum Measure {
     Temporal,
     /// Referenced rules matched in the order listed (length of the longest in-order prefix).
     TemporalOrdered,
+    /// Sum of a numeric field (per referenced rule, aliases applied) in the window.
+    ValueSum(Vec<String>),
+    /// The first referenced rule not followed by the second within the timespan (a deadline
+    /// per key, fired as time passes; no condition).
+    Absence,
+    /// A key not seen for the timespan (a deadline per key moved by every occurrence, fired as
+    /// time passes; no condition).
+    Silence,
+}
+
+impl Measure {
+    /// Whether the rule fires on time passing (deadlines) rather than on an arriving occurrence.
+    pub(crate) fn is_timed(&self) -> bool {
+        matches!(self, Measure::Absence | Measure::Silence)
+    }
 }
 
 /// A compiled correlation (any type).

@@ -6,6 +6,7 @@ mod correlation;
 mod correlation_types;
 mod detection;
 mod dispatch;
+mod extensions;
 mod loading;
 mod reporting;
 mod sigmahq;

@@ -16,6 +16,8 @@ pub fn channel<T: Weigh + Send + 'static>(
     depth: Gauge,
 ) -> (MemoryPublisher<T>, MemorySubscriber<T>) {
     let (tx, rx) = mpsc::channel(capacity.max(1));
+    // Timed waits run on the runtime that created the channel, when there is one.
+    let runtime = tokio::runtime::Handle::try_current().ok();
     let budget = max_bytes.clamp(1, u32::MAX as usize);
     let bytes = Arc::new(Semaphore::new(budget));
     (
@@ -29,6 +31,7 @@ pub fn channel<T: Weigh + Send + 'static>(
             bytes,
             budget,
             depth,
+            runtime,
         },
     )
 }
@@ -92,6 +95,7 @@ pub struct MemorySubscriber<T> {
     bytes: Arc<Semaphore>,
     budget: usize,
     depth: Gauge,
+    runtime: Option<tokio::runtime::Handle>,
 }
 
 impl<T: Weigh> MemorySubscriber<T> {
@@ -114,6 +118,26 @@ impl<T: Weigh + Send + 'static> Subscriber<T> for MemorySubscriber<T> {
     fn try_next(&mut self) -> Option<T> {
         let item = self.rx.try_recv().ok();
         self.took(item)
+    }
+
+    fn next_within(&mut self, wait: std::time::Duration) -> super::Received<T> {
+        use super::Received;
+        let got = match &self.runtime {
+            Some(rt) => {
+                let rx = &mut self.rx;
+                rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await })
+            }
+            // No runtime to time the wait on: wait without a timeout.
+            None => Ok(self.rx.blocking_recv()),
+        };
+        match got {
+            Ok(Some(item)) => match self.took(Some(item)) {
+                Some(item) => Received::Item(item),
+                None => Received::Closed,
+            },
+            Ok(None) => Received::Closed,
+            Err(_) => Received::Idle,
+        }
     }
 }
 

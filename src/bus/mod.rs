@@ -67,8 +67,21 @@ pub trait Publisher<T>: Clone + Send + Sync + 'static {
     fn try_publish(&self, item: T) -> Result<(), TryPublishError>;
 }
 
+/// What waiting on a [`Subscriber`] gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Received<T> {
+    /// An item.
+    Item(T),
+    /// Nothing within the wait.
+    Idle,
+    /// Every publisher is gone and the queue is drained.
+    Closed,
+}
+
 /// The consuming side of a bus topic.
 pub trait Subscriber<T>: Send + 'static {
+    /// The next item, waiting at most `wait`. For use on a dedicated (non-async) thread.
+    fn next_within(&mut self, wait: std::time::Duration) -> Received<T>;
     /// The next item, waiting for one; `None` once every publisher is gone and the queue is
     /// drained. For use on a dedicated (non-async) thread.
     fn next_blocking(&mut self) -> Option<T>;

@@ -27,8 +27,14 @@ pub struct Vigil {
     pub api: SocketAddr,
 }
 
-/// Writes a config for a test instance in `dir` (ports 0, data in `dir/data`).
+/// Writes a config for a test instance in `dir` (ports 0, data in `dir/data`, the shipped
+/// rules).
 pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
+    write_config_with_rules(dir, &repo_root().join("rules"), extra)
+}
+
+/// [`write_config`] with another rules folder.
+pub fn write_config_with_rules(dir: &Path, rules: &Path, extra: &str) -> PathBuf {
     let path = dir.join("vigil.toml");
     let text = format!(
         "data_dir = {data:?}\n\
@@ -37,7 +43,7 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
          [rules]\ndir = {rules:?}\n\
          [api]\nlisten = \"127.0.0.1:0\"\ntoken = {TOKEN:?}\n{extra}",
         data = dir.join("data").display().to_string(),
-        rules = repo_root().join("rules").display().to_string(),
+        rules = rules.display().to_string(),
     );
     std::fs::write(&path, text).unwrap();
     path
