@@ -91,6 +91,7 @@ pub fn build_pipeline(
     config: &Config,
     store: Store,
     metrics: Arc<Metrics>,
+    sources: Arc<crate::sources::Sources>,
 ) -> anyhow::Result<Pipeline> {
     let (normalizer, def_problems) = build_normalizer(config)?;
     for p in &def_problems {
@@ -141,6 +142,7 @@ pub fn build_pipeline(
             max_dead_letters: config.store.max_dead_letters,
         },
         metrics,
+        sources,
     ))
 }
 
@@ -199,7 +201,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let store = Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
     let token_sha256 = resolve_token(&config, &store)?;
     let metrics = Metrics::new();
-    let mut pipeline = build_pipeline(&config, store, metrics.clone())?;
+    let sources = Arc::new(crate::sources::Sources::new(
+        config.sources.max_sources,
+        &metrics,
+    ));
+    let mut pipeline = build_pipeline(&config, store, metrics.clone(), sources.clone())?;
 
     let cancel = CancellationToken::new();
     let depth = metrics.gauge(
@@ -300,6 +306,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             metrics: metrics.clone(),
             max_page_size: config.api.max_page_size as u64,
             engine_alive: engine_alive.clone(),
+            sources: sources.clone(),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {

@@ -29,6 +29,24 @@ pub struct Config {
     pub store: StoreConfig,
     /// HTTP API, console and metrics.
     pub api: ApiConfig,
+    /// Log-source tracking.
+    pub sources: SourcesConfig,
+}
+
+/// Log-source tracking (`GET /api/v1/sources`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourcesConfig {
+    /// Most log sources tracked; the least recently seen is forgotten beyond it and counted.
+    pub max_sources: usize,
+}
+
+impl Default for SourcesConfig {
+    fn default() -> Self {
+        SourcesConfig {
+            max_sources: 10_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -42,6 +60,7 @@ impl Default for Config {
             bus: BusConfig::default(),
             store: StoreConfig::default(),
             api: ApiConfig::default(),
+            sources: SourcesConfig::default(),
         }
     }
 }

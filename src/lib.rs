@@ -6,6 +6,7 @@
 //! - [`bus`]: the queue between collectors and the engine (bounded, in-process; Kafka later).
 //! - [`pipeline`]: normalize -> rule engine -> offenses -> store, shared by `run` and `replay`.
 //! - [`correlate`]: rule loading and offense bookkeeping around the `vigil-correlate` engine.
+//! - [`sources`]: every sender Vigil hears from, its detected type, EPS and failure rate.
 //! - [`store`]: SQLite storage of offenses, their events, dead letters and token hashes.
 //! - [`api`]: the HTTP API (axum) and `/metrics`.
 //! - [`telemetry`]: counters, gauges, the latency histogram, Prometheus text.
@@ -24,6 +25,7 @@ pub mod correlate;
 pub mod loadgen;
 pub mod pipeline;
 pub mod replay;
+pub mod sources;
 pub mod store;
 pub mod telemetry;
 

@@ -58,6 +58,8 @@ pub struct Pipeline {
     rule_matches: Vec<Counter>,
     /// Events each offense already counted (one event, several rules).
     seen: SeenEvents,
+    /// Per-source accounting (detected type, rates), shared with the API.
+    sources: Arc<crate::sources::Sources>,
     /// Next `event.sequence`.
     next_sequence: u64,
     /// Rule facts offenses keep (id, author), by rule name.
@@ -79,6 +81,7 @@ impl Pipeline {
         store: Store,
         limits: PipelineLimits,
         metrics: Arc<Metrics>,
+        sources: Arc<crate::sources::Sources>,
     ) -> Pipeline {
         let rule_matches = rules
             .rules()
@@ -115,6 +118,7 @@ impl Pipeline {
             rule_matches,
             rule_meta,
             seen: SeenEvents::new(SEEN_EVENTS_CAPACITY),
+            sources,
             // Sequences start at the start time in microseconds, so they keep increasing
             // across restarts.
             next_sequence: u64::try_from(Utc::now().timestamp_micros()).unwrap_or(1),
@@ -195,6 +199,8 @@ impl Pipeline {
         let mut outcome = BatchOutcome::default();
         let mut dead = Vec::new();
         let mut events_by_source: Vec<(&'static str, u64)> = Vec::new();
+        let mut per_source: std::collections::HashMap<String, crate::sources::SourceBatch> =
+            std::collections::HashMap::new();
         self.detections.clear();
         if let Some(now) = tick {
             self.engine.advance(now, &mut self.detections);
@@ -210,6 +216,17 @@ impl Pipeline {
                 peer: rec.peer,
                 received_at: rec.received_at,
             };
+            let seen_from = match per_source.get_mut(&rec.observer_id) {
+                Some(b) => b,
+                None => per_source
+                    .entry(rec.observer_id.clone())
+                    .or_insert_with(|| crate::sources::SourceBatch {
+                        kind: rec.observer_type,
+                        last_seen: rec.received_at,
+                        ..Default::default()
+                    }),
+            };
+            seen_from.last_seen = seen_from.last_seen.max(rec.received_at);
             let result = match &rec.refused {
                 Some((reason, detail)) => Err((*reason, detail.clone())),
                 None => self
@@ -220,6 +237,7 @@ impl Pipeline {
             match result {
                 Ok(mut event) => {
                     outcome.events += 1;
+                    seen_from.event(event.dataset.as_deref());
                     event.sequence = Some(self.next_sequence);
                     self.next_sequence += 1;
                     if event.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD) {
@@ -233,6 +251,7 @@ impl Pipeline {
                 }
                 Err((reason, detail)) => {
                     outcome.dead_letters += 1;
+                    seen_from.dead_letters += 1;
                     dead.push((
                         source,
                         DeadLetter {
@@ -268,6 +287,9 @@ impl Pipeline {
         };
         // Counted only now that the batch is stored: a metric never runs ahead of what the API
         // can show.
+        if !per_source.is_empty() {
+            self.sources.record_batch(per_source);
+        }
         for (source, n) in events_by_source {
             self.events_counter(source).add(n);
         }

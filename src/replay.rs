@@ -86,7 +86,12 @@ pub fn replay(
     files: &[PathBuf],
     progress: bool,
 ) -> anyhow::Result<(Vec<ReplayOffense>, ReplaySummary)> {
-    let mut pipeline = build_pipeline(config, Store::open_in_memory()?, Metrics::new())?;
+    let metrics = Metrics::new();
+    let sources = std::sync::Arc::new(crate::sources::Sources::new(
+        config.sources.max_sources,
+        &metrics,
+    ));
+    let mut pipeline = build_pipeline(config, Store::open_in_memory()?, metrics, sources)?;
     let mut summary = ReplaySummary::default();
     let started = Instant::now();
     let mut last_report = Instant::now();

@@ -95,6 +95,22 @@ fn ten_failures_from_one_ip_make_one_offense_that_survives_a_restart() {
         404
     );
 
+    // Each sender is a log source, typed by the parser definition that fits its records.
+    let sources = vigil.get_json("/api/v1/sources");
+    assert_eq!(sources["total"], 2, "{sources}");
+    for (id, events) in [("syslog/udp/127.0.0.1", 8), ("syslog/tcp/127.0.0.1", 5)] {
+        let s = sources["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["id"] == id)
+            .unwrap_or_else(|| panic!("no source {id}: {sources}"));
+        assert_eq!(s["detected"], "openssh");
+        assert_eq!(s["events"], events);
+        assert_eq!(s["parse_failure_rate"], 0.0);
+        assert!(s["eps"].as_f64().unwrap() > 0.0);
+    }
+
     // Metrics count what happened.
     let metrics = vigil.metrics();
     assert!(

@@ -38,6 +38,8 @@ pub struct ApiState {
     pub max_page_size: u64,
     /// False once the engine thread has stopped: `/healthz` then answers 503.
     pub engine_alive: Arc<std::sync::atomic::AtomicBool>,
+    /// Log sources.
+    pub sources: Arc<crate::sources::Sources>,
 }
 
 /// SHA-256 of a token.
@@ -51,6 +53,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/offenses", get(list_offenses))
         .route("/api/v1/offenses/{id}", get(get_offense))
         .route("/api/v1/dead-letters", get(list_dead_letters))
+        .route("/api/v1/sources", get(list_sources))
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -318,6 +321,13 @@ async fn get_offense(
         .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such offense".into()))
 }
 
+/// `GET /api/v1/sources`: every log source, most recently seen first, with its detected type,
+/// EPS over the last minute, last seen and parse-failure rate.
+async fn list_sources(State(state): State<ApiState>) -> Json<serde_json::Value> {
+    let items = state.sources.snapshot(Utc::now());
+    Json(serde_json::json!({ "total": items.len(), "items": items }))
+}
+
 /// Query of `GET /api/v1/dead-letters`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -367,6 +377,7 @@ mod tests {
             metrics: Metrics::new(),
             max_page_size: 100,
             engine_alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            sources: Arc::new(crate::sources::Sources::new(10, &Metrics::new())),
         })
     }
 
@@ -397,6 +408,7 @@ mod tests {
             "/api/v1/offenses",
             "/api/v1/offenses/abc",
             "/api/v1/dead-letters",
+            "/api/v1/sources",
             "/metrics",
         ] {
             assert_eq!(
