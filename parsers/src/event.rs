@@ -190,6 +190,27 @@ pub struct Event {
     /// `url.path`.
     #[serde(rename = "url.path", default, skip_serializing_if = "Option::is_none")]
     pub url_path: Option<String>,
+    /// `url.original`: the request target as sent (path and query).
+    #[serde(rename = "url.original", default, skip_serializing_if = "Option::is_none")]
+    pub url_original: Option<String>,
+    /// `url.query`: the query string, without `?`.
+    #[serde(rename = "url.query", default, skip_serializing_if = "Option::is_none")]
+    pub url_query: Option<String>,
+    /// `url.domain`: the host the request was for.
+    #[serde(rename = "url.domain", default, skip_serializing_if = "Option::is_none")]
+    pub url_domain: Option<String>,
+    /// `http.version` (`1.1`, `2`).
+    #[serde(rename = "http.version", default, skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<String>,
+    /// `http.response.bytes`: response size.
+    #[serde(rename = "http.response.bytes", default, skip_serializing_if = "Option::is_none")]
+    pub http_response_bytes: Option<u64>,
+    /// `user_agent.original`.
+    #[serde(rename = "user_agent.original", default, skip_serializing_if = "Option::is_none")]
+    pub user_agent_original: Option<String>,
+    /// `event.duration`: how long the event took, in nanoseconds (gateway latency).
+    #[serde(rename = "event.duration", default, skip_serializing_if = "Option::is_none")]
+    pub duration_ns: Option<u64>,
     /// `http.response.status_code`.
     #[serde(
         rename = "http.response.status_code",
@@ -317,6 +338,13 @@ pub const CORE_FIELDS: &[&str] = &[
     "process.pid",
     "http.request.method",
     "url.path",
+    "url.original",
+    "url.query",
+    "url.domain",
+    "http.version",
+    "http.response.bytes",
+    "user_agent.original",
+    "event.duration",
     "http.response.status_code",
     "api.key",
     "api.consumer",
@@ -359,6 +387,13 @@ impl Event {
             process_pid: None,
             http_request_method: None,
             url_path: None,
+            url_original: None,
+            url_query: None,
+            url_domain: None,
+            http_version: None,
+            http_response_bytes: None,
+            user_agent_original: None,
+            duration_ns: None,
             http_response_status_code: None,
             api_key: None,
             api_consumer: None,
@@ -418,6 +453,15 @@ impl Event {
             "process.pid" => n(&self.process_pid),
             "http.request.method" => s(&self.http_request_method),
             "url.path" => s(&self.url_path),
+            "url.original" => s(&self.url_original),
+            "url.query" => s(&self.url_query),
+            "url.domain" => s(&self.url_domain),
+            "http.version" => s(&self.http_version),
+            "http.response.bytes" => self
+                .http_response_bytes
+                .map(|b| FieldValue::Int(saturating_i64(b))),
+            "user_agent.original" => s(&self.user_agent_original),
+            "event.duration" => self.duration_ns.map(|d| FieldValue::Int(saturating_i64(d))),
             "http.response.status_code" => n(&self.http_response_status_code),
             "api.key" => s(&self.api_key),
             "api.consumer" => s(&self.api_consumer),
@@ -488,6 +532,15 @@ impl Event {
             "process.pid" => parsed(&mut self.process_pid, name, value, "process id"),
             "http.request.method" => text(&mut self.http_request_method, value),
             "url.path" => text(&mut self.url_path, value),
+            "url.original" => text(&mut self.url_original, value),
+            "url.query" => text(&mut self.url_query, value),
+            "url.domain" => text(&mut self.url_domain, value),
+            "http.version" => text(&mut self.http_version, value),
+            "http.response.bytes" => {
+                parsed(&mut self.http_response_bytes, name, value, "byte count")
+            }
+            "user_agent.original" => text(&mut self.user_agent_original, value),
+            "event.duration" => parsed(&mut self.duration_ns, name, value, "duration in ns"),
             "http.response.status_code" => parsed(
                 &mut self.http_response_status_code,
                 name,
