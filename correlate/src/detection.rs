@@ -3,13 +3,13 @@
 
 use aho_corasick::AhoCorasick;
 use serde_norway::Value;
-use vigil_parsers::event::Event;
+use vigil_parsers::event::{Event, FieldValue};
 
 use crate::condition::{parse_condition, Expr};
 use crate::fields::resolve_field;
 use crate::matcher::{
-    any_contains, base64, base64_offsets, compile_glob, compile_regex, parse_glob, Case, Cidr,
-    NumOp, Place, StrMatcher, Tok, ValueMatcher,
+    any_contains, base64, base64_offsets, compile_glob, compile_regex, parse_glob, with_text, Case,
+    Cidr, NumOp, Place, StrMatcher, Tok, ValueMatcher,
 };
 
 /// A compile error with a hint where in the rule text it is (a key or value to look for).
@@ -62,23 +62,27 @@ pub(crate) struct FieldItem {
 
 impl FieldItem {
     fn matches(&self, event: &Event) -> bool {
-        let val = event.get(&self.field);
-        let text = val.as_ref().map(|v| v.as_text());
-        let text = text.as_deref();
+        match event.get(&self.field) {
+            Some(v) => with_text(&v, |t| self.matches_value(event, Some(&v), Some(t))),
+            None => self.matches_value(event, None, None),
+        }
+    }
+
+    fn matches_value(
+        &self,
+        event: &Event,
+        val: Option<&FieldValue<'_>>,
+        text: Option<&str>,
+    ) -> bool {
         if self.all {
-            return self
-                .values
-                .iter()
-                .all(|m| m.matches(event, val.as_ref(), text));
+            return self.values.iter().all(|m| m.matches(event, val, text));
         }
         if let (Some(ac), Some(t)) = (&self.contains_any, text) {
             if ac.is_match(t) {
                 return true;
             }
         }
-        self.values
-            .iter()
-            .any(|m| m.matches(event, val.as_ref(), text))
+        self.values.iter().any(|m| m.matches(event, val, text))
     }
 
     /// `(field, literal)` alternatives one of which every matching event contains.

@@ -14,10 +14,27 @@
 
 use std::collections::HashMap;
 
-use aho_corasick::AhoCorasick;
+use aho_corasick::{AhoCorasick, AhoCorasickKind};
+
+/// Pattern bytes up to which a field's prefilter automaton is built as a DFA.
+const DFA_MAX_PATTERN_BYTES: usize = 200_000;
 use vigil_parsers::event::Event;
 
+use crate::matcher::with_text;
 use crate::ruleset::DetectionRule;
+
+/// Calls `f` with `text` ASCII-lowercased, on the stack when it is short.
+fn with_ascii_lowercase<R>(text: &str, f: impl FnOnce(&str) -> R) -> R {
+    let mut buf = [0u8; 128];
+    if let Some(slot) = buf.get_mut(..text.len()) {
+        slot.copy_from_slice(text.as_bytes());
+        slot.make_ascii_lowercase();
+        if let Ok(lower) = std::str::from_utf8(slot) {
+            return f(lower);
+        }
+    }
+    f(&text.to_ascii_lowercase())
+}
 
 struct FieldPrefilter {
     field: String,
@@ -37,6 +54,11 @@ pub(crate) struct Index {
     by_value: Vec<HashMap<String, Vec<u32>>>,
     unanchored: Vec<u32>,
     prefilters: Vec<FieldPrefilter>,
+    /// Prefilters (indices into `prefilters`) on core event fields, read with `Event::get`.
+    core_prefilters: Vec<usize>,
+    /// Prefilters on `extra` fields, by `extra` key (`extra.` prefix removed, as `Event::get`
+    /// does), so an event's few `extra` entries are looked up instead of every prefilter field.
+    extra_prefilters: HashMap<String, Vec<usize>>,
     /// How many rules are behind the literal prefilter (for stats and tests).
     pub(crate) prefiltered: usize,
 }
@@ -93,10 +115,25 @@ impl Index {
         }
         let mut prefiltered = vec![false; rules.len()];
         for (field, _, pats, prules) in lit_fields {
-            match AhoCorasick::builder()
-                .ascii_case_insensitive(true)
-                .build(&pats)
-            {
+            // A DFA scans fastest; its memory grows with the patterns, so very large sets (or a
+            // DFA that fails to build) use the default choice.
+            let total: usize = pats.iter().map(String::len).sum();
+            let dfa = (total <= DFA_MAX_PATTERN_BYTES)
+                .then(|| {
+                    AhoCorasick::builder()
+                        .ascii_case_insensitive(true)
+                        .kind(Some(AhoCorasickKind::DFA))
+                        .build(&pats)
+                        .ok()
+                })
+                .flatten();
+            let built = match dfa {
+                Some(ac) => Ok(ac),
+                None => AhoCorasick::builder()
+                    .ascii_case_insensitive(true)
+                    .build(&pats),
+            };
+            match built {
                 Ok(ac) => {
                     for list in &prules {
                         for r in list {
@@ -135,6 +172,18 @@ impl Index {
             }
         }
         index.prefiltered = prefiltered.iter().filter(|p| **p).count();
+        for (i, pf) in index.prefilters.iter().enumerate() {
+            if Event::is_core_field(&pf.field) {
+                index.core_prefilters.push(i);
+            } else {
+                let key = pf.field.strip_prefix("extra.").unwrap_or(&pf.field);
+                index
+                    .extra_prefilters
+                    .entry(key.to_owned())
+                    .or_default()
+                    .push(i);
+            }
+        }
         for (r, rule) in rules.iter().enumerate() {
             let Ok(rid) = u32::try_from(r) else { continue };
             if prefiltered[r] {
@@ -193,23 +242,116 @@ impl Index {
             push(*r);
         }
         for (fi, field) in self.anchor_fields.iter().enumerate() {
-            if let Some(v) = event.get(field) {
-                let key = v.as_text().to_ascii_lowercase();
-                if let Some(list) = self.by_value.get(fi).and_then(|m| m.get(&key)) {
+            let Some(v) = event.get(field) else { continue };
+            let Some(map) = self.by_value.get(fi) else {
+                continue;
+            };
+            with_text(&v, |text| {
+                with_ascii_lowercase(text, |key| {
+                    if let Some(list) = map.get(key) {
+                        list.iter().for_each(|r| push(*r));
+                    }
+                })
+            });
+        }
+        let mut scan = |pf: &FieldPrefilter, text: &str| {
+            for m in pf.ac.find_overlapping_iter(text) {
+                if let Some(list) = pf.pattern_rules.get(m.pattern().as_usize()) {
                     list.iter().for_each(|r| push(*r));
                 }
             }
-        }
-        for pf in &self.prefilters {
+        };
+        for &i in &self.core_prefilters {
+            let Some(pf) = self.prefilters.get(i) else {
+                continue;
+            };
             if let Some(v) = event.get(&pf.field) {
-                let text = v.as_text();
-                for m in pf.ac.find_overlapping_iter(text.as_ref()) {
-                    if let Some(list) = pf.pattern_rules.get(m.pattern().as_usize()) {
-                        list.iter().for_each(|r| push(*r));
+                with_text(&v, |text| scan(pf, text));
+            }
+        }
+        if !self.extra_prefilters.is_empty() {
+            for (key, text) in &event.extra {
+                let Some(list) = self.extra_prefilters.get(key.as_str()) else {
+                    continue;
+                };
+                for &i in list {
+                    if let Some(pf) = self.prefilters.get(i) {
+                        scan(pf, text);
                     }
                 }
             }
         }
         candidates.sort_unstable();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+    use vigil_parsers::event::Event;
+
+    use crate::{LoadOptions, RuleSet, RuleSource};
+
+    /// Prefilters on `extra` fields (with and without the `extra.` prefix), `*` wildcards and
+    /// exact values agree with exhaustive evaluation.
+    #[test]
+    fn extra_field_prefilters_equal_exhaustive_matching() {
+        let mut text = String::new();
+        let lits = ["cmd", "CMD.exe", "powershell", "-enc", "whoami", "/c", "x"];
+        for (i, l) in lits.iter().enumerate() {
+            for (j, det) in [
+                format!("CommandLine|contains: '{l}'"),
+                format!("extra.CommandLine|contains: '{l}'"),
+                format!("Image|endswith: '{l}'"),
+                format!("ParentImage: '*{l}*exe'"),
+                format!("CommandLine: '{l}'"),
+                format!("OriginalFileName|startswith: '{l}'"),
+            ]
+            .iter()
+            .enumerate()
+            {
+                text.push_str(&format!(
+                    "---\ntitle: r{i}_{j}\nname: r{i}_{j}\nlogsource: {{product: windows}}\ndetection:\n  sel:\n    {det}\n  condition: sel\n"
+                ));
+            }
+        }
+        let (set, errors) = RuleSet::from_sources_with(
+            &[RuleSource {
+                path: "t.yml".into(),
+                text,
+            }],
+            &LoadOptions {
+                apply_unserved_logsources: true,
+                ..Default::default()
+            },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(set.prefiltered_rules(), set.detections.len());
+        let t = DateTime::<Utc>::from_timestamp(0, 0).unwrap_or_default();
+        let values = [
+            "cmd",
+            "CMD.EXE",
+            "C:\\x\\cmd.exe",
+            "powershell -enc AA",
+            "whoami /c",
+            "",
+            "X",
+            "é",
+        ];
+        let mut hits = 0;
+        for (a, v1) in values.iter().enumerate() {
+            for v2 in &values[a..] {
+                let mut e = Event::new(t, t);
+                e.extra.insert("CommandLine".into(), (*v1).into());
+                e.extra.insert("ParentImage".into(), format!("{v2}exe"));
+                e.extra.insert("OriginalFileName".into(), (*v2).into());
+                e.extra.insert("Unrelated".into(), (*v1).into());
+                e.process_name = Some((*v2).into());
+                let indexed = set.matching_rules(&e);
+                assert_eq!(indexed, set.matching_rules_exhaustive(&e), "{e:?}");
+                hits += indexed.len();
+            }
+        }
+        assert!(hits > 50, "{hits}");
     }
 }

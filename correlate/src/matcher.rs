@@ -71,8 +71,86 @@ pub(crate) enum StrMatcher {
     Any,
     /// A literal at a place.
     Lit(Place, Lit),
-    /// A pattern with inner wildcards, as an anchored regex.
+    /// A pattern whose only inner wildcards are `*`, as literal parts found in order (no regex).
+    Seq(Seq),
+    /// Any other pattern with inner wildcards (`?`, or non-ASCII text compared without `cased`),
+    /// as an anchored regex.
     Glob(Regex),
+}
+
+/// A `*`-only wildcard pattern: literal parts that must appear in order, the first at the start
+/// unless the pattern starts with `*`, the last at the end unless it ends with `*`. Compared
+/// ASCII case-insensitively (the parts are ASCII) or, with `cased`, byte-exactly.
+#[derive(Debug, Clone)]
+pub(crate) struct Seq {
+    lead: bool,
+    trail: bool,
+    /// At least two non-empty parts.
+    parts: Vec<String>,
+    cased: bool,
+}
+
+/// Position of the first occurrence of `p` in `v` at or after `from`.
+fn find_from(v: &[u8], p: &[u8], from: usize, cased: bool) -> Option<usize> {
+    let hay = v.get(from..)?;
+    let Some(&first) = p.first() else {
+        return Some(from);
+    };
+    if hay.len() < p.len() {
+        return None;
+    }
+    let last = hay.len() - p.len();
+    let at = if cased {
+        (0..=last).find(|&i| hay[i] == first && hay[i..i + p.len()] == *p)
+    } else {
+        let (lo, up) = (first.to_ascii_lowercase(), first.to_ascii_uppercase());
+        (0..=last).find(|&i| {
+            let b = hay[i];
+            (b == lo || b == up) && hay[i..i + p.len()].eq_ignore_ascii_case(p)
+        })
+    };
+    at.map(|i| i + from)
+}
+
+impl Seq {
+    fn matches(&self, v: &str) -> bool {
+        let v = v.as_bytes();
+        let eq = |a: &[u8], b: &[u8]| {
+            if self.cased {
+                a == b
+            } else {
+                a.eq_ignore_ascii_case(b)
+            }
+        };
+        let n = self.parts.len();
+        let mut pos = 0usize;
+        for (i, part) in self.parts.iter().enumerate() {
+            let p = part.as_bytes();
+            if i == 0 && !self.lead {
+                if v.len() < p.len() || !eq(&v[..p.len()], p) {
+                    return false;
+                }
+                pos = p.len();
+            } else if i + 1 == n && !self.trail {
+                return v.len() >= pos + p.len() && eq(&v[v.len() - p.len()..], p);
+            } else {
+                match find_from(v, p, pos, self.cased) {
+                    Some(at) => pos = at + p.len(),
+                    None => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// The longest ASCII part, lowercased: every matching value contains it.
+    fn required_literal(&self) -> Option<String> {
+        self.parts
+            .iter()
+            .filter(|p| p.is_ascii())
+            .max_by_key(|p| p.len())
+            .map(|p| p.to_ascii_lowercase())
+    }
 }
 
 fn ascii_prefix(v: &[u8], p: &[u8]) -> bool {
@@ -91,6 +169,7 @@ impl StrMatcher {
     pub(crate) fn matches(&self, v: &str) -> bool {
         match self {
             StrMatcher::Any => true,
+            StrMatcher::Seq(seq) => seq.matches(v),
             StrMatcher::Glob(re) => re.is_match(v),
             StrMatcher::Lit(place, lit) => match lit.case {
                 Case::Sensitive => place_match(*place, v, &lit.text),
@@ -118,6 +197,42 @@ fn place_match(place: Place, v: &str, p: &str) -> bool {
         Place::Prefix => v.starts_with(p),
         Place::Suffix => v.ends_with(p),
         Place::Contains => v.contains(p),
+    }
+}
+
+/// A small stack buffer for formatting numbers and addresses without allocating.
+struct StackText {
+    buf: [u8; 64],
+    len: usize,
+}
+
+impl std::fmt::Write for StackText {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let end = self.len + s.len();
+        let slot = self.buf.get_mut(self.len..end).ok_or(std::fmt::Error)?;
+        slot.copy_from_slice(s.as_bytes());
+        self.len = end;
+        Ok(())
+    }
+}
+
+/// Calls `f` with the value's text as rules compare it ([`FieldValue::as_text`]), formatting
+/// integers and IP addresses on the stack instead of allocating a `String`.
+pub(crate) fn with_text<R>(v: &FieldValue<'_>, f: impl FnOnce(&str) -> R) -> R {
+    use std::fmt::Write;
+    let mut st = StackText {
+        buf: [0; 64],
+        len: 0,
+    };
+    let written = match v {
+        FieldValue::Str(s) => return f(s),
+        FieldValue::Int(i) => write!(st, "{i}"),
+        FieldValue::Ip(ip) => write!(st, "{ip}"),
+        FieldValue::Time(_) => Err(std::fmt::Error),
+    };
+    match (written, st.buf.get(..st.len).map(std::str::from_utf8)) {
+        (Ok(()), Some(Ok(text))) => f(text),
+        _ => f(&v.as_text()),
     }
 }
 
@@ -179,6 +294,31 @@ pub(crate) fn compile_glob(toks: &[Tok], cased: bool) -> Result<StrMatcher, Stri
             lit.finder = any_contains(std::slice::from_ref(&lit.text));
         }
         return Ok(StrMatcher::Lit(place, lit));
+    }
+    if !toks.contains(&Tok::One) {
+        let mut parts: Vec<String> = Vec::new();
+        let mut cur = String::new();
+        for t in rest {
+            match t {
+                Tok::Lit(c) => cur.push(*c),
+                _ => {
+                    if !cur.is_empty() {
+                        parts.push(std::mem::take(&mut cur));
+                    }
+                }
+            }
+        }
+        if !cur.is_empty() {
+            parts.push(cur);
+        }
+        if parts.len() >= 2 && (cased || parts.iter().all(|p| p.is_ascii())) {
+            return Ok(StrMatcher::Seq(Seq {
+                lead,
+                trail,
+                parts,
+                cased,
+            }));
+        }
     }
     let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
     let mut buf = [0u8; 4];
@@ -328,6 +468,7 @@ impl ValueMatcher {
     /// The ASCII literal (lowercased) every matching value must contain, if there is one.
     pub(crate) fn required_literal(&self) -> Option<String> {
         match self {
+            ValueMatcher::Str(StrMatcher::Seq(seq)) => seq.required_literal(),
             ValueMatcher::Str(StrMatcher::Lit(_, lit))
                 if lit.case != Case::Unicode && !lit.text.is_empty() && lit.text.is_ascii() =>
             {
@@ -487,6 +628,103 @@ mod tests {
         assert!(!host.contains("192.0.2.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
         for bad in ["10.0.0.0/33", "x/8", "2001:db8::/129", "10.0.0.0/-1", ""] {
             assert!(Cidr::parse(bad).is_err(), "{bad}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod seq_tests {
+    use super::*;
+
+    struct Lcg(u64);
+
+    impl Lcg {
+        fn next(&mut self) -> usize {
+            self.0 = self
+                .0
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (self.0 >> 33) as usize
+        }
+    }
+
+    /// The regex the pattern compiled to before `Seq` existed: the reference semantics.
+    fn reference(toks: &[Tok], cased: bool) -> Regex {
+        let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
+        let mut buf = [0u8; 4];
+        for t in toks {
+            match t {
+                Tok::Star => re.push_str(".*"),
+                Tok::One => re.push('.'),
+                Tok::Lit(c) => re.push_str(&regex::escape(c.encode_utf8(&mut buf))),
+            }
+        }
+        re.push('$');
+        Regex::new(&re).unwrap_or_else(|e| panic!("{re}: {e}"))
+    }
+
+    #[test]
+    fn star_patterns_compile_to_seq_and_agree_with_the_regex() {
+        const ALPHA: &[&str] = &["a", "B", "ab", "*", "*", "-", " ", "\n", "é"];
+        let mut rng = Lcg(11);
+        let mut seqs = 0;
+        for _ in 0..20_000 {
+            let pat: String = (0..1 + rng.next() % 7)
+                .map(|_| ALPHA[rng.next() % ALPHA.len()])
+                .collect();
+            let value: String = (0..rng.next() % 9)
+                .map(|_| ["a", "A", "b", "B", "-", " ", "\n", "É", "é", "x"][rng.next() % 10])
+                .collect();
+            for cased in [false, true] {
+                let toks = parse_glob(&pat);
+                let Ok(m) = compile_glob(&toks, cased) else {
+                    panic!("{pat:?} does not compile");
+                };
+                if matches!(m, StrMatcher::Seq(_)) {
+                    seqs += 1;
+                    // Non-ASCII letters only differ by case under `cased`; ASCII-only patterns
+                    // compare ASCII case-insensitively, as literals do.
+                    let want = reference(&toks, cased).is_match(&value);
+                    assert_eq!(
+                        m.matches(&value),
+                        want,
+                        "{pat:?} cased={cased} on {value:?}"
+                    );
+                }
+            }
+        }
+        assert!(seqs > 1000, "only {seqs} seq patterns");
+    }
+
+    #[test]
+    fn seq_literal_is_required() {
+        let toks = parse_glob("ping -c 2 *; grep * /proc/net/arp >/tmp/gx");
+        let m = compile_glob(&toks, false).unwrap_or(StrMatcher::Any);
+        assert!(matches!(m, StrMatcher::Seq(_)));
+        let v = ValueMatcher::Str(m);
+        assert_eq!(
+            v.required_literal().as_deref(),
+            Some(" /proc/net/arp >/tmp/gx")
+        );
+        let q = compile_glob(&parse_glob("a?b*c"), false).unwrap_or(StrMatcher::Any);
+        assert!(matches!(q, StrMatcher::Glob(_)));
+    }
+
+    #[test]
+    fn with_text_formats_like_as_text() {
+        let values = [
+            FieldValue::Str("x"),
+            FieldValue::Int(-42),
+            FieldValue::Int(i64::MIN),
+            FieldValue::Ip("203.0.113.7".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))),
+            FieldValue::Ip(
+                "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+                    .parse()
+                    .unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            ),
+        ];
+        for v in values {
+            assert_eq!(with_text(&v, str::to_owned), v.as_text());
         }
     }
 }
