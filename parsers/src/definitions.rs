@@ -1,38 +1,113 @@
 //! Parser definitions: per-vendor extraction as data, not code.
 //!
 //! A definition is one YAML file (`parsers/definitions/*.yml`, format documented in
-//! `parsers/definitions/README.md`): when it applies (`match`), constants it sets (`set`), an
-//! ordered list of regex `patterns` tried on the syslog MSG (first match wins) whose named
-//! captures become schema fields, and embedded `tests`.
+//! `parsers/definitions/README.md`): when it applies (`match`), constants it sets (`set`), and
+//! either an ordered list of regex `patterns` tried on the syslog MSG (first match wins) whose
+//! named captures become schema fields, or an `extract:` step (key=value, JSON, CSV, CEF, LEEF;
+//! [`crate::formats`]) whose named values are mapped onto the schema (`fields`), with `patterns`
+//! that are conditions on those values (`when`). Each file carries embedded `tests`.
 //!
 //! Everything is checked when a file loads: regexes compile once, every target field is a core
-//! field or an `extra.` field, every capture is mapped, constants convert to their field's type.
-//! A file that fails any check is refused with an error naming the file and the line; the other
-//! files still load.
+//! field or an `extra.` field, every capture is mapped, constants convert to their field's type,
+//! format options belong to their format, time formats are valid. A file that fails any check is
+//! refused with an error naming the file and the line; the other files still load.
 //!
-//! Dispatch: definitions with a `program` condition are indexed by program name, so a message only
-//! meets the definitions that could apply to it; definitions without one are tried for every
-//! message. Within a definition the patterns are matched in one pass with a [`RegexSet`] and only
-//! the winning pattern runs again for its captures.
+//! Dispatch: definitions with a `program` condition are indexed by program name; definitions
+//! without one are found through their required literals (`prefix`, `contains`, the `CEF:` /
+//! `LEEF:` marker), all held in one Aho-Corasick automaton, so a message only meets the
+//! definitions whose literals it contains. Only definitions with neither a program nor a literal
+//! are tried for every message. Within a regex definition the patterns are matched in one pass
+//! with a [`RegexSet`] and only the winning pattern runs again for its captures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use chrono::{DateTime, Utc};
+use aho_corasick::AhoCorasick;
+use chrono::format::{Item, StrftimeItems};
+use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, TimeZone, Utc};
 use regex::{Regex, RegexSet};
 use serde::Deserialize;
 
 use crate::event::{Event, FieldError};
+use crate::formats::{cef, csv, json, kv, leef, FormatError, Pairs};
 use crate::syslog::{Format, SyslogMessage};
 
-/// The definitions shipped with Vigil: (path shown in errors, YAML text). Add a file here to ship
-/// it.
-const BUILTIN: &[(&str, &str)] = &[(
-    "parsers/definitions/openssh.yml",
-    include_str!("../definitions/openssh.yml"),
-)];
+/// The definitions shipped with Vigil: (path shown in errors, YAML text), in load order. Add a
+/// file here to ship it. Generic fallbacks (`cef`, `leef`) are tried after every other
+/// definition whatever their place (`fallback: true`).
+const BUILTIN: &[(&str, &str)] = &[
+    (
+        "parsers/definitions/openssh.yml",
+        include_str!("../definitions/openssh.yml"),
+    ),
+    (
+        "parsers/definitions/sudo.yml",
+        include_str!("../definitions/sudo.yml"),
+    ),
+    (
+        "parsers/definitions/pam.yml",
+        include_str!("../definitions/pam.yml"),
+    ),
+    (
+        "parsers/definitions/netfilter.yml",
+        include_str!("../definitions/netfilter.yml"),
+    ),
+    (
+        "parsers/definitions/cisco_asa.yml",
+        include_str!("../definitions/cisco_asa.yml"),
+    ),
+    (
+        "parsers/definitions/fortigate.yml",
+        include_str!("../definitions/fortigate.yml"),
+    ),
+    (
+        "parsers/definitions/paloalto.yml",
+        include_str!("../definitions/paloalto.yml"),
+    ),
+    (
+        "parsers/definitions/cef.yml",
+        include_str!("../definitions/cef.yml"),
+    ),
+    (
+        "parsers/definitions/leef.yml",
+        include_str!("../definitions/leef.yml"),
+    ),
+];
 
 /// The `extra` key that receives `N` from an rsyslog `message repeated N times: [ ... ]` wrapper.
 pub const REPEAT_COUNT_FIELD: &str = "repeat_count";
+
+/// Default `max_pairs` of `extract: {format: json}`.
+pub const JSON_DEFAULT_MAX_PAIRS: usize = 256;
+/// Default `max_depth` of `extract: {format: json}`.
+pub const JSON_DEFAULT_MAX_DEPTH: usize = 8;
+/// Largest `max_pairs` a JSON extraction may ask for.
+pub const JSON_MAX_PAIRS_LIMIT: usize = 4096;
+/// Largest `max_depth` a JSON extraction may ask for.
+pub const JSON_MAX_DEPTH_LIMIT: usize = 64;
+
+/// CEF header values offered to `fields` and `when` under these names.
+const CEF_HEADER_KEYS: &[&str] = &[
+    "cef.version",
+    "cef.vendor",
+    "cef.product",
+    "cef.device_version",
+    "cef.signature_id",
+    "cef.name",
+    "cef.severity",
+];
+
+/// LEEF header values offered to `fields` and `when` under these names.
+const LEEF_HEADER_KEYS: &[&str] = &[
+    "leef.version",
+    "leef.vendor",
+    "leef.product",
+    "leef.product_version",
+    "leef.event_id",
+];
+
+/// Prefix of the pseudo-keys holding CEF/LEEF custom fields resolved by their labels
+/// (`cs1Label=Rule cs1=Block` gives `label:Rule` = `Block`).
+const LABEL_PREFIX: &str = "label:";
 
 /// A definition file that could not be loaded, or one of its problems.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -45,6 +120,50 @@ pub struct DefinitionError {
     pub line: usize,
     /// What is wrong, lowercase, no trailing period.
     pub message: String,
+}
+
+/// Why a definition that took a message could not turn it into an event. The record should be
+/// dead-lettered with [`ApplyError::reason`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyError {
+    /// A regex capture does not convert to its field's type (`source.ip` = `foo`).
+    #[error("definition {definition}: {source}")]
+    Field {
+        /// The definition that took the message.
+        definition: String,
+        /// The refused value.
+        source: FieldError,
+    },
+    /// The message matched the definition's `match` but its structured record does not parse
+    /// (a CEF header error, JSON that is not an object, an unterminated CSV quote).
+    #[error("definition {definition}: {source}")]
+    Format {
+        /// The definition that took the message.
+        definition: String,
+        /// The format's error; its `kind` is the reason.
+        source: FormatError,
+    },
+}
+
+impl ApplyError {
+    /// Stable dead-letter label: `field_type`, or the format error's kind (`cef_header`,
+    /// `leef_header`, `json`, `csv`, ...).
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApplyError::Field { .. } => "field_type",
+            ApplyError::Format { source, .. } => source.kind,
+        }
+    }
+
+    /// The definition that took the message.
+    pub fn definition(&self) -> &str {
+        match self {
+            ApplyError::Field { definition, .. } | ApplyError::Format { definition, .. } => {
+                definition
+            }
+        }
+    }
 }
 
 /// The outcome of [`DefinitionSet::run_tests`].
@@ -70,8 +189,13 @@ pub struct DefinitionSet {
     definitions: Vec<Definition>,
     /// Program name -> definitions with that program in their `match.program`, ascending.
     by_program: HashMap<String, Vec<usize>>,
-    /// Definitions without a program condition, ascending.
-    any_program: Vec<usize>,
+    /// Definitions with neither a program condition nor a required literal: tried for every
+    /// message, ascending.
+    unconditional: Vec<usize>,
+    /// The required literals of definitions without a program condition.
+    literals: Option<AhoCorasick>,
+    /// Literal (automaton pattern id) -> definition index.
+    literal_owner: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -80,13 +204,29 @@ struct Definition {
     path: String,
     programs: Vec<String>,
     prefix: Option<String>,
+    /// Alternatives: the MSG must contain one of them (when not empty).
+    contains: Vec<String>,
     regex: Option<Regex>,
+    /// Tried after every definition without the flag.
+    fallback: bool,
     set: Vec<(String, String)>,
-    patterns: Vec<Pattern>,
-    /// All pattern regexes, to find the first matching one in one pass. `None` if the set would
-    /// not compile within the size limits (then the patterns are tried one by one).
-    pattern_set: Option<RegexSet>,
+    /// Target field -> (value as written -> value to store).
+    translate: HashMap<String, HashMap<String, String>>,
+    body: Body,
     tests: Vec<TestCase>,
+}
+
+#[derive(Debug, Clone)]
+enum Body {
+    /// Regex patterns on the MSG text.
+    Regex {
+        patterns: Vec<Pattern>,
+        /// All pattern regexes, to find the first matching one in one pass. `None` if the set
+        /// would not compile within the size limits (then the patterns are tried one by one).
+        pattern_set: Option<RegexSet>,
+    },
+    /// An extraction step and conditions on the extracted values.
+    Structured(Structured),
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +239,66 @@ struct Pattern {
 }
 
 #[derive(Debug, Clone)]
+struct Structured {
+    extract: Extract,
+    /// CEF/LEEF header conditions: vendor alternatives, product alternatives (empty: any).
+    vendor: Vec<String>,
+    product: Vec<String>,
+    /// Extracted key -> target field, for every record.
+    fields: Vec<(String, String)>,
+    /// Tried in order; the first that reads wins.
+    timestamp: Vec<TimestampRule>,
+    patterns: Vec<WhenPattern>,
+}
+
+#[derive(Debug, Clone)]
+enum Extract {
+    Kv(kv::KvOptions),
+    Json { max_pairs: usize, max_depth: usize },
+    Csv { delimiter: char, columns: Columns },
+    Cef,
+    Leef,
+}
+
+#[derive(Debug, Clone)]
+enum Columns {
+    /// Columns are named by their 0-based index.
+    Index,
+    /// One list of names for every line.
+    List(Vec<String>),
+    /// The value of column `column` picks the list (Palo Alto: one list per log type).
+    ByType {
+        column: usize,
+        lists: HashMap<String, Vec<String>>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct TimestampRule {
+    /// Values joined with one space.
+    keys: Vec<String>,
+    format: TimeFormat,
+}
+
+#[derive(Debug, Clone)]
+enum TimeFormat {
+    Rfc3339,
+    EpochMs,
+    EpochS,
+    Leef,
+    Strftime(String),
+}
+
+#[derive(Debug, Clone)]
+struct WhenPattern {
+    name: String,
+    /// Key -> alternatives; all keys must hold.
+    when: Vec<(String, Vec<String>)>,
+    fields: Vec<(String, String)>,
+    set: Vec<(String, String)>,
+}
+
+#[derive(Debug, Clone)]
 struct TestCase {
     line: usize,
     name: Option<String>,
@@ -107,6 +307,7 @@ struct TestCase {
     expect: Vec<(String, Option<String>)>,
     expect_pattern: Option<String>,
     expect_no_match: bool,
+    expect_error: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -122,7 +323,18 @@ struct DefinitionFile {
     #[serde(rename = "match", default)]
     matcher: MatchSpec,
     #[serde(default)]
+    fallback: bool,
+    #[serde(default)]
+    extract: Option<ExtractSpec>,
+    #[serde(default)]
+    fields: BTreeMap<Text, String>,
+    #[serde(default)]
+    timestamp: Option<OneOrManyTimestamps>,
+    #[serde(default)]
+    translate: BTreeMap<String, BTreeMap<Text, Scalar>>,
+    #[serde(default)]
     set: BTreeMap<String, Scalar>,
+    #[serde(default)]
     patterns: Vec<PatternSpec>,
     #[serde(default)]
     tests: Vec<TestSpec>,
@@ -136,7 +348,73 @@ struct MatchSpec {
     #[serde(default)]
     prefix: Option<String>,
     #[serde(default)]
+    contains: Option<OneOrMany>,
+    #[serde(default)]
     regex: Option<String>,
+    #[serde(default)]
+    cef: Option<HeaderSpec>,
+    #[serde(default)]
+    leef: Option<HeaderSpec>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HeaderSpec {
+    #[serde(default)]
+    vendor: Option<OneOrMany>,
+    #[serde(default)]
+    product: Option<OneOrMany>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExtractSpec {
+    format: FormatName,
+    #[serde(default)]
+    pair_separator: Option<String>,
+    #[serde(default)]
+    kv_separator: Option<String>,
+    #[serde(default)]
+    delimiter: Option<String>,
+    #[serde(default)]
+    columns: Option<ColumnsSpec>,
+    #[serde(default)]
+    type_column: Option<usize>,
+    #[serde(default)]
+    max_pairs: Option<usize>,
+    #[serde(default)]
+    max_depth: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum FormatName {
+    Kv,
+    Json,
+    Csv,
+    Cef,
+    Leef,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ColumnsSpec {
+    List(Vec<String>),
+    ByType(BTreeMap<Text, Vec<String>>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimestampSpec {
+    field: OneOrMany,
+    format: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrManyTimestamps {
+    One(TimestampSpec),
+    Many(Vec<TimestampSpec>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -156,12 +434,22 @@ impl OneOrMany {
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum WhenValue {
+    One(Scalar),
+    Many(Vec<Scalar>),
+}
+
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PatternSpec {
     name: String,
-    regex: String,
     #[serde(default)]
-    fields: BTreeMap<String, String>,
+    regex: Option<String>,
+    #[serde(default)]
+    when: Option<BTreeMap<Text, WhenValue>>,
+    #[serde(default)]
+    fields: BTreeMap<Text, String>,
     #[serde(default)]
     set: BTreeMap<String, Scalar>,
 }
@@ -180,6 +468,8 @@ struct TestSpec {
     expect_pattern: Option<String>,
     #[serde(default)]
     expect_no_match: bool,
+    #[serde(default)]
+    expect_error: Option<String>,
 }
 
 /// A YAML scalar taken as text, so `source.port: 22` and `source.port: "22"` mean the same.
@@ -205,6 +495,17 @@ impl Scalar {
     }
 }
 
+/// A map key or value given as any YAML scalar (`6: tcp` and `"6": tcp` are the same).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(from = "Scalar")]
+struct Text(String);
+
+impl From<Scalar> for Text {
+    fn from(s: Scalar) -> Self {
+        Text(s.into_text())
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 impl DefinitionSet {
@@ -226,11 +527,12 @@ impl DefinitionSet {
                         });
                         continue;
                     }
-                    set.push(def);
+                    set.definitions.push(def);
                 }
                 Err(mut errs) => errors.append(&mut errs),
             }
         }
+        set.index();
         (set, errors)
     }
 
@@ -268,56 +570,125 @@ impl DefinitionSet {
         self.definitions.is_empty()
     }
 
-    fn push(&mut self, def: Definition) {
-        let index = self.definitions.len();
-        if def.programs.is_empty() {
-            self.any_program.push(index);
-        } else {
-            for program in &def.programs {
-                let list = self.by_program.entry(program.clone()).or_default();
-                if list.last() != Some(&index) {
-                    list.push(index);
-                }
-            }
-        }
-        self.definitions.push(def);
+    /// How many definitions are tried for every message whatever its program and text (they
+    /// have neither a `program` condition nor a required literal). Each one costs every message
+    /// a check, so keep this small.
+    pub fn unconditional_len(&self) -> usize {
+        self.unconditional.len()
     }
 
-    /// Applies the first definition (in load order) whose `match` holds and one of whose patterns
-    /// matches `message_text`; returns `(definition name, pattern name)`, or `None` when nothing
-    /// matched (the event is left as it was, except for the repeat count below).
+    /// Builds the dispatch indexes: by program, by literal, and the unconditional rest.
+    fn index(&mut self) {
+        self.by_program.clear();
+        self.unconditional.clear();
+        self.literal_owner.clear();
+        let mut literals: Vec<&str> = Vec::new();
+        for (index, def) in self.definitions.iter().enumerate() {
+            if !def.programs.is_empty() {
+                for program in &def.programs {
+                    let list = self.by_program.entry(program.clone()).or_default();
+                    if list.last() != Some(&index) {
+                        list.push(index);
+                    }
+                }
+                continue;
+            }
+            let required = def.required_literals();
+            if required.is_empty() {
+                self.unconditional.push(index);
+            }
+            for literal in required {
+                literals.push(literal);
+                self.literal_owner.push(index);
+            }
+        }
+        self.literals = None;
+        if literals.is_empty() {
+            return;
+        }
+        match AhoCorasick::new(&literals) {
+            Ok(automaton) => self.literals = Some(automaton),
+            Err(_) => {
+                // Too large for the automaton (not expected): those definitions are tried for
+                // every message instead, which is slower but correct.
+                let mut all: Vec<usize> = self.literal_owner.drain(..).collect();
+                all.extend(self.unconditional.iter().copied());
+                all.sort_unstable();
+                all.dedup();
+                self.unconditional = all;
+            }
+        }
+    }
+
+    /// The definitions a message can meet, in the order they are tried: load order, fallbacks
+    /// last.
+    fn candidates(&self, program: Option<&str>, text: &str) -> Vec<usize> {
+        let mut out: Vec<usize> = Vec::new();
+        if let Some(list) = program.and_then(|p| self.by_program.get(p)) {
+            out.extend_from_slice(list);
+        }
+        out.extend_from_slice(&self.unconditional);
+        if let Some(automaton) = &self.literals {
+            // Overlapping search cannot fail on a default (standard match kind) automaton; were
+            // it ever to, every literal definition is tried rather than none.
+            match automaton.try_find_overlapping_iter(text) {
+                Ok(matches) => {
+                    for m in matches {
+                        if let Some(&owner) = self.literal_owner.get(m.pattern().as_usize()) {
+                            out.push(owner);
+                        }
+                    }
+                }
+                Err(_) => out.extend_from_slice(&self.literal_owner),
+            }
+        }
+        let fallback = |i: usize| self.definitions.get(i).is_some_and(|d| d.fallback);
+        out.sort_unstable_by_key(|&i| (fallback(i), i));
+        out.dedup();
+        out
+    }
+
+    /// Applies the first definition (in load order, fallbacks last) whose `match` holds and one
+    /// of whose patterns matches `message_text`; returns `(definition name, pattern name)` (the
+    /// pattern name is empty for a structured definition without patterns), or `None` when
+    /// nothing matched (the event is left as it was, except for the repeat count below).
     ///
     /// An rsyslog `message repeated N times: [ TEXT ]` wrapper is unwrapped first: TEXT is matched
     /// and `extra.repeat_count` is set to N.
     ///
     /// Fields are set in this order, later ones winning: `event.dataset` = the definition name,
     /// the definition's `set`, the pattern's `set`, then the captures (a group that did not take
-    /// part in the match or captured empty text sets nothing). A capture that does not convert to
-    /// its field's type (`source.ip` = `foo`) returns the [`FieldError`]; the event is then partly
-    /// written and should be discarded.
+    /// part in the match or captured empty text sets nothing) or, for structured definitions,
+    /// the unmapped values (to `extra.<definition>.<key>`), the definition's `fields`, the
+    /// pattern's `fields`, and `@timestamp` from `timestamp`.
+    ///
+    /// Errors: a capture that does not convert to its field's type (`source.ip` = `foo`), or a
+    /// structured record that matched `match` but does not parse. The event is then partly
+    /// written and should be discarded (dead-lettered with [`ApplyError::reason`]).
     pub fn apply(
         &self,
         msg: &SyslogMessage,
         message_text: &str,
         event: &mut Event,
-    ) -> Result<Option<(&str, &str)>, FieldError> {
+    ) -> Result<Option<(&str, &str)>, ApplyError> {
         let (text, repeat) = unwrap_repeated(message_text);
         if let Some(count) = repeat {
             event
                 .extra
                 .insert(REPEAT_COUNT_FIELD.to_owned(), count.to_owned());
         }
-        let specific: &[usize] = msg
-            .appname
-            .as_deref()
-            .and_then(|p| self.by_program.get(p))
-            .map(Vec::as_slice)
-            .unwrap_or(&[]);
-        for index in merge_ascending(specific, &self.any_program) {
+        let mut ctx = Context {
+            text,
+            offset: msg.timestamp.map_or(Utc.fix(), |t| *t.offset()),
+            reference: event.ingested,
+            cef: None,
+            leef: None,
+        };
+        for index in self.candidates(msg.appname.as_deref(), text) {
             let Some(def) = self.definitions.get(index) else {
                 continue;
             };
-            if let Some(pattern) = def.apply(text, event)? {
+            if let Some(pattern) = def.apply(&mut ctx, event)? {
                 return Ok(Some((def.name.as_str(), pattern)));
             }
         }
@@ -368,13 +739,22 @@ impl DefinitionSet {
         };
         let epoch = DateTime::<Utc>::UNIX_EPOCH;
         let mut event = Event::new(epoch, epoch);
-        let matched = self
-            .apply(&msg, &case.message, &mut event)
-            .map_err(|e| format!("field conversion failed: {e}"))?;
+        let matched = match self.apply(&msg, &case.message, &mut event) {
+            Ok(matched) => matched,
+            Err(e) => {
+                return match &case.expect_error {
+                    Some(want) if want == e.reason() && e.definition() == def.name => Ok(()),
+                    _ => Err(format!("rejected: {} ({e})", e.reason())),
+                }
+            }
+        };
+        if let Some(want) = &case.expect_error {
+            return Err(format!("expected rejection {want}, got none"));
+        }
         let mine = matched.filter(|(d, _)| *d == def.name);
         if case.expect_no_match {
             return match mine {
-                Some((_, p)) => Err(format!("expected no match, matched pattern {p}")),
+                Some((_, p)) => Err(format!("expected no match, matched pattern {p:?}")),
                 None => Ok(()),
             };
         }
@@ -382,7 +762,7 @@ impl DefinitionSet {
             (_, Some((_, p))) => p,
             (Some((d, p)), None) => {
                 return Err(format!(
-                    "matched by definition {d} (pattern {p}) instead of {}",
+                    "matched by definition {d} (pattern {p:?}) instead of {}",
                     def.name
                 ))
             }
@@ -391,7 +771,7 @@ impl DefinitionSet {
         let mut problems = Vec::new();
         if let Some(want) = &case.expect_pattern {
             if want != pattern {
-                problems.push(format!("expected pattern {want}, matched {pattern}"));
+                problems.push(format!("expected pattern {want}, matched {pattern:?}"));
             }
         }
         for (field, want) in &case.expect {
@@ -407,7 +787,7 @@ impl DefinitionSet {
         if problems.is_empty() {
             Ok(())
         } else {
-            Err(format!("pattern {pattern}: {}", problems.join("; ")))
+            Err(format!("pattern {pattern:?}: {}", problems.join("; ")))
         }
     }
 }
@@ -419,29 +799,215 @@ fn show(v: Option<&str>) -> String {
     }
 }
 
+/// Per-message state shared by the definitions the message meets: a CEF or LEEF record is
+/// located and parsed at most once.
+struct Context<'t> {
+    text: &'t str,
+    /// Offset for extracted times that carry none: the syslog header's, else UTC.
+    offset: FixedOffset,
+    /// Reference for year-less extracted times: the receive time.
+    reference: DateTime<Utc>,
+    /// `None`: not looked for yet; `Some(None)`: no CEF record in the text.
+    cef: Option<Option<Result<cef::Cef, FormatError>>>,
+    leef: Option<Option<Result<leef::Leef, FormatError>>>,
+}
+
+impl Context<'_> {
+    fn cef(&mut self) -> Option<&Result<cef::Cef, FormatError>> {
+        let text = self.text;
+        self.cef
+            .get_or_insert_with(|| {
+                let at = cef::find(text)?;
+                Some(cef::parse(text.get(at..).unwrap_or_default()))
+            })
+            .as_ref()
+    }
+
+    fn leef(&mut self) -> Option<&Result<leef::Leef, FormatError>> {
+        let text = self.text;
+        self.leef
+            .get_or_insert_with(|| {
+                let at = leef::find(text)?;
+                Some(leef::parse(text.get(at..).unwrap_or_default()))
+            })
+            .as_ref()
+    }
+}
+
+/// The named values of one structured record.
+#[derive(Debug, Default)]
+struct Record {
+    /// Values that land in `extra` when no `fields` entry maps them (header pseudo-keys
+    /// included).
+    pairs: Pairs,
+    /// Values offered to `fields` and `when` only (custom fields by label).
+    labelled: Pairs,
+}
+
+impl Record {
+    fn from_cef(c: &cef::Cef) -> Record {
+        let mut pairs: Pairs = Vec::with_capacity(c.extensions.len() + CEF_HEADER_KEYS.len());
+        for (key, value) in CEF_HEADER_KEYS.iter().zip([
+            &c.version,
+            &c.vendor,
+            &c.product,
+            &c.device_version,
+            &c.signature_id,
+            &c.name,
+            &c.severity,
+        ]) {
+            pairs.push(((*key).to_owned(), value.clone()));
+        }
+        pairs.extend(c.extensions.iter().cloned());
+        Record {
+            pairs,
+            labelled: labelled_keys(c.labelled()),
+        }
+    }
+
+    fn from_leef(l: &leef::Leef) -> Record {
+        let mut pairs: Pairs = Vec::with_capacity(l.attributes.len() + LEEF_HEADER_KEYS.len());
+        for (key, value) in LEEF_HEADER_KEYS.iter().zip([
+            &l.version,
+            &l.vendor,
+            &l.product,
+            &l.product_version,
+            &l.event_id,
+        ]) {
+            pairs.push(((*key).to_owned(), value.clone()));
+        }
+        pairs.extend(l.attributes.iter().cloned());
+        Record {
+            pairs,
+            labelled: labelled_keys(l.labelled()),
+        }
+    }
+
+    /// Key -> value; a repeated key's last value wins.
+    fn lookup(&self) -> HashMap<&str, &str> {
+        self.pairs
+            .iter()
+            .chain(&self.labelled)
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect()
+    }
+}
+
+fn labelled_keys(pairs: Pairs) -> Pairs {
+    pairs
+        .into_iter()
+        .map(|(label, value)| (format!("{LABEL_PREFIX}{label}"), value))
+        .collect()
+}
+
+/// Names CSV columns: by the list the definition gives (a `_` or empty name drops the column),
+/// by index past its end or without one.
+fn name_columns(columns: &Columns, values: Vec<String>) -> Pairs {
+    let names: &[String] = match columns {
+        Columns::Index => &[],
+        Columns::List(list) => list,
+        Columns::ByType { column, lists } => values
+            .get(*column)
+            .and_then(|t| lists.get(t.as_str()))
+            .map_or(&[], Vec::as_slice),
+    };
+    values
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, value)| match names.get(i) {
+            Some(name) if name.is_empty() || name == "_" => None,
+            Some(name) => Some((name.clone(), value)),
+            None => Some((i.to_string(), value)),
+        })
+        .collect()
+}
+
 impl Definition {
-    /// Tries this definition on `text` (program already checked by dispatch). Returns the
+    /// Literals one of which every message this definition can match contains; empty when
+    /// there are none (or the definition is dispatched by program).
+    fn required_literals(&self) -> Vec<&str> {
+        if let Some(prefix) = self.prefix.as_deref().filter(|p| !p.is_empty()) {
+            return vec![prefix];
+        }
+        if !self.contains.is_empty() {
+            return self.contains.iter().map(String::as_str).collect();
+        }
+        match &self.body {
+            Body::Structured(s) => match s.extract {
+                Extract::Cef => vec!["CEF:"],
+                Extract::Leef => vec!["LEEF:"],
+                _ => Vec::new(),
+            },
+            Body::Regex { .. } => Vec::new(),
+        }
+    }
+
+    /// The value to store for `value` written to `target` (the `translate` table).
+    fn translated<'v>(&'v self, target: &str, value: &'v str) -> &'v str {
+        self.translate
+            .get(target)
+            .and_then(|table| table.get(value))
+            .map_or(value, String::as_str)
+    }
+
+    /// Tries this definition on the message (program already checked by dispatch). Returns the
     /// matched pattern's name.
-    fn apply(&self, text: &str, event: &mut Event) -> Result<Option<&str>, FieldError> {
+    fn apply(&self, ctx: &mut Context<'_>, event: &mut Event) -> Result<Option<&str>, ApplyError> {
+        let text = ctx.text;
         if let Some(prefix) = &self.prefix {
             if !text.starts_with(prefix.as_str()) {
                 return Ok(None);
             }
+        }
+        if !self.contains.is_empty() && !self.contains.iter().any(|c| text.contains(c.as_str())) {
+            return Ok(None);
         }
         if let Some(re) = &self.regex {
             if !re.is_match(text) {
                 return Ok(None);
             }
         }
-        let found = match &self.pattern_set {
+        match &self.body {
+            Body::Regex {
+                patterns,
+                pattern_set,
+            } => self
+                .apply_regex(patterns, pattern_set.as_ref(), text, event)
+                .map_err(|source| ApplyError::Field {
+                    definition: self.name.clone(),
+                    source,
+                }),
+            Body::Structured(s) => {
+                let record = match self.extract(s, ctx) {
+                    Ok(Some(record)) => record,
+                    Ok(None) => return Ok(None),
+                    Err(source) => {
+                        return Err(ApplyError::Format {
+                            definition: self.name.clone(),
+                            source,
+                        })
+                    }
+                };
+                Ok(self.apply_record(s, &record, ctx.offset, ctx.reference, event))
+            }
+        }
+    }
+
+    fn apply_regex<'d>(
+        &'d self,
+        patterns: &'d [Pattern],
+        pattern_set: Option<&RegexSet>,
+        text: &str,
+        event: &mut Event,
+    ) -> Result<Option<&'d str>, FieldError> {
+        let found = match pattern_set {
             Some(set) => set
                 .matches(text)
                 .iter()
                 .next()
-                .and_then(|i| self.patterns.get(i))
+                .and_then(|i| patterns.get(i))
                 .and_then(|p| p.regex.captures(text).map(|c| (p, c))),
-            None => self
-                .patterns
+            None => patterns
                 .iter()
                 .find_map(|p| p.regex.captures(text).map(|c| (p, c))),
         };
@@ -455,41 +1021,190 @@ impl Definition {
         for (group, field) in &pattern.captures {
             if let Some(m) = caps.get(*group) {
                 if !m.as_str().is_empty() {
-                    event.set(field, m.as_str())?;
+                    event.set(field, self.translated(field, m.as_str()))?;
                 }
             }
         }
         Ok(Some(pattern.name.as_str()))
     }
-}
 
-/// Yields the union of two ascending index lists, ascending, without duplicates.
-fn merge_ascending<'a>(a: &'a [usize], b: &'a [usize]) -> impl Iterator<Item = usize> + 'a {
-    let (mut i, mut j) = (0, 0);
-    std::iter::from_fn(move || match (a.get(i), b.get(j)) {
-        (Some(&x), Some(&y)) => {
-            if x < y {
-                i += 1;
-                Some(x)
-            } else if y < x {
-                j += 1;
-                Some(y)
-            } else {
-                i += 1;
-                j += 1;
-                Some(x)
+    /// Extracts the record, or `None` when the message holds no record of this definition
+    /// (no CEF/LEEF record, or another vendor/product). A CEF/LEEF record that does not parse
+    /// is an error only for definitions without a vendor/product condition (they cannot tell
+    /// whose it is).
+    fn extract(
+        &self,
+        s: &Structured,
+        ctx: &mut Context<'_>,
+    ) -> Result<Option<Record>, FormatError> {
+        let headers_given = !s.vendor.is_empty() || !s.product.is_empty();
+        match &s.extract {
+            Extract::Cef => match ctx.cef() {
+                None => Ok(None),
+                Some(Err(_)) if headers_given => Ok(None),
+                Some(Err(e)) => Err(e.clone()),
+                Some(Ok(c)) => Ok(
+                    (one_of(&s.vendor, &c.vendor) && one_of(&s.product, &c.product))
+                        .then(|| Record::from_cef(c)),
+                ),
+            },
+            Extract::Leef => match ctx.leef() {
+                None => Ok(None),
+                Some(Err(_)) if headers_given => Ok(None),
+                Some(Err(e)) => Err(e.clone()),
+                Some(Ok(l)) => Ok(
+                    (one_of(&s.vendor, &l.vendor) && one_of(&s.product, &l.product))
+                        .then(|| Record::from_leef(l)),
+                ),
+            },
+            Extract::Kv(options) => Ok(Some(Record {
+                pairs: kv::parse(ctx.text, options),
+                labelled: Vec::new(),
+            })),
+            Extract::Json {
+                max_pairs,
+                max_depth,
+            } => json::flatten(ctx.text, *max_pairs, *max_depth).map(|pairs| {
+                Some(Record {
+                    pairs,
+                    labelled: Vec::new(),
+                })
+            }),
+            Extract::Csv { delimiter, columns } => csv::split(ctx.text, *delimiter).map(|values| {
+                Some(Record {
+                    pairs: name_columns(columns, values),
+                    labelled: Vec::new(),
+                })
+            }),
+        }
+    }
+
+    /// Maps an extracted record onto the event; `None` when no pattern's `when` holds.
+    ///
+    /// Unlike regex captures, a value that does not convert to its target field's type (a
+    /// device writing `srcip=N/A`) does not reject the record: it is kept in
+    /// `extra.<definition>.<key>` instead.
+    fn apply_record<'d>(
+        &'d self,
+        s: &'d Structured,
+        record: &Record,
+        offset: FixedOffset,
+        reference: DateTime<Utc>,
+        event: &mut Event,
+    ) -> Option<&'d str> {
+        let values = record.lookup();
+        let pattern = if s.patterns.is_empty() {
+            None
+        } else {
+            Some(s.patterns.iter().find(|p| p.holds(&values))?)
+        };
+        let no_pairs: &[(String, String)] = &[];
+        let pattern_set = pattern.map_or(no_pairs, |p| p.set.as_slice());
+        let pattern_fields = pattern.map_or(no_pairs, |p| p.fields.as_slice());
+        event.dataset = Some(self.name.clone());
+        for (field, value) in self.set.iter().chain(pattern_set) {
+            // Constants were converted when the file loaded; they cannot fail here.
+            let _ = event.set(field, value);
+        }
+        let mapped: HashSet<&str> = s
+            .fields
+            .iter()
+            .chain(pattern_fields)
+            .map(|(key, _)| key.as_str())
+            .collect();
+        for (key, value) in &record.pairs {
+            if !value.is_empty() && !mapped.contains(key.as_str()) {
+                event
+                    .extra
+                    .insert(format!("{}.{key}", self.name), value.clone());
             }
         }
-        (Some(&x), None) => {
-            i += 1;
-            Some(x)
+        for (key, target) in s.fields.iter().chain(pattern_fields) {
+            let Some(value) = values.get(key.as_str()).filter(|v| !v.is_empty()) else {
+                continue;
+            };
+            if event.set(target, self.translated(target, value)).is_err() {
+                event
+                    .extra
+                    .insert(format!("{}.{key}", self.name), (*value).to_owned());
+            }
         }
-        (None, Some(&y)) => {
-            j += 1;
-            Some(y)
+        if let Some(t) = s
+            .timestamp
+            .iter()
+            .find_map(|rule| rule.read(&values, offset, reference))
+        {
+            event.timestamp = t;
         }
-        (None, None) => None,
-    })
+        Some(pattern.map_or("", |p| p.name.as_str()))
+    }
+}
+
+/// Whether `value` is one of `alternatives` (any value when there are none).
+fn one_of(alternatives: &[String], value: &str) -> bool {
+    alternatives.is_empty() || alternatives.iter().any(|a| a == value)
+}
+
+impl WhenPattern {
+    fn holds(&self, values: &HashMap<&str, &str>) -> bool {
+        self.when.iter().all(|(key, alternatives)| {
+            values
+                .get(key.as_str())
+                .is_some_and(|v| alternatives.iter().any(|a| a == v))
+        })
+    }
+}
+
+impl TimestampRule {
+    /// The time this rule reads from the record, or `None` when a key is missing or the value
+    /// does not read in the format.
+    fn read(
+        &self,
+        values: &HashMap<&str, &str>,
+        offset: FixedOffset,
+        reference: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let mut parts = Vec::with_capacity(self.keys.len());
+        for key in &self.keys {
+            parts.push(*values.get(key.as_str()).filter(|v| !v.trim().is_empty())?);
+        }
+        let value = parts.join(" ");
+        let value = value.trim();
+        let utc = |t: DateTime<FixedOffset>| t.with_timezone(&Utc);
+        match &self.format {
+            TimeFormat::Rfc3339 => DateTime::parse_from_rfc3339(value).ok().map(utc),
+            TimeFormat::EpochMs => value
+                .parse::<i64>()
+                .ok()
+                .and_then(DateTime::from_timestamp_millis),
+            TimeFormat::EpochS => {
+                let (secs, frac) = value.split_once('.').unwrap_or((value, ""));
+                let secs: i64 = secs.parse().ok()?;
+                let nanos = if frac.is_empty() {
+                    0
+                } else if frac.len() <= 9 && frac.bytes().all(|b| b.is_ascii_digit()) {
+                    format!("{frac:0<9}").parse::<u32>().ok()?
+                } else {
+                    return None;
+                };
+                DateTime::from_timestamp(secs, nanos)
+            }
+            TimeFormat::Leef => {
+                let format = values
+                    .get("devTimeFormat")
+                    .copied()
+                    .filter(|f| !f.is_empty());
+                leef::leef_time_at(value, format, reference).map(utc)
+            }
+            TimeFormat::Strftime(format) => DateTime::parse_from_str(value, format)
+                .ok()
+                .map(utc)
+                .or_else(|| {
+                    let naive = NaiveDateTime::parse_from_str(value, format).ok()?;
+                    offset.from_local_datetime(&naive).single().map(utc)
+                }),
+        }
+    }
 }
 
 /// Splits an rsyslog `message repeated N times: [ TEXT]` into (TEXT, Some(N)); anything else
@@ -521,6 +1236,8 @@ struct Problems<'a> {
     path: &'a str,
     source: &'a str,
     errors: Vec<DefinitionError>,
+    /// Where the previous test case's message was found.
+    test_cursor: usize,
 }
 
 impl Problems<'_> {
@@ -552,6 +1269,7 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
         path,
         source,
         errors: Vec::new(),
+        test_cursor: 0,
     };
 
     if file.name.trim().is_empty() || file.name.contains(char::is_whitespace) {
@@ -561,16 +1279,22 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
         );
     }
 
-    let programs = file
-        .matcher
-        .program
-        .map(OneOrMany::into_vec)
-        .unwrap_or_default();
+    let matcher = file.matcher;
+    let programs = matcher.program.map(OneOrMany::into_vec).unwrap_or_default();
     if programs.iter().any(|p| p.is_empty()) {
         problems.add(&["match", "program"], "empty program name".to_owned());
     }
-    let match_regex = file
-        .matcher
+    if matcher.prefix.as_deref() == Some("") {
+        problems.add(&["match", "prefix"], "empty prefix".to_owned());
+    }
+    let contains = matcher
+        .contains
+        .map(OneOrMany::into_vec)
+        .unwrap_or_default();
+    if contains.iter().any(String::is_empty) {
+        problems.add(&["match", "contains"], "empty contains text".to_owned());
+    }
+    let match_regex = matcher
         .regex
         .as_deref()
         .and_then(|re| match Regex::new(re) {
@@ -585,39 +1309,86 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
         });
 
     let set = check_constants(&mut problems, &["set"], "set", file.set);
+    let translate = check_translate(&mut problems, file.translate);
 
-    if file.patterns.is_empty() {
-        problems.add(
-            &["patterns"],
-            "a definition needs at least one pattern".to_owned(),
-        );
-    }
-    let mut patterns = Vec::with_capacity(file.patterns.len());
     let mut pattern_names = HashSet::new();
-    for spec in file.patterns {
-        if let Some(p) = compile_pattern(&mut problems, &mut pattern_names, spec) {
-            patterns.push(p);
+    let body = match file.extract {
+        None => {
+            if !file.fields.is_empty() {
+                problems.add(
+                    &["fields"],
+                    "fields needs extract (a regex definition maps captures in its patterns)"
+                        .to_owned(),
+                );
+            }
+            if file.timestamp.is_some() {
+                problems.add(&["timestamp"], "timestamp needs extract".to_owned());
+            }
+            if matcher.cef.is_some() {
+                problems.add(
+                    &["match", "cef"],
+                    "match.cef needs extract: {format: cef}".to_owned(),
+                );
+            }
+            if matcher.leef.is_some() {
+                problems.add(
+                    &["match", "leef"],
+                    "match.leef needs extract: {format: leef}".to_owned(),
+                );
+            }
+            if file.patterns.is_empty() {
+                problems.add(
+                    &["patterns"],
+                    "a definition needs at least one pattern".to_owned(),
+                );
+            }
+            let mut patterns = Vec::with_capacity(file.patterns.len());
+            for spec in file.patterns {
+                if let Some(p) = compile_pattern(&mut problems, &mut pattern_names, spec) {
+                    patterns.push(p);
+                }
+            }
+            let pattern_set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str())).ok();
+            Some(Body::Regex {
+                patterns,
+                pattern_set,
+            })
         }
-    }
+        Some(extract) => compile_structured(
+            &mut problems,
+            &mut pattern_names,
+            StructuredSpec {
+                extract,
+                cef: matcher.cef,
+                leef: matcher.leef,
+                fields: file.fields,
+                timestamp: file.timestamp,
+                patterns: file.patterns,
+            },
+        )
+        .map(Body::Structured),
+    };
 
     let mut tests = Vec::with_capacity(file.tests.len());
     for spec in file.tests {
         tests.push(check_test(&mut problems, &pattern_names, spec));
     }
 
-    if !problems.errors.is_empty() {
-        return Err(problems.errors);
-    }
-    let pattern_set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str())).ok();
+    let body = match body {
+        Some(body) if problems.errors.is_empty() => body,
+        _ => return Err(problems.errors),
+    };
     Ok(Definition {
         name: file.name,
         path: path.to_owned(),
         programs,
-        prefix: file.matcher.prefix,
+        prefix: matcher.prefix,
+        contains,
         regex: match_regex,
+        fallback: file.fallback,
         set,
-        patterns,
-        pattern_set,
+        translate,
+        body,
         tests,
     })
 }
@@ -627,24 +1398,30 @@ fn compile_pattern(
     names: &mut HashSet<String>,
     spec: PatternSpec,
 ) -> Option<Pattern> {
-    if spec.name.trim().is_empty() {
-        problems.add(
-            &["patterns", "name"],
-            "pattern name must not be empty".to_owned(),
-        );
-    } else if !names.insert(spec.name.clone()) {
-        problems.add(
-            &["patterns", spec.name.as_str(), spec.name.as_str()],
-            format!("pattern name {:?} is used twice", spec.name),
-        );
-    }
+    check_pattern_name(problems, names, &spec.name);
     let set = check_constants(
         problems,
         &["patterns", spec.name.as_str(), "set"],
         &format!("pattern {} set", spec.name),
         spec.set,
     );
-    let regex = match Regex::new(&spec.regex) {
+    if spec.when.is_some() {
+        problems.add(
+            &["patterns", spec.name.as_str(), "when"],
+            format!(
+                "pattern {}: when needs extract (a regex definition's patterns use regex)",
+                spec.name
+            ),
+        );
+    }
+    let Some(source) = spec.regex else {
+        problems.add(
+            &["patterns", spec.name.as_str()],
+            format!("pattern {}: regex is required", spec.name),
+        );
+        return None;
+    };
+    let regex = match Regex::new(&source) {
         Ok(r) => r,
         Err(e) => {
             problems.add(
@@ -658,12 +1435,13 @@ fn compile_pattern(
             return None;
         }
     };
+    let fields: BTreeMap<String, String> = spec.fields.into_iter().map(|(k, v)| (k.0, v)).collect();
     let mut ok = true;
     let mut captures = Vec::new();
     let mut used: HashSet<&str> = HashSet::new();
     for (group, name) in regex.capture_names().enumerate() {
         let Some(name) = name else { continue };
-        let target = match spec.fields.get(name) {
+        let target = match fields.get(name) {
             Some(target) => {
                 used.insert(name);
                 target.as_str()
@@ -672,7 +1450,7 @@ fn compile_pattern(
         };
         if let Err(why) = check_target(target) {
             ok = false;
-            let message = if spec.fields.contains_key(name) {
+            let message = if fields.contains_key(name) {
                 format!("pattern {}: capture {name}: {why}", spec.name)
             } else {
                 format!(
@@ -686,7 +1464,7 @@ fn compile_pattern(
         }
         captures.push((group, target.to_owned()));
     }
-    for name in spec.fields.keys() {
+    for name in fields.keys() {
         if !used.contains(name.as_str()) {
             ok = false;
             problems.add(
@@ -706,19 +1484,455 @@ fn compile_pattern(
     })
 }
 
+fn check_pattern_name(problems: &mut Problems<'_>, names: &mut HashSet<String>, name: &str) {
+    if name.trim().is_empty() {
+        problems.add(
+            &["patterns", "name"],
+            "pattern name must not be empty".to_owned(),
+        );
+    } else if !names.insert(name.to_owned()) {
+        problems.add(
+            &["patterns", name, name],
+            format!("pattern name {name:?} is used twice"),
+        );
+    }
+}
+
+/// The parts of a file that make a structured definition.
+struct StructuredSpec {
+    extract: ExtractSpec,
+    cef: Option<HeaderSpec>,
+    leef: Option<HeaderSpec>,
+    fields: BTreeMap<Text, String>,
+    timestamp: Option<OneOrManyTimestamps>,
+    patterns: Vec<PatternSpec>,
+}
+
+/// Which extracted keys a definition may name, as far as load time can tell.
+enum KnownKeys {
+    /// Any key (key=value, JSON: the record decides).
+    Any,
+    /// CEF or LEEF: header pseudo-keys under `prefix` must be one of `header`; extension keys
+    /// and `label:` keys are free.
+    Header {
+        prefix: &'static str,
+        header: &'static [&'static str],
+    },
+    /// CSV with named columns: a column name or an index.
+    Columns(HashSet<String>),
+}
+
+impl KnownKeys {
+    fn check(&self, key: &str) -> Result<(), String> {
+        if key.is_empty() {
+            return Err("empty key".to_owned());
+        }
+        match self {
+            KnownKeys::Any => Ok(()),
+            KnownKeys::Header { prefix, header } => {
+                if key.starts_with(prefix) && !header.contains(&key) {
+                    Err(format!(
+                        "unknown header key {key} (one of {})",
+                        header.join(", ")
+                    ))
+                } else if key == LABEL_PREFIX {
+                    Err(format!("{LABEL_PREFIX} needs a label name"))
+                } else {
+                    Ok(())
+                }
+            }
+            KnownKeys::Columns(names) => {
+                if names.contains(key) || key.bytes().all(|b| b.is_ascii_digit()) {
+                    Ok(())
+                } else {
+                    Err(format!("{key} is not a column name (or a column index)"))
+                }
+            }
+        }
+    }
+}
+
+fn compile_structured(
+    problems: &mut Problems<'_>,
+    names: &mut HashSet<String>,
+    spec: StructuredSpec,
+) -> Option<Structured> {
+    let format = spec.extract.format;
+    let (extract, known) = check_extract(problems, spec.extract)?;
+
+    let mut vendor = Vec::new();
+    let mut product = Vec::new();
+    for (which, header, wanted) in [
+        ("cef", spec.cef, FormatName::Cef),
+        ("leef", spec.leef, FormatName::Leef),
+    ] {
+        let Some(header) = header else { continue };
+        if format != wanted {
+            problems.add(
+                &["match", which],
+                format!("match.{which} needs extract: {{format: {which}}}"),
+            );
+            continue;
+        }
+        vendor = header.vendor.map(OneOrMany::into_vec).unwrap_or_default();
+        product = header.product.map(OneOrMany::into_vec).unwrap_or_default();
+    }
+
+    let fields = check_mappings(problems, &known, &["fields"], "fields", spec.fields);
+
+    let mut timestamp = Vec::new();
+    let rules = match spec.timestamp {
+        None => Vec::new(),
+        Some(OneOrManyTimestamps::One(rule)) => vec![rule],
+        Some(OneOrManyTimestamps::Many(rules)) => rules,
+    };
+    for rule in rules {
+        let keys = rule.field.into_vec();
+        let mut ok = !keys.is_empty();
+        if keys.is_empty() {
+            problems.add(
+                &["timestamp", "field"],
+                "timestamp: field is empty".to_owned(),
+            );
+        }
+        for key in &keys {
+            if let Err(why) = known.check(key) {
+                ok = false;
+                problems.add(&["timestamp", key], format!("timestamp: field {why}"));
+            }
+        }
+        let format = match rule.format.as_str() {
+            "rfc3339" => Some(TimeFormat::Rfc3339),
+            "epoch_ms" => Some(TimeFormat::EpochMs),
+            "epoch_s" => Some(TimeFormat::EpochS),
+            "leef" => Some(TimeFormat::Leef),
+            other => {
+                let valid = other.contains('%')
+                    && !StrftimeItems::new(other).any(|item| matches!(item, Item::Error));
+                if valid {
+                    Some(TimeFormat::Strftime(other.to_owned()))
+                } else {
+                    problems.add(
+                        &["timestamp", "format"],
+                        format!(
+                            "timestamp: format {other:?} is not rfc3339, epoch_ms, epoch_s, leef \
+                             or a valid strftime format"
+                        ),
+                    );
+                    None
+                }
+            }
+        };
+        if let (true, Some(format)) = (ok, format) {
+            timestamp.push(TimestampRule { keys, format });
+        }
+    }
+
+    let mut patterns = Vec::with_capacity(spec.patterns.len());
+    for p in spec.patterns {
+        check_pattern_name(problems, names, &p.name);
+        let at = ["patterns", p.name.as_str()];
+        if p.regex.is_some() {
+            problems.add(
+                &["patterns", p.name.as_str(), "regex"],
+                format!(
+                    "pattern {}: a structured definition's patterns use when, not regex",
+                    p.name
+                ),
+            );
+        }
+        let mut when = Vec::new();
+        for (key, value) in p.when.unwrap_or_default() {
+            if let Err(why) = known.check(&key.0) {
+                problems.add(
+                    &["patterns", p.name.as_str(), "when", &key.0],
+                    format!("pattern {}: when {why}", p.name),
+                );
+            }
+            let alternatives: Vec<String> = match value {
+                WhenValue::One(v) => vec![v.into_text()],
+                WhenValue::Many(vs) => vs.into_iter().map(Scalar::into_text).collect(),
+            };
+            if alternatives.is_empty() {
+                problems.add(
+                    &["patterns", p.name.as_str(), "when", &key.0],
+                    format!("pattern {}: when {}: no value given", p.name, key.0),
+                );
+            }
+            when.push((key.0, alternatives));
+        }
+        let fields = check_mappings(
+            problems,
+            &known,
+            &[at[0], at[1], "fields"],
+            &format!("pattern {} fields", p.name),
+            p.fields,
+        );
+        let set = check_constants(
+            problems,
+            &["patterns", p.name.as_str(), "set"],
+            &format!("pattern {} set", p.name),
+            p.set,
+        );
+        patterns.push(WhenPattern {
+            name: p.name,
+            when,
+            fields,
+            set,
+        });
+    }
+    Some(Structured {
+        extract,
+        vendor,
+        product,
+        fields,
+        timestamp,
+        patterns,
+    })
+}
+
+/// Checks `extract:` options against their format.
+fn check_extract(problems: &mut Problems<'_>, spec: ExtractSpec) -> Option<(Extract, KnownKeys)> {
+    let format = spec.format;
+    let format_name = match format {
+        FormatName::Kv => "kv",
+        FormatName::Json => "json",
+        FormatName::Csv => "csv",
+        FormatName::Cef => "cef",
+        FormatName::Leef => "leef",
+    };
+    let mut ok = true;
+    for (present, key, owner) in [
+        (
+            spec.pair_separator.is_some(),
+            "pair_separator",
+            FormatName::Kv,
+        ),
+        (spec.kv_separator.is_some(), "kv_separator", FormatName::Kv),
+        (spec.delimiter.is_some(), "delimiter", FormatName::Csv),
+        (spec.columns.is_some(), "columns", FormatName::Csv),
+        (spec.type_column.is_some(), "type_column", FormatName::Csv),
+        (spec.max_pairs.is_some(), "max_pairs", FormatName::Json),
+        (spec.max_depth.is_some(), "max_depth", FormatName::Json),
+    ] {
+        if present && owner != format {
+            ok = false;
+            problems.add(
+                &["extract", key],
+                format!("extract: {key} is not an option of format {format_name}"),
+            );
+        }
+    }
+    let mut one_char = |key: &str, value: Option<&str>| -> Option<Option<char>> {
+        let Some(value) = value else {
+            return Some(None);
+        };
+        let mut chars = value.chars();
+        match (chars.next(), chars.next()) {
+            (Some(c), None) => Some(Some(c)),
+            _ => {
+                problems.add(
+                    &["extract", key],
+                    format!("extract: {key} must be one character, got {value:?}"),
+                );
+                None
+            }
+        }
+    };
+    let pair_separator = one_char("pair_separator", spec.pair_separator.as_deref());
+    let kv_separator = one_char("kv_separator", spec.kv_separator.as_deref());
+    let delimiter = one_char("delimiter", spec.delimiter.as_deref());
+    let (Some(pair_separator), Some(kv_separator), Some(delimiter)) =
+        (pair_separator, kv_separator, delimiter)
+    else {
+        return None;
+    };
+    if !ok {
+        return None;
+    }
+    Some(match format {
+        FormatName::Kv => {
+            let kv_separator = kv_separator.unwrap_or('=');
+            if pair_separator == Some(kv_separator) {
+                problems.add(
+                    &["extract", "pair_separator"],
+                    "extract: pair_separator and kv_separator must differ".to_owned(),
+                );
+                return None;
+            }
+            (
+                Extract::Kv(kv::KvOptions {
+                    pair_separator,
+                    kv_separator,
+                }),
+                KnownKeys::Any,
+            )
+        }
+        FormatName::Json => {
+            let max_pairs = spec.max_pairs.unwrap_or(JSON_DEFAULT_MAX_PAIRS);
+            let max_depth = spec.max_depth.unwrap_or(JSON_DEFAULT_MAX_DEPTH);
+            if max_pairs == 0 || max_pairs > JSON_MAX_PAIRS_LIMIT {
+                problems.add(
+                    &["extract", "max_pairs"],
+                    format!("extract: max_pairs must be 1 to {JSON_MAX_PAIRS_LIMIT}"),
+                );
+                return None;
+            }
+            if max_depth == 0 || max_depth > JSON_MAX_DEPTH_LIMIT {
+                problems.add(
+                    &["extract", "max_depth"],
+                    format!("extract: max_depth must be 1 to {JSON_MAX_DEPTH_LIMIT}"),
+                );
+                return None;
+            }
+            (
+                Extract::Json {
+                    max_pairs,
+                    max_depth,
+                },
+                KnownKeys::Any,
+            )
+        }
+        FormatName::Csv => {
+            let delimiter = delimiter.unwrap_or(',');
+            let mut known = HashSet::new();
+            let mut check_list = |problems: &mut Problems<'_>, list: &[String]| {
+                let mut seen = HashSet::new();
+                for name in list {
+                    if name != "_" && !name.is_empty() && !seen.insert(name.as_str()) {
+                        problems.add(
+                            &["extract", "columns", name],
+                            format!("extract: column {name} appears twice in one list"),
+                        );
+                    }
+                    known.insert(name.clone());
+                }
+            };
+            let columns = match (spec.columns, spec.type_column) {
+                (None, None) => Columns::Index,
+                (Some(ColumnsSpec::List(list)), None) => {
+                    check_list(problems, &list);
+                    Columns::List(list)
+                }
+                (Some(ColumnsSpec::ByType(lists)), Some(column)) => {
+                    for list in lists.values() {
+                        check_list(problems, list);
+                    }
+                    Columns::ByType {
+                        column,
+                        lists: lists.into_iter().map(|(k, v)| (k.0, v)).collect(),
+                    }
+                }
+                (Some(ColumnsSpec::ByType(_)), None) => {
+                    problems.add(
+                        &["extract", "columns"],
+                        "extract: columns by type needs type_column (the 0-based column \
+                         holding the type)"
+                            .to_owned(),
+                    );
+                    return None;
+                }
+                (_, Some(_)) => {
+                    problems.add(
+                        &["extract", "type_column"],
+                        "extract: type_column needs columns given by type".to_owned(),
+                    );
+                    return None;
+                }
+            };
+            let known = match columns {
+                Columns::Index => KnownKeys::Any,
+                _ => KnownKeys::Columns(known),
+            };
+            (Extract::Csv { delimiter, columns }, known)
+        }
+        FormatName::Cef => (
+            Extract::Cef,
+            KnownKeys::Header {
+                prefix: "cef.",
+                header: CEF_HEADER_KEYS,
+            },
+        ),
+        FormatName::Leef => (
+            Extract::Leef,
+            KnownKeys::Header {
+                prefix: "leef.",
+                header: LEEF_HEADER_KEYS,
+            },
+        ),
+    })
+}
+
+/// Checks `fields` of a structured definition: known keys, settable targets.
+fn check_mappings(
+    problems: &mut Problems<'_>,
+    known: &KnownKeys,
+    needles: &[&str],
+    what: &str,
+    fields: BTreeMap<Text, String>,
+) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(fields.len());
+    for (Text(key), target) in fields {
+        let mut at: Vec<&str> = needles.to_vec();
+        at.push(&key);
+        if let Err(why) = known.check(&key) {
+            problems.add(&at, format!("{what}: {why}"));
+            continue;
+        }
+        if let Err(why) = check_target(&target) {
+            problems.add(&at, format!("{what}: {key}: {why}"));
+            continue;
+        }
+        out.push((key, target));
+    }
+    out
+}
+
+/// Checks `translate`: settable targets, translated values that convert to their field's type.
+fn check_translate(
+    problems: &mut Problems<'_>,
+    translate: BTreeMap<String, BTreeMap<Text, Scalar>>,
+) -> HashMap<String, HashMap<String, String>> {
+    let epoch = DateTime::<Utc>::UNIX_EPOCH;
+    let mut scratch = Event::new(epoch, epoch);
+    let mut out = HashMap::with_capacity(translate.len());
+    for (field, table) in translate {
+        if let Err(why) = check_target(&field) {
+            problems.add(&["translate", &field], format!("translate: {why}"));
+            continue;
+        }
+        let mut values = HashMap::with_capacity(table.len());
+        for (Text(from), to) in table {
+            let to = to.into_text();
+            if let Err(e) = scratch.set(&field, &to) {
+                problems.add(&["translate", &field, &from], format!("translate: {e}"));
+                continue;
+            }
+            values.insert(from, to);
+        }
+        out.insert(field, values);
+    }
+    out
+}
+
 fn check_test(
     problems: &mut Problems<'_>,
     pattern_names: &HashSet<String>,
     spec: TestSpec,
 ) -> TestCase {
+    // The case's line: its message text, searched after the previous case's (messages written
+    // with YAML escapes are not found; then the `tests:` line).
     let head: String = spec.message.chars().take(40).collect();
-    let line = {
-        let exact = locate(problems.source, &["tests", &head]);
-        if exact > 1 {
-            exact
-        } else {
-            locate(problems.source, &["tests"])
+    let source = problems.source;
+    let start = problems
+        .test_cursor
+        .max(find_token(source, 0, "tests").unwrap_or(0));
+    let line = match source.get(start..).and_then(|s| s.find(head.as_str())) {
+        Some(at) if !head.is_empty() => {
+            problems.test_cursor = start + at + head.len();
+            line_of(source, start + at)
         }
+        _ => locate(source, &["tests"]),
     };
     let mut push = |message: String| {
         problems.errors.push(DefinitionError {
@@ -733,8 +1947,17 @@ fn check_test(
             spec.message
         ));
     }
+    if spec.expect_error.is_some()
+        && (spec.expect_no_match || !spec.expect.is_empty() || spec.expect_pattern.is_some())
+    {
+        push(format!(
+            "test {:?}: expect_error cannot be combined with expect, expect_pattern or \
+             expect_no_match",
+            spec.message
+        ));
+    }
     if let Some(p) = &spec.expect_pattern {
-        if !pattern_names.contains(p) {
+        if !pattern_names.contains(p) && !p.is_empty() {
             push(format!(
                 "test {:?}: expect_pattern names no pattern: {p}",
                 spec.message
@@ -761,6 +1984,7 @@ fn check_test(
         expect,
         expect_pattern: spec.expect_pattern,
         expect_no_match: spec.expect_no_match,
+        expect_error: spec.expect_error,
     }
 }
 
@@ -915,11 +2139,270 @@ mod tests {
     }
 
     #[test]
-    fn merge_keeps_load_order() {
+    fn candidates_keep_load_order_and_put_fallbacks_last() {
+        let (set, errors) = DefinitionSet::from_sources(&[
+            (
+                "f.yml".to_owned(),
+                "name: f\nfallback: true\nmatch: {contains: zz}\npatterns:\n  - name: p\n    regex: x\n".to_owned(),
+            ),
+            (
+                "a.yml".to_owned(),
+                "name: a\nmatch: {program: app}\npatterns:\n  - name: p\n    regex: x\n".to_owned(),
+            ),
+            (
+                "b.yml".to_owned(),
+                "name: b\nmatch: {contains: [yy, zz]}\npatterns:\n  - name: p\n    regex: x\n".to_owned(),
+            ),
+            (
+                "c.yml".to_owned(),
+                "name: c\npatterns:\n  - name: p\n    regex: x\n".to_owned(),
+            ),
+        ]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(set.unconditional_len(), 1);
+        assert_eq!(set.candidates(Some("app"), "zz yy zz"), vec![1, 2, 3, 0]);
+        assert_eq!(set.candidates(Some("other"), "nothing"), vec![3]);
+        assert_eq!(set.candidates(None, "yy"), vec![2, 3]);
+    }
+
+    fn structured(yaml: &str) -> (Definition, Structured) {
+        let (set, errors) = load(yaml);
+        assert!(errors.is_empty(), "{errors:?}");
+        let def = set.definitions.into_iter().next().unwrap();
+        let Body::Structured(s) = def.body.clone() else {
+            panic!("not structured")
+        };
+        (def, s)
+    }
+
+    fn record(pairs: &[(&str, &str)]) -> Record {
+        Record {
+            pairs: pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+            labelled: Vec::new(),
+        }
+    }
+
+    const FW: &str = "name: fw
+extract: {format: kv}
+fields: {srcip: source.ip, proto: network.transport}
+translate:
+  network.transport: {6: tcp, 17: udp}
+timestamp:
+  - {field: [date, time, tz], format: '%Y-%m-%d %H:%M:%S %z'}
+  - {field: [date, time], format: '%Y-%m-%d %H:%M:%S'}
+patterns:
+  - name: deny
+    when: {type: traffic, action: [deny, block]}
+    fields: {dstip: destination.ip}
+    set: {event.outcome: failure}
+  - name: other_traffic
+    when: {type: traffic}
+";
+
+    #[test]
+    fn extracted_values_are_mapped_translated_and_the_rest_kept_in_extra() {
+        let (def, s) = structured(FW);
+        let r = record(&[
+            ("date", "2026-11-28"),
+            ("time", "10:00:01"),
+            ("tz", "+0100"),
+            ("type", "traffic"),
+            ("action", "block"),
+            ("srcip", "2001:db8::5"),
+            ("dstip", "N/A"),
+            ("proto", "6"),
+            ("empty", ""),
+        ]);
+        let mut e = event();
+        let utc = Utc.fix();
+        let got = def.apply_record(&s, &r, utc, DateTime::<Utc>::UNIX_EPOCH, &mut e);
+        assert_eq!(got, Some("deny"));
+        assert_eq!(e.dataset.as_deref(), Some("fw"));
+        assert_eq!(e.source_ip, "2001:db8::5".parse().ok());
+        assert_eq!(e.network_transport.as_deref(), Some("tcp"));
+        assert_eq!(e.outcome.as_deref(), Some("failure"));
+        // A value that does not convert stays in extra; the record is not rejected.
+        assert_eq!(e.destination_ip, None);
+        assert_eq!(e.extra.get("fw.dstip").map(String::as_str), Some("N/A"));
+        assert_eq!(e.extra.get("fw.action").map(String::as_str), Some("block"));
+        assert!(!e.extra.contains_key("fw.srcip"));
+        assert!(!e.extra.contains_key("fw.empty"));
         assert_eq!(
-            merge_ascending(&[0, 3, 5], &[1, 3, 6]).collect::<Vec<_>>(),
-            vec![0, 1, 3, 5, 6]
+            e.timestamp,
+            "2026-11-28T09:00:01Z".parse::<DateTime<Utc>>().unwrap()
         );
+
+        // Without tz the second rule reads the time in the syslog header's offset.
+        let r = record(&[
+            ("date", "2026-11-28"),
+            ("time", "10:00:01"),
+            ("type", "traffic"),
+        ]);
+        let mut e = event();
+        let plus2 = FixedOffset::east_opt(7200).unwrap();
+        let got = def.apply_record(&s, &r, plus2, DateTime::<Utc>::UNIX_EPOCH, &mut e);
+        assert_eq!(got, Some("other_traffic"));
+        assert_eq!(
+            e.timestamp,
+            "2026-11-28T08:00:01Z".parse::<DateTime<Utc>>().unwrap()
+        );
+
+        // No pattern holds: nothing is written.
+        let r = record(&[("type", "event")]);
+        let mut e = event();
+        assert_eq!(
+            def.apply_record(&s, &r, utc, DateTime::<Utc>::UNIX_EPOCH, &mut e),
+            None
+        );
+        assert_eq!(e, event());
+    }
+
+    #[test]
+    fn a_structured_definition_without_patterns_applies_to_every_record() {
+        let (def, s) = structured(
+            "name: j\nextract: {format: json, max_pairs: 10}\nfields: {user.id: user.name}\nset: {event.kind: event}\n",
+        );
+        let mut e = event();
+        let got = def.apply_record(
+            &s,
+            &record(&[("user.id", "bob")]),
+            Utc.fix(),
+            DateTime::<Utc>::UNIX_EPOCH,
+            &mut e,
+        );
+        assert_eq!(got, Some(""));
+        assert_eq!(e.user_name.as_deref(), Some("bob"));
+        assert_eq!(e.kind.as_deref(), Some("event"));
+    }
+
+    #[test]
+    fn cef_headers_and_labels_are_offered_as_pseudo_keys() {
+        let c = cef::Cef {
+            version: "0".to_owned(),
+            vendor: "Acme".to_owned(),
+            product: "Wall".to_owned(),
+            device_version: "1.0".to_owned(),
+            signature_id: "100".to_owned(),
+            name: "blocked".to_owned(),
+            severity: "7".to_owned(),
+            extensions: vec![
+                ("src".to_owned(), "192.0.2.1".to_owned()),
+                ("cs1Label".to_owned(), "Rule".to_owned()),
+                ("cs1".to_owned(), "Block-All".to_owned()),
+            ],
+        };
+        let mut r = Record::from_cef(&c);
+        // The format computes labels; here they are given so the test needs no parser.
+        r.labelled = labelled_keys(vec![("Rule".to_owned(), "Block-All".to_owned())]);
+        let (def, s) = structured(
+            "name: acme\nmatch: {cef: {vendor: Acme}}\nextract: {format: cef}\nfields: {src: source.ip, 'label:Rule': extra.rule.name, cef.name: event.action}\npatterns:\n  - name: sig\n    when: {cef.signature_id: [99, 100]}\n",
+        );
+        assert_eq!(s.vendor, vec!["Acme".to_owned()]);
+        let mut e = event();
+        let got = def.apply_record(&s, &r, Utc.fix(), DateTime::<Utc>::UNIX_EPOCH, &mut e);
+        assert_eq!(got, Some("sig"));
+        assert_eq!(e.source_ip, "192.0.2.1".parse().ok());
+        assert_eq!(e.action.as_deref(), Some("blocked"));
+        assert_eq!(
+            e.extra.get("rule.name").map(String::as_str),
+            Some("Block-All")
+        );
+        assert_eq!(
+            e.extra.get("acme.cef.vendor").map(String::as_str),
+            Some("Acme")
+        );
+        assert_eq!(
+            e.extra.get("acme.cs1").map(String::as_str),
+            Some("Block-All")
+        );
+        assert!(!e.extra.contains_key("acme.label:Rule"));
+    }
+
+    #[test]
+    fn csv_columns_are_named_by_the_list_of_their_type() {
+        let mut lists = HashMap::new();
+        lists.insert(
+            "A".to_owned(),
+            vec!["_".to_owned(), "type".to_owned(), "x".to_owned()],
+        );
+        let columns = Columns::ByType { column: 1, lists };
+        let values = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            name_columns(&columns, values(&["1", "A", "x1", "extra"])),
+            vec![
+                ("type".to_owned(), "A".to_owned()),
+                ("x".to_owned(), "x1".to_owned()),
+                ("3".to_owned(), "extra".to_owned()),
+            ]
+        );
+        assert_eq!(
+            name_columns(&columns, values(&["1", "B"])),
+            vec![
+                ("0".to_owned(), "1".to_owned()),
+                ("1".to_owned(), "B".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn time_formats_read_what_they_promise() {
+        let values: HashMap<&str, &str> = [
+            ("ms", "1764324001123"),
+            ("s", "1764324001.5"),
+            ("iso", "2026-11-28T10:00:01+01:00"),
+            ("bad", "yesterday"),
+        ]
+        .into_iter()
+        .collect();
+        let read = |key: &str, format: TimeFormat| {
+            TimestampRule {
+                keys: vec![key.to_owned()],
+                format,
+            }
+            .read(&values, Utc.fix(), DateTime::<Utc>::UNIX_EPOCH)
+            .map(|t| t.to_rfc3339())
+        };
+        assert_eq!(
+            read("ms", TimeFormat::EpochMs).as_deref(),
+            Some("2025-11-28T10:00:01.123+00:00")
+        );
+        assert_eq!(
+            read("s", TimeFormat::EpochS).as_deref(),
+            Some("2025-11-28T10:00:01.500+00:00")
+        );
+        assert_eq!(
+            read("iso", TimeFormat::Rfc3339).as_deref(),
+            Some("2026-11-28T09:00:01+00:00")
+        );
+        assert_eq!(read("bad", TimeFormat::Rfc3339), None);
+        assert_eq!(read("missing", TimeFormat::EpochS), None);
+    }
+
+    #[test]
+    fn structured_keys_and_options_are_checked_at_load() {
+        for (yaml, line, needle) in [
+            ("name: x\nextract: {format: kv, delimiter: ','}\n", 2, "delimiter"),
+            ("name: x\nextract: {format: kv}\nfields:\n  a: sorce.ip\n", 4, "sorce.ip"),
+            ("name: x\nextract: {format: cef}\nfields:\n  cef.vendr: extra.v\n", 4, "cef.vendr"),
+            ("name: x\nextract: {format: csv, columns: [a, b]}\nfields:\n  c: user.name\n", 4, "column"),
+            ("name: x\nextract: {format: kv}\ntimestamp: {field: t, format: '%Q'}\n", 3, "strftime"),
+            ("name: x\nextract: {format: kv}\npatterns:\n  - name: p\n    regex: x\n", 5, "when, not regex"),
+            ("name: x\nmatch: {cef: {vendor: A}}\nextract: {format: leef}\n", 2, "match.cef"),
+            ("name: x\nextract: {format: kv, kv_separator: '=='}\n", 2, "one character"),
+            ("name: x\nextract: {format: csv, columns: {A: [a]}}\n", 2, "type_column"),
+            ("name: x\nfields: {a: user.name}\npatterns:\n  - name: p\n    regex: x\n", 2, "needs extract"),
+            ("name: x\ntranslate:\n  source.port: {http: eighty}\npatterns:\n  - name: p\n    regex: x\n", 3, "port"),
+            ("name: x\nextract: {format: yaml}\n", 2, "unknown variant"),
+        ] {
+            let (set, errors) = load(yaml);
+            assert!(set.is_empty(), "{yaml}");
+            assert_eq!(errors.len(), 1, "{yaml}: {errors:?}");
+            assert_eq!(errors[0].line, line, "{yaml}: {errors:?}");
+            assert!(errors[0].message.contains(needle), "{yaml}: {errors:?}");
+        }
     }
 
     #[test]
@@ -998,6 +2481,8 @@ mod tests {
         let (set, _) =
             load("name: d\npatterns:\n  - name: p\n    regex: '^(?P<source.port>\\w+)'\n");
         let mut e = event();
-        assert!(set.apply(&msg("x"), "99999", &mut e).is_err());
+        let err = set.apply(&msg("x"), "99999", &mut e).unwrap_err();
+        assert_eq!(err.reason(), "field_type");
+        assert_eq!(err.definition(), "d");
     }
 }

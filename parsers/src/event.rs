@@ -191,25 +191,49 @@ pub struct Event {
     #[serde(rename = "url.path", default, skip_serializing_if = "Option::is_none")]
     pub url_path: Option<String>,
     /// `url.original`: the request target as sent (path and query).
-    #[serde(rename = "url.original", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "url.original",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url_original: Option<String>,
     /// `url.query`: the query string, without `?`.
     #[serde(rename = "url.query", default, skip_serializing_if = "Option::is_none")]
     pub url_query: Option<String>,
     /// `url.domain`: the host the request was for.
-    #[serde(rename = "url.domain", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "url.domain",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url_domain: Option<String>,
     /// `http.version` (`1.1`, `2`).
-    #[serde(rename = "http.version", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "http.version",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub http_version: Option<String>,
     /// `http.response.bytes`: response size.
-    #[serde(rename = "http.response.bytes", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "http.response.bytes",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub http_response_bytes: Option<u64>,
     /// `user_agent.original`.
-    #[serde(rename = "user_agent.original", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "user_agent.original",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub user_agent_original: Option<String>,
     /// `event.duration`: how long the event took, in nanoseconds (gateway latency).
-    #[serde(rename = "event.duration", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "event.duration",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub duration_ns: Option<u64>,
     /// `http.response.status_code`.
     #[serde(

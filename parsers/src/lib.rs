@@ -5,8 +5,12 @@
 //!   the raw bytes kept). Every other crate speaks it.
 //! - [`syslog`]: RFC 5424, RFC 3164 (and its real-world variants, including PRI-less file
 //!   lines) and RFC 6587 TCP framing, written with nom.
+//! - [`formats`]: structured formats (CEF, LEEF, key=value, JSON, CSV, Zeek): text in, named
+//!   values out.
 //! - [`definitions`]: per-vendor parser definitions loaded from data (`parsers/definitions/*.yml`)
-//!   that turn a syslog message into typed fields (OpenSSH first).
+//!   that turn a syslog message into typed fields (regex patterns, or key=value, JSON, CSV, CEF
+//!   and LEEF extraction): OpenSSH, sudo, PAM, netfilter, Cisco ASA, FortiGate, Palo Alto,
+//!   generic CEF and LEEF.
 //! - [`normalize`]: the one entry point the service uses: raw record -> [`Event`] or
 //!   [`normalize::Rejection`].
 //!
@@ -15,6 +19,7 @@
 
 pub mod definitions;
 pub mod event;
+pub mod formats;
 pub mod normalize;
 pub mod syslog;
 

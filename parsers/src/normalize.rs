@@ -2,8 +2,11 @@
 //!
 //! Steps: trim the record's trailing `\r`, `\n` and `\0`; check UTF-8 (reject, or replace, per
 //! [`InvalidUtf8Policy`]); parse it as syslog; build the generic syslog event (header fields,
-//! structured data, the raw bytes); then apply the first matching parser definition. A record
-//! that is syslog but matches no definition is still an event (a generic syslog event).
+//! structured data, the raw bytes); then apply the first matching parser definition (which may
+//! also set `@timestamp` from the record, under the same future-skew limit as the syslog header's
+//! time). A record that is syslog but matches no definition is still an event (a generic syslog
+//! event); one that matches a definition whose structured part (CEF, LEEF, JSON, CSV) does not
+//! parse is rejected with the format's reason.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -72,7 +75,10 @@ impl Default for NormalizeOptions {
 pub struct Rejection {
     /// Stable metric / dead-letter label: a syslog failure's
     /// [`SyslogErrorKind::as_str`](crate::syslog::SyslogErrorKind::as_str), or `invalid_utf8`,
-    /// `field_type` (a definition captured a value its field cannot hold), `empty`.
+    /// `field_type` (a definition captured a value its field cannot hold), `empty`, or a
+    /// structured format's error kind (`cef_header`, `leef_header`, `json`, `csv`, ...) when a
+    /// record matched a definition but its structured part does not parse
+    /// ([`ApplyError::reason`](crate::definitions::ApplyError::reason)).
     pub reason: &'static str,
     /// Human-readable detail, lowercase, no trailing period.
     pub detail: String,
@@ -137,11 +143,7 @@ impl Normalizer {
         })?;
 
         let stated = msg.timestamp.map(|t| t.with_timezone(&Utc));
-        let too_late = stated.filter(|t| {
-            meta.received_at
-                .checked_add_signed(self.options.max_future_skew)
-                .is_some_and(|limit| *t > limit)
-        });
+        let too_late = stated.filter(|t| self.too_late(*t, meta));
         let timestamp = match (stated, too_late) {
             (Some(t), None) => t,
             _ => meta.received_at,
@@ -186,17 +188,38 @@ impl Normalizer {
         }
         let text = msg.message_text().unwrap_or_default();
         event.raw = raw.to_vec();
+        let stated_or_received = event.timestamp;
         self.definitions
             .apply(&msg, &text, &mut event)
             .map_err(|e| Rejection {
-                reason: "field_type",
+                reason: e.reason(),
                 detail: e.to_string(),
             })?;
+        // A definition may have read the time from the record (`timestamp:`): the same future
+        // limit applies to it.
+        if event.timestamp != stated_or_received && self.too_late(event.timestamp, meta) {
+            event.extra.insert(
+                ORIGINAL_TIMESTAMP_FIELD.to_owned(),
+                event
+                    .timestamp
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            );
+            event.timestamp = meta.received_at;
+        }
         // A definition may have rewritten `message`; otherwise it is the MSG text.
         if msg.message.is_some() && event.message.is_none() {
             event.message = Some(text);
         }
         Ok(event)
+    }
+}
+
+impl Normalizer {
+    /// Whether `t` is further past the receive time than [`NormalizeOptions::max_future_skew`].
+    fn too_late(&self, t: DateTime<Utc>, meta: &RecordMeta<'_>) -> bool {
+        meta.received_at
+            .checked_add_signed(self.options.max_future_skew)
+            .is_some_and(|limit| t > limit)
     }
 }
 

@@ -507,3 +507,242 @@ fn a_timestamp_far_past_the_receive_time_is_replaced_and_kept_aside() {
     assert_eq!(near.timestamp, at("2026-11-28T12:04:00Z"));
     assert!(near.extra.is_empty());
 }
+
+#[test]
+fn every_shipped_definition_carries_embedded_cases() {
+    let set = DefinitionSet::builtin();
+    for name in [
+        "openssh",
+        "sudo",
+        "pam",
+        "netfilter",
+        "cisco_asa",
+        "fortigate",
+        "paloalto",
+        "cef",
+        "leef",
+    ] {
+        assert!(set.names().contains(&name), "{name} is not shipped");
+    }
+    let report = set.run_tests();
+    assert!(report.cases >= 100, "only {} cases", report.cases);
+    println!("{} embedded cases", report.cases);
+}
+
+// ----- structured definitions ------------------------------------------------------------------
+
+const ACME_CEF: &str = "\
+name: acme
+match: {cef: {vendor: Acme, product: [Wall, Wall2]}}
+extract: {format: cef}
+fields: {src: source.ip, 'label:Rule': extra.rule.name}
+patterns:
+  - name: deny
+    when: {cef.signature_id: '100'}
+    set: {event.type: denied}
+";
+
+#[test]
+fn a_vendor_cef_definition_loaded_after_the_generic_one_still_wins() {
+    let mut sources = DefinitionSet::builtin_sources();
+    sources.push(("acme.yml".to_owned(), ACME_CEF.to_owned()));
+    let (set, errors) = DefinitionSet::from_sources(&sources);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let n = Normalizer::new(set, NormalizeOptions::default());
+    let m = meta("2026-11-28T12:00:00Z");
+    let ours = n
+        .normalize(
+            b"<134>Nov 28 10:00:01 gw CEF:0|Acme|Wall|1.0|100|Blocked|5|src=192.0.2.7 cs1Label=Rule cs1=No-SSH",
+            &m,
+        )
+        .unwrap();
+    assert_eq!(ours.dataset.as_deref(), Some("acme"));
+    assert_eq!(ours.event_type.as_deref(), Some("denied"));
+    assert_eq!(ours.source_ip, ip("192.0.2.7"));
+    assert_eq!(ours.get("extra.rule.name"), Some(FieldValue::Str("No-SSH")));
+    // Another vendor, or a signature no pattern knows, falls to the generic definition.
+    for other in [
+        &b"<134>Nov 28 10:00:01 gw CEF:0|Other|Wall|1.0|100|Blocked|5|src=192.0.2.7"[..],
+        b"<134>Nov 28 10:00:01 gw CEF:0|Acme|Wall|1.0|200|Allowed|5|src=192.0.2.7",
+    ] {
+        let e = n.normalize(other, &m).unwrap();
+        assert_eq!(e.dataset.as_deref(), Some("cef"));
+        assert_eq!(e.source_ip, ip("192.0.2.7"));
+    }
+}
+
+#[test]
+fn a_structured_record_that_does_not_parse_is_a_dead_letter_with_the_format_reason() {
+    let n = normalizer();
+    let m = meta("2026-11-28T12:00:00Z");
+    let r = n
+        .normalize(b"<134>Nov 28 10:00:01 gw CEF:0|Acme|short", &m)
+        .unwrap_err();
+    assert_eq!(r.reason, "cef_header");
+    assert!(r.detail.starts_with("definition cef: "), "{r}");
+    let r = n
+        .normalize(b"<13>Nov 28 10:00:01 h LEEF:1.0|Vendor|only", &m)
+        .unwrap_err();
+    assert_eq!(r.reason, "leef_header");
+    let r = n
+        .normalize(
+            b"<14>Nov 28 10:00:01 PA 1,2026/11/28 10:00:01,0128,TRAFFIC,end,,\"open",
+            &m,
+        )
+        .unwrap_err();
+    assert_eq!(r.reason, "csv");
+}
+
+#[test]
+fn a_record_time_in_the_future_is_replaced_like_a_header_time() {
+    let n = normalizer();
+    let m = meta("2026-11-28T12:00:00Z");
+    let e = n
+        .normalize(
+            b"<13>Nov 28 10:00:01 h LEEF:1.0|V|P|1|x|devTime=Dec 31 2099 23:59:59\tsrc=192.0.2.1",
+            &m,
+        )
+        .unwrap();
+    assert_eq!(e.timestamp, at("2026-11-28T12:00:00Z"));
+    assert_eq!(
+        e.extra
+            .get(vigil_parsers::normalize::ORIGINAL_TIMESTAMP_FIELD)
+            .map(String::as_str),
+        Some("2099-12-31T23:59:59Z")
+    );
+    // A time in the past stands, even though the header says otherwise.
+    let e = n
+        .normalize(
+            b"<189>Nov 28 11:00:00 relay date=2026-11-28 time=10:00:01 devid=\"FG1\" tz=\"+0100\" logid=\"0000000013\" type=\"traffic\" srcip=10.0.0.5 action=\"deny\"",
+            &m,
+        )
+        .unwrap();
+    assert_eq!(e.dataset.as_deref(), Some("fortigate"));
+    assert_eq!(e.timestamp, at("2026-11-28T09:00:01Z"));
+}
+
+#[test]
+fn a_structured_definition_with_a_bad_key_is_refused_naming_the_line() {
+    let yaml = "\
+name: pan
+extract:
+  format: csv
+  columns: [a, src, dst]
+fields:
+  src: source.ip
+  srcip: source.ip
+";
+    let (set, errors) = load(&[("pan.yml", yaml)]);
+    assert!(set.is_empty());
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].line, 7, "{errors:#?}");
+    assert_eq!(
+        errors[0].to_string(),
+        "pan.yml:7: fields: srcip is not a column name (or a column index)"
+    );
+    let (_, errors) = load(&[(
+        "fw.yml",
+        "name: fw\nextract: {format: kv}\nfields:\n  src: source.ipp\n",
+    )]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert_eq!(errors[0].line, 4, "{errors:#?}");
+    assert!(errors[0].message.contains("source.ipp"), "{errors:#?}");
+}
+
+#[test]
+fn definitions_without_program_are_found_by_their_literals() {
+    let mut files: Vec<(String, String)> = (0..300)
+        .map(|i| {
+            (
+                format!("g{i}.yml"),
+                format!(
+                    "name: g{i}\nmatch: {{contains: 'MARK{i}:'}}\npatterns:\n  - name: p\n    regex: 'MARK{i}: (?P<user.name>\\S+)$'\n"
+                ),
+            )
+        })
+        .collect();
+    files.push((
+        "kv.yml".to_owned(),
+        "name: kvs\nmatch: {prefix: 'kv '}\nextract: {format: kv}\nfields: {u: user.name}\n"
+            .to_owned(),
+    ));
+    let (set, errors) = DefinitionSet::from_sources(&files);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(set.unconditional_len(), 0);
+    let mut e = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+    let text = "MARK299: carol";
+    assert_eq!(
+        set.apply(&message("app", text), text, &mut e).unwrap(),
+        Some(("g299", "p"))
+    );
+    assert_eq!(e.user_name.as_deref(), Some("carol"));
+    let text = "kv u=dave x=1";
+    assert_eq!(
+        set.apply(&message("app", text), text, &mut e).unwrap(),
+        Some(("kvs", ""))
+    );
+    assert_eq!(e.user_name.as_deref(), Some("dave"));
+    assert_eq!(e.get("extra.kvs.x"), Some(FieldValue::Str("1")));
+}
+
+proptest::proptest! {
+    /// Structured-looking records with arbitrary bodies become an event or a labelled rejection,
+    /// never a panic.
+    #[test]
+    fn structured_records_never_panic(
+        body in "\\PC{0,200}",
+        kind in 0usize..5,
+    ) {
+        let normalizer = &*NORMALIZER;
+        let m = meta("2026-11-28T12:00:00Z");
+        let line = match kind {
+            0 => format!("<134>Nov 28 10:00:01 gw CEF:0|{body}"),
+            1 => format!("<13>Nov 28 10:00:01 gw LEEF:2.0|{body}"),
+            2 => format!("<189>date=2026-11-28 time=10:00:01 devid=\"FG1\" logid=\"0000000013\" {body}"),
+            3 => format!("<14>Nov 28 10:00:01 PA 1,2026/11/28 10:00:01,0128,TRAFFIC,{body}"),
+            _ => format!("<4>Nov 28 10:00:01 gw kernel: [UFW BLOCK] IN=eth0 OUT= SRC={body}"),
+        };
+        match normalizer.normalize(line.as_bytes(), &m) {
+            Ok(event) => proptest::prop_assert_eq!(&event.raw, &line.as_bytes().to_vec()),
+            Err(r) => proptest::prop_assert!(!r.reason.is_empty()),
+        }
+    }
+}
+
+#[test]
+fn a_json_definition_maps_dotted_paths_and_rejects_broken_json() {
+    let yaml = "\
+name: app
+match: {program: app, prefix: '{'}
+extract: {format: json, max_depth: 4}
+fields: {client.ip: source.ip, user.name: user.name, ts: '@timestamp'}
+";
+    let (_, errors) = load(&[("app.yml", yaml)]);
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+    assert!(errors[0].message.contains("cannot be set"), "{errors:#?}");
+    let yaml = "\
+name: app
+match: {program: app, prefix: '{'}
+extract: {format: json, max_depth: 4}
+fields: {client.ip: source.ip, user.name: user.name}
+timestamp: {field: ts, format: rfc3339}
+";
+    let (set, errors) = load(&[("app.yml", yaml)]);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let n = Normalizer::new(set, NormalizeOptions::default());
+    let m = meta("2026-11-28T12:00:00Z");
+    let e = n
+        .normalize(
+            br#"<14>Nov 28 11:00:00 h app: {"ts":"2026-11-28T10:00:00Z","client":{"ip":"2001:db8::1"},"user":{"name":"eve"},"n":3}"#,
+            &m,
+        )
+        .unwrap();
+    assert_eq!(e.source_ip, ip("2001:db8::1"));
+    assert_eq!(e.user_name.as_deref(), Some("eve"));
+    assert_eq!(e.timestamp, at("2026-11-28T10:00:00Z"));
+    assert_eq!(e.get("extra.app.n"), Some(FieldValue::Str("3")));
+    let r = n
+        .normalize(b"<14>Nov 28 11:00:00 h app: {\"broken\":", &m)
+        .unwrap_err();
+    assert_eq!(r.reason, "json");
+}
