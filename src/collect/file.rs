@@ -1,11 +1,18 @@
 //! Files, read line by line (`vigil replay`): each line is one record with the file as its
 //! source and the file's modification time as the receive time, so year-less syslog stamps
 //! are placed relative to when the file was written, not to today.
+//!
+//! Zeek TSV logs (a file whose first line is `#separator ...`) are read with their header:
+//! header lines set the reader's state, and each record becomes one JSON object with Zeek's
+//! field names plus `"_path"` (`conn`, `dns`, ...), the same shape as Zeek's own JSON logs, for
+//! the Zeek parser definitions. A record that does not fit the header is a dead letter
+//! (reason `zeek`).
 
 use std::io::BufRead;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use vigil_parsers::formats::zeek::{ZeekLine, ZeekReader};
 
 use crate::bus::RawRecord;
 
@@ -30,6 +37,7 @@ pub fn read_lines(
     let mut lines = 0u64;
     let mut chunk = Vec::with_capacity(batch);
     let mut line = Vec::new();
+    let mut zeek: Option<ZeekReader> = None;
     loop {
         line.clear();
         let (n, ended_by_newline) = read_bounded_line(&mut reader, &mut line)?;
@@ -44,18 +52,33 @@ pub fn read_lines(
         if line.is_empty() && !too_long {
             continue;
         }
+        if lines == 1 && line.starts_with(b"#separator") {
+            zeek = Some(ZeekReader::new());
+        }
+        let mut refused = too_long.then(|| {
+            (
+                "frame_too_long",
+                format!("line {lines} of {n} bytes is longer than {MAX_LINE_BYTES}; first {MAX_LINE_BYTES} kept"),
+            )
+        });
+        if let (Some(z), None) = (zeek.as_mut(), &refused) {
+            if let Ok(text) = std::str::from_utf8(&line) {
+                match z.line(text) {
+                    Ok(ZeekLine::Header) => continue,
+                    Ok(ZeekLine::Record(pairs)) => {
+                        line = zeek_record_json(&z.header().path, pairs);
+                    }
+                    Err(e) => refused = Some((e.kind, format!("line {lines}: {}", e.detail))),
+                }
+            }
+        }
         chunk.push(RawRecord {
             bytes: std::mem::take(&mut line),
             observer_type: "file",
             observer_id: observer_id.clone(),
             peer: None,
             received_at,
-            refused: too_long.then(|| {
-                (
-                    "frame_too_long",
-                    format!("line {lines} of {n} bytes is longer than {MAX_LINE_BYTES}; first {MAX_LINE_BYTES} kept"),
-                )
-            }),
+            refused,
         });
         if chunk.len() >= batch {
             sink(std::mem::replace(&mut chunk, Vec::with_capacity(batch)))?;
@@ -65,6 +88,16 @@ pub fn read_lines(
         sink(chunk)?;
     }
     Ok(lines)
+}
+
+/// One Zeek record as a JSON object: its fields by name, and `_path`.
+fn zeek_record_json(path: &str, pairs: vigil_parsers::formats::Pairs) -> Vec<u8> {
+    let mut object = serde_json::Map::new();
+    object.insert("_path".into(), serde_json::Value::String(path.to_owned()));
+    for (k, v) in pairs {
+        object.insert(k, serde_json::Value::String(v));
+    }
+    serde_json::to_vec(&serde_json::Value::Object(object)).unwrap_or_default()
 }
 
 /// Reads one line into `out`, keeping at most [`MAX_LINE_BYTES`] of it; returns the line's
@@ -119,6 +152,33 @@ mod tests {
         assert_eq!(got[1].bytes.len(), MAX_LINE_BYTES);
         assert_eq!(got[1].refused.as_ref().map(|r| r.0), Some("frame_too_long"));
         assert_eq!(got[2].bytes, b"last");
+        Ok(())
+    }
+
+    #[test]
+    fn a_zeek_tsv_log_becomes_one_json_object_per_record() -> anyhow::Result<()> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("conn.log");
+        let text = "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n\
+                    #unset_field\t-\n#path\tconn\n\
+                    #fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\n\
+                    #types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\n\
+                    1764324001.123456\tCx1\t10.0.0.5\t50000\t203.0.113.7\t443\ttcp\t-\n\
+                    1764324002.5\tCx2\t10.0.0.6\t50001\n";
+        std::fs::write(&path, text)?;
+        let mut got = Vec::new();
+        read_lines(&path, 10, |batch| {
+            got.extend(batch);
+            Ok(())
+        })?;
+        assert_eq!(got.len(), 2, "headers are not records");
+        let first: serde_json::Value = serde_json::from_slice(&got[0].bytes)?;
+        assert_eq!(first["_path"], "conn");
+        assert_eq!(first["id.orig_h"], "10.0.0.5");
+        assert_eq!(first["id.resp_p"], "443");
+        assert!(first.get("service").is_none(), "unset fields are left out");
+        // A record with the wrong number of fields is kept as a dead letter, not dropped.
+        assert_eq!(got[1].refused.as_ref().map(|r| r.0), Some("zeek"));
         Ok(())
     }
 }
