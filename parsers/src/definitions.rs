@@ -64,6 +64,58 @@ const BUILTIN: &[(&str, &str)] = &[
         include_str!("../definitions/paloalto.yml"),
     ),
     (
+        "parsers/definitions/nginx.yml",
+        include_str!("../definitions/nginx.yml"),
+    ),
+    (
+        "parsers/definitions/nginx_json.yml",
+        include_str!("../definitions/nginx_json.yml"),
+    ),
+    (
+        "parsers/definitions/kong.yml",
+        include_str!("../definitions/kong.yml"),
+    ),
+    (
+        "parsers/definitions/aws_apigateway.yml",
+        include_str!("../definitions/aws_apigateway.yml"),
+    ),
+    (
+        "parsers/definitions/apic.yml",
+        include_str!("../definitions/apic.yml"),
+    ),
+    (
+        "parsers/definitions/envoy.yml",
+        include_str!("../definitions/envoy.yml"),
+    ),
+    (
+        "parsers/definitions/envoy_json.yml",
+        include_str!("../definitions/envoy_json.yml"),
+    ),
+    (
+        "parsers/definitions/zeek_conn.yml",
+        include_str!("../definitions/zeek_conn.yml"),
+    ),
+    (
+        "parsers/definitions/zeek_dns.yml",
+        include_str!("../definitions/zeek_dns.yml"),
+    ),
+    (
+        "parsers/definitions/zeek_http.yml",
+        include_str!("../definitions/zeek_http.yml"),
+    ),
+    (
+        "parsers/definitions/zeek_ssh.yml",
+        include_str!("../definitions/zeek_ssh.yml"),
+    ),
+    (
+        "parsers/definitions/zeek_notice.yml",
+        include_str!("../definitions/zeek_notice.yml"),
+    ),
+    (
+        "parsers/definitions/zeek.yml",
+        include_str!("../definitions/zeek.yml"),
+    ),
+    (
         "parsers/definitions/cef.yml",
         include_str!("../definitions/cef.yml"),
     ),
@@ -196,6 +248,20 @@ pub struct DefinitionSet {
     literals: Option<AhoCorasick>,
     /// Literal (automaton pattern id) -> definition index.
     literal_owner: Vec<usize>,
+    /// The same three for records that are not syslog: only `match: {raw: true}` definitions,
+    /// by their literals whatever their program condition.
+    raw: LiteralIndex,
+}
+
+/// Definitions found by required literals, and those tried for every record.
+#[derive(Debug, Clone, Default)]
+struct LiteralIndex {
+    /// Definitions without a required literal: tried for every record, ascending.
+    unconditional: Vec<usize>,
+    /// The required literals.
+    literals: Option<AhoCorasick>,
+    /// Literal (automaton pattern id) -> definition index.
+    literal_owner: Vec<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -207,6 +273,11 @@ struct Definition {
     /// Alternatives: the MSG must contain one of them (when not empty).
     contains: Vec<String>,
     regex: Option<Regex>,
+    /// Also tried on records that are not syslog (`match: {raw: true}`).
+    raw: bool,
+    /// Values that mean "not logged" (`-`): a capture or extracted value written exactly so
+    /// sets nothing, is not kept in `extra` and is absent for `when` and `timestamp`.
+    absent: Vec<String>,
     /// Tried after every definition without the flag.
     fallback: bool,
     set: Vec<(String, String)>,
@@ -224,6 +295,8 @@ enum Body {
         /// All pattern regexes, to find the first matching one in one pass. `None` if the set
         /// would not compile within the size limits (then the patterns are tried one by one).
         pattern_set: Option<RegexSet>,
+        /// `@timestamp` from the winning pattern's captures (by group name).
+        timestamp: Vec<TimestampRule>,
     },
     /// An extraction step and conditions on the extracted values.
     Structured(Structured),
@@ -233,8 +306,8 @@ enum Body {
 struct Pattern {
     name: String,
     regex: Regex,
-    /// Capture group index -> target field.
-    captures: Vec<(usize, String)>,
+    /// Capture group index -> how its text is written (several mappings per group allowed).
+    captures: Vec<(usize, Mapping)>,
     set: Vec<(String, String)>,
 }
 
@@ -244,8 +317,8 @@ struct Structured {
     /// CEF/LEEF header conditions: vendor alternatives, product alternatives (empty: any).
     vendor: Vec<String>,
     product: Vec<String>,
-    /// Extracted key -> target field, for every record.
-    fields: Vec<(String, String)>,
+    /// Extracted key -> how it is written, for every record.
+    fields: Vec<(String, Mapping)>,
     /// Tried in order; the first that reads wins.
     timestamp: Vec<TimestampRule>,
     patterns: Vec<WhenPattern>,
@@ -292,15 +365,48 @@ enum TimeFormat {
 #[derive(Debug, Clone)]
 struct WhenPattern {
     name: String,
-    /// Key -> alternatives; all keys must hold.
-    when: Vec<(String, Vec<String>)>,
-    fields: Vec<(String, String)>,
+    /// Key -> condition; all keys must hold.
+    when: Vec<(String, Condition)>,
+    fields: Vec<(String, Mapping)>,
     set: Vec<(String, String)>,
+}
+
+/// A `when` condition on one extracted value.
+#[derive(Debug, Clone)]
+enum Condition {
+    /// The value is exactly one of these.
+    OneOf(Vec<String>),
+    /// The value matches this regex (anywhere unless anchored).
+    Regex(Regex),
+}
+
+/// How one extracted value or capture is written to a field: optionally reduced to a regex's
+/// first group, optionally multiplied by a decimal `scale`, then translated and converted to
+/// the target field's type.
+#[derive(Debug, Clone)]
+struct Mapping {
+    target: String,
+    /// Keep only this regex's first capture group (the whole match when it has none).
+    regex: Option<Regex>,
+    /// Multiply the value (a decimal number, fraction and exponent allowed) by this factor and
+    /// write the whole part.
+    scale: Option<u64>,
+}
+
+/// Why a [`Mapping`] could not turn a value into field text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ConvertError {
+    /// The mapping's regex does not match the value.
+    NoMatch,
+    /// The value is not a non-negative decimal number, or the scaled value overflows.
+    NotANumber,
 }
 
 #[derive(Debug, Clone)]
 struct TestCase {
     line: usize,
+    /// Run as a raw record (not syslog) rather than as a syslog MSG.
+    raw: bool,
     name: Option<String>,
     message: String,
     program: Option<String>,
@@ -325,9 +431,11 @@ struct DefinitionFile {
     #[serde(default)]
     fallback: bool,
     #[serde(default)]
+    absent: Option<OneOrMany>,
+    #[serde(default)]
     extract: Option<ExtractSpec>,
     #[serde(default)]
-    fields: BTreeMap<Text, String>,
+    fields: BTreeMap<Text, MappingSpec>,
     #[serde(default)]
     timestamp: Option<OneOrManyTimestamps>,
     #[serde(default)]
@@ -355,6 +463,8 @@ struct MatchSpec {
     cef: Option<HeaderSpec>,
     #[serde(default)]
     leef: Option<HeaderSpec>,
+    #[serde(default)]
+    raw: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -425,6 +535,13 @@ enum OneOrMany {
 }
 
 impl OneOrMany {
+    fn as_slice(&self) -> &[String] {
+        match self {
+            OneOrMany::One(s) => std::slice::from_ref(s),
+            OneOrMany::Many(v) => v,
+        }
+    }
+
     fn into_vec(self) -> Vec<String> {
         match self {
             OneOrMany::One(s) => vec![s],
@@ -434,10 +551,61 @@ impl OneOrMany {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(untagged)]
+#[serde(
+    untagged,
+    expecting = "expected a value, a list of values, or {regex: '...'}"
+)]
 enum WhenValue {
     One(Scalar),
     Many(Vec<Scalar>),
+    Regex(WhenRegex),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WhenRegex {
+    regex: String,
+}
+
+/// A `fields` value: a target field, `{to: field, regex: '...', scale: N}`, or a list of these.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a target field, {to: <field>, regex: '...', scale: <n>}, or a list of these"
+)]
+enum MappingSpec {
+    // A list first: serde would also read a two-item list as `MappingOptions` (a struct).
+    Many(Vec<OneMappingSpec>),
+    One(OneMappingSpec),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "expected a target field or {to: <field>, regex: '...', scale: <n>}"
+)]
+enum OneMappingSpec {
+    Target(String),
+    Options(MappingOptions),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MappingOptions {
+    to: String,
+    #[serde(default)]
+    regex: Option<String>,
+    #[serde(default)]
+    scale: Option<u64>,
+}
+
+impl MappingSpec {
+    fn into_vec(self) -> Vec<OneMappingSpec> {
+        match self {
+            MappingSpec::One(one) => vec![one],
+            MappingSpec::Many(many) => many,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -449,7 +617,7 @@ struct PatternSpec {
     #[serde(default)]
     when: Option<BTreeMap<Text, WhenValue>>,
     #[serde(default)]
-    fields: BTreeMap<Text, String>,
+    fields: BTreeMap<Text, MappingSpec>,
     #[serde(default)]
     set: BTreeMap<String, Scalar>,
 }
@@ -577,47 +745,32 @@ impl DefinitionSet {
         self.unconditional.len()
     }
 
-    /// Builds the dispatch indexes: by program, by literal, and the unconditional rest.
+    /// Builds the dispatch indexes: by program, by literal, and the unconditional rest; and
+    /// the same by literal for raw records.
     fn index(&mut self) {
         self.by_program.clear();
-        self.unconditional.clear();
-        self.literal_owner.clear();
-        let mut literals: Vec<&str> = Vec::new();
+        let mut syslog_defs: Vec<(usize, Vec<&str>)> = Vec::new();
+        let mut raw_defs: Vec<(usize, Vec<&str>)> = Vec::new();
         for (index, def) in self.definitions.iter().enumerate() {
-            if !def.programs.is_empty() {
-                for program in &def.programs {
-                    let list = self.by_program.entry(program.clone()).or_default();
-                    if list.last() != Some(&index) {
-                        list.push(index);
-                    }
-                }
+            if def.raw {
+                raw_defs.push((index, def.required_literals()));
+            }
+            if def.programs.is_empty() {
+                syslog_defs.push((index, def.required_literals()));
                 continue;
             }
-            let required = def.required_literals();
-            if required.is_empty() {
-                self.unconditional.push(index);
-            }
-            for literal in required {
-                literals.push(literal);
-                self.literal_owner.push(index);
+            for program in &def.programs {
+                let list = self.by_program.entry(program.clone()).or_default();
+                if list.last() != Some(&index) {
+                    list.push(index);
+                }
             }
         }
-        self.literals = None;
-        if literals.is_empty() {
-            return;
-        }
-        match AhoCorasick::new(&literals) {
-            Ok(automaton) => self.literals = Some(automaton),
-            Err(_) => {
-                // Too large for the automaton (not expected): those definitions are tried for
-                // every message instead, which is slower but correct.
-                let mut all: Vec<usize> = self.literal_owner.drain(..).collect();
-                all.extend(self.unconditional.iter().copied());
-                all.sort_unstable();
-                all.dedup();
-                self.unconditional = all;
-            }
-        }
+        let syslog = LiteralIndex::build(&syslog_defs);
+        self.raw = LiteralIndex::build(&raw_defs);
+        self.unconditional = syslog.unconditional;
+        self.literals = syslog.literals;
+        self.literal_owner = syslog.literal_owner;
     }
 
     /// The definitions a message can meet, in the order they are tried: load order, fallbacks
@@ -628,24 +781,38 @@ impl DefinitionSet {
             out.extend_from_slice(list);
         }
         out.extend_from_slice(&self.unconditional);
-        if let Some(automaton) = &self.literals {
-            // Overlapping search cannot fail on a default (standard match kind) automaton; were
-            // it ever to, every literal definition is tried rather than none.
-            match automaton.try_find_overlapping_iter(text) {
-                Ok(matches) => {
-                    for m in matches {
-                        if let Some(&owner) = self.literal_owner.get(m.pattern().as_usize()) {
-                            out.push(owner);
-                        }
-                    }
-                }
-                Err(_) => out.extend_from_slice(&self.literal_owner),
-            }
-        }
+        literal_hits(self.literals.as_ref(), &self.literal_owner, text, &mut out);
+        self.in_order(out)
+    }
+
+    /// The raw definitions a record that is not syslog can meet, in the order they are tried.
+    fn raw_candidates(&self, text: &str) -> Vec<usize> {
+        let mut out = self.raw.unconditional.clone();
+        literal_hits(
+            self.raw.literals.as_ref(),
+            &self.raw.literal_owner,
+            text,
+            &mut out,
+        );
+        self.in_order(out)
+    }
+
+    /// Sorts definition indexes into load order with fallbacks last, without repeats.
+    fn in_order(&self, mut out: Vec<usize>) -> Vec<usize> {
         let fallback = |i: usize| self.definitions.get(i).is_some_and(|d| d.fallback);
         out.sort_unstable_by_key(|&i| (fallback(i), i));
         out.dedup();
         out
+    }
+
+    /// How many definitions apply to records that are not syslog (`match: {raw: true}`).
+    pub fn raw_len(&self) -> usize {
+        self.definitions.iter().filter(|d| d.raw).count()
+    }
+
+    /// Whether any definition applies to records that are not syslog (cheap: from the index).
+    pub(crate) fn has_raw(&self) -> bool {
+        !self.raw.unconditional.is_empty() || self.raw.literals.is_some()
     }
 
     /// Applies the first definition (in load order, fallbacks last) whose `match` holds and one
@@ -684,11 +851,43 @@ impl DefinitionSet {
             cef: None,
             leef: None,
         };
-        for index in self.candidates(msg.appname.as_deref(), text) {
+        let candidates = self.candidates(msg.appname.as_deref(), text);
+        self.apply_candidates(&candidates, &mut ctx, event)
+    }
+
+    /// Applies the first `match: {raw: true}` definition that takes `record`, a whole record
+    /// that is not syslog (a gateway access-log line, a JSON object): `record` is the message
+    /// and there is no program (`match.program` is not checked; `prefix`, `contains`, `regex`
+    /// and the patterns are). Times without an offset are read as UTC. Returns and errors as
+    /// [`DefinitionSet::apply`]; `None` when no raw definition takes the record.
+    pub fn apply_raw(
+        &self,
+        record: &str,
+        event: &mut Event,
+    ) -> Result<Option<(&str, &str)>, ApplyError> {
+        let mut ctx = Context {
+            text: record,
+            offset: Utc.fix(),
+            reference: event.ingested,
+            cef: None,
+            leef: None,
+        };
+        let candidates = self.raw_candidates(record);
+        self.apply_candidates(&candidates, &mut ctx, event)
+    }
+
+    /// Tries `candidates` in order; the first that takes the message wins.
+    fn apply_candidates(
+        &self,
+        candidates: &[usize],
+        ctx: &mut Context<'_>,
+        event: &mut Event,
+    ) -> Result<Option<(&str, &str)>, ApplyError> {
+        for &index in candidates {
             let Some(def) = self.definitions.get(index) else {
                 continue;
             };
-            if let Some(pattern) = def.apply(&mut ctx, event)? {
+            if let Some(pattern) = def.apply(ctx, event)? {
                 return Ok(Some((def.name.as_str(), pattern)));
             }
         }
@@ -739,7 +938,12 @@ impl DefinitionSet {
         };
         let epoch = DateTime::<Utc>::UNIX_EPOCH;
         let mut event = Event::new(epoch, epoch);
-        let matched = match self.apply(&msg, &case.message, &mut event) {
+        let applied = if case.raw {
+            self.apply_raw(&case.message, &mut event)
+        } else {
+            self.apply(&msg, &case.message, &mut event)
+        };
+        let matched = match applied {
             Ok(matched) => matched,
             Err(e) => {
                 return match &case.expect_error {
@@ -789,6 +993,64 @@ impl DefinitionSet {
         } else {
             Err(format!("pattern {pattern:?}: {}", problems.join("; ")))
         }
+    }
+}
+
+impl LiteralIndex {
+    /// Indexes `(definition, required literals)`: definitions without a literal are
+    /// unconditional.
+    fn build(defs: &[(usize, Vec<&str>)]) -> LiteralIndex {
+        let mut out = LiteralIndex::default();
+        let mut literals: Vec<&str> = Vec::new();
+        for (index, required) in defs {
+            if required.is_empty() {
+                out.unconditional.push(*index);
+            }
+            for literal in required {
+                literals.push(literal);
+                out.literal_owner.push(*index);
+            }
+        }
+        if literals.is_empty() {
+            return out;
+        }
+        match AhoCorasick::new(&literals) {
+            Ok(automaton) => out.literals = Some(automaton),
+            Err(_) => {
+                // Too large for the automaton (not expected): those definitions are tried for
+                // every message instead, which is slower but correct.
+                let mut all: Vec<usize> = out.literal_owner.drain(..).collect();
+                all.extend(out.unconditional.iter().copied());
+                all.sort_unstable();
+                all.dedup();
+                out.unconditional = all;
+            }
+        }
+        out
+    }
+}
+
+/// Adds to `out` the owners of the literals found in `text`.
+fn literal_hits(
+    automaton: Option<&AhoCorasick>,
+    owners: &[usize],
+    text: &str,
+    out: &mut Vec<usize>,
+) {
+    let Some(automaton) = automaton else {
+        return;
+    };
+    // Overlapping search cannot fail on a default (standard match kind) automaton; were it ever
+    // to, every literal definition is tried rather than none.
+    match automaton.try_find_overlapping_iter(text) {
+        Ok(matches) => {
+            for m in matches {
+                if let Some(&owner) = owners.get(m.pattern().as_usize()) {
+                    out.push(owner);
+                }
+            }
+        }
+        Err(_) => out.extend_from_slice(owners),
     }
 }
 
@@ -942,6 +1204,11 @@ impl Definition {
         }
     }
 
+    /// Whether `value` means "not logged": empty, or one of the definition's `absent` values.
+    fn is_absent(&self, value: &str) -> bool {
+        value.is_empty() || self.absent.iter().any(|a| a == value)
+    }
+
     /// The value to store for `value` written to `target` (the `translate` table).
     fn translated<'v>(&'v self, target: &str, value: &'v str) -> &'v str {
         self.translate
@@ -971,8 +1238,9 @@ impl Definition {
             Body::Regex {
                 patterns,
                 pattern_set,
+                timestamp,
             } => self
-                .apply_regex(patterns, pattern_set.as_ref(), text, event)
+                .apply_regex(patterns, pattern_set.as_ref(), timestamp, ctx, event)
                 .map_err(|source| ApplyError::Field {
                     definition: self.name.clone(),
                     source,
@@ -997,9 +1265,11 @@ impl Definition {
         &'d self,
         patterns: &'d [Pattern],
         pattern_set: Option<&RegexSet>,
-        text: &str,
+        timestamp: &[TimestampRule],
+        ctx: &Context<'_>,
         event: &mut Event,
     ) -> Result<Option<&'d str>, FieldError> {
+        let text = ctx.text;
         let found = match pattern_set {
             Some(set) => set
                 .matches(text)
@@ -1018,11 +1288,37 @@ impl Definition {
         for (field, value) in self.set.iter().chain(&pattern.set) {
             event.set(field, value)?;
         }
-        for (group, field) in &pattern.captures {
-            if let Some(m) = caps.get(*group) {
-                if !m.as_str().is_empty() {
-                    event.set(field, self.translated(field, m.as_str()))?;
+        for (group, mapping) in &pattern.captures {
+            let Some(m) = caps.get(*group).filter(|m| !self.is_absent(m.as_str())) else {
+                continue;
+            };
+            let value = match mapping.convert(m.as_str()) {
+                Ok(value) => value,
+                // A mapping regex that does not match writes nothing.
+                Err(ConvertError::NoMatch) => continue,
+                Err(why) => {
+                    return Err(FieldError::InvalidValue {
+                        field: mapping.target.clone(),
+                        value: m.as_str().to_owned(),
+                        expected: why.expected(),
+                    })
                 }
+            };
+            event.set(&mapping.target, self.translated(&mapping.target, &value))?;
+        }
+        if !timestamp.is_empty() {
+            let values: HashMap<&str, &str> = pattern
+                .regex
+                .capture_names()
+                .flatten()
+                .filter_map(|name| caps.name(name).map(|m| (name, m.as_str())))
+                .filter(|(_, v)| !self.is_absent(v))
+                .collect();
+            if let Some(t) = timestamp
+                .iter()
+                .find_map(|rule| rule.read(&values, ctx.offset, ctx.reference))
+            {
+                event.timestamp = t;
             }
         }
         Ok(Some(pattern.name.as_str()))
@@ -1092,15 +1388,19 @@ impl Definition {
         reference: DateTime<Utc>,
         event: &mut Event,
     ) -> Option<&'d str> {
-        let values = record.lookup();
+        let mut values = record.lookup();
+        if !self.absent.is_empty() {
+            values.retain(|_, v| !self.is_absent(v));
+        }
         let pattern = if s.patterns.is_empty() {
             None
         } else {
             Some(s.patterns.iter().find(|p| p.holds(&values))?)
         };
         let no_pairs: &[(String, String)] = &[];
+        let no_mappings: &[(String, Mapping)] = &[];
         let pattern_set = pattern.map_or(no_pairs, |p| p.set.as_slice());
-        let pattern_fields = pattern.map_or(no_pairs, |p| p.fields.as_slice());
+        let pattern_fields = pattern.map_or(no_mappings, |p| p.fields.as_slice());
         event.dataset = Some(self.name.clone());
         for (field, value) in self.set.iter().chain(pattern_set) {
             // Constants were converted when the file loaded; they cannot fail here.
@@ -1113,20 +1413,35 @@ impl Definition {
             .map(|(key, _)| key.as_str())
             .collect();
         for (key, value) in &record.pairs {
-            if !value.is_empty() && !mapped.contains(key.as_str()) {
+            if !self.is_absent(value) && !mapped.contains(key.as_str()) {
                 event
                     .extra
                     .insert(format!("{}.{key}", self.name), value.clone());
             }
         }
-        for (key, target) in s.fields.iter().chain(pattern_fields) {
+        // Keys with a value and whether a mapping wrote it: a value that no mapping of its key
+        // could write (wrong type, no regex match) is kept in extra.
+        let mut written: Vec<(&str, &str, bool)> = Vec::new();
+        for (key, mapping) in s.fields.iter().chain(pattern_fields) {
             let Some(value) = values.get(key.as_str()).filter(|v| !v.is_empty()) else {
                 continue;
             };
-            if event.set(target, self.translated(target, value)).is_err() {
+            let target = mapping.target.as_str();
+            let ok = mapping
+                .convert(value)
+                .ok()
+                .and_then(|v| event.set(target, self.translated(target, &v)).ok())
+                .is_some();
+            match written.iter_mut().find(|(k, _, _)| *k == key.as_str()) {
+                Some(entry) => entry.2 |= ok,
+                None => written.push((key.as_str(), value, ok)),
+            }
+        }
+        for (key, value, ok) in written {
+            if !ok {
                 event
                     .extra
-                    .insert(format!("{}.{key}", self.name), (*value).to_owned());
+                    .insert(format!("{}.{key}", self.name), value.to_owned());
             }
         }
         if let Some(t) = s
@@ -1147,12 +1462,123 @@ fn one_of(alternatives: &[String], value: &str) -> bool {
 
 impl WhenPattern {
     fn holds(&self, values: &HashMap<&str, &str>) -> bool {
-        self.when.iter().all(|(key, alternatives)| {
-            values
-                .get(key.as_str())
-                .is_some_and(|v| alternatives.iter().any(|a| a == v))
+        self.when.iter().all(|(key, condition)| {
+            values.get(key.as_str()).is_some_and(|v| match condition {
+                Condition::OneOf(alternatives) => alternatives.iter().any(|a| a == v),
+                Condition::Regex(re) => re.is_match(v),
+            })
         })
     }
+}
+
+impl Mapping {
+    /// A plain mapping to `target`.
+    fn to(target: &str) -> Mapping {
+        Mapping {
+            target: target.to_owned(),
+            regex: None,
+            scale: None,
+        }
+    }
+
+    /// The text to write for `value`: the regex's first group (or whole match), then scaled.
+    fn convert<'v>(&self, value: &'v str) -> Result<std::borrow::Cow<'v, str>, ConvertError> {
+        let value = match &self.regex {
+            None => value,
+            Some(re) => {
+                let caps = re.captures(value).ok_or(ConvertError::NoMatch)?;
+                caps.get(1)
+                    .or_else(|| caps.get(0))
+                    .map_or("", |m| m.as_str())
+            }
+        };
+        match self.scale {
+            None => Ok(std::borrow::Cow::Borrowed(value)),
+            Some(factor) => scale_decimal(value, factor)
+                .map(|n| std::borrow::Cow::Owned(n.to_string()))
+                .ok_or(ConvertError::NotANumber),
+        }
+    }
+}
+
+impl ConvertError {
+    /// What the value should have been, for [`FieldError::InvalidValue`].
+    fn expected(self) -> &'static str {
+        match self {
+            ConvertError::NoMatch => "value matching the mapping's regex",
+            ConvertError::NotANumber => "non-negative decimal number to scale",
+        }
+    }
+}
+
+/// Most significant digits [`scale_decimal`] reads (a `u128` holds 38); later ones are dropped.
+const SCALE_MAX_DIGITS: usize = 38;
+
+/// `value * factor`, truncated to a whole number, computed in decimal: `value` is a
+/// non-negative decimal number with an optional fraction and exponent (`0.123`, `15`,
+/// `1.5e-5`, `+2E3`; how JSON writes numbers). Exact whenever the digits times `factor` fit a
+/// `u128` (low digits are dropped otherwise, which can only change the last digits of very long
+/// fractions). `None` when it is not such a number or the result does not fit a `u64`.
+fn scale_decimal(value: &str, factor: u64) -> Option<u64> {
+    let value = value.trim();
+    let value = value.strip_prefix('+').unwrap_or(value);
+    let (mantissa, exponent) = match value.find(['e', 'E']) {
+        Some(at) => {
+            let exp = value.get(at + 1..)?;
+            let exp = exp.strip_prefix('+').unwrap_or(exp);
+            (value.get(..at)?, exp.parse::<i32>().ok()?)
+        }
+        None => (value, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    if whole.is_empty() && fraction.is_empty() {
+        return None;
+    }
+    if !whole
+        .bytes()
+        .chain(fraction.bytes())
+        .all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    let fraction_len = i32::try_from(fraction.len()).ok()?;
+    // value = digits * 10^shift
+    let mut shift = exponent.checked_sub(fraction_len)?;
+    // Drop digits that cannot matter once the product is truncated (beyond what u128 holds).
+    let mut digits = digits;
+    while digits.len() > SCALE_MAX_DIGITS {
+        digits = digits.get(..digits.len() - 1)?;
+        shift = shift.checked_add(1)?;
+    }
+    if digits.is_empty() {
+        return Some(0);
+    }
+    let mut n: u128 = loop {
+        let n: u128 = digits.parse().ok()?;
+        match n.checked_mul(u128::from(factor)) {
+            Some(product) => break product,
+            None if shift < 0 && digits.len() > 1 => {
+                digits = digits.get(..digits.len() - 1)?;
+                shift = shift.checked_add(1)?;
+            }
+            None => return None,
+        }
+    };
+    if shift >= 0 {
+        for _ in 0..shift {
+            n = n.checked_mul(10)?;
+        }
+    } else {
+        for _ in 0..shift.unsigned_abs() {
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+    }
+    u64::try_from(n).ok()
 }
 
 impl TimestampRule {
@@ -1310,6 +1736,13 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
 
     let set = check_constants(&mut problems, &["set"], "set", file.set);
     let translate = check_translate(&mut problems, file.translate);
+    let absent = file.absent.map(OneOrMany::into_vec).unwrap_or_default();
+    if absent.iter().any(String::is_empty) {
+        problems.add(
+            &["absent"],
+            "absent: an empty value is already absent".to_owned(),
+        );
+    }
 
     let mut pattern_names = HashSet::new();
     let body = match file.extract {
@@ -1320,9 +1753,6 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
                     "fields needs extract (a regex definition maps captures in its patterns)"
                         .to_owned(),
                 );
-            }
-            if file.timestamp.is_some() {
-                problems.add(&["timestamp"], "timestamp needs extract".to_owned());
             }
             if matcher.cef.is_some() {
                 problems.add(
@@ -1342,16 +1772,30 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
                     "a definition needs at least one pattern".to_owned(),
                 );
             }
+            let rules = timestamp_specs(file.timestamp);
+            let time_keys: HashSet<String> = rules
+                .iter()
+                .flat_map(|r| r.field.as_slice().iter().cloned())
+                .collect();
             let mut patterns = Vec::with_capacity(file.patterns.len());
             for spec in file.patterns {
-                if let Some(p) = compile_pattern(&mut problems, &mut pattern_names, spec) {
+                if let Some(p) =
+                    compile_pattern(&mut problems, &mut pattern_names, &time_keys, spec)
+                {
                     patterns.push(p);
                 }
             }
+            let groups: HashSet<String> = patterns
+                .iter()
+                .flat_map(|p| p.regex.capture_names().flatten().map(str::to_owned))
+                .collect();
+            let known = KnownKeys::Groups(groups);
+            let timestamp = compile_timestamps(&mut problems, &known, rules);
             let pattern_set = RegexSet::new(patterns.iter().map(|p| p.regex.as_str())).ok();
             Some(Body::Regex {
                 patterns,
                 pattern_set,
+                timestamp,
             })
         }
         Some(extract) => compile_structured(
@@ -1371,7 +1815,7 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
 
     let mut tests = Vec::with_capacity(file.tests.len());
     for spec in file.tests {
-        tests.push(check_test(&mut problems, &pattern_names, spec));
+        tests.push(check_test(&mut problems, &pattern_names, matcher.raw, spec));
     }
 
     let body = match body {
@@ -1385,6 +1829,8 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
         prefix: matcher.prefix,
         contains,
         regex: match_regex,
+        raw: matcher.raw,
+        absent,
         fallback: file.fallback,
         set,
         translate,
@@ -1396,6 +1842,7 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
 fn compile_pattern(
     problems: &mut Problems<'_>,
     names: &mut HashSet<String>,
+    time_keys: &HashSet<String>,
     spec: PatternSpec,
 ) -> Option<Pattern> {
     check_pattern_name(problems, names, &spec.name);
@@ -1435,34 +1882,42 @@ fn compile_pattern(
             return None;
         }
     };
-    let fields: BTreeMap<String, String> = spec.fields.into_iter().map(|(k, v)| (k.0, v)).collect();
+    let mut fields: BTreeMap<String, Vec<Mapping>> = BTreeMap::new();
     let mut ok = true;
+    for (Text(name), mapping) in spec.fields {
+        let label = format!("pattern {}: capture {name}", spec.name);
+        let at = ["patterns", spec.name.as_str(), name.as_str()];
+        let list = compile_mapping(problems, &at, &label, mapping);
+        ok &= list.is_some();
+        // A broken mapping still counts as mapped: one error, not two.
+        fields.insert(name, list.unwrap_or_default());
+    }
     let mut captures = Vec::new();
     let mut used: HashSet<&str> = HashSet::new();
     for (group, name) in regex.capture_names().enumerate() {
         let Some(name) = name else { continue };
-        let target = match fields.get(name) {
-            Some(target) => {
-                used.insert(name);
-                target.as_str()
-            }
-            None => name,
-        };
-        if let Err(why) = check_target(target) {
+        if let Some(list) = fields.get(name) {
+            used.insert(name);
+            captures.extend(list.iter().map(|m| (group, m.clone())));
+            continue;
+        }
+        if time_keys.contains(name) {
+            // Read by `timestamp` only.
+            continue;
+        }
+        if let Err(why) = check_target(name) {
             ok = false;
-            let message = if fields.contains_key(name) {
-                format!("pattern {}: capture {name}: {why}", spec.name)
-            } else {
+            problems.add(
+                &["patterns", spec.name.as_str(), name],
                 format!(
                     "pattern {}: capture {name} is not mapped in fields and is not a field \
                      name itself: {why}",
                     spec.name
-                )
-            };
-            problems.add(&["patterns", spec.name.as_str(), target], message);
+                ),
+            );
             continue;
         }
-        captures.push((group, target.to_owned()));
+        captures.push((group, Mapping::to(name)));
     }
     for name in fields.keys() {
         if !used.contains(name.as_str()) {
@@ -1503,7 +1958,7 @@ struct StructuredSpec {
     extract: ExtractSpec,
     cef: Option<HeaderSpec>,
     leef: Option<HeaderSpec>,
-    fields: BTreeMap<Text, String>,
+    fields: BTreeMap<Text, MappingSpec>,
     timestamp: Option<OneOrManyTimestamps>,
     patterns: Vec<PatternSpec>,
 }
@@ -1520,6 +1975,8 @@ enum KnownKeys {
     },
     /// CSV with named columns: a column name or an index.
     Columns(HashSet<String>),
+    /// A regex definition's `timestamp`: a named capture group of one of its patterns.
+    Groups(HashSet<String>),
 }
 
 impl KnownKeys {
@@ -1546,6 +2003,13 @@ impl KnownKeys {
                     Ok(())
                 } else {
                     Err(format!("{key} is not a column name (or a column index)"))
+                }
+            }
+            KnownKeys::Groups(names) => {
+                if names.contains(key) {
+                    Ok(())
+                } else {
+                    Err(format!("{key} is not a named capture group of any pattern"))
                 }
             }
         }
@@ -1580,12 +2044,104 @@ fn compile_structured(
 
     let fields = check_mappings(problems, &known, &["fields"], "fields", spec.fields);
 
-    let mut timestamp = Vec::new();
-    let rules = match spec.timestamp {
+    let timestamp = compile_timestamps(problems, &known, timestamp_specs(spec.timestamp));
+
+    let mut patterns = Vec::with_capacity(spec.patterns.len());
+    for p in spec.patterns {
+        check_pattern_name(problems, names, &p.name);
+        let at = ["patterns", p.name.as_str()];
+        if p.regex.is_some() {
+            problems.add(
+                &["patterns", p.name.as_str(), "regex"],
+                format!(
+                    "pattern {}: a structured definition's patterns use when, not regex",
+                    p.name
+                ),
+            );
+        }
+        let mut when = Vec::new();
+        for (key, value) in p.when.unwrap_or_default() {
+            if let Err(why) = known.check(&key.0) {
+                problems.add(
+                    &["patterns", p.name.as_str(), "when", &key.0],
+                    format!("pattern {}: when {why}", p.name),
+                );
+            }
+            let condition = match value {
+                WhenValue::One(v) => Condition::OneOf(vec![v.into_text()]),
+                WhenValue::Many(vs) => {
+                    if vs.is_empty() {
+                        problems.add(
+                            &["patterns", p.name.as_str(), "when", &key.0],
+                            format!("pattern {}: when {}: no value given", p.name, key.0),
+                        );
+                    }
+                    Condition::OneOf(vs.into_iter().map(Scalar::into_text).collect())
+                }
+                WhenValue::Regex(WhenRegex { regex }) => match Regex::new(&regex) {
+                    Ok(re) => Condition::Regex(re),
+                    Err(e) => {
+                        problems.add(
+                            &["patterns", p.name.as_str(), "when", &key.0, "regex"],
+                            format!(
+                                "pattern {}: when {}: regex does not compile: {}",
+                                p.name,
+                                key.0,
+                                one_line(&e.to_string())
+                            ),
+                        );
+                        continue;
+                    }
+                },
+            };
+            when.push((key.0, condition));
+        }
+        let fields = check_mappings(
+            problems,
+            &known,
+            &[at[0], at[1], "fields"],
+            &format!("pattern {} fields", p.name),
+            p.fields,
+        );
+        let set = check_constants(
+            problems,
+            &["patterns", p.name.as_str(), "set"],
+            &format!("pattern {} set", p.name),
+            p.set,
+        );
+        patterns.push(WhenPattern {
+            name: p.name,
+            when,
+            fields,
+            set,
+        });
+    }
+    Some(Structured {
+        extract,
+        vendor,
+        product,
+        fields,
+        timestamp,
+        patterns,
+    })
+}
+
+/// The `timestamp` rules as a list.
+fn timestamp_specs(spec: Option<OneOrManyTimestamps>) -> Vec<TimestampSpec> {
+    match spec {
         None => Vec::new(),
         Some(OneOrManyTimestamps::One(rule)) => vec![rule],
         Some(OneOrManyTimestamps::Many(rules)) => rules,
-    };
+    }
+}
+
+/// Checks `timestamp` rules: keys the definition can read, known formats.
+fn compile_timestamps(
+    problems: &mut Problems<'_>,
+    known: &KnownKeys,
+    rules: Vec<TimestampSpec>,
+) -> Vec<TimestampRule> {
+    let mut timestamp = Vec::new();
     for rule in rules {
         let keys = rule.field.into_vec();
         let mut ok = !keys.is_empty();
@@ -1627,68 +2183,7 @@ fn compile_structured(
             timestamp.push(TimestampRule { keys, format });
         }
     }
-
-    let mut patterns = Vec::with_capacity(spec.patterns.len());
-    for p in spec.patterns {
-        check_pattern_name(problems, names, &p.name);
-        let at = ["patterns", p.name.as_str()];
-        if p.regex.is_some() {
-            problems.add(
-                &["patterns", p.name.as_str(), "regex"],
-                format!(
-                    "pattern {}: a structured definition's patterns use when, not regex",
-                    p.name
-                ),
-            );
-        }
-        let mut when = Vec::new();
-        for (key, value) in p.when.unwrap_or_default() {
-            if let Err(why) = known.check(&key.0) {
-                problems.add(
-                    &["patterns", p.name.as_str(), "when", &key.0],
-                    format!("pattern {}: when {why}", p.name),
-                );
-            }
-            let alternatives: Vec<String> = match value {
-                WhenValue::One(v) => vec![v.into_text()],
-                WhenValue::Many(vs) => vs.into_iter().map(Scalar::into_text).collect(),
-            };
-            if alternatives.is_empty() {
-                problems.add(
-                    &["patterns", p.name.as_str(), "when", &key.0],
-                    format!("pattern {}: when {}: no value given", p.name, key.0),
-                );
-            }
-            when.push((key.0, alternatives));
-        }
-        let fields = check_mappings(
-            problems,
-            &known,
-            &[at[0], at[1], "fields"],
-            &format!("pattern {} fields", p.name),
-            p.fields,
-        );
-        let set = check_constants(
-            problems,
-            &["patterns", p.name.as_str(), "set"],
-            &format!("pattern {} set", p.name),
-            p.set,
-        );
-        patterns.push(WhenPattern {
-            name: p.name,
-            when,
-            fields,
-            set,
-        });
-    }
-    Some(Structured {
-        extract,
-        vendor,
-        product,
-        fields,
-        timestamp,
-        patterns,
-    })
+    timestamp
 }
 
 /// Checks `extract:` options against their format.
@@ -1863,29 +2358,91 @@ fn check_extract(problems: &mut Problems<'_>, spec: ExtractSpec) -> Option<(Extr
     })
 }
 
-/// Checks `fields` of a structured definition: known keys, settable targets.
+/// Checks `fields` of a structured definition: known keys, settable targets, mapping options.
 fn check_mappings(
     problems: &mut Problems<'_>,
     known: &KnownKeys,
     needles: &[&str],
     what: &str,
-    fields: BTreeMap<Text, String>,
-) -> Vec<(String, String)> {
+    fields: BTreeMap<Text, MappingSpec>,
+) -> Vec<(String, Mapping)> {
     let mut out = Vec::with_capacity(fields.len());
-    for (Text(key), target) in fields {
+    for (Text(key), spec) in fields {
         let mut at: Vec<&str> = needles.to_vec();
         at.push(&key);
         if let Err(why) = known.check(&key) {
             problems.add(&at, format!("{what}: {why}"));
             continue;
         }
-        if let Err(why) = check_target(&target) {
-            problems.add(&at, format!("{what}: {key}: {why}"));
-            continue;
+        let label = format!("{what}: {key}");
+        if let Some(list) = compile_mapping(problems, &at, &label, spec) {
+            out.extend(list.into_iter().map(|m| (key.clone(), m)));
         }
-        out.push((key, target));
     }
     out
+}
+
+/// Checks one `fields` entry (a target, `{to, regex, scale}`, or a list): settable targets, a
+/// regex that compiles, a positive scale. `label` starts each message (`fields: srcip`).
+/// `None` when anything is wrong (each problem added).
+fn compile_mapping(
+    problems: &mut Problems<'_>,
+    at: &[&str],
+    label: &str,
+    spec: MappingSpec,
+) -> Option<Vec<Mapping>> {
+    let specs = spec.into_vec();
+    if specs.is_empty() {
+        problems.add(at, format!("{label}: no target given"));
+        return None;
+    }
+    let mut ok = true;
+    let mut out = Vec::with_capacity(specs.len());
+    for one in specs {
+        let options = match one {
+            OneMappingSpec::Target(target) => MappingOptions {
+                to: target,
+                regex: None,
+                scale: None,
+            },
+            OneMappingSpec::Options(options) => options,
+        };
+        let mut here = at.to_vec();
+        here.push(&options.to);
+        if let Err(why) = check_target(&options.to) {
+            problems.add(&here, format!("{label}: {why}"));
+            ok = false;
+            continue;
+        }
+        let regex = match options.regex.as_deref().map(Regex::new) {
+            None => None,
+            Some(Ok(re)) => Some(re),
+            Some(Err(e)) => {
+                here.push("regex");
+                problems.add(
+                    &here,
+                    format!(
+                        "{label}: regex does not compile: {}",
+                        one_line(&e.to_string())
+                    ),
+                );
+                ok = false;
+                continue;
+            }
+        };
+        if options.scale == Some(0) {
+            here.push("scale");
+            problems.add(&here, format!("{label}: scale must be at least 1"));
+            ok = false;
+            continue;
+        }
+        out.push(Mapping {
+            target: options.to,
+            regex,
+            scale: options.scale,
+        });
+    }
+    ok.then_some(out)
 }
 
 /// Checks `translate`: settable targets, translated values that convert to their field's type.
@@ -1918,6 +2475,7 @@ fn check_translate(
 fn check_test(
     problems: &mut Problems<'_>,
     pattern_names: &HashSet<String>,
+    raw_definition: bool,
     spec: TestSpec,
 ) -> TestCase {
     // The case's line: its message text, searched after the previous case's (messages written
@@ -1978,6 +2536,8 @@ fn check_test(
     }
     TestCase {
         line,
+        // A raw definition's case without a program is a raw record; with one, a syslog MSG.
+        raw: raw_definition && spec.program.is_none(),
         name: spec.name,
         message: spec.message,
         program: spec.program,
@@ -2129,6 +2689,52 @@ mod tests {
             ("message repeated x times: [ a]", None)
         );
         assert_eq!(unwrap_repeated("plain"), ("plain", None));
+    }
+
+    #[test]
+    fn decimals_scale_exactly() {
+        assert_eq!(scale_decimal("0.123", 1_000_000_000), Some(123_000_000));
+        assert_eq!(scale_decimal("15", 1_000_000), Some(15_000_000));
+        assert_eq!(scale_decimal("1.5e-5", 1_000_000_000), Some(15_000));
+        assert_eq!(scale_decimal("+2E3", 1), Some(2000));
+        assert_eq!(scale_decimal(".5", 10), Some(5));
+        assert_eq!(scale_decimal("0.0000000001", 1_000_000_000), Some(0));
+        assert_eq!(
+            scale_decimal("1.2345678901234567890123", 1_000_000_000),
+            Some(1_234_567_890)
+        );
+        assert_eq!(scale_decimal("1e400", 1), None);
+        assert_eq!(scale_decimal("1e-400", 1), Some(0));
+        assert_eq!(scale_decimal("18446744073709551615", 1), Some(u64::MAX));
+        assert_eq!(scale_decimal("18446744073709551616", 1), None);
+        for bad in ["", ".", "-1", "1.2.3", "abc", "1e", "0x10", "1,5", "NaN"] {
+            assert_eq!(scale_decimal(bad, 1000), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn raw_records_are_dispatched_by_literal_to_raw_definitions_only() {
+        let def = |name: &str, matcher: &str| {
+            (
+                format!("{name}.yml"),
+                format!("name: {name}\nmatch: {matcher}\npatterns:\n  - name: p\n    regex: x\n"),
+            )
+        };
+        let (set, errors) = DefinitionSet::from_sources(&[
+            def("a", "{raw: true, contains: alpha}"),
+            def("b", "{raw: true, program: app, prefix: beta}"),
+            def("c", "{contains: alpha}"),
+            def("d", "{raw: true}"),
+        ]);
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(set.raw_candidates("alpha"), vec![0, 3]);
+        assert_eq!(set.raw_candidates("x beta alpha"), vec![0, 1, 3]);
+        assert_eq!(set.raw_candidates("nothing"), vec![3]);
+        // Syslog dispatch is as before: b by program, a and c by literal, d always.
+        assert_eq!(set.candidates(Some("app"), "alpha"), vec![0, 1, 2, 3]);
+        assert_eq!(set.candidates(None, "beta"), vec![3]);
+        assert!(set.has_raw());
+        assert!(!DefinitionSet::default().has_raw());
     }
 
     #[test]

@@ -7,6 +7,14 @@
 //! time). A record that is syslog but matches no definition is still an event (a generic syslog
 //! event); one that matches a definition whose structured part (CEF, LEEF, JSON, CSV) does not
 //! parse is rejected with the format's reason.
+//!
+//! Raw records: a record that is not syslog at all (the parser's `not_syslog`, and only that
+//! reason: a gateway access-log line from a file or an HTTP push, a JSON object) is offered to
+//! the definitions marked `match: {raw: true}`, the whole record as the message and no program
+//! ([`DefinitionSet::apply_raw`]). If one takes it, it is an event with no host or process
+//! fields, `@timestamp` from the definition's `timestamp` rule or else the receive time, and
+//! `message` the record text unless the definition wrote one; if none does, it is rejected as
+//! `not_syslog`, exactly as without raw definitions.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -15,7 +23,7 @@ use chrono::{DateTime, FixedOffset, Offset, Utc};
 
 use crate::definitions::DefinitionSet;
 use crate::event::Event;
-use crate::syslog::{self, ParseOptions};
+use crate::syslog::{self, ParseOptions, SyslogErrorKind};
 
 /// Where a record came from and when it arrived, as the collector saw it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,10 +145,19 @@ impl Normalizer {
             reference_time: meta.received_at,
             default_offset: self.options.default_offset,
         };
-        let msg = syslog::parse(&record, &opts).map_err(|e| Rejection {
-            reason: e.kind.as_str(),
-            detail: format!("{} at byte {}", e.detail, e.column),
-        })?;
+        let msg = match syslog::parse(&record, &opts) {
+            Ok(msg) => msg,
+            Err(e) => {
+                let rejection = Rejection {
+                    reason: e.kind.as_str(),
+                    detail: format!("{} at byte {}", e.detail, e.column),
+                };
+                if e.kind == SyslogErrorKind::NotSyslog {
+                    return self.normalize_raw(&record, raw, meta, rejection);
+                }
+                return Err(rejection);
+            }
+        };
 
         let stated = msg.timestamp.map(|t| t.with_timezone(&Utc));
         let too_late = stated.filter(|t| self.too_late(*t, meta));
@@ -195,9 +212,57 @@ impl Normalizer {
                 reason: e.reason(),
                 detail: e.to_string(),
             })?;
-        // A definition may have read the time from the record (`timestamp:`): the same future
-        // limit applies to it.
-        if event.timestamp != stated_or_received && self.too_late(event.timestamp, meta) {
+        self.limit_record_time(&mut event, stated_or_received, meta);
+        // A definition may have rewritten `message`; otherwise it is the MSG text.
+        if msg.message.is_some() && event.message.is_none() {
+            event.message = Some(text);
+        }
+        Ok(event)
+    }
+
+    /// A record that is not syslog (`record`: trimmed, valid UTF-8 or already replaced; `raw`:
+    /// the bytes as received): an event when a raw definition takes it, else `not_syslog`.
+    fn normalize_raw(
+        &self,
+        record: &[u8],
+        raw: &[u8],
+        meta: &RecordMeta<'_>,
+        not_syslog: Rejection,
+    ) -> Result<Event, Rejection> {
+        if !self.definitions.has_raw() {
+            return Err(not_syslog);
+        }
+        let Ok(text) = std::str::from_utf8(record) else {
+            // Not reachable: invalid UTF-8 was rejected or replaced before parsing.
+            return Err(not_syslog);
+        };
+        let mut event = Event::new(meta.received_at, meta.received_at);
+        event.kind = Some("event".to_owned());
+        event.observer_type = non_empty(meta.observer_type);
+        event.observer_id = non_empty(meta.observer_id);
+        event.observer_ip = meta.peer;
+        event.raw = raw.to_vec();
+        let matched = self
+            .definitions
+            .apply_raw(text, &mut event)
+            .map_err(|e| Rejection {
+                reason: e.reason(),
+                detail: e.to_string(),
+            })?;
+        if matched.is_none() {
+            return Err(not_syslog);
+        }
+        self.limit_record_time(&mut event, meta.received_at, meta);
+        if event.message.is_none() {
+            event.message = Some(text.to_owned());
+        }
+        Ok(event)
+    }
+
+    /// A definition may have read the time from the record (`timestamp:`, anything but
+    /// `before`): the same future limit applies to it as to a syslog header's time.
+    fn limit_record_time(&self, event: &mut Event, before: DateTime<Utc>, meta: &RecordMeta<'_>) {
+        if event.timestamp != before && self.too_late(event.timestamp, meta) {
             event.extra.insert(
                 ORIGINAL_TIMESTAMP_FIELD.to_owned(),
                 event
@@ -206,11 +271,6 @@ impl Normalizer {
             );
             event.timestamp = meta.received_at;
         }
-        // A definition may have rewritten `message`; otherwise it is the MSG text.
-        if msg.message.is_some() && event.message.is_none() {
-            event.message = Some(text);
-        }
-        Ok(event)
     }
 }
 

@@ -746,3 +746,269 @@ timestamp: {field: ts, format: rfc3339}
         .unwrap_err();
     assert_eq!(r.reason, "json");
 }
+
+// ----- raw records (not syslog) ----------------------------------------------------------------
+
+fn file_meta() -> RecordMeta<'static> {
+    RecordMeta {
+        observer_type: "file",
+        observer_id: "file:/var/log/nginx/access.log",
+        peer: None,
+        received_at: at("2026-11-28T12:00:00Z"),
+    }
+}
+
+#[test]
+fn a_raw_nginx_line_becomes_an_event() {
+    let line = br#"2001:db8::7 - alice [28/Nov/2026:11:00:01 +0100] "GET /v1/accounts?id=42 HTTP/1.1" 404 153 "-" "curl/8.5.0" 0.052"#;
+    let e = normalizer().normalize(line, &file_meta()).unwrap();
+    assert_eq!(e.dataset.as_deref(), Some("nginx"));
+    assert_eq!(e.timestamp, at("2026-11-28T10:00:01Z"));
+    assert_eq!(e.ingested, at("2026-11-28T12:00:00Z"));
+    assert_eq!(e.source_ip, ip("2001:db8::7"));
+    assert_eq!(e.user_name.as_deref(), Some("alice"));
+    assert_eq!(e.http_request_method.as_deref(), Some("GET"));
+    assert_eq!(e.url_path.as_deref(), Some("/v1/accounts"));
+    assert_eq!(e.url_query.as_deref(), Some("id=42"));
+    assert_eq!(e.http_response_status_code, Some(404));
+    assert_eq!(e.duration_ns, Some(52_000_000));
+    assert_eq!(e.outcome.as_deref(), Some("failure"));
+    assert_eq!(e.category.as_deref(), Some("web"));
+    // No syslog header: no host, process or syslog fields; the record is the message.
+    assert_eq!(e.host_name, None);
+    assert_eq!(e.process_name, None);
+    assert_eq!(e.syslog_severity, None);
+    assert_eq!(e.observer_type.as_deref(), Some("file"));
+    assert_eq!(e.message.as_deref(), std::str::from_utf8(line).ok());
+    assert_eq!(e.raw, line.to_vec());
+}
+
+#[test]
+fn a_raw_json_gateway_line_becomes_an_event() {
+    let line = br#"{"request":{"method":"POST","uri":"/v1/transfers?dry=1"},"response":{"status":201,"size":64},"latencies":{"request":7},"client_ip":"203.0.113.7","consumer":{"username":"alice"},"route":{"name":"transfers"},"started_at":1795860001123}"#;
+    let e = normalizer().normalize(line, &file_meta()).unwrap();
+    assert_eq!(e.dataset.as_deref(), Some("kong"));
+    assert_eq!(e.timestamp, at("2026-11-28T10:00:01.123Z"));
+    assert_eq!(e.api_consumer.as_deref(), Some("alice"));
+    assert_eq!(e.api_route.as_deref(), Some("transfers"));
+    assert_eq!(e.url_query.as_deref(), Some("dry=1"));
+    assert_eq!(e.duration_ns, Some(7_000_000));
+    assert_eq!(e.outcome.as_deref(), Some("success"));
+    // The same object through syslog, program kong, takes the normal path.
+    let mut syslog = b"<14>Nov 28 10:00:02 gw1 kong: ".to_vec();
+    syslog.extend_from_slice(line);
+    let e = normalizer().normalize(&syslog, &file_meta()).unwrap();
+    assert_eq!(e.dataset.as_deref(), Some("kong"));
+    assert_eq!(e.process_name.as_deref(), Some("kong"));
+    assert_eq!(e.host_name.as_deref(), Some("gw1"));
+    assert_eq!(e.api_consumer.as_deref(), Some("alice"));
+}
+
+#[test]
+fn a_raw_record_without_its_own_time_takes_the_receive_time() {
+    let yaml = "name: plain\nmatch: {raw: true, prefix: 'ping '}\npatterns:\n  - name: p\n    regex: '^ping (?P<source.ip>[0-9.]+)$'\n";
+    let (set, errors) = load(&[("plain.yml", yaml)]);
+    assert!(errors.is_empty(), "{errors:#?}");
+    assert_eq!(set.raw_len(), 1);
+    let n = Normalizer::new(set, NormalizeOptions::default());
+    let e = n.normalize(b"ping 192.0.2.9\n", &file_meta()).unwrap();
+    assert_eq!(e.timestamp, at("2026-11-28T12:00:00Z"));
+    assert_eq!(e.source_ip, ip("192.0.2.9"));
+}
+
+#[test]
+fn garbage_and_unknown_raw_lines_are_still_rejected_as_before() {
+    let n = normalizer();
+    let bare = Normalizer::new(DefinitionSet::default(), NormalizeOptions::default());
+    let m = file_meta();
+    // A plain line no raw definition takes: the same rejection as without raw definitions.
+    for line in [
+        &b"hello world"[..],
+        b"203.0.113.7 said hi",
+        b"{\"level\":\"info\",\"msg\":\"no gateway here\"}",
+        b"[2026-11-28T10:00:01Z] not an envoy line",
+    ] {
+        let with = n.normalize(line, &m).unwrap_err();
+        let without = bare.normalize(line, &m).unwrap_err();
+        assert_eq!(with.reason, "not_syslog", "{line:?}");
+        assert_eq!(with, without, "{line:?}");
+    }
+    // Binary garbage: invalid UTF-8 first, then (replaced) not syslog.
+    let garbage = b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\xff\xfe";
+    assert_eq!(n.normalize(garbage, &m).unwrap_err().reason, "invalid_utf8");
+    let replace = Normalizer::new(
+        DefinitionSet::builtin(),
+        NormalizeOptions {
+            invalid_utf8: InvalidUtf8Policy::Replace,
+            ..NormalizeOptions::default()
+        },
+    );
+    assert_eq!(
+        replace.normalize(garbage, &m).unwrap_err().reason,
+        "not_syslog"
+    );
+    // Only `not_syslog` opens the raw path: a bad PRI stays a PRI error even when the rest is
+    // a gateway line.
+    let r = n
+        .normalize(br#"<999>{"latencies":{},"client_ip":"203.0.113.7"}"#, &m)
+        .unwrap_err();
+    assert_eq!(r.reason, "pri");
+    // A raw record that meets a JSON definition but is broken is that format's rejection.
+    let r = n
+        .normalize(br#"{"latencies":{"request":1},"client_ip":"#, &m)
+        .unwrap_err();
+    assert_eq!(r.reason, "json");
+}
+
+#[test]
+fn raw_records_meet_only_raw_definitions_and_program_is_not_required() {
+    let files = [
+        (
+            "syslog_only.yml",
+            "name: syslog_only\nmatch: {contains: 'token='}\npatterns:\n  - name: p\n    regex: 'token=(?P<user.name>\\w+)'\n",
+        ),
+        (
+            "raw_prog.yml",
+            "name: raw_prog\nmatch: {program: app, raw: true, contains: 'user='}\npatterns:\n  - name: p\n    regex: 'user=(?P<user.name>\\w+)'\n",
+        ),
+    ];
+    let (set, errors) = load(&files);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let n = Normalizer::new(set, NormalizeOptions::default());
+    let m = file_meta();
+    // Not raw: a plain line is not for it.
+    assert_eq!(
+        n.normalize(b"token=bob", &m).unwrap_err().reason,
+        "not_syslog"
+    );
+    // Raw with a program condition: the program is not checked on a raw record...
+    let e = n.normalize(b"user=carol", &m).unwrap();
+    assert_eq!(e.dataset.as_deref(), Some("raw_prog"));
+    assert_eq!(e.user_name.as_deref(), Some("carol"));
+    // ...but it is on syslog, as before.
+    let e = n
+        .normalize(b"<14>Nov 28 10:00:01 h other: user=dave", &m)
+        .unwrap();
+    assert_eq!(e.dataset, None);
+    let e = n
+        .normalize(b"<14>Nov 28 10:00:01 h app: user=dave", &m)
+        .unwrap();
+    assert_eq!(e.dataset.as_deref(), Some("raw_prog"));
+}
+
+#[test]
+fn the_new_definition_keys_are_checked_with_file_and_line() {
+    for (yaml, line, needle) in [
+        ("name: x\nextract: {format: json}\nfields:\n  a: {to: user.name, sclae: 1}\n", 4, "expected a target field"),
+        ("name: x\nextract: {format: json}\nfields:\n  a: {to: user.name, scale: 0}\n", 4, "scale must be at least 1"),
+        ("name: x\nextract: {format: json}\nfields:\n  a: {to: user.nam}\n", 4, "user.nam"),
+        ("name: x\nextract: {format: json}\nfields:\n  a: [user.name, {to: url.path, regex: '('}]\n", 4, "regex does not compile"),
+        ("name: x\nextract: {format: json}\npatterns:\n  - name: p\n    when: {s: {regx: '^4'}}\n", 5, "{regex:"),
+        ("name: x\nextract: {format: json}\npatterns:\n  - name: p\n    when: {s: {regex: '^(4'}}\n", 5, "when s: regex does not compile"),
+        ("name: x\nmatch: {raw: yes please}\nextract: {format: json}\n", 2, "expected a boolean"),
+        ("name: x\nabsent: ['']\nextract: {format: json}\n", 2, "absent"),
+        ("name: x\ntimestamp: {field: tme, format: rfc3339}\npatterns:\n  - name: p\n    regex: '^(?P<user.name>\\S+)'\n", 2, "tme is not a named capture group"),
+        ("name: x\ntimestamp: {field: t, format: '%Q'}\npatterns:\n  - name: p\n    regex: '^(?P<t>\\S+)'\n", 2, "strftime"),
+    ] {
+        let (set, errors) = load(&[("new.yml", yaml)]);
+        assert!(set.is_empty(), "{yaml}");
+        assert_eq!(errors.len(), 1, "{yaml}: {errors:#?}");
+        assert_eq!(errors[0].line, line, "{yaml}: {errors:#?}");
+        assert!(errors[0].message.contains(needle), "{yaml}: {errors:#?}");
+        assert!(errors[0].to_string().starts_with(&format!("new.yml:{line}: ")));
+    }
+}
+
+#[test]
+fn mappings_scale_extract_and_keep_what_they_cannot_write() {
+    let yaml = "\
+name: gw
+match: {prefix: '{'}
+extract: {format: json}
+absent: ['-']
+fields:
+  rt: {to: event.duration, scale: 1000000000}
+  uri: [url.original, {to: url.path, regex: '^([^?]*)'}, {to: url.query, regex: '\\?(.+)$'}]
+  status: {to: http.response.status_code, regex: '^([0-9]{3})\\b'}
+patterns:
+  - name: bad
+    when: {status: {regex: '^[45]'}}
+    set: {event.outcome: failure}
+  - name: good
+    set: {event.outcome: success}
+";
+    let (set, errors) = load(&[("gw.yml", yaml)]);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let mut e = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+    let text = r#"{"rt":"1.5e-3","uri":"/a","status":"503 Service Unavailable","x":"-"}"#;
+    let got = set.apply(&message("app", text), text, &mut e).unwrap();
+    assert_eq!(got, Some(("gw", "bad")));
+    assert_eq!(e.duration_ns, Some(1_500_000));
+    assert_eq!(e.url_path.as_deref(), Some("/a"));
+    assert_eq!(e.url_query, None);
+    assert_eq!(e.http_response_status_code, Some(503));
+    // Written by one mapping: not kept in extra; `-` is absent: not kept either.
+    assert!(!e.extra.contains_key("gw.uri"), "{:?}", e.extra);
+    assert!(!e.extra.contains_key("gw.x"), "{:?}", e.extra);
+    // A value no mapping can write stays in extra.
+    let mut e = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+    let text = r#"{"rt":"fast","status":"OK"}"#;
+    let got = set.apply(&message("app", text), text, &mut e).unwrap();
+    assert_eq!(got, Some(("gw", "good")));
+    assert_eq!(e.duration_ns, None);
+    assert_eq!(e.get("extra.gw.rt"), Some(FieldValue::Str("fast")));
+    assert_eq!(e.get("extra.gw.status"), Some(FieldValue::Str("OK")));
+}
+
+#[test]
+fn regex_definitions_read_timestamps_and_scale_captures() {
+    let yaml = "\
+name: acc
+match: {program: web}
+timestamp: {field: t, format: '%d/%b/%Y:%H:%M:%S %z'}
+patterns:
+  - name: p
+    regex: '^\\[(?P<t>[^\\]]+)\\] (?P<ms>\\S+)$'
+    fields:
+      ms: {to: event.duration, scale: 1000000}
+";
+    let (set, errors) = load(&[("acc.yml", yaml)]);
+    assert!(errors.is_empty(), "{errors:#?}");
+    let mut e = Event::new(at("2026-01-01T00:00:00Z"), at("2026-01-01T00:00:00Z"));
+    let text = "[28/Nov/2026:11:00:01 +0100] 12.5";
+    assert_eq!(
+        set.apply(&message("web", text), text, &mut e).unwrap(),
+        Some(("acc", "p"))
+    );
+    assert_eq!(e.timestamp, at("2026-11-28T10:00:01Z"));
+    assert_eq!(e.duration_ns, Some(12_500_000));
+    // A capture that does not scale is a field_type error, like any capture of the wrong type.
+    let text = "[28/Nov/2026:11:00:01 +0100] soon";
+    let err = set.apply(&message("web", text), text, &mut e).unwrap_err();
+    assert_eq!(err.reason(), "field_type");
+}
+
+#[test]
+fn gateway_and_zeek_definitions_are_shipped_raw() {
+    let set = DefinitionSet::builtin();
+    for name in [
+        "nginx",
+        "nginx_json",
+        "kong",
+        "aws_apigateway",
+        "apic",
+        "envoy",
+        "envoy_json",
+        "zeek_conn",
+        "zeek_dns",
+        "zeek_http",
+        "zeek_ssh",
+        "zeek_notice",
+        "zeek",
+    ] {
+        assert!(set.names().contains(&name), "{name} is not shipped");
+    }
+    assert_eq!(set.raw_len(), 13);
+    // Raw definitions do not add to the per-message cost of syslog: all have a literal.
+    assert_eq!(set.unconditional_len(), 0);
+}

@@ -32,6 +32,26 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
         "rules/ssh_password_spraying.yml",
         include_str!("../../rules/ssh_password_spraying.yml"),
     ),
+    (
+        "rules/sshd_log_source_silent.yml",
+        include_str!("../../rules/sshd_log_source_silent.yml"),
+    ),
+    (
+        "rules/api_brute_force.yml",
+        include_str!("../../rules/api_brute_force.yml"),
+    ),
+    (
+        "rules/api_rate_limit_storm.yml",
+        include_str!("../../rules/api_rate_limit_storm.yml"),
+    ),
+    (
+        "rules/api_object_enumeration.yml",
+        include_str!("../../rules/api_object_enumeration.yml"),
+    ),
+    (
+        "rules/web_attacks.yml",
+        include_str!("../../rules/web_attacks.yml"),
+    ),
 ];
 
 /// Reads every `*.yml` / `*.yaml` file of `dir` (sorted by name) as rule sources. When `dir`
@@ -646,6 +666,18 @@ vigil:
         let (rules, errors) = load_rules(Path::new("/nonexistent-rules-dir"))?;
         assert!(errors.is_empty(), "{errors:?}");
         assert!(!rules.is_empty());
+        // The pack built into the binary is exactly the rules/ folder.
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("rules");
+        let mut on_disk: Vec<String> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok()?.file_name().into_string().ok())
+            .filter(|n| n.ends_with(".yml"))
+            .map(|n| format!("rules/{n}"))
+            .collect();
+        on_disk.sort();
+        let mut built_in: Vec<String> =
+            BUILTIN_RULES.iter().map(|(p, _)| (*p).to_owned()).collect();
+        built_in.sort();
+        assert_eq!(built_in, on_disk);
         Ok(())
     }
 }
