@@ -112,3 +112,51 @@ fn replay_reads_several_files_and_reports_progress_on_stderr() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("replay: done"), "{stderr}");
 }
+
+#[test]
+fn replay_reads_a_zeek_tsv_log_into_typed_network_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("conn.log");
+    std::fs::write(
+        &log,
+        "#separator \\x09\n#set_separator\t,\n#empty_field\t(empty)\n#unset_field\t-\n#path\tconn\n\
+         #open\t2026-11-28-10-00-00\n\
+         #fields\tts\tuid\tid.orig_h\tid.orig_p\tid.resp_h\tid.resp_p\tproto\tservice\tduration\torig_bytes\tresp_bytes\tconn_state\n\
+         #types\ttime\tstring\taddr\tport\taddr\tport\tenum\tstring\tinterval\tcount\tcount\tstring\n\
+         1795860001.123456\tCx1\t10.0.0.5\t50000\t203.0.113.7\t443\ttcp\tssl\t1.5\t512\t4096\tSF\n\
+         1795860002.000000\tCx2\t2001:db8::5\t50001\t2001:db8::9\t53\tudp\tdns\t0.01\t40\t120\tSF\n\
+         1795860003.000000\tCx3\t10.0.0.6\t50002\n\
+         #close\t2026-11-28-10-05-00\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(vigil_bin())
+        .current_dir(repo_root())
+        .args(["replay", log.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    // Two records become events; the short one is a dead letter; headers are neither.
+    assert!(stderr.contains("2 events, 1 dead letters"), "{stderr}");
+    // And they are typed by the Zeek conn definition.
+    let mut parse = std::process::Command::new(vigil_bin())
+        .arg("parse")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    parse
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(br#"{"_path":"conn","ts":"1795860001.123456","uid":"Cx1","id.orig_h":"10.0.0.5","id.orig_p":"50000","id.resp_h":"203.0.113.7","id.resp_p":"443","proto":"tcp","conn_state":"SF"}"#)
+        .unwrap();
+    let event: serde_json::Value =
+        serde_json::from_slice(&parse.wait_with_output().unwrap().stdout).unwrap();
+    assert_eq!(event["event.dataset"], "zeek.conn", "{event}");
+    assert_eq!(event["source.ip"], "10.0.0.5");
+    assert_eq!(event["destination.port"], 443);
+    assert_eq!(event["network.transport"], "tcp");
+    assert_eq!(event["event.category"], "network");
+}
