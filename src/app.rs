@@ -255,6 +255,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             cancel.clone(),
         )));
     }
+    // The API's ingest route publishes too; its clone goes with the server.
+    let ingest_publisher = publisher.clone();
     drop(publisher);
 
     // The engine thread tells the service when it ends, normally (its queue closed: shutdown,
@@ -307,12 +309,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             max_page_size: config.api.max_page_size as u64,
             engine_alive: engine_alive.clone(),
             sources: sources.clone(),
+            ingest: Some(ingest_publisher),
+            max_message_bytes: config.syslog.max_message_bytes,
+            max_ingest_bytes: config.api.max_ingest_bytes,
+            ingest_received: metrics.counter(
+                "vigil_collector_received_total",
+                "Records received by collectors.",
+                &[("source", "http")],
+            ),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move { cancel.cancelled().await })
-                .await
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { cancel.cancelled().await })
+            .await
         }));
     }
     if bound.syslog_udp.is_none() && bound.syslog_tcp.is_none() && bound.api.is_none() {
@@ -347,11 +360,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for t in tasks {
         let _ = t.await;
     }
-    // Every publisher is gone once the collectors stopped: the engine drains and exits.
-    let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+    // The API server holds the ingest publisher: it stops (gracefully) before the engine is
+    // joined. Every publisher is then gone: the engine drains the queue and exits.
     if let Some(server) = api_server {
         let _ = server.await;
     }
+    let _ = tokio::task::spawn_blocking(move || engine.join()).await;
     if engine_failed {
         bail!("the engine thread stopped unexpectedly (see the log above)");
     }

@@ -246,6 +246,8 @@ pub struct ApiConfig {
     pub token: Option<String>,
     /// Largest page a list call returns.
     pub max_page_size: usize,
+    /// Largest body `POST /api/v1/ingest` accepts, in bytes (larger ones get 413).
+    pub max_ingest_bytes: usize,
 }
 
 impl Default for ApiConfig {
@@ -254,6 +256,7 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8080".into(),
             token: None,
             max_page_size: 500,
+            max_ingest_bytes: 1024 * 1024,
         }
     }
 }

@@ -271,3 +271,61 @@ fn a_silence_rule_fires_from_the_clock_when_no_event_arrives() {
     assert_eq!(offense["index_value"], "bastion01");
     assert_eq!(offense["event_count"], 1);
 }
+
+#[test]
+fn gateway_logs_pushed_over_http_are_parsed_and_correlated() {
+    let dir = tempfile::tempdir().unwrap();
+    // (Lands in [api].) A small limit, so the oversized body below fits in socket buffers.
+    let config = write_config(dir.path(), "max_ingest_bytes = 65536\n");
+    let vigil = Vigil::start(&config);
+    let now = chrono::Utc::now().format("%d/%b/%Y:%H:%M:%S +0000");
+    // 35 refused token requests from one client, as nginx logs them, pushed in one body.
+    let body: String = (0..35)
+        .map(|i| {
+            format!(
+                "198.51.100.66 - - [{now}] \"POST /v1/oauth/token?try={i} HTTP/1.1\" 401 58 \"-\" \"python-requests/2.31\"\n"
+            )
+        })
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let post = |token: Option<&str>, body: &str| -> (u16, String) {
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(vigil.api).await.unwrap();
+            let auth = token
+                .map(|t| format!("Authorization: Bearer {t}\r\n"))
+                .unwrap_or_default();
+            let req = format!(
+                "POST /api/v1/ingest HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+            (status, text)
+        })
+    };
+    assert_eq!(post(None, &body).0, 401);
+    let (status, text) = post(Some(TOKEN), &body);
+    assert_eq!(status, 202, "{text}");
+    assert!(text.contains("\"accepted\":35"), "{text}");
+    // Over the body limit: refused, nothing taken.
+    let big = "x".repeat(100 * 1024);
+    assert_eq!(post(Some(TOKEN), &big).0, 413);
+
+    vigil.wait_until("the API brute-force offense", || {
+        vigil.get_json("/api/v1/offenses")["total"] == 1
+    });
+    let offense = &vigil.get_json("/api/v1/offenses")["items"][0];
+    assert_eq!(offense["rule"], "api_brute_force");
+    assert_eq!(offense["index_value"], "198.51.100.66");
+    assert_eq!(offense["event_count"], 35);
+    let sources = vigil.get_json("/api/v1/sources");
+    assert_eq!(sources["items"][0]["id"], "http/127.0.0.1");
+    assert_eq!(sources["items"][0]["detected"], "nginx");
+}

@@ -40,6 +40,14 @@ pub struct ApiState {
     pub engine_alive: Arc<std::sync::atomic::AtomicBool>,
     /// Log sources.
     pub sources: Arc<crate::sources::Sources>,
+    /// Where `POST /api/v1/ingest` puts records (none: the route answers 503).
+    pub ingest: Option<crate::bus::memory::MemoryPublisher<crate::bus::RawRecord>>,
+    /// Longest pushed line, as for syslog frames.
+    pub max_message_bytes: usize,
+    /// Largest `POST /api/v1/ingest` body.
+    pub max_ingest_bytes: usize,
+    /// Counts pushed records.
+    pub ingest_received: crate::telemetry::Counter,
 }
 
 /// SHA-256 of a token.
@@ -54,6 +62,11 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/offenses/{id}", get(get_offense))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/sources", get(list_sources))
+        .route(
+            "/api/v1/ingest",
+            axum::routing::post(ingest)
+                .layer(axum::extract::DefaultBodyLimit::max(state.max_ingest_bytes)),
+        )
         .route("/metrics", get(metrics))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_token));
     Router::new()
@@ -328,6 +341,46 @@ async fn list_sources(State(state): State<ApiState>) -> Json<serde_json::Value> 
     Json(serde_json::json!({ "total": items.len(), "items": items }))
 }
 
+/// `POST /api/v1/ingest`: one record per line of the body (gateway JSON access logs, syslog
+/// lines, CEF...), put on the bus like syslog records, waiting for room when it is full.
+/// Answers 202 with the number of records taken; 413 when the body is over
+/// `api.max_ingest_bytes`.
+async fn ingest(State(state): State<ApiState>, request: Request) -> Result<Response, ApiError> {
+    use crate::bus::Publisher;
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let Some(publisher) = state.ingest.clone() else {
+        return Err(ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "ingest is not enabled".into(),
+        ));
+    };
+    let body = axum::body::to_bytes(request.into_body(), state.max_ingest_bytes)
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("body larger than {} bytes", state.max_ingest_bytes),
+            )
+        })?;
+    let records = crate::collect::http::records_from_body(&body, peer, state.max_message_bytes);
+    let n = records.len();
+    for r in records {
+        publisher
+            .publish(r)
+            .await
+            .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
+        state.ingest_received.inc();
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "accepted": n })),
+    )
+        .into_response())
+}
+
 /// Query of `GET /api/v1/dead-letters`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -378,6 +431,10 @@ mod tests {
             max_page_size: 100,
             engine_alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             sources: Arc::new(crate::sources::Sources::new(10, &Metrics::new())),
+            ingest: None,
+            max_message_bytes: 1024,
+            max_ingest_bytes: 4096,
+            ingest_received: crate::telemetry::Counter::default(),
         })
     }
 

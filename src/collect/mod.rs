@@ -3,4 +3,5 @@
 //! refuses. Collectors never parse: that is the pipeline's job.
 
 pub mod file;
+pub mod http;
 pub mod syslog;
