@@ -271,14 +271,7 @@ impl Store {
         index_field: &str,
         index_value: &str,
     ) -> Result<Option<Offense>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(&format!(
-            "SELECT {OFFENSE_COLUMNS} FROM offenses
-             WHERE index_field = ?1 AND index_value = ?2 AND status = 'open'
-             ORDER BY created_at DESC LIMIT 1"
-        ))?;
-        stmt.query_row(params![index_field, index_value], row_to_offense)
-            .optional()?
-            .transpose()
+        self.latest_offense(index_field, index_value, OffenseStatus::Open)
     }
 
     /// The most recently closed offense for this index (field and value), if any.
@@ -287,14 +280,27 @@ impl Store {
         index_field: &str,
         index_value: &str,
     ) -> Result<Option<Offense>, StoreError> {
+        self.latest_offense(index_field, index_value, OffenseStatus::Closed)
+    }
+
+    /// The offense with this index and status whose last event is latest.
+    fn latest_offense(
+        &self,
+        index_field: &str,
+        index_value: &str,
+        status: OffenseStatus,
+    ) -> Result<Option<Offense>, StoreError> {
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OFFENSE_COLUMNS} FROM offenses
-             WHERE index_field = ?1 AND index_value = ?2 AND status = 'closed'
-             ORDER BY last_seen DESC LIMIT 1"
+             WHERE index_field = ?1 AND index_value = ?2 AND status = ?3
+             ORDER BY last_seen DESC, created_at DESC LIMIT 1"
         ))?;
-        stmt.query_row(params![index_field, index_value], row_to_offense)
-            .optional()?
-            .transpose()
+        stmt.query_row(
+            params![index_field, index_value, status.as_str()],
+            row_to_offense,
+        )
+        .optional()?
+        .transpose()
     }
 
     /// The rules that contributed to an offense, first contribution first.

@@ -224,11 +224,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn pairs(list: &[(&str, &str)]) -> Pairs {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::formats::test_pairs as pairs;
 
     #[test]
     fn nested_objects_arrays_and_scalars_in_order() {

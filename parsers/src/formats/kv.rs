@@ -122,11 +122,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn pairs(list: &[(&str, &str)]) -> Pairs {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::formats::test_pairs as pairs;
 
     fn kv(text: &str) -> Pairs {
         parse(text, &KvOptions::default())

@@ -495,11 +495,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn pairs(list: &[(&str, &str)]) -> Pairs {
-        list.iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use crate::formats::test_pairs as pairs;
 
     fn now() -> DateTime<Utc> {
         Utc.with_ymd_and_hms(2024, 3, 10, 8, 15, 30).unwrap()

@@ -43,3 +43,11 @@ impl FormatError {
         }
     }
 }
+
+/// Test helper: pairs from string literals.
+#[cfg(test)]
+pub(crate) fn test_pairs(list: &[(&str, &str)]) -> Pairs {
+    list.iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
+}
