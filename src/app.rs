@@ -21,6 +21,9 @@ use crate::telemetry::Metrics;
 /// Records the engine takes from the queue per store transaction at most.
 pub const BATCH_RECORDS: usize = 1024;
 
+/// How often closed offenses past their retention are deleted.
+pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How often the live engine is told the wall-clock time.
 pub const TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
@@ -140,6 +143,10 @@ pub fn build_pipeline(
                 ),
             },
             max_dead_letters: config.store.max_dead_letters,
+            closed_offense_retention: chrono::Duration::days(
+                i64::try_from(config.store.closed_offense_retention_days)
+                    .unwrap_or(i64::MAX / 86_400_000),
+            ),
         },
         metrics,
         sources,
@@ -270,6 +277,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .spawn(move || {
             let _guard = EngineGuard(alive, Some(engine_done_tx));
             let mut last_tick = std::time::Instant::now();
+            let mut last_retention: Option<std::time::Instant> = None;
             loop {
                 // Time passes even without events: rules waiting for something not to happen
                 // (absence, silence) are told the wall clock about once a second (the engine
@@ -277,6 +285,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 if last_tick.elapsed() >= TICK {
                     last_tick = std::time::Instant::now();
                     pipeline.tick(chrono::Utc::now());
+                }
+                if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                    last_retention = Some(std::time::Instant::now());
+                    pipeline.expire_closed_offenses(chrono::Utc::now());
                 }
                 let first = match subscriber.next_within(TICK) {
                     Received::Item(first) => first,

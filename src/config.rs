@@ -225,12 +225,16 @@ impl Default for BusConfig {
 pub struct StoreConfig {
     /// Most dead letters kept; the oldest are deleted beyond it and counted.
     pub max_dead_letters: u64,
+    /// Closed offenses (with their events, rules and notes) are deleted this many days after
+    /// they were closed (checked hourly, counted). Open offenses are never deleted.
+    pub closed_offense_retention_days: u64,
 }
 
 impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             max_dead_letters: 100_000,
+            closed_offense_retention_days: 90,
         }
     }
 }

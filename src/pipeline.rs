@@ -22,6 +22,8 @@ pub struct PipelineLimits {
     pub offenses: OffenseLimits,
     /// Dead letters kept in the store.
     pub max_dead_letters: u64,
+    /// Closed offenses are deleted this long after closing.
+    pub closed_offense_retention: chrono::Duration,
 }
 
 /// (offense, event) pairs remembered for counting each event once per offense.
@@ -188,6 +190,26 @@ impl Pipeline {
     pub fn tick(&mut self, now: chrono::DateTime<Utc>) -> BatchOutcome {
         self.process(Vec::new(), None, Some(now))
             .unwrap_or_default()
+    }
+
+    /// Deletes closed offenses past their retention (`store.closed_offense_retention_days`);
+    /// the live service calls it hourly. Errors are logged and counted; the next call retries.
+    pub fn expire_closed_offenses(&mut self, now: chrono::DateTime<Utc>) {
+        let before = now - self.limits.closed_offense_retention;
+        match self.store.delete_closed_offenses_before(before) {
+            Ok(n) => self
+                .metrics
+                .counter(
+                    "vigil_store_offenses_expired_total",
+                    "Closed offenses deleted after store.closed_offense_retention_days.",
+                    &[],
+                )
+                .add(n),
+            Err(e) => {
+                self.store_errors.inc();
+                tracing::warn!(error = %e, "deleting expired offenses failed");
+            }
+        }
     }
 
     fn process(

@@ -595,6 +595,32 @@ impl Store {
         Ok((out, u64::try_from(total).unwrap_or(0)))
     }
 
+    /// Deletes closed offenses (with their events, rules and notes) closed before `before`;
+    /// returns how many offenses it deleted.
+    pub fn delete_closed_offenses_before(
+        &mut self,
+        before: DateTime<Utc>,
+    ) -> Result<u64, StoreError> {
+        self.in_transaction(|s| {
+            let cutoff = ms(before);
+            for table in ["offense_events", "offense_rules", "offense_notes"] {
+                s.conn.execute(
+                    &format!(
+                        "DELETE FROM {table} WHERE offense_id IN (SELECT id FROM offenses
+                         WHERE status = 'closed' AND closed_at IS NOT NULL AND closed_at < ?1)"
+                    ),
+                    params![cutoff],
+                )?;
+            }
+            let n = s.conn.execute(
+                "DELETE FROM offenses WHERE status = 'closed' AND closed_at IS NOT NULL
+                 AND closed_at < ?1",
+                params![cutoff],
+            )?;
+            Ok(n as u64)
+        })
+    }
+
     /// The stored hash of the named API token.
     pub fn token_hash(&self, name: &str) -> Result<Option<String>, StoreError> {
         Ok(self
@@ -783,6 +809,29 @@ mod tests {
         let rules = store.offense_rules("old")?;
         assert_eq!(rules.len(), 1);
         assert_eq!(rules.first().map(|r| r.events), Some(10));
+        Ok(())
+    }
+
+    #[test]
+    fn closed_offenses_past_retention_are_deleted_with_their_parts() -> Result<(), StoreError> {
+        let mut store = Store::open_in_memory()?;
+        let t = from_ms(1_700_000_000_000);
+        let mut old = offense("old", 7);
+        old.status = OffenseStatus::Closed;
+        old.closed_at = Some(t);
+        store.put_offense(&old)?;
+        store.add_note("old", "alice", "done")?;
+        let mut recent = offense("recent", 7);
+        recent.status = OffenseStatus::Closed;
+        recent.closed_at = Some(t + chrono::Duration::days(30));
+        store.put_offense(&recent)?;
+        store.put_offense(&offense("open", 7))?;
+        let deleted = store.delete_closed_offenses_before(t + chrono::Duration::days(1))?;
+        assert_eq!(deleted, 1);
+        assert!(store.get_offense("old")?.is_none());
+        assert!(store.offense_notes("old")?.is_empty());
+        assert!(store.get_offense("recent")?.is_some());
+        assert!(store.get_offense("open")?.is_some());
         Ok(())
     }
 
