@@ -21,6 +21,9 @@ use crate::telemetry::Metrics;
 /// Records the engine takes from the queue per store transaction at most.
 pub const BATCH_RECORDS: usize = 1024;
 
+/// How long in-flight API requests may take to finish at shutdown.
+pub const SHUTDOWN_API_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// How often closed offenses past their retention are deleted.
 pub const RETENTION_EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
 
@@ -375,7 +378,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The API server holds the ingest publisher: it stops (gracefully) before the engine is
     // joined. Every publisher is then gone: the engine drains the queue and exits.
     if let Some(server) = api_server {
-        let _ = server.await;
+        // In-flight requests get a bounded time to finish (a slow client cannot hold the
+        // shutdown open); then the server is dropped with its ingest publisher.
+        let abort = server.abort_handle();
+        if tokio::time::timeout(SHUTDOWN_API_GRACE, server)
+            .await
+            .is_err()
+        {
+            tracing::warn!("api requests still in flight after the grace period; closing them");
+            abort.abort();
+        }
     }
     let _ = tokio::task::spawn_blocking(move || engine.join()).await;
     if engine_failed {

@@ -154,13 +154,17 @@ impl Sources {
         let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
         for (id, b) in batch {
             if !map.contains_key(&id) && map.len() >= self.max_sources {
-                let oldest = map
-                    .iter()
-                    .min_by_key(|(_, e)| e.last_seen)
-                    .map(|(k, _)| k.clone());
-                if let Some(k) = oldest {
-                    map.remove(&k);
-                    self.evicted.inc();
+                // Full: forget the least recently seen tenth in one pass, so a flood of new
+                // (possibly spoofed) senders costs O(1) per source, not a scan each.
+                let mut by_age: Vec<(DateTime<Utc>, String)> =
+                    map.iter().map(|(k, e)| (e.last_seen, k.clone())).collect();
+                let n = (self.max_sources / 10).max(1).min(by_age.len());
+                if n > 0 {
+                    by_age.select_nth_unstable(n - 1);
+                    for (_, k) in by_age.into_iter().take(n) {
+                        map.remove(&k);
+                        self.evicted.inc();
+                    }
                 }
             }
             let e = map.entry(id).or_insert_with(|| Entry {

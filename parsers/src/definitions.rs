@@ -278,6 +278,10 @@ struct Definition {
     /// Values that mean "not logged" (`-`): a capture or extracted value written exactly so
     /// sets nothing, is not kept in `extra` and is absent for `when` and `timestamp`.
     absent: Vec<String>,
+    /// Extracted keys that are secrets (`request.headers.authorization`): a key equal to one of
+    /// these or under it (`....authorization.0`) is never kept in `extra`, whether unmapped or
+    /// not writable; explicit mappings (keep only the auth scheme) still apply.
+    redact: Vec<String>,
     /// Tried after every definition without the flag.
     fallback: bool,
     set: Vec<(String, String)>,
@@ -432,6 +436,8 @@ struct DefinitionFile {
     fallback: bool,
     #[serde(default)]
     absent: Option<OneOrMany>,
+    #[serde(default)]
+    redact: Option<OneOrMany>,
     #[serde(default)]
     extract: Option<ExtractSpec>,
     #[serde(default)]
@@ -1204,6 +1210,16 @@ impl Definition {
         }
     }
 
+    /// Whether an extracted key is a secret never kept in `extra` (see `redact`).
+    fn is_redacted(&self, key: &str) -> bool {
+        self.redact.iter().any(|r| {
+            key == r
+                || key
+                    .strip_prefix(r.as_str())
+                    .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+
     /// Whether `value` means "not logged": empty, or one of the definition's `absent` values.
     fn is_absent(&self, value: &str) -> bool {
         value.is_empty() || self.absent.iter().any(|a| a == value)
@@ -1413,7 +1429,7 @@ impl Definition {
             .map(|(key, _)| key.as_str())
             .collect();
         for (key, value) in &record.pairs {
-            if !self.is_absent(value) && !mapped.contains(key.as_str()) {
+            if !self.is_absent(value) && !mapped.contains(key.as_str()) && !self.is_redacted(key) {
                 event
                     .extra
                     .insert(format!("{}.{key}", self.name), value.clone());
@@ -1438,7 +1454,7 @@ impl Definition {
             }
         }
         for (key, value, ok) in written {
-            if !ok {
+            if !ok && !self.is_redacted(key) {
                 event
                     .extra
                     .insert(format!("{}.{key}", self.name), value.to_owned());
@@ -1737,6 +1753,13 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
     let set = check_constants(&mut problems, &["set"], "set", file.set);
     let translate = check_translate(&mut problems, file.translate);
     let absent = file.absent.map(OneOrMany::into_vec).unwrap_or_default();
+    let redact = file.redact.map(OneOrMany::into_vec).unwrap_or_default();
+    if redact.iter().any(String::is_empty) {
+        problems.add(
+            &["redact"],
+            "redact: an empty key redacts nothing".to_owned(),
+        );
+    }
     if absent.iter().any(String::is_empty) {
         problems.add(
             &["absent"],
@@ -1831,6 +1854,7 @@ fn compile(path: &str, source: &str) -> Result<Definition, Vec<DefinitionError>>
         regex: match_regex,
         raw: matcher.raw,
         absent,
+        redact,
         fallback: file.fallback,
         set,
         translate,

@@ -367,11 +367,15 @@ async fn ingest(State(state): State<ApiState>, request: Request) -> Result<Respo
         })?;
     let records = crate::collect::http::records_from_body(&body, peer, state.max_message_bytes);
     let n = records.len();
-    for r in records {
-        publisher
-            .publish(r)
-            .await
-            .map_err(|_| ApiError(StatusCode::SERVICE_UNAVAILABLE, "shutting down".into()))?;
+    for (taken, r) in records.into_iter().enumerate() {
+        if publisher.publish(r).await.is_err() {
+            // Say how many lines were taken, so a client can resend only the rest.
+            return Ok((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({ "error": "shutting down", "accepted": taken })),
+            )
+                .into_response());
+        }
         state.ingest_received.inc();
     }
     Ok((

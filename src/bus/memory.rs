@@ -98,6 +98,13 @@ pub struct MemorySubscriber<T> {
     runtime: Option<tokio::runtime::Handle>,
 }
 
+impl<T> Drop for MemorySubscriber<T> {
+    fn drop(&mut self) {
+        // Publishers waiting for room must not wait forever for a consumer that is gone.
+        self.bytes.close();
+    }
+}
+
 impl<T: Weigh> MemorySubscriber<T> {
     fn took(&self, item: Option<T>) -> Option<T> {
         if let Some(i) = &item {
@@ -177,5 +184,19 @@ mod tests {
         assert_eq!(rx.try_next(), Some(50));
         assert_eq!(tx.try_publish(5000), Ok(()));
         assert_eq!(rx.try_next(), Some(5000));
+    }
+
+    #[test]
+    fn a_publisher_waiting_for_room_is_released_when_the_consumer_goes() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (tx, rx) = channel::<u32>(100, 10, Gauge::default());
+        assert_eq!(tx.try_publish(10), Ok(()));
+        let waiting = tx.clone();
+        let handle = rt.spawn(async move { waiting.publish(5).await });
+        drop(rx);
+        assert_eq!(rt.block_on(handle).ok(), Some(Err(Closed)));
     }
 }
