@@ -461,6 +461,52 @@ fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, Rule
 
 /// Text to look for to find the line of a reference to `r` in a `rules:` list (block or flow
 /// style) before falling back to any occurrence.
+/// Fails every live correlation that references a failed one, naming the reference as the
+/// rule wrote it, until nothing changes (failures cascade through chains).
+fn fail_dependents(
+    correlations: &[&Parsed],
+    refs: &[Vec<Target>],
+    alive: &mut [bool],
+    errors: &mut Vec<RuleError>,
+) {
+    loop {
+        let mut changed = false;
+        for (k, p) in correlations.iter().enumerate() {
+            if !alive[k] {
+                continue;
+            }
+            let dead = refs[k].iter().find_map(|t| match t {
+                Target::Correlation(j) if !alive[*j] => correlations.get(*j),
+                _ => None,
+            });
+            if let Some(d) = dead {
+                let shown = p
+                    .raw
+                    .correlation
+                    .as_ref()
+                    .and_then(|c| {
+                        c.rules
+                            .iter()
+                            .find(|r| **r == d.name || Some(*r) == d.id.as_ref())
+                    })
+                    .cloned()
+                    .unwrap_or_else(|| d.name.clone());
+                errors.push(error(
+                    p,
+                    Some("rules:"),
+                    &ref_needles(&shown),
+                    format!("correlation references rule `{shown}`, which failed to load"),
+                ));
+                alive[k] = false;
+                changed = true;
+            }
+        }
+        if !changed {
+            break;
+        }
+    }
+}
+
 fn ref_needles(r: &str) -> Vec<String> {
     vec![
         format!("- {r}"),
@@ -765,42 +811,7 @@ impl RuleSet {
             }
         }
         // A correlation referencing one that failed fails too (until nothing changes).
-        loop {
-            let mut changed = false;
-            for (k, p) in correlations.iter().enumerate() {
-                if !alive[k] {
-                    continue;
-                }
-                let dead = refs[k].iter().find_map(|t| match t {
-                    Target::Correlation(j) if !alive[*j] => correlations.get(*j),
-                    _ => None,
-                });
-                if let Some(d) = dead {
-                    let shown = p
-                        .raw
-                        .correlation
-                        .as_ref()
-                        .and_then(|c| {
-                            c.rules
-                                .iter()
-                                .find(|r| **r == d.name || Some(*r) == d.id.as_ref())
-                        })
-                        .cloned()
-                        .unwrap_or_else(|| d.name.clone());
-                    errors.push(error(
-                        p,
-                        Some("rules:"),
-                        &ref_needles(&shown),
-                        format!("correlation references rule `{shown}`, which failed to load"),
-                    ));
-                    alive[k] = false;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
+        fail_dependents(&correlations, &refs, &mut alive, &mut errors);
 
         // Group-by names and aliases, per referenced rule.
         let mut compiled: Vec<Option<Fields>> = Vec::with_capacity(correlations.len());
@@ -820,32 +831,7 @@ impl RuleSet {
             }
         }
         // Aliases can fail a correlation after the cascade above: run it once more.
-        loop {
-            let mut changed = false;
-            for (k, p) in correlations.iter().enumerate() {
-                if !alive[k] {
-                    continue;
-                }
-                let dead = refs[k].iter().find_map(|t| match t {
-                    Target::Correlation(j) if !alive[*j] => correlations.get(*j),
-                    _ => None,
-                });
-                if let Some(d) = dead {
-                    let name = d.name.clone();
-                    errors.push(error(
-                        p,
-                        Some("rules:"),
-                        &ref_needles(&name),
-                        format!("correlation references rule `{name}`, which failed to load"),
-                    ));
-                    alive[k] = false;
-                    changed = true;
-                }
-            }
-            if !changed {
-                break;
-            }
-        }
+        fail_dependents(&correlations, &refs, &mut alive, &mut errors);
 
         // Infos in load order; compiled correlations in dependency order (inner first).
         let mut info_of = vec![usize::MAX; correlations.len()];
