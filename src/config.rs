@@ -115,7 +115,8 @@ pub struct ParseConfig {
     pub invalid_utf8: Utf8Policy,
     /// How far past its receive time a record's own timestamp may be, in seconds. A later one
     /// (a wrong clock, or a forged record that would push correlation windows into the future)
-    /// is replaced by the receive time, kept in `extra.log.original_timestamp`, and counted.
+    /// is replaced by the receive time, kept in `extra.log.original_timestamp`, and counted; so
+    /// is a time before 2000-01-01 (a clock reset to 1970).
     pub max_future_skew_secs: u64,
 }
 

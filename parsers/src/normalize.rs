@@ -67,6 +67,10 @@ pub struct NormalizeOptions {
 /// receive time was used instead.
 pub const ORIGINAL_TIMESTAMP_FIELD: &str = "log.original_timestamp";
 
+/// Record times before 2000-01-01T00:00:00Z are not believed either: the receive time is used
+/// and the original kept under [`ORIGINAL_TIMESTAMP_FIELD`], as for times too far ahead.
+pub const EARLIEST_PLAUSIBLE_SECS: i64 = 946_684_800;
+
 impl Default for NormalizeOptions {
     fn default() -> Self {
         NormalizeOptions {
@@ -275,11 +279,16 @@ impl Normalizer {
 }
 
 impl Normalizer {
-    /// Whether `t` is further past the receive time than [`NormalizeOptions::max_future_skew`].
+    /// Whether a record's own time cannot be right: further past the receive time than
+    /// [`NormalizeOptions::max_future_skew`], or before [`EARLIEST_PLAUSIBLE_SECS`] (a device
+    /// whose clock reset to 1970, epoch seconds read as milliseconds). Such a time would put the
+    /// event outside every correlation window, or push windows into the future.
     fn too_late(&self, t: DateTime<Utc>, meta: &RecordMeta<'_>) -> bool {
-        meta.received_at
-            .checked_add_signed(self.options.max_future_skew)
-            .is_some_and(|limit| t > limit)
+        t.timestamp() < EARLIEST_PLAUSIBLE_SECS
+            || meta
+                .received_at
+                .checked_add_signed(self.options.max_future_skew)
+                .is_some_and(|limit| t > limit)
     }
 }
 

@@ -506,6 +506,23 @@ fn a_timestamp_far_past_the_receive_time_is_replaced_and_kept_aside() {
         .unwrap();
     assert_eq!(near.timestamp, at("2026-11-28T12:04:00Z"));
     assert!(near.extra.is_empty());
+    // A clock reset to 1970 is not believed either.
+    let reset = normalizer
+        .normalize(b"<38>1 1970-01-01T00:00:05Z h sshd - - - hello", &m)
+        .unwrap();
+    assert_eq!(reset.timestamp, at("2026-11-28T12:00:00Z"));
+    assert_eq!(
+        reset
+            .extra
+            .get(vigil_parsers::normalize::ORIGINAL_TIMESTAMP_FIELD)
+            .map(String::as_str),
+        Some("1970-01-01T00:00:05Z")
+    );
+    // Old but plausible history (a replayed 2019 log) stands.
+    let old = normalizer
+        .normalize(b"<38>1 2019-06-01T10:00:00Z h sshd - - - hello", &m)
+        .unwrap();
+    assert_eq!(old.timestamp, at("2019-06-01T10:00:00Z"));
 }
 
 #[test]
