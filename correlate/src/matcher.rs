@@ -320,17 +320,7 @@ pub(crate) fn compile_glob(toks: &[Tok], cased: bool) -> Result<StrMatcher, Stri
             }));
         }
     }
-    let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
-    let mut buf = [0u8; 4];
-    for t in toks {
-        match t {
-            Tok::Star => re.push_str(".*"),
-            Tok::One => re.push('.'),
-            Tok::Lit(c) => re.push_str(&regex::escape(c.encode_utf8(&mut buf))),
-        }
-    }
-    re.push('$');
-    Regex::new(&re)
+    Regex::new(&glob_regex(toks, cased))
         .map_err(|e| format!("wildcard pattern does not compile: {e}"))
         .map(StrMatcher::Glob)
 }
@@ -549,6 +539,22 @@ pub(crate) fn any_contains(lits: &[String]) -> Option<AhoCorasick> {
         .ok()
 }
 
+/// The anchored regex a Sigma wildcard pattern means: `*` any run, `?` one character, the rest
+/// literal; case-insensitive unless `cased`.
+fn glob_regex(toks: &[Tok], cased: bool) -> String {
+    let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
+    let mut buf = [0u8; 4];
+    for t in toks {
+        match t {
+            Tok::Star => re.push_str(".*"),
+            Tok::One => re.push('.'),
+            Tok::Lit(c) => re.push_str(&regex::escape(c.encode_utf8(&mut buf))),
+        }
+    }
+    re.push('$');
+    re
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -650,16 +656,7 @@ mod seq_tests {
 
     /// The regex the pattern compiled to before `Seq` existed: the reference semantics.
     fn reference(toks: &[Tok], cased: bool) -> Regex {
-        let mut re = String::from(if cased { "(?s)^" } else { "(?si)^" });
-        let mut buf = [0u8; 4];
-        for t in toks {
-            match t {
-                Tok::Star => re.push_str(".*"),
-                Tok::One => re.push('.'),
-                Tok::Lit(c) => re.push_str(&regex::escape(c.encode_utf8(&mut buf))),
-            }
-        }
-        re.push('$');
+        let re = glob_regex(toks, cased);
         Regex::new(&re).unwrap_or_else(|e| panic!("{re}: {e}"))
     }
 

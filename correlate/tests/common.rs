@@ -80,3 +80,19 @@ pub fn run(set: RuleSet, limits: EngineLimits, events: &[Arc<Event>]) -> (Vec<De
     }
     (out, engine)
 }
+
+/// A detection rule `failed` matching `event.outcome: failure` (a base for correlations).
+pub const FAILED: &str = "title: failed
+name: failed
+detection:
+  sel: {event.outcome: failure}
+  condition: sel
+";
+
+/// A detection rule `ok` matching `event.outcome: success` (a base for correlations).
+pub const OK: &str = "title: ok
+name: ok
+detection:
+  sel: {event.outcome: success}
+  condition: sel
+";

@@ -7,21 +7,7 @@ use chrono::Duration;
 use vigil_correlate::{DetectionKind, EngineLimits, RuleKind};
 use vigil_parsers::event::Event;
 
-use crate::common::{at, ev, load, load_files, run};
-
-const FAILED: &str = "title: failed
-name: failed
-detection:
-  sel: {event.outcome: failure}
-  condition: sel
-";
-
-const OK: &str = "title: ok
-name: ok
-detection:
-  sel: {event.outcome: success}
-  condition: sel
-";
+use crate::common::{at, ev, load, load_files, run, FAILED, OK};
 
 fn failure(secs: i64, ip: &str, user: &str) -> Arc<Event> {
     ev(

@@ -10,21 +10,7 @@ use vigil_correlate::{
 };
 use vigil_parsers::event::Event;
 
-use crate::common::{at, ev, load};
-
-const FAILED: &str = "title: failed
-name: failed
-detection:
-  sel: {event.outcome: failure}
-  condition: sel
-";
-
-const OK: &str = "title: ok
-name: ok
-detection:
-  sel: {event.outcome: success}
-  condition: sel
-";
+use crate::common::{at, ev, load, FAILED, OK};
 
 const DISCOVERY: &str = "title: discovery
 name: discovery
