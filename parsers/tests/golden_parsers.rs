@@ -1,7 +1,9 @@
-//! Golden files for the vendor parser definitions: `fixtures/parsers/<vendor>/<case>.log` beside
-//! `<case>.expected.json` (see `fixtures/parsers/SOURCE.md`). Each line of a `.log` is one raw
-//! record as a collector receives it; the expectation holds, per line, the normalized event or
-//! the rejection. `VIGIL_BLESS=1` rewrites the expectations; review the diff.
+//! Golden files, one harness: `fixtures/parsers/<vendor>/<case>.log` (the vendor parser
+//! definitions, see `fixtures/parsers/SOURCE.md`) and `fixtures/normalize/<case>.log` (syslog
+//! forms and OpenSSH, see `fixtures/normalize/SOURCE.md`), each beside `<case>.expected.json`.
+//! Each line of a `.log` is one raw record as a collector receives it; the expectation holds,
+//! per line, the normalized event or the rejection. `VIGIL_BLESS=1` rewrites the expectations;
+//! review the diff.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,8 +13,10 @@ use chrono::{DateTime, Utc};
 use vigil_parsers::definitions::DefinitionSet;
 use vigil_parsers::normalize::{NormalizeOptions, Normalizer, RecordMeta};
 
-fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fixtures/parsers")
+fn fixtures(folder: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures")
+        .join(folder)
 }
 
 fn logs_under(dir: &Path) -> Vec<PathBuf> {
@@ -30,7 +34,7 @@ fn logs_under(dir: &Path) -> Vec<PathBuf> {
 }
 
 #[test]
-fn every_parser_fixture_matches_its_golden_file() {
+fn every_parser_and_normalize_fixture_matches_its_golden_file() {
     let normalizer = Normalizer::new(DefinitionSet::builtin(), NormalizeOptions::default());
     let received_at: DateTime<Utc> = "2026-11-28T12:00:00Z".parse().unwrap();
     let meta = RecordMeta {
@@ -40,10 +44,14 @@ fn every_parser_fixture_matches_its_golden_file() {
         received_at,
     };
     let bless = std::env::var_os("VIGIL_BLESS").is_some();
-    let files = logs_under(&fixtures());
+    let normalize_files = logs_under(&fixtures("normalize"));
+    assert!(!normalize_files.is_empty());
+    let mut files = logs_under(&fixtures("parsers"));
     assert!(!files.is_empty());
+    files.extend(normalize_files);
     let mut cases = 0;
     let mut vendors = std::collections::BTreeSet::new();
+    let mut normalize_cases = 0;
     let mut changed = Vec::new();
     for log in files {
         let text = std::fs::read(&log).unwrap();
@@ -55,9 +63,13 @@ fn every_parser_fixture_matches_its_golden_file() {
                 Err(r) => serde_json::json!({"rejected": {"reason": r.reason, "detail": r.detail}}),
             })
             .collect();
-        cases += got.len();
-        if let Some(vendor) = log.parent().and_then(Path::file_name) {
-            vendors.insert(vendor.to_owned());
+        match log.parent().and_then(Path::file_name) {
+            Some(dir) if dir == "normalize" => normalize_cases += got.len(),
+            Some(vendor) => {
+                cases += got.len();
+                vendors.insert(vendor.to_owned());
+            }
+            None => {}
         }
         let expected_path = log.with_extension("expected.json");
         let rendered = serde_json::to_string_pretty(&got).unwrap() + "\n";
@@ -77,4 +89,5 @@ fn every_parser_fixture_matches_its_golden_file() {
     );
     assert!(vendors.len() >= 8, "{vendors:?}");
     assert!(cases >= 60, "{cases}");
+    assert!(normalize_cases >= 20, "{normalize_cases}");
 }
