@@ -368,6 +368,7 @@ impl Pipeline {
         let max_dead = self.limits.max_dead_letters;
         let detections = &self.detections;
         let rule_meta = &self.rule_meta;
+        let no_meta = RuleMeta::default();
         let seen = &mut self.seen;
         let result = self.store.in_transaction(|store| {
             let mut evicted = 0;
@@ -376,8 +377,8 @@ impl Pipeline {
             }
             let mut changes = Vec::with_capacity(detections.len());
             for d in detections {
-                let meta = rule_meta.get(&d.rule).cloned().unwrap_or_default();
-                let (_, change) = apply_detection(store, d, &meta, &offense_limits, seen, now)?;
+                let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
+                let (_, change) = apply_detection(store, d, meta, &offense_limits, seen, now)?;
                 changes.push((change, d.events.last().map(|e| e.ingested)));
             }
             Ok((changes, evicted))
