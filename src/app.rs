@@ -84,11 +84,52 @@ pub fn build_normalizer(config: &Config) -> anyhow::Result<(Normalizer, Vec<Stri
     Ok((Normalizer::new(definitions, options), problems))
 }
 
-/// Loads the rules of `rules.dir` (or the built-in pack), with every problem as a line.
+/// Loads the rules of `rules.dir` (or the built-in pack) against the reference sets the
+/// configuration declares, with every problem as a line.
 pub fn load_rules(config: &Config) -> anyhow::Result<(RuleSet, Vec<String>)> {
-    let (rules, errors) = crate::correlate::load_rules(&config.rules.dir)
+    load_rules_with(
+        config,
+        Arc::new(crate::context::loader::declare(&config.context)),
+    )
+}
+
+/// [`load_rules`] against live reference data.
+pub fn load_rules_with(
+    config: &Config,
+    reference: Arc<crate::context::refdata::ReferenceData>,
+) -> anyhow::Result<(RuleSet, Vec<String>)> {
+    let (rules, errors) = crate::correlate::load_rules_with(&config.rules.dir, reference)
         .with_context(|| format!("reading rules from {}", config.rules.dir.display()))?;
     Ok((rules, errors.iter().map(|e| e.to_string()).collect()))
+}
+
+/// The enricher for `config`: GeoIP opened, reference data loaded (files, and entries kept in
+/// `store`). Problems with reference files are logged and counted; a GeoIP database that does
+/// not open is an error (the operator configured it, so running without it would be silent).
+pub fn build_enricher(
+    config: &Config,
+    store: &Store,
+    metrics: &Metrics,
+) -> anyhow::Result<crate::context::Enricher> {
+    let geo = if config.context.geoip_city.is_some() || config.context.geoip_asn.is_some() {
+        Some(crate::context::geoip::GeoIp::open(
+            &crate::context::geoip::GeoConfig {
+                city: config.context.geoip_city.clone(),
+                asn: config.context.geoip_asn.clone(),
+                cache_entries: config.context.geoip_cache_entries,
+            },
+        )?)
+    } else {
+        None
+    };
+    let (reference, problems) = crate::context::loader::build(&config.context, store, metrics)?;
+    for p in &problems {
+        tracing::warn!("reference data: {p}");
+    }
+    let mut enricher = crate::context::Enricher::new(geo, &config.context, reference, metrics);
+    let (assets, _) = store.list_assets(None, config.context.max_assets as u64, 0)?;
+    enricher.assets_mut().restore(assets);
+    Ok(enricher)
 }
 
 /// A pipeline for `config` over `store`. Definition and rule problems are logged and counted
@@ -110,7 +151,8 @@ pub fn build_pipeline(
             &[],
         )
         .add(def_problems.len() as u64);
-    let (rules, rule_problems) = load_rules(config)?;
+    let enricher = build_enricher(config, &store, &metrics)?;
+    let (rules, rule_problems) = load_rules_with(config, enricher.reference().clone())?;
     for p in &rule_problems {
         tracing::error!("rule refused: {p}");
     }
@@ -153,6 +195,12 @@ pub fn build_pipeline(
         },
         metrics,
         sources,
+    )
+    .with_enricher(
+        enricher,
+        chrono::Duration::seconds(
+            i64::try_from(config.context.geoip_reload_check_secs.max(1)).unwrap_or(60),
+        ),
     ))
 }
 
@@ -216,8 +264,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
     ));
     let mut pipeline = build_pipeline(&config, store, metrics.clone(), sources.clone())?;
+    let reference = pipeline.enricher().map(|e| e.reference().clone());
 
     let cancel = CancellationToken::new();
+    // Reference files reloaded when they change, feeds fetched on schedule; ends on shutdown.
+    if let Some(r) = &reference {
+        tokio::spawn(crate::context::loader::watch(
+            config.context.clone(),
+            r.clone(),
+            path.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        ));
+    }
     let depth = metrics.gauge(
         "vigil_bus_queue_depth",
         "Records waiting between collectors and the engine.",
@@ -288,6 +347,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 if last_tick.elapsed() >= TICK {
                     last_tick = std::time::Instant::now();
                     pipeline.tick(chrono::Utc::now());
+                    pipeline.maintain_context(chrono::Utc::now());
                 }
                 if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                     last_retention = Some(std::time::Instant::now());
@@ -332,6 +392,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 "Records received by collectors.",
                 &[("source", "http")],
             ),
+            reference: reference.clone(),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {

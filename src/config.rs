@@ -31,6 +31,143 @@ pub struct Config {
     pub api: ApiConfig,
     /// Log-source tracking.
     pub sources: SourcesConfig,
+    /// Enrichment: GeoIP, network hierarchy, reference data, assets.
+    pub context: ContextConfig,
+}
+
+/// Context added to every event before correlation (see `src/context/`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    /// GeoIP2/GeoLite2 City (or Country) database; unset: no `*.geo.*` fields.
+    pub geoip_city: Option<PathBuf>,
+    /// GeoLite2 ASN (or GeoIP2 ISP) database; unset: no `*.as.*` fields.
+    pub geoip_asn: Option<PathBuf>,
+    /// GeoIP lookups remembered per address (0: no cache).
+    pub geoip_cache_entries: usize,
+    /// How often the GeoIP files are checked for a new version (swapped in atomically; a broken
+    /// new file is refused and the old one kept).
+    pub geoip_reload_check_secs: u64,
+    /// Most assets (internal hosts) remembered; the least recently seen is forgotten beyond it
+    /// and counted.
+    pub max_assets: usize,
+    /// Most destination ports remembered per asset.
+    pub max_ports_per_asset: usize,
+    /// Named networks (zones) with a criticality. The most specific network containing an
+    /// address gives its `*.zone`; internal zones make an address `*.internal = true`.
+    pub networks: Vec<NetworkZone>,
+    /// Reference sets rules can test with `|refset` and offenses can add to.
+    pub reference_sets: Vec<ReferenceSetConfig>,
+    /// Reference maps (key -> value), loaded from CSV files and changed through the API.
+    pub reference_maps: Vec<ReferenceMapConfig>,
+    /// Most bytes a reference-data file or URL may hold.
+    pub max_reference_bytes: usize,
+}
+
+/// One zone of the network hierarchy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkZone {
+    /// Zone name (`dmz`, `core-banking`, ...).
+    pub name: String,
+    /// Networks in the zone (`10.1.0.0/16`, `2001:db8::/32`, or one address).
+    pub cidrs: Vec<String>,
+    /// How much the zone's hosts matter, 0-10 (raises the relevance of offenses that involve
+    /// them).
+    #[serde(default = "default_criticality")]
+    pub criticality: u8,
+    /// Whether the zone is ours (`*.internal = true`, assets are learned in it).
+    #[serde(default = "default_true")]
+    pub internal: bool,
+}
+
+fn default_criticality() -> u8 {
+    5
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// A reference set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceSetConfig {
+    /// Name rules use (`source.ip|refset: threat_intel`).
+    pub name: String,
+    /// `ip` (addresses and CIDRs) or `string`.
+    #[serde(default = "default_set_kind")]
+    pub kind: String,
+    /// Files loaded at start and reloaded when they change: FireHOL `.netset`/`.ipset`, plain
+    /// lists (one value per line, `#` comments) or CSV (first column).
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+    /// An `http://` URL fetched every `refresh_secs` (off when unset or 0); its entries replace
+    /// those of the previous fetch.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// Seconds between URL fetches (0: off).
+    #[serde(default)]
+    pub refresh_secs: u64,
+    /// Entries from files and the URL expire after this many seconds unless refreshed (0: never).
+    #[serde(default)]
+    pub ttl_secs: u64,
+}
+
+fn default_set_kind() -> String {
+    "ip".into()
+}
+
+/// A reference map.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReferenceMapConfig {
+    /// Map name.
+    pub name: String,
+    /// CSV files of `key,value` lines loaded at start and reloaded when they change.
+    #[serde(default)]
+    pub files: Vec<PathBuf>,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        ContextConfig {
+            geoip_city: None,
+            geoip_asn: None,
+            geoip_cache_entries: 65_536,
+            geoip_reload_check_secs: 60,
+            max_assets: 100_000,
+            max_ports_per_asset: 32,
+            networks: vec![NetworkZone {
+                name: "private".into(),
+                cidrs: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7"]
+                    .map(String::from)
+                    .to_vec(),
+                criticality: 5,
+                internal: true,
+            }],
+            reference_sets: vec![
+                ReferenceSetConfig {
+                    name: "threat_intel".into(),
+                    kind: "ip".into(),
+                    files: Vec::new(),
+                    url: None,
+                    refresh_secs: 0,
+                    ttl_secs: 0,
+                },
+                ReferenceSetConfig {
+                    name: "blocked_ips".into(),
+                    kind: "ip".into(),
+                    files: Vec::new(),
+                    url: None,
+                    refresh_secs: 0,
+                    ttl_secs: 0,
+                },
+            ],
+            reference_maps: Vec::new(),
+            max_reference_bytes: 64 * 1024 * 1024,
+        }
+    }
 }
 
 /// Log-source tracking (`GET /api/v1/sources`).
@@ -61,6 +198,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             api: ApiConfig::default(),
             sources: SourcesConfig::default(),
+            context: ContextConfig::default(),
         }
     }
 }
@@ -338,6 +476,56 @@ impl Config {
         }
         parse_utc_offset(&self.parse.default_utc_offset)
             .map_err(|e| format!("parse.default_utc_offset: {e}"))?;
+        self.context.validate()
+    }
+}
+
+impl ContextConfig {
+    /// Zone networks parse, criticality is 0-10, set kinds are known, names are unique.
+    pub fn validate(&self) -> Result<(), String> {
+        for z in &self.networks {
+            if z.criticality > 10 {
+                return Err(format!(
+                    "context.networks {}: criticality must be 0-10",
+                    z.name
+                ));
+            }
+            for c in &z.cidrs {
+                vigil_correlate::net::Cidr::parse(c)
+                    .map_err(|e| format!("context.networks {}: {e}", z.name))?;
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for s in &self.reference_sets {
+            if !matches!(s.kind.as_str(), "ip" | "string") {
+                return Err(format!(
+                    "context.reference_sets {}: kind must be \"ip\" or \"string\", not {:?}",
+                    s.name, s.kind
+                ));
+            }
+            if !names.insert(s.name.as_str()) {
+                return Err(format!(
+                    "context.reference_sets: {} is declared twice",
+                    s.name
+                ));
+            }
+            if let Some(url) = &s.url {
+                if !url.starts_with("http://") {
+                    return Err(format!(
+                        "context.reference_sets {}: url must be http:// (https is not supported yet)",
+                        s.name
+                    ));
+                }
+            }
+        }
+        for m in &self.reference_maps {
+            if !names.insert(m.name.as_str()) {
+                return Err(format!(
+                    "context.reference_maps: {} is declared twice",
+                    m.name
+                ));
+            }
+        }
         Ok(())
     }
 }

@@ -21,6 +21,7 @@ pub mod app;
 pub mod bus;
 pub mod collect;
 pub mod config;
+pub mod context;
 pub mod correlate;
 pub mod loadgen;
 pub mod pipeline;

@@ -72,6 +72,18 @@ pub struct Pipeline {
     dead_letters_evicted: Counter,
     store_errors: Counter,
     timestamps_clamped: Counter,
+    /// GeoIP, zones, reference data, assets (none: events pass unenriched).
+    enricher: Option<crate::context::Enricher>,
+    /// Asset-factor of each detection of the current batch (same order).
+    asset_factors: Vec<Option<crate::context::AssetFactor>>,
+    /// Reference entries offense actions added in the current batch, applied to the live sets
+    /// once the batch is stored.
+    set_additions: Vec<crate::store::StoredReference>,
+    /// When GeoIP files were last checked for a new version.
+    geo_checked: Option<chrono::DateTime<Utc>>,
+    geo_check_every: chrono::Duration,
+    reference_added: Counter,
+    reference_add_failed: Counter,
 }
 
 impl Pipeline {
@@ -110,6 +122,14 @@ impl Pipeline {
                             .suppress
                             .as_deref()
                             .and_then(|s| vigil_correlate::parse_duration(s).ok()),
+                        add_to_set: r.vigil.offense.add_to_set.as_ref().map(|a| {
+                            (
+                                a.set.clone(),
+                                a.ttl
+                                    .as_deref()
+                                    .and_then(|t| vigil_correlate::parse_duration(t).ok()),
+                            )
+                        }),
                     },
                 )
             })
@@ -157,9 +177,74 @@ impl Pipeline {
                 "Store transactions that failed (the batch is retried).",
                 &[],
             ),
+            reference_added: metrics.counter(
+                "vigil_reference_actions_total",
+                "Offense index values added to a reference set by a rule's add_to_set.",
+                &[("outcome", "added")],
+            ),
+            reference_add_failed: metrics.counter(
+                "vigil_reference_actions_total",
+                "Offense index values added to a reference set by a rule's add_to_set.",
+                &[("outcome", "refused")],
+            ),
             metrics,
             detections: Vec::new(),
             events_by_source: Vec::new(),
+            enricher: None,
+            asset_factors: Vec::new(),
+            set_additions: Vec::new(),
+            geo_checked: None,
+            geo_check_every: chrono::Duration::seconds(60),
+        }
+    }
+
+    /// Adds context (GeoIP, zones, reference data, assets) to every event before the engine;
+    /// GeoIP files are checked for a new version every `geo_check_every`.
+    pub fn with_enricher(
+        mut self,
+        enricher: crate::context::Enricher,
+        geo_check_every: chrono::Duration,
+    ) -> Pipeline {
+        self.enricher = Some(enricher);
+        self.geo_check_every = geo_check_every;
+        self
+    }
+
+    /// The enricher, if any.
+    pub fn enricher(&self) -> Option<&crate::context::Enricher> {
+        self.enricher.as_ref()
+    }
+
+    /// Periodic context work (the live service calls it every second): GeoIP reload check,
+    /// reference-data expiry, assets written to the store.
+    pub fn maintain_context(&mut self, now: chrono::DateTime<Utc>) {
+        let Some(en) = self.enricher.as_mut() else {
+            return;
+        };
+        let check_geo = self
+            .geo_checked
+            .is_none_or(|t| now - t >= self.geo_check_every);
+        if check_geo {
+            self.geo_checked = Some(now);
+        }
+        if let Some(e) = en.tick(now, check_geo) {
+            tracing::error!(error = %e, "GeoIP database refused; the previous one stays in use");
+        }
+        let assets = en.assets_mut();
+        let dirty = assets.take_dirty();
+        let evicted = assets.take_evicted();
+        if dirty.is_empty() && evicted.is_empty() {
+            return;
+        }
+        let result = self.store.in_transaction(|store| {
+            store.put_assets(&dirty)?;
+            store.delete_assets(&evicted)?;
+            store.delete_expired_references(now)?;
+            Ok(())
+        });
+        if let Err(e) = result {
+            self.store_errors.inc();
+            tracing::warn!(error = %e, "writing assets failed; they are written again when they change");
         }
     }
 
@@ -269,6 +354,9 @@ impl Pipeline {
                         Some((_, n)) => *n += 1,
                         None => events_by_source.push((source, 1)),
                     }
+                    if let Some(en) = self.enricher.as_mut() {
+                        en.enrich(&mut event);
+                    }
                     self.engine.process(&Arc::new(event), &mut self.detections);
                 }
                 Err((reason, detail)) => {
@@ -288,6 +376,17 @@ impl Pipeline {
                         },
                     ));
                 }
+            }
+        }
+        self.asset_factors.clear();
+        if let Some(en) = &self.enricher {
+            for d in &self.detections {
+                let factor = d
+                    .events
+                    .iter()
+                    .filter_map(|e| en.asset_factor(e))
+                    .max_by_key(|f| f.criticality);
+                self.asset_factors.push(factor);
             }
         }
         let mut delay = std::time::Duration::from_millis(50);
@@ -334,6 +433,7 @@ impl Pipeline {
                 .inc();
         }
         self.dead_letters_evicted.add(evicted);
+        self.apply_set_additions();
         let committed = Utc::now();
         for (change, ingested) in changes {
             match change {
@@ -367,18 +467,34 @@ impl Pipeline {
         let offense_limits = self.limits.offenses;
         let max_dead = self.limits.max_dead_letters;
         let detections = &self.detections;
+        let factors = &self.asset_factors;
         let rule_meta = &self.rule_meta;
         let no_meta = RuleMeta::default();
         let seen = &mut self.seen;
+        let additions = &mut self.set_additions;
+        additions.clear();
         let result = self.store.in_transaction(|store| {
             let mut evicted = 0;
             for (_, d) in dead {
                 evicted += store.insert_dead_letter(d, max_dead)?;
             }
             let mut changes = Vec::with_capacity(detections.len());
-            for d in detections {
+            for (i, d) in detections.iter().enumerate() {
                 let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
-                let (_, change) = apply_detection(store, d, meta, &offense_limits, seen, now)?;
+                let factor = factors.get(i).and_then(Option::as_ref);
+                let (_, change) =
+                    apply_detection(store, d, factor, meta, &offense_limits, seen, now)?;
+                if let Some((set, ttl)) = &meta.add_to_set {
+                    let entry = crate::store::StoredReference {
+                        collection: set.clone(),
+                        value: d.index_value.clone(),
+                        map_value: None,
+                        source: format!("rule:{}", d.rule),
+                        expires_at: ttl.map(|t| now + t),
+                    };
+                    store.put_reference(&entry)?;
+                    additions.push(entry);
+                }
                 changes.push((change, d.events.last().map(|e| e.ingested)));
             }
             Ok((changes, evicted))
@@ -388,6 +504,24 @@ impl Pipeline {
             Err(_) => self.seen.rollback(),
         }
         result
+    }
+
+    /// Applies the stored `add_to_set` entries of the last batch to the live reference sets.
+    fn apply_set_additions(&mut self) {
+        let Some(en) = &self.enricher else { return };
+        for e in self.set_additions.drain(..) {
+            match en
+                .reference()
+                .add_until(&e.collection, &e.value, e.expires_at, &e.source)
+            {
+                Ok(()) => self.reference_added.inc(),
+                Err(err) => {
+                    self.reference_add_failed.inc();
+                    tracing::warn!(error = %err, set = %e.collection, value = %e.value,
+                        "offense action could not add to the reference set");
+                }
+            }
+        }
     }
 
     /// The `vigil_parse_events_total` handle of a source, cached: the registry lock is taken

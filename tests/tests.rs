@@ -6,6 +6,7 @@
 mod support;
 
 mod cli;
+mod context;
 mod e2e;
 mod malformed;
 mod replay;

@@ -9,7 +9,7 @@ use crate::condition::{parse_condition, Expr};
 use crate::fields::resolve_field;
 use crate::matcher::{
     any_contains, base64, base64_offsets, compile_glob, compile_regex, parse_glob, with_text, Case,
-    Cidr, NumOp, Place, StrMatcher, Tok, ValueMatcher,
+    Cidr, NumOp, Place, RefSet, StrMatcher, Tok, ValueMatcher,
 };
 
 /// A compile error with a hint where in the rule text it is (a key or value to look for).
@@ -30,7 +30,8 @@ impl CompileError {
 }
 
 /// Placeholder values for `expand`, by name.
-pub(crate) type Placeholders = std::collections::BTreeMap<String, Vec<String>>;
+/// What compiling a detection needs besides the YAML: `expand` placeholders and reference data.
+pub(crate) type Placeholders = crate::load::LoadOptions;
 
 /// The field keyword searches look in.
 pub(crate) const KEYWORD_FIELD: &str = "message";
@@ -180,6 +181,8 @@ enum Kind {
     Exists,
     Num(NumOp),
     FieldRef,
+    /// `refset`: membership in a named reference set (a Vigil extension).
+    RefSet,
 }
 
 #[derive(Debug, Default)]
@@ -283,6 +286,7 @@ fn parse_mods(key: &str, mods: &[&str]) -> Result<Mods, CompileError> {
             }
             "expand" => m.expand = true,
             "fieldref" => kind(&mut m, Kind::FieldRef)?,
+            "refset" => kind(&mut m, Kind::RefSet)?,
             "" => return Err(err(format!("empty modifier in `{key}`"))),
             other => return Err(err(format!("unknown modifier `{other}` in `{key}`"))),
         }
@@ -378,7 +382,7 @@ fn expand_placeholders(
             continue;
         }
         let name = &after[..name_len];
-        let values = placeholders.get(name).ok_or_else(|| {
+        let values = placeholders.placeholders.get(name).ok_or_else(|| {
             CompileError::new(
                 format!("`{key}` uses placeholder `%{name}%`, which has no configured values"),
                 &[key],
@@ -479,6 +483,23 @@ fn compile_value(
             compile_regex(&text, m.re_i, m.re_m, m.re_s).map_err(&near)?,
         )]),
         Kind::Cidr => Ok(vec![ValueMatcher::Cidr(Cidr::parse(&text).map_err(&near)?)]),
+        Kind::RefSet => {
+            let name = text.trim();
+            let Some(data) = &placeholders.reference else {
+                return Err(near(format!(
+                    "`{key}` tests reference set `{name}`, but no reference data is configured"
+                )));
+            };
+            let id = data.set_id(name).ok_or_else(|| {
+                near(format!(
+                    "`{key}`: unknown reference set `{name}` (declare it in the configuration)"
+                ))
+            })?;
+            Ok(vec![ValueMatcher::RefSet(RefSet {
+                data: std::sync::Arc::clone(data),
+                id,
+            })])
+        }
         Kind::Exists => match v {
             Value::Bool(b) => Ok(vec![ValueMatcher::Exists(*b)]),
             _ => Err(near(format!("`{key}` needs true or false"))),
@@ -575,7 +596,7 @@ fn compile_keywords(name: &str, list: &[&Value]) -> Result<FieldItem, CompileErr
     let m = Mods::default();
     let mut values = Vec::new();
     for v in list {
-        values.extend(compile_value(name, &m, true, v, &Placeholders::new())?);
+        values.extend(compile_value(name, &m, true, v, &Placeholders::default())?);
     }
     Ok(finish_item(KEYWORD_FIELD.to_owned(), false, values))
 }

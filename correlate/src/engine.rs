@@ -739,6 +739,17 @@ fn measure(rule: &CorrelationRule, st: &KeyState) -> (u64, Option<u64>) {
         }
         Measure::ValueSum(_) => (u64::try_from(st.sum()).unwrap_or(u64::MAX), None),
         Measure::Absence | Measure::Silence => (len(st.slots.len()), None),
+        Measure::Periodic {
+            max_jitter_ppm,
+            min_interval_ns,
+        } => {
+            let regular = periodic(
+                st.slots.iter().map(|s| s.ts),
+                *max_jitter_ppm,
+                *min_interval_ns,
+            );
+            (if regular { len(st.slots.len()) } else { 0 }, None)
+        }
         Measure::Temporal => {
             let mask = st.tags().map_or(0, |t| t.keys().fold(0u64, |m, k| m | k));
             (u64::from(mask.count_ones()), None)
@@ -753,6 +764,35 @@ fn measure(rule: &CorrelationRule, st: &KeyState) -> (u64, Option<u64>) {
             (len(j), None)
         }
     }
+}
+
+/// Whether sorted occurrence times come at a regular period: at least two gaps, the median gap
+/// at least `min_interval_ns`, and the median absolute deviation of the gaps at most
+/// `max_jitter_ppm` millionths of the median. Median-based, so a few stray occurrences (a user opening the
+/// same site by hand) do not hide a beacon, and a few missed beats do not either.
+fn periodic(times: impl Iterator<Item = i64>, max_jitter_ppm: u32, min_interval_ns: i64) -> bool {
+    let mut prev: Option<i64> = None;
+    let mut gaps: Vec<i64> = Vec::new();
+    for t in times {
+        if let Some(p) = prev {
+            gaps.push(t.saturating_sub(p));
+        }
+        prev = Some(t);
+    }
+    if gaps.len() < 2 {
+        return false;
+    }
+    let median = |v: &mut Vec<i64>| -> i64 {
+        let mid = v.len() / 2;
+        *v.select_nth_unstable(mid).1
+    };
+    let period = median(&mut gaps);
+    if period < min_interval_ns.max(1) {
+        return false;
+    }
+    let mut dev: Vec<i64> = gaps.iter().map(|g| (g - period).abs()).collect();
+    let mad = median(&mut dev);
+    i128::from(mad) * 1_000_000 <= i128::from(max_jitter_ppm) * i128::from(period)
 }
 
 /// Applies one occurrence to one key of one correlation. Returns whether it fired `New`.
@@ -792,7 +832,7 @@ fn apply(
             v
         }
         Measure::Temporal | Measure::TemporalOrdered => bits,
-        Measure::EventCount | Measure::Absence | Measure::Silence => 0,
+        Measure::EventCount | Measure::Absence | Measure::Silence | Measure::Periodic { .. } => 0,
     };
     let watermark = w.watermark.map_or(ts, |m| m.max(ts));
     w.watermark = Some(watermark);

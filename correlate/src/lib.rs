@@ -19,6 +19,9 @@
 //! - [`rules`]: the public rule types ([`RuleSource`], [`RuleInfo`], the `vigil:` block).
 //! - `load`: splitting files into documents, parsing, compiling, resolving rule references
 //!   (detections and correlations, across files; reference cycles refused), aliases.
+//! - [`net`]: [`net::Cidr`] and [`net::PrefixSet`] (membership of an address in many networks).
+//! - [`reference`]: the [`reference::ReferenceLookup`] trait rules use for reference-set
+//!   membership (`|refset`); the service implements it over its live reference data.
 //! - `matcher`: one field value test (strings with wildcards, `re`, `cidr`, numbers, `exists`).
 //! - `condition`: the condition language (`and`/`or`/`not`, `1 of`, `all of them`).
 //! - `detection`: a compiled `detection` block (selections of field items plus the condition).
@@ -43,6 +46,8 @@ pub mod fields;
 mod index;
 mod load;
 mod matcher;
+pub mod net;
+pub mod reference;
 pub mod rules;
 mod ruleset;
 
@@ -53,6 +58,7 @@ pub use engine::{
 pub use error::RuleError;
 pub use load::LoadOptions;
 pub use rules::{
-    ExpectedOffense, OffenseSpec, RuleInfo, RuleKind, RuleSource, RuleTest, VigilBlock,
+    AddToSet, ExpectedOffense, OffenseSpec, RuleInfo, RuleKind, RuleSource, RuleTest, TestContext,
+    VigilBlock,
 };
 pub use ruleset::RuleSet;

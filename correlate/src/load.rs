@@ -119,6 +119,12 @@ struct RawCorrelation {
     /// Vigil's alias of `field`.
     #[serde(rename = "value-field")]
     value_field: Option<String>,
+    /// `periodic`: allowed jitter as a fraction of the period (default 0.1).
+    #[serde(rename = "max-jitter")]
+    max_jitter: Option<f64>,
+    /// `periodic`: shortest period that counts (default 10s).
+    #[serde(rename = "min-interval")]
+    min_interval: Option<Value>,
 }
 
 /// The parts of a rule document Vigil reads. Other top-level keys (Sigma's `author`, `status`,
@@ -230,7 +236,7 @@ fn error(p: &Parsed, anchor: Option<&str>, needles: &[String], message: String) 
     }
 }
 
-fn validate_vigil(p: &Parsed) -> Result<(), RuleError> {
+fn validate_vigil(p: &Parsed, options: &LoadOptions) -> Result<(), RuleError> {
     let Some(v) = &p.raw.vigil else { return Ok(()) };
     let at = |key: &str, msg: String| error(p, Some("vigil:"), &[key.to_owned()], msg);
     if v.offense.relevance > 10 {
@@ -250,6 +256,26 @@ fn validate_vigil(p: &Parsed) -> Result<(), RuleError> {
     }
     if let Some(s) = &v.suppress {
         parse_duration(s).map_err(|e| at("suppress", format!("vigil.suppress: {e}")))?;
+    }
+    if let Some(a) = &v.offense.add_to_set {
+        if let Some(ttl) = &a.ttl {
+            parse_duration(ttl)
+                .map_err(|e| at("add_to_set", format!("vigil.offense.add_to_set.ttl: {e}")))?;
+        }
+        let known = options
+            .reference
+            .as_ref()
+            .is_some_and(|r| r.set_id(&a.set).is_some());
+        if !known {
+            return Err(at(
+                "add_to_set",
+                format!(
+                    "vigil.offense.add_to_set: unknown reference set `{}` (declare it in the \
+                     configuration)",
+                    a.set
+                ),
+            ));
+        }
     }
     Ok(())
 }
@@ -299,6 +325,8 @@ struct CorrShape {
     timespan: chrono::Duration,
     /// `None` for temporal types without a condition (all rules must match).
     condition: Option<CountCondition>,
+    /// `periodic`: (max jitter, min interval).
+    periodic: Option<(f64, chrono::Duration)>,
 }
 
 fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, RuleError> {
@@ -311,7 +339,39 @@ fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, Rule
         "value_sum" => RuleKind::ValueSum,
         "absence" => RuleKind::Absence,
         "silence" => RuleKind::Silence,
+        "periodic" => RuleKind::Periodic,
         other => return Err(at("type", format!("unknown correlation type `{other}`"))),
+    };
+    let periodic = if kind == RuleKind::Periodic {
+        let jitter = c.max_jitter.unwrap_or(0.1);
+        if !(jitter.is_finite() && (0.0..=1.0).contains(&jitter)) {
+            return Err(at(
+                "max-jitter",
+                "max-jitter must be a fraction of the period between 0 and 1".into(),
+            ));
+        }
+        let min = match &c.min_interval {
+            None => chrono::Duration::seconds(10),
+            Some(v) => {
+                let text = scalar(v).ok_or_else(|| {
+                    at(
+                        "min-interval",
+                        "min-interval must be a duration such as 30s".into(),
+                    )
+                })?;
+                parse_duration(&text)
+                    .map_err(|e| at("min-interval", format!("min-interval: {e}")))?
+            }
+        };
+        Some((jitter, min))
+    } else {
+        if c.max_jitter.is_some() || c.min_interval.is_some() {
+            return Err(at(
+                "max-jitter",
+                "max-jitter and min-interval apply to periodic only".into(),
+            ));
+        }
+        None
     };
     if c.rules.is_empty() {
         return Err(at("rules", "correlation lists no rules".into()));
@@ -456,6 +516,7 @@ fn compile_correlation(p: &Parsed, c: &RawCorrelation) -> Result<CorrShape, Rule
         value_field,
         timespan,
         condition,
+        periodic,
     })
 }
 
@@ -529,7 +590,7 @@ enum Target {
 }
 
 /// Options for [`RuleSet::from_sources_with`].
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct LoadOptions {
     /// Values of `%name%` placeholders for the `expand` modifier, by name (without the `%`). A
     /// rule using `expand` with a placeholder not listed here fails to load, naming it.
@@ -538,6 +599,9 @@ pub struct LoadOptions {
     /// refusing them as unsupported (the default). For reproducing Sigma examples written for
     /// other platforms; the service leaves it off.
     pub apply_unserved_logsources: bool,
+    /// Reference sets rules may test with the `refset` modifier. A rule naming a set this does
+    /// not know (or using `refset` when this is `None`) fails to load.
+    pub reference: Option<std::sync::Arc<dyn crate::reference::ReferenceLookup>>,
 }
 
 impl RuleSet {
@@ -584,7 +648,7 @@ impl RuleSet {
                 errors.push(error(&p, None, &[], msg.into()));
                 continue;
             }
-            if let Err(e) = validate_vigil(&p) {
+            if let Err(e) = validate_vigil(&p, options) {
                 errors.push(e);
                 continue;
             }
@@ -616,7 +680,7 @@ impl RuleSet {
                 correlations.push(p);
                 continue;
             };
-            let detection = match compile_detection(det, &options.placeholders) {
+            let detection = match compile_detection(det, options) {
                 Ok(d) => d,
                 Err(e) => {
                     errors.push(error(p, Some("detection:"), &e.near, e.message));
@@ -904,6 +968,14 @@ impl RuleSet {
                 RuleKind::ValueSum => Measure::ValueSum(values.clone().unwrap_or_default()),
                 RuleKind::Absence => Measure::Absence,
                 RuleKind::Silence => Measure::Silence,
+                RuleKind::Periodic => {
+                    let (jitter, min) = shape.periodic.unwrap_or((0.1, chrono::Duration::zero()));
+                    Measure::Periodic {
+                        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                        max_jitter_ppm: (jitter * 1e6).round() as u32,
+                        min_interval_ns: min.num_nanoseconds().unwrap_or(i64::MAX),
+                    }
+                }
                 _ => Measure::EventCount,
             };
             let n_rules = refs[k].len();

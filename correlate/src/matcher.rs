@@ -5,11 +5,11 @@
 //! literal prefilter uses); patterns with non-ASCII letters compare Unicode-lowercased text.
 //! Patterns that keep a wildcard in the middle compile to one anchored regex.
 
-use std::net::IpAddr;
-
 use aho_corasick::AhoCorasick;
 use regex::{Regex, RegexBuilder};
 use vigil_parsers::event::{Event, FieldValue};
+
+pub(crate) use crate::net::Cidr;
 
 /// How a literal compares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,59 +325,6 @@ pub(crate) fn compile_glob(toks: &[Tok], cased: bool) -> Result<StrMatcher, Stri
         .map(StrMatcher::Glob)
 }
 
-/// An IP network for `cidr`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Cidr {
-    V4(u32, u32),
-    V6(u128, u128),
-}
-
-impl Cidr {
-    /// Parses `10.0.0.0/8`, `2001:db8::/32`, or a plain address (a host network).
-    pub(crate) fn parse(text: &str) -> Result<Cidr, String> {
-        let t = text.trim();
-        let (addr, len) = match t.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (t, None),
-        };
-        let ip: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{t:?} is not a cidr network"))?;
-        let max = if ip.is_ipv4() { 32 } else { 128 };
-        let len: u32 = match len {
-            Some(l) => l
-                .parse()
-                .ok()
-                .filter(|l| *l <= max)
-                .ok_or_else(|| format!("{t:?} has an invalid prefix length"))?,
-            None => max,
-        };
-        Ok(match ip {
-            IpAddr::V4(v4) => {
-                let mask = u32::MAX.checked_shl(32 - len).unwrap_or(0);
-                Cidr::V4(u32::from(v4) & mask, mask)
-            }
-            IpAddr::V6(v6) => {
-                let mask = u128::MAX.checked_shl(128 - len).unwrap_or(0);
-                Cidr::V6(u128::from(v6) & mask, mask)
-            }
-        })
-    }
-
-    /// Whether `ip` is inside the network (IPv4-mapped IPv6 addresses count as IPv4).
-    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
-            v4 => v4,
-        };
-        match (self, ip) {
-            (Cidr::V4(net, mask), IpAddr::V4(a)) => u32::from(a) & mask == *net,
-            (Cidr::V6(net, mask), IpAddr::V6(a)) => u128::from(a) & mask == *net,
-            _ => false,
-        }
-    }
-}
-
 /// A numeric comparison (`gt`, `gte`, `lt`, `lte`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum NumOp {
@@ -405,6 +352,15 @@ pub(crate) enum ValueMatcher {
     /// `fieldref`: equal (ASCII case-insensitively, or exactly with `cased`) to another field of
     /// the same event.
     FieldRef(String, bool),
+    /// `refset`: the value is in a reference set.
+    RefSet(RefSet),
+}
+
+/// A reference set, resolved when the rule compiled.
+#[derive(Debug, Clone)]
+pub(crate) struct RefSet {
+    pub(crate) data: std::sync::Arc<dyn crate::reference::ReferenceLookup>,
+    pub(crate) id: usize,
 }
 
 impl ValueMatcher {
@@ -427,6 +383,7 @@ impl ValueMatcher {
                 })
             }
             ValueMatcher::Null => val.is_none(),
+            ValueMatcher::RefSet(r) => val.is_some_and(|v| r.data.contains(r.id, v)),
             ValueMatcher::Exists(want) => val.is_some() == *want,
             ValueMatcher::Str(m) => text.is_some_and(|t| m.matches(t)),
             ValueMatcher::Re(re) => text.is_some_and(|t| re.is_match(t)),
@@ -558,6 +515,7 @@ fn glob_regex(toks: &[Tok], cased: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::IpAddr;
 
     fn m(pat: &str) -> StrMatcher {
         compile_glob(&parse_glob(pat), false).unwrap_or(StrMatcher::Any)
@@ -641,6 +599,7 @@ mod tests {
 #[cfg(test)]
 mod seq_tests {
     use super::*;
+    use std::net::IpAddr;
 
     struct Lcg(u64);
 

@@ -35,6 +35,9 @@ pub enum RuleKind {
     /// A Vigil `silence` correlation rule (a group key not seen for the timespan; a Vigil
     /// extension, not Sigma).
     Silence,
+    /// A Vigil `periodic` correlation rule (occurrences per group key at a regular period with
+    /// low jitter: beaconing; a Vigil extension, not Sigma).
+    Periodic,
 }
 
 /// A loaded rule, as other components see it.
@@ -97,6 +100,20 @@ pub struct OffenseSpec {
     /// Severity, 0-10. Default from `level`: informational 1, low 3, medium 5, high 7,
     /// critical 9 (5 without a level).
     pub severity: Option<u8>,
+    /// QRadar's "add to reference set" response: each detection adds the offense's index value
+    /// to this set (which must be declared), for `ttl` or for good.
+    pub add_to_set: Option<AddToSet>,
+}
+
+/// `vigil.offense.add_to_set`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AddToSet {
+    /// The reference set.
+    pub set: String,
+    /// How long the entry stays (`7d`); for good when absent.
+    #[serde(default)]
+    pub ttl: Option<String>,
 }
 
 impl Default for OffenseSpec {
@@ -106,6 +123,7 @@ impl Default for OffenseSpec {
             relevance: 5,
             credibility: 5,
             severity: None,
+            add_to_set: None,
         }
     }
 }
@@ -121,6 +139,21 @@ pub struct RuleTest {
     /// Offenses expected; empty means silence.
     #[serde(default)]
     pub expect: Vec<ExpectedOffense>,
+    /// Context the case runs with (GeoIP databases, reference-set files).
+    #[serde(default)]
+    pub context: TestContext,
+}
+
+/// Context for a [`RuleTest`]; paths are relative to the rule file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestContext {
+    /// A GeoIP City (or Country) database.
+    pub geoip_city: Option<String>,
+    /// A GeoIP ASN database.
+    pub geoip_asn: Option<String>,
+    /// Reference set name -> a list file loaded into it.
+    pub reference: std::collections::BTreeMap<String, String>,
 }
 
 /// One offense a [`RuleTest`] expects.

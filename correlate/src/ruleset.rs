@@ -87,6 +87,15 @@ pub(crate) enum Measure {
     /// A key not seen for the timespan (a deadline per key moved by every occurrence, fired as
     /// time passes; no condition).
     Silence,
+    /// Occurrences in the window when they come at a regular period: the median absolute
+    /// deviation of the gaps between them is at most `max_jitter` times the median gap, and the
+    /// median gap is at least `min_interval_ns` (0 when irregular or too few).
+    Periodic {
+        /// Allowed jitter in millionths of the period (100_000 = 10 %).
+        max_jitter_ppm: u32,
+        /// Shortest period that counts (keeps bursts and tight polling loops out).
+        min_interval_ns: i64,
+    },
 }
 
 impl Measure {

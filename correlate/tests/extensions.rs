@@ -727,3 +727,255 @@ correlation: {{type: absence, rules: [two_starts, end], group-by: [user.name], t
     assert_eq!(out[0].window_start, at(5));
     assert!(Arc::ptr_eq(&out[0].events[0], &second));
 }
+
+// ---------------------------------------------------------------------------------------------
+// refset: reference-set membership
+
+/// A fixed reference set for tests: set 0 `threat_intel` holds 203.0.113.0/24, set 1 `vip_users`
+/// holds `alice` (compared case-insensitively), and it counts lookups so a test can see that
+/// matching really asked it.
+#[derive(Debug, Default)]
+struct Sets {
+    lookups: std::sync::atomic::AtomicUsize,
+}
+
+impl vigil_correlate::reference::ReferenceLookup for Sets {
+    fn set_id(&self, name: &str) -> Option<usize> {
+        ["threat_intel", "vip_users"]
+            .iter()
+            .position(|n| *n == name)
+    }
+
+    fn contains(&self, set: usize, value: &vigil_parsers::event::FieldValue<'_>) -> bool {
+        use vigil_parsers::event::FieldValue;
+        self.lookups
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let net = vigil_correlate::net::Cidr::parse("203.0.113.0/24").unwrap();
+        match (set, value) {
+            (0, FieldValue::Ip(ip)) => net.contains(*ip),
+            (1, v) => v.as_text().eq_ignore_ascii_case("alice"),
+            _ => false,
+        }
+    }
+}
+
+fn load_with_sets(text: &str, sets: &Arc<Sets>) -> (RuleSet, Vec<vigil_correlate::RuleError>) {
+    let data: Arc<dyn vigil_correlate::reference::ReferenceLookup> = sets.clone();
+    RuleSet::from_sources_with(
+        &[vigil_correlate::RuleSource {
+            path: "intel.yml".into(),
+            text: text.into(),
+        }],
+        &vigil_correlate::LoadOptions {
+            apply_unserved_logsources: true,
+            reference: Some(data),
+            ..Default::default()
+        },
+    )
+}
+
+const INTEL: &str = "title: Contact with a threat-intel address
+name: intel_contact
+detection:
+  dst: {destination.ip|refset: threat_intel}
+  vip: {user.name|refset: vip_users}
+  condition: dst and not vip
+";
+
+#[test]
+fn refset_matches_members_of_the_named_set_and_nothing_else() {
+    let sets = Arc::new(Sets::default());
+    let (set, errors) = load_with_sets(INTEL, &sets);
+    assert!(errors.is_empty(), "{errors:?}");
+    let hit = |fields: &[(&str, &str)]| !set.matching_rules(&ev(0, fields)).is_empty();
+    assert!(hit(&[
+        ("destination.ip", "203.0.113.9"),
+        ("user.name", "bob")
+    ]));
+    assert!(!hit(&[
+        ("destination.ip", "203.0.114.9"),
+        ("user.name", "bob")
+    ]));
+    assert!(!hit(&[
+        ("destination.ip", "203.0.113.9"),
+        ("user.name", "ALICE")
+    ]));
+    assert!(
+        !hit(&[("user.name", "bob")]),
+        "an absent field is in no set"
+    );
+    assert!(sets.lookups.load(std::sync::atomic::Ordering::Relaxed) >= 4);
+}
+
+#[test]
+fn refset_naming_an_unknown_set_or_without_reference_data_refuses_the_rule() {
+    let sets = Arc::new(Sets::default());
+    let (set, errors) = load_with_sets(
+        &INTEL.replace("refset: threat_intel", "refset: no_such_set"),
+        &sets,
+    );
+    assert_eq!(set.rules().len(), 0);
+    assert!(
+        errors[0]
+            .message
+            .contains("unknown reference set `no_such_set`"),
+        "{errors:?}"
+    );
+    let (set, errors) = load_files(&[("intel.yml", INTEL)]);
+    assert_eq!(set.rules().len(), 0);
+    assert!(
+        errors[0]
+            .message
+            .contains("no reference data is configured"),
+        "{errors:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// periodic: beaconing
+
+const CONN: &str = "title: outbound connection
+name: conn
+detection:
+  sel: {event.action: conn}
+  condition: sel
+";
+
+fn beacon_rules(extra: &str) -> RuleSet {
+    load(&format!(
+        "{CONN}---
+title: Beaconing
+name: beaconing
+correlation:
+  type: periodic
+  rules: [conn]
+  group-by: [source.ip, destination.ip]
+  timespan: 2h
+  condition: {{gte: 8}}
+{extra}"
+    ))
+}
+
+fn conn(secs: i64, dst: &str) -> Arc<Event> {
+    ev(
+        secs,
+        &[
+            ("event.action", "conn"),
+            ("source.ip", "10.0.0.5"),
+            ("destination.ip", dst),
+        ],
+    )
+}
+
+fn new_detections(out: &[Detection]) -> Vec<(String, u64)> {
+    out.iter()
+        .filter(|d| d.kind == DetectionKind::New)
+        .map(|d| (d.index_value.clone(), d.count))
+        .collect()
+}
+
+#[test]
+fn periodic_fires_on_a_regular_beacon_with_small_jitter() {
+    // Every 60 s with up to 3 s of jitter: the 8th beat fires, later beats update.
+    let jitter = [0, 2, -3, 1, 3, -2, 0, 1, -1, 2, 0, -3];
+    let events: Vec<_> = jitter
+        .iter()
+        .enumerate()
+        .map(|(i, j)| conn(i as i64 * 60 + j, "198.51.100.9"))
+        .collect();
+    let (out, _) = run(
+        beacon_rules("  max-jitter: 0.1\n  min-interval: 30s\n"),
+        EngineLimits::default(),
+        &events,
+    );
+    assert_eq!(new_detections(&out), vec![("10.0.0.5".to_owned(), 8)]);
+    let updates = out
+        .iter()
+        .filter(|d| d.kind == DetectionKind::Update)
+        .count();
+    assert_eq!(updates, 4);
+}
+
+#[test]
+fn periodic_ignores_irregular_traffic_and_tight_loops() {
+    // A person browsing: gaps all over the place.
+    let gaps = [5, 120, 7, 300, 45, 2, 900, 30, 61, 15, 400, 3];
+    let mut t = 0;
+    let browsing: Vec<_> = gaps
+        .iter()
+        .map(|g| {
+            t += g;
+            conn(t, "198.51.100.9")
+        })
+        .collect();
+    let (out, _) = run(beacon_rules(""), EngineLimits::default(), &browsing);
+    assert!(new_detections(&out).is_empty(), "{out:?}");
+    // Perfectly regular but every second: a polling loop, under the 10 s default minimum.
+    let tight: Vec<_> = (0..20).map(|i| conn(i, "198.51.100.9")).collect();
+    let (out, _) = run(beacon_rules(""), EngineLimits::default(), &tight);
+    assert!(new_detections(&out).is_empty(), "{out:?}");
+}
+
+#[test]
+fn periodic_sees_through_a_few_stray_connections_and_keys_apart() {
+    // Beacon every 300 s to one address, plus two manual visits; a second address gets
+    // irregular traffic from the same host and stays quiet.
+    let mut events: Vec<_> = (0..10).map(|i| conn(i * 300, "203.0.113.50")).collect();
+    events.push(conn(1_000, "203.0.113.50"));
+    events.push(conn(2_222, "203.0.113.50"));
+    for t in [10, 500, 520, 2_000, 2_900] {
+        events.push(conn(t, "192.0.2.80"));
+    }
+    events.sort_by_key(|e| e.timestamp);
+    let (out, _) = run(beacon_rules(""), EngineLimits::default(), &events);
+    let fired: Vec<_> = out
+        .iter()
+        .filter(|d| d.kind == DetectionKind::New)
+        .map(|d| d.group.clone())
+        .collect();
+    assert_eq!(fired.len(), 1, "{out:?}");
+    assert!(fired[0].contains(&("destination.ip".to_owned(), "203.0.113.50".to_owned())));
+}
+
+#[test]
+fn periodic_options_are_checked_at_load() {
+    let bad = [
+        ("  max-jitter: 1.5\n", "max-jitter must be a fraction"),
+        ("  min-interval: soon\n", "min-interval"),
+    ];
+    for (extra, want) in bad {
+        let text = format!(
+            "{CONN}---
+title: Beaconing
+name: beaconing
+correlation:
+  type: periodic
+  rules: [conn]
+  group-by: [source.ip]
+  timespan: 1h
+  condition: {{gte: 5}}
+{extra}"
+        );
+        let (set, errors) = load_files(&[("b.yml", &text)]);
+        assert_eq!(set.rules().len(), 1, "only the base rule loads");
+        assert!(errors[0].message.contains(want), "{errors:?}");
+    }
+    let text = format!(
+        "{CONN}---
+title: Count
+name: count
+correlation:
+  type: event_count
+  rules: [conn]
+  group-by: [source.ip]
+  timespan: 1h
+  condition: {{gte: 5}}
+  max-jitter: 0.2
+"
+    );
+    let (_, errors) = load_files(&[("c.yml", &text)]);
+    assert!(
+        errors[0].message.contains("apply to periodic only"),
+        "{errors:?}"
+    );
+}

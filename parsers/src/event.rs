@@ -163,6 +163,126 @@ pub struct Event {
         skip_serializing_if = "Option::is_none"
     )]
     pub network_community_id: Option<String>,
+    /// `source.geo.country_iso_code`: ISO 3166 country code from GeoIP (`GB`).
+    #[serde(
+        rename = "source.geo.country_iso_code",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_geo_country_iso_code: Option<String>,
+    /// `source.geo.country_name`: Country name (English) from GeoIP.
+    #[serde(
+        rename = "source.geo.country_name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_geo_country_name: Option<String>,
+    /// `source.geo.city_name`: City name (English) from GeoIP.
+    #[serde(
+        rename = "source.geo.city_name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_geo_city_name: Option<String>,
+    /// `source.geo.continent_code`: Continent code from GeoIP (`EU`).
+    #[serde(
+        rename = "source.geo.continent_code",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_geo_continent_code: Option<String>,
+    /// `source.as.number`: Autonomous system number from the ASN database.
+    #[serde(
+        rename = "source.as.number",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_as_number: Option<u32>,
+    /// `source.as.organization.name`: Autonomous system organization.
+    #[serde(
+        rename = "source.as.organization.name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_as_organization_name: Option<String>,
+    /// `source.zone`: Network zone from the configured network hierarchy (`dmz`, `core-banking`).
+    #[serde(
+        rename = "source.zone",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_zone: Option<String>,
+    /// `source.internal`: Whether the address is inside one of the configured internal networks.
+    #[serde(
+        rename = "source.internal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub source_internal: Option<bool>,
+    /// `destination.geo.country_iso_code`: ISO 3166 country code from GeoIP (`GB`).
+    #[serde(
+        rename = "destination.geo.country_iso_code",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_geo_country_iso_code: Option<String>,
+    /// `destination.geo.country_name`: Country name (English) from GeoIP.
+    #[serde(
+        rename = "destination.geo.country_name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_geo_country_name: Option<String>,
+    /// `destination.geo.city_name`: City name (English) from GeoIP.
+    #[serde(
+        rename = "destination.geo.city_name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_geo_city_name: Option<String>,
+    /// `destination.geo.continent_code`: Continent code from GeoIP (`EU`).
+    #[serde(
+        rename = "destination.geo.continent_code",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_geo_continent_code: Option<String>,
+    /// `destination.as.number`: Autonomous system number from the ASN database.
+    #[serde(
+        rename = "destination.as.number",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_as_number: Option<u32>,
+    /// `destination.as.organization.name`: Autonomous system organization.
+    #[serde(
+        rename = "destination.as.organization.name",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_as_organization_name: Option<String>,
+    /// `destination.zone`: Network zone from the configured network hierarchy (`dmz`, `core-banking`).
+    #[serde(
+        rename = "destination.zone",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_zone: Option<String>,
+    /// `destination.internal`: Whether the address is inside one of the configured internal networks.
+    #[serde(
+        rename = "destination.internal",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub destination_internal: Option<bool>,
+    /// `network.direction`: `inbound`, `outbound`, `internal` or `external`, from the network
+    /// hierarchy (or the source, for flows that know it).
+    #[serde(
+        rename = "network.direction",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub network_direction: Option<String>,
     /// `user.name`.
     #[serde(rename = "user.name", default, skip_serializing_if = "Option::is_none")]
     pub user_name: Option<String>,
@@ -357,6 +477,23 @@ pub const CORE_FIELDS: &[&str] = &[
     "network.bytes",
     "network.packets",
     "network.community_id",
+    "source.geo.country_iso_code",
+    "source.geo.country_name",
+    "source.geo.city_name",
+    "source.geo.continent_code",
+    "source.as.number",
+    "source.as.organization.name",
+    "source.zone",
+    "source.internal",
+    "destination.geo.country_iso_code",
+    "destination.geo.country_name",
+    "destination.geo.city_name",
+    "destination.geo.continent_code",
+    "destination.as.number",
+    "destination.as.organization.name",
+    "destination.zone",
+    "destination.internal",
+    "network.direction",
     "user.name",
     "process.name",
     "process.pid",
@@ -406,6 +543,23 @@ impl Event {
             network_bytes: None,
             network_packets: None,
             network_community_id: None,
+            source_geo_country_iso_code: None,
+            source_geo_country_name: None,
+            source_geo_city_name: None,
+            source_geo_continent_code: None,
+            source_as_number: None,
+            source_as_organization_name: None,
+            source_zone: None,
+            source_internal: None,
+            destination_geo_country_iso_code: None,
+            destination_geo_country_name: None,
+            destination_geo_city_name: None,
+            destination_geo_continent_code: None,
+            destination_as_number: None,
+            destination_as_organization_name: None,
+            destination_zone: None,
+            destination_internal: None,
+            network_direction: None,
             user_name: None,
             process_name: None,
             process_pid: None,
@@ -472,6 +626,27 @@ impl Event {
                 .network_packets
                 .map(|b| FieldValue::Int(saturating_i64(b))),
             "network.community_id" => s(&self.network_community_id),
+            "source.geo.country_iso_code" => s(&self.source_geo_country_iso_code),
+            "source.geo.country_name" => s(&self.source_geo_country_name),
+            "source.geo.city_name" => s(&self.source_geo_city_name),
+            "source.geo.continent_code" => s(&self.source_geo_continent_code),
+            "source.as.number" => n(&self.source_as_number),
+            "source.as.organization.name" => s(&self.source_as_organization_name),
+            "source.zone" => s(&self.source_zone),
+            "source.internal" => self
+                .source_internal
+                .map(|b| FieldValue::Str(if b { "true" } else { "false" })),
+            "destination.geo.country_iso_code" => s(&self.destination_geo_country_iso_code),
+            "destination.geo.country_name" => s(&self.destination_geo_country_name),
+            "destination.geo.city_name" => s(&self.destination_geo_city_name),
+            "destination.geo.continent_code" => s(&self.destination_geo_continent_code),
+            "destination.as.number" => n(&self.destination_as_number),
+            "destination.as.organization.name" => s(&self.destination_as_organization_name),
+            "destination.zone" => s(&self.destination_zone),
+            "destination.internal" => self
+                .destination_internal
+                .map(|b| FieldValue::Str(if b { "true" } else { "false" })),
+            "network.direction" => s(&self.network_direction),
             "user.name" => s(&self.user_name),
             "process.name" => s(&self.process_name),
             "process.pid" => n(&self.process_pid),
@@ -551,6 +726,33 @@ impl Event {
             "network.bytes" => parsed(&mut self.network_bytes, name, value, "byte count"),
             "network.packets" => parsed(&mut self.network_packets, name, value, "packet count"),
             "network.community_id" => text(&mut self.network_community_id, value),
+            "source.geo.country_iso_code" => text(&mut self.source_geo_country_iso_code, value),
+            "source.geo.country_name" => text(&mut self.source_geo_country_name, value),
+            "source.geo.city_name" => text(&mut self.source_geo_city_name, value),
+            "source.geo.continent_code" => text(&mut self.source_geo_continent_code, value),
+            "source.as.number" => parsed(&mut self.source_as_number, name, value, "AS number"),
+            "source.as.organization.name" => text(&mut self.source_as_organization_name, value),
+            "source.zone" => text(&mut self.source_zone, value),
+            "source.internal" => parsed(&mut self.source_internal, name, value, "true or false"),
+            "destination.geo.country_iso_code" => {
+                text(&mut self.destination_geo_country_iso_code, value)
+            }
+            "destination.geo.country_name" => text(&mut self.destination_geo_country_name, value),
+            "destination.geo.city_name" => text(&mut self.destination_geo_city_name, value),
+            "destination.geo.continent_code" => {
+                text(&mut self.destination_geo_continent_code, value)
+            }
+            "destination.as.number" => {
+                parsed(&mut self.destination_as_number, name, value, "AS number")
+            }
+            "destination.as.organization.name" => {
+                text(&mut self.destination_as_organization_name, value)
+            }
+            "destination.zone" => text(&mut self.destination_zone, value),
+            "destination.internal" => {
+                parsed(&mut self.destination_internal, name, value, "true or false")
+            }
+            "network.direction" => text(&mut self.network_direction, value),
             "user.name" => text(&mut self.user_name, value),
             "process.name" => text(&mut self.process_name, value),
             "process.pid" => parsed(&mut self.process_pid, name, value, "process id"),

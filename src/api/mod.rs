@@ -4,6 +4,8 @@
 //! by its SHA-256 hash (the store keeps only hashes). Store reads run on blocking threads with
 //! their own SQLite connection. Architecture invariant: only this module knows HTTP routes.
 
+mod context;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -48,6 +50,8 @@ pub struct ApiState {
     pub max_ingest_bytes: usize,
     /// Counts pushed records.
     pub ingest_received: crate::telemetry::Counter,
+    /// Live reference data (none: the reference routes answer 503).
+    pub reference: Option<Arc<crate::context::refdata::ReferenceData>>,
 }
 
 /// SHA-256 of a token.
@@ -62,6 +66,18 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/offenses/{id}", get(get_offense))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/sources", get(list_sources))
+        .route("/api/v1/assets", get(context::list_assets))
+        .route("/api/v1/reference-sets", get(context::list_sets))
+        .route("/api/v1/reference-sets/{name}", get(context::get_set))
+        .route(
+            "/api/v1/reference-sets/{name}/entries",
+            axum::routing::post(context::add_to_set).delete(context::remove_from_set),
+        )
+        .route("/api/v1/reference-maps/{name}", get(context::get_map))
+        .route(
+            "/api/v1/reference-maps/{name}/entries",
+            axum::routing::post(context::put_map_entry).delete(context::remove_map_entry),
+        )
         .route(
             "/api/v1/ingest",
             axum::routing::post(ingest)
@@ -210,6 +226,26 @@ async fn with_store<T: Send + 'static>(
     tokio::task::spawn_blocking(move || {
         let store = Store::open_reader(&path)?;
         f(&store)
+    })
+    .await
+    .map_err(|_| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store task failed".into(),
+        )
+    })?
+    .map_err(ApiError::from)
+}
+
+/// Runs `f` on a writing connection (reference data changes).
+async fn with_store_writer<T: Send + 'static>(
+    state: &ApiState,
+    f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let path = state.store_path.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut store = Store::open(&path)?;
+        f(&mut store)
     })
     .await
     .map_err(|_| {
@@ -439,6 +475,7 @@ mod tests {
             max_message_bytes: 1024,
             max_ingest_bytes: 4096,
             ingest_received: crate::telemetry::Counter::default(),
+            reference: None,
         })
     }
 

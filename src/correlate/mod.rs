@@ -52,6 +52,38 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
         "rules/web_attacks.yml",
         include_str!("../../rules/web_attacks.yml"),
     ),
+    (
+        "rules/threat_intel_contact.yml",
+        include_str!("../../rules/threat_intel_contact.yml"),
+    ),
+    (
+        "rules/api_key_many_countries.yml",
+        include_str!("../../rules/api_key_many_countries.yml"),
+    ),
+    (
+        "rules/sudo_failures.yml",
+        include_str!("../../rules/sudo_failures.yml"),
+    ),
+    (
+        "rules/firewall_deny_storm.yml",
+        include_str!("../../rules/firewall_deny_storm.yml"),
+    ),
+    (
+        "rules/network_scans.yml",
+        include_str!("../../rules/network_scans.yml"),
+    ),
+    (
+        "rules/gateway_ddos.yml",
+        include_str!("../../rules/gateway_ddos.yml"),
+    ),
+    (
+        "rules/api_credential_stuffing.yml",
+        include_str!("../../rules/api_credential_stuffing.yml"),
+    ),
+    (
+        "rules/infected_host_beaconing.yml",
+        include_str!("../../rules/infected_host_beaconing.yml"),
+    ),
 ];
 
 /// Reads every `*.yml` / `*.yaml` file of `dir` (sorted by name) as rule sources. When `dir`
@@ -143,9 +175,26 @@ pub fn lint(path: &Path) -> std::io::Result<LintReport> {
     Ok(report)
 }
 
-/// Loads and compiles the rules of `dir` (or the built-in pack).
+/// Loads and compiles the rules of `dir` (or the built-in pack) against the reference sets the
+/// default configuration declares (empty), as `vigil rules lint` does.
 pub fn load_rules(dir: &Path) -> std::io::Result<(RuleSet, Vec<RuleError>)> {
-    Ok(RuleSet::from_sources(&rule_sources(dir)?))
+    let reference = crate::context::loader::declare(&crate::config::ContextConfig::default());
+    load_rules_with(dir, Arc::new(reference))
+}
+
+/// Loads and compiles the rules of `dir` (or the built-in pack); `refset` and `add_to_set`
+/// resolve against `reference`.
+pub fn load_rules_with(
+    dir: &Path,
+    reference: Arc<dyn vigil_correlate::reference::ReferenceLookup>,
+) -> std::io::Result<(RuleSet, Vec<RuleError>)> {
+    Ok(RuleSet::from_sources_with(
+        &rule_sources(dir)?,
+        &vigil_correlate::LoadOptions {
+            reference: Some(reference),
+            ..Default::default()
+        },
+    ))
 }
 
 /// Deterministic offense id from (rule, index field, index value, first window start): a
@@ -176,13 +225,20 @@ pub struct RuleMeta {
     /// detections for the same index within this long (event time) of the offense's last event
     /// join the closed offense (counted, evidence kept) instead of opening a new one.
     pub suppress: Option<chrono::Duration>,
+    /// The rule's `vigil.offense.add_to_set`: (set, ttl).
+    pub add_to_set: Option<(String, Option<chrono::Duration>)>,
 }
 
-/// Magnitude 0-10 of an offense from its rules: severity, relevance and credibility are each the
-/// highest among the contributing rules, relevance gains 1 per further rule (one attacker
-/// tripping several rules matters more), and severity weighs double as the thing an analyst
-/// triages on first. Returns (magnitude, severity, relevance, credibility, one reason each).
-pub fn magnitude(rules: &[OffenseRule]) -> (u8, u8, u8, u8, Vec<String>) {
+/// Magnitude 0-10 of an offense from its rules and the hosts involved: severity, relevance and
+/// credibility are each the highest among the contributing rules, relevance gains 1 per further
+/// rule (one attacker tripping several rules matters more) and is at least the criticality of
+/// the most critical zone the offense's events touch (an attack on core banking matters more
+/// than one on a lab), and severity weighs double as the thing an analyst triages on first.
+/// Returns (magnitude, severity, relevance, credibility, one reason each).
+pub fn magnitude(
+    rules: &[OffenseRule],
+    asset: Option<(u8, &str)>,
+) -> (u8, u8, u8, u8, Vec<String>) {
     let top = |f: fn(&OffenseRule) -> u8| {
         rules
             .iter()
@@ -194,7 +250,9 @@ pub fn magnitude(rules: &[OffenseRule]) -> (u8, u8, u8, u8, Vec<String>) {
     let (rel0, rel_rule) = top(|r| r.relevance);
     let (cred, cred_rule) = top(|r| r.credibility);
     let extra_rules = rules.len().saturating_sub(1).min(10) as u8;
-    let rel = (rel0 + extra_rules).min(10);
+    let rel_rules = (rel0 + extra_rules).min(10);
+    let asset = asset.filter(|(c, _)| *c > rel_rules);
+    let rel = asset.map_or(rel_rules, |(c, _)| c.min(10));
     let m = ((2 * u32::from(sev) + u32::from(rel) + u32::from(cred)) as f64 / 4.0).round() as u8;
     let level = rules
         .iter()
@@ -204,7 +262,11 @@ pub fn magnitude(rules: &[OffenseRule]) -> (u8, u8, u8, u8, Vec<String>) {
     let mut reasons = vec![format!(
         "severity {sev}/10 from rule {sev_rule} (level {level}), weight 2"
     )];
-    if extra_rules > 0 {
+    if let Some((_, why)) = asset {
+        reasons.push(format!(
+            "relevance {rel}/10 from the asset: {why} (rules alone: {rel_rules}), weight 1"
+        ));
+    } else if extra_rules > 0 {
         reasons.push(format!(
             "relevance {rel}/10: {rel0} from rule {rel_rule}, +{extra_rules} for {} rules contributing, weight 1",
             rules.len()
@@ -315,6 +377,7 @@ pub enum OffenseChange {
 pub fn apply_detection(
     store: &Store,
     d: &Detection,
+    asset: Option<&crate::context::AssetFactor>,
     meta: &RuleMeta,
     limits: &OffenseLimits,
     seen: &mut SeenEvents,
@@ -405,6 +468,8 @@ pub fn apply_detection(
                     closing_reason: None,
                     closed_at: None,
                     follow_up: false,
+                    asset_criticality: 0,
+                    asset_reason: None,
                 },
                 OffenseChange::Created,
             )
@@ -457,7 +522,17 @@ pub fn apply_detection(
             offense.tags.push(tag.clone());
         }
     }
-    let (m, sev, rel, cred, reasons) = magnitude(&rules);
+    if let Some(a) = asset.filter(|a| a.criticality > offense.asset_criticality) {
+        offense.asset_criticality = a.criticality;
+        offense.asset_reason = Some(a.reason.clone());
+    }
+    let (m, sev, rel, cred, reasons) = magnitude(
+        &rules,
+        offense
+            .asset_reason
+            .as_deref()
+            .map(|why| (offense.asset_criticality, why)),
+    );
     offense.magnitude = m;
     offense.severity = sev;
     offense.relevance = rel;
@@ -489,6 +564,36 @@ mod tests {
         assert_eq!(a, offense_id("r", "source.ip", "203.0.113.7", t));
         assert_ne!(a, offense_id("r", "source.ip", "203.0.113.8", t));
         assert_eq!(a.len(), 32);
+    }
+
+    #[test]
+    fn a_critical_asset_raises_relevance_and_says_why() {
+        let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let rule = OffenseRule {
+            rule: "ssh_brute_force".into(),
+            title: "SSH brute force".into(),
+            rule_id: None,
+            author: None,
+            level: Some("medium".into()),
+            severity: 5,
+            relevance: 4,
+            credibility: 6,
+            detections: 1,
+            events: 10,
+            first_seen: t,
+            last_seen: t,
+        };
+        let rules = [rule];
+        let (m, _, rel, _, reasons) = magnitude(&rules, None);
+        assert_eq!((m, rel), (5, 4));
+        let why = "destination 10.20.0.5 in zone core-banking (criticality 9)";
+        let (m, _, rel, _, reasons_asset) = magnitude(&rules, Some((9, why)));
+        // (2*5 + 9 + 6) / 4 = 6.25
+        assert_eq!((m, rel), (6, 9));
+        assert!(reasons_asset[1].contains(why), "{reasons_asset:?}");
+        assert_ne!(reasons, reasons_asset);
+        // A zone less critical than the rules' relevance changes nothing.
+        assert_eq!(magnitude(&rules, Some((3, "lab"))).2, 4);
     }
 
     fn detections_for(rules_yaml: &str, event: Event) -> Vec<Detection> {
@@ -546,12 +651,22 @@ vigil:
             id: None,
             author: Some("Alice Analyst".into()),
             suppress: None,
+            add_to_set: None,
         };
         let mut changes = Vec::new();
         let mut seen = SeenEvents::new(100);
         for d in &detections {
             changes.push(
-                apply_detection(&store, d, &meta, &OffenseLimits::default(), &mut seen, t)?.1,
+                apply_detection(
+                    &store,
+                    d,
+                    None,
+                    &meta,
+                    &OffenseLimits::default(),
+                    &mut seen,
+                    t,
+                )?
+                .1,
             );
         }
         assert_eq!(changes, [OffenseChange::Created, OffenseChange::Updated]);
@@ -638,7 +753,15 @@ vigil:
                 let d = out
                     .first()
                     .ok_or_else(|| StoreError::Corrupt("no detection".into()))?;
-                apply_detection(&store, d, &meta, &OffenseLimits::default(), &mut seen, t0)
+                apply_detection(
+                    &store,
+                    d,
+                    None,
+                    &meta,
+                    &OffenseLimits::default(),
+                    &mut seen,
+                    t0,
+                )
             };
         let (first, change) = apply(0, 1)?;
         assert_eq!(change, OffenseChange::Created);

@@ -18,6 +18,24 @@ pub struct CaseResult {
     pub failure: Option<String>,
 }
 
+/// `config` with a case's context: GeoIP databases and reference-set files (relative to the rule
+/// file's folder).
+fn with_context(config: &Config, base: &Path, ctx: &vigil_correlate::TestContext) -> Config {
+    let mut c = config.clone();
+    if let Some(p) = &ctx.geoip_city {
+        c.context.geoip_city = Some(base.join(p));
+    }
+    if let Some(p) = &ctx.geoip_asn {
+        c.context.geoip_asn = Some(base.join(p));
+    }
+    for (set, file) in &ctx.reference {
+        if let Some(s) = c.context.reference_sets.iter_mut().find(|s| &s.name == set) {
+            s.files.push(base.join(file));
+        }
+    }
+    c
+}
+
 /// Runs every test case of every rule in `rules_dir`.
 pub fn run(config: &Config, rules_dir: &Path) -> anyhow::Result<Vec<CaseResult>> {
     let mut config = config.clone();
@@ -38,8 +56,9 @@ pub fn run(config: &Config, rules_dir: &Path) -> anyhow::Result<Vec<CaseResult>>
                 .map(Path::to_path_buf)
                 .unwrap_or_default();
             let fixture: PathBuf = base.join(&case.events);
+            let case_config = with_context(&config, &base, &case.context);
             let failure =
-                match crate::replay::replay(&config, std::slice::from_ref(&fixture), false) {
+                match crate::replay::replay(&case_config, std::slice::from_ref(&fixture), false) {
                     Err(e) => Some(format!("replaying {}: {e:#}", fixture.display())),
                     Ok((offenses, _)) => {
                         // Offenses join across rules, so a case checks this rule's own

@@ -13,7 +13,10 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use vigil_parsers::Event;
 
+mod context;
 mod schema;
+
+pub use context::{StoredAsset, StoredReference};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +116,11 @@ pub struct Offense {
     pub closed_at: Option<DateTime<Utc>>,
     /// Flagged for follow-up.
     pub follow_up: bool,
+    /// Highest criticality (0-10) of the zones of the hosts its events involve; a floor for
+    /// relevance.
+    pub asset_criticality: u8,
+    /// Which host and zone gave `asset_criticality`.
+    pub asset_reason: Option<String>,
 }
 
 /// One rule's part in an offense: an offense indexed by a source address collects every rule
@@ -402,9 +410,9 @@ impl Store {
             "INSERT INTO offenses (id, rule, title, index_field, index_value, status, magnitude,
                  severity, relevance, credibility, magnitude_reasons, level, tags, first_seen,
                  last_seen, event_count, stored_events, window_start, created_at, updated_at,
-                 assignee, closing_reason, closed_at, follow_up)
+                 assignee, closing_reason, closed_at, follow_up, asset_criticality, asset_reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18, ?19, ?20, ?21, ?22, ?23, ?24)
+                 ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
              ON CONFLICT(id) DO UPDATE SET status = excluded.status,
                  magnitude = excluded.magnitude, severity = excluded.severity,
                  relevance = excluded.relevance, credibility = excluded.credibility,
@@ -413,7 +421,9 @@ impl Store {
                  last_seen = excluded.last_seen, event_count = excluded.event_count,
                  stored_events = excluded.stored_events, updated_at = excluded.updated_at,
                  assignee = excluded.assignee, closing_reason = excluded.closing_reason,
-                 closed_at = excluded.closed_at, follow_up = excluded.follow_up",
+                 closed_at = excluded.closed_at, follow_up = excluded.follow_up,
+                 asset_criticality = excluded.asset_criticality,
+                 asset_reason = excluded.asset_reason",
         )?;
         stmt.execute(params![
             o.id,
@@ -440,6 +450,8 @@ impl Store {
             o.closing_reason,
             o.closed_at.map(ms),
             o.follow_up,
+            o.asset_criticality,
+            o.asset_reason,
         ])?;
         Ok(())
     }
@@ -651,7 +663,7 @@ fn clamp_i64(v: u64) -> i64 {
 const OFFENSE_COLUMNS: &str = "id, rule, title, index_field, index_value, status, magnitude,
     severity, relevance, credibility, magnitude_reasons, level, tags, first_seen, last_seen,
     event_count, stored_events, window_start, created_at, updated_at, assignee, closing_reason,
-    closed_at, follow_up";
+    closed_at, follow_up, asset_criticality, asset_reason";
 
 fn row_to_offense(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Offense, StoreError>> {
     let status: String = r.get(5)?;
@@ -688,6 +700,8 @@ fn row_to_offense(r: &rusqlite::Row<'_>) -> rusqlite::Result<Result<Offense, Sto
         closing_reason: r.get(21)?,
         closed_at: r.get::<_, Option<i64>>(22)?.map(from_ms),
         follow_up: r.get(23)?,
+        asset_criticality: r.get(24)?,
+        asset_reason: r.get(25)?,
     }))
 }
 
@@ -738,6 +752,8 @@ mod tests {
             closing_reason: None,
             closed_at: None,
             follow_up: false,
+            asset_criticality: 0,
+            asset_reason: None,
         }
     }
 

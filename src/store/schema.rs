@@ -91,6 +91,29 @@ const MIGRATIONS: &[&str] = &[
         text TEXT NOT NULL
     );
     CREATE INDEX offense_notes_by_offense ON offense_notes (offense_id, id);",
+    // 3: context: the asset factor of an offense's magnitude, reference data entries that must
+    // survive a restart (API, offense actions, URL feeds), assets learned from events.
+    "ALTER TABLE offenses ADD COLUMN asset_criticality INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE offenses ADD COLUMN asset_reason TEXT;
+    CREATE TABLE reference_entries (
+        collection TEXT NOT NULL,
+        value TEXT NOT NULL,
+        map_value TEXT,
+        source TEXT NOT NULL,
+        expires_at INTEGER,
+        PRIMARY KEY (collection, value)
+    );
+    CREATE TABLE assets (
+        ip TEXT PRIMARY KEY,
+        first_seen INTEGER NOT NULL,
+        last_seen INTEGER NOT NULL,
+        zone TEXT,
+        criticality INTEGER NOT NULL,
+        names TEXT NOT NULL,
+        ports TEXT NOT NULL,
+        events INTEGER NOT NULL
+    );
+    CREATE INDEX assets_by_last_seen ON assets (last_seen DESC);",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.

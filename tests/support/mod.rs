@@ -127,6 +127,31 @@ impl Vigil {
             .unwrap()
     }
 
+    /// Any request with the test token and a JSON body (or none); (status, body).
+    pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let mut s = tokio::net::TcpStream::connect(self.api).await.unwrap();
+            let body = body.unwrap_or("");
+            let req = format!(
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut out = Vec::new();
+            s.read_to_end(&mut out).await.unwrap();
+            let text = String::from_utf8_lossy(&out).into_owned();
+            let status = text.split_whitespace().nth(1).unwrap().parse().unwrap();
+            let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_owned();
+            (status, body)
+        })
+    }
+
     pub fn get_json(&self, path: &str) -> serde_json::Value {
         let (status, body) = self.get(path, Some(TOKEN));
         assert_eq!(status, 200, "GET {path}: {body}");

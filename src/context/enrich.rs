@@ -1,0 +1,215 @@
+//! [`Enricher`]: adds GeoIP, zone, internal and direction fields to events and learns assets.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use vigil_parsers::event::Event;
+
+use super::{geoip, refdata, AssetFactor, Assets, Zones};
+use crate::config::ContextConfig;
+use crate::telemetry::{Counter, Metrics};
+
+/// Adds context to events; owned by the engine thread.
+pub struct Enricher {
+    geo: Option<geoip::GeoIp>,
+    zones: Zones,
+    assets: Assets,
+    reference: Arc<refdata::ReferenceData>,
+    geo_metrics: GeoMetrics,
+}
+
+/// GeoIP counters mirrored into metrics on each tick.
+struct GeoMetrics {
+    lookups: Counter,
+    cache_hits: Counter,
+    cache_evictions: Counter,
+    errors: Counter,
+    reloads: Counter,
+    reloads_rejected: Counter,
+}
+
+impl Enricher {
+    /// An enricher over opened parts.
+    pub fn new(
+        geo: Option<geoip::GeoIp>,
+        config: &ContextConfig,
+        reference: Arc<refdata::ReferenceData>,
+        metrics: &Metrics,
+    ) -> Enricher {
+        let c = |name: &'static str, help: &'static str, labels: &[(&'static str, &str)]| {
+            metrics.counter(name, help, labels)
+        };
+        Enricher {
+            geo,
+            zones: Zones::new(&config.networks),
+            assets: Assets::new(config.max_assets, config.max_ports_per_asset, metrics),
+            reference,
+            geo_metrics: GeoMetrics {
+                lookups: c("vigil_geoip_lookups_total", "GeoIP lookups.", &[]),
+                cache_hits: c(
+                    "vigil_geoip_cache_hits_total",
+                    "GeoIP lookups answered by the cache.",
+                    &[],
+                ),
+                cache_evictions: c(
+                    "vigil_geoip_cache_evictions_total",
+                    "GeoIP cache entries evicted (context.geoip_cache_entries reached).",
+                    &[],
+                ),
+                errors: c(
+                    "vigil_geoip_errors_total",
+                    "GeoIP records that failed to decode (corrupt database).",
+                    &[],
+                ),
+                reloads: c(
+                    "vigil_geoip_reloads_total",
+                    "GeoIP database reloads.",
+                    &[("outcome", "ok")],
+                ),
+                reloads_rejected: c(
+                    "vigil_geoip_reloads_total",
+                    "GeoIP database reloads.",
+                    &[("outcome", "rejected")],
+                ),
+            },
+        }
+    }
+
+    /// The network hierarchy.
+    pub fn zones(&self) -> &Zones {
+        &self.zones
+    }
+
+    /// The asset table.
+    pub fn assets_mut(&mut self) -> &mut Assets {
+        &mut self.assets
+    }
+
+    /// The live reference data.
+    pub fn reference(&self) -> &Arc<refdata::ReferenceData> {
+        &self.reference
+    }
+
+    /// Adds geo, AS, zone, internal and direction fields; learns assets.
+    pub fn enrich(&mut self, ev: &mut Event) {
+        let src = ev.source_ip.map(|ip| self.side(ip, ev, Side::Source));
+        let dst = ev
+            .destination_ip
+            .map(|ip| self.side(ip, ev, Side::Destination));
+        if ev.network_direction.is_none() {
+            ev.network_direction = match (src, dst) {
+                (Some(true), Some(true)) => Some("internal".into()),
+                (Some(true), Some(false)) => Some("outbound".into()),
+                (Some(false), Some(true)) => Some("inbound".into()),
+                (Some(false), Some(false)) => Some("external".into()),
+                _ => None,
+            };
+        }
+        // The sender of a syslog record names itself in HOSTNAME.
+        if let (Some(peer), Some(name)) = (ev.observer_ip, ev.host_name.as_deref()) {
+            if let Some(z) = self.zones.lookup(peer).filter(|z| z.internal) {
+                self.assets.touch(peer, z, ev.timestamp, None, Some(name));
+            }
+        }
+    }
+
+    /// Enriches one side; returns whether the address is internal.
+    fn side(&mut self, ip: IpAddr, ev: &mut Event, side: Side) -> bool {
+        if let Some(geo) = self.geo.as_mut() {
+            let info = geo.lookup(ip);
+            let (cc, cn, city, cont, asn, org) = match side {
+                Side::Source => (
+                    &mut ev.source_geo_country_iso_code,
+                    &mut ev.source_geo_country_name,
+                    &mut ev.source_geo_city_name,
+                    &mut ev.source_geo_continent_code,
+                    &mut ev.source_as_number,
+                    &mut ev.source_as_organization_name,
+                ),
+                Side::Destination => (
+                    &mut ev.destination_geo_country_iso_code,
+                    &mut ev.destination_geo_country_name,
+                    &mut ev.destination_geo_city_name,
+                    &mut ev.destination_geo_continent_code,
+                    &mut ev.destination_as_number,
+                    &mut ev.destination_as_organization_name,
+                ),
+            };
+            cc.clone_from(&info.country_iso_code);
+            cn.clone_from(&info.country_name);
+            city.clone_from(&info.city_name);
+            cont.clone_from(&info.continent_code);
+            *asn = info.as_number;
+            org.clone_from(&info.as_organization);
+        }
+        let zone = self.zones.lookup(ip);
+        let internal = zone.is_some_and(|z| z.internal);
+        let (zone_slot, internal_slot) = match side {
+            Side::Source => (&mut ev.source_zone, &mut ev.source_internal),
+            Side::Destination => (&mut ev.destination_zone, &mut ev.destination_internal),
+        };
+        *zone_slot = zone.map(|z| z.name.to_owned());
+        *internal_slot = Some(internal);
+        if let Some(z) = zone.filter(|z| z.internal) {
+            // A destination is contacted on its port unless the event says it was refused.
+            let refused = ev.outcome.as_deref() == Some("failure")
+                || ev.event_type.as_deref() == Some("denied");
+            let port = match side {
+                Side::Destination if !refused => ev.destination_port,
+                _ => None,
+            };
+            self.assets.touch(ip, z, ev.timestamp, port, None);
+        }
+        internal
+    }
+
+    /// The most critical zone among an event's addresses.
+    pub fn asset_factor(&self, ev: &Event) -> Option<AssetFactor> {
+        [("source", ev.source_ip), ("destination", ev.destination_ip)]
+            .into_iter()
+            .filter_map(|(side, ip)| {
+                let ip = ip?;
+                let z = self.zones.lookup(ip)?;
+                Some(AssetFactor {
+                    criticality: z.criticality,
+                    reason: format!(
+                        "{side} {ip} in zone {} (criticality {})",
+                        z.name, z.criticality
+                    ),
+                })
+            })
+            .max_by_key(|f| f.criticality)
+    }
+
+    /// Periodic work: GeoIP reload check, reference-data expiry, metrics. Returns a GeoIP
+    /// reload error to log, if one happened.
+    pub fn tick(&mut self, now: DateTime<Utc>, check_geo: bool) -> Option<String> {
+        self.reference.expire(now);
+        let mut err = None;
+        if let Some(geo) = self.geo.as_mut() {
+            if check_geo {
+                match geo.reload_if_changed() {
+                    Ok(true) => self.geo_metrics.reloads.inc(),
+                    Ok(false) => {}
+                    Err(e) => {
+                        self.geo_metrics.reloads_rejected.inc();
+                        err = Some(e.to_string());
+                    }
+                }
+            }
+            let s = geo.stats();
+            self.geo_metrics.lookups.mirror(s.lookups);
+            self.geo_metrics.cache_hits.mirror(s.cache_hits);
+            self.geo_metrics.cache_evictions.mirror(s.cache_evictions);
+            self.geo_metrics.errors.mirror(s.errors);
+        }
+        err
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Source,
+    Destination,
+}

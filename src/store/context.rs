@@ -1,0 +1,248 @@
+//! Context the store keeps: assets learned from events and reference-data entries that must
+//! survive a restart (added through the API, by offense actions, or fetched from a URL; entries
+//! from files are read again from the files).
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{from_ms, ms, Store, StoreError};
+use crate::context::Asset;
+
+/// One stored reference-data entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredReference {
+    /// Set or map name.
+    pub collection: String,
+    /// The value (set) or key (map).
+    pub value: String,
+    /// For maps, the value.
+    pub map_value: Option<String>,
+    /// Where it came from (`api`, `rule:<name>`, `url:<url>`).
+    pub source: String,
+    /// When it expires (never when `None`).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// An asset as listed by the API.
+pub type StoredAsset = Asset;
+
+impl Store {
+    /// Inserts or replaces a reference entry.
+    pub fn put_reference(&self, r: &StoredReference) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO reference_entries (collection, value, map_value, source, expires_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(collection, value) DO UPDATE SET map_value = excluded.map_value,
+                     source = excluded.source, expires_at = excluded.expires_at",
+            )?
+            .execute(params![
+                r.collection,
+                r.value,
+                r.map_value,
+                r.source,
+                r.expires_at.map(ms)
+            ])?;
+        Ok(())
+    }
+
+    /// Deletes a reference entry; whether it existed.
+    pub fn delete_reference(&self, collection: &str, value: &str) -> Result<bool, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM reference_entries WHERE collection = ?1 AND value = ?2",
+            params![collection, value],
+        )?;
+        Ok(n > 0)
+    }
+
+    /// Deletes every entry of `collection` from `source` (a URL feed replaced).
+    pub fn delete_reference_source(
+        &self,
+        collection: &str,
+        source: &str,
+    ) -> Result<u64, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM reference_entries WHERE collection = ?1 AND source = ?2",
+            params![collection, source],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Every stored entry that has not expired at `now`.
+    pub fn references(&self, now: DateTime<Utc>) -> Result<Vec<StoredReference>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT collection, value, map_value, source, expires_at FROM reference_entries
+             WHERE expires_at IS NULL OR expires_at > ?1 ORDER BY collection, value",
+        )?;
+        let rows = stmt.query_map(params![ms(now)], |r| {
+            Ok(StoredReference {
+                collection: r.get(0)?,
+                value: r.get(1)?,
+                map_value: r.get(2)?,
+                source: r.get(3)?,
+                expires_at: r.get::<_, Option<i64>>(4)?.map(from_ms),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Deletes entries expired at `now`; how many.
+    pub fn delete_expired_references(&self, now: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n = self.conn.execute(
+            "DELETE FROM reference_entries WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+            params![ms(now)],
+        )?;
+        Ok(n as u64)
+    }
+
+    /// Writes assets (insert or replace).
+    pub fn put_assets(&self, assets: &[Asset]) -> Result<(), StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT INTO assets (ip, first_seen, last_seen, zone, criticality, names, ports, events)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+             ON CONFLICT(ip) DO UPDATE SET first_seen = excluded.first_seen,
+                 last_seen = excluded.last_seen, zone = excluded.zone,
+                 criticality = excluded.criticality, names = excluded.names,
+                 ports = excluded.ports, events = excluded.events",
+        )?;
+        for a in assets {
+            stmt.execute(params![
+                a.ip.to_string(),
+                ms(a.first_seen),
+                ms(a.last_seen),
+                a.zone,
+                a.criticality,
+                serde_json::to_string(&a.names).unwrap_or_else(|_| "[]".into()),
+                serde_json::to_string(&a.ports).unwrap_or_else(|_| "[]".into()),
+                i64::try_from(a.events).unwrap_or(i64::MAX),
+            ])?;
+        }
+        Ok(())
+    }
+
+    /// Deletes assets (forgotten under `context.max_assets`).
+    pub fn delete_assets(&self, ips: &[IpAddr]) -> Result<(), StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("DELETE FROM assets WHERE ip = ?1")?;
+        for ip in ips {
+            stmt.execute(params![ip.to_string()])?;
+        }
+        Ok(())
+    }
+
+    /// Assets, most recently seen first; `zone` filters; (page, total).
+    pub fn list_assets(
+        &self,
+        zone: Option<&str>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<Asset>, u64), StoreError> {
+        let total: i64 = self.conn.query_row(
+            "SELECT COUNT(*) FROM assets WHERE ?1 IS NULL OR zone = ?1",
+            params![zone],
+            |r| r.get(0),
+        )?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT ip, first_seen, last_seen, zone, criticality, names, ports, events FROM assets
+             WHERE ?1 IS NULL OR zone = ?1 ORDER BY last_seen DESC, ip LIMIT ?2 OFFSET ?3",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                zone,
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                i64::try_from(offset).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                let ip: String = r.get(0)?;
+                let names: String = r.get(5)?;
+                let ports: String = r.get(6)?;
+                let events: i64 = r.get(7)?;
+                Ok(ip.parse::<IpAddr>().ok().map(|ip| Asset {
+                    ip,
+                    first_seen: from_ms(r.get(1).unwrap_or(0)),
+                    last_seen: from_ms(r.get(2).unwrap_or(0)),
+                    zone: r.get(3).unwrap_or(None),
+                    criticality: r.get(4).unwrap_or(0),
+                    names: serde_json::from_str(&names).unwrap_or_default(),
+                    ports: serde_json::from_str(&ports).unwrap_or_default(),
+                    events: u64::try_from(events).unwrap_or(0),
+                }))
+            },
+        )?;
+        let mut out = Vec::new();
+        for r in rows {
+            if let Some(a) = r? {
+                out.push(a);
+            }
+        }
+        Ok((out, u64::try_from(total).unwrap_or(0)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reference_entries_round_trip_and_expire() {
+        let store = Store::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
+        let entry = |v: &str, exp: Option<i64>| StoredReference {
+            collection: "blocked_ips".into(),
+            value: v.into(),
+            map_value: None,
+            source: "rule:ssh_brute_force".into(),
+            expires_at: exp.map(t),
+        };
+        for e in [entry("203.0.113.7", Some(100)), entry("203.0.113.8", None)] {
+            store.put_reference(&e).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let live = store.references(t(50)).unwrap_or_default();
+        assert_eq!(live.len(), 2);
+        assert_eq!(live[0], entry("203.0.113.7", Some(100)));
+        assert_eq!(store.references(t(100)).unwrap_or_default().len(), 1);
+        assert_eq!(store.delete_expired_references(t(100)).ok(), Some(1));
+        assert_eq!(
+            store.delete_reference("blocked_ips", "203.0.113.8").ok(),
+            Some(true)
+        );
+        assert!(store.references(t(0)).unwrap_or_default().is_empty());
+    }
+
+    #[test]
+    fn assets_round_trip_newest_first_and_filter_by_zone() {
+        let store = Store::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
+        let asset = |ip: &str, seen: i64, zone: &str| Asset {
+            ip: ip
+                .parse()
+                .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            first_seen: t(1),
+            last_seen: t(seen),
+            zone: Some(zone.into()),
+            criticality: 9,
+            names: ["db1".to_string()].into(),
+            ports: [5432u16].into(),
+            events: 3,
+        };
+        let a = asset("10.20.0.5", 10, "core-banking");
+        let b = asset("10.0.0.9", 20, "private");
+        store
+            .put_assets(&[a.clone(), b.clone()])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let (all, total) = store.list_assets(None, 10, 0).unwrap_or_default();
+        assert_eq!((all, total), (vec![b.clone(), a.clone()], 2));
+        let (core, _) = store
+            .list_assets(Some("core-banking"), 10, 0)
+            .unwrap_or_default();
+        assert_eq!(core, vec![a]);
+        store
+            .delete_assets(&[b.ip])
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.list_assets(None, 10, 0).unwrap_or_default().1, 1);
+    }
+}
