@@ -202,3 +202,93 @@ fn context_enriches_events_feeds_rules_and_survives_a_restart() {
         "the removed address matched again"
     );
 }
+
+/// A one-route HTTP server on loopback serving whatever `body` holds (a threat feed).
+fn feed_server(body: std::sync::Arc<std::sync::Mutex<String>>) -> std::net::SocketAddr {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf);
+            let text = body.lock().unwrap().clone();
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+        }
+    });
+    addr
+}
+
+fn set_values(vigil: &Vigil, set: &str) -> Vec<String> {
+    vigil.get_json(&format!("/api/v1/reference-sets/{set}"))["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["value"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn feeds_are_fetched_on_schedule_files_reload_when_changed_and_a_dead_feed_keeps_its_last_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(
+        "# feed v1\n198.51.100.0/25\n203.0.113.44\n".to_owned(),
+    ));
+    let server = feed_server(body.clone());
+    let list = dir.path().join("vip.txt");
+    std::fs::write(&list, "alice\n").unwrap();
+    let context = format!(
+        "[context]\n\
+         [[context.reference_sets]]\nname = \"threat_intel\"\nurl = \"http://{server}/feed.netset\"\nrefresh_secs = 1\n\
+         [[context.reference_sets]]\nname = \"blocked_ips\"\n\
+         [[context.reference_sets]]\nname = \"vip_users\"\nkind = \"string\"\nfiles = [{list:?}]\n",
+        list = list.display().to_string(),
+    );
+    let config = write_config(dir.path(), &context);
+    let mut vigil = Vigil::start(&config);
+    vigil.wait_until("the first fetch", || {
+        set_values(&vigil, "threat_intel") == ["198.51.100.0/25", "203.0.113.44"]
+    });
+    assert_eq!(set_values(&vigil, "vip_users"), ["alice"]);
+
+    // The feed drops one address and adds another; the file gains a user.
+    *body.lock().unwrap() = "# feed v2\n198.51.100.0/25\n192.0.2.7\n".to_owned();
+    std::fs::write(&list, "alice\nBob\n").unwrap();
+    vigil.wait_until("the second fetch", || {
+        set_values(&vigil, "threat_intel") == ["192.0.2.7", "198.51.100.0/25"]
+    });
+    vigil.wait_until("the file reload", || {
+        set_values(&vigil, "vip_users") == ["alice", "bob"]
+    });
+
+    // The feed goes away: after a restart the last fetched list is still there (from the store),
+    // and the failed fetches are counted.
+    vigil.stop();
+    let dir2 = tempfile::tempdir().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead_addr = dead.local_addr().unwrap();
+    drop(dead);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&server.to_string(), &dead_addr.to_string());
+    let config2 = dir2.path().join("vigil.toml");
+    std::fs::write(&config2, text).unwrap();
+    let vigil = Vigil::start(&config2);
+    assert_eq!(
+        set_values(&vigil, "threat_intel"),
+        ["192.0.2.7", "198.51.100.0/25"]
+    );
+    vigil.wait_until("a failed fetch counted", || {
+        vigil.metric("vigil_reference_fetch_failures_total") >= 1
+    });
+    assert_eq!(
+        set_values(&vigil, "threat_intel"),
+        ["192.0.2.7", "198.51.100.0/25"],
+        "a dead feed keeps its last list"
+    );
+}

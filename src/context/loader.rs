@@ -21,7 +21,7 @@ use crate::store::{Store, StoredReference};
 use crate::telemetry::Metrics;
 
 /// How often files are checked for changes.
-const FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(5);
+const FILE_CHECK: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The reference data the configuration declares, with files, inline entries and stored
 /// entries loaded. Returns it with one problem line per unreadable line or file.
