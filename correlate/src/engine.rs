@@ -297,6 +297,9 @@ pub struct EngineStats {
     /// Approximate heap bytes held by correlation windows, all rules (see
     /// [`RuleStats::approx_bytes`]).
     pub approx_bytes: u64,
+    /// Routed matches ([`Engine::feed_routed`]) naming a correlation this engine's rule set
+    /// does not have.
+    pub unroutable: u64,
 }
 
 impl EngineStats {
@@ -652,6 +655,10 @@ pub struct Engine {
     now: Option<i64>,
     /// Correlations (indices) of the timed types (`absence`, `silence`).
     timed: Vec<usize>,
+    /// Routed matches naming a correlation this engine does not have.
+    unroutable: u64,
+    /// Correlation index by rule name (for routed matches).
+    by_name: HashMap<String, usize>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -1209,6 +1216,58 @@ fn apply_timed(
     }
 }
 
+/// The window keys an event gives a correlation for the referenced rules it matched (`mask`):
+/// (key parts, rule bits, first position). The key can depend on which referenced rule matched
+/// (aliases), so matched positions are grouped by key. Empty when a group-by field is missing.
+fn group_keys(rule: &CorrelationRule, mask: u64, event: &Event) -> Vec<(Vec<String>, u64, usize)> {
+    let mut groups: Vec<(Vec<String>, u64, usize)> = Vec::new();
+    let mut m = mask;
+    while m != 0 {
+        let pos = m.trailing_zeros() as usize;
+        m &= m - 1;
+        let Some(fields) = rule.group_fields.get(pos) else {
+            continue;
+        };
+        let parts: Option<Vec<String>> = fields.iter().map(|f| text_of(event, f)).collect();
+        let Some(parts) = parts else {
+            continue;
+        };
+        let bit = 1u64 << pos;
+        match groups.iter_mut().find(|g| g.0 == parts) {
+            Some(g) => g.1 |= bit,
+            None => groups.push((parts, bit, pos)),
+        }
+    }
+    groups
+}
+
+/// A single-event match addressed to one correlation window: what stage 1 of the scaled-out
+/// mode publishes (with the event) to the matches topic, keyed by [`Routed::key`], so every
+/// window lives in exactly one partition whatever the `group-by`, and what stage 2 applies with
+/// [`Engine::feed_routed`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Routed {
+    /// The correlation rule's name.
+    pub correlation: String,
+    /// Its `group-by` values for this event, in order.
+    pub group: Vec<String>,
+    /// The referenced rules the event matched with this key (bit = position in `rules`).
+    pub bits: u64,
+    /// The first of them.
+    pub pos: usize,
+}
+
+impl Routed {
+    /// The partition key: the correlation and the group values, unambiguously encoded (the same
+    /// on every node).
+    pub fn key(&self) -> String {
+        let mut parts = Vec::with_capacity(self.group.len() + 1);
+        parts.push(self.correlation.clone());
+        parts.extend(self.group.iter().cloned());
+        encode_key(&parts)
+    }
+}
+
 impl Engine {
     /// An engine over `rules` with empty state.
     pub fn new(rules: Arc<RuleSet>, limits: EngineLimits) -> Self {
@@ -1236,6 +1295,12 @@ impl Engine {
             .map(|(c, _)| c)
             .collect();
         let masks = vec![0; rules.correlations.len()];
+        let by_name = rules
+            .correlations
+            .iter()
+            .enumerate()
+            .filter_map(|(c, r)| Some((rules.infos.get(r.info)?.name.clone(), c)))
+            .collect();
         Engine {
             rules,
             limits,
@@ -1250,6 +1315,8 @@ impl Engine {
             payload: 0,
             now: None,
             timed,
+            unroutable: 0,
+            by_name,
         }
     }
 
@@ -1275,6 +1342,200 @@ impl Engine {
         self.events += 1;
         self.advance_to(nanos(event.timestamp), out);
         let rules = Arc::clone(&self.rules);
+        self.match_single(&rules, event, out);
+        // Correlations are stored inner first, so popping the lowest index first evaluates an
+        // inner correlation before every correlation it feeds.
+        while let Some(Reverse(c)) = self.pending.pop() {
+            let Some(mask) = self.masks.get_mut(c).map(std::mem::take) else {
+                continue;
+            };
+            if mask == 0 {
+                continue;
+            }
+            let Some(rule) = rules.correlations.get(c) else {
+                continue;
+            };
+            if self.feed(&rules, c, rule, mask, event, out) {
+                for &(o, pos) in &rule.feeds {
+                    self.mark(o, pos);
+                }
+            }
+        }
+    }
+
+    fn feed(
+        &mut self,
+        rules: &RuleSet,
+        c: usize,
+        rule: &CorrelationRule,
+        mask: u64,
+        event: &Arc<Event>,
+        out: &mut Vec<Detection>,
+    ) -> bool {
+        let groups = group_keys(rule, mask, event);
+        if let Some(stats) = self.stats.get_mut(rule.info) {
+            stats.matches += 1;
+            if groups.is_empty() {
+                stats.ungrouped_events += 1;
+                return false;
+            }
+        }
+        self.apply_groups(rules, c, rule, &groups, event, out)
+    }
+
+    /// Applies an event to the windows of `groups` (key parts, rule bits, first position) of
+    /// correlation `c`; whether one of them fired `New`.
+    fn apply_groups(
+        &mut self,
+        rules: &RuleSet,
+        c: usize,
+        rule: &CorrelationRule,
+        groups: &[(Vec<String>, u64, usize)],
+        event: &Arc<Event>,
+        out: &mut Vec<Detection>,
+    ) -> bool {
+        let Some(info) = rules.infos.get(rule.info) else {
+            return false;
+        };
+        let Some(stats) = self.stats.get_mut(rule.info) else {
+            return false;
+        };
+        let Some(w) = self.windows.get_mut(c) else {
+            return false;
+        };
+        let held = w.payload;
+        if rule.measure.is_timed() {
+            let now = self.now.unwrap_or(i64::MIN);
+            for (parts, bits, _) in groups {
+                apply_timed(
+                    w,
+                    &mut self.clock,
+                    stats,
+                    rule,
+                    &self.limits,
+                    now,
+                    parts,
+                    *bits,
+                    event,
+                );
+            }
+            self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
+            if self.payload > self.limits.max_payload_bytes {
+                self.shed(rules);
+            }
+            // Timed correlations fire as time passes, never on an occurrence, and feed nothing.
+            return false;
+        }
+        let mut fired = false;
+        for (parts, bits, pos) in groups {
+            fired |= apply(
+                w,
+                &mut self.clock,
+                stats,
+                info,
+                rule,
+                &self.limits,
+                parts,
+                *bits,
+                *pos,
+                event,
+                out,
+            );
+        }
+        self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
+        if self.payload > self.limits.max_payload_bytes {
+            self.shed(rules);
+        }
+        fired
+    }
+
+    /// Stage 1 of the scaled-out split: single-event rules only. Detections of generating
+    /// detection rules go to `out`; every match that feeds a correlation goes to `routed`,
+    /// addressed to its window ([`Routed::key`]), for whichever engine owns that key. Holds no
+    /// window state, so any number of stage-1 engines can run side by side.
+    pub fn route(
+        &mut self,
+        event: &Arc<Event>,
+        out: &mut Vec<Detection>,
+        routed: &mut Vec<Routed>,
+    ) {
+        self.events += 1;
+        let rules = Arc::clone(&self.rules);
+        self.match_single(&rules, event, out);
+        while let Some(Reverse(c)) = self.pending.pop() {
+            let Some(mask) = self.masks.get_mut(c).map(std::mem::take) else {
+                continue;
+            };
+            let Some(rule) = rules.correlations.get(c) else {
+                continue;
+            };
+            let Some(info) = rules.infos.get(rule.info) else {
+                continue;
+            };
+            for (group, bits, pos) in group_keys(rule, mask, event) {
+                routed.push(Routed {
+                    correlation: info.name.clone(),
+                    group,
+                    bits,
+                    pos,
+                });
+            }
+        }
+    }
+
+    /// Stage 2 of the scaled-out split: applies one routed match (from any stage-1 engine) to
+    /// this engine's window for it, advancing engine time to the event first as
+    /// [`Engine::process`] does. When a correlation fires and feeds outer correlations
+    /// (chaining), the outer correlations' matches go to `reroute`: they belong to other keys,
+    /// maybe other engines. An unknown correlation name (rule files differ between nodes) is
+    /// counted in [`EngineStats::unroutable`] and ignored.
+    pub fn feed_routed(
+        &mut self,
+        r: &Routed,
+        event: &Arc<Event>,
+        out: &mut Vec<Detection>,
+        reroute: &mut Vec<Routed>,
+    ) {
+        self.events += 1;
+        self.advance_to(nanos(event.timestamp), out);
+        let rules = Arc::clone(&self.rules);
+        let Some(&c) = self.by_name.get(&r.correlation) else {
+            self.unroutable += 1;
+            return;
+        };
+        let Some(rule) = rules.correlations.get(c) else {
+            return;
+        };
+        if let Some(stats) = self.stats.get_mut(rule.info) {
+            stats.matches += 1;
+        }
+        let groups = [(r.group.clone(), r.bits, r.pos)];
+        if self.apply_groups(&rules, c, rule, &groups, event, out) {
+            for &(o, pos) in &rule.feeds {
+                let (Some(outer), Some(bit)) = (
+                    rules.correlations.get(o),
+                    u32::try_from(pos).ok().and_then(|p| 1u64.checked_shl(p)),
+                ) else {
+                    continue;
+                };
+                let Some(info) = rules.infos.get(outer.info) else {
+                    continue;
+                };
+                for (group, bits, pos) in group_keys(outer, bit, event) {
+                    reroute.push(Routed {
+                        correlation: info.name.clone(),
+                        group,
+                        bits,
+                        pos,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Matches single-event rules: generating ones detect into `out`, and every correlation
+    /// they feed is marked pending with the matched positions.
+    fn match_single(&mut self, rules: &RuleSet, event: &Arc<Event>, out: &mut Vec<Detection>) {
         rules.match_indexed(event, &mut self.scratch, &mut self.matched);
         let matched = std::mem::take(&mut self.matched);
         for &d in &matched {
@@ -1307,113 +1568,6 @@ impl Engine {
             }
         }
         self.matched = matched;
-        // Correlations are stored inner first, so popping the lowest index first evaluates an
-        // inner correlation before every correlation it feeds.
-        while let Some(Reverse(c)) = self.pending.pop() {
-            let Some(mask) = self.masks.get_mut(c).map(std::mem::take) else {
-                continue;
-            };
-            if mask == 0 {
-                continue;
-            }
-            let Some(rule) = rules.correlations.get(c) else {
-                continue;
-            };
-            if self.feed(&rules, c, rule, mask, event, out) {
-                for &(o, pos) in &rule.feeds {
-                    self.mark(o, pos);
-                }
-            }
-        }
-    }
-
-    fn feed(
-        &mut self,
-        rules: &RuleSet,
-        c: usize,
-        rule: &CorrelationRule,
-        mask: u64,
-        event: &Arc<Event>,
-        out: &mut Vec<Detection>,
-    ) -> bool {
-        let Some(info) = rules.infos.get(rule.info) else {
-            return false;
-        };
-        let Some(stats) = self.stats.get_mut(rule.info) else {
-            return false;
-        };
-        let Some(w) = self.windows.get_mut(c) else {
-            return false;
-        };
-        stats.matches += 1;
-        // The key can depend on which referenced rule matched (aliases): group the matched
-        // positions by key.
-        let mut groups: Vec<(Vec<String>, u64, usize)> = Vec::new();
-        let mut m = mask;
-        while m != 0 {
-            let pos = m.trailing_zeros() as usize;
-            m &= m - 1;
-            let Some(fields) = rule.group_fields.get(pos) else {
-                continue;
-            };
-            let parts: Option<Vec<String>> = fields.iter().map(|f| text_of(event, f)).collect();
-            let Some(parts) = parts else {
-                continue;
-            };
-            let bit = 1u64 << pos;
-            match groups.iter_mut().find(|g| g.0 == parts) {
-                Some(g) => g.1 |= bit,
-                None => groups.push((parts, bit, pos)),
-            }
-        }
-        if groups.is_empty() {
-            stats.ungrouped_events += 1;
-            return false;
-        }
-        let held = w.payload;
-        if rule.measure.is_timed() {
-            let now = self.now.unwrap_or(i64::MIN);
-            for (parts, bits, _) in &groups {
-                apply_timed(
-                    w,
-                    &mut self.clock,
-                    stats,
-                    rule,
-                    &self.limits,
-                    now,
-                    parts,
-                    *bits,
-                    event,
-                );
-            }
-            self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
-            if self.payload > self.limits.max_payload_bytes {
-                self.shed(rules);
-            }
-            // Timed correlations fire as time passes, never on an occurrence, and feed nothing.
-            return false;
-        }
-        let mut fired = false;
-        for (parts, bits, pos) in &groups {
-            fired |= apply(
-                w,
-                &mut self.clock,
-                stats,
-                info,
-                rule,
-                &self.limits,
-                parts,
-                *bits,
-                *pos,
-                event,
-                out,
-            );
-        }
-        self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
-        if self.payload > self.limits.max_payload_bytes {
-            self.shed(rules);
-        }
-        fired
     }
 
     /// Tells the engine that event time has reached `now`: every `absence` or `silence`
@@ -1577,6 +1731,7 @@ impl Engine {
             payloads_dropped: rules.iter().map(|r| r.payloads_dropped).sum(),
             payload_bytes: rules.iter().map(|r| r.payload_bytes).sum(),
             approx_bytes: rules.iter().map(|r| r.approx_bytes).sum(),
+            unroutable: self.unroutable,
             rules,
         }
     }

@@ -53,7 +53,8 @@ mod ruleset;
 
 pub use duration::parse_duration;
 pub use engine::{
-    approx_event_bytes, Detection, DetectionKind, Engine, EngineLimits, EngineStats, RuleStats,
+    approx_event_bytes, Detection, DetectionKind, Engine, EngineLimits, EngineStats, Routed,
+    RuleStats,
 };
 pub use error::RuleError;
 pub use load::LoadOptions;

@@ -11,3 +11,4 @@ mod loading;
 mod reporting;
 mod sigmahq;
 mod spec_examples;
+mod split;
