@@ -1736,3 +1736,242 @@ impl Engine {
         }
     }
 }
+
+/// Correlation state of some keys, serializable: how windows move from one engine to another
+/// (a partition changing owner between stage-2 nodes) or survive a restart. Take it with
+/// [`Engine::snapshot`], apply it with [`Engine::restore`]. Counts, firing state and the held
+/// evidence come across exactly; the tallies (`value_count` values, `value_sum` sums) and
+/// `absence`/`silence` deadlines are rebuilt from the occurrences.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EngineSnapshot {
+    /// Format version ([`EngineSnapshot::VERSION`]).
+    pub version: u32,
+    /// Engine time (nanoseconds since the epoch) when taken.
+    pub now: Option<i64>,
+    /// Per correlation with selected keys.
+    pub windows: Vec<WindowSnapshot>,
+}
+
+impl EngineSnapshot {
+    /// The format this build writes and reads.
+    pub const VERSION: u32 = 1;
+}
+
+/// One correlation's selected keys.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WindowSnapshot {
+    /// The correlation rule's name.
+    pub correlation: String,
+    /// Its `group-by` names when taken: a rule since changed to group differently does not
+    /// get these keys (they would mean something else).
+    pub group_by: Vec<String>,
+    /// Its watermark (newest occurrence time seen, nanoseconds).
+    pub watermark: Option<i64>,
+    /// Keys, least recently updated first.
+    pub keys: Vec<KeySnapshot>,
+}
+
+/// One key's window.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct KeySnapshot {
+    /// The group-by values.
+    pub group: Vec<String>,
+    /// Occurrences, oldest first: (time ns, tag, event if still held, reported).
+    pub slots: Vec<(i64, u64, Option<Event>, bool)>,
+    /// When firing: (window start ns, index value if not part of the key).
+    pub firing: Option<(i64, String)>,
+}
+
+/// What [`Engine::restore`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RestoreReport {
+    /// Keys restored.
+    pub keys: u64,
+    /// Keys of correlations this engine does not have, or that now group by other fields
+    /// (rule files differ), skipped.
+    pub skipped: u64,
+    /// Keys that replaced a key this engine already held.
+    pub replaced: u64,
+}
+
+impl Engine {
+    /// The state of every key `select` accepts, given the key's partition key
+    /// ([`Routed::key`]: correlation name and group values), so a stage-2 node can hand over
+    /// exactly the windows of a revoked partition. Keys come least recently updated first.
+    pub fn snapshot(&self, mut select: impl FnMut(&str) -> bool) -> EngineSnapshot {
+        let mut windows = Vec::new();
+        for (c, w) in self.windows.iter().enumerate() {
+            let Some(rule) = self.rules.correlations.get(c) else {
+                continue;
+            };
+            let Some(info) = self.rules.infos.get(rule.info) else {
+                continue;
+            };
+            let n = rule.group_names.len();
+            let mut keys: Vec<(u64, KeySnapshot)> = Vec::new();
+            for (k, st) in &w.keys {
+                let group = decode_key(k, n);
+                let routed = Routed {
+                    correlation: info.name.clone(),
+                    group,
+                    bits: 0,
+                    pos: 0,
+                };
+                if !select(&routed.key()) {
+                    continue;
+                }
+                keys.push((
+                    st.seq,
+                    KeySnapshot {
+                        group: routed.group,
+                        slots: st
+                            .slots
+                            .iter()
+                            .map(|s| (s.ts, s.tag, s.event.as_deref().cloned(), s.reported))
+                            .collect(),
+                        firing: st
+                            .firing
+                            .as_ref()
+                            .map(|f| (f.start, f.index_value.to_string())),
+                    },
+                ));
+            }
+            if keys.is_empty() {
+                continue;
+            }
+            keys.sort_by_key(|(seq, _)| *seq);
+            windows.push(WindowSnapshot {
+                correlation: info.name.clone(),
+                group_by: rule.group_names.clone(),
+                watermark: w.watermark,
+                keys: keys.into_iter().map(|(_, k)| k).collect(),
+            });
+        }
+        EngineSnapshot {
+            version: EngineSnapshot::VERSION,
+            now: self.now,
+            windows,
+        }
+    }
+
+    /// Drops every key `select` accepts (by partition key, as [`Engine::snapshot`]): what a
+    /// stage-2 node does after handing a revoked partition's windows over. Returns how many.
+    pub fn remove_keys(&mut self, mut select: impl FnMut(&str) -> bool) -> u64 {
+        let mut n = 0;
+        let rules = Arc::clone(&self.rules);
+        for (c, w) in self.windows.iter_mut().enumerate() {
+            let Some(rule) = rules.correlations.get(c) else {
+                continue;
+            };
+            let Some(info) = rules.infos.get(rule.info) else {
+                continue;
+            };
+            let parts = rule.group_names.len();
+            let doomed: Vec<Arc<str>> = w
+                .keys
+                .keys()
+                .filter(|k| {
+                    select(
+                        &Routed {
+                            correlation: info.name.clone(),
+                            group: decode_key(k, parts),
+                            bits: 0,
+                            pos: 0,
+                        }
+                        .key(),
+                    )
+                })
+                .cloned()
+                .collect();
+            let held = w.payload;
+            for k in doomed {
+                if w.remove(&k) {
+                    n += 1;
+                }
+            }
+            self.payload = self.payload.saturating_sub(held.saturating_sub(w.payload));
+        }
+        n
+    }
+
+    /// Adds the keys of a snapshot (from [`Engine::snapshot`], maybe of another engine) to this
+    /// engine's windows, after its own keys in update order. Engine time and watermarks move
+    /// forward to the snapshot's if they are behind. A snapshot of another format version is
+    /// refused.
+    pub fn restore(&mut self, snap: EngineSnapshot) -> Result<RestoreReport, String> {
+        if snap.version != EngineSnapshot::VERSION {
+            return Err(format!(
+                "engine snapshot version {} (this build reads {})",
+                snap.version,
+                EngineSnapshot::VERSION
+            ));
+        }
+        if let Some(t) = snap.now {
+            self.now = Some(self.now.map_or(t, |n| n.max(t)));
+        }
+        let mut report = RestoreReport::default();
+        let rules = Arc::clone(&self.rules);
+        for ws in snap.windows {
+            let Some(&c) = self.by_name.get(&ws.correlation) else {
+                report.skipped += ws.keys.len() as u64;
+                continue;
+            };
+            let (Some(rule), Some(w)) = (rules.correlations.get(c), self.windows.get_mut(c)) else {
+                continue;
+            };
+            if rule.group_names != ws.group_by {
+                report.skipped += ws.keys.len() as u64;
+                continue;
+            }
+            if let Some(m) = ws.watermark {
+                w.watermark = Some(w.watermark.map_or(m, |x| x.max(m)));
+            }
+            for ks in ws.keys {
+                let key: Arc<str> = Arc::from(encode_key(&ks.group).as_str());
+                let held = w.payload;
+                if w.remove(&key) {
+                    report.replaced += 1;
+                }
+                let mut st = KeyState {
+                    slots: VecDeque::with_capacity(ks.slots.len()),
+                    seq: 0,
+                    firing: ks.firing.map(|(start, index_value)| Firing {
+                        start,
+                        index_value: index_value.into_boxed_str(),
+                    }),
+                    tally: Tally::for_measure(&rule.measure),
+                };
+                let mut holds = false;
+                for (ts, tag, event, reported) in ks.slots {
+                    let event = event.map(Arc::new);
+                    if let Some(e) = &event {
+                        w.payload = w.payload.saturating_add(approx_event_bytes(e));
+                        holds = true;
+                    }
+                    st.slots.push_back(Slot {
+                        ts,
+                        tag,
+                        event,
+                        reported,
+                    });
+                    st.add_tag(tag);
+                }
+                if rule.measure.is_timed() {
+                    if let Some(front) = st.slots.front() {
+                        w.deadlines
+                            .insert((front.ts.saturating_add(w.span), Arc::clone(&key)));
+                    }
+                }
+                self.clock = self.clock.wrapping_add(1);
+                st.seq = self.clock;
+                w.heap = w.heap.saturating_add(st.footprint(&key));
+                let firing = st.firing.is_some();
+                w.keys.insert(Arc::clone(&key), st);
+                w.touch(&key, self.clock, holds && !firing);
+                self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
+                report.keys += 1;
+            }
+        }
+        Ok(report)
+    }
+}

@@ -53,8 +53,8 @@ mod ruleset;
 
 pub use duration::parse_duration;
 pub use engine::{
-    approx_event_bytes, Detection, DetectionKind, Engine, EngineLimits, EngineStats, Routed,
-    RuleStats,
+    approx_event_bytes, Detection, DetectionKind, Engine, EngineLimits, EngineSnapshot,
+    EngineStats, KeySnapshot, RestoreReport, Routed, RuleStats, WindowSnapshot,
 };
 pub use error::RuleError;
 pub use load::LoadOptions;

@@ -243,6 +243,121 @@ fn routing_and_partitioned_windows_give_exactly_the_embedded_detections() {
     }
 }
 
+/// [`split`] with one rebalance in the middle: at event `at`, partition `moved` changes owner
+/// from engine `moved % stage2` to the next engine, its windows handed over as a JSON snapshot.
+fn split_with_handoff(
+    rules: &Arc<RuleSet>,
+    events: &[Arc<Event>],
+    partitions: usize,
+    stage2: usize,
+    moved: usize,
+    at: usize,
+) -> Vec<String> {
+    let mut router = Engine::new(rules.clone(), EngineLimits::default());
+    let mut owners: Vec<Engine> = (0..stage2)
+        .map(|_| Engine::new(rules.clone(), EngineLimits::default()))
+        .collect();
+    let mut owner_of: Vec<usize> = (0..partitions).map(|p| p % stage2).collect();
+    let mut out = Vec::new();
+    let mut routed = Vec::new();
+    let mut queues: Vec<std::collections::VecDeque<(Routed, Arc<Event>)>> =
+        vec![std::collections::VecDeque::new(); partitions];
+    for (i, e) in events.iter().enumerate() {
+        if i == at {
+            let from = owner_of[moved];
+            let to = (from + 1) % stage2;
+            let select = |k: &str| partition_of(k, partitions) == moved;
+            let snap = owners[from].snapshot(select);
+            assert!(
+                !snap.windows.is_empty(),
+                "the moved partition holds windows"
+            );
+            let removed = owners[from].remove_keys(select);
+            let json = serde_json::to_vec(&snap).unwrap();
+            let snap: vigil_correlate::EngineSnapshot = serde_json::from_slice(&json).unwrap();
+            let report = owners[to].restore(snap).unwrap();
+            assert_eq!(report.keys, removed);
+            assert_eq!(report.replaced, 0);
+            owner_of[moved] = to;
+        }
+        routed.clear();
+        router.route(e, &mut out, &mut routed);
+        for r in routed.drain(..) {
+            queues[partition_of(&r.key(), partitions)].push_back((r, e.clone()));
+        }
+        loop {
+            let mut progressed = false;
+            for p in 0..partitions {
+                while let Some((r, e)) = queues[p].pop_front() {
+                    progressed = true;
+                    let mut reroute = Vec::new();
+                    owners[owner_of[p]].feed_routed(&r, &e, &mut out, &mut reroute);
+                    for rr in reroute {
+                        queues[partition_of(&rr.key(), partitions)].push_back((rr, e.clone()));
+                    }
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+    let mut shapes: Vec<String> = out.iter().map(shape).collect();
+    shapes.sort();
+    shapes
+}
+
+#[test]
+fn windows_handed_over_mid_stream_keep_the_result_exact() {
+    let rules = Arc::new(load(RULES));
+    let events = events(12_000);
+    let want = embedded(&rules, &events);
+    for (partitions, stage2, moved, at) in [(4, 2, 1, 6_000), (8, 3, 5, 3_333), (4, 4, 0, 9_001)] {
+        let got = split_with_handoff(&rules, &events, partitions, stage2, moved, at);
+        assert!(
+            got == want,
+            "{partitions} partitions, {stage2} owners, partition {moved} moved at {at}: differ"
+        );
+    }
+}
+
+#[test]
+fn a_restart_from_a_snapshot_continues_as_if_nothing_happened() {
+    let rules = Arc::new(load(RULES));
+    let events = events(12_000);
+    let want = embedded(&rules, &events);
+    let mut engine = Engine::new(rules.clone(), EngineLimits::default());
+    let mut out = Vec::new();
+    for e in &events[..7_000] {
+        engine.process(e, &mut out);
+    }
+    let snap = engine.snapshot(|_| true);
+    let keys_before = engine.stats().keys_live;
+    let payload_before = engine.stats().payload_bytes;
+    drop(engine);
+    let json = serde_json::to_vec(&snap).unwrap();
+    let mut engine = Engine::new(rules.clone(), EngineLimits::default());
+    let report = engine
+        .restore(serde_json::from_slice(&json).unwrap())
+        .unwrap();
+    assert_eq!(report.keys, keys_before);
+    assert_eq!(engine.stats().keys_live, keys_before);
+    assert_eq!(engine.stats().payload_bytes, payload_before);
+    for e in &events[7_000..] {
+        engine.process(e, &mut out);
+    }
+    let mut got: Vec<String> = out.iter().map(shape).collect();
+    got.sort();
+    assert!(got == want, "a restart changed the detections");
+    // A snapshot of an unknown format is refused, not misread.
+    let mut bad = snap.clone();
+    bad.version = 99;
+    assert!(Engine::new(rules, EngineLimits::default())
+        .restore(bad)
+        .unwrap_err()
+        .contains("version 99"));
+}
+
 #[test]
 fn a_routed_match_names_its_window_and_survives_serialization() {
     let rules = Arc::new(load(RULES));
