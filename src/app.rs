@@ -264,6 +264,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
     ));
     let mut pipeline = build_pipeline(&config, store, metrics.clone(), sources.clone())?;
+    match pipeline.restore_engine_state() {
+        Ok(r) if r.keys + r.skipped > 0 => tracing::info!(
+            keys = r.keys,
+            skipped = r.skipped,
+            "correlation windows restored"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!("correlation windows not restored: {e}"),
+    }
+    let state_save_every = (config.rules.state_save_secs > 0)
+        .then(|| std::time::Duration::from_secs(config.rules.state_save_secs));
     let reference = pipeline.enricher().map(|e| e.reference().clone());
 
     let cancel = CancellationToken::new();
@@ -340,6 +351,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let _guard = EngineGuard(alive, Some(engine_done_tx));
             let mut last_tick = std::time::Instant::now();
             let mut last_retention: Option<std::time::Instant> = None;
+            let mut last_save = std::time::Instant::now();
+            let save = |pipeline: &mut crate::pipeline::Pipeline| {
+                if let Err(e) = pipeline.save_engine_state() {
+                    tracing::error!(error = %e, "saving correlation windows failed");
+                }
+            };
             loop {
                 // Time passes even without events: rules waiting for something not to happen
                 // (absence, silence) are told the wall clock about once a second (the engine
@@ -348,6 +365,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     last_tick = std::time::Instant::now();
                     pipeline.tick(chrono::Utc::now());
                     pipeline.maintain_context(chrono::Utc::now());
+                }
+                if state_save_every.is_some_and(|every| last_save.elapsed() >= every) {
+                    last_save = std::time::Instant::now();
+                    save(&mut pipeline);
                 }
                 if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                     last_retention = Some(std::time::Instant::now());
@@ -368,6 +389,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 }
                 pipeline.process_batch_until_stored(batch);
             }
+            // The queue is drained and closed: keep the windows for the next start.
+            save(&mut pipeline);
         })
         .context("starting the engine thread")?;
 

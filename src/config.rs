@@ -302,6 +302,11 @@ pub struct RulesConfig {
     /// `vigil_correlate_payloads_dropped`); their times stay, so counts stay exact and only the
     /// evidence attached to a later offense is sampled.
     pub max_payload_bytes: usize,
+    /// Correlation windows are saved to the store at shutdown and every this many seconds
+    /// (0: only at shutdown), and restored at start, so a restart does not forget nine failed
+    /// logins of ten. A crash loses at most this much window history (offenses are stored as
+    /// they happen).
+    pub state_save_secs: u64,
 }
 
 impl Default for RulesConfig {
@@ -313,6 +318,7 @@ impl Default for RulesConfig {
             max_values_per_key: 10_000,
             allowed_lateness_secs: 0,
             max_payload_bytes: 256 * 1024 * 1024,
+            state_save_secs: 300,
         }
     }
 }

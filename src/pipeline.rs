@@ -215,6 +215,52 @@ impl Pipeline {
         self.enricher.as_ref()
     }
 
+    /// Saves the correlation windows to the store, so a restart resumes them (the service calls
+    /// it at shutdown, after the queue is drained, and every `rules.state_save_secs`). Returns
+    /// the keys saved.
+    pub fn save_engine_state(&mut self) -> Result<u64, StoreError> {
+        let snap = self.engine.snapshot(|_| true);
+        let keys: u64 = snap.windows.iter().map(|w| w.keys.len() as u64).sum();
+        let bytes = serde_json::to_vec(&snap).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.store.put_engine_state(Utc::now(), &bytes)?;
+        self.metrics
+            .gauge(
+                "vigil_correlate_state_saved_bytes",
+                "Size of the last saved correlation state.",
+                &[],
+            )
+            .set(bytes.len() as u64);
+        Ok(keys)
+    }
+
+    /// Restores correlation windows saved by [`Pipeline::save_engine_state`]. Windows of rules
+    /// that no longer exist or now group by other fields are skipped (counted). A state that
+    /// cannot be read is reported and ignored: the engine starts empty rather than not at all.
+    pub fn restore_engine_state(&mut self) -> Result<vigil_correlate::RestoreReport, String> {
+        let Some((taken, bytes)) = self.store.engine_state().map_err(|e| e.to_string())? else {
+            return Ok(vigil_correlate::RestoreReport::default());
+        };
+        let snap: vigil_correlate::EngineSnapshot = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("saved correlation state (taken {taken}) is unreadable: {e}"))?;
+        let report = self.engine.restore(snap)?;
+        self.metrics
+            .counter(
+                "vigil_correlate_state_restored_keys_total",
+                "Correlation keys restored from the saved state at start.",
+                &[],
+            )
+            .add(report.keys);
+        self.metrics
+            .counter(
+                "vigil_correlate_state_skipped_keys_total",
+                "Saved correlation keys not restored (their rule is gone or groups differently).",
+                &[],
+            )
+            .add(report.skipped);
+        self.export_engine_stats();
+        Ok(report)
+    }
+
     /// Periodic context work (the live service calls it every second): GeoIP reload check,
     /// reference-data expiry, assets written to the store.
     pub fn maintain_context(&mut self, now: chrono::DateTime<Utc>) {

@@ -329,3 +329,37 @@ fn gateway_logs_pushed_over_http_are_parsed_and_correlated() {
     assert_eq!(sources["items"][0]["id"], "http/127.0.0.1");
     assert_eq!(sources["items"][0]["detected"], "nginx");
 }
+
+#[test]
+fn correlation_windows_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut vigil = Vigil::start(&config);
+    // Six failures: below the brute-force threshold of ten.
+    let first: Vec<Vec<u8>> = (0..6)
+        .map(|i| failed_password_3164("203.0.113.99", 43000 + i))
+        .collect();
+    vigil.send_udp(&first);
+    vigil.wait_processed(6);
+    assert_eq!(vigil.get_json("/api/v1/offenses")["total"], 0);
+    vigil.stop();
+
+    // After the restart four more complete the ten: the windows were saved and restored.
+    let vigil = Vigil::start(&config);
+    assert_eq!(
+        vigil.metric("vigil_correlate_state_restored_keys_total"),
+        vigil.metric("vigil_correlate_keys"),
+        "every saved key came back"
+    );
+    assert!(vigil.metric("vigil_correlate_state_restored_keys_total") >= 1);
+    let second: Vec<Vec<u8>> = (0..4)
+        .map(|i| failed_password_3164("203.0.113.99", 44000 + i))
+        .collect();
+    vigil.send_udp(&second);
+    vigil.wait_until("the brute-force offense across the restart", || {
+        vigil.get_json("/api/v1/offenses")["total"] == 1
+    });
+    let o = &vigil.get_json("/api/v1/offenses")["items"][0];
+    assert_eq!(o["index_value"], "203.0.113.99");
+    assert_eq!(o["event_count"], 10, "{o}");
+}

@@ -8,6 +8,7 @@ mod support;
 mod cli;
 mod context;
 mod e2e;
+mod kafka;
 mod malformed;
 mod replay;
 mod rules;

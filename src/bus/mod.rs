@@ -4,12 +4,14 @@
 //! [`memory`]; the Kafka backend (scaled-out mode) implements the same traits. Every queue is
 //! bounded: [`Publisher::publish`] waits for room (TCP back-pressure) and
 //! [`Publisher::try_publish`] refuses when full (UDP counts the drop).
+//! [`kafka`] holds the Kafka clients (topics, idempotent producer, consumer group member).
 
 use std::future::Future;
 use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 
+pub mod kafka;
 pub mod memory;
 
 /// One record as received, before parsing: the bytes and where and when they came from.

@@ -98,6 +98,33 @@ impl Store {
         Ok(n as u64)
     }
 
+    /// Saves the correlation engine's state (one row, replaced).
+    pub fn put_engine_state(
+        &self,
+        taken_at: DateTime<Utc>,
+        snapshot: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO engine_state (id, taken_at, snapshot) VALUES (1, ?1, ?2)
+             ON CONFLICT(id) DO UPDATE SET taken_at = excluded.taken_at, snapshot = excluded.snapshot",
+            params![ms(taken_at), snapshot],
+        )?;
+        Ok(())
+    }
+
+    /// The saved correlation engine state, with when it was taken.
+    pub fn engine_state(&self) -> Result<Option<(DateTime<Utc>, Vec<u8>)>, StoreError> {
+        use rusqlite::OptionalExtension;
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT taken_at, snapshot FROM engine_state WHERE id = 1",
+                [],
+                |r| Ok((from_ms(r.get(0)?), r.get::<_, Vec<u8>>(1)?)),
+            )
+            .optional()?)
+    }
+
     /// Writes assets (insert or replace).
     pub fn put_assets(&self, assets: &[Asset]) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(

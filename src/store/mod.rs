@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use vigil_parsers::Event;
 
+pub mod clickhouse;
 mod context;
 mod schema;
 

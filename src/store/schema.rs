@@ -114,6 +114,12 @@ const MIGRATIONS: &[&str] = &[
         events INTEGER NOT NULL
     );
     CREATE INDEX assets_by_last_seen ON assets (last_seen DESC);",
+    // 4: correlation windows saved at shutdown (and periodically), restored at start.
+    "CREATE TABLE engine_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        taken_at INTEGER NOT NULL,
+        snapshot BLOB NOT NULL
+    );",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.

@@ -1,0 +1,1384 @@
+//! The scaled-out store: events, offenses, dead letters and the audit trail in ClickHouse.
+//!
+//! Any number of stage-1, stage-2 and API processes share one ClickHouse database through this
+//! module. It runs unchanged on Debian's ClickHouse 18.16 (the test server) and on current
+//! ClickHouse, so the schema keeps to long-stable features: `UInt*`/`Int*`, `String`,
+//! `FixedString`, `DateTime`, `Date`, `Array`, `Nullable`, `Enum8`; `MergeTree`,
+//! `ReplacingMergeTree`, `FINAL`, `LIMIT n BY`, `ALTER TABLE … DROP PARTITION` and
+//! `ALTER TABLE … DELETE`. No `IPv4`/`IPv6`, `DateTime64`, `LowCardinality` or table `TTL`
+//! (18.16 lacks them). The client runs with `with_validation(false)` (plain `RowBinary`): with
+//! validation on, the `clickhouse` crate sends a setting 18.16 does not know and every query
+//! fails. Architecture invariant: every value reaches SQL through the crate's `?` binding; the
+//! only names spliced into SQL are this module's constants and the configured database name,
+//! which must match `^[A-Za-z_][A-Za-z0-9_]*$` and is bound as an identifier.
+//!
+//! # Schema (migration 1; see [`MIGRATIONS`] for the exact DDL)
+//!
+//! - `events`: `ReplacingMergeTree`, `PARTITION BY toYYYYMMDD(day)` (`day` = UTC date of
+//!   `@timestamp`), `ORDER BY (day, observer_type, source_ip, ts_ms, batch_id, row_in_batch)`.
+//!   An analyst narrows by time first (partition and first key column), then by kind of source
+//!   (`observer_type`: a handful of values, so flows and logs sit in separate key ranges), then
+//!   by address, then reads in time order. The whole event is kept as JSON (`event_json`,
+//!   without `event.original`) plus the bytes exactly as received (`raw`); the other columns
+//!   exist for filtering. Absent text fields are `''` (`event_json` is the source of truth).
+//! - Addresses (`source_ip`, `destination_ip`) are `FixedString(16)`: the IPv6 address, IPv4 as
+//!   IPv4-mapped (`::ffff:a.b.c.d`), absent as 16 zero bytes (`::`). Sixteen bytes sort in
+//!   address order, so a CIDR block is one key range and an address lookup uses the primary
+//!   index; text would make every CIDR query a per-row function and cost up to 39 bytes.
+//!   Rendering: in SQL `IPv6NumToString(source_ip)` (IPv4 shows as `::ffff:1.2.3.4`; use
+//!   `IPv4NumToString(reinterpretAsUInt32(reverse(substring(source_ip, 13, 4))))` for the
+//!   dotted form); in Rust an IPv4-mapped value becomes an `IpAddr::V4` again.
+//! - `offenses`: `ReplacingMergeTree(version) ORDER BY id`: every change is a new row with a
+//!   higher version; readers use `FINAL`, so the newest version wins and a retried write of the
+//!   same version changes nothing.
+//! - `offense_rules`: `ReplacingMergeTree(version) ORDER BY (offense_id, rule)`.
+//! - `offense_events`: `ReplacingMergeTree ORDER BY (offense_id, seq)`; read with `FINAL`.
+//! - `dead_letters`: `ReplacingMergeTree`, `PARTITION BY toYYYYMMDD(day)`, raw bytes kept
+//!   exactly in a `String` (ClickHouse strings are bytes).
+//! - `audit`: plain `MergeTree`, `PARTITION BY toYYYYMMDD(day)`.
+//! - `schema_migrations (version UInt32, applied DateTime)`: which migrations ran.
+//!
+//! Times: offense and dead-letter times are `Int64` epoch milliseconds (`*_ms`), as exact as
+//! the SQLite store, so both stores order offenses identically. Events carry both a
+//! `DateTime('UTC')` (for dashboards) and `ts_ms UInt64`.
+//!
+//! # Retried batches
+//!
+//! 18.16 deduplicates a repeated `INSERT` block only for `Replicated*` tables, and a stage-1
+//! process that dies after writing but before committing its Kafka offsets writes the same
+//! batch again. So the batch carries its identity: the caller names it (`batch_id`, e.g. the
+//! topic, partition and first offset it came from) and each row gets `row_in_batch`. Both end
+//! the `ReplacingMergeTree` sorting key, so a retried row has the same key as the first copy
+//! (the columns before them are functions of the event, and a retried batch holds the same
+//! events) and lands in the same partition. Background merges then drop the copy; until they
+//! do, readers see each row once: counts read with `FINAL`, event searches with
+//! `LIMIT 1 BY batch_id, row_in_batch` (cheaper than `FINAL` on a big table, and correct
+//! because the copies are identical). The alternatives were worse: a "batch done" marker table
+//! leaves a window between the data insert and the marker, and a plain `MergeTree` with
+//! `count(DISTINCT …)` keeps the duplicates forever.
+//!
+//! # Retention
+//!
+//! [`ClickHouseStore::apply_retention`] drops whole day partitions of `events`,
+//! `dead_letters` and `audit` (no `TTL` on 18.16). Closed offenses cannot be dropped by
+//! partition: an offense can stay open for months, and its rules and events do not carry its
+//! dates. They are removed with `ALTER TABLE … DELETE WHERE has([ids], id)` mutations on
+//! `offenses`, `offense_rules` and `offense_events`, for the ids whose newest version is closed
+//! before the cutoff; the call waits for the mutations to finish.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::clickhouse::sql::Identifier;
+use ::clickhouse::{Client, Row};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vigil_parsers::Event;
+
+use super::{from_ms, ms, DeadLetter, Offense, OffenseFilter, OffenseRule, OffenseStatus};
+
+/// A ClickHouse store failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ChError {
+    /// The server or the client reported an error (connection, SQL, decoding).
+    #[error("clickhouse: {0}")]
+    ClickHouse(#[from] ::clickhouse::error::Error),
+    /// A configured name is not a plain identifier.
+    #[error("invalid name {0:?}: expected letters, digits and '_', not starting with a digit")]
+    InvalidName(String),
+    /// A stored row could not be decoded.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// The database was migrated by a newer Vigil.
+    #[error("schema version {found} is newer than this build supports ({supported})")]
+    TooNew {
+        /// Newest version recorded in the database.
+        found: u32,
+        /// Newest version this build knows.
+        supported: u32,
+    },
+    /// The server did not finish background work in time.
+    #[error("timed out waiting for {0}")]
+    Timeout(String),
+}
+
+/// How to reach ClickHouse and how long to keep data.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClickHouseConfig {
+    /// HTTP interface URL (`http://127.0.0.1:8123`). Plain HTTP only: the crate is built
+    /// without TLS.
+    pub url: String,
+    /// Database name; created if missing. Letters, digits and `_`, not starting with a digit.
+    pub database: String,
+    /// User name (the server's `default` user when `None`).
+    pub user: Option<String>,
+    /// Password.
+    pub password: Option<String>,
+    /// Most rows sent in one `INSERT`; larger slices are split (identity is unchanged).
+    pub batch_rows: usize,
+    /// Longest a writer should hold rows before inserting a partial batch, in milliseconds
+    /// (read by the writer loop that feeds [`ClickHouseStore::insert_events`]).
+    pub batch_max_wait_ms: u64,
+    /// How long each kind of data is kept.
+    pub retention_days: RetentionDays,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        ClickHouseConfig {
+            url: "http://127.0.0.1:8123".into(),
+            database: "vigil".into(),
+            user: None,
+            password: None,
+            batch_rows: 10_000,
+            batch_max_wait_ms: 1000,
+            retention_days: RetentionDays::default(),
+        }
+    }
+}
+
+impl fmt::Debug for ClickHouseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClickHouseConfig")
+            .field("url", &self.url)
+            .field("database", &self.database)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("batch_rows", &self.batch_rows)
+            .field("batch_max_wait_ms", &self.batch_max_wait_ms)
+            .field("retention_days", &self.retention_days)
+            .finish()
+    }
+}
+
+/// Days each kind of data is kept; 0 keeps it forever.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionDays {
+    /// Events, by the day of their `@timestamp`.
+    pub events: u32,
+    /// Dead letters, by the day they were received.
+    pub dead_letters: u32,
+    /// Closed offenses (with their rules and events), counted from `closed_at`.
+    pub offenses_closed: u32,
+    /// Audit entries.
+    pub audit: u32,
+}
+
+impl Default for RetentionDays {
+    fn default() -> Self {
+        RetentionDays {
+            events: 30,
+            dead_letters: 7,
+            offenses_closed: 90,
+            audit: 365,
+        }
+    }
+}
+
+/// One audit-trail entry (who did what to which object).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// When (wall clock).
+    pub ts: DateTime<Utc>,
+    /// Who (token name, analyst).
+    pub actor: String,
+    /// What (`offense.close`, `reference.add`, ...).
+    pub action: String,
+    /// On what (an offense id, a set name).
+    pub target: String,
+    /// Free-form detail.
+    pub detail: String,
+}
+
+/// Every table the migrations create, for checks and tests.
+pub const TABLES: &[&str] = &[
+    "schema_migrations",
+    "events",
+    "offenses",
+    "offense_rules",
+    "offense_events",
+    "dead_letters",
+    "audit",
+];
+
+/// Versioned migrations, index = version - 1. ClickHouse has no transactional DDL, so every
+/// statement must be idempotent (`IF NOT EXISTS`): a migration interrupted half-way runs again
+/// whole. Append new migrations; never edit one that has shipped.
+pub const MIGRATIONS: &[&[&str]] = &[
+    // 1: events, offenses (versioned), their rules and events, dead letters, audit.
+    &[
+        "CREATE TABLE IF NOT EXISTS events (
+            day Date,
+            timestamp DateTime('UTC'),
+            ts_ms UInt64,
+            ingested DateTime('UTC'),
+            observer_type String,
+            observer_id String,
+            dataset String,
+            category String,
+            action String,
+            outcome String,
+            source_ip FixedString(16),
+            source_port UInt16,
+            destination_ip FixedString(16),
+            destination_port UInt16,
+            user_name String,
+            host_name String,
+            sequence UInt64,
+            batch_id String,
+            row_in_batch UInt32,
+            event_json String,
+            raw String
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMMDD(day)
+        ORDER BY (day, observer_type, source_ip, ts_ms, batch_id, row_in_batch)",
+        "CREATE TABLE IF NOT EXISTS offenses (
+            id String,
+            version UInt64,
+            rule String,
+            title String,
+            index_field String,
+            index_value String,
+            status Enum8('open' = 1, 'closed' = 2),
+            magnitude UInt8,
+            severity UInt8,
+            relevance UInt8,
+            credibility UInt8,
+            magnitude_reasons Array(String),
+            level Nullable(String),
+            tags Array(String),
+            first_seen_ms Int64,
+            last_seen_ms Int64,
+            event_count UInt64,
+            stored_events UInt64,
+            window_start_ms Int64,
+            created_at_ms Int64,
+            updated_at_ms Int64,
+            assignee Nullable(String),
+            closing_reason Nullable(String),
+            closed_at_ms Nullable(Int64),
+            follow_up UInt8,
+            asset_criticality UInt8,
+            asset_reason Nullable(String)
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY id",
+        "CREATE TABLE IF NOT EXISTS offense_rules (
+            offense_id String,
+            rule String,
+            version UInt64,
+            title String,
+            rule_id Nullable(String),
+            author Nullable(String),
+            level Nullable(String),
+            severity UInt8,
+            relevance UInt8,
+            credibility UInt8,
+            detections UInt64,
+            events UInt64,
+            first_seen_ms Int64,
+            last_seen_ms Int64
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (offense_id, rule)",
+        "CREATE TABLE IF NOT EXISTS offense_events (
+            offense_id String,
+            seq UInt64,
+            ts_ms Int64,
+            event_json String,
+            raw String
+        ) ENGINE = ReplacingMergeTree
+        ORDER BY (offense_id, seq)",
+        "CREATE TABLE IF NOT EXISTS dead_letters (
+            day Date,
+            id Int64,
+            received_ms Int64,
+            observer_type String,
+            observer_id String,
+            peer Nullable(String),
+            reason String,
+            detail String,
+            raw String,
+            batch_id String,
+            row_in_batch UInt32
+        ) ENGINE = ReplacingMergeTree
+        PARTITION BY toYYYYMMDD(day)
+        ORDER BY (day, reason, received_ms, batch_id, row_in_batch)",
+        "CREATE TABLE IF NOT EXISTS audit (
+            day Date,
+            ts DateTime('UTC'),
+            actor String,
+            action String,
+            target String,
+            detail String
+        ) ENGINE = MergeTree
+        PARTITION BY toYYYYMMDD(day)
+        ORDER BY (day, ts, actor)",
+    ],
+];
+
+/// The newest schema version this build knows.
+pub const LATEST: u32 = MIGRATIONS.len() as u32;
+
+const SCHEMA_MIGRATIONS_DDL: &str = "CREATE TABLE IF NOT EXISTS schema_migrations (
+    version UInt32,
+    applied DateTime
+) ENGINE = ReplacingMergeTree
+ORDER BY version";
+
+/// Longest sending one chunk of an `INSERT` may take.
+const INSERT_SEND_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest the server may take to acknowledge an `INSERT`.
+const INSERT_END_TIMEOUT: Duration = Duration::from_secs(120);
+/// Longest [`ClickHouseStore::apply_retention`] waits for its delete mutations.
+const MUTATION_PATIENCE: Duration = Duration::from_secs(120);
+/// Offense ids per `ALTER TABLE … DELETE` (keeps the statement under `max_query_size`).
+const DELETE_CHUNK: usize = 1000;
+
+/// The ClickHouse store handle. Cheap to clone; every clone shares the HTTP connection pool.
+#[derive(Clone)]
+pub struct ClickHouseStore {
+    client: Client,
+    database: String,
+    batch_rows: usize,
+    batch_max_wait: Duration,
+    retention: RetentionDays,
+}
+
+impl fmt::Debug for ClickHouseStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClickHouseStore")
+            .field("database", &self.database)
+            .field("batch_rows", &self.batch_rows)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whether `name` may be used as a database or table name.
+pub fn is_valid_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+impl ClickHouseStore {
+    /// Connects, creates the database if missing and brings the schema to [`LATEST`].
+    pub async fn connect(cfg: &ClickHouseConfig) -> Result<Self, ChError> {
+        if !is_valid_identifier(&cfg.database) {
+            return Err(ChError::InvalidName(cfg.database.clone()));
+        }
+        let mut base = Client::default()
+            .with_url(cfg.url.clone())
+            .with_validation(false);
+        if let Some(user) = &cfg.user {
+            base = base.with_user(user.clone());
+        }
+        if let Some(password) = &cfg.password {
+            base = base.with_password(password.clone());
+        }
+        base.query("CREATE DATABASE IF NOT EXISTS ?")
+            .bind(Identifier(&cfg.database))
+            .execute()
+            .await?;
+        let store = ClickHouseStore {
+            client: base.with_database(cfg.database.clone()),
+            database: cfg.database.clone(),
+            batch_rows: cfg.batch_rows.max(1),
+            batch_max_wait: Duration::from_millis(cfg.batch_max_wait_ms),
+            retention: cfg.retention_days,
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// The database this store writes to.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// How long a writer should hold rows before inserting a partial batch.
+    pub fn batch_max_wait(&self) -> Duration {
+        self.batch_max_wait
+    }
+
+    /// Versioned migrations like the SQLite store: a `schema_migrations` table
+    /// (`version UInt32, applied DateTime`) and the ordered list [`MIGRATIONS`]; each is
+    /// applied once, then recorded. Refuses a database migrated by a newer build.
+    ///
+    /// Two processes migrating at once both run the (idempotent) DDL and may both record the
+    /// version; `schema_migrations` is a `ReplacingMergeTree` and is read with `DISTINCT`.
+    pub async fn migrate(&self) -> Result<(), ChError> {
+        self.client.query(SCHEMA_MIGRATIONS_DDL).execute().await?;
+        let applied = self.applied_versions().await?;
+        if let Some(&found) = applied.iter().max() {
+            if found > LATEST {
+                return Err(ChError::TooNew {
+                    found,
+                    supported: LATEST,
+                });
+            }
+        }
+        for (i, statements) in MIGRATIONS.iter().enumerate() {
+            let version = u32::try_from(i + 1).unwrap_or(u32::MAX);
+            if applied.contains(&version) {
+                continue;
+            }
+            for sql in statements.iter() {
+                self.client.query(sql).execute().await?;
+            }
+            let mut insert = self
+                .client
+                .insert::<MigrationRow>("schema_migrations")
+                .await?;
+            insert
+                .write(&MigrationRow {
+                    version,
+                    applied: datetime_secs(Utc::now()),
+                })
+                .await?;
+            insert.end().await?;
+            tracing::info!(version, database = %self.database, "clickhouse schema migrated");
+        }
+        Ok(())
+    }
+
+    /// The newest migration recorded in the database (0 before any).
+    pub async fn schema_version(&self) -> Result<u32, ChError> {
+        Ok(self
+            .applied_versions()
+            .await?
+            .into_iter()
+            .max()
+            .unwrap_or(0))
+    }
+
+    async fn applied_versions(&self) -> Result<Vec<u32>, ChError> {
+        Ok(self
+            .client
+            .query("SELECT DISTINCT version FROM schema_migrations")
+            .fetch_all::<u32>()
+            .await?)
+    }
+
+    /// Writes a batch of events and returns how many rows it sent.
+    ///
+    /// `batch_id` names the batch (e.g. `events/3/184467`: topic, partition, first offset):
+    /// writing the same batch again (same id, same events in the same order) after a failure
+    /// or a crash leaves every event visible once. Slices larger than `batch_rows` are sent as
+    /// several `INSERT`s; the identity of each row (`batch_id`, index in `events`) is unchanged.
+    pub async fn insert_events(&self, batch_id: &str, events: &[Event]) -> Result<u64, ChError> {
+        let mut sent = 0u64;
+        for (chunk_no, chunk) in events.chunks(self.batch_rows).enumerate() {
+            let first = chunk_no * self.batch_rows;
+            let mut insert = self
+                .client
+                .insert::<EventRow<'_>>("events")
+                .await?
+                .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+            for (i, e) in chunk.iter().enumerate() {
+                let row = EventRow {
+                    day: day_number(e.timestamp),
+                    timestamp: datetime_secs(e.timestamp),
+                    ts_ms: u64::try_from(ms(e.timestamp)).unwrap_or(0),
+                    ingested: datetime_secs(e.ingested),
+                    observer_type: e.observer_type.as_deref().unwrap_or(""),
+                    observer_id: e.observer_id.as_deref().unwrap_or(""),
+                    dataset: e.dataset.as_deref().unwrap_or(""),
+                    category: e.category.as_deref().unwrap_or(""),
+                    action: e.action.as_deref().unwrap_or(""),
+                    outcome: e.outcome.as_deref().unwrap_or(""),
+                    source_ip: ip_bytes(e.source_ip),
+                    source_port: e.source_port.unwrap_or(0),
+                    destination_ip: ip_bytes(e.destination_ip),
+                    destination_port: e.destination_port.unwrap_or(0),
+                    user_name: e.user_name.as_deref().unwrap_or(""),
+                    host_name: e.host_name.as_deref().unwrap_or(""),
+                    sequence: e.sequence.unwrap_or(0),
+                    batch_id,
+                    row_in_batch: u32::try_from(first + i).unwrap_or(u32::MAX),
+                    event_json: event_json(e)?,
+                    raw: &e.raw,
+                };
+                insert.write(&row).await?;
+            }
+            insert.end().await?;
+            sent += chunk.len() as u64;
+        }
+        Ok(sent)
+    }
+
+    /// Visible events (each retried row once). For tests and statistics: it reads the whole
+    /// table with `FINAL`.
+    pub async fn count_events(&self) -> Result<u64, ChError> {
+        Ok(self
+            .client
+            .query("SELECT count() FROM events FINAL")
+            .fetch_one::<u64>()
+            .await?)
+    }
+
+    /// Events whose source or destination is `ip`, newest first, at most `limit`.
+    pub async fn events_for_ip(&self, ip: IpAddr, limit: u64) -> Result<Vec<Event>, ChError> {
+        let bytes = hex::encode(ip_bytes(Some(ip)));
+        let rows = self
+            .client
+            .query(
+                "SELECT ?fields FROM events
+                 WHERE source_ip = unhex(?) OR destination_ip = unhex(?)
+                 ORDER BY ts_ms DESC, batch_id, row_in_batch
+                 LIMIT 1 BY batch_id, row_in_batch
+                 LIMIT ?",
+            )
+            .bind(&bytes)
+            .bind(&bytes)
+            .bind(limit)
+            .fetch_all::<StoredEventRow>()
+            .await?;
+        rows.into_iter().map(StoredEventRow::into_event).collect()
+    }
+
+    /// Writes dead letters and returns how many rows it sent. `batch_id` works as for
+    /// [`ClickHouseStore::insert_events`]; each letter's `id` is derived from (`batch_id`,
+    /// index), so it is stable across retries (the `id` field of the input is ignored).
+    pub async fn insert_dead_letters(
+        &self,
+        batch_id: &str,
+        d: &[DeadLetter],
+    ) -> Result<u64, ChError> {
+        let mut sent = 0u64;
+        for (chunk_no, chunk) in d.chunks(self.batch_rows).enumerate() {
+            let first = chunk_no * self.batch_rows;
+            let mut insert = self
+                .client
+                .insert::<DeadLetterRow>("dead_letters")
+                .await?
+                .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+            for (i, l) in chunk.iter().enumerate() {
+                let row_in_batch = u32::try_from(first + i).unwrap_or(u32::MAX);
+                let row = DeadLetterRow {
+                    day: day_number(l.received_at),
+                    id: dead_letter_id(batch_id, row_in_batch),
+                    received_ms: ms(l.received_at),
+                    observer_type: l.observer_type.clone(),
+                    observer_id: l.observer_id.clone(),
+                    peer: l.peer.clone(),
+                    reason: l.reason.clone(),
+                    detail: l.detail.clone(),
+                    raw: l.raw.clone(),
+                    batch_id: batch_id.to_owned(),
+                    row_in_batch,
+                };
+                insert.write(&row).await?;
+            }
+            insert.end().await?;
+            sent += chunk.len() as u64;
+        }
+        Ok(sent)
+    }
+
+    /// Dead letters, newest first, optionally only one reason; and the total matching.
+    pub async fn list_dead_letters(
+        &self,
+        reason: Option<&str>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<DeadLetter>, u64), ChError> {
+        let where_clause = if reason.is_some() {
+            "WHERE reason = ?"
+        } else {
+            ""
+        };
+        let mut count = self.client.query(&format!(
+            "SELECT count() FROM dead_letters FINAL {where_clause}"
+        ));
+        let mut list = self.client.query(&format!(
+            "SELECT ?fields FROM dead_letters FINAL {where_clause}
+             ORDER BY received_ms DESC, batch_id DESC, row_in_batch DESC LIMIT ?, ?"
+        ));
+        if let Some(reason) = reason {
+            count = count.bind(reason);
+            list = list.bind(reason);
+        }
+        let total = count.fetch_one::<u64>().await?;
+        let rows = list
+            .bind(offset)
+            .bind(limit)
+            .fetch_all::<DeadLetterRow>()
+            .await?;
+        let letters = rows
+            .into_iter()
+            .map(|r| DeadLetter {
+                id: r.id,
+                received_at: from_ms(r.received_ms),
+                observer_type: r.observer_type,
+                observer_id: r.observer_id,
+                peer: r.peer,
+                reason: r.reason,
+                detail: r.detail,
+                raw: r.raw,
+            })
+            .collect();
+        Ok((letters, total))
+    }
+
+    /// Writes offense versions. `version` must grow with every change of an offense (a
+    /// per-offense update counter, or the update time in ms); readers see the highest version,
+    /// and writing the same version again is harmless.
+    pub async fn put_offenses(&self, rows: &[(Offense, u64)]) -> Result<(), ChError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<OffenseRow>("offenses")
+            .await?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        for (o, version) in rows {
+            insert.write(&OffenseRow::new(o, *version)).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Writes versions of rules' parts in offenses: (offense id, rule part, version).
+    pub async fn put_offense_rules(
+        &self,
+        rows: &[(String, OffenseRule, u64)],
+    ) -> Result<(), ChError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<OffenseRuleRow>("offense_rules")
+            .await?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        for (offense_id, r, version) in rows {
+            let row = OffenseRuleRow {
+                offense_id: offense_id.clone(),
+                rule: r.rule.clone(),
+                version: *version,
+                title: r.title.clone(),
+                rule_id: r.rule_id.clone(),
+                author: r.author.clone(),
+                level: r.level.clone(),
+                severity: r.severity,
+                relevance: r.relevance,
+                credibility: r.credibility,
+                detections: r.detections,
+                events: r.events,
+                first_seen_ms: ms(r.first_seen),
+                last_seen_ms: ms(r.last_seen),
+            };
+            insert.write(&row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Stores contributing events of an offense under sequence numbers from `first_seq`.
+    /// (`offense_id`, seq) is the identity: writing the same events again is harmless.
+    pub async fn add_offense_events(
+        &self,
+        offense_id: &str,
+        first_seq: u64,
+        events: &[Arc<Event>],
+    ) -> Result<(), ChError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<OffenseEventRow<'_>>("offense_events")
+            .await?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        for (i, e) in events.iter().enumerate() {
+            let row = OffenseEventRow {
+                offense_id,
+                seq: first_seq.saturating_add(i as u64),
+                ts_ms: ms(e.timestamp),
+                event_json: event_json(e)?,
+                raw: &e.raw,
+            };
+            insert.write(&row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// One offense by id (its newest version).
+    pub async fn get_offense(&self, id: &str) -> Result<Option<Offense>, ChError> {
+        self.client
+            .query("SELECT ?fields FROM offenses FINAL WHERE id = ? LIMIT 1")
+            .bind(id)
+            .fetch_optional::<OffenseRow>()
+            .await?
+            .map(OffenseRow::into_offense)
+            .transpose()
+    }
+
+    /// Offenses matching `filter`, highest magnitude then most recent first (then id), and the
+    /// total number matching: the same order and filters as the SQLite store.
+    pub async fn list_offenses(
+        &self,
+        filter: &OffenseFilter,
+    ) -> Result<(Vec<Offense>, u64), ChError> {
+        // `FINAL` first, then `WHERE`: the filters see only each offense's newest version.
+        let mut conditions = Vec::new();
+        if filter.status.is_some() {
+            conditions.push("status = ?");
+        }
+        if filter.min_magnitude.is_some() {
+            conditions.push("magnitude >= ?");
+        }
+        if filter.since.is_some() {
+            conditions.push("last_seen_ms >= ?");
+        }
+        let where_clause = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!("WHERE {}", conditions.join(" AND "))
+        };
+        let mut count = self.client.query(&format!(
+            "SELECT count() FROM offenses FINAL {where_clause}"
+        ));
+        let mut list = self.client.query(&format!(
+            "SELECT ?fields FROM offenses FINAL {where_clause}
+             ORDER BY magnitude DESC, last_seen_ms DESC, id LIMIT ?, ?"
+        ));
+        if let Some(status) = filter.status {
+            count = count.bind(status.as_str());
+            list = list.bind(status.as_str());
+        }
+        if let Some(m) = filter.min_magnitude {
+            count = count.bind(m);
+            list = list.bind(m);
+        }
+        if let Some(since) = filter.since {
+            count = count.bind(ms(since));
+            list = list.bind(ms(since));
+        }
+        let total = count.fetch_one::<u64>().await?;
+        let rows = list
+            .bind(filter.offset)
+            .bind(filter.limit)
+            .fetch_all::<OffenseRow>()
+            .await?;
+        let offenses = rows
+            .into_iter()
+            .map(OffenseRow::into_offense)
+            .collect::<Result<_, _>>()?;
+        Ok((offenses, total))
+    }
+
+    /// The open offense for this index (field and value) whose last event is latest.
+    pub async fn find_open_offense(
+        &self,
+        index_field: &str,
+        index_value: &str,
+    ) -> Result<Option<Offense>, ChError> {
+        self.client
+            .query(
+                "SELECT ?fields FROM offenses FINAL
+                 WHERE index_field = ? AND index_value = ? AND status = ?
+                 ORDER BY last_seen_ms DESC, created_at_ms DESC LIMIT 1",
+            )
+            .bind(index_field)
+            .bind(index_value)
+            .bind(OffenseStatus::Open.as_str())
+            .fetch_optional::<OffenseRow>()
+            .await?
+            .map(OffenseRow::into_offense)
+            .transpose()
+    }
+
+    /// The rules that contributed to an offense, first contribution first.
+    pub async fn offense_rules(&self, id: &str) -> Result<Vec<OffenseRule>, ChError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT ?fields FROM offense_rules FINAL WHERE offense_id = ?
+                 ORDER BY first_seen_ms, rule",
+            )
+            .bind(id)
+            .fetch_all::<OffenseRuleRow>()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| OffenseRule {
+                rule: r.rule,
+                title: r.title,
+                rule_id: r.rule_id,
+                author: r.author,
+                level: r.level,
+                severity: r.severity,
+                relevance: r.relevance,
+                credibility: r.credibility,
+                detections: r.detections,
+                events: r.events,
+                first_seen: from_ms(r.first_seen_ms),
+                last_seen: from_ms(r.last_seen_ms),
+            })
+            .collect())
+    }
+
+    /// Stored contributing events of an offense in sequence order, at most `limit`.
+    pub async fn offense_events(&self, id: &str, limit: u64) -> Result<Vec<Event>, ChError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT event_json, raw FROM offense_events FINAL WHERE offense_id = ?
+                 ORDER BY seq LIMIT ?",
+            )
+            .bind(id)
+            .bind(limit)
+            .fetch_all::<StoredEventRow>()
+            .await?;
+        rows.into_iter().map(StoredEventRow::into_event).collect()
+    }
+
+    /// Appends entries to the audit trail.
+    pub async fn insert_audit(&self, entries: &[AuditEntry]) -> Result<(), ChError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<AuditRow<'_>>("audit")
+            .await?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        for a in entries {
+            let row = AuditRow {
+                day: day_number(a.ts),
+                ts: datetime_secs(a.ts),
+                actor: &a.actor,
+                action: &a.action,
+                target: &a.target,
+                detail: &a.detail,
+            };
+            insert.write(&row).await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// Audit entries of one day, oldest first.
+    pub async fn audit_on(&self, day: NaiveDate) -> Result<Vec<AuditEntry>, ChError> {
+        let day = day_number(day.and_time(chrono::NaiveTime::MIN).and_utc());
+        let rows = self
+            .client
+            .query("SELECT ?fields FROM audit WHERE day = ? ORDER BY ts, actor")
+            .bind(day)
+            .fetch_all::<AuditReadRow>()
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditEntry {
+                ts: from_ms(i64::from(r.ts) * 1000),
+                actor: r.actor,
+                action: r.action,
+                target: r.target,
+                detail: r.detail,
+            })
+            .collect())
+    }
+
+    /// Applies the configured retention as of `today` and returns the rows removed.
+    ///
+    /// `events`, `dead_letters` and `audit` are partitioned by `toYYYYMMDD(day)`: with a
+    /// retention of N days, every partition of a day before `today - N` is dropped whole
+    /// (`ALTER TABLE … DROP PARTITION`); the count is the partition's stored rows, which may
+    /// still include not-yet-merged retried copies. Closed offenses whose `closed_at` is before
+    /// `today - N` (midnight UTC) are deleted with their rules and stored events by
+    /// `ALTER TABLE … DELETE` mutations (see the module docs for why not by partition); they
+    /// count one row per offense. The call returns when the mutations have finished. A
+    /// retention of 0 keeps that kind of data.
+    pub async fn apply_retention(&self, today: NaiveDate) -> Result<u64, ChError> {
+        let mut removed = 0u64;
+        for (table, days) in [
+            ("events", self.retention.events),
+            ("dead_letters", self.retention.dead_letters),
+            ("audit", self.retention.audit),
+        ] {
+            if days == 0 {
+                continue;
+            }
+            let cutoff = yyyymmdd(today - chrono::Days::new(u64::from(days)));
+            removed += self.drop_partitions_before(table, cutoff).await?;
+        }
+        if self.retention.offenses_closed > 0 {
+            let cutoff = (today - chrono::Days::new(u64::from(self.retention.offenses_closed)))
+                .and_time(chrono::NaiveTime::MIN)
+                .and_utc();
+            removed += self.delete_closed_offenses_before(cutoff).await?;
+        }
+        Ok(removed)
+    }
+
+    /// Drops the partitions of `table` whose day (YYYYMMDD) is before `cutoff`; returns their
+    /// rows.
+    async fn drop_partitions_before(&self, table: &str, cutoff: u32) -> Result<u64, ChError> {
+        let parts = self
+            .client
+            .query(
+                "SELECT partition, sum(rows) AS rows FROM system.parts
+                 WHERE database = ? AND table = ? AND active GROUP BY partition",
+            )
+            .bind(&self.database)
+            .bind(table)
+            .fetch_all::<PartitionRow>()
+            .await?;
+        let mut removed = 0;
+        for p in parts {
+            let Ok(day) = p.partition.trim_matches('\'').parse::<u32>() else {
+                tracing::warn!(table, partition = %p.partition, "unexpected partition, kept");
+                continue;
+            };
+            if day >= cutoff {
+                continue;
+            }
+            self.client
+                .query("ALTER TABLE ? DROP PARTITION ?")
+                .bind(Identifier(table))
+                .bind(day)
+                .execute()
+                .await?;
+            tracing::info!(table, day, rows = p.rows, "retention dropped partition");
+            removed += p.rows;
+        }
+        Ok(removed)
+    }
+
+    /// Deletes offenses whose newest version is closed before `cutoff`, with their rules and
+    /// events; returns how many offenses.
+    async fn delete_closed_offenses_before(&self, cutoff: DateTime<Utc>) -> Result<u64, ChError> {
+        let ids = self
+            .client
+            .query(
+                "SELECT id FROM offenses FINAL
+                 WHERE status = ? AND closed_at_ms < ? ORDER BY id",
+            )
+            .bind(OffenseStatus::Closed.as_str())
+            .bind(ms(cutoff))
+            .fetch_all::<String>()
+            .await?;
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        for chunk in ids.chunks(DELETE_CHUNK) {
+            for (table, column) in [
+                ("offense_events", "offense_id"),
+                ("offense_rules", "offense_id"),
+                ("offenses", "id"),
+            ] {
+                self.client
+                    .query("ALTER TABLE ? DELETE WHERE has(?, ?)")
+                    .bind(Identifier(table))
+                    .bind(chunk)
+                    .bind(Identifier(column))
+                    .execute()
+                    .await?;
+            }
+        }
+        self.wait_for_mutations().await?;
+        tracing::info!(offenses = ids.len(), "retention deleted closed offenses");
+        Ok(ids.len() as u64)
+    }
+
+    /// Waits until no mutation of this database is pending.
+    async fn wait_for_mutations(&self) -> Result<(), ChError> {
+        let started = Instant::now();
+        loop {
+            let pending = self
+                .client
+                .query("SELECT count() FROM system.mutations WHERE database = ? AND is_done = 0")
+                .bind(&self.database)
+                .fetch_one::<u64>()
+                .await?;
+            if pending == 0 {
+                return Ok(());
+            }
+            if started.elapsed() > MUTATION_PATIENCE {
+                return Err(ChError::Timeout(format!(
+                    "{pending} delete mutation(s) in {}",
+                    self.database
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+// --- rows as ClickHouse sees them ---------------------------------------------------------
+
+#[derive(Row, Serialize)]
+struct MigrationRow {
+    version: u32,
+    applied: u32,
+}
+
+#[derive(Row, Serialize)]
+struct EventRow<'a> {
+    day: u16,
+    timestamp: u32,
+    ts_ms: u64,
+    ingested: u32,
+    observer_type: &'a str,
+    observer_id: &'a str,
+    dataset: &'a str,
+    category: &'a str,
+    action: &'a str,
+    outcome: &'a str,
+    source_ip: [u8; 16],
+    source_port: u16,
+    destination_ip: [u8; 16],
+    destination_port: u16,
+    user_name: &'a str,
+    host_name: &'a str,
+    sequence: u64,
+    batch_id: &'a str,
+    row_in_batch: u32,
+    event_json: String,
+    #[serde(serialize_with = "bytes::serialize")]
+    raw: &'a [u8],
+}
+
+/// An event read back: the JSON and the exact bytes.
+#[derive(Row, Deserialize)]
+struct StoredEventRow {
+    event_json: String,
+    #[serde(deserialize_with = "bytes::deserialize")]
+    raw: Vec<u8>,
+}
+
+impl StoredEventRow {
+    fn into_event(self) -> Result<Event, ChError> {
+        let mut e: Event = serde_json::from_str(&self.event_json)
+            .map_err(|err| ChError::Corrupt(format!("stored event: {err}")))?;
+        e.raw = self.raw;
+        Ok(e)
+    }
+}
+
+#[derive(Row, Serialize)]
+struct OffenseEventRow<'a> {
+    offense_id: &'a str,
+    seq: u64,
+    ts_ms: i64,
+    event_json: String,
+    #[serde(serialize_with = "bytes::serialize")]
+    raw: &'a [u8],
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct DeadLetterRow {
+    day: u16,
+    id: i64,
+    received_ms: i64,
+    observer_type: String,
+    observer_id: String,
+    peer: Option<String>,
+    reason: String,
+    detail: String,
+    #[serde(with = "bytes")]
+    raw: Vec<u8>,
+    batch_id: String,
+    row_in_batch: u32,
+}
+
+#[derive(Row, Serialize)]
+struct AuditRow<'a> {
+    day: u16,
+    ts: u32,
+    actor: &'a str,
+    action: &'a str,
+    target: &'a str,
+    detail: &'a str,
+}
+
+#[derive(Row, Deserialize)]
+struct AuditReadRow {
+    ts: u32,
+    actor: String,
+    action: String,
+    target: String,
+    detail: String,
+}
+
+#[derive(Row, Deserialize)]
+struct PartitionRow {
+    partition: String,
+    rows: u64,
+}
+
+/// `Enum8('open' = 1, 'closed' = 2)` on the wire.
+const STATUS_OPEN: i8 = 1;
+const STATUS_CLOSED: i8 = 2;
+
+#[derive(Row, Serialize, Deserialize)]
+struct OffenseRow {
+    id: String,
+    version: u64,
+    rule: String,
+    title: String,
+    index_field: String,
+    index_value: String,
+    status: i8,
+    magnitude: u8,
+    severity: u8,
+    relevance: u8,
+    credibility: u8,
+    magnitude_reasons: Vec<String>,
+    level: Option<String>,
+    tags: Vec<String>,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+    event_count: u64,
+    stored_events: u64,
+    window_start_ms: i64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    assignee: Option<String>,
+    closing_reason: Option<String>,
+    closed_at_ms: Option<i64>,
+    follow_up: u8,
+    asset_criticality: u8,
+    asset_reason: Option<String>,
+}
+
+impl OffenseRow {
+    fn new(o: &Offense, version: u64) -> Self {
+        OffenseRow {
+            id: o.id.clone(),
+            version,
+            rule: o.rule.clone(),
+            title: o.title.clone(),
+            index_field: o.index_field.clone(),
+            index_value: o.index_value.clone(),
+            status: match o.status {
+                OffenseStatus::Open => STATUS_OPEN,
+                OffenseStatus::Closed => STATUS_CLOSED,
+            },
+            magnitude: o.magnitude,
+            severity: o.severity,
+            relevance: o.relevance,
+            credibility: o.credibility,
+            magnitude_reasons: o.magnitude_reasons.clone(),
+            level: o.level.clone(),
+            tags: o.tags.clone(),
+            first_seen_ms: ms(o.first_seen),
+            last_seen_ms: ms(o.last_seen),
+            event_count: o.event_count,
+            stored_events: o.stored_events,
+            window_start_ms: ms(o.window_start),
+            created_at_ms: ms(o.created_at),
+            updated_at_ms: ms(o.updated_at),
+            assignee: o.assignee.clone(),
+            closing_reason: o.closing_reason.clone(),
+            closed_at_ms: o.closed_at.map(ms),
+            follow_up: u8::from(o.follow_up),
+            asset_criticality: o.asset_criticality,
+            asset_reason: o.asset_reason.clone(),
+        }
+    }
+
+    fn into_offense(self) -> Result<Offense, ChError> {
+        let status = match self.status {
+            STATUS_OPEN => OffenseStatus::Open,
+            STATUS_CLOSED => OffenseStatus::Closed,
+            other => {
+                return Err(ChError::Corrupt(format!(
+                    "offense {} status {other}",
+                    self.id
+                )))
+            }
+        };
+        Ok(Offense {
+            id: self.id,
+            rule: self.rule,
+            title: self.title,
+            index_field: self.index_field,
+            index_value: self.index_value,
+            status,
+            magnitude: self.magnitude,
+            severity: self.severity,
+            relevance: self.relevance,
+            credibility: self.credibility,
+            magnitude_reasons: self.magnitude_reasons,
+            level: self.level,
+            tags: self.tags,
+            first_seen: from_ms(self.first_seen_ms),
+            last_seen: from_ms(self.last_seen_ms),
+            event_count: self.event_count,
+            stored_events: self.stored_events,
+            window_start: from_ms(self.window_start_ms),
+            created_at: from_ms(self.created_at_ms),
+            updated_at: from_ms(self.updated_at_ms),
+            assignee: self.assignee,
+            closing_reason: self.closing_reason,
+            closed_at: self.closed_at_ms.map(from_ms),
+            follow_up: self.follow_up != 0,
+            asset_criticality: self.asset_criticality,
+            asset_reason: self.asset_reason,
+        })
+    }
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct OffenseRuleRow {
+    offense_id: String,
+    rule: String,
+    version: u64,
+    title: String,
+    rule_id: Option<String>,
+    author: Option<String>,
+    level: Option<String>,
+    severity: u8,
+    relevance: u8,
+    credibility: u8,
+    detections: u64,
+    events: u64,
+    first_seen_ms: i64,
+    last_seen_ms: i64,
+}
+
+// --- conversions --------------------------------------------------------------------------
+
+/// The event as JSON without `event.original` (the `raw` column keeps those bytes exactly).
+fn event_json(e: &Event) -> Result<String, ChError> {
+    let mut e = e.clone();
+    e.raw = Vec::new();
+    serde_json::to_string(&e).map_err(|err| ChError::Corrupt(format!("event to json: {err}")))
+}
+
+/// 16 bytes: IPv6 as is, IPv4 mapped (`::ffff:a.b.c.d`), absent as zeros.
+fn ip_bytes(ip: Option<IpAddr>) -> [u8; 16] {
+    match ip {
+        Some(IpAddr::V4(v4)) => v4.to_ipv6_mapped().octets(),
+        Some(IpAddr::V6(v6)) => v6.octets(),
+        None => [0; 16],
+    }
+}
+
+/// The address stored as [`ip_bytes`] (zeros are "absent").
+pub fn ip_from_bytes(bytes: [u8; 16]) -> Option<IpAddr> {
+    if bytes == [0; 16] {
+        return None;
+    }
+    let v6 = Ipv6Addr::from(bytes);
+    Some(match v6.to_ipv4_mapped() {
+        Some(v4) => IpAddr::V4(v4),
+        None => IpAddr::V6(v6),
+    })
+}
+
+/// ClickHouse `Date`: days since 1970-01-01, clamped to its range.
+fn day_number(t: DateTime<Utc>) -> u16 {
+    let days = t.timestamp().div_euclid(86_400);
+    u16::try_from(days.max(0)).unwrap_or(u16::MAX)
+}
+
+/// ClickHouse `DateTime`: seconds since the epoch, clamped to its range.
+fn datetime_secs(t: DateTime<Utc>) -> u32 {
+    u32::try_from(t.timestamp().max(0)).unwrap_or(u32::MAX)
+}
+
+/// The partition id of a day (`toYYYYMMDD`).
+fn yyyymmdd(d: NaiveDate) -> u32 {
+    use chrono::Datelike;
+    let year = u32::try_from(d.year().max(0)).unwrap_or(0);
+    year * 10_000 + d.month() * 100 + d.day()
+}
+
+/// A dead letter's id: stable for (batch, row), positive.
+fn dead_letter_id(batch_id: &str, row_in_batch: u32) -> i64 {
+    let mut h = Sha256::new();
+    h.update(batch_id.as_bytes());
+    h.update([0]);
+    h.update(row_in_batch.to_be_bytes());
+    let digest = h.finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    i64::try_from(u64::from_be_bytes(first) >> 1).unwrap_or(i64::MAX)
+}
+
+/// `String` columns as bytes (they may hold anything, e.g. invalid UTF-8).
+mod bytes {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, SeqAccess, Visitor};
+    use serde::Serializer;
+
+    pub fn serialize<S: Serializer, T: AsRef<[u8]> + ?Sized>(
+        v: &T,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(v.as_ref())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        struct BytesVisitor;
+        impl<'de> Visitor<'de> for BytesVisitor {
+            type Value = Vec<u8>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("bytes")
+            }
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+                Ok(v.to_vec())
+            }
+            fn visit_byte_buf<E: de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+                Ok(v)
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
+                Ok(v.as_bytes().to_vec())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<u8>, A::Error> {
+                let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0));
+                while let Some(b) = seq.next_element::<u8>()? {
+                    out.push(b);
+                }
+                Ok(out)
+            }
+        }
+        d.deserialize_byte_buf(BytesVisitor)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identifiers_are_plain_names_only() {
+        assert!(is_valid_identifier("vigil"));
+        assert!(is_valid_identifier("_t1"));
+        assert!(!is_valid_identifier(""));
+        assert!(!is_valid_identifier("1abc"));
+        assert!(!is_valid_identifier("a-b"));
+        assert!(!is_valid_identifier("a`; DROP"));
+    }
+
+    #[test]
+    fn addresses_round_trip_through_sixteen_bytes() {
+        for text in ["203.0.113.7", "2001:db8::1", "::1", "0.0.0.1"] {
+            let ip: IpAddr = text.parse().unwrap_or(IpAddr::V4([0, 0, 0, 0].into()));
+            assert_eq!(ip_from_bytes(ip_bytes(Some(ip))), Some(ip), "{text}");
+        }
+        assert_eq!(ip_from_bytes(ip_bytes(None)), None);
+    }
+
+    #[test]
+    fn day_partitions_are_utc_dates() {
+        let d = NaiveDate::from_ymd_opt(2026, 3, 9).unwrap_or_default();
+        assert_eq!(yyyymmdd(d), 20260309);
+        let t = d.and_hms_opt(23, 59, 59).unwrap_or_default().and_utc();
+        assert_eq!(
+            i64::from(day_number(t)),
+            (d - NaiveDate::default()).num_days()
+        );
+    }
+}
