@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh machine or a warm one: installs and starts what the tests
 # need (skipping what is already there), then runs every test of the workspace, lints and
-# formatting included. Services the scaled-out tests will need (ClickHouse, a Kafka broker)
-# are added here when those tests exist; embedded mode needs nothing but Rust.
+# formatting included. The scaled-out tests use a real ClickHouse and a real Kafka-protocol
+# broker: scripts/services.sh installs them (once per machine) and starts them on loopback with
+# their own data under .services/; they are stopped when this script ends. A missing service
+# fails those tests; none is skipped.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +17,13 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 cargo --version
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt || true
+
+step "services: ClickHouse and a Kafka broker on loopback (scripts/services.sh)"
+scripts/services.sh install
+scripts/services.sh start
+trap 'scripts/services.sh stop' EXIT
+export VIGIL_TEST_CLICKHOUSE_URL=${VIGIL_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}
+export VIGIL_TEST_KAFKA=${VIGIL_TEST_KAFKA:-127.0.0.1:19092}
 
 step "format"
 cargo fmt --all -- --check
