@@ -157,6 +157,30 @@ fn partition_of(key: &str, partitions: usize) -> usize {
     (h.finish() % partitions as u64) as usize
 }
 
+type Queues = Vec<std::collections::VecDeque<(Routed, Arc<Event>)>>;
+
+/// Stage 2 drains every partition queue in order, partition `p` by engine `owner_of[p]`; a
+/// reroute (chaining) is appended to its partition's queue.
+fn drain(queues: &mut Queues, owners: &mut [Engine], owner_of: &[usize], out: &mut Vec<Detection>) {
+    let partitions = queues.len();
+    loop {
+        let mut progressed = false;
+        for p in 0..partitions {
+            while let Some((r, e)) = queues[p].pop_front() {
+                progressed = true;
+                let mut reroute = Vec::new();
+                owners[owner_of[p]].feed_routed(&r, &e, out, &mut reroute);
+                for rr in reroute {
+                    queues[partition_of(&rr.key(), partitions)].push_back((rr, e.clone()));
+                }
+            }
+        }
+        if !progressed {
+            break;
+        }
+    }
+}
+
 /// `stage1` routing engines take the events round-robin; matches go to `partitions` queues by
 /// key; `stage2` engines own the partitions (partition p belongs to engine p % stage2). A
 /// reroute (chaining) is appended to its partition's queue. Queues are drained in the order
@@ -176,8 +200,7 @@ fn split(
         .collect();
     let mut out = Vec::new();
     let mut routed = Vec::new();
-    let mut queues: Vec<std::collections::VecDeque<(Routed, Arc<Event>)>> =
-        vec![std::collections::VecDeque::new(); partitions];
+    let mut queues: Queues = vec![std::collections::VecDeque::new(); partitions];
     for (i, e) in events.iter().enumerate() {
         routed.clear();
         routers[i % stage1].route(e, &mut out, &mut routed);
@@ -185,22 +208,8 @@ fn split(
             queues[partition_of(&r.key(), partitions)].push_back((r, e.clone()));
         }
         // Stage 2 keeps up: drain every queue (in partition order) after each event.
-        loop {
-            let mut progressed = false;
-            for p in 0..partitions {
-                while let Some((r, e)) = queues[p].pop_front() {
-                    progressed = true;
-                    let mut reroute = Vec::new();
-                    owners[p % stage2].feed_routed(&r, &e, &mut out, &mut reroute);
-                    for rr in reroute {
-                        queues[partition_of(&rr.key(), partitions)].push_back((rr, e.clone()));
-                    }
-                }
-            }
-            if !progressed {
-                break;
-            }
-        }
+        let owner_of: Vec<usize> = (0..partitions).map(|p| p % stage2).collect();
+        drain(&mut queues, &mut owners, &owner_of, &mut out);
     }
     let stats: u64 = owners.iter().map(|o| o.stats().unroutable).sum();
     assert_eq!(stats, 0);
@@ -260,8 +269,7 @@ fn split_with_handoff(
     let mut owner_of: Vec<usize> = (0..partitions).map(|p| p % stage2).collect();
     let mut out = Vec::new();
     let mut routed = Vec::new();
-    let mut queues: Vec<std::collections::VecDeque<(Routed, Arc<Event>)>> =
-        vec![std::collections::VecDeque::new(); partitions];
+    let mut queues: Queues = vec![std::collections::VecDeque::new(); partitions];
     for (i, e) in events.iter().enumerate() {
         if i == at {
             let from = owner_of[moved];
@@ -285,22 +293,7 @@ fn split_with_handoff(
         for r in routed.drain(..) {
             queues[partition_of(&r.key(), partitions)].push_back((r, e.clone()));
         }
-        loop {
-            let mut progressed = false;
-            for p in 0..partitions {
-                while let Some((r, e)) = queues[p].pop_front() {
-                    progressed = true;
-                    let mut reroute = Vec::new();
-                    owners[owner_of[p]].feed_routed(&r, &e, &mut out, &mut reroute);
-                    for rr in reroute {
-                        queues[partition_of(&rr.key(), partitions)].push_back((rr, e.clone()));
-                    }
-                }
-            }
-            if !progressed {
-                break;
-            }
-        }
+        drain(&mut queues, &mut owners, &owner_of, &mut out);
     }
     let mut shapes: Vec<String> = out.iter().map(shape).collect();
     shapes.sort();

@@ -74,15 +74,16 @@ pub(super) struct ListQuery {
     offset: Option<u64>,
 }
 
-pub(super) async fn get_set(
-    State(state): State<ApiState>,
-    Path(name): Path<String>,
-    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Page<crate::context::refdata::Entry>>, ApiError> {
-    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
+/// One page of an in-memory list (reference entries are held in memory, not in SQL).
+fn page_of<T>(
+    state: &ApiState,
+    q: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+    all: impl FnOnce(&ReferenceData) -> Result<Vec<T>, RefError>,
+) -> Result<Json<Page<T>>, ApiError> {
+    let Query(q) = q.map_err(|e| bad(e.body_text()))?;
     let limit = page_size(q.limit, state.max_page_size)?;
     let offset = q.offset.unwrap_or(0);
-    let all = data(&state)?.entries(&name).map_err(from_ref_error)?;
+    let all = all(data(state)?).map_err(from_ref_error)?;
     let total = all.len() as u64;
     let items = all
         .into_iter()
@@ -95,6 +96,14 @@ pub(super) async fn get_set(
         limit,
         offset,
     }))
+}
+
+pub(super) async fn get_set(
+    State(state): State<ApiState>,
+    Path(name): Path<String>,
+    query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<crate::context::refdata::Entry>>, ApiError> {
+    page_of(&state, query, |d| d.entries(&name))
 }
 
 /// Body of `POST /api/v1/reference-sets/{name}/entries`.
@@ -194,22 +203,7 @@ pub(super) async fn get_map(
     Path(name): Path<String>,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<crate::context::refdata::MapEntry>>, ApiError> {
-    let Query(q) = query.map_err(|e| bad(e.body_text()))?;
-    let limit = page_size(q.limit, state.max_page_size)?;
-    let offset = q.offset.unwrap_or(0);
-    let all = data(&state)?.map_entries(&name).map_err(from_ref_error)?;
-    let total = all.len() as u64;
-    let items = all
-        .into_iter()
-        .skip(usize::try_from(offset).unwrap_or(usize::MAX))
-        .take(usize::try_from(limit).unwrap_or(usize::MAX))
-        .collect();
-    Ok(Json(Page {
-        items,
-        total,
-        limit,
-        offset,
-    }))
+    page_of(&state, query, |d| d.map_entries(&name))
 }
 
 /// Body of `POST /api/v1/reference-maps/{name}/entries`.
