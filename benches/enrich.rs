@@ -58,7 +58,7 @@ fn corpus() -> Vec<Vec<u8>> {
         for l in &lines {
             let line = re.replace_all(l, |_: &regex::Captures<'_>| {
                 n = n.wrapping_add(1);
-                if n % 10 == 0 {
+                if n.is_multiple_of(10) {
                     known[(n / 10) as usize % known.len()].to_owned()
                 } else {
                     let x = n.wrapping_mul(2_654_435_761) % 20_000;

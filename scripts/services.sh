@@ -55,6 +55,23 @@ install() {
   fi
 }
 
+# launch PIDFILE LOG DIR CMD...: start CMD in DIR in the background with stdin from /dev/null,
+# output to LOG, and no other file descriptor inherited (a pipe held open by a server would keep
+# whoever reads this script's output waiting for its end).
+launch() {
+  local pidfile=$1 log=$2 dir=$3; shift 3
+  (
+    cd "$dir" || exit 1
+    exec </dev/null >>"$log" 2>&1
+    for fd in /proc/$BASHPID/fd/*; do
+      fd=${fd##*/}
+      if [ "$fd" -gt 2 ] 2>/dev/null; then eval "exec $fd>&-" 2>/dev/null || true; fi
+    done
+    exec "$@"
+  ) &
+  echo $! >"$pidfile"
+}
+
 wait_for() { # wait_for WHAT CHECK LOG
   local i
   for i in $(seq 1 150); do
@@ -73,22 +90,23 @@ start() {
   else
     local ch=/usr/sbin/clickhouse-server
     [ -x "$ch" ] || ch=$(command -v clickhouse-server)
-    (cd "$DIR/clickhouse" && nohup "$ch" --config-file=/etc/clickhouse-server/config.xml -- \
+    launch "$DIR/clickhouse/pid" "$DIR/clickhouse/stdout.log" "$DIR/clickhouse" \
+      "$ch" --config-file=/etc/clickhouse-server/config.xml -- \
       --path="$DIR/clickhouse/data/" --tmp_path="$DIR/clickhouse/tmp/" \
       --user_files_path="$DIR/clickhouse/user_files/" \
       --format_schema_path="$DIR/clickhouse/format_schemas/" \
       --logger.log="$DIR/clickhouse/server.log" --logger.errorlog="$DIR/clickhouse/server.err.log" \
-      --http_port="$CH_HTTP" --tcp_port="$CH_TCP" --interserver_http_port="$CH_INTER" \
-      >"$DIR/clickhouse/stdout.log" 2>&1 & echo $! >"$DIR/clickhouse/pid")
+      --http_port="$CH_HTTP" --tcp_port="$CH_TCP" --interserver_http_port="$CH_INTER"
     wait_for clickhouse ch_answers "$DIR/clickhouse/server.err.log"
   fi
   if kafka_answers; then
     echo "kafka (tansu): already up on $KAFKA_PORT"
   else
-    (cd "$DIR/tansu" && nohup "$(tansu_bin)" broker \
+    launch "$DIR/tansu/pid" "$DIR/tansu/broker.log" "$DIR/tansu" \
+      "$(tansu_bin)" broker \
       --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
       --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" >"$DIR/tansu/broker.log" 2>&1 & echo $! >"$DIR/tansu/pid")
+      --storage-engine "sqlite://tansu.db"
     wait_for "kafka (tansu)" kafka_answers "$DIR/tansu/broker.log"
   fi
   echo "VIGIL_TEST_CLICKHOUSE_URL=http://127.0.0.1:$CH_HTTP"

@@ -275,6 +275,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     let state_save_every = (config.rules.state_save_secs > 0)
         .then(|| std::time::Duration::from_secs(config.rules.state_save_secs));
+    // Scaled-out mode: ClickHouse is the shared store, Kafka carries the stages.
+    let scaled = config.bus.kind == crate::config::BusKind::Kafka;
+    let role = config.bus.role;
+    let clickhouse = if config.store.kind == crate::config::StoreKind::Clickhouse {
+        let ch = crate::store::clickhouse::ClickHouseStore::connect(&config.store.clickhouse)
+            .await
+            .with_context(|| {
+                format!(
+                    "connecting to ClickHouse at {}",
+                    config.store.clickhouse.url
+                )
+            })?;
+        Some(Arc::new(ch))
+    } else {
+        None
+    };
+    let topics = crate::cluster::wire::Topics::new(&config.bus.topic_prefix);
+    if scaled {
+        crate::cluster::ensure_topics(&config.bus.kafka, &topics, config.bus.partitions)
+            .await
+            .with_context(|| format!("creating Kafka topics at {}", config.bus.kafka.brokers))?;
+    }
+    let collecting = !scaled || role != crate::config::Role::Correlate;
     let reference = pipeline.enricher().map(|e| e.reference().clone());
 
     let cancel = CancellationToken::new();
@@ -309,7 +332,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         api: None,
     };
     let mut tasks = Vec::new();
-    if !config.syslog.udp_listen.is_empty() {
+    if collecting && !config.syslog.udp_listen.is_empty() {
         let socket = crate::collect::syslog::bind_udp(&config.syslog)
             .await
             .with_context(|| format!("binding syslog udp {}", config.syslog.udp_listen))?;
@@ -322,7 +345,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             cancel.clone(),
         )));
     }
-    if !config.syslog.tcp_listen.is_empty() {
+    if collecting && !config.syslog.tcp_listen.is_empty() {
         let listener = TcpListener::bind(&config.syslog.tcp_listen)
             .await
             .with_context(|| format!("binding syslog tcp {}", config.syslog.tcp_listen))?;
@@ -345,54 +368,95 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let engine_alive = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let (engine_done_tx, engine_done) = tokio::sync::oneshot::channel::<bool>();
     let alive = engine_alive.clone();
-    let engine = std::thread::Builder::new()
-        .name("vigil-engine".into())
-        .spawn(move || {
-            let _guard = EngineGuard(alive, Some(engine_done_tx));
-            let mut last_tick = std::time::Instant::now();
-            let mut last_retention: Option<std::time::Instant> = None;
-            let mut last_save = std::time::Instant::now();
-            let save = |pipeline: &mut crate::pipeline::Pipeline| {
-                if let Err(e) = pipeline.save_engine_state() {
-                    tracing::error!(error = %e, "saving correlation windows failed");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut stage_threads = Vec::new();
+    let engine = if scaled {
+        let (normalizer, enricher, rules, limits) = pipeline.into_parts();
+        let rt = tokio::runtime::Handle::current();
+        if role != crate::config::Role::Ingest {
+            let ch = clickhouse.clone().ok_or_else(|| {
+                anyhow::anyhow!("bus.kind = \"kafka\" needs store.kind = \"clickhouse\"")
+            })?;
+            stage_threads.extend(spawn_stage_two(
+                &config, &rules, limits, &topics, ch, &metrics, &rt, &stop,
+            )?);
+        }
+        let ingest = (role != crate::config::Role::Correlate)
+            .then(|| -> anyhow::Result<crate::cluster::Ingest> {
+                Ok(crate::cluster::Ingest {
+                    normalizer,
+                    enricher: enricher
+                        .ok_or_else(|| anyhow::anyhow!("the pipeline has no enricher"))?,
+                    engine: vigil_correlate::Engine::new(rules.clone(), limits),
+                    topics: topics.clone(),
+                    producer: Arc::new(crate::bus::kafka::KafkaProducer::new(&config.bus.kafka)?),
+                    metrics: metrics.clone(),
+                    sources: sources.clone(),
+                })
+            })
+            .transpose()?;
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name("vigil-ingest".into())
+            .spawn(move || {
+                let _guard = EngineGuard(alive, Some(engine_done_tx));
+                match ingest {
+                    Some(ingest) => ingest.run(subscriber, rt, stop),
+                    // Correlate only: no collectors; wait for the queue to close at shutdown.
+                    None => while !matches!(subscriber.next_within(TICK), Received::Closed) {},
                 }
-            };
-            loop {
-                // Time passes even without events: rules waiting for something not to happen
-                // (absence, silence) are told the wall clock about once a second (the engine
-                // applies the allowed lateness to it).
-                if last_tick.elapsed() >= TICK {
-                    last_tick = std::time::Instant::now();
-                    pipeline.tick(chrono::Utc::now());
-                    pipeline.maintain_context(chrono::Utc::now());
-                }
-                if state_save_every.is_some_and(|every| last_save.elapsed() >= every) {
-                    last_save = std::time::Instant::now();
-                    save(&mut pipeline);
-                }
-                if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
-                    last_retention = Some(std::time::Instant::now());
-                    pipeline.expire_closed_offenses(chrono::Utc::now());
-                }
-                let first = match subscriber.next_within(TICK) {
-                    Received::Item(first) => first,
-                    Received::Idle => continue,
-                    Received::Closed => break,
-                };
-                let mut batch = Vec::with_capacity(64);
-                batch.push(first);
-                while batch.len() < BATCH_RECORDS {
-                    match subscriber.try_next() {
-                        Some(r) => batch.push(r),
-                        None => break,
+            })
+            .context("starting the ingest thread")?
+    } else {
+        std::thread::Builder::new()
+            .name("vigil-engine".into())
+            .spawn(move || {
+                let _guard = EngineGuard(alive, Some(engine_done_tx));
+                let mut last_tick = std::time::Instant::now();
+                let mut last_retention: Option<std::time::Instant> = None;
+                let mut last_save = std::time::Instant::now();
+                let save = |pipeline: &mut crate::pipeline::Pipeline| {
+                    if let Err(e) = pipeline.save_engine_state() {
+                        tracing::error!(error = %e, "saving correlation windows failed");
                     }
+                };
+                loop {
+                    // Time passes even without events: rules waiting for something not to happen
+                    // (absence, silence) are told the wall clock about once a second (the engine
+                    // applies the allowed lateness to it).
+                    if last_tick.elapsed() >= TICK {
+                        last_tick = std::time::Instant::now();
+                        pipeline.tick(chrono::Utc::now());
+                        pipeline.maintain_context(chrono::Utc::now());
+                    }
+                    if state_save_every.is_some_and(|every| last_save.elapsed() >= every) {
+                        last_save = std::time::Instant::now();
+                        save(&mut pipeline);
+                    }
+                    if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
+                        last_retention = Some(std::time::Instant::now());
+                        pipeline.expire_closed_offenses(chrono::Utc::now());
+                    }
+                    let first = match subscriber.next_within(TICK) {
+                        Received::Item(first) => first,
+                        Received::Idle => continue,
+                        Received::Closed => break,
+                    };
+                    let mut batch = Vec::with_capacity(64);
+                    batch.push(first);
+                    while batch.len() < BATCH_RECORDS {
+                        match subscriber.try_next() {
+                            Some(r) => batch.push(r),
+                            None => break,
+                        }
+                    }
+                    pipeline.process_batch_until_stored(batch);
                 }
-                pipeline.process_batch_until_stored(batch);
-            }
-            // The queue is drained and closed: keep the windows for the next start.
-            save(&mut pipeline);
-        })
-        .context("starting the engine thread")?;
+                // The queue is drained and closed: keep the windows for the next start.
+                save(&mut pipeline);
+            })
+            .context("starting the engine thread")?
+    };
 
     let mut api_server = None;
     if !config.api.listen.is_empty() {
@@ -416,6 +480,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 &[("source", "http")],
             ),
             reference: reference.clone(),
+            clickhouse: clickhouse.clone(),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {
@@ -474,10 +539,105 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+    // Stage 2 (scaled out) stops after intake: what it consumed is committed as it goes.
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for t in stage_threads {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     if engine_failed {
         bail!("the engine thread stopped unexpectedly (see the log above)");
     }
     Ok(())
+}
+
+/// Starts the stage-2 threads of the scaled-out mode: correlation windows, offenses, storage.
+#[allow(clippy::too_many_arguments)]
+fn spawn_stage_two(
+    config: &Config,
+    rules: &Arc<vigil_correlate::RuleSet>,
+    limits: EngineLimits,
+    topics: &crate::cluster::wire::Topics,
+    ch: Arc<crate::store::clickhouse::ClickHouseStore>,
+    metrics: &Arc<Metrics>,
+    rt: &tokio::runtime::Handle,
+    stop: &Arc<std::sync::atomic::AtomicBool>,
+) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
+    let prefix = &config.bus.topic_prefix;
+    let mut threads = Vec::new();
+    let log = |stage: &'static str, r: anyhow::Result<()>| {
+        if let Err(e) = r {
+            tracing::error!(stage, error = %e, "stage stopped");
+        }
+    };
+    {
+        let (rules, kafka, group, topics, metrics, rt, stop) = (
+            rules.clone(),
+            config.bus.kafka.clone(),
+            format!("{prefix}-correlate"),
+            topics.clone(),
+            metrics.clone(),
+            rt.clone(),
+            stop.clone(),
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("vigil-correlate".into())
+                .spawn(move || {
+                    log(
+                        "correlate",
+                        crate::cluster::run_correlate(
+                            rules, limits, &kafka, &group, &topics, metrics, rt, stop,
+                        ),
+                    );
+                })?,
+        );
+    }
+    {
+        let (config, rules, group, topics, ch, metrics, rt, stop) = (
+            config.clone(),
+            rules.clone(),
+            format!("{prefix}-offenses"),
+            topics.clone(),
+            ch.clone(),
+            metrics.clone(),
+            rt.clone(),
+            stop.clone(),
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("vigil-offenses".into())
+                .spawn(move || {
+                    let kafka = config.bus.kafka.clone();
+                    log(
+                        "offenses",
+                        crate::cluster::run_offenses(
+                            &config, &rules, &kafka, &group, &topics, ch, metrics, rt, stop,
+                        ),
+                    );
+                })?,
+        );
+    }
+    {
+        let (kafka, group, topics, metrics, rt, stop) = (
+            config.bus.kafka.clone(),
+            format!("{prefix}-store"),
+            topics.clone(),
+            metrics.clone(),
+            rt.clone(),
+            stop.clone(),
+        );
+        threads.push(
+            std::thread::Builder::new()
+                .name("vigil-store".into())
+                .spawn(move || {
+                    log(
+                        "store",
+                        crate::cluster::run_store(&kafka, &group, &topics, ch, metrics, rt, stop),
+                    );
+                })?,
+        );
+    }
+    Ok(threads)
 }
 
 /// Tells the service when the engine thread ends and whether it panicked; a panic also marks

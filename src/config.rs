@@ -343,7 +343,7 @@ impl Default for OffenseConfig {
     }
 }
 
-/// In-process queues (the embedded bus).
+/// How records travel: in-process queues (embedded), or Kafka between stages (scaled out).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BusConfig {
@@ -353,6 +353,42 @@ pub struct BusConfig {
     /// Most bytes of records the queue may hold (with `queue_capacity`, whichever is reached
     /// first); same back-pressure and drop rules.
     pub queue_bytes: usize,
+    /// `memory` (embedded: one process does everything) or `kafka` (scaled out).
+    pub kind: BusKind,
+    /// With `kafka`: the stages this process runs. `ingest`: collect, parse, enrich, single-event
+    /// rules, publish. `correlate`: correlation windows of its partitions, offenses, storage.
+    /// `all`: both.
+    pub role: Role,
+    /// Kafka client settings.
+    pub kafka: crate::bus::kafka::KafkaConfig,
+    /// Topic names start with this (`vigil.matches`, `vigil.detections`, `vigil.events`,
+    /// `vigil.dead_letters`).
+    pub topic_prefix: String,
+    /// Partitions of the topics Vigil creates (existing topics are left as they are). The most
+    /// correlate processes that can share the work.
+    pub partitions: i32,
+}
+
+/// [`BusConfig::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BusKind {
+    /// In-process queues.
+    Memory,
+    /// Kafka.
+    Kafka,
+}
+
+/// [`BusConfig::role`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Stage 1 and stage 2.
+    All,
+    /// Stage 1 only.
+    Ingest,
+    /// Stage 2 only.
+    Correlate,
 }
 
 impl Default for BusConfig {
@@ -360,6 +396,14 @@ impl Default for BusConfig {
         BusConfig {
             queue_capacity: 65_536,
             queue_bytes: 64 * 1024 * 1024,
+            kind: BusKind::Memory,
+            role: Role::All,
+            kafka: crate::bus::kafka::KafkaConfig {
+                brokers: "127.0.0.1:9092".into(),
+                ..Default::default()
+            },
+            topic_prefix: "vigil".into(),
+            partitions: 12,
         }
     }
 }
@@ -373,6 +417,20 @@ pub struct StoreConfig {
     /// Closed offenses (with their events, rules and notes) are deleted this many days after
     /// they were closed (checked hourly, counted). Open offenses are never deleted.
     pub closed_offense_retention_days: u64,
+    /// `sqlite` (embedded, `data_dir/vigil.db`) or `clickhouse` (scaled out; the API reads it).
+    pub kind: StoreKind,
+    /// ClickHouse connection, batching and retention.
+    pub clickhouse: crate::store::clickhouse::ClickHouseConfig,
+}
+
+/// [`StoreConfig::kind`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// SQLite in the data folder.
+    Sqlite,
+    /// ClickHouse.
+    Clickhouse,
 }
 
 impl Default for StoreConfig {
@@ -380,6 +438,8 @@ impl Default for StoreConfig {
         StoreConfig {
             max_dead_letters: 100_000,
             closed_offense_retention_days: 90,
+            kind: StoreKind::Sqlite,
+            clickhouse: crate::store::clickhouse::ClickHouseConfig::default(),
         }
     }
 }
@@ -482,6 +542,19 @@ impl Config {
         }
         parse_utc_offset(&self.parse.default_utc_offset)
             .map_err(|e| format!("parse.default_utc_offset: {e}"))?;
+        if self.bus.kind == BusKind::Kafka && self.store.kind != StoreKind::Clickhouse {
+            return Err(
+                "bus.kind = \"kafka\" needs store.kind = \"clickhouse\": offenses and events must be \
+                 shared by every node"
+                    .into(),
+            );
+        }
+        if self.bus.partitions < 1 {
+            return Err("bus.partitions: must be at least 1".into());
+        }
+        if !crate::store::clickhouse::is_valid_identifier(&self.store.clickhouse.database) {
+            return Err("store.clickhouse.database: letters, digits and _ only".into());
+        }
         self.context.validate()
     }
 }

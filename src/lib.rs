@@ -19,6 +19,7 @@
 pub mod api;
 pub mod app;
 pub mod bus;
+pub mod cluster;
 pub mod collect;
 pub mod config;
 pub mod context;

@@ -161,6 +161,9 @@ fn real_main(cli: Cli) -> anyhow::Result<ExitCode> {
                 if shown.api.token.is_some() {
                     shown.api.token = Some("<redacted>".into());
                 }
+                if shown.store.clickhouse.password.is_some() {
+                    shown.store.clickhouse.password = Some("<redacted>".into());
+                }
                 println!("{}", toml::to_string_pretty(&shown)?);
                 Ok(ExitCode::SUCCESS)
             }

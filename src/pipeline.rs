@@ -60,6 +60,8 @@ pub struct Pipeline {
     rule_matches: Vec<Counter>,
     /// Events each offense already counted (one event, several rules).
     seen: SeenEvents,
+    /// The engine's limits (the scaled-out stages build their engines with them).
+    engine_limits: EngineLimits,
     /// Per-source accounting (detected type, rates), shared with the API.
     sources: Arc<crate::sources::Sources>,
     /// Next `event.sequence`.
@@ -137,6 +139,7 @@ impl Pipeline {
         Pipeline {
             normalizer,
             engine: Engine::new(rules, engine_limits),
+            engine_limits,
             rule_matches,
             rule_meta,
             seen: SeenEvents::new(SEEN_EVENTS_CAPACITY),
@@ -208,6 +211,24 @@ impl Pipeline {
         self.enricher = Some(enricher);
         self.geo_check_every = geo_check_every;
         self
+    }
+
+    /// Takes the pipeline apart for the scaled-out stages, which use its parts without the
+    /// SQLite bookkeeping: the normalizer, the enricher, the rules and the engine limits.
+    pub fn into_parts(
+        self,
+    ) -> (
+        Normalizer,
+        Option<crate::context::Enricher>,
+        Arc<RuleSet>,
+        EngineLimits,
+    ) {
+        (
+            self.normalizer,
+            self.enricher,
+            Arc::clone(self.engine.rules()),
+            self.engine_limits,
+        )
     }
 
     /// The enricher, if any.
@@ -632,7 +653,8 @@ impl Pipeline {
     }
 }
 
-fn source_label(rec: &RawRecord) -> &'static str {
+/// The `source` label of a record's metrics.
+pub(crate) fn source_label(rec: &RawRecord) -> &'static str {
     match (rec.observer_type, rec.observer_id.as_bytes()) {
         ("syslog", id) if id.starts_with(b"syslog/udp") => "syslog_udp",
         ("syslog", _) => "syslog_tcp",

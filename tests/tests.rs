@@ -6,10 +6,12 @@
 mod support;
 
 mod cli;
+mod clickhouse;
 mod context;
 mod e2e;
 mod kafka;
 mod malformed;
 mod replay;
 mod rules;
+mod scaled;
 mod sigmahq;

@@ -1269,6 +1269,11 @@ impl Routed {
 }
 
 impl Engine {
+    /// The rule set this engine runs.
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
     /// An engine over `rules` with empty state.
     pub fn new(rules: Arc<RuleSet>, limits: EngineLimits) -> Self {
         let stats = rules

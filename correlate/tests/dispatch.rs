@@ -114,19 +114,19 @@ fn events(n: usize) -> Vec<Arc<Event>> {
                 .collect::<Vec<_>>()
                 .join(" ");
             let mut fields = vec![("message", words)];
-            if rng.next() % 4 != 0 {
+            if !rng.next().is_multiple_of(4) {
                 fields.push(("process.name", rng.pick(PROCS).to_owned()));
             }
-            if rng.next() % 3 != 0 {
+            if !rng.next().is_multiple_of(3) {
                 fields.push(("event.category", rng.pick(CATS).to_owned()));
             }
-            if rng.next() % 3 == 0 {
+            if rng.next().is_multiple_of(3) {
                 fields.push(("event.dataset", rng.pick(DATASETS).to_owned()));
             }
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 fields.push(("user.name", rng.pick(USERS).to_owned()));
             }
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 fields.push(("source.ip", rng.pick(IPS).to_owned()));
             }
             let f: Vec<(&str, &str)> = fields.iter().map(|(k, v)| (*k, v.as_str())).collect();

@@ -92,7 +92,7 @@ fn palo_alto_traffic() -> String {
         "tcp-fin".into(),
     ];
     while cols.len() < 100 {
-        cols.push(if cols.len() % 3 == 0 {
+        cols.push(if cols.len().is_multiple_of(3) {
             String::new()
         } else {
             format!("f{}", cols.len())

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub ingest_received: crate::telemetry::Counter,
     /// Live reference data (none: the reference routes answer 503).
     pub reference: Option<Arc<crate::context::refdata::ReferenceData>>,
+    /// Scaled-out mode: offenses and dead letters are read from ClickHouse, not SQLite.
+    pub clickhouse: Option<Arc<crate::store::clickhouse::ClickHouseStore>>,
 }
 
 /// SHA-256 of a token.
@@ -104,6 +106,16 @@ pub struct ApiError(StatusCode, String);
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+impl From<crate::store::clickhouse::ChError> for ApiError {
+    fn from(e: crate::store::clickhouse::ChError) -> Self {
+        tracing::error!(error = %e, "ClickHouse read failed");
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store unavailable".into(),
+        )
     }
 }
 
@@ -315,7 +327,10 @@ async fn list_offenses(
         limit,
         offset,
     };
-    let (items, total) = with_store(&state, move |s| s.list_offenses(&filter)).await?;
+    let (items, total) = match &state.clickhouse {
+        Some(ch) => ch.list_offenses(&filter).await.map_err(ApiError::from)?,
+        None => with_store(&state, move |s| s.list_offenses(&filter)).await?,
+    };
     Ok(Json(Page {
         items,
         total,
@@ -349,6 +364,28 @@ async fn get_offense(
             StatusCode::BAD_REQUEST,
             "malformed offense id".into(),
         ));
+    }
+    if let Some(ch) = &state.clickhouse {
+        let found = async {
+            let Some(offense) = ch.get_offense(&id).await? else {
+                return Ok(None);
+            };
+            let events = ch
+                .offense_events(&offense.id, MAX_EVENTS_PER_DETAIL)
+                .await?;
+            let rules = ch.offense_rules(&offense.id).await?;
+            Ok::<_, crate::store::clickhouse::ChError>(Some(OffenseDetail {
+                offense,
+                rules,
+                notes: Vec::new(),
+                events,
+            }))
+        }
+        .await
+        .map_err(ApiError::from)?;
+        return found
+            .map(Json)
+            .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, "no such offense".into()));
     }
     let found = with_store(&state, move |s| {
         let Some(offense) = s.get_offense(&id)? else {
@@ -441,10 +478,18 @@ async fn list_dead_letters(
     let limit = page_size(q.limit, state.max_page_size)?;
     let offset = q.offset.unwrap_or(0);
     let reason = q.reason.filter(|r| r.len() <= 64);
-    let (items, total) = with_store(&state, move |s| {
-        s.list_dead_letters(reason.as_deref(), limit, offset)
-    })
-    .await?;
+    let (items, total) = match &state.clickhouse {
+        Some(ch) => ch
+            .list_dead_letters(reason.as_deref(), limit, offset)
+            .await
+            .map_err(ApiError::from)?,
+        None => {
+            with_store(&state, move |s| {
+                s.list_dead_letters(reason.as_deref(), limit, offset)
+            })
+            .await?
+        }
+    };
     Ok(Json(Page {
         items,
         total,
@@ -476,6 +521,7 @@ mod tests {
             max_ingest_bytes: 4096,
             ingest_received: crate::telemetry::Counter::default(),
             reference: None,
+            clickhouse: None,
         })
     }
 

@@ -15,18 +15,21 @@
 //!   [`KafkaConfig::queue_max_kbytes`]): a send waits for room. A record that cannot be delivered
 //!   within `message.timeout.ms` is an error returned to the caller, never dropped silently.
 //! - **Commits.** Offsets are committed only for records the caller says are done
-//!   ([`KafkaConsumer::commit`]), asynchronously: a synchronous commit per batch stalls the
-//!   consumer on a broker round trip (SERVICES.md saw about 1 k msg/s with one per message).
-//!   Async commit results arrive through the consumer's callbacks and are counted in
-//!   [`ConsumerStats`]; [`KafkaConsumer::commit_sync`] waits for the broker, for shutdown.
-//!   Delivery is at least once: records after the last commit are read again by the next owner.
+//!   ([`KafkaConsumer::commit`]), asynchronously for the caller: `commit` records them and
+//!   returns; a commit thread per consumer sends what accumulated, merged, one synchronous
+//!   commit at a time. Polling never waits on a broker round trip (SERVICES.md saw about
+//!   1 k msg/s with a synchronous commit per message), bursts become one request, commits reach
+//!   the broker in order, and each outcome is counted in [`ConsumerStats`] (librdkafka reports
+//!   nothing back for its own asynchronous manual commits). [`KafkaConsumer::commit_sync`] and
+//!   [`KafkaConsumer::close`] wait for the broker, for shutdown. Delivery is at least once:
+//!   records after the last commit are read again by the next owner.
 //! - **Rebalances.** The eager protocol (librdkafka's default `range,roundrobin` assignors): a
 //!   rebalance revokes the whole assignment, then assigns the new one. Both are recorded as
 //!   [`RebalanceEvent`]s for the owner to read with [`KafkaConsumer::take_rebalance_events`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -35,7 +38,7 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::error::{KafkaError as ClientError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::error::{KafkaError as ClientError, RDKafkaErrorCode};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 use rdkafka::util::Timeout;
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
@@ -194,7 +197,17 @@ pub enum KafkaError {
         /// The client library's error.
         source: Box<ClientError>,
     },
-    /// A commit could not be sent, or (for [`KafkaConsumer::commit_sync`]) the broker refused it.
+    /// A negative offset was given to commit.
+    #[error("cannot commit offset {offset} of {topic}/{partition}: offsets are not negative")]
+    InvalidOffset {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: i32,
+        /// The offset given.
+        offset: i64,
+    },
+    /// The broker refused a commit, or it could not be sent.
     #[error("committing offsets of group {group} ({offsets}): {source}")]
     Commit {
         /// The consumer group.
@@ -565,30 +578,29 @@ const MAX_REBALANCE_EVENTS: usize = 1024;
 /// Counters of a consumer's background activity.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerStats {
-    /// Asynchronous commits the broker accepted.
+    /// Commits the broker accepted (one commit may cover many [`KafkaConsumer::commit`] calls).
     pub commits_ok: u64,
-    /// Asynchronous commits that failed (the offsets stay at the previous commit).
+    /// Commits that failed; those offsets stay at the previous commit until a later one.
     pub commits_failed: u64,
     /// The last commit failure, if any.
     pub last_commit_error: Option<String>,
+    /// Offsets recorded by [`KafkaConsumer::commit`] and not yet sent.
+    pub commits_pending: usize,
     /// Rebalance events dropped because the owner did not take them.
     pub rebalance_events_dropped: u64,
 }
 
-/// Callbacks librdkafka runs while the consumer is polled: records rebalances and commit
-/// results where the owner can read them.
+/// Callbacks librdkafka runs while the consumer is polled: records rebalances where the owner
+/// can read them.
 #[derive(Debug, Default)]
 pub struct GroupContext {
     events: Mutex<VecDeque<RebalanceEvent>>,
     events_dropped: AtomicU64,
-    commits_ok: AtomicU64,
-    commits_failed: AtomicU64,
-    last_commit_error: Mutex<Option<String>>,
 }
 
 impl GroupContext {
     fn push(&self, event: RebalanceEvent) {
-        let mut events = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        let mut events = lock(&self.events);
         if events.len() >= MAX_REBALANCE_EVENTS {
             events.pop_front();
             self.events_dropped.fetch_add(1, Ordering::Relaxed);
@@ -602,6 +614,12 @@ fn partitions_of(tpl: &TopicPartitionList) -> Vec<(String, i32)> {
         .iter()
         .map(|e| (e.topic().to_owned(), e.partition()))
         .collect()
+}
+
+/// Locks, going on with the data if a thread panicked while holding the lock (every critical
+/// section here leaves the data consistent).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl ClientContext for GroupContext {}
@@ -624,37 +642,147 @@ impl ConsumerContext for GroupContext {
             self.push(RebalanceEvent::Assigned(partitions_of(tpl)));
         }
     }
+}
 
-    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
-        match result {
+type Client = StreamConsumer<GroupContext>;
+
+/// Offsets waiting to be committed, shared by the owner and the committer thread.
+#[derive(Debug, Default)]
+struct CommitQueue {
+    /// Next offset to read (last done + 1) per partition, the highest recorded.
+    pending: HashMap<(String, i32), i64>,
+    /// The owner is gone or closing: send what is pending, then stop.
+    closing: bool,
+}
+
+/// The committer's shared state.
+#[derive(Debug, Default)]
+struct Committer {
+    queue: Mutex<CommitQueue>,
+    wake: Condvar,
+    /// Held from taking a batch until the broker answered for it, so batches reach the broker
+    /// in the order they were taken and a commit never goes back.
+    order: Mutex<()>,
+    ok: AtomicU64,
+    failed: AtomicU64,
+    last_error: Mutex<Option<String>>,
+}
+
+impl Committer {
+    /// Takes everything pending (plus `more`) and commits it synchronously.
+    fn flush(
+        &self,
+        consumer: &Client,
+        group: &str,
+        more: &[(String, i32, i64)],
+    ) -> Result<(), KafkaError> {
+        let _order = lock(&self.order);
+        let batch = {
+            let mut queue = lock(&self.queue);
+            merge(&mut queue.pending, more);
+            std::mem::take(&mut queue.pending)
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let result = commit_now(consumer, group, &batch);
+        match &result {
             Ok(()) => {
-                self.commits_ok.fetch_add(1, Ordering::Relaxed);
+                self.ok.fetch_add(1, Ordering::Relaxed);
             }
-            // Nothing to commit (no new offsets) is not a failure.
-            Err(ClientError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "kafka offset commit failed");
-                self.commits_failed.fetch_add(1, Ordering::Relaxed);
-                *self
-                    .last_commit_error
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                *lock(&self.last_error) = Some(e.to_string());
             }
         }
+        result
     }
+
+    /// The committer thread: commits whatever accumulated, one commit at a time, until closed.
+    /// Holding a handle on the client, it is also what closes it when the owner was dropped.
+    fn run(&self, consumer: Arc<Client>, group: String) {
+        loop {
+            {
+                let mut queue = lock(&self.queue);
+                while queue.pending.is_empty() && !queue.closing {
+                    queue = self.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                }
+                if queue.pending.is_empty() && queue.closing {
+                    break;
+                }
+            }
+            // A failure is counted and logged; later commits supersede it.
+            let _ = self.flush(&consumer, &group, &[]);
+        }
+        drop(consumer);
+    }
+
+    fn close(&self) {
+        lock(&self.queue).closing = true;
+        self.wake.notify_all();
+    }
+}
+
+/// Records `done` offsets as next-to-read offsets, keeping the highest per partition.
+fn merge(pending: &mut HashMap<(String, i32), i64>, done: &[(String, i32, i64)]) {
+    for (topic, partition, offset) in done {
+        let next = offset.saturating_add(1);
+        pending
+            .entry((topic.clone(), *partition))
+            .and_modify(|o| *o = (*o).max(next))
+            .or_insert(next);
+    }
+}
+
+/// Commits `next` (the next offset to read per partition) and waits for the broker.
+fn commit_now(
+    consumer: &Client,
+    group: &str,
+    next: &HashMap<(String, i32), i64>,
+) -> Result<(), KafkaError> {
+    let describe = || {
+        let mut parts: Vec<String> = next
+            .iter()
+            .map(|((t, p), o)| format!("{t}/{p}@{o}"))
+            .collect();
+        parts.sort();
+        parts.join(",")
+    };
+    let fail = |source| KafkaError::Commit {
+        group: group.to_owned(),
+        offsets: describe(),
+        source: Box::new(source),
+    };
+    let mut tpl = TopicPartitionList::with_capacity(next.len());
+    for ((topic, partition), offset) in next {
+        tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))
+            .map_err(fail)?;
+    }
+    consumer.commit(&tpl, CommitMode::Sync).map_err(fail)
 }
 
 /// A member of a consumer group that commits only what the caller says is done:
 /// `enable.auto.commit=false`, `enable.auto.offset.store=false`, `auto.offset.reset=earliest`
 /// (a new group reads from the beginning).
 ///
-/// Poll it regularly ([`poll_batch`](Self::poll_batch)): group membership, rebalance and
-/// commit callbacks are served while it is polled, and a member not polled for
-/// `max.poll.interval.ms` (5 minutes) leaves the group. Dropping it leaves the group and
-/// blocks the current thread until the broker confirms (normally milliseconds).
+/// Poll it regularly ([`poll_batch`](Self::poll_batch)): group membership and rebalances are
+/// served while it is polled, and a member not polled for `max.poll.interval.ms` (5 minutes)
+/// leaves the group.
+///
+/// Commits run on a thread of their own (`vigil-kafka-commit`): [`commit`](Self::commit) only
+/// records offsets, the thread sends what accumulated with one synchronous commit at a time.
+/// Polling never waits for a commit, a burst of commits becomes one request, commits reach the
+/// broker in order, and each outcome is known ([`stats`](Self::stats)). librdkafka reports
+/// nothing back for its own asynchronous manual commits, hence the thread.
+///
+/// [`close`](Self::close) commits what is pending and leaves the group, waiting for both.
+/// Dropping the consumer does the same in the background.
 pub struct KafkaConsumer {
-    inner: Arc<StreamConsumer<GroupContext>>,
+    inner: Arc<Client>,
     group: String,
+    committer: Arc<Committer>,
+    committer_thread: Option<std::thread::JoinHandle<()>>,
     /// An error met after some records of a batch: returned by the next poll.
     deferred: Mutex<Option<ClientError>>,
 }
@@ -679,7 +807,7 @@ impl KafkaConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
-        let inner: StreamConsumer<GroupContext> = config
+        let inner: Client = config
             .create_with_context(GroupContext::default())
             .map_err(|source| KafkaError::Client {
                 client: "consumer",
@@ -692,11 +820,29 @@ impl KafkaConsumer {
                 topics: topics.join(","),
                 source: Box::new(source),
             })?;
+        let inner = Arc::new(inner);
+        let committer = Arc::new(Committer::default());
+        let committer_thread = {
+            let (committer, inner, group) = (committer.clone(), inner.clone(), group.to_owned());
+            std::thread::Builder::new()
+                .name("vigil-kafka-commit".to_owned())
+                .spawn(move || committer.run(inner, group))
+                .map_err(|e| KafkaError::Blocking {
+                    operation: "starting the commit thread",
+                    reason: e.to_string(),
+                })?
+        };
         Ok(KafkaConsumer {
-            inner: Arc::new(inner),
+            inner,
             group: group.to_owned(),
+            committer,
+            committer_thread: Some(committer_thread),
             deferred: Mutex::new(None),
         })
+    }
+
+    fn client(&self) -> &Client {
+        &self.inner
     }
 
     /// The consumer group.
@@ -712,12 +858,7 @@ impl KafkaConsumer {
         max: usize,
         wait: Duration,
     ) -> Result<Vec<Received>, KafkaError> {
-        if let Some(source) = self
-            .deferred
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-        {
+        if let Some(source) = lock(&self.deferred).take() {
             return Err(self.consume_error(source));
         }
         let mut batch = Vec::new();
@@ -736,7 +877,7 @@ impl KafkaConsumer {
                 Err(_) => break,
                 Ok(Ok(record)) => batch.push(record),
                 Ok(Err(source)) => {
-                    *self.deferred.lock().unwrap_or_else(|p| p.into_inner()) = Some(source);
+                    *lock(&self.deferred) = Some(source);
                     break;
                 }
             }
@@ -746,7 +887,7 @@ impl KafkaConsumer {
 
     /// The next record, copied out of librdkafka's buffer.
     async fn recv(&self) -> Result<Received, ClientError> {
-        let message = self.inner.recv().await?;
+        let message = self.client().recv().await?;
         Ok(Received {
             topic: message.topic().to_owned(),
             partition: message.partition(),
@@ -763,22 +904,42 @@ impl KafkaConsumer {
         }
     }
 
-    /// Marks every record up to and including these `(topic, partition, offset)`s done and
-    /// commits them (the next owner of a partition starts just after). Asynchronous: returns
-    /// once the commit is queued; its outcome is counted in [`stats`](Self::stats) (and
-    /// logged), and a failed commit is superseded by the next one. Several entries for one
-    /// partition commit the highest. Pending commits are completed when the consumer closes.
+    /// Marks every record up to and including these `(topic, partition, offset)`s done, to be
+    /// committed (the next owner of a partition starts just after). Returns at once: the commit
+    /// thread sends it, merged with any other pending, and counts the outcome in
+    /// [`stats`](Self::stats). For one partition the highest offset wins, so offsets must be
+    /// given in processing order. A failed commit (e.g. during a rebalance) is not retried: a
+    /// later commit supersedes it, or the next owner reads those records again.
     pub fn commit(&self, done: &[(String, i32, i64)]) -> Result<(), KafkaError> {
-        self.commit_with(done, CommitMode::Async)
+        if let Some((topic, partition, offset)) = done.iter().find(|(_, _, o)| *o < 0) {
+            return Err(KafkaError::InvalidOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            });
+        }
+        if done.is_empty() {
+            return Ok(());
+        }
+        merge(&mut lock(&self.committer.queue).pending, done);
+        self.committer.wake.notify_one();
+        Ok(())
     }
 
-    /// Like [`commit`](Self::commit) but waits for the broker's answer (on the blocking pool),
-    /// and fails if it refuses. For shutdown and before giving partitions up.
+    /// Like [`commit`](Self::commit), with everything pending, but waits for the broker's
+    /// answer (on the blocking pool) and fails if it refuses. For shutdown and hand-overs.
     pub async fn commit_sync(&self, done: &[(String, i32, i64)]) -> Result<(), KafkaError> {
+        if let Some((topic, partition, offset)) = done.iter().find(|(_, _, o)| *o < 0) {
+            return Err(KafkaError::InvalidOffset {
+                topic: topic.clone(),
+                partition: *partition,
+                offset: *offset,
+            });
+        }
         let done = done.to_vec();
+        let (committer, group) = (self.committer.clone(), self.group.clone());
         let inner = self.inner.clone();
-        let group = self.group.clone();
-        tokio::task::spawn_blocking(move || commit_on(&inner, &group, &done, CommitMode::Sync))
+        tokio::task::spawn_blocking(move || committer.flush(&inner, &group, &done))
             .await
             .map_err(|e| KafkaError::Blocking {
                 operation: "commit",
@@ -786,13 +947,34 @@ impl KafkaConsumer {
             })?
     }
 
-    fn commit_with(&self, done: &[(String, i32, i64)], mode: CommitMode) -> Result<(), KafkaError> {
-        commit_on(&self.inner, &self.group, done, mode)
+    /// Commits everything pending, leaves the group and releases the client, waiting (on the
+    /// blocking pool) for all of it. Returns the final commit's error, if it failed.
+    pub async fn close(mut self) -> Result<(), KafkaError> {
+        let inner = self.inner.clone();
+        let thread = self.committer_thread.take();
+        let (committer, group) = (self.committer.clone(), self.group.clone());
+        // From here the blocking task and the commit thread hold the only handles.
+        drop(self);
+        tokio::task::spawn_blocking(move || {
+            let result = committer.flush(&inner, &group, &[]);
+            committer.close();
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
+            // The last handle: leaving the group happens here.
+            drop(inner);
+            result
+        })
+        .await
+        .map_err(|e| KafkaError::Blocking {
+            operation: "close",
+            reason: e.to_string(),
+        })?
     }
 
     /// The partitions assigned to this member now.
     pub fn assignment(&self) -> Result<Vec<(String, i32)>, KafkaError> {
-        self.inner
+        self.client()
             .assignment()
             .map(|tpl| partitions_of(&tpl))
             .map_err(|source| KafkaError::Assignment {
@@ -803,72 +985,30 @@ impl KafkaConsumer {
 
     /// The rebalance events recorded since the last call, oldest first.
     pub fn take_rebalance_events(&self) -> Vec<RebalanceEvent> {
-        self.inner
-            .context()
-            .events
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .drain(..)
-            .collect()
+        lock(&self.client().context().events).drain(..).collect()
     }
 
-    /// Commit outcomes and dropped events so far.
+    /// Commit outcomes, pending commits and dropped events so far.
     pub fn stats(&self) -> ConsumerStats {
-        let context = self.inner.context();
         ConsumerStats {
-            commits_ok: context.commits_ok.load(Ordering::Relaxed),
-            commits_failed: context.commits_failed.load(Ordering::Relaxed),
-            last_commit_error: context
-                .last_commit_error
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
-            rebalance_events_dropped: context.events_dropped.load(Ordering::Relaxed),
+            commits_ok: self.committer.ok.load(Ordering::Relaxed),
+            commits_failed: self.committer.failed.load(Ordering::Relaxed),
+            last_commit_error: lock(&self.committer.last_error).clone(),
+            commits_pending: lock(&self.committer.queue).pending.len(),
+            rebalance_events_dropped: self
+                .client()
+                .context()
+                .events_dropped
+                .load(Ordering::Relaxed),
         }
     }
 }
 
-/// Commits `offset + 1` (the next record to read) for the highest done offset per partition.
-fn commit_on(
-    consumer: &StreamConsumer<GroupContext>,
-    group: &str,
-    done: &[(String, i32, i64)],
-    mode: CommitMode,
-) -> Result<(), KafkaError> {
-    let mut highest: HashMap<(&str, i32), i64> = HashMap::new();
-    for (topic, partition, offset) in done {
-        let entry = highest
-            .entry((topic.as_str(), *partition))
-            .or_insert(*offset);
-        *entry = (*entry).max(*offset);
+impl Drop for KafkaConsumer {
+    /// Lets the commit thread send what is pending and close the client, without waiting.
+    fn drop(&mut self) {
+        self.committer.close();
     }
-    if highest.is_empty() {
-        return Ok(());
-    }
-    let describe = || {
-        let mut parts: Vec<String> = highest
-            .iter()
-            .map(|((t, p), o)| format!("{t}/{p}@{o}"))
-            .collect();
-        parts.sort();
-        parts.join(",")
-    };
-    let mut tpl = TopicPartitionList::with_capacity(highest.len());
-    for ((topic, partition), offset) in &highest {
-        tpl.add_partition_offset(topic, *partition, Offset::Offset(offset.saturating_add(1)))
-            .map_err(|source| KafkaError::Commit {
-                group: group.to_owned(),
-                offsets: describe(),
-                source: Box::new(source),
-            })?;
-    }
-    consumer
-        .commit(&tpl, mode)
-        .map_err(|source| KafkaError::Commit {
-            group: group.to_owned(),
-            offsets: describe(),
-            source: Box::new(source),
-        })
 }
 
 #[cfg(test)]

@@ -166,20 +166,7 @@ impl Enricher {
 
     /// The most critical zone among an event's addresses.
     pub fn asset_factor(&self, ev: &Event) -> Option<AssetFactor> {
-        [("source", ev.source_ip), ("destination", ev.destination_ip)]
-            .into_iter()
-            .filter_map(|(side, ip)| {
-                let ip = ip?;
-                let z = self.zones.lookup(ip)?;
-                Some(AssetFactor {
-                    criticality: z.criticality,
-                    reason: format!(
-                        "{side} {ip} in zone {} (criticality {})",
-                        z.name, z.criticality
-                    ),
-                })
-            })
-            .max_by_key(|f| f.criticality)
+        self.zones.asset_factor(ev)
     }
 
     /// Periodic work: GeoIP reload check, reference-data expiry, metrics. Returns a GeoIP

@@ -81,6 +81,24 @@ impl Zones {
         })
     }
 
+    /// The most critical zone among an event's addresses, with the reason.
+    pub fn asset_factor(&self, ev: &vigil_parsers::Event) -> Option<AssetFactor> {
+        [("source", ev.source_ip), ("destination", ev.destination_ip)]
+            .into_iter()
+            .filter_map(|(side, ip)| {
+                let ip = ip?;
+                let z = self.lookup(ip)?;
+                Some(AssetFactor {
+                    criticality: z.criticality,
+                    reason: format!(
+                        "{side} {ip} in zone {} (criticality {})",
+                        z.name, z.criticality
+                    ),
+                })
+            })
+            .max_by_key(|f| f.criticality)
+    }
+
     /// The criticality of a zone by name.
     pub fn criticality(&self, zone: &str) -> Option<u8> {
         self.zones

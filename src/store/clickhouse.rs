@@ -868,10 +868,11 @@ impl ClickHouseStore {
 
     /// Audit entries of one day, oldest first.
     pub async fn audit_on(&self, day: NaiveDate) -> Result<Vec<AuditEntry>, ChError> {
-        let day = day_number(day.and_time(chrono::NaiveTime::MIN).and_utc());
+        // 18.16 compares a `Date` with a date literal, not with a number of days.
+        let day = day.format("%Y-%m-%d").to_string();
         let rows = self
             .client
-            .query("SELECT ?fields FROM audit WHERE day = ? ORDER BY ts, actor")
+            .query("SELECT ?fields FROM audit WHERE day = toDate(?) ORDER BY ts, actor")
             .bind(day)
             .fetch_all::<AuditReadRow>()
             .await?;

@@ -26,6 +26,9 @@ pub struct StoredReference {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// The saved correlation state: when it was taken, and the snapshot (JSON).
+pub type SavedState = (DateTime<Utc>, Vec<u8>);
+
 /// An asset as listed by the API.
 pub type StoredAsset = Asset;
 
@@ -113,7 +116,7 @@ impl Store {
     }
 
     /// The saved correlation engine state, with when it was taken.
-    pub fn engine_state(&self) -> Result<Option<(DateTime<Utc>, Vec<u8>)>, StoreError> {
+    pub fn engine_state(&self) -> Result<Option<SavedState>, StoreError> {
         use rusqlite::OptionalExtension;
         Ok(self
             .conn

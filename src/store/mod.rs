@@ -479,13 +479,24 @@ impl Store {
 
     /// Stored contributing events of an offense, in arrival order.
     pub fn offense_events(&self, offense_id: &str, limit: u64) -> Result<Vec<Event>, StoreError> {
+        self.offense_events_from(offense_id, 0, limit)
+    }
+
+    /// An offense's stored events from position `first_seq` on, oldest first, at most `limit`.
+    pub fn offense_events_from(
+        &self,
+        offense_id: &str,
+        first_seq: u64,
+        limit: u64,
+    ) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT event_json, raw FROM offense_events WHERE offense_id = ?1
+            "SELECT event_json, raw FROM offense_events WHERE offense_id = ?1 AND seq >= ?3
              ORDER BY seq LIMIT ?2",
         )?;
-        let rows = stmt.query_map(params![offense_id, clamp_i64(limit)], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
-        })?;
+        let rows = stmt.query_map(
+            params![offense_id, clamp_i64(limit), clamp_i64(first_seq)],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+        )?;
         let mut out = Vec::new();
         for row in rows {
             let (json, raw) = row?;
