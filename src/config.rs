@@ -367,6 +367,10 @@ pub struct BusConfig {
     /// Partitions of the topics Vigil creates (existing topics are left as they are). The most
     /// correlate processes that can share the work.
     pub partitions: i32,
+    /// The offense stage holds detections this long and applies them in event-time order, so
+    /// correlate nodes running at different paces open the same offenses as one engine would.
+    /// Offenses appear this much later.
+    pub offense_reorder_ms: u64,
 }
 
 /// [`BusConfig::kind`].
@@ -404,6 +408,7 @@ impl Default for BusConfig {
             },
             topic_prefix: "vigil".into(),
             partitions: 12,
+            offense_reorder_ms: 2000,
         }
     }
 }

@@ -460,12 +460,34 @@ pub fn run_offenses(
         "Records on a Vigil topic that could not be read (skipped, logged).",
         &[("topic", "detections")],
     );
+    // Detections of one index come from several correlate nodes, each at its own pace. They
+    // are held for `reorder` and applied in event-time order (then rule order), the order one
+    // embedded engine produces them in, so which rule opens an offense (and so its id) does
+    // not depend on which node ran ahead.
+    let reorder = Duration::from_millis(config.bus.offense_reorder_ms);
+    let rule_order: std::collections::HashMap<&str, usize> = rules
+        .rules()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| (r.name.as_str(), i))
+        .collect();
+    let mut held: std::collections::VecDeque<(Instant, Received)> =
+        std::collections::VecDeque::new();
     while !stop.load(Ordering::SeqCst) {
-        let batch = rt.block_on(consumer.poll_batch(BATCH, POLL_WAIT))?;
-        if batch.is_empty() {
+        let got = rt.block_on(consumer.poll_batch(BATCH, POLL_WAIT))?;
+        let at = Instant::now();
+        held.extend(got.into_iter().map(|r| (at, r)));
+        let due = held
+            .iter()
+            .take_while(|(t, _)| t.elapsed() >= reorder)
+            .count();
+        if due == 0 {
             continue;
         }
-        let dets: Vec<Detection> = batch
+        // Records of a partition are received in offset order, so releasing by receipt time
+        // releases each partition's offsets in order: committing their high water is safe.
+        let batch: Vec<Received> = held.drain(..due).map(|(_, r)| r).collect();
+        let mut dets: Vec<Detection> = batch
             .iter()
             .filter_map(
                 |r| match serde_json::from_slice::<DetectionRecord>(&r.payload) {
@@ -478,6 +500,15 @@ pub fn run_offenses(
                 },
             )
             .collect();
+        dets.sort_by_key(|d| {
+            (
+                d.last_seen,
+                rule_order
+                    .get(d.rule.as_str())
+                    .copied()
+                    .unwrap_or(usize::MAX),
+            )
+        });
         let now = Utc::now();
         // (offense, first new event position) per changed offense.
         let changed = local.in_transaction(|store| {

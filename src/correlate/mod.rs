@@ -197,16 +197,13 @@ pub fn load_rules_with(
     ))
 }
 
-/// Deterministic offense id from (rule, index field, index value, first window start): a
-/// replay or a restart over the same data finds the same offense instead of a duplicate.
-pub fn offense_id(
-    rule: &str,
-    index_field: &str,
-    index_value: &str,
-    window_start: DateTime<Utc>,
-) -> String {
+/// Deterministic offense id from (index field, index value, first window start): a replay or a
+/// restart over the same data finds the same offense instead of a duplicate. The rule is not
+/// part of it: an offense belongs to its index, and which of several rules reported first
+/// must not change its identity (scaled out, that depends on which node ran ahead).
+pub fn offense_id(index_field: &str, index_value: &str, window_start: DateTime<Utc>) -> String {
     let mut h = Sha256::new();
-    for part in [rule, index_field, index_value] {
+    for part in [index_field, index_value] {
         h.update(part.as_bytes());
         h.update([0]);
     }
@@ -433,12 +430,12 @@ pub fn apply_detection(
             (o, OffenseChange::Updated)
         }
         None => {
-            let id = offense_id(&d.rule, &d.index_field, &d.index_value, d.window_start);
+            let id = offense_id(&d.index_field, &d.index_value, d.window_start);
             // The same id may exist closed (a replay over data whose offense was closed): a
             // deterministic id must not resurrect it, so reopen under a suffixed id.
             let id = match store.get_offense(&id)? {
                 Some(existing) if existing.status == OffenseStatus::Closed => {
-                    offense_id(&d.rule, &d.index_field, &d.index_value, now)
+                    offense_id(&d.index_field, &d.index_value, now)
                 }
                 _ => id,
             };
@@ -526,6 +523,18 @@ pub fn apply_detection(
         offense.asset_criticality = a.criticality;
         offense.asset_reason = Some(a.reason.clone());
     }
+    // The offense is named after its earliest contributing rule (event time, then name), not
+    // whichever detection arrived first, so the name does not depend on arrival order.
+    if let Some(first) = rules
+        .iter()
+        .min_by(|a, b| a.first_seen.cmp(&b.first_seen).then(a.rule.cmp(&b.rule)))
+    {
+        if first.rule != offense.rule {
+            offense.rule = first.rule.clone();
+            offense.title = first.title.clone();
+            offense.level = first.level.clone();
+        }
+    }
     let (m, sev, rel, cred, reasons) = magnitude(
         &rules,
         offense
@@ -560,9 +569,10 @@ mod tests {
     #[test]
     fn offense_ids_are_deterministic_and_distinct() {
         let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-        let a = offense_id("r", "source.ip", "203.0.113.7", t);
-        assert_eq!(a, offense_id("r", "source.ip", "203.0.113.7", t));
-        assert_ne!(a, offense_id("r", "source.ip", "203.0.113.8", t));
+        let a = offense_id("source.ip", "203.0.113.7", t);
+        assert_eq!(a, offense_id("source.ip", "203.0.113.7", t));
+        assert_ne!(a, offense_id("source.ip", "203.0.113.8", t));
+        assert_ne!(a, offense_id("user.name", "203.0.113.7", t));
         assert_eq!(a.len(), 32);
     }
 

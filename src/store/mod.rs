@@ -414,7 +414,8 @@ impl Store {
                  assignee, closing_reason, closed_at, follow_up, asset_criticality, asset_reason)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
                  ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)
-             ON CONFLICT(id) DO UPDATE SET status = excluded.status,
+             ON CONFLICT(id) DO UPDATE SET rule = excluded.rule, title = excluded.title,
+                 status = excluded.status,
                  magnitude = excluded.magnitude, severity = excluded.severity,
                  relevance = excluded.relevance, credibility = excluded.credibility,
                  magnitude_reasons = excluded.magnitude_reasons, level = excluded.level,
