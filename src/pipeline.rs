@@ -384,34 +384,9 @@ impl Pipeline {
         }
         for rec in records {
             let source = source_label(&rec);
-            let meta = RecordMeta {
-                observer_type: rec.observer_type,
-                observer_id: &rec.observer_id,
-                peer: rec.peer,
-                received_at: rec.received_at,
-            };
-            let seen_from = match per_source.get_mut(&rec.observer_id) {
-                Some(b) => b,
-                None => per_source
-                    .entry(rec.observer_id.clone())
-                    .or_insert_with(|| crate::sources::SourceBatch {
-                        kind: rec.observer_type,
-                        last_seen: rec.received_at,
-                        ..Default::default()
-                    }),
-            };
-            seen_from.last_seen = seen_from.last_seen.max(rec.received_at);
-            let result = match &rec.refused {
-                Some((reason, detail)) => Err((*reason, detail.clone())),
-                None => self
-                    .normalizer
-                    .normalize(&rec.bytes, &meta)
-                    .map_err(|r| (r.reason, r.detail)),
-            };
-            match result {
+            match normalize_record(&self.normalizer, rec, &mut per_source) {
                 Ok(mut event) => {
                     outcome.events += 1;
-                    seen_from.event(event.dataset.as_deref());
                     event.sequence = Some(self.next_sequence);
                     self.next_sequence += 1;
                     if event.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD) {
@@ -426,22 +401,9 @@ impl Pipeline {
                     }
                     self.engine.process(&Arc::new(event), &mut self.detections);
                 }
-                Err((reason, detail)) => {
+                Err(d) => {
                     outcome.dead_letters += 1;
-                    seen_from.dead_letters += 1;
-                    dead.push((
-                        source,
-                        DeadLetter {
-                            id: 0,
-                            received_at: rec.received_at,
-                            observer_type: rec.observer_type.to_owned(),
-                            observer_id: rec.observer_id.clone(),
-                            peer: rec.peer.map(|p| p.to_string()),
-                            reason: reason.to_owned(),
-                            detail,
-                            raw: rec.bytes,
-                        },
-                    ));
+                    dead.push((source, *d));
                 }
             }
         }
@@ -650,6 +612,59 @@ impl Pipeline {
                 &[],
             )
             .set(stats.events_evicted);
+    }
+}
+
+/// One record through the parsers: its event, or the dead letter it becomes (a collector's
+/// refusal, or the parser's rejection, with the raw bytes). The sender's accounting in
+/// `per_source` (last seen, events by dataset, dead letters) is updated either way. Shared by
+/// the embedded pipeline and the scaled-out ingest stage.
+pub(crate) fn normalize_record(
+    normalizer: &Normalizer,
+    rec: RawRecord,
+    per_source: &mut std::collections::HashMap<String, crate::sources::SourceBatch>,
+) -> Result<vigil_parsers::Event, Box<DeadLetter>> {
+    let meta = RecordMeta {
+        observer_type: rec.observer_type,
+        observer_id: &rec.observer_id,
+        peer: rec.peer,
+        received_at: rec.received_at,
+    };
+    let seen_from = match per_source.get_mut(&rec.observer_id) {
+        Some(b) => b,
+        None => per_source
+            .entry(rec.observer_id.clone())
+            .or_insert_with(|| crate::sources::SourceBatch {
+                kind: rec.observer_type,
+                last_seen: rec.received_at,
+                ..Default::default()
+            }),
+    };
+    seen_from.last_seen = seen_from.last_seen.max(rec.received_at);
+    let result = match &rec.refused {
+        Some((reason, detail)) => Err((*reason, detail.clone())),
+        None => normalizer
+            .normalize(&rec.bytes, &meta)
+            .map_err(|r| (r.reason, r.detail)),
+    };
+    match result {
+        Ok(event) => {
+            seen_from.event(event.dataset.as_deref());
+            Ok(event)
+        }
+        Err((reason, detail)) => {
+            seen_from.dead_letters += 1;
+            Err(Box::new(DeadLetter {
+                id: 0,
+                received_at: rec.received_at,
+                observer_type: rec.observer_type.to_owned(),
+                observer_id: rec.observer_id,
+                peer: rec.peer.map(|p| p.to_string()),
+                reason: reason.to_owned(),
+                detail,
+                raw: rec.bytes,
+            }))
+        }
     }
 }
 

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use vigil_correlate::{Detection, Engine, EngineLimits, RuleSet};
-use vigil_parsers::normalize::{Normalizer, RecordMeta};
+use vigil_parsers::normalize::Normalizer;
 
 use crate::bus::kafka::{KafkaConfig, KafkaConsumer, KafkaProducer, Received, TopicSpec};
 use crate::bus::memory::MemorySubscriber;
@@ -92,9 +92,32 @@ impl Default for Sequencer {
     }
 }
 
-/// Sends `records` to `topic`, retrying with backoff until Kafka acknowledges them all (a
-/// record is never dropped; a retry may write some twice, which the consumers tolerate), or
-/// until `stop` is set.
+/// Runs `attempt` until it succeeds, backing off from 100 ms to 5 s between tries and logging
+/// each failure; `None` if `stop` is set first. Nothing a stage consumed is dropped on a
+/// transient Kafka or ClickHouse failure: the stage waits, and its consumer does not commit.
+fn retry<T, E: std::fmt::Display>(
+    what: &str,
+    stop: &AtomicBool,
+    mut attempt: impl FnMut() -> Result<T, E>,
+) -> Option<T> {
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match attempt() {
+            Ok(v) => return Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "{what} failed, retrying");
+                if stop.load(Ordering::SeqCst) {
+                    return None;
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Sends `records` to `topic` until Kafka acknowledges them all (a retry may write some twice,
+/// which the consumers tolerate), or until `stop` is set.
 fn send_all(
     rt: &tokio::runtime::Handle,
     producer: &KafkaProducer,
@@ -103,24 +126,12 @@ fn send_all(
     stop: &AtomicBool,
     failures: &crate::telemetry::Counter,
 ) -> bool {
-    if records.is_empty() {
-        return true;
-    }
-    let mut delay = Duration::from_millis(100);
-    loop {
-        match rt.block_on(producer.send_batch(topic, records)) {
-            Ok(()) => return true,
-            Err(e) => {
-                failures.inc();
-                tracing::warn!(topic, error = %e, "publishing failed, retrying");
-                if stop.load(Ordering::SeqCst) {
-                    return false;
-                }
-                std::thread::sleep(delay);
-                delay = (delay * 2).min(Duration::from_secs(5));
-            }
-        }
-    }
+    records.is_empty()
+        || retry(&format!("publishing to {topic}"), stop, || {
+            rt.block_on(producer.send_batch(topic, records))
+                .inspect_err(|_| failures.inc())
+        })
+        .is_some()
 }
 
 /// Stage 1: what the embedded engine thread does up to the rules, publishing instead of
@@ -215,38 +226,15 @@ impl Ingest {
         let mut routed = Vec::new();
         for rec in batch {
             let source = crate::pipeline::source_label(&rec);
-            let meta = RecordMeta {
-                observer_type: rec.observer_type,
-                observer_id: &rec.observer_id,
-                peer: rec.peer,
-                received_at: rec.received_at,
-            };
-            let s = out
-                .per_source
-                .entry(rec.observer_id.clone())
-                .or_insert_with(|| crate::sources::SourceBatch {
-                    kind: rec.observer_type,
-                    last_seen: rec.received_at,
-                    ..Default::default()
-                });
-            s.last_seen = s.last_seen.max(rec.received_at);
-            let result = match &rec.refused {
-                Some((reason, detail)) => Err((*reason, detail.clone())),
-                None => self
-                    .normalizer
-                    .normalize(&rec.bytes, &meta)
-                    .map_err(|r| (r.reason, r.detail)),
-            };
-            match result {
+            let key = rec.observer_id.as_bytes().to_vec();
+            match crate::pipeline::normalize_record(&self.normalizer, rec, &mut out.per_source) {
                 Ok(mut event) => {
-                    s.event(event.dataset.as_deref());
                     event.sequence = Some(seq.next_sequence());
                     self.enricher.enrich(&mut event);
                     let event = Arc::new(event);
                     dets.clear();
                     routed.clear();
                     self.engine.route(&event, &mut dets, &mut routed);
-                    let key = rec.observer_id.as_bytes().to_vec();
                     if let Ok(json) = serde_json::to_vec(&*event) {
                         out.events.push((key, json));
                     }
@@ -271,23 +259,11 @@ impl Ingest {
                         None => out.events_by_source.push((source, 1)),
                     }
                 }
-                Err((reason, detail)) => {
-                    s.dead_letters += 1;
-                    let d = DeadLetter {
-                        id: 0,
-                        received_at: rec.received_at,
-                        observer_type: rec.observer_type.to_owned(),
-                        observer_id: rec.observer_id.clone(),
-                        peer: rec.peer.map(|p| p.to_string()),
-                        reason: reason.to_owned(),
-                        detail,
-                        raw: rec.bytes,
-                    };
-                    if let Ok(json) = serde_json::to_vec(&d) {
-                        out.dead_letters
-                            .push((d.observer_id.as_bytes().to_vec(), json));
+                Err(d) => {
+                    if let Ok(json) = serde_json::to_vec(&*d) {
+                        out.dead_letters.push((key, json));
                     }
-                    out.dead_reasons.push((source, reason.to_owned()));
+                    out.dead_reasons.push((source, d.reason));
                 }
             }
         }
@@ -565,31 +541,21 @@ pub fn run_offenses(
                 created.inc();
             }
         }
-        let mut delay = Duration::from_millis(100);
-        loop {
-            // Parts first, the offense row last: once an offense version is visible, its
-            // events and rules are too.
-            let attempt = rt.block_on(async {
+        // Parts first, the offense row last: once an offense version is visible, its events
+        // and rules are too.
+        let stored = retry("writing offenses to ClickHouse", &stop, || {
+            rt.block_on(async {
                 for (id, first, events) in &event_rows {
                     let events: Vec<Arc<vigil_parsers::Event>> =
                         events.iter().cloned().map(Arc::new).collect();
                     ch.add_offense_events(id, *first, &events).await?;
                 }
                 ch.put_offense_rules(&rule_rows).await?;
-                ch.put_offenses(&rows).await?;
-                Ok::<(), crate::store::clickhouse::ChError>(())
-            });
-            match attempt {
-                Ok(()) => break,
-                Err(e) => {
-                    tracing::warn!(error = %e, "writing offenses to ClickHouse failed, retrying");
-                    if stop.load(Ordering::SeqCst) {
-                        return Ok(());
-                    }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+                ch.put_offenses(&rows).await
+            })
+        });
+        if stored.is_none() {
+            return Ok(());
         }
         consumer.commit(&high_water(&batch))?;
     }
@@ -641,9 +607,8 @@ pub fn run_store(
                 .or_default()
                 .push(r);
         }
-        let mut delay = Duration::from_millis(100);
-        loop {
-            let attempt = rt.block_on(async {
+        let inserted = retry("inserting a batch into ClickHouse", &stop, || {
+            rt.block_on(async {
                 let mut n = 0u64;
                 for ((topic, partition), recs) in &by_part {
                     let first = recs.first().map_or(0, |r| r.offset);
@@ -664,21 +629,11 @@ pub fn run_store(
                     }
                 }
                 Ok::<u64, crate::store::clickhouse::ChError>(n)
-            });
-            match attempt {
-                Ok(n) => {
-                    stored.add(n);
-                    break;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "ClickHouse insert failed, retrying the batch");
-                    if stop.load(Ordering::SeqCst) {
-                        return Ok(());
-                    }
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
+            })
+        });
+        match inserted {
+            Some(n) => stored.add(n),
+            None => return Ok(()),
         }
         let unreadable = pending
             .iter()
