@@ -321,10 +321,16 @@ pub fn run_correlate(
         &[("topic", "matches")],
     );
     let mut last_tick = Instant::now();
+    let assigned = metrics.gauge(
+        "vigil_bus_assigned_partitions",
+        "Partitions this process owns, by stage.",
+        &[("stage", "correlate")],
+    );
     while !stop.load(Ordering::SeqCst) {
         for ev in consumer.take_rebalance_events() {
             tracing::info!(?ev, "matches partitions rebalanced");
         }
+        assigned.set(consumer.assignment().map_or(0, |a| a.len() as u64));
         let batch = rt.block_on(consumer.poll_batch(BATCH, POLL_WAIT))?;
         let mut out: Vec<Detection> = Vec::new();
         let mut reroute = Vec::new();
@@ -449,7 +455,13 @@ pub fn run_offenses(
         .collect();
     let mut held: std::collections::VecDeque<(Instant, Received)> =
         std::collections::VecDeque::new();
+    let assigned = metrics.gauge(
+        "vigil_bus_assigned_partitions",
+        "Partitions this process owns, by stage.",
+        &[("stage", "offenses")],
+    );
     while !stop.load(Ordering::SeqCst) {
+        assigned.set(consumer.assignment().map_or(0, |a| a.len() as u64));
         let got = rt.block_on(consumer.poll_batch(BATCH, POLL_WAIT))?;
         let at = Instant::now();
         held.extend(got.into_iter().map(|r| (at, r)));
