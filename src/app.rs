@@ -181,12 +181,7 @@ pub fn build_pipeline(
         limits,
         store,
         PipelineLimits {
-            offenses: crate::correlate::OffenseLimits {
-                max_events_per_offense: config.offenses.max_events_per_offense as u64,
-                inactive_after: chrono::Duration::seconds(
-                    i64::try_from(config.offenses.inactive_after_secs).unwrap_or(i64::MAX / 1000),
-                ),
-            },
+            offenses: crate::correlate::OffenseLimits::from_config(&config.offenses),
             max_dead_letters: config.store.max_dead_letters,
             closed_offense_retention: chrono::Duration::days(
                 i64::try_from(config.store.closed_offense_retention_days)
@@ -377,9 +372,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let ch = clickhouse.clone().ok_or_else(|| {
                 anyhow::anyhow!("bus.kind = \"kafka\" needs store.kind = \"clickhouse\"")
             })?;
-            stage_threads.extend(spawn_stage_two(
-                &config, &rules, limits, &topics, ch, &metrics, &rt, &stop,
-            )?);
+            let stage = crate::cluster::Stage {
+                kafka: config.bus.kafka.clone(),
+                topics: topics.clone(),
+                group_prefix: config.bus.topic_prefix.clone(),
+                metrics: metrics.clone(),
+                rt: rt.clone(),
+                stop: stop.clone(),
+            };
+            stage_threads.extend(spawn_stage_two(&config, &rules, limits, stage, ch)?);
         }
         let ingest = (role != crate::config::Role::Correlate)
             .then(|| -> anyhow::Result<crate::cluster::Ingest> {
@@ -551,93 +552,35 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Starts the stage-2 threads of the scaled-out mode: correlation windows, offenses, storage.
-#[allow(clippy::too_many_arguments)]
 fn spawn_stage_two(
     config: &Config,
     rules: &Arc<vigil_correlate::RuleSet>,
     limits: EngineLimits,
-    topics: &crate::cluster::wire::Topics,
+    stage: crate::cluster::Stage,
     ch: Arc<crate::store::clickhouse::ClickHouseStore>,
-    metrics: &Arc<Metrics>,
-    rt: &tokio::runtime::Handle,
-    stop: &Arc<std::sync::atomic::AtomicBool>,
 ) -> anyhow::Result<Vec<std::thread::JoinHandle<()>>> {
-    let prefix = &config.bus.topic_prefix;
-    let mut threads = Vec::new();
-    let log = |stage: &'static str, r: anyhow::Result<()>| {
-        if let Err(e) = r {
-            tracing::error!(stage, error = %e, "stage stopped");
-        }
-    };
-    {
-        let (rules, kafka, group, topics, metrics, rt, stop) = (
-            rules.clone(),
-            config.bus.kafka.clone(),
-            format!("{prefix}-correlate"),
-            topics.clone(),
-            metrics.clone(),
-            rt.clone(),
-            stop.clone(),
-        );
-        threads.push(
-            std::thread::Builder::new()
-                .name("vigil-correlate".into())
-                .spawn(move || {
-                    log(
-                        "correlate",
-                        crate::cluster::run_correlate(
-                            rules, limits, &kafka, &group, &topics, metrics, rt, stop,
-                        ),
-                    );
-                })?,
-        );
+    fn spawn(
+        name: &'static str,
+        run: impl FnOnce() -> anyhow::Result<()> + Send + 'static,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new()
+            .name(format!("vigil-{name}"))
+            .spawn(move || {
+                if let Err(e) = run() {
+                    tracing::error!(stage = name, error = %e, "stage stopped");
+                }
+            })
     }
-    {
-        let (config, rules, group, topics, ch, metrics, rt, stop) = (
-            config.clone(),
-            rules.clone(),
-            format!("{prefix}-offenses"),
-            topics.clone(),
-            ch.clone(),
-            metrics.clone(),
-            rt.clone(),
-            stop.clone(),
-        );
-        threads.push(
-            std::thread::Builder::new()
-                .name("vigil-offenses".into())
-                .spawn(move || {
-                    let kafka = config.bus.kafka.clone();
-                    log(
-                        "offenses",
-                        crate::cluster::run_offenses(
-                            &config, &rules, &kafka, &group, &topics, ch, metrics, rt, stop,
-                        ),
-                    );
-                })?,
-        );
-    }
-    {
-        let (kafka, group, topics, metrics, rt, stop) = (
-            config.bus.kafka.clone(),
-            format!("{prefix}-store"),
-            topics.clone(),
-            metrics.clone(),
-            rt.clone(),
-            stop.clone(),
-        );
-        threads.push(
-            std::thread::Builder::new()
-                .name("vigil-store".into())
-                .spawn(move || {
-                    log(
-                        "store",
-                        crate::cluster::run_store(&kafka, &group, &topics, ch, metrics, rt, stop),
-                    );
-                })?,
-        );
-    }
-    Ok(threads)
+    let (s, r) = (stage.clone(), rules.clone());
+    let correlate = spawn("correlate", move || {
+        crate::cluster::run_correlate(&s, r, limits)
+    })?;
+    let (s, r, c, h) = (stage.clone(), rules.clone(), config.clone(), ch.clone());
+    let offenses = spawn("offenses", move || {
+        crate::cluster::run_offenses(&s, &c, &r, h)
+    })?;
+    let store = spawn("store", move || crate::cluster::run_store(&stage, ch))?;
+    Ok(vec![correlate, offenses, store])
 }
 
 /// Tells the service when the engine thread ends and whether it panicked; a panic also marks

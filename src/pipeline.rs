@@ -110,32 +110,7 @@ impl Pipeline {
                 )
             })
             .collect();
-        let rule_meta = rules
-            .rules()
-            .iter()
-            .map(|r| {
-                (
-                    r.name.clone(),
-                    RuleMeta {
-                        id: r.id.clone(),
-                        author: r.author.clone(),
-                        suppress: r
-                            .vigil
-                            .suppress
-                            .as_deref()
-                            .and_then(|s| vigil_correlate::parse_duration(s).ok()),
-                        add_to_set: r.vigil.offense.add_to_set.as_ref().map(|a| {
-                            (
-                                a.set.clone(),
-                                a.ttl
-                                    .as_deref()
-                                    .and_then(|t| vigil_correlate::parse_duration(t).ok()),
-                            )
-                        }),
-                    },
-                )
-            })
-            .collect();
+        let rule_meta = RuleMeta::all(&rules);
         Pipeline {
             normalizer,
             engine: Engine::new(rules, engine_limits),
@@ -306,7 +281,6 @@ impl Pipeline {
         let result = self.store.in_transaction(|store| {
             store.put_assets(&dirty)?;
             store.delete_assets(&evicted)?;
-            store.delete_expired_references(now)?;
             Ok(())
         });
         if let Err(e) = result {
@@ -344,8 +318,9 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
-    /// Deletes closed offenses past their retention (`store.closed_offense_retention_days`);
-    /// the live service calls it hourly. Errors are logged and counted; the next call retries.
+    /// Deletes closed offenses past their retention (`store.closed_offense_retention_days`) and
+    /// stored reference entries past their expiry; the live service calls it hourly. Errors are
+    /// logged and counted; the next call retries.
     pub fn expire_closed_offenses(&mut self, now: chrono::DateTime<Utc>) {
         let before = now - self.limits.closed_offense_retention;
         match self.store.delete_closed_offenses_before(before) {
@@ -361,6 +336,11 @@ impl Pipeline {
                 self.store_errors.inc();
                 tracing::warn!(error = %e, "deleting expired offenses failed");
             }
+        }
+        // Expired entries are never read back (restores skip them); this only frees the rows.
+        if let Err(e) = self.store.delete_expired_references(now) {
+            self.store_errors.inc();
+            tracing::warn!(error = %e, "deleting expired reference entries failed");
         }
     }
 

@@ -14,13 +14,11 @@ use vigil::store::clickhouse::{
 use vigil::store::{DeadLetter, Offense, OffenseFilter, OffenseRule, OffenseStatus, Store};
 use vigil::Event;
 
-fn url() -> String {
-    std::env::var("VIGIL_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:18123".into())
-}
+use crate::support::clickhouse_url;
 
 fn admin() -> ::clickhouse::Client {
     ::clickhouse::Client::default()
-        .with_url(url())
+        .with_url(clickhouse_url())
         .with_validation(false)
 }
 
@@ -32,7 +30,7 @@ struct TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         // Plain blocking HTTP: `Drop` cannot await, and this must run on panic too.
-        let url = url();
+        let url = clickhouse_url();
         let addr = url
             .trim_start_matches("http://")
             .split('/')
@@ -58,7 +56,7 @@ async fn require_server() {
         panic!(
             "ClickHouse does not answer at {} ({e}); run `scripts/services.sh start` \
              (or point VIGIL_TEST_CLICKHOUSE_URL at a server)",
-            url()
+            clickhouse_url()
         );
     }
 }
@@ -66,7 +64,7 @@ async fn require_server() {
 fn config(retention_days: RetentionDays) -> (ClickHouseConfig, TestDb) {
     let name = format!("vigil_test_{:016x}", rand::random::<u64>());
     let cfg = ClickHouseConfig {
-        url: url(),
+        url: clickhouse_url(),
         database: name.clone(),
         // Small, so a 1,000-event batch goes out as several INSERTs.
         batch_rows: 300,

@@ -3,9 +3,9 @@
 //! Every test uses its own topics and groups, so reruns on the same broker do not interfere.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
+use crate::support::kafka_broker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use vigil::bus::kafka::{
@@ -16,27 +16,9 @@ use vigil::bus::kafka::{
 /// How long any wait on the broker may take before the test fails.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-/// The broker's address, after checking that something listens there.
-fn broker() -> String {
-    let addr = std::env::var("VIGIL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_owned());
-    let answers = addr.split(',').any(|one| {
-        one.trim()
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut all| all.next())
-            .is_some_and(|sa| TcpStream::connect_timeout(&sa, Duration::from_secs(3)).is_ok())
-    });
-    assert!(
-        answers,
-        "no Kafka broker answers at {addr}: run `scripts/services.sh start` \
-         (or point VIGIL_TEST_KAFKA at a broker)"
-    );
-    addr
-}
-
 fn config() -> KafkaConfig {
     KafkaConfig {
-        brokers: broker(),
+        brokers: kafka_broker(),
         client_id: "vigil-test".to_owned(),
         ..KafkaConfig::default()
     }

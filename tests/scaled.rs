@@ -3,21 +3,9 @@
 
 use crate::support::*;
 
-fn kafka() -> String {
-    std::env::var("VIGIL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
-}
-
-fn clickhouse_url() -> String {
-    std::env::var("VIGIL_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:18123".into())
-}
-
 /// Fails (never skips) when a service is down.
 fn require_services() {
-    let k = kafka();
-    assert!(
-        std::net::TcpStream::connect(&k).is_ok(),
-        "no Kafka broker at {k}: run scripts/services.sh start (or set VIGIL_TEST_KAFKA)"
-    );
+    kafka_broker();
     let ch = clickhouse_url();
     let addr = ch.trim_start_matches("http://").to_owned();
     assert!(
@@ -33,7 +21,7 @@ fn scaled_config(name: &str, role: &str) -> String {
          [bus.kafka]\nbrokers = \"{kafka}\"\nlinger_ms = 1\n\
          [store]\nkind = \"clickhouse\"\n\
          [store.clickhouse]\nurl = \"{ch}\"\ndatabase = \"{name}\"\nbatch_max_wait_ms = 200\n",
-        kafka = kafka(),
+        kafka = kafka_broker(),
         ch = clickhouse_url(),
     )
 }

@@ -1257,6 +1257,18 @@ pub struct Routed {
     pub pos: usize,
 }
 
+/// The partition key ([`Routed::key`]) of window key `key` of correlation `name`, which groups
+/// by `parts` fields, and the group values it encodes.
+fn window_partition_key(name: &str, key: &str, parts: usize) -> (String, Vec<String>) {
+    let routed = Routed {
+        correlation: name.to_owned(),
+        group: decode_key(key, parts),
+        bits: 0,
+        pos: 0,
+    };
+    (routed.key(), routed.group)
+}
+
 impl Routed {
     /// The partition key: the correlation and the group values, unambiguously encoded (the same
     /// on every node).
@@ -1815,20 +1827,14 @@ impl Engine {
             let n = rule.group_names.len();
             let mut keys: Vec<(u64, KeySnapshot)> = Vec::new();
             for (k, st) in &w.keys {
-                let group = decode_key(k, n);
-                let routed = Routed {
-                    correlation: info.name.clone(),
-                    group,
-                    bits: 0,
-                    pos: 0,
-                };
-                if !select(&routed.key()) {
+                let (partition_key, group) = window_partition_key(&info.name, k, n);
+                if !select(&partition_key) {
                     continue;
                 }
                 keys.push((
                     st.seq,
                     KeySnapshot {
-                        group: routed.group,
+                        group,
                         slots: st
                             .slots
                             .iter()
@@ -1875,17 +1881,7 @@ impl Engine {
             let doomed: Vec<Arc<str>> = w
                 .keys
                 .keys()
-                .filter(|k| {
-                    select(
-                        &Routed {
-                            correlation: info.name.clone(),
-                            group: decode_key(k, parts),
-                            bits: 0,
-                            pos: 0,
-                        }
-                        .key(),
-                    )
-                })
+                .filter(|k| select(&window_partition_key(&info.name, k, parts).0))
                 .cloned()
                 .collect();
             let held = w.payload;

@@ -282,6 +282,30 @@ struct IngestOut {
     dead_reasons: Vec<(&'static str, String)>,
 }
 
+/// What the stage-2 threads of one process share.
+#[derive(Clone)]
+pub struct Stage {
+    /// Kafka client settings.
+    pub kafka: KafkaConfig,
+    /// Topic names.
+    pub topics: Topics,
+    /// Consumer groups are `<prefix>-correlate`, `<prefix>-offenses`, `<prefix>-store`.
+    pub group_prefix: String,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// The runtime the Kafka and ClickHouse clients run on.
+    pub rt: tokio::runtime::Handle,
+    /// Set at shutdown.
+    pub stop: Arc<AtomicBool>,
+}
+
+impl Stage {
+    /// The consumer group of stage `name`.
+    fn group(&self, name: &str) -> String {
+        format!("{}-{name}", self.group_prefix)
+    }
+}
+
 /// The highest offset per (topic, partition) of a batch: what to commit once it is done.
 fn high_water(batch: &[Received]) -> Vec<(String, i32, i64)> {
     let mut hw: BTreeMap<(String, i32), i64> = BTreeMap::new();
@@ -295,19 +319,21 @@ fn high_water(batch: &[Received]) -> Vec<(String, i32, i64)> {
 /// Stage 2: the correlation windows of this process's partitions of the matches topic.
 /// Detections go to the detections topic, chained matches back to the matches topic; offsets
 /// are committed once both are acknowledged. Runs until `stop`.
-#[allow(clippy::too_many_arguments)]
 pub fn run_correlate(
+    stage: &Stage,
     rules: Arc<RuleSet>,
     limits: EngineLimits,
-    kafka: &KafkaConfig,
-    group: &str,
-    topics: &Topics,
-    metrics: Arc<Metrics>,
-    rt: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    let Stage {
+        kafka,
+        topics,
+        metrics,
+        rt,
+        stop,
+        ..
+    } = stage;
     let _rt = rt.enter();
-    let consumer = KafkaConsumer::new(kafka, group, &[&topics.matches])?;
+    let consumer = KafkaConsumer::new(kafka, &stage.group("correlate"), &[&topics.matches])?;
     let producer = KafkaProducer::new(kafka)?;
     let mut engine = Engine::new(rules, limits);
     let failures = metrics.counter(
@@ -369,8 +395,8 @@ pub fn run_correlate(
                 Some((d.index_value.as_bytes().to_vec(), json))
             })
             .collect();
-        if !send_all(&rt, &producer, &topics.detections, &dets, &stop, &failures)
-            || !send_all(&rt, &producer, &topics.matches, &chained, &stop, &failures)
+        if !send_all(rt, &producer, &topics.detections, &dets, stop, &failures)
+            || !send_all(rt, &producer, &topics.matches, &chained, stop, &failures)
         {
             break;
         }
@@ -392,47 +418,27 @@ pub fn run_correlate(
 /// The offense stage: detections (keyed by index value, so one index always reaches the same
 /// owner) joined into offenses with the embedded bookkeeping (a local SQLite working copy), and
 /// every changed offense written to ClickHouse as a new version. Runs until `stop`.
-#[allow(clippy::too_many_arguments)]
 pub fn run_offenses(
+    stage: &Stage,
     config: &crate::config::Config,
     rules: &RuleSet,
-    kafka: &KafkaConfig,
-    group: &str,
-    topics: &Topics,
     ch: Arc<ClickHouseStore>,
-    metrics: Arc<Metrics>,
-    rt: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
 ) -> anyhow::Result<()> {
+    let Stage {
+        kafka,
+        topics,
+        metrics,
+        rt,
+        stop,
+        ..
+    } = stage;
     let _rt = rt.enter();
-    let consumer = KafkaConsumer::new(kafka, group, &[&topics.detections])?;
+    let consumer = KafkaConsumer::new(kafka, &stage.group("offenses"), &[&topics.detections])?;
     let mut local = Store::open(&config.data_dir.join("offenses-local.db"))?;
     let zones = crate::context::Zones::new(&config.context.networks);
-    let limits = OffenseLimits {
-        max_events_per_offense: config.offenses.max_events_per_offense as u64,
-        inactive_after: chrono::Duration::seconds(
-            i64::try_from(config.offenses.inactive_after_secs).unwrap_or(i64::MAX / 1000),
-        ),
-    };
-    let meta: std::collections::HashMap<String, RuleMeta> = rules
-        .rules()
-        .iter()
-        .map(|r| {
-            (
-                r.name.clone(),
-                RuleMeta {
-                    id: r.id.clone(),
-                    author: r.author.clone(),
-                    suppress: r
-                        .vigil
-                        .suppress
-                        .as_deref()
-                        .and_then(|s| vigil_correlate::parse_duration(s).ok()),
-                    add_to_set: None,
-                },
-            )
-        })
-        .collect();
+    let limits = OffenseLimits::from_config(&config.offenses);
+    // Offense actions (add_to_set) are not applied in this stage yet (ARCHITECTURE.md).
+    let meta = RuleMeta::all(rules);
     let no_meta = RuleMeta::default();
     let mut seen = SeenEvents::new(1 << 18);
     let mut version: u64 = 0;
@@ -555,7 +561,7 @@ pub fn run_offenses(
         }
         // Parts first, the offense row last: once an offense version is visible, its events
         // and rules are too.
-        let stored = retry("writing offenses to ClickHouse", &stop, || {
+        let stored = retry("writing offenses to ClickHouse", stop, || {
             rt.block_on(async {
                 for (id, first, events) in &event_rows {
                     let events: Vec<Arc<vigil_parsers::Event>> =
@@ -578,17 +584,21 @@ pub fn run_offenses(
 /// `batch_max_wait_ms`), each batch identified by its topic, partition and offset range so a
 /// retried insert does not double rows. Offsets are committed after the insert. Runs until
 /// `stop`.
-pub fn run_store(
-    kafka: &KafkaConfig,
-    group: &str,
-    topics: &Topics,
-    ch: Arc<ClickHouseStore>,
-    metrics: Arc<Metrics>,
-    rt: tokio::runtime::Handle,
-    stop: Arc<AtomicBool>,
-) -> anyhow::Result<()> {
+pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> {
+    let Stage {
+        kafka,
+        topics,
+        metrics,
+        rt,
+        stop,
+        ..
+    } = stage;
     let _rt = rt.enter();
-    let consumer = KafkaConsumer::new(kafka, group, &[&topics.events, &topics.dead_letters])?;
+    let consumer = KafkaConsumer::new(
+        kafka,
+        &stage.group("store"),
+        &[&topics.events, &topics.dead_letters],
+    )?;
     let stored = metrics.counter(
         "vigil_store_events_total",
         "Events written to the store.",
@@ -619,7 +629,7 @@ pub fn run_store(
                 .or_default()
                 .push(r);
         }
-        let inserted = retry("inserting a batch into ClickHouse", &stop, || {
+        let inserted = retry("inserting a batch into ClickHouse", stop, || {
             rt.block_on(async {
                 let mut n = 0u64;
                 for ((topic, partition), recs) in &by_part {

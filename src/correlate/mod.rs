@@ -226,6 +226,33 @@ pub struct RuleMeta {
     pub add_to_set: Option<(String, Option<chrono::Duration>)>,
 }
 
+impl RuleMeta {
+    /// The facts of a loaded rule (durations were validated at load).
+    pub fn of(r: &vigil_correlate::RuleInfo) -> RuleMeta {
+        let duration = |s: Option<&str>| s.and_then(|s| vigil_correlate::parse_duration(s).ok());
+        RuleMeta {
+            id: r.id.clone(),
+            author: r.author.clone(),
+            suppress: duration(r.vigil.suppress.as_deref()),
+            add_to_set: r
+                .vigil
+                .offense
+                .add_to_set
+                .as_ref()
+                .map(|a| (a.set.clone(), duration(a.ttl.as_deref()))),
+        }
+    }
+
+    /// [`RuleMeta::of`] for every rule of a set, by rule name.
+    pub fn all(rules: &RuleSet) -> std::collections::HashMap<String, RuleMeta> {
+        rules
+            .rules()
+            .iter()
+            .map(|r| (r.name.clone(), RuleMeta::of(r)))
+            .collect()
+    }
+}
+
 /// Magnitude 0-10 of an offense from its rules and the hosts involved: severity, relevance and
 /// credibility are each the highest among the contributing rules, relevance gains 1 per further
 /// rule (one attacker tripping several rules matters more) and is at least the criticality of
@@ -284,6 +311,18 @@ pub struct OffenseLimits {
     pub max_events_per_offense: u64,
     /// Event-time quiet period after which an open offense is closed as inactive.
     pub inactive_after: chrono::Duration,
+}
+
+impl OffenseLimits {
+    /// The limits `[offenses]` in the configuration sets.
+    pub fn from_config(c: &crate::config::OffenseConfig) -> OffenseLimits {
+        OffenseLimits {
+            max_events_per_offense: c.max_events_per_offense as u64,
+            inactive_after: chrono::Duration::seconds(
+                i64::try_from(c.inactive_after_secs).unwrap_or(i64::MAX / 1000),
+            ),
+        }
+    }
 }
 
 impl Default for OffenseLimits {

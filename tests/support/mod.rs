@@ -12,6 +12,33 @@ pub const TOKEN: &str = "test-token-0123456789abcdef";
 /// hangs, not a timing assertion).
 pub const PATIENCE: Duration = Duration::from_secs(60);
 
+/// The Kafka broker the scaled-out tests use (`VIGIL_TEST_KAFKA`, default the one
+/// `scripts/services.sh` starts), after checking that something listens there: a missing
+/// service fails the test, it never skips it.
+pub fn kafka_broker() -> String {
+    use std::net::ToSocketAddrs;
+    let addr = std::env::var("VIGIL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_owned());
+    let answers = addr.split(',').any(|one| {
+        one.trim()
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut all| all.next())
+            .is_some_and(|sa| TcpStream::connect_timeout(&sa, Duration::from_secs(3)).is_ok())
+    });
+    assert!(
+        answers,
+        "no Kafka broker answers at {addr}: run `scripts/services.sh start` \
+         (or point VIGIL_TEST_KAFKA at a broker)"
+    );
+    addr
+}
+
+/// The ClickHouse HTTP interface the scaled-out tests use (`VIGIL_TEST_CLICKHOUSE_URL`, default
+/// the one `scripts/services.sh` starts).
+pub fn clickhouse_url() -> String {
+    std::env::var("VIGIL_TEST_CLICKHOUSE_URL").unwrap_or_else(|_| "http://127.0.0.1:18123".into())
+}
+
 pub fn vigil_bin() -> &'static str {
     env!("CARGO_BIN_EXE_vigil")
 }
