@@ -169,7 +169,7 @@ impl Default for EngineLimits {
 }
 
 /// Whether a detection opens an offense or adds to the one a previous detection opened.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DetectionKind {
     /// A rule fired: a single-event match, or a correlation whose condition became true.
     New,
@@ -177,8 +177,8 @@ pub enum DetectionKind {
     Update,
 }
 
-/// What a rule found.
-#[derive(Debug, Clone, PartialEq)]
+/// What a rule found. Serializable: the scaled-out mode carries detections between stages.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Detection {
     /// New or update.
     pub kind: DetectionKind,

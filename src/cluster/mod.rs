@@ -40,7 +40,7 @@ use crate::correlate::{apply_detection, OffenseLimits, RuleMeta, SeenEvents};
 use crate::store::clickhouse::ClickHouseStore;
 use crate::store::{DeadLetter, Store};
 use crate::telemetry::Metrics;
-use wire::{DetectionRecord, MatchRecord, Topics};
+use wire::{MatchRecord, Topics};
 
 /// Records taken from the collector queue (or a topic) in one batch at most.
 const BATCH: usize = 1024;
@@ -249,7 +249,7 @@ impl Ingest {
                         }
                     }
                     for d in &dets {
-                        if let Ok(json) = serde_json::to_vec(&DetectionRecord::from(d)) {
+                        if let Ok(json) = serde_json::to_vec(d) {
                             out.detections
                                 .push((d.index_value.as_bytes().to_vec(), json));
                         }
@@ -391,7 +391,7 @@ pub fn run_correlate(
         let dets: Vec<(Vec<u8>, Vec<u8>)> = out
             .iter()
             .filter_map(|d| {
-                let json = serde_json::to_vec(&DetectionRecord::from(d)).ok()?;
+                let json = serde_json::to_vec(d).ok()?;
                 Some((d.index_value.as_bytes().to_vec(), json))
             })
             .collect();
@@ -483,16 +483,14 @@ pub fn run_offenses(
         let batch: Vec<Received> = held.drain(..due).map(|(_, r)| r).collect();
         let mut dets: Vec<Detection> = batch
             .iter()
-            .filter_map(
-                |r| match serde_json::from_slice::<DetectionRecord>(&r.payload) {
-                    Ok(d) => Some(d.into_detection()),
-                    Err(e) => {
-                        bad.inc();
-                        tracing::warn!(error = %e, "unreadable detection record skipped");
-                        None
-                    }
-                },
-            )
+            .filter_map(|r| match serde_json::from_slice::<Detection>(&r.payload) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    bad.inc();
+                    tracing::warn!(error = %e, "unreadable detection record skipped");
+                    None
+                }
+            })
             .collect();
         dets.sort_by_key(|d| {
             (
