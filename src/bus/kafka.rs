@@ -28,7 +28,7 @@
 //!   [`RebalanceEvent`]s for the owner to read with [`KafkaConsumer::take_rebalance_events`].
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -393,12 +393,32 @@ pub struct ProducerStats {
 #[derive(Clone)]
 pub struct KafkaProducer {
     inner: FutureProducer,
+    /// Records handed to the client whose delivery report has not been seen yet. Counted here
+    /// rather than read from librdkafka's queue length, which also counts reports still waiting
+    /// to be served, so it can be above zero after every send has returned.
+    in_flight: Arc<AtomicI32>,
+}
+
+/// One record in flight: counted while it lives.
+struct InFlight(Arc<AtomicI32>);
+
+impl InFlight {
+    fn start(count: &Arc<AtomicI32>) -> InFlight {
+        count.fetch_add(1, Ordering::Relaxed);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl std::fmt::Debug for KafkaProducer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("KafkaProducer")
-            .field("in_flight", &self.inner.in_flight_count())
+            .field("in_flight", &self.stats().in_flight)
             .finish()
     }
 }
@@ -430,7 +450,10 @@ impl KafkaProducer {
             client: "producer",
             source: Box::new(source),
         })?;
-        Ok(KafkaProducer { inner })
+        Ok(KafkaProducer {
+            inner,
+            in_flight: Arc::default(),
+        })
     }
 
     /// Sends one record and waits for the broker's acknowledgement. Waits for room while the
@@ -442,6 +465,7 @@ impl KafkaProducer {
         payload: &[u8],
     ) -> Result<(i32, i64), KafkaError> {
         let record = FutureRecord::to(topic).key(key).payload(payload);
+        let _counted = InFlight::start(&self.in_flight);
         match self.inner.send(record, Timeout::Never).await {
             Ok(delivery) => Ok((delivery.partition, delivery.offset)),
             Err((source, _)) => Err(KafkaError::Delivery {
@@ -460,7 +484,8 @@ impl KafkaProducer {
         topic: &str,
         records: &[(Vec<u8>, Vec<u8>)],
     ) -> Result<(), KafkaError> {
-        let mut pending: VecDeque<DeliveryFuture> = VecDeque::with_capacity(records.len());
+        let mut pending: VecDeque<(DeliveryFuture, InFlight)> =
+            VecDeque::with_capacity(records.len());
         let mut failed = 0usize;
         let mut first: Option<ClientError> = None;
         let mut note = |result: Result<(), ClientError>| {
@@ -474,13 +499,13 @@ impl KafkaProducer {
             loop {
                 match self.inner.send_result(record) {
                     Ok(delivery) => {
-                        pending.push_back(delivery);
+                        pending.push_back((delivery, InFlight::start(&self.in_flight)));
                         break;
                     }
                     Err((ClientError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
                         match pending.pop_front() {
-                            Some(oldest) => note(delivery_outcome(oldest.await)),
+                            Some((oldest, _counted)) => note(delivery_outcome(oldest.await)),
                             // The queue is full of other callers' records: let them drain.
                             None => tokio::time::sleep(Duration::from_millis(10)).await,
                         }
@@ -492,7 +517,7 @@ impl KafkaProducer {
                 }
             }
         }
-        for delivery in pending {
+        for (delivery, _counted) in pending {
             note(delivery_outcome(delivery.await));
         }
         match first {
@@ -524,10 +549,10 @@ impl KafkaProducer {
             })
     }
 
-    /// Records queued or in flight right now.
+    /// Records sent and not yet acknowledged or failed, right now.
     pub fn stats(&self) -> ProducerStats {
         ProducerStats {
-            in_flight: self.inner.in_flight_count(),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
         }
     }
 }
