@@ -292,6 +292,31 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("creating Kafka topics at {}", config.bus.kafka.brokers))?;
     }
+    // Stage 2 maps keys to partitions itself (which windows and offenses a partition holds):
+    // it needs the real partition count, the same on the matches and detections topics.
+    let partitions = if scaled && role != crate::config::Role::Ingest {
+        let kafka = config.bus.kafka.clone();
+        let (m, d) = (topics.matches.clone(), topics.detections.clone());
+        let counts = tokio::task::spawn_blocking(move || -> anyhow::Result<(i32, i32)> {
+            Ok((
+                crate::bus::kafka::partition_count(&kafka, &m)?,
+                crate::bus::kafka::partition_count(&kafka, &d)?,
+            ))
+        })
+        .await??;
+        if counts.0 != counts.1 || counts.0 < 1 {
+            anyhow::bail!(
+                "topics {} and {} must have the same number of partitions (they have {} and {})",
+                topics.matches,
+                topics.detections,
+                counts.0,
+                counts.1
+            );
+        }
+        counts.0
+    } else {
+        config.bus.partitions
+    };
     let collecting = !scaled || role != crate::config::Role::Correlate;
     let reference = pipeline.enricher().map(|e| e.reference().clone());
 
@@ -379,6 +404,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 metrics: metrics.clone(),
                 rt: rt.clone(),
                 stop: stop.clone(),
+                partitions,
+                checkpoint_every: std::time::Duration::from_secs(config.bus.checkpoint_secs.max(1)),
             };
             stage_threads.extend(spawn_stage_two(&config, &rules, limits, stage, ch)?);
         }
@@ -571,9 +598,9 @@ fn spawn_stage_two(
                 }
             })
     }
-    let (s, r) = (stage.clone(), rules.clone());
+    let (s, r, h) = (stage.clone(), rules.clone(), ch.clone());
     let correlate = spawn("correlate", move || {
-        crate::cluster::run_correlate(&s, r, limits)
+        crate::cluster::run_correlate(&s, r, limits, h)
     })?;
     let (s, r, c, h) = (stage.clone(), rules.clone(), config.clone(), ch.clone());
     let offenses = spawn("offenses", move || {

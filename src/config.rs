@@ -371,6 +371,10 @@ pub struct BusConfig {
     /// correlate nodes running at different paces open the same offenses as one engine would.
     /// Offenses appear this much later.
     pub offense_reorder_ms: u64,
+    /// How often a correlate node saves the windows of its partitions to ClickHouse (and only
+    /// then commits their offsets). A node taking a partition over processes again at most
+    /// this much of its records.
+    pub checkpoint_secs: u64,
 }
 
 /// [`BusConfig::kind`].
@@ -409,6 +413,7 @@ impl Default for BusConfig {
             topic_prefix: "vigil".into(),
             partitions: 12,
             offense_reorder_ms: 2000,
+            checkpoint_secs: 10,
         }
     }
 }

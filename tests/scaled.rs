@@ -197,120 +197,144 @@ fn offense_key(o: &serde_json::Value, rules: &serde_json::Value) -> String {
     )
 }
 
-#[test]
-fn two_ingest_and_two_correlate_nodes_give_exactly_the_embedded_offenses() {
-    require_services();
-    let dir = tempfile::tempdir().unwrap();
-    let rules = dir.path().join("rules");
-    std::fs::create_dir_all(&rules).unwrap();
-    std::fs::write(rules.join("cluster.yml"), CLUSTER_RULES).unwrap();
-    let lines = cluster_lines(100_000);
-    let log = dir.path().join("auth.log");
-    std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+/// The two ingest nodes (or one node across a restart) run at their own pace over a day of
+/// history: allowed lateness covers their event-time skew (live traffic needs seconds,
+/// replayed history a day).
+fn with_lateness(cfg: std::path::PathBuf) -> std::path::PathBuf {
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(
+        &cfg,
+        text.replacen("[rules]\n", "[rules]\nallowed_lateness_secs = 86400\n", 1),
+    )
+    .unwrap();
+    cfg
+}
 
-    // Embedded mode: the same rules over the same lines.
-    let embedded_dir = dir.path().join("embedded");
-    std::fs::create_dir_all(&embedded_dir).unwrap();
-    // The two ingest nodes run at their own pace over a day of history: allowed lateness
-    // covers their event-time skew (live traffic needs seconds, replayed history a day).
-    let with_lateness = |cfg: std::path::PathBuf| {
-        let text = std::fs::read_to_string(&cfg).unwrap();
-        std::fs::write(
-            &cfg,
-            text.replacen("[rules]\n", "[rules]\nallowed_lateness_secs = 86400\n", 1),
-        )
-        .unwrap();
-        cfg
-    };
-    let embedded_cfg = with_lateness(write_config_with_rules(&embedded_dir, &rules, ""));
-    let config = vigil::config::Config::load(Some(&embedded_cfg)).unwrap();
-    let (offenses, _) = vigil::replay::replay(&config, std::slice::from_ref(&log), false).unwrap();
-    let mut want: Vec<String> = offenses
-        .iter()
-        .map(|o| {
-            let v = serde_json::to_value(o).unwrap();
-            offense_key(&v, &v["rules"])
-        })
-        .collect();
-    want.sort();
-    assert!(
-        want.len() >= 230,
-        "100 addresses + their 100 accounts + 30 attacked users: {}",
-        want.len()
-    );
+/// A cluster test's input: the rules directory, `n` lines, and the offenses embedded mode
+/// makes of them (as [`offense_key`]s, sorted).
+struct ClusterCase {
+    dir: tempfile::TempDir,
+    rules: std::path::PathBuf,
+    lines: Vec<String>,
+    want: Vec<String>,
+}
 
-    // Scaled out: two ingest and two correlate processes, 4-partition topics.
-    let name = unique("vigil_cluster");
-    let node = |i: usize, role: &str| {
-        let d = dir.path().join(format!("node{i}"));
+impl ClusterCase {
+    fn new(n: usize) -> ClusterCase {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir_all(&rules).unwrap();
+        std::fs::write(rules.join("cluster.yml"), CLUSTER_RULES).unwrap();
+        let lines = cluster_lines(n);
+        let log = dir.path().join("auth.log");
+        std::fs::write(&log, lines.join("\n") + "\n").unwrap();
+        let embedded_dir = dir.path().join("embedded");
+        std::fs::create_dir_all(&embedded_dir).unwrap();
+        let embedded_cfg = with_lateness(write_config_with_rules(&embedded_dir, &rules, ""));
+        let config = vigil::config::Config::load(Some(&embedded_cfg)).unwrap();
+        let (offenses, _) =
+            vigil::replay::replay(&config, std::slice::from_ref(&log), false).unwrap();
+        let mut want: Vec<String> = offenses
+            .iter()
+            .map(|o| {
+                let v = serde_json::to_value(o).unwrap();
+                offense_key(&v, &v["rules"])
+            })
+            .collect();
+        want.sort();
+        assert!(
+            want.len() >= 230,
+            "100 addresses + their 100 accounts + 30 attacked users: {}",
+            want.len()
+        );
+        ClusterCase {
+            dir,
+            rules,
+            lines,
+            want,
+        }
+    }
+
+    /// The config of node `i` of deployment `name` (its own data directory).
+    fn node_config(&self, name: &str, i: usize, role: &str, bus_extra: &str) -> std::path::PathBuf {
+        let d = self.dir.path().join(format!("node{i}"));
         std::fs::create_dir_all(&d).unwrap();
         // History replayed flat out lets one correlate node run tens of seconds ahead of the
         // other (live, they keep pace): the offense stage waits longer to put detections back
         // in event-time order.
-        let text = scaled_config(&name, role).replace(
+        let text = scaled_config(name, role).replace(
             "partitions = 4\n",
-            "partitions = 4\noffense_reorder_ms = 30000\n",
+            &format!("partitions = 4\noffense_reorder_ms = 30000\n{bus_extra}"),
         );
-        let cfg = with_lateness(write_config_with_rules(&d, &rules, &text));
-        Vigil::start(&cfg)
-    };
-    let correlate = [node(0, "correlate"), node(1, "correlate")];
-    let ingest = [node(2, "ingest"), node(3, "ingest")];
-    // Both correlate nodes own their share before data flows: moving a partition's windows on a
-    // rebalance is not wired yet (ARCHITECTURE.md), so a rebalance mid-stream would restart them.
+        with_lateness(write_config_with_rules(&d, &self.rules, &text))
+    }
+}
+
+/// Partitions of `stage` node `v` owns.
+fn owned(v: &Vigil, stage: &str) -> u64 {
+    let line = format!("vigil_bus_assigned_partitions{{stage=\"{stage}\"}} ");
+    v.metrics()
+        .lines()
+        .find_map(|l| l.strip_prefix(&line))
+        .and_then(|x| x.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits until every node owns some of the 4 partitions of both stage-2 consumer groups.
+fn wait_shared(nodes: &[&Vigil]) {
     for stage in ["correlate", "offenses"] {
-        correlate[0].wait_until(
-            &format!("the {stage} partitions shared by both nodes"),
+        nodes[0].wait_until(
+            &format!("the {stage} partitions shared by all nodes"),
             || {
-                let owned: Vec<u64> = correlate
-                    .iter()
-                    .map(|c| {
-                        let m = c.metrics();
-                        let line = format!("vigil_bus_assigned_partitions{{stage=\"{stage}\"}} ");
-                        m.lines()
-                            .find_map(|l| l.strip_prefix(&line))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0)
-                    })
-                    .collect();
+                let owned: Vec<u64> = nodes.iter().map(|c| owned(c, stage)).collect();
                 owned.iter().all(|n| *n >= 1) && owned.iter().sum::<u64>() == 4
             },
         );
     }
-    // Each host (log source) sends to one ingest node, as behind a syslog load balancer; the
-    // two nodes get about half each, concurrently, over TCP (newline framing).
-    let host_of = |l: &str| l.split(' ').nth(2).unwrap_or("").to_owned();
-    std::thread::scope(|s| {
-        for (k, v) in ingest.iter().enumerate() {
-            let mine: Vec<&String> = lines
-                .iter()
-                .filter(|l| {
-                    let h = host_of(l);
-                    h.bytes().map(usize::from).sum::<usize>() % 2 == k
-                })
-                .collect();
-            s.spawn(move || {
-                use std::io::Write;
-                let mut tcp = std::io::BufWriter::new(v.tcp());
-                for l in mine {
-                    tcp.write_all(l.as_bytes()).unwrap();
-                    tcp.write_all(b"\n").unwrap();
-                }
-                tcp.flush().unwrap();
-            });
-        }
-    });
-    // Wait until every event is stored and the offenses stop changing (a guard against hangs,
-    // not a timing assertion: 100 k events through debug builds and a broker on 2 cores).
-    let api = &correlate[0];
+}
+
+/// Sends `lines` to node `v` over TCP (newline framing).
+fn send_tcp(v: &Vigil, lines: &[&String]) {
+    use std::io::Write;
+    let mut tcp = std::io::BufWriter::new(v.tcp());
+    for l in lines {
+        tcp.write_all(l.as_bytes()).unwrap();
+        tcp.write_all(b"\n").unwrap();
+    }
+    tcp.flush().unwrap();
+}
+
+/// (visible events, duplicate rows not merged yet) in deployment `name`'s events table.
+fn stored_events(name: &str) -> (u64, u64) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let ch = vigil::store::clickhouse::ClickHouseStore::connect(
+            &vigil::store::clickhouse::ClickHouseConfig {
+                url: clickhouse_url(),
+                database: name.to_owned(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        (
+            ch.count_events().await.unwrap(),
+            ch.duplicate_events().await.unwrap(),
+        )
+    })
+}
+
+/// Waits (a guard against hangs, not a timing assertion) until all `n` events are visible in
+/// ClickHouse and the API lists exactly `want`; fails showing the first differences.
+fn wait_for_exact(api: &Vigil, name: &str, n: usize, want: &[String]) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(600);
     let mut got: Vec<String> = Vec::new();
     loop {
-        let stored: u64 = correlate
-            .iter()
-            .map(|c| c.metric("vigil_store_events_total"))
-            .sum();
-        if stored >= lines.len() as u64 {
+        let (stored, _) = stored_events(name);
+        if stored >= n as u64 {
             got = all_offenses(api);
             if got == want {
                 break;
@@ -318,12 +342,11 @@ fn two_ingest_and_two_correlate_nodes_give_exactly_the_embedded_offenses() {
         }
         assert!(
             std::time::Instant::now() < deadline,
-            "gave up: {stored} of {} events stored; offenses {} (want {}); first differences: {:?}",
-            lines.len(),
+            "gave up: {stored} of {n} events stored; offenses {} (want {}); first differences: {:?}",
             got.len(),
             want.len(),
             got.iter()
-                .zip(&want)
+                .zip(want)
                 .filter(|(a, b)| a != b)
                 .take(3)
                 .collect::<Vec<_>>()
@@ -331,6 +354,191 @@ fn two_ingest_and_two_correlate_nodes_give_exactly_the_embedded_offenses() {
         std::thread::sleep(std::time::Duration::from_millis(500));
     }
     assert_eq!(got, want);
+    assert_eq!(stored_events(name).0, n as u64, "every event exactly once");
+}
+
+#[test]
+fn two_ingest_and_two_correlate_nodes_give_exactly_the_embedded_offenses() {
+    require_services();
+    let case = ClusterCase::new(100_000);
+    // Scaled out: two ingest and two correlate processes, 4-partition topics.
+    let name = unique("vigil_cluster");
+    let node = |i: usize, role: &str| Vigil::start(&case.node_config(&name, i, role, ""));
+    let correlate = [node(0, "correlate"), node(1, "correlate")];
+    let ingest = [node(2, "ingest"), node(3, "ingest")];
+    wait_shared(&[&correlate[0], &correlate[1]]);
+    // Each host (log source) sends to one ingest node, as behind a syslog load balancer; the
+    // two nodes get about half each, concurrently.
+    let host_of = |l: &str| l.split(' ').nth(2).unwrap_or("").to_owned();
+    std::thread::scope(|s| {
+        for (k, v) in ingest.iter().enumerate() {
+            let mine: Vec<&String> = case
+                .lines
+                .iter()
+                .filter(|l| host_of(l).bytes().map(usize::from).sum::<usize>() % 2 == k)
+                .collect();
+            s.spawn(move || send_tcp(v, &mine));
+        }
+    });
+    wait_for_exact(&correlate[0], &name, case.lines.len(), &case.want);
+}
+
+/// A deployment of two stage-2 nodes (static group members `engine-a`, `engine-b`, saving
+/// checkpoints every `checkpoint_secs`) and one ingest node; `engine-b` is killed with SIGKILL
+/// once `ready` says so, mid-stream, and restarted on its data directory. The offenses must
+/// be exactly the embedded ones and every event stored once. Returns (restarted node, the
+/// other) for further checks.
+fn kill_and_restart(
+    case: &ClusterCase,
+    name: &str,
+    checkpoint_secs: u64,
+    ready: impl Fn(&Vigil) -> bool,
+) -> (Vigil, Vigil) {
+    let engine = |i: usize, id: &str| {
+        let cfg = case.node_config(
+            name,
+            i,
+            "correlate",
+            &format!("checkpoint_secs = {checkpoint_secs}\n"),
+        );
+        let text = std::fs::read_to_string(&cfg).unwrap().replace(
+            "linger_ms = 1\n",
+            &format!("linger_ms = 1\ninstance_id = \"{id}\"\n"),
+        );
+        std::fs::write(&cfg, text).unwrap();
+        cfg
+    };
+    let configs = [engine(0, "engine-a"), engine(1, "engine-b")];
+    let survivor = Vigil::start(&configs[0]);
+    let mut victim = Vigil::start(&configs[1]);
+    let ingest = Vigil::start(&case.node_config(name, 2, "ingest", ""));
+    wait_shared(&[&survivor, &victim]);
+    let (first, second) = case.lines.split_at(case.lines.len() / 2);
+    send_tcp(&ingest, &first.iter().collect::<Vec<_>>());
+    survivor.wait_until("the victim at work", || ready(&victim));
+    victim.kill9();
+    send_tcp(&ingest, &second.iter().collect::<Vec<_>>());
+    // Static membership: restarted, the victim takes its own partitions back.
+    let back = Vigil::start(&configs[1]);
+    wait_shared(&[&survivor, &back]);
+    wait_for_exact(&survivor, name, case.lines.len(), &case.want);
+    let (_, duplicates) = stored_events(name);
+    eprintln!(
+        "after the crash: {} events visible once; {duplicates} duplicate rows not merged yet (deduplicated on read); records skipped as already applied: {}",
+        case.lines.len(),
+        survivor.metric("vigil_cluster_replayed_total") + back.metric("vigil_cluster_replayed_total"),
+    );
+    (back, survivor)
+}
+
+/// Killed after checkpoints: the restarted node restores its windows from them and goes on.
+#[test]
+fn a_correlate_node_killed_mid_stream_restores_its_checkpoints_exactly() {
+    require_services();
+    let case = ClusterCase::new(60_000);
+    let name = unique("vigil_crash");
+    // Mid-stream: the victim has correlated part of the first half (checkpointed twice, and
+    // holds live windows).
+    let (back, _) = kill_and_restart(&case, &name, 2, |victim| {
+        victim.metric("vigil_cluster_checkpoints_total") >= 2
+            && victim.metric("vigil_correlate_keys") > 0
+    });
+    assert!(
+        back.metric("vigil_cluster_partitions_restored_total") >= 1,
+        "the restarted node restored its partitions from their checkpoints"
+    );
+}
+
+/// Killed before any checkpoint, after it published detections: the restarted node
+/// processes its partitions again from the start and publishes those detections again; the
+/// offense stages drop every copy by its origin, so no offense counts anything twice.
+#[test]
+fn detections_published_again_after_a_crash_are_applied_once() {
+    require_services();
+    let case = ClusterCase::new(40_000);
+    let name = unique("vigil_replay");
+    let (back, survivor) = kill_and_restart(&case, &name, 3600, |victim| {
+        victim.metric("vigil_cluster_detections_total") >= 3
+    });
+    let dropped = |v: &Vigil| {
+        let line = "vigil_cluster_replayed_total{stage=\"offenses\"} ";
+        v.metrics()
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .and_then(|x| x.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert!(
+        dropped(&back) + dropped(&survivor) >= 3,
+        "the detections published before the crash came again and were dropped"
+    );
+}
+
+/// ClickHouse killed (SIGKILL) and restarted while a node inserts events and offenses: the
+/// stages retry until it is back, nothing is lost, and rows written twice (an insert the
+/// server stored but did not acknowledge) are counted and read once.
+#[test]
+fn clickhouse_killed_during_inserts_loses_nothing() {
+    require_services();
+    let case = ClusterCase::new(30_000);
+    let name = unique("vigil_chkill");
+    let ch_dir = case.dir.path().join("clickhouse");
+    std::fs::create_dir_all(&ch_dir).unwrap();
+    let mut ch = PrivateClickHouse::start(&ch_dir);
+    let cfg = case.node_config(&name, 0, "all", "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace(&clickhouse_url(), &ch.url());
+    std::fs::write(&cfg, text).unwrap();
+    let vigil = Vigil::start(&cfg);
+    let (first, second) = case.lines.split_at(case.lines.len() / 2);
+    send_tcp(&vigil, &first.iter().collect::<Vec<_>>());
+    vigil.wait_until("inserts under way", || {
+        vigil.metric("vigil_store_events_total") >= 2_000
+    });
+    ch.kill9();
+    send_tcp(&vigil, &second.iter().collect::<Vec<_>>());
+    // Down long enough for inserts to fail and back off.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    ch.restart();
+    let url = ch.url();
+    let counts = |name: &str| {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let store = vigil::store::clickhouse::ClickHouseStore::connect(
+                &vigil::store::clickhouse::ClickHouseConfig {
+                    url: url.clone(),
+                    database: name.to_owned(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+            (
+                store.count_events().await.unwrap(),
+                store.duplicate_events().await.unwrap(),
+            )
+        })
+    };
+    vigil.wait_until("every event in ClickHouse", || {
+        counts(&name).0 >= case.lines.len() as u64
+    });
+    vigil.wait_until("exactly the embedded offenses", || {
+        all_offenses(&vigil) == case.want
+    });
+    let (visible, duplicates) = counts(&name);
+    assert_eq!(visible, case.lines.len() as u64, "every event exactly once");
+    let retried = vigil.metric("vigil_store_retried_batches_total");
+    assert!(
+        retried >= 1,
+        "inserts failed while ClickHouse was down and were retried"
+    );
+    eprintln!(
+        "ClickHouse killed during inserts: {visible} events visible once, {duplicates} rows written twice (read once), {retried} inserts retried"
+    );
 }
 
 /// Every offense through the API (paged), as [`offense_key`]s, sorted.

@@ -66,6 +66,11 @@ pub struct KafkaConfig {
     pub queue_max_messages: u32,
     /// Most kilobytes waiting in a producer's local queue (`queue.buffering.max.kbytes`).
     pub queue_max_kbytes: u32,
+    /// Static group membership for this process's consumers (`group.instance.id`, KIP-345):
+    /// give each stage-2 node its own stable id (its host name) and a node restarted within
+    /// `session_timeout_ms` gets its partitions back without moving them to the other nodes
+    /// and back. Unset: dynamic membership.
+    pub instance_id: Option<String>,
     /// Any other librdkafka setting, passed through as is (`security.protocol`,
     /// `sasl.mechanisms`, `ssl.ca.location`, ...). The settings this module manages (see
     /// [`MANAGED_SETTINGS`]) are refused here, so nothing can quietly weaken delivery.
@@ -83,6 +88,7 @@ impl Default for KafkaConfig {
             session_timeout_ms: 10_000,
             queue_max_messages: 100_000,
             queue_max_kbytes: 65_536,
+            instance_id: None,
             extra: BTreeMap::new(),
         }
     }
@@ -101,6 +107,7 @@ pub const MANAGED_SETTINGS: &[&str] = &[
     "linger.ms",
     "queue.buffering.max.ms",
     "session.timeout.ms",
+    "group.instance.id",
     "queue.buffering.max.messages",
     "queue.buffering.max.kbytes",
     "enable.idempotence",
@@ -326,6 +333,30 @@ pub async fn ensure_topics(cfg: &KafkaConfig, topics: &[TopicSpec]) -> Result<()
         }
     }
     Ok(())
+}
+
+/// How many partitions `topic` has, from the brokers' metadata (0 if the topic is unknown).
+/// Blocks up to ten seconds: call it from a blocking context.
+pub fn partition_count(cfg: &KafkaConfig, topic: &str) -> Result<i32, KafkaError> {
+    let client: BaseConsumer = base_config(cfg)?
+        .create()
+        .map_err(|source| KafkaError::Client {
+            client: "metadata client",
+            source: Box::new(source),
+        })?;
+    let metadata = client
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .map_err(|source| KafkaError::Client {
+            client: "metadata client",
+            source: Box::new(source),
+        })?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .map_or(0, |t| {
+            i32::try_from(t.partitions().len()).unwrap_or(i32::MAX)
+        }))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -832,6 +863,9 @@ impl KafkaConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
+        if let Some(id) = &cfg.instance_id {
+            config.set("group.instance.id", id);
+        }
         let inner: Client = config
             .create_with_context(GroupContext::default())
             .map_err(|source| KafkaError::Client {

@@ -23,7 +23,7 @@
 
 pub mod wire;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -32,15 +32,17 @@ use chrono::Utc;
 use vigil_correlate::{Detection, Engine, EngineLimits, RuleSet};
 use vigil_parsers::normalize::Normalizer;
 
-use crate::bus::kafka::{KafkaConfig, KafkaConsumer, KafkaProducer, Received, TopicSpec};
+use crate::bus::kafka::{
+    partition_for, KafkaConfig, KafkaConsumer, KafkaProducer, RebalanceEvent, Received, TopicSpec,
+};
 use crate::bus::memory::MemorySubscriber;
 use crate::bus::RawRecord;
 use crate::bus::{Received as Queued, Subscriber};
 use crate::correlate::{apply_detection, OffenseLimits, RuleMeta, SeenEvents};
-use crate::store::clickhouse::ClickHouseStore;
+use crate::store::clickhouse::{Checkpoint, ClickHouseStore};
 use crate::store::{DeadLetter, Store};
 use crate::telemetry::Metrics;
-use wire::{MatchRecord, Topics};
+use wire::{DetectionRecord, Marks, MatchRecord, Origin, Topics};
 
 /// Records taken from the collector queue (or a topic) in one batch at most.
 const BATCH: usize = 1024;
@@ -243,15 +245,20 @@ impl Ingest {
                         let rec = MatchRecord {
                             routed: r,
                             event: (*event).clone(),
+                            origin: None,
                         };
                         if let Ok(json) = serde_json::to_vec(&rec) {
                             out.matches.push((k, json));
                         }
                     }
-                    for d in &dets {
-                        if let Ok(json) = serde_json::to_vec(d) {
-                            out.detections
-                                .push((d.index_value.as_bytes().to_vec(), json));
+                    for d in dets.drain(..) {
+                        let key = d.index_value.as_bytes().to_vec();
+                        let rec = DetectionRecord {
+                            detection: d,
+                            origin: None,
+                        };
+                        if let Ok(json) = serde_json::to_vec(&rec) {
+                            out.detections.push((key, json));
                         }
                     }
                     match out.events_by_source.iter_mut().find(|(x, _)| *x == source) {
@@ -297,6 +304,10 @@ pub struct Stage {
     pub rt: tokio::runtime::Handle,
     /// Set at shutdown.
     pub stop: Arc<AtomicBool>,
+    /// Partitions of the topics (`bus.partitions`): how keys map to partitions.
+    pub partitions: i32,
+    /// How often correlate nodes save their windows (`bus.checkpoint_secs`).
+    pub checkpoint_every: Duration,
 }
 
 impl Stage {
@@ -316,13 +327,70 @@ fn high_water(batch: &[Received]) -> Vec<(String, i32, i64)> {
     hw.into_iter().map(|((t, p), o)| (t, p, o)).collect()
 }
 
+/// What a correlate node keeps per partition of the matches topic it owns.
+#[derive(Debug, Default)]
+struct OwnedMatches {
+    /// Last offset applied (-1: none yet).
+    applied: i64,
+    /// Last offset in a saved checkpoint.
+    saved: i64,
+    /// Chained matches applied, per input partition.
+    marks: Marks,
+}
+
+/// A matches partition's checkpoint: its windows and its marks.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct CorrelateState {
+    windows: vigil_correlate::EngineSnapshot,
+    marks: Marks,
+}
+
+/// The partition (of a topic with `partitions`) a record with `key` goes to.
+fn partition_of(key: &str, partitions: i32) -> i32 {
+    partition_for(key.as_bytes(), partitions)
+}
+
+/// The partitions of `topic` this consumer owns now.
+fn owned_partitions(consumer: &KafkaConsumer, topic: &str) -> anyhow::Result<HashSet<i32>> {
+    Ok(consumer
+        .assignment()?
+        .into_iter()
+        .filter(|(t, _)| t == topic)
+        .map(|(_, p)| p)
+        .collect())
+}
+
+/// The partitions of `topic` revoked since the last call.
+fn revoked_partitions(consumer: &KafkaConsumer, topic: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for ev in consumer.take_rebalance_events() {
+        tracing::info!(?ev, group = consumer.group(), "partitions rebalanced");
+        if let RebalanceEvent::Revoked(parts) = ev {
+            out.extend(
+                parts
+                    .into_iter()
+                    .filter(|(t, _)| t == topic)
+                    .map(|(_, p)| p),
+            );
+        }
+    }
+    out
+}
+
 /// Stage 2: the correlation windows of this process's partitions of the matches topic.
-/// Detections go to the detections topic, chained matches back to the matches topic; offsets
-/// are committed once both are acknowledged. Runs until `stop`.
+///
+/// Detections go to the detections topic, chained matches back to the matches topic, each
+/// tagged with its [`Origin`]. Every `bus.checkpoint_secs` the windows of each owned partition
+/// are saved to ClickHouse with the last offset they include, and only then is that offset
+/// committed. A node that takes a partition over (a rebalance, or a restart after a crash)
+/// restores its checkpoint and skips what the checkpoint already holds; what it processes
+/// again produces the same outputs under the same origins, which the consumers drop. Runs
+/// until `stop`, then saves a last checkpoint.
 pub fn run_correlate(
     stage: &Stage,
     rules: Arc<RuleSet>,
     limits: EngineLimits,
+    ch: Arc<ClickHouseStore>,
 ) -> anyhow::Result<()> {
     let Stage {
         kafka,
@@ -330,10 +398,13 @@ pub fn run_correlate(
         metrics,
         rt,
         stop,
+        partitions,
+        checkpoint_every,
         ..
     } = stage;
     let _rt = rt.enter();
-    let consumer = KafkaConsumer::new(kafka, &stage.group("correlate"), &[&topics.matches])?;
+    let group = stage.group("correlate");
+    let consumer = KafkaConsumer::new(kafka, &group, &[&topics.matches])?;
     let producer = KafkaProducer::new(kafka)?;
     let mut engine = Engine::new(rules, limits);
     let failures = metrics.counter(
@@ -346,53 +417,146 @@ pub fn run_correlate(
         "Records on a Vigil topic that could not be read (skipped, logged).",
         &[("topic", "matches")],
     );
-    let mut last_tick = Instant::now();
+    let replayed = metrics.counter(
+        "vigil_cluster_replayed_total",
+        "Records a stage-2 node skipped because its state already held them (a checkpoint, or an earlier copy of the same output), by stage.",
+        &[("stage", "correlate")],
+    );
+    let restored = metrics.counter(
+        "vigil_cluster_partitions_restored_total",
+        "Partitions a stage-2 node took over with their saved state, by stage.",
+        &[("stage", "correlate")],
+    );
     let assigned = metrics.gauge(
         "vigil_bus_assigned_partitions",
         "Partitions this process owns, by stage.",
         &[("stage", "correlate")],
     );
+    let sent_detections = metrics.counter(
+        "vigil_cluster_detections_total",
+        "Detections a correlate node published.",
+        &[],
+    );
+    let mut owned: HashMap<i32, OwnedMatches> = HashMap::new();
+    let mut last_tick = Instant::now();
+    let mut last_checkpoint = Instant::now();
+    let in_partition = |p: i32| move |k: &str| partition_of(k, *partitions) == p;
     while !stop.load(Ordering::SeqCst) {
-        for ev in consumer.take_rebalance_events() {
-            tracing::info!(?ev, "matches partitions rebalanced");
-        }
-        assigned.set(consumer.assignment().map_or(0, |a| a.len() as u64));
         let batch = rt.block_on(consumer.poll_batch(BATCH, POLL_WAIT))?;
+        for p in revoked_partitions(&consumer, &topics.matches) {
+            if owned.remove(&p).is_some() {
+                engine.remove_keys(in_partition(p));
+            }
+        }
+        let mine = owned_partitions(&consumer, &topics.matches)?;
+        assigned.set(mine.len() as u64);
         let mut out: Vec<Detection> = Vec::new();
+        let mut out_origins: Vec<Option<Origin>> = Vec::new();
         let mut reroute = Vec::new();
         // Chained matches, with the event that fired the inner correlation.
         let mut chained: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
         for r in &batch {
-            match serde_json::from_slice::<MatchRecord>(&r.payload) {
-                Ok(m) => {
-                    let event = Arc::new(m.event);
-                    engine.feed_routed(&m.routed, &event, &mut out, &mut reroute);
-                    for routed in reroute.drain(..) {
-                        let key = routed.key().into_bytes();
-                        let rec = MatchRecord {
-                            routed,
-                            event: (*event).clone(),
-                        };
-                        if let Ok(json) = serde_json::to_vec(&rec) {
-                            chained.push((key, json));
+            if !mine.contains(&r.partition) {
+                // Revoked while this batch was fetched: the new owner processes it.
+                continue;
+            }
+            if let std::collections::hash_map::Entry::Vacant(slot) = owned.entry(r.partition) {
+                let Some(cp) = retry("reading a correlation checkpoint", stop, || {
+                    rt.block_on(ch.checkpoint(&group, &topics.matches, r.partition))
+                }) else {
+                    return Ok(());
+                };
+                engine.remove_keys(in_partition(r.partition));
+                let mut own = OwnedMatches {
+                    applied: -1,
+                    saved: -1,
+                    marks: Marks::default(),
+                };
+                if let Some(cp) = cp {
+                    match serde_json::from_slice::<CorrelateState>(&cp.state)
+                        .map_err(|e| e.to_string())
+                        .and_then(|s| engine.restore(s.windows).map(|rep| (rep, s.marks)))
+                    {
+                        Ok((report, marks)) => {
+                            tracing::info!(
+                                partition = r.partition,
+                                offset = cp.offset,
+                                keys = report.keys,
+                                "matches partition restored from its checkpoint"
+                            );
+                            own.applied = cp.offset;
+                            own.saved = cp.offset;
+                            own.marks = marks;
+                            restored.inc();
+                        }
+                        Err(e) => {
+                            tracing::error!(partition = r.partition, error = %e, "unreadable correlation checkpoint: the partition's windows start empty");
                         }
                     }
                 }
+                slot.insert(own);
+            }
+            let Some(own) = owned.get_mut(&r.partition) else {
+                continue;
+            };
+            if r.offset <= own.applied {
+                replayed.inc();
+                continue;
+            }
+            own.applied = r.offset;
+            let m = match serde_json::from_slice::<MatchRecord>(&r.payload) {
+                Ok(m) => m,
                 Err(e) => {
                     bad.inc();
                     tracing::warn!(partition = r.partition, offset = r.offset, error = %e, "unreadable match record skipped");
+                    continue;
+                }
+            };
+            if let Some(origin) = m.origin {
+                if !own.marks.fresh(origin) {
+                    replayed.inc();
+                    continue;
+                }
+            }
+            let event = Arc::new(m.event);
+            let before = out.len();
+            engine.feed_routed(&m.routed, &event, &mut out, &mut reroute);
+            out_origins.extend((before..out.len()).map(|i| {
+                Some(Origin {
+                    partition: r.partition,
+                    offset: r.offset,
+                    n: u32::try_from(i - before).unwrap_or(u32::MAX),
+                })
+            }));
+            for (n, routed) in reroute.drain(..).enumerate() {
+                let key = routed.key().into_bytes();
+                let rec = MatchRecord {
+                    routed,
+                    event: (*event).clone(),
+                    origin: Some(Origin {
+                        partition: r.partition,
+                        offset: r.offset,
+                        n: u32::try_from(n).unwrap_or(u32::MAX),
+                    }),
+                };
+                if let Ok(json) = serde_json::to_vec(&rec) {
+                    chained.push((key, json));
                 }
             }
         }
         if last_tick.elapsed() >= Duration::from_secs(1) {
             last_tick = Instant::now();
+            // Deadlines passed by the clock belong to no input record: no origin.
             engine.advance(Utc::now(), &mut out);
+            out_origins.resize(out.len(), None);
         }
         let dets: Vec<(Vec<u8>, Vec<u8>)> = out
-            .iter()
-            .filter_map(|d| {
-                let json = serde_json::to_vec(d).ok()?;
-                Some((d.index_value.as_bytes().to_vec(), json))
+            .into_iter()
+            .zip(out_origins)
+            .filter_map(|(detection, origin)| {
+                let key = detection.index_value.as_bytes().to_vec();
+                let json = serde_json::to_vec(&DetectionRecord { detection, origin }).ok()?;
+                Some((key, json))
             })
             .collect();
         if !send_all(rt, &producer, &topics.detections, &dets, stop, &failures)
@@ -400,24 +564,93 @@ pub fn run_correlate(
         {
             break;
         }
-        if !batch.is_empty() {
-            consumer.commit(&high_water(&batch))?;
+        sent_detections.add(dets.len() as u64);
+        if last_checkpoint.elapsed() >= *checkpoint_every {
+            last_checkpoint = Instant::now();
+            if !checkpoint_matches(stage, &group, &ch, &consumer, &engine, &mut owned)? {
+                return Ok(());
+            }
         }
-        let stats = engine.stats();
         metrics
             .gauge(
                 "vigil_correlate_keys",
                 "Correlation keys held in windows.",
                 &[],
             )
-            .set(stats.keys_live);
+            .set(engine.stats().keys_live);
     }
+    // Stopping: save what was applied (one attempt; the next owner replays the rest).
+    checkpoint_matches(stage, &group, &ch, &consumer, &engine, &mut owned)?;
     Ok(())
+}
+
+/// Saves the windows of every owned partition that changed since its last checkpoint, then
+/// commits the offsets they include. False if `stop` interrupted the save.
+fn checkpoint_matches(
+    stage: &Stage,
+    group: &str,
+    ch: &ClickHouseStore,
+    consumer: &KafkaConsumer,
+    engine: &Engine,
+    owned: &mut HashMap<i32, OwnedMatches>,
+) -> anyhow::Result<bool> {
+    let mine = owned_partitions(consumer, &stage.topics.matches)?;
+    let mut rows = Vec::new();
+    for (p, own) in owned.iter() {
+        if own.applied <= own.saved || !mine.contains(p) {
+            continue;
+        }
+        let windows = engine.snapshot(|k| partition_of(k, stage.partitions) == *p);
+        let state = serde_json::to_vec(&CorrelateState {
+            windows,
+            marks: own.marks.clone(),
+        })?;
+        rows.push(Checkpoint {
+            group: group.to_owned(),
+            topic: stage.topics.matches.clone(),
+            partition: *p,
+            offset: own.applied,
+            state,
+        });
+    }
+    if rows.is_empty() {
+        return Ok(true);
+    }
+    let saved = retry("saving correlation checkpoints", &stage.stop, || {
+        stage.rt.block_on(ch.put_checkpoints(&rows))
+    });
+    if saved.is_none() {
+        return Ok(false);
+    }
+    let mut done = Vec::new();
+    for row in &rows {
+        if let Some(own) = owned.get_mut(&row.partition) {
+            own.saved = row.offset;
+        }
+        done.push((row.topic.clone(), row.partition, row.offset));
+    }
+    stage
+        .metrics
+        .counter(
+            "vigil_cluster_checkpoints_total",
+            "Partition checkpoints saved, by stage.",
+            &[("stage", "correlate")],
+        )
+        .add(rows.len() as u64);
+    consumer.commit(&done)?;
+    Ok(true)
 }
 
 /// The offense stage: detections (keyed by index value, so one index always reaches the same
 /// owner) joined into offenses with the embedded bookkeeping (a local SQLite working copy), and
 /// every changed offense written to ClickHouse as a new version. Runs until `stop`.
+///
+/// Exactly once per detection: each applied detection's [`Origin`] advances its partition's
+/// [`Marks`] in the same transaction as the offenses it changed, and the marks travel with
+/// every offense version written to ClickHouse (one `INSERT`). Offenses changed locally are
+/// listed until ClickHouse has them, so a crash between the two is repaired at the next start.
+/// A node that takes a partition over replaces its working copy of that partition's open
+/// offenses (and marks) with ClickHouse's.
 pub fn run_offenses(
     stage: &Stage,
     config: &crate::config::Config,
@@ -448,12 +681,22 @@ pub fn run_offenses(
         "Records on a Vigil topic that could not be read (skipped, logged).",
         &[("topic", "detections")],
     );
+    let replayed = metrics.counter(
+        "vigil_cluster_replayed_total",
+        "Records a stage-2 node skipped because its state already held them (a checkpoint, or an earlier copy of the same output), by stage.",
+        &[("stage", "offenses")],
+    );
+    let restored = metrics.counter(
+        "vigil_cluster_partitions_restored_total",
+        "Partitions a stage-2 node took over with their saved state, by stage.",
+        &[("stage", "offenses")],
+    );
     // Detections of one index come from several correlate nodes, each at its own pace. They
     // are held for `reorder` and applied in event-time order (then rule order), the order one
     // embedded engine produces them in, so which rule opens an offense (and so its id) does
     // not depend on which node ran ahead.
     let reorder = Duration::from_millis(config.bus.offense_reorder_ms);
-    let rule_order: std::collections::HashMap<&str, usize> = rules
+    let rule_order: HashMap<&str, usize> = rules
         .rules()
         .iter()
         .enumerate()
@@ -466,9 +709,18 @@ pub fn run_offenses(
         "Partitions this process owns, by stage.",
         &[("stage", "offenses")],
     );
+    let mut owned: HashMap<i32, Marks> = HashMap::new();
+    // What a crash left written locally but not in ClickHouse.
+    if !mirror_offenses(stage, &ch, &local, &mut version)? {
+        return Ok(());
+    }
     while !stop.load(Ordering::SeqCst) {
-        assigned.set(consumer.assignment().map_or(0, |a| a.len() as u64));
         let got = rt.block_on(consumer.poll_batch(BATCH, POLL_WAIT))?;
+        for p in revoked_partitions(&consumer, &topics.detections) {
+            owned.remove(&p);
+        }
+        let mine = owned_partitions(&consumer, &topics.detections)?;
+        assigned.set(mine.len() as u64);
         let at = Instant::now();
         held.extend(got.into_iter().map(|r| (at, r)));
         let due = held
@@ -480,19 +732,43 @@ pub fn run_offenses(
         }
         // Records of a partition are received in offset order, so releasing by receipt time
         // releases each partition's offsets in order: committing their high water is safe.
-        let batch: Vec<Received> = held.drain(..due).map(|(_, r)| r).collect();
-        let mut dets: Vec<Detection> = batch
-            .iter()
-            .filter_map(|r| match serde_json::from_slice::<Detection>(&r.payload) {
-                Ok(d) => Some(d),
+        // Records of partitions revoked meanwhile are the new owner's.
+        let batch: Vec<Received> = held
+            .drain(..due)
+            .map(|(_, r)| r)
+            .filter(|r| mine.contains(&r.partition))
+            .collect();
+        for p in batch.iter().map(|r| r.partition).collect::<HashSet<i32>>() {
+            if owned.contains_key(&p) {
+                continue;
+            }
+            let Some(marks) = take_over_offenses(stage, &ch, &mut local, p)? else {
+                return Ok(());
+            };
+            restored.inc();
+            owned.insert(p, marks);
+        }
+        let mut dets: Vec<(i32, Detection)> = Vec::with_capacity(batch.len());
+        for r in &batch {
+            match serde_json::from_slice::<DetectionRecord>(&r.payload) {
+                Ok(rec) => {
+                    let fresh = match (rec.origin, owned.get_mut(&r.partition)) {
+                        (Some(origin), Some(marks)) => marks.fresh(origin),
+                        _ => true,
+                    };
+                    if fresh {
+                        dets.push((r.partition, rec.detection));
+                    } else {
+                        replayed.inc();
+                    }
+                }
                 Err(e) => {
                     bad.inc();
                     tracing::warn!(error = %e, "unreadable detection record skipped");
-                    None
                 }
-            })
-            .collect();
-        dets.sort_by_key(|d| {
+            }
+        }
+        dets.sort_by_key(|(_, d)| {
             (
                 d.last_seen,
                 rule_order
@@ -501,11 +777,11 @@ pub fn run_offenses(
                     .unwrap_or(usize::MAX),
             )
         });
+        let touched: HashSet<i32> = dets.iter().map(|(p, _)| *p).collect();
         let now = Utc::now();
-        // (offense, first new event position) per changed offense.
-        let changed = local.in_transaction(|store| {
-            let mut changed: Vec<(crate::store::Offense, u64, bool)> = Vec::new();
-            for d in &dets {
+        let applied = local.in_transaction(|store| {
+            let mut opened = 0u64;
+            for (_, d) in &dets {
                 let factor = d
                     .events
                     .iter()
@@ -523,59 +799,158 @@ pub fn run_offenses(
                     &mut seen,
                     now,
                 )?;
-                let new = change == crate::correlate::OffenseChange::Created;
-                match changed.iter_mut().find(|(x, _, _)| x.id == o.id) {
-                    Some(c) => c.0 = o,
-                    None => changed.push((o, before, new)),
+                let first = if change == crate::correlate::OffenseChange::Created {
+                    opened += 1;
+                    0
+                } else {
+                    before
+                };
+                store.note_unmirrored(&o.id, first)?;
+            }
+            for p in &touched {
+                if let Some(marks) = owned.get(p) {
+                    store.set_cluster_marks(*p, marks)?;
                 }
             }
-            Ok(changed)
+            Ok(opened)
         });
-        let changed = match changed {
-            Ok(c) => {
+        match applied {
+            Ok(opened) => {
                 seen.commit();
-                c
+                created.add(opened);
             }
             Err(e) => {
                 seen.rollback();
                 return Err(e.into());
             }
-        };
-        // Mirror to ClickHouse, retrying until stored; only then commit the offsets.
-        let mut rows = Vec::new();
-        let mut rule_rows = Vec::new();
-        let mut event_rows = Vec::new();
-        for (o, first, new) in &changed {
-            version = version.max(u64::try_from(now.timestamp_micros()).unwrap_or(0)) + 1;
-            for r in local.offense_rules(&o.id)? {
-                rule_rows.push((o.id.clone(), r, version));
-            }
-            let events = local.offense_events_from(&o.id, *first, u64::MAX)?;
-            event_rows.push((o.id.clone(), *first, events));
-            rows.push((o.clone(), version));
-            if *new {
-                created.inc();
-            }
         }
-        // Parts first, the offense row last: once an offense version is visible, its events
-        // and rules are too.
-        let stored = retry("writing offenses to ClickHouse", stop, || {
-            rt.block_on(async {
-                for (id, first, events) in &event_rows {
-                    let events: Vec<Arc<vigil_parsers::Event>> =
-                        events.iter().cloned().map(Arc::new).collect();
-                    ch.add_offense_events(id, *first, &events).await?;
-                }
-                ch.put_offense_rules(&rule_rows).await?;
-                ch.put_offenses(&rows).await
-            })
-        });
-        if stored.is_none() {
+        if !mirror_offenses(stage, &ch, &local, &mut version)? {
             return Ok(());
         }
-        consumer.commit(&high_water(&batch))?;
+        if !batch.is_empty() {
+            consumer.commit(&high_water(&batch))?;
+        }
     }
     Ok(())
+}
+
+/// Writes every offense the working copy lists as changed to ClickHouse (events and rules
+/// first, then the offense versions with their partitions' marks in one `INSERT`), retrying
+/// until stored, then clears the list. False if `stop` interrupted it.
+fn mirror_offenses(
+    stage: &Stage,
+    ch: &ClickHouseStore,
+    local: &Store,
+    version: &mut u64,
+) -> anyhow::Result<bool> {
+    let pending = local.unmirrored()?;
+    if pending.is_empty() {
+        return Ok(true);
+    }
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    let mut rule_rows = Vec::new();
+    let mut event_rows = Vec::new();
+    let mut marks_of: HashMap<i32, String> = HashMap::new();
+    for (id, first) in &pending {
+        let Some(o) = local.get_offense(id)? else {
+            continue;
+        };
+        *version = (*version).max(u64::try_from(now.timestamp_micros()).unwrap_or(0)) + 1;
+        for r in local.offense_rules(id)? {
+            rule_rows.push((id.clone(), r, *version));
+        }
+        let events: Vec<Arc<vigil_parsers::Event>> = local
+            .offense_events_from(id, *first, u64::MAX)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        event_rows.push((id.clone(), *first, events));
+        let p = partition_of(&o.index_value, stage.partitions);
+        let marks = match marks_of.get(&p) {
+            Some(m) => m.clone(),
+            None => {
+                let m = serde_json::to_string(&local.cluster_marks(p)?)?;
+                marks_of.insert(p, m.clone());
+                m
+            }
+        };
+        rows.push((o, *version, marks));
+    }
+    // Parts first, the offense rows last: once an offense version is visible, its events and
+    // rules are too.
+    let stored = retry("writing offenses to ClickHouse", &stage.stop, || {
+        stage.rt.block_on(async {
+            for (id, first, events) in &event_rows {
+                ch.add_offense_events(id, *first, events).await?;
+            }
+            ch.put_offense_rules(&rule_rows).await?;
+            ch.put_marked_offenses(&rows).await
+        })
+    });
+    if stored.is_none() {
+        return Ok(false);
+    }
+    let ids: Vec<String> = pending.into_iter().map(|(id, _)| id).collect();
+    local.clear_unmirrored(&ids)?;
+    Ok(true)
+}
+
+/// Takes partition `p` of the detections topic over: the working copy's open offenses of
+/// that partition are replaced by ClickHouse's (each with its rules as of that version), and
+/// the partition's marks by those on its newest offense version. `None` if `stop` interrupted.
+fn take_over_offenses(
+    stage: &Stage,
+    ch: &ClickHouseStore,
+    local: &mut Store,
+    p: i32,
+) -> anyhow::Result<Option<Marks>> {
+    let n = stage.partitions;
+    let Some(open) = retry("reading open offenses from ClickHouse", &stage.stop, || {
+        stage.rt.block_on(ch.open_offense_versions())
+    }) else {
+        return Ok(None);
+    };
+    let mine: Vec<(crate::store::Offense, u64, String)> = open
+        .into_iter()
+        .filter(|(o, _, _)| partition_of(&o.index_value, n) == p)
+        .collect();
+    let mut parts = Vec::with_capacity(mine.len());
+    for (o, v, _) in &mine {
+        let Some(rules) = retry("reading offense rules from ClickHouse", &stage.stop, || {
+            stage.rt.block_on(ch.offense_rules_as_of(&o.id, *v))
+        }) else {
+            return Ok(None);
+        };
+        parts.push(rules);
+    }
+    let marks: Marks = mine
+        .iter()
+        .max_by_key(|(_, v, _)| *v)
+        .and_then(|(_, _, m)| serde_json::from_str(m).ok())
+        .unwrap_or_default();
+    let stale: Vec<String> = local
+        .open_offense_indexes()?
+        .into_iter()
+        .filter(|(_, index)| partition_of(index, n) == p)
+        .map(|(id, _)| id)
+        .collect();
+    local.in_transaction(|s| {
+        s.forget_offenses(&stale)?;
+        for ((o, _, _), rules) in mine.iter().zip(&parts) {
+            s.put_offense(o)?;
+            for r in rules {
+                s.put_offense_rule(&o.id, r)?;
+            }
+        }
+        s.set_cluster_marks(p, &marks)
+    })?;
+    tracing::info!(
+        partition = p,
+        offenses = mine.len(),
+        "detections partition taken over from ClickHouse"
+    );
+    Ok(Some(marks))
 }
 
 /// The store stage: events and dead letters into ClickHouse in batches (by size or
@@ -607,6 +982,11 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
         "Records on a Vigil topic that could not be read (skipped, logged).",
         &[("topic", "events")],
     );
+    let retried = metrics.counter(
+        "vigil_store_retried_batches_total",
+        "Inserts into ClickHouse sent again after a failure (rows the failed attempt did write are deduplicated by row identity).",
+        &[],
+    );
     let max_wait = ch.batch_max_wait();
     let mut pending: Vec<Received> = Vec::new();
     let mut since = Instant::now();
@@ -627,30 +1007,40 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
                 .or_default()
                 .push(r);
         }
-        let inserted = retry("inserting a batch into ClickHouse", stop, || {
-            rt.block_on(async {
-                let mut n = 0u64;
-                for ((topic, partition), recs) in &by_part {
-                    let first = recs.first().map_or(0, |r| r.offset);
-                    let last = recs.last().map_or(0, |r| r.offset);
-                    let batch_id = format!("{topic}/{partition}/{first}-{last}");
-                    if *topic == topics.events {
-                        let events: Vec<vigil_parsers::Event> = recs
-                            .iter()
-                            .filter_map(|r| serde_json::from_slice(&r.payload).ok())
-                            .collect();
-                        n += ch.insert_events(&batch_id, &events).await?;
-                    } else {
-                        let dead: Vec<DeadLetter> = recs
-                            .iter()
-                            .filter_map(|r| serde_json::from_slice(&r.payload).ok())
-                            .collect();
-                        ch.insert_dead_letters(&batch_id, &dead).await?;
+        // Each record's row identity is its place in the topic: (topic/partition/offset
+        // block, offset within the block). Whatever batch it is written in, again after a
+        // retry or after a crash, it is the same row, which the tables deduplicate.
+        let mut events: Vec<(String, u32, vigil_parsers::Event)> = Vec::new();
+        let mut dead: Vec<(String, u32, DeadLetter)> = Vec::new();
+        for ((topic, partition), recs) in &by_part {
+            for r in recs {
+                let id = format!("{topic}/{partition}/{}", r.offset >> 16);
+                let row = u32::try_from(r.offset & 0xffff).unwrap_or(0);
+                if *topic == topics.events {
+                    if let Ok(e) = serde_json::from_slice(&r.payload) {
+                        events.push((id, row, e));
                     }
+                } else if let Ok(d) = serde_json::from_slice(&r.payload) {
+                    dead.push((id, row, d));
                 }
+            }
+        }
+        let event_rows: Vec<(&str, u32, &vigil_parsers::Event)> =
+            events.iter().map(|(b, r, e)| (b.as_str(), *r, e)).collect();
+        let dead_rows: Vec<(&str, u32, &DeadLetter)> =
+            dead.iter().map(|(b, r, d)| (b.as_str(), *r, d)).collect();
+        let mut attempts = 0u64;
+        let inserted = retry("inserting a batch into ClickHouse", stop, || {
+            attempts += 1;
+            rt.block_on(async {
+                let n = ch.insert_identified_events(&event_rows).await?;
+                ch.insert_identified_dead_letters(&dead_rows).await?;
                 Ok::<u64, crate::store::clickhouse::ChError>(n)
             })
         });
+        if attempts > 1 {
+            retried.add(attempts - 1);
+        }
         match inserted {
             Some(n) => stored.add(n),
             None => return Ok(()),

@@ -48,11 +48,83 @@ pub struct MatchRecord {
     pub routed: Routed,
     /// The event.
     pub event: Event,
+    /// Set when a correlate node produced it (a chained correlation): which input record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// A detection on the detections topic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectionRecord {
+    /// The detection.
+    pub detection: vigil_correlate::Detection,
+    /// Set when a correlate node produced it from an input record (not for a stage-1
+    /// single-event detection, nor an `absence` deadline fired by the clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<Origin>,
+}
+
+/// Which input record of a stage-2 consumer an output record came from: the input's
+/// partition and offset, and the output's position among that input's outputs to one topic.
+///
+/// A correlate node that takes a partition over restores the last checkpoint and processes
+/// the records after it again; that replay produces the same outputs under the same origins
+/// (the engine is deterministic over the same state and records), so a consumer drops every
+/// record whose origin is not above the highest it applied from that input partition
+/// ([`Marks`]). Outputs of one input partition reach one output partition in order (one
+/// owner at a time, an idempotent producer), which is what makes a high-water mark enough.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Origin {
+    /// Partition of the input record (of the matches topic).
+    pub partition: i32,
+    /// Its offset.
+    pub offset: i64,
+    /// Position among its outputs to one topic.
+    pub n: u32,
+}
+
+/// The highest [`Origin`] applied per input partition, for one consumed partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marks(pub std::collections::BTreeMap<i32, (i64, u32)>);
+
+impl Marks {
+    /// True (and remembered) when `origin` is above every origin applied from its partition;
+    /// false for a replayed record.
+    pub fn fresh(&mut self, origin: Origin) -> bool {
+        let next = (origin.offset, origin.n);
+        match self.0.get(&origin.partition) {
+            Some(high) if *high >= next => false,
+            _ => {
+                self.0.insert(origin.partition, next);
+                true
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn marks_drop_what_was_applied_per_input_partition() {
+        let o = |partition, offset, n| Origin {
+            partition,
+            offset,
+            n,
+        };
+        let mut m = Marks::default();
+        assert!(m.fresh(o(0, 10, 0)));
+        assert!(m.fresh(o(0, 10, 1)));
+        assert!(!m.fresh(o(0, 10, 1)), "the same output again");
+        assert!(!m.fresh(o(0, 9, 5)), "an earlier input");
+        assert!(
+            m.fresh(o(1, 2, 0)),
+            "another input partition has its own mark"
+        );
+        assert!(m.fresh(o(0, 11, 0)));
+        assert_eq!(m.0.get(&0), Some(&(11, 0)));
+    }
     use chrono::{DateTime, Utc};
     use std::sync::Arc;
     use vigil_correlate::{Detection, DetectionKind};
@@ -86,7 +158,18 @@ mod tests {
         };
         let json = serde_json::to_vec(&d).unwrap_or_default();
         let back: Option<Detection> = serde_json::from_slice(&json).ok();
-        assert_eq!(back, Some(d));
+        assert_eq!(back, Some(d.clone()));
+        let rec = DetectionRecord {
+            detection: d,
+            origin: Some(Origin {
+                partition: 3,
+                offset: 17,
+                n: 1,
+            }),
+        };
+        let json = serde_json::to_vec(&rec).unwrap_or_default();
+        let back: Option<DetectionRecord> = serde_json::from_slice(&json).ok();
+        assert_eq!(back, Some(rec));
         assert_eq!(
             Topics::new("vigil").all(),
             [

@@ -205,6 +205,7 @@ pub const TABLES: &[&str] = &[
     "offense_events",
     "dead_letters",
     "audit",
+    "checkpoints",
 ];
 
 /// Versioned migrations, index = version - 1. ClickHouse has no transactional DDL, so every
@@ -319,6 +320,21 @@ pub const MIGRATIONS: &[&[&str]] = &[
         PARTITION BY toYYYYMMDD(day)
         ORDER BY (day, ts, actor)",
     ],
+    // 2: the scaled-out mode's stage-2 state: correlation checkpoints per consumed partition,
+    // and on every offense version the offense stage's applied-detection marks.
+    &[
+        "CREATE TABLE IF NOT EXISTS checkpoints (
+            consumer_group String,
+            topic String,
+            part Int32,
+            version UInt64,
+            last_offset Int64,
+            written_ms Int64,
+            state String
+        ) ENGINE = ReplacingMergeTree(version)
+        ORDER BY (consumer_group, topic, part)",
+        "ALTER TABLE offenses ADD COLUMN marks String DEFAULT ''",
+    ],
 ];
 
 /// The newest schema version this build knows.
@@ -428,6 +444,11 @@ impl ClickHouseStore {
                 continue;
             }
             for sql in statements.iter() {
+                if let Some((table, column)) = added_column(sql) {
+                    if self.has_column(table, column).await? {
+                        continue;
+                    }
+                }
                 self.client.query(sql).execute().await?;
             }
             let mut insert = self
@@ -456,6 +477,22 @@ impl ClickHouseStore {
             .unwrap_or(0))
     }
 
+    /// Whether `table` of this database has `column` (18.16 has no `ADD COLUMN IF NOT
+    /// EXISTS`, so a migration interrupted after its `ALTER` checks before running it again).
+    async fn has_column(&self, table: &str, column: &str) -> Result<bool, ChError> {
+        Ok(self
+            .client
+            .query(
+                "SELECT count() FROM system.columns
+                 WHERE database = currentDatabase() AND table = ? AND name = ?",
+            )
+            .bind(table)
+            .bind(column)
+            .fetch_one::<u64>()
+            .await?
+            > 0)
+    }
+
     async fn applied_versions(&self) -> Result<Vec<u32>, ChError> {
         Ok(self
             .client
@@ -471,15 +508,29 @@ impl ClickHouseStore {
     /// or a crash leaves every event visible once. Slices larger than `batch_rows` are sent as
     /// several `INSERT`s; the identity of each row (`batch_id`, index in `events`) is unchanged.
     pub async fn insert_events(&self, batch_id: &str, events: &[Event]) -> Result<u64, ChError> {
+        let rows: Vec<(&str, u32, &Event)> = events
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (batch_id, u32::try_from(i).unwrap_or(u32::MAX), e))
+            .collect();
+        self.insert_identified_events(&rows).await
+    }
+
+    /// Writes events each under its own identity (batch id, row): the store stage names a
+    /// record by its topic, partition and offset, so a record written again after a crash or
+    /// a retry (in whatever batch) is the same row. Returns how many rows it sent.
+    pub async fn insert_identified_events(
+        &self,
+        rows: &[(&str, u32, &Event)],
+    ) -> Result<u64, ChError> {
         let mut sent = 0u64;
-        for (chunk_no, chunk) in events.chunks(self.batch_rows).enumerate() {
-            let first = chunk_no * self.batch_rows;
+        for chunk in rows.chunks(self.batch_rows) {
             let mut insert = self
                 .client
                 .insert::<EventRow<'_>>("events")
                 .await?
                 .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
-            for (i, e) in chunk.iter().enumerate() {
+            for &(batch_id, row_in_batch, e) in chunk {
                 let row = EventRow {
                     day: day_number(e.timestamp),
                     timestamp: datetime_secs(e.timestamp),
@@ -499,7 +550,7 @@ impl ClickHouseStore {
                     host_name: e.host_name.as_deref().unwrap_or(""),
                     sequence: e.sequence.unwrap_or(0),
                     batch_id,
-                    row_in_batch: u32::try_from(first + i).unwrap_or(u32::MAX),
+                    row_in_batch,
                     event_json: event_json(e)?,
                     raw: &e.raw,
                 };
@@ -509,6 +560,17 @@ impl ClickHouseStore {
             sent += chunk.len() as u64;
         }
         Ok(sent)
+    }
+
+    /// Stored event rows that are extra copies of another row (a retried or replayed batch)
+    /// and not merged away yet: `count()` minus `count()` with `FINAL`. Reads the whole table.
+    pub async fn duplicate_events(&self) -> Result<u64, ChError> {
+        let all = self
+            .client
+            .query("SELECT count() FROM events")
+            .fetch_one::<u64>()
+            .await?;
+        Ok(all.saturating_sub(self.count_events().await?))
     }
 
     /// Visible events (each retried row once). For tests and statistics: it reads the whole
@@ -549,16 +611,28 @@ impl ClickHouseStore {
         batch_id: &str,
         d: &[DeadLetter],
     ) -> Result<u64, ChError> {
+        let rows: Vec<(&str, u32, &DeadLetter)> = d
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (batch_id, u32::try_from(i).unwrap_or(u32::MAX), l))
+            .collect();
+        self.insert_identified_dead_letters(&rows).await
+    }
+
+    /// Writes dead letters each under its own identity (batch id, row), as
+    /// [`ClickHouseStore::insert_identified_events`].
+    pub async fn insert_identified_dead_letters(
+        &self,
+        rows: &[(&str, u32, &DeadLetter)],
+    ) -> Result<u64, ChError> {
         let mut sent = 0u64;
-        for (chunk_no, chunk) in d.chunks(self.batch_rows).enumerate() {
-            let first = chunk_no * self.batch_rows;
+        for chunk in rows.chunks(self.batch_rows) {
             let mut insert = self
                 .client
                 .insert::<DeadLetterRow>("dead_letters")
                 .await?
                 .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
-            for (i, l) in chunk.iter().enumerate() {
-                let row_in_batch = u32::try_from(first + i).unwrap_or(u32::MAX);
+            for &(batch_id, row_in_batch, l) in chunk {
                 let row = DeadLetterRow {
                     day: day_number(l.received_at),
                     id: dead_letter_id(batch_id, row_in_batch),
@@ -629,6 +703,20 @@ impl ClickHouseStore {
     /// per-offense update counter, or the update time in ms); readers see the highest version,
     /// and writing the same version again is harmless.
     pub async fn put_offenses(&self, rows: &[(Offense, u64)]) -> Result<(), ChError> {
+        let rows: Vec<(Offense, u64, String)> = rows
+            .iter()
+            .map(|(o, v)| (o.clone(), *v, String::new()))
+            .collect();
+        self.put_marked_offenses(&rows).await
+    }
+
+    /// Writes offense versions, each with the offense stage's applied-detection marks (JSON)
+    /// for the partition its index belongs to, in one `INSERT` (one block: the server writes it
+    /// whole or not at all, so the marks never run ahead of the offenses they describe).
+    pub async fn put_marked_offenses(
+        &self,
+        rows: &[(Offense, u64, String)],
+    ) -> Result<(), ChError> {
         if rows.is_empty() {
             return Ok(());
         }
@@ -637,11 +725,109 @@ impl ClickHouseStore {
             .insert::<OffenseRow>("offenses")
             .await?
             .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
-        for (o, version) in rows {
-            insert.write(&OffenseRow::new(o, *version)).await?;
+        for (o, version, marks) in rows {
+            let mut row = OffenseRow::new(o, *version);
+            row.marks = marks.clone();
+            insert.write(&row).await?;
         }
         insert.end().await?;
         Ok(())
+    }
+
+    /// Every open offense's newest version: (offense, version, marks JSON). What an offense
+    /// stage node reads when it takes over partitions of the detections topic.
+    pub async fn open_offense_versions(&self) -> Result<Vec<(Offense, u64, String)>, ChError> {
+        let rows = self
+            .client
+            .query("SELECT ?fields FROM offenses FINAL WHERE status = ?")
+            .bind(OffenseStatus::Open.as_str())
+            .fetch_all::<OffenseRow>()
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                let (version, marks) = (r.version, r.marks.clone());
+                Ok((r.into_offense()?, version, marks))
+            })
+            .collect()
+    }
+
+    /// The rules' parts of an offense as of offense version `version` (a crash may have left
+    /// newer parts whose offense row was never written).
+    pub async fn offense_rules_as_of(
+        &self,
+        id: &str,
+        version: u64,
+    ) -> Result<Vec<OffenseRule>, ChError> {
+        let rows = self
+            .client
+            .query(
+                "SELECT ?fields FROM offense_rules WHERE offense_id = ? AND version <= ?
+                 ORDER BY version DESC LIMIT 1 BY rule",
+            )
+            .bind(id)
+            .bind(version)
+            .fetch_all::<OffenseRuleRow>()
+            .await?;
+        let mut rules: Vec<OffenseRule> = rows.into_iter().map(OffenseRuleRow::into_rule).collect();
+        rules.sort_by(|a, b| (a.first_seen, &a.rule).cmp(&(b.first_seen, &b.rule)));
+        Ok(rules)
+    }
+
+    /// Saves stage-2 checkpoints. The version is the last offset applied, so the most advanced
+    /// state of a partition wins whoever wrote it (a node that lost the partition may still
+    /// write an older one).
+    pub async fn put_checkpoints(&self, rows: &[Checkpoint]) -> Result<(), ChError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut insert = self
+            .client
+            .insert::<CheckpointRow>("checkpoints")
+            .await?
+            .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
+        let now = ms(Utc::now());
+        for c in rows {
+            insert
+                .write(&CheckpointRow {
+                    consumer_group: c.group.clone(),
+                    topic: c.topic.clone(),
+                    part: c.partition,
+                    version: u64::try_from(c.offset.saturating_add(1)).unwrap_or(0),
+                    last_offset: c.offset,
+                    written_ms: now,
+                    state: c.state.clone(),
+                })
+                .await?;
+        }
+        insert.end().await?;
+        Ok(())
+    }
+
+    /// The newest checkpoint of a partition.
+    pub async fn checkpoint(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<Checkpoint>, ChError> {
+        let row = self
+            .client
+            .query(
+                "SELECT ?fields FROM checkpoints FINAL
+                 WHERE consumer_group = ? AND topic = ? AND part = ? LIMIT 1",
+            )
+            .bind(group)
+            .bind(topic)
+            .bind(partition)
+            .fetch_optional::<CheckpointRow>()
+            .await?;
+        Ok(row.map(|r| Checkpoint {
+            group: r.consumer_group,
+            topic: r.topic,
+            partition: r.part,
+            offset: r.last_offset,
+            state: r.state,
+        }))
     }
 
     /// Writes versions of rules' parts in offenses: (offense id, rule part, version).
@@ -807,23 +993,7 @@ impl ClickHouseStore {
             .bind(id)
             .fetch_all::<OffenseRuleRow>()
             .await?;
-        Ok(rows
-            .into_iter()
-            .map(|r| OffenseRule {
-                rule: r.rule,
-                title: r.title,
-                rule_id: r.rule_id,
-                author: r.author,
-                level: r.level,
-                severity: r.severity,
-                relevance: r.relevance,
-                credibility: r.credibility,
-                detections: r.detections,
-                events: r.events,
-                first_seen: from_ms(r.first_seen_ms),
-                last_seen: from_ms(r.last_seen_ms),
-            })
-            .collect())
+        Ok(rows.into_iter().map(OffenseRuleRow::into_rule).collect())
     }
 
     /// Stored contributing events of an offense in sequence order, at most `limit`.
@@ -1149,6 +1319,7 @@ struct OffenseRow {
     follow_up: u8,
     asset_criticality: u8,
     asset_reason: Option<String>,
+    marks: String,
 }
 
 impl OffenseRow {
@@ -1184,6 +1355,7 @@ impl OffenseRow {
             follow_up: u8::from(o.follow_up),
             asset_criticality: o.asset_criticality,
             asset_reason: o.asset_reason.clone(),
+            marks: String::new(),
         }
     }
 
@@ -1247,6 +1419,53 @@ struct OffenseRuleRow {
     last_seen_ms: i64,
 }
 
+impl OffenseRuleRow {
+    fn into_rule(self) -> OffenseRule {
+        OffenseRule {
+            rule: self.rule,
+            title: self.title,
+            rule_id: self.rule_id,
+            author: self.author,
+            level: self.level,
+            severity: self.severity,
+            relevance: self.relevance,
+            credibility: self.credibility,
+            detections: self.detections,
+            events: self.events,
+            first_seen: from_ms(self.first_seen_ms),
+            last_seen: from_ms(self.last_seen_ms),
+        }
+    }
+}
+
+#[derive(Row, Serialize, Deserialize)]
+struct CheckpointRow {
+    consumer_group: String,
+    topic: String,
+    part: i32,
+    version: u64,
+    last_offset: i64,
+    written_ms: i64,
+    #[serde(with = "bytes")]
+    state: Vec<u8>,
+}
+
+/// The saved state of one consumed partition of a stage-2 consumer group: everything the
+/// records up to and including `offset` did to the stage's state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Consumer group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Last offset applied.
+    pub offset: i64,
+    /// The stage's state (JSON).
+    pub state: Vec<u8>,
+}
+
 // --- conversions --------------------------------------------------------------------------
 
 /// The event as JSON without `event.original` (the `raw` column keeps those bytes exactly).
@@ -1278,6 +1497,15 @@ pub fn ip_from_bytes(bytes: [u8; 16]) -> Option<IpAddr> {
 }
 
 /// ClickHouse `Date`: days since 1970-01-01, clamped to its range.
+/// (table, column) of an `ALTER TABLE <table> ADD COLUMN <column> ...` migration statement.
+fn added_column(sql: &str) -> Option<(&str, &str)> {
+    let words: Vec<&str> = sql.split_whitespace().collect();
+    match words.as_slice() {
+        ["ALTER", "TABLE", table, "ADD", "COLUMN", column, ..] => Some((table, column)),
+        _ => None,
+    }
+}
+
 fn day_number(t: DateTime<Utc>) -> u16 {
     let days = t.timestamp().div_euclid(86_400);
     u16::try_from(days.max(0)).unwrap_or(u16::MAX)
@@ -1352,6 +1580,15 @@ mod bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn added_columns_are_recognized_in_migrations() {
+        assert_eq!(
+            added_column("ALTER TABLE offenses ADD COLUMN marks String DEFAULT ''"),
+            Some(("offenses", "marks"))
+        );
+        assert_eq!(added_column("CREATE TABLE IF NOT EXISTS x (a UInt8)"), None);
+    }
 
     #[test]
     fn identifiers_are_plain_names_only() {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use vigil_parsers::Event;
 
 pub mod clickhouse;
+mod cluster;
 mod context;
 mod schema;
 

@@ -120,6 +120,20 @@ const MIGRATIONS: &[&str] = &[
         taken_at INTEGER NOT NULL,
         snapshot BLOB NOT NULL
     );",
+    // 5: the scaled-out offense stage's working copy: which detections each consumed
+    // partition has applied (per input partition), and offenses changed here but not yet
+    // written to ClickHouse.
+    "CREATE TABLE cluster_marks (
+        partition INTEGER NOT NULL,
+        origin INTEGER NOT NULL,
+        offset INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        PRIMARY KEY (partition, origin)
+    );
+    CREATE TABLE unmirrored (
+        offense_id TEXT PRIMARY KEY,
+        first_event INTEGER NOT NULL
+    );",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.

@@ -81,7 +81,10 @@ pub fn write_config_with_rules(dir: &Path, rules: &Path, extra: &str) -> PathBuf
 pub fn spawn_run(config_path: &Path, stderr: Stdio) -> (Child, serde_json::Value) {
     let mut child = Command::new(vigil_bin())
         .args(["--config", config_path.to_str().unwrap(), "run"])
-        .env("VIGIL_LOG", "warn")
+        .env(
+            "VIGIL_LOG",
+            std::env::var("VIGIL_TEST_LOG").unwrap_or_else(|_| "warn".to_owned()),
+        )
         .env_remove("VIGIL_API_TOKEN")
         .stdout(Stdio::piped())
         .stderr(stderr)
@@ -138,6 +141,14 @@ impl Vigil {
                 }
                 std::thread::sleep(Duration::from_millis(20));
             }
+        }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown work at all) and reaps it.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 
@@ -255,4 +266,102 @@ pub fn failed_password_5424(ip: &str, port: u16) -> Vec<u8> {
         "<38>1 {now} bastion01 sshd 4242 - - Failed password for invalid user admin from {ip} port {port} ssh2"
     )
     .into_bytes()
+}
+
+/// A ClickHouse server of a test's own (the installed `clickhouse-server`, on free loopback
+/// ports, data in `dir`), for tests that stop it: the shared one stays up for the others.
+pub struct PrivateClickHouse {
+    child: Option<Child>,
+    dir: PathBuf,
+    ports: [u16; 3],
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl PrivateClickHouse {
+    /// Starts a server with its data in `dir` and waits until it answers.
+    pub fn start(dir: &Path) -> PrivateClickHouse {
+        let mut ch = PrivateClickHouse {
+            child: None,
+            dir: dir.to_owned(),
+            ports: [free_port(), free_port(), free_port()],
+        };
+        ch.launch();
+        ch
+    }
+
+    /// Its HTTP interface.
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.ports[0])
+    }
+
+    fn launch(&mut self) {
+        let bin = ["/usr/sbin/clickhouse-server", "/usr/bin/clickhouse-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("clickhouse-server is installed (scripts/services.sh install)");
+        let d = |sub: &str| format!("{}/{sub}/", self.dir.display());
+        let child = Command::new(bin)
+            .arg("--config-file=/etc/clickhouse-server/config.xml")
+            .arg("--")
+            .arg(format!("--path={}", d("data")))
+            .arg(format!("--tmp_path={}", d("tmp")))
+            .arg(format!("--user_files_path={}", d("user_files")))
+            .arg(format!("--format_schema_path={}", d("format_schemas")))
+            .arg(format!("--logger.log={}server.log", d("")))
+            .arg(format!("--logger.errorlog={}server.err.log", d("")))
+            .arg(format!("--http_port={}", self.ports[0]))
+            .arg(format!("--tcp_port={}", self.ports[1]))
+            .arg(format!("--interserver_http_port={}", self.ports[2]))
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start clickhouse-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + PATIENCE;
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.ports[0]).parse().unwrap();
+        loop {
+            if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                let _ = s.write_all(b"GET /ping HTTP/1.0\r\n\r\n");
+                let mut body = String::new();
+                let _ = std::io::Read::read_to_string(&mut s, &mut body);
+                if body.ends_with("Ok.\n") {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "private ClickHouse did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL (no shutdown at all), then waits for the process to end.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same data and ports.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.launch();
+    }
+}
+
+impl Drop for PrivateClickHouse {
+    fn drop(&mut self) {
+        self.kill9();
+    }
 }
