@@ -294,7 +294,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     }
     // Stage 2 maps keys to partitions itself (which windows and offenses a partition holds):
     // it needs the real partition count, the same on the matches and detections topics.
-    let partitions = if scaled && role != crate::config::Role::Ingest {
+    let partitions = if scaled {
         let kafka = config.bus.kafka.clone();
         let (m, d) = (topics.matches.clone(), topics.detections.clone());
         let counts = tokio::task::spawn_blocking(move || -> anyhow::Result<(i32, i32)> {
@@ -420,6 +420,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     producer: Arc::new(crate::bus::kafka::KafkaProducer::new(&config.bus.kafka)?),
                     metrics: metrics.clone(),
                     sources: sources.clone(),
+                    partitions,
                 })
             })
             .transpose()?;

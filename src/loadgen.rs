@@ -38,6 +38,10 @@ pub struct LoadgenArgs {
     /// Longest wait for the target to finish processing after sending stops, in seconds.
     #[arg(long, default_value_t = 120)]
     pub drain_timeout_secs: u64,
+    /// Count a record done when it is stored (`vigil_store_events_total`: in ClickHouse, for
+    /// the scaled-out mode) rather than when it is parsed.
+    #[arg(long)]
+    pub until_stored: bool,
 }
 
 /// What loadgen measured.
@@ -180,9 +184,13 @@ async fn scrape(args: &LoadgenArgs) -> anyhow::Result<String> {
     Ok(body)
 }
 
-fn processed(text: &str) -> u64 {
-    metric_sum(text, "vigil_parse_events_total")
-        + metric_sum(text, "vigil_parse_dead_letters_total")
+fn processed(text: &str, stored: bool) -> u64 {
+    if stored {
+        metric_sum(text, "vigil_store_events_total")
+    } else {
+        metric_sum(text, "vigil_parse_events_total")
+            + metric_sum(text, "vigil_parse_dead_letters_total")
+    }
 }
 
 /// Runs the load and reports.
@@ -207,20 +215,21 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadgenReport> {
         sent += t.await.context("sender task")??;
     }
     let send_secs = start.elapsed().as_secs_f64();
-    let base = processed(&before);
+    let base = processed(&before, args.until_stored);
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
     let after = loop {
         let now_text = scrape(&args).await?;
         let refused = metric_sum(&now_text, "vigil_collector_dropped_total")
             .saturating_sub(metric_sum(&before, "vigil_collector_dropped_total"));
-        if processed(&now_text).saturating_sub(base) + refused >= sent || Instant::now() > deadline
+        if processed(&now_text, args.until_stored).saturating_sub(base) + refused >= sent
+            || Instant::now() > deadline
         {
             break now_text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let total_secs = start.elapsed().as_secs_f64();
-    let processed_n = processed(&after).saturating_sub(base);
+    let processed_n = processed(&after, args.until_stored).saturating_sub(base);
     let delta = |name: &str| metric_sum(&after, name).saturating_sub(metric_sum(&before, name));
     let buckets_delta = histogram_delta(&before, &after, "vigil_offense_latency_seconds");
     Ok(LoadgenReport {

@@ -42,10 +42,16 @@ use crate::correlate::{apply_detection, OffenseLimits, RuleMeta, SeenEvents};
 use crate::store::clickhouse::{Checkpoint, ClickHouseStore};
 use crate::store::{DeadLetter, Store};
 use crate::telemetry::Metrics;
-use wire::{DetectionRecord, Marks, MatchRecord, Origin, Topics};
+use wire::{pack, unpack, DetectionRecord, Marks, MatchRecord, Origin, Topics};
 
-/// Records taken from the collector queue (or a topic) in one batch at most.
+/// Records taken from a topic in one batch at most.
 const BATCH: usize = 1024;
+/// Records taken from the collector queue in one batch at most (packed into a few Kafka
+/// records per partition).
+const INGEST_BATCH: usize = 4096;
+/// The store stage inserts once it holds this many bytes of records (or waited
+/// `store.clickhouse.batch_max_wait_ms`).
+const STORE_BATCH_BYTES: usize = 16 * 1024 * 1024;
 /// How long a consumer waits for a first record before doing its periodic work.
 const POLL_WAIT: Duration = Duration::from_millis(200);
 
@@ -153,6 +159,8 @@ pub struct Ingest {
     pub metrics: Arc<Metrics>,
     /// Log-source accounting.
     pub sources: Arc<crate::sources::Sources>,
+    /// Partitions of the topics: items are packed per partition.
+    pub partitions: i32,
 }
 
 impl Ingest {
@@ -182,20 +190,33 @@ impl Ingest {
                 Queued::Closed => break,
             };
             let mut batch = vec![first];
-            while batch.len() < BATCH {
+            while batch.len() < INGEST_BATCH {
                 match queue.try_next() {
                     Some(r) => batch.push(r),
                     None => break,
                 }
             }
-            let out = self.process(batch, &mut seq);
+            let mut out = self.process(batch, &mut seq);
+            let n = self.partitions;
             for (topic, records) in [
-                (&self.topics.events, &out.events),
-                (&self.topics.dead_letters, &out.dead_letters),
-                (&self.topics.matches, &out.matches),
-                (&self.topics.detections, &out.detections),
+                (
+                    &self.topics.events,
+                    pack(std::mem::take(&mut out.events), n),
+                ),
+                (
+                    &self.topics.dead_letters,
+                    pack(std::mem::take(&mut out.dead_letters), n),
+                ),
+                (
+                    &self.topics.matches,
+                    pack(std::mem::take(&mut out.matches), n),
+                ),
+                (
+                    &self.topics.detections,
+                    pack(std::mem::take(&mut out.detections), n),
+                ),
             ] {
-                if !send_all(&rt, &self.producer, topic, records, &stop, &failures) {
+                if !send_all(&rt, &self.producer, topic, &records, &stop, &failures) {
                     return;
                 }
             }
@@ -504,43 +525,48 @@ pub fn run_correlate(
                 continue;
             }
             own.applied = r.offset;
-            let m = match serde_json::from_slice::<MatchRecord>(&r.payload) {
-                Ok(m) => m,
+            let items = match unpack::<MatchRecord>(&r.payload) {
+                Ok(items) => items,
                 Err(e) => {
                     bad.inc();
                     tracing::warn!(partition = r.partition, offset = r.offset, error = %e, "unreadable match record skipped");
                     continue;
                 }
             };
-            if let Some(origin) = m.origin {
-                if !own.marks.fresh(origin) {
-                    replayed.inc();
-                    continue;
-                }
-            }
-            let event = Arc::new(m.event);
-            let before = out.len();
-            engine.feed_routed(&m.routed, &event, &mut out, &mut reroute);
-            out_origins.extend((before..out.len()).map(|i| {
-                Some(Origin {
+            // Outputs of this record, numbered per topic: their origins.
+            let (mut det_n, mut match_n) = (0u32, 0u32);
+            let origin = |n: &mut u32| {
+                let o = Origin {
                     partition: r.partition,
                     offset: r.offset,
-                    n: u32::try_from(i - before).unwrap_or(u32::MAX),
-                })
-            }));
-            for (n, routed) in reroute.drain(..).enumerate() {
-                let key = routed.key().into_bytes();
-                let rec = MatchRecord {
-                    routed,
-                    event: (*event).clone(),
-                    origin: Some(Origin {
-                        partition: r.partition,
-                        offset: r.offset,
-                        n: u32::try_from(n).unwrap_or(u32::MAX),
-                    }),
+                    n: *n,
                 };
-                if let Ok(json) = serde_json::to_vec(&rec) {
-                    chained.push((key, json));
+                *n = n.saturating_add(1);
+                Some(o)
+            };
+            for m in items {
+                if let Some(o) = m.origin {
+                    if !own.marks.fresh(o) {
+                        replayed.inc();
+                        continue;
+                    }
+                }
+                let event = Arc::new(m.event);
+                let before = out.len();
+                engine.feed_routed(&m.routed, &event, &mut out, &mut reroute);
+                for _ in before..out.len() {
+                    out_origins.push(origin(&mut det_n));
+                }
+                for routed in reroute.drain(..) {
+                    let key = routed.key().into_bytes();
+                    let rec = MatchRecord {
+                        routed,
+                        event: (*event).clone(),
+                        origin: origin(&mut match_n),
+                    };
+                    if let Ok(json) = serde_json::to_vec(&rec) {
+                        chained.push((key, json));
+                    }
                 }
             }
         }
@@ -559,12 +585,15 @@ pub fn run_correlate(
                 Some((key, json))
             })
             .collect();
+        let published = dets.len() as u64;
+        let dets = pack(dets, *partitions);
+        let chained = pack(chained, *partitions);
         if !send_all(rt, &producer, &topics.detections, &dets, stop, &failures)
             || !send_all(rt, &producer, &topics.matches, &chained, stop, &failures)
         {
             break;
         }
-        sent_detections.add(dets.len() as u64);
+        sent_detections.add(published);
         if last_checkpoint.elapsed() >= *checkpoint_every {
             last_checkpoint = Instant::now();
             if !checkpoint_matches(stage, &group, &ch, &consumer, &engine, &mut owned)? {
@@ -676,6 +705,11 @@ pub fn run_offenses(
     let mut seen = SeenEvents::new(1 << 18);
     let mut version: u64 = 0;
     let created = metrics.counter("vigil_offenses_created_total", "Offenses opened.", &[]);
+    let updated = metrics.counter(
+        "vigil_offenses_updated_total",
+        "Detections that joined an open offense.",
+        &[],
+    );
     let bad = metrics.counter(
         "vigil_bus_bad_records_total",
         "Records on a Vigil topic that could not be read (skipped, logged).",
@@ -750,21 +784,23 @@ pub fn run_offenses(
         }
         let mut dets: Vec<(i32, Detection)> = Vec::with_capacity(batch.len());
         for r in &batch {
-            match serde_json::from_slice::<DetectionRecord>(&r.payload) {
-                Ok(rec) => {
-                    let fresh = match (rec.origin, owned.get_mut(&r.partition)) {
-                        (Some(origin), Some(marks)) => marks.fresh(origin),
-                        _ => true,
-                    };
-                    if fresh {
-                        dets.push((r.partition, rec.detection));
-                    } else {
-                        replayed.inc();
-                    }
-                }
+            let items = match unpack::<DetectionRecord>(&r.payload) {
+                Ok(items) => items,
                 Err(e) => {
                     bad.inc();
-                    tracing::warn!(error = %e, "unreadable detection record skipped");
+                    tracing::warn!(partition = r.partition, offset = r.offset, error = %e, "unreadable detection record skipped");
+                    continue;
+                }
+            };
+            for rec in items {
+                let fresh = match (rec.origin, owned.get_mut(&r.partition)) {
+                    (Some(origin), Some(marks)) => marks.fresh(origin),
+                    _ => true,
+                };
+                if fresh {
+                    dets.push((r.partition, rec.detection));
+                } else {
+                    replayed.inc();
                 }
             }
         }
@@ -780,7 +816,7 @@ pub fn run_offenses(
         let touched: HashSet<i32> = dets.iter().map(|(p, _)| *p).collect();
         let now = Utc::now();
         let applied = local.in_transaction(|store| {
-            let mut opened = 0u64;
+            let (mut opened, mut grown) = (0u64, 0u64);
             for (_, d) in &dets {
                 let factor = d
                     .events
@@ -803,6 +839,7 @@ pub fn run_offenses(
                     opened += 1;
                     0
                 } else {
+                    grown += 1;
                     before
                 };
                 store.note_unmirrored(&o.id, first)?;
@@ -812,12 +849,13 @@ pub fn run_offenses(
                     store.set_cluster_marks(*p, marks)?;
                 }
             }
-            Ok(opened)
+            Ok((opened, grown))
         });
         match applied {
-            Ok(opened) => {
+            Ok((opened, grown)) => {
                 seen.commit();
                 created.add(opened);
+                updated.add(grown);
             }
             Err(e) => {
                 seen.rollback();
@@ -826,6 +864,15 @@ pub fn run_offenses(
         }
         if !mirror_offenses(stage, &ch, &local, &mut version)? {
             return Ok(());
+        }
+        // Receive -> offense stored in ClickHouse, per detection (as embedded mode measures
+        // receive -> offense committed).
+        let stored_at = Utc::now();
+        for (_, d) in &dets {
+            if let Some(ingested) = d.events.iter().map(|e| e.ingested).max() {
+                let secs = (stored_at - ingested).num_microseconds().unwrap_or(0) as f64 / 1e6;
+                metrics.offense_latency.observe(secs);
+            }
         }
         if !batch.is_empty() {
             consumer.commit(&high_water(&batch))?;
@@ -881,9 +928,7 @@ fn mirror_offenses(
     // rules are too.
     let stored = retry("writing offenses to ClickHouse", &stage.stop, || {
         stage.rt.block_on(async {
-            for (id, first, events) in &event_rows {
-                ch.add_offense_events(id, *first, events).await?;
-            }
+            ch.add_events_of_offenses(&event_rows).await?;
             ch.put_offense_rules(&rule_rows).await?;
             ch.put_marked_offenses(&rows).await
         })
@@ -989,6 +1034,7 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
     );
     let max_wait = ch.batch_max_wait();
     let mut pending: Vec<Received> = Vec::new();
+    let mut pending_bytes: usize;
     let mut since = Instant::now();
     while !stop.load(Ordering::SeqCst) {
         let got = rt.block_on(consumer.poll_batch(BATCH * 4, POLL_WAIT))?;
@@ -996,7 +1042,8 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
             since = Instant::now();
         }
         pending.extend(got);
-        if pending.is_empty() || (pending.len() < BATCH * 8 && since.elapsed() < max_wait) {
+        pending_bytes = pending.iter().map(|r| r.payload.len()).sum();
+        if pending.is_empty() || (pending_bytes < STORE_BATCH_BYTES && since.elapsed() < max_wait) {
             continue;
         }
         // One insert per (topic, partition) run, named by its offsets.
@@ -1007,21 +1054,36 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
                 .or_default()
                 .push(r);
         }
-        // Each record's row identity is its place in the topic: (topic/partition/offset
-        // block, offset within the block). Whatever batch it is written in, again after a
+        // Each item's row identity is its place in the topic: (topic/partition/offset of its
+        // packed record, index in the record). Whatever batch it is written in, again after a
         // retry or after a crash, it is the same row, which the tables deduplicate.
         let mut events: Vec<(String, u32, vigil_parsers::Event)> = Vec::new();
         let mut dead: Vec<(String, u32, DeadLetter)> = Vec::new();
+        let mut unreadable = 0u64;
         for ((topic, partition), recs) in &by_part {
             for r in recs {
-                let id = format!("{topic}/{partition}/{}", r.offset >> 16);
-                let row = u32::try_from(r.offset & 0xffff).unwrap_or(0);
+                let id = format!("{topic}/{partition}/{}", r.offset);
+                let row = |i: usize| u32::try_from(i).unwrap_or(u32::MAX);
                 if *topic == topics.events {
-                    if let Ok(e) = serde_json::from_slice(&r.payload) {
-                        events.push((id, row, e));
+                    match unpack::<vigil_parsers::Event>(&r.payload) {
+                        Ok(items) => events.extend(
+                            items
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, e)| (id.clone(), row(i), e)),
+                        ),
+                        Err(_) => unreadable += 1,
                     }
-                } else if let Ok(d) = serde_json::from_slice(&r.payload) {
-                    dead.push((id, row, d));
+                } else {
+                    match unpack::<DeadLetter>(&r.payload) {
+                        Ok(items) => dead.extend(
+                            items
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, d)| (id.clone(), row(i), d)),
+                        ),
+                        Err(_) => unreadable += 1,
+                    }
                 }
             }
         }
@@ -1045,11 +1107,7 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
             Some(n) => stored.add(n),
             None => return Ok(()),
         }
-        let unreadable = pending
-            .iter()
-            .filter(|r| serde_json::from_slice::<serde_json::Value>(&r.payload).is_err())
-            .count();
-        bad.add(unreadable as u64);
+        bad.add(unreadable);
         consumer.commit(&high_water(&pending))?;
         pending.clear();
     }

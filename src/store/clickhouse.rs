@@ -874,7 +874,17 @@ impl ClickHouseStore {
         first_seq: u64,
         events: &[Arc<Event>],
     ) -> Result<(), ChError> {
-        if events.is_empty() {
+        self.add_events_of_offenses(&[(offense_id.to_owned(), first_seq, events.to_vec())])
+            .await
+    }
+
+    /// [`ClickHouseStore::add_offense_events`] for several offenses in one `INSERT` (one part
+    /// on the server, not one per offense).
+    pub async fn add_events_of_offenses(
+        &self,
+        offenses: &[(String, u64, Vec<Arc<Event>>)],
+    ) -> Result<(), ChError> {
+        if offenses.iter().all(|(_, _, e)| e.is_empty()) {
             return Ok(());
         }
         let mut insert = self
@@ -882,15 +892,17 @@ impl ClickHouseStore {
             .insert::<OffenseEventRow<'_>>("offense_events")
             .await?
             .with_timeouts(Some(INSERT_SEND_TIMEOUT), Some(INSERT_END_TIMEOUT));
-        for (i, e) in events.iter().enumerate() {
-            let row = OffenseEventRow {
-                offense_id,
-                seq: first_seq.saturating_add(i as u64),
-                ts_ms: ms(e.timestamp),
-                event_json: event_json(e)?,
-                raw: &e.raw,
-            };
-            insert.write(&row).await?;
+        for (offense_id, first_seq, events) in offenses {
+            for (i, e) in events.iter().enumerate() {
+                let row = OffenseEventRow {
+                    offense_id,
+                    seq: first_seq.saturating_add(i as u64),
+                    ts_ms: ms(e.timestamp),
+                    event_json: event_json(e)?,
+                    raw: &e.raw,
+                };
+                insert.write(&row).await?;
+            }
         }
         insert.end().await?;
         Ok(())
