@@ -863,6 +863,12 @@ impl KafkaConsumer {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false");
+        // Each stage is a hop of the end-to-end latency: the broker answers a fetch after at
+        // most 100 ms even with little data (librdkafka waits 500 ms by default). `extra` may
+        // set it otherwise.
+        if !cfg.extra.contains_key("fetch.wait.max.ms") {
+            config.set("fetch.wait.max.ms", "100");
+        }
         if let Some(id) = &cfg.instance_id {
             config.set("group.instance.id", id);
         }
