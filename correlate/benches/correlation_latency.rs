@@ -13,6 +13,8 @@
 //!
 //! `cargo bench -p vigil-correlate --bench correlation_latency` (add `-- 100000` or
 //! `-- 1000000` to run one key count; RSS is only clean for the first count of a process).
+//! With `--no-payloads` the engine keeps no event payloads (`max_payload_bytes: 0`), so the RSS
+//! is the key state's alone, to check `EngineStats::approx_bytes` against.
 #![allow(clippy::unwrap_used)]
 
 use std::net::Ipv4Addr;
@@ -80,12 +82,15 @@ fn report(phase: &str, ns: &mut [u64]) {
     );
 }
 
-fn run(keys: u32) {
+fn run(keys: u32, no_payloads: bool) {
     let set = Arc::new(rule_set());
-    let limits = EngineLimits {
+    let mut limits = EngineLimits {
         max_keys_per_rule: 2_000_000,
         ..EngineLimits::default()
     };
+    if no_payloads {
+        limits.max_payload_bytes = 0;
+    }
     let mut engine = Engine::new(set, limits);
     let t0 = DateTime::parse_from_rfc3339("2026-11-29T00:00:00Z")
         .expect("valid time")
@@ -93,7 +98,10 @@ fn run(keys: u32) {
     let mut step = 0i64;
     let mut out = Vec::new();
     let rss_before = rss_mib();
-    println!("{keys} keys:");
+    println!(
+        "{keys} keys{}:",
+        if no_payloads { " (no payloads)" } else { "" }
+    );
     let mut ns = Vec::with_capacity(keys as usize);
     for k in 0..keys {
         let e = event(t0 + Duration::microseconds(step * 50), k);
@@ -148,9 +156,10 @@ fn run(keys: u32) {
 
 fn main() {
     let only: Option<u32> = std::env::args().skip(1).find_map(|a| a.parse().ok());
+    let no_payloads = std::env::args().any(|a| a == "--no-payloads");
     for keys in [100_000u32, 1_000_000] {
         if only.is_none_or(|o| o == keys) {
-            run(keys);
+            run(keys, no_payloads);
         }
     }
 }

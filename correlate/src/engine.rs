@@ -63,7 +63,7 @@
 //! `New`: the window's occurrences not reported before), and [`Detection::events`] the payloads
 //! of exactly those fresh occurrences. Summing `fresh` over a key's detections counts every
 //! occurrence that was ever part of a firing window exactly once. A reported occurrence keeps
-//! only its time (the detection took the event), so a firing key costs 32 bytes per occurrence,
+//! only its time (the detection took the event), so a firing key costs 24 bytes per occurrence,
 //! not the event.
 //! Conditions are evaluated only when an occurrence arrives, so `lt`/`lte` bounds act on arrival
 //! and do not detect absence (the `absence` and `silence` types do). A rule whose [`RuleInfo::generate`] is false (referenced by a
@@ -124,7 +124,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -271,8 +271,9 @@ pub struct RuleStats {
     /// Event payloads the rule's windows hold now, in [`approx_event_bytes`].
     pub payload_bytes: u64,
     /// Approximate heap bytes the rule's windows hold (keys, occurrences, value tables, the
-    /// key table itself, and `payload_bytes`); an estimate from capacities and event sizes, not
-    /// an allocator measurement.
+    /// key index, and `payload_bytes`): computed from capacities (hash tables by their buckets)
+    /// rounded up to the allocator's chunks, plus event sizes; not an allocator measurement,
+    /// but within a few percent of one for the state without payloads.
     pub approx_bytes: u64,
 }
 
@@ -309,7 +310,7 @@ impl EngineStats {
     }
 }
 
-/// The open firing of a key.
+/// The open firing of a key (boxed in [`KeyState`]: most keys are not firing).
 struct Firing {
     /// Time of the first occurrence of the window that fired (nanoseconds).
     start: i64,
@@ -317,14 +318,14 @@ struct Firing {
     index_value: Box<str>,
 }
 
-/// One occurrence in a key's window: its time always (measures need it), a tag (the value hash
-/// for `value_count`, the mask of referenced rules matched for temporal types), whether a
-/// detection reported it, and the event itself only until then (or until the payload budget
-/// drops it). The detection that reports an occurrence takes its event, so a firing key holds
-/// 32 bytes per occurrence.
+/// One occurrence in a key's window: its time always (measures need it), whether a detection
+/// reported it, and the event itself only until then (or until the payload budget drops it).
+/// The detection that reports an occurrence takes its event, so a firing key holds 24 bytes per
+/// occurrence. The occurrence's tag (the value hash for `value_count`, the value for
+/// `value_sum`, the mask of referenced rules matched for temporal types) lives in the key's
+/// [`Tally`], for the types that have one.
 struct Slot {
     ts: i64,
-    tag: u64,
     event: Option<Arc<Event>>,
     reported: bool,
 }
@@ -367,66 +368,362 @@ pub fn approx_event_bytes(event: &Event) -> usize {
     ARC_HEADER + std::mem::size_of::<Event>() + event.raw.len() + strings + extra
 }
 
+/// Bytes the allocator takes for a request of `n` bytes: a glibc-style chunk (an 8-byte header,
+/// 16-byte granularity, 32 bytes at least); 0 for no allocation. Large requests (served by
+/// `mmap`, page-granular) are rare and few, so the same rule is close enough for them.
+fn alloc_bytes(n: usize) -> usize {
+    if n == 0 {
+        0
+    } else {
+        (n + 8).next_multiple_of(16).max(32)
+    }
+}
+
+/// Heap bytes of a `HashMap`'s table: its buckets (a power of two; the map's capacity is 7/8 of
+/// them, or one less below 8), an entry and a control byte each, plus one group of trailing
+/// control bytes. Empty maps allocate nothing.
+fn table_bytes<K, V, S>(map: &HashMap<K, V, S>) -> usize {
+    let cap = map.capacity();
+    if cap == 0 {
+        return 0;
+    }
+    let buckets = if cap < 8 {
+        (cap + 1).next_power_of_two()
+    } else {
+        (cap * 8 / 7).next_power_of_two()
+    };
+    alloc_bytes((buckets * std::mem::size_of::<(K, V)>()).next_multiple_of(16) + buckets + 16)
+}
+
+/// A key's text (the [`encode_key`] of its group values), inline when short (an IPv4 address,
+/// a host or user name): no allocation of its own for most keys.
+enum KeyText {
+    Inline {
+        len: u8,
+        bytes: [u8; KeyText::INLINE],
+    },
+    Heap(Box<str>),
+}
+
+impl KeyText {
+    /// Longest text kept inline.
+    const INLINE: usize = 22;
+
+    fn new(s: &str) -> Self {
+        let mut bytes = [0u8; KeyText::INLINE];
+        match (u8::try_from(s.len()), bytes.get_mut(..s.len())) {
+            (Ok(len), Some(dst)) => {
+                dst.copy_from_slice(s.as_bytes());
+                KeyText::Inline { len, bytes }
+            }
+            _ => KeyText::Heap(s.into()),
+        }
+    }
+
+    fn bytes(&self) -> &[u8] {
+        match self {
+            KeyText::Inline { len, bytes } => bytes.get(..usize::from(*len)).unwrap_or_default(),
+            KeyText::Heap(s) => s.as_bytes(),
+        }
+    }
+
+    fn as_str(&self) -> &str {
+        match self {
+            // Copied from a `str` whole, so always valid.
+            KeyText::Inline { .. } => std::str::from_utf8(self.bytes()).unwrap_or_default(),
+            KeyText::Heap(s) => s,
+        }
+    }
+
+    fn heap_bytes(&self) -> usize {
+        match self {
+            KeyText::Inline { .. } => 0,
+            KeyText::Heap(s) => alloc_bytes(s.len()),
+        }
+    }
+}
+
+/// A key's neighbours in its window's update order (slab ids, [`NIL`] for none): an intrusive
+/// doubly linked list, so an update moves the key to the end in place (no per-update entry,
+/// nothing stale to compact).
+#[derive(Clone, Copy)]
+struct Links {
+    prev: u32,
+    next: u32,
+}
+
+/// No key: an end of the update order, or an id never given out.
+const NIL: u32 = u32::MAX;
+
+impl Links {
+    const NONE: Links = Links {
+        prev: NIL,
+        next: NIL,
+    };
+}
+
+/// A key's occurrences, oldest first: the first one inline (most keys of a large key set are
+/// seen once, and absence/silence keys hold exactly one), a ring buffer from the second on.
+enum Slots {
+    One(Slot),
+    Many(VecDeque<Slot>),
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots::Many(VecDeque::new())
+    }
+}
+
+impl Slots {
+    /// Empty, with room for `n` occurrences (inline for one).
+    fn with_capacity(n: usize) -> Self {
+        if n <= 1 {
+            Slots::default()
+        } else {
+            Slots::Many(VecDeque::with_capacity(n))
+        }
+    }
+
+    fn as_slices(&self) -> (&[Slot], &[Slot]) {
+        match self {
+            Slots::One(s) => (std::slice::from_ref(s), &[]),
+            Slots::Many(d) => d.as_slices(),
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Slots::One(_) => 1,
+            Slots::Many(d) => d.len(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Slot> {
+        let (a, b) = self.as_slices();
+        a.iter().chain(b)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        let (a, b): (&mut [Slot], &mut [Slot]) = match self {
+            Slots::One(s) => (std::slice::from_mut(s), &mut []),
+            Slots::Many(d) => d.as_mut_slices(),
+        };
+        a.iter_mut().chain(b)
+    }
+
+    fn front(&self) -> Option<&Slot> {
+        match self {
+            Slots::One(s) => Some(s),
+            Slots::Many(d) => d.front(),
+        }
+    }
+
+    fn front_mut(&mut self) -> Option<&mut Slot> {
+        match self {
+            Slots::One(s) => Some(s),
+            Slots::Many(d) => d.front_mut(),
+        }
+    }
+
+    fn back(&self) -> Option<&Slot> {
+        match self {
+            Slots::One(s) => Some(s),
+            Slots::Many(d) => d.back(),
+        }
+    }
+
+    fn get_mut(&mut self, i: usize) -> Option<&mut Slot> {
+        match self {
+            Slots::One(s) => (i == 0).then_some(s),
+            Slots::Many(d) => d.get_mut(i),
+        }
+    }
+
+    /// The number of leading occurrences `pred` holds for (they must come first).
+    fn partition_point(&self, mut pred: impl FnMut(&Slot) -> bool) -> usize {
+        let (a, b) = self.as_slices();
+        if b.first().is_some_and(&mut pred) {
+            a.len() + b.partition_point(pred)
+        } else {
+            a.partition_point(pred)
+        }
+    }
+
+    /// Inserts `slot` at position `at` (at most the length).
+    fn insert(&mut self, at: usize, slot: Slot) {
+        match self {
+            Slots::Many(d) if d.capacity() == 0 => *self = Slots::One(slot),
+            Slots::Many(d) => {
+                reserve_one(d);
+                d.insert(at.min(d.len()), slot);
+            }
+            Slots::One(_) => {
+                let Slots::One(first) = std::mem::take(self) else {
+                    return;
+                };
+                let mut d = VecDeque::with_capacity(3);
+                if at == 0 {
+                    d.extend([slot, first]);
+                } else {
+                    d.extend([first, slot]);
+                }
+                *self = Slots::Many(d);
+            }
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<Slot> {
+        match self {
+            Slots::One(_) => match std::mem::take(self) {
+                Slots::One(s) => Some(s),
+                Slots::Many(_) => None,
+            },
+            Slots::Many(d) => d.pop_front(),
+        }
+    }
+
+    /// Gives back the buffer's slack (a single occurrence goes back inline).
+    fn shrink_to_fit(&mut self) {
+        if let Slots::Many(d) = self {
+            if d.len() == 1 {
+                if let Some(s) = d.pop_front() {
+                    *self = Slots::One(s);
+                }
+            } else {
+                d.shrink_to_fit();
+            }
+        }
+    }
+
+    /// Heap bytes of the buffer (none inline).
+    fn heap_bytes(&self) -> usize {
+        match self {
+            Slots::One(_) => 0,
+            Slots::Many(d) => alloc_bytes(d.capacity() * std::mem::size_of::<Slot>()),
+        }
+    }
+}
+
 struct KeyState {
-    slots: VecDeque<Slot>,
+    key: KeyText,
+    slots: Slots,
+    /// The engine-wide update sequence at the key's last update.
     seq: u64,
-    firing: Option<Firing>,
-    /// `value_count` and `temporal`: occurrences per tag in the window; `value_sum`: the
-    /// window's sum. Boxed so keys of the other types pay 8 bytes for it, not an empty table's
-    /// 48.
+    /// Its place in the window's update order.
+    lru: Links,
+    firing: Option<Box<Firing>>,
+    /// `value_count`, `value_sum` and the temporal types: the occurrences' tags and what they
+    /// add up to. Boxed so keys of the other types pay 8 bytes for it.
     tally: Option<Box<Tally>>,
 }
 
-/// What a key tracks beyond its occurrences, by correlation type.
-enum Tally {
+/// What a key tracks beyond its occurrences' times, by correlation type.
+struct Tally {
+    /// The tag of each slot, in slot order.
+    tags: VecDeque<u64>,
+    kind: TallyKind,
+}
+
+enum TallyKind {
     /// `value_count` and `temporal`: occurrences per tag in the window.
     Tags(HashMap<u64, u32>),
     /// `value_sum`: the sum of the slots' tags (the values). Kept in 128 bits so it stays exact
     /// (no slot count can overflow it) as occurrences enter and leave; reported saturated to
     /// `u64`.
     Sum(u128),
+    /// `temporal_ordered`: the tags alone (the measure walks them in order).
+    Ordered,
 }
 
 impl Tally {
-    /// The empty tally a new key of `measure` starts with.
+    /// The empty tally a new key of `measure` starts with (`None` for the types without tags).
     fn for_measure(measure: &Measure) -> Option<Box<Tally>> {
-        match measure {
-            Measure::ValueCount(_) | Measure::Temporal => {
-                Some(Box::new(Tally::Tags(HashMap::new())))
-            }
-            Measure::ValueSum(_) => Some(Box::new(Tally::Sum(0))),
-            _ => None,
-        }
+        let kind = match measure {
+            Measure::ValueCount(_) | Measure::Temporal => TallyKind::Tags(HashMap::new()),
+            Measure::ValueSum(_) => TallyKind::Sum(0),
+            Measure::TemporalOrdered => TallyKind::Ordered,
+            Measure::EventCount
+            | Measure::Absence
+            | Measure::Silence
+            | Measure::Periodic { .. } => return None,
+        };
+        Some(Box::new(Tally {
+            tags: VecDeque::new(),
+            kind,
+        }))
+    }
+}
+
+/// Makes room for one more element of a key's ring buffer (occurrences, tags): room for one to
+/// start with, then growing by half (at least two) rather than `VecDeque`'s doubling from four,
+/// so small windows stay within a few elements of their length (three 24-byte slots fill an
+/// allocator chunk exactly).
+fn reserve_one<T>(d: &mut VecDeque<T>) {
+    if d.len() == d.capacity() {
+        let more = if d.is_empty() {
+            1
+        } else {
+            (d.len() / 2).max(2)
+        };
+        d.reserve_exact(more);
     }
 }
 
 impl KeyState {
+    fn new(key: &str, tally: Option<Box<Tally>>) -> Self {
+        KeyState {
+            key: KeyText::new(key),
+            slots: Slots::default(),
+            seq: 0,
+            lru: Links::NONE,
+            firing: None,
+            tally,
+        }
+    }
+
     fn newest(&self) -> i64 {
         self.slots.back().map_or(i64::MIN, |s| s.ts)
     }
 
     /// The tag table (`value_count`, `temporal`).
     fn tags(&self) -> Option<&HashMap<u64, u32>> {
-        match self.tally.as_deref() {
-            Some(Tally::Tags(t)) => Some(t),
+        match self.tally.as_deref().map(|t| &t.kind) {
+            Some(TallyKind::Tags(t)) => Some(t),
             _ => None,
         }
     }
 
     /// The window's sum (`value_sum`; 0 for the other types).
     fn sum(&self) -> u128 {
-        match self.tally.as_deref() {
-            Some(Tally::Sum(s)) => *s,
+        match self.tally.as_deref().map(|t| &t.kind) {
+            Some(TallyKind::Sum(s)) => *s,
             _ => 0,
         }
     }
 
-    /// Counts a new occurrence's tag.
-    fn add_tag(&mut self, tag: u64) {
-        match self.tally.as_deref_mut() {
-            Some(Tally::Tags(t)) => *t.entry(tag).or_insert(0) += 1,
-            Some(Tally::Sum(s)) => *s = s.saturating_add(u128::from(tag)),
-            None => {}
+    /// The tags of the slots, in slot order (empty for the types without tags, whose tags are
+    /// all 0).
+    fn slot_tags(&self) -> impl Iterator<Item = u64> + '_ {
+        self.tally.iter().flat_map(|t| t.tags.iter().copied())
+    }
+
+    /// Inserts an occurrence with its tag at `at` (a slot position) and counts the tag.
+    fn insert(&mut self, at: usize, slot: Slot, tag: u64) {
+        let at = at.min(self.slots.len());
+        self.slots.insert(at, slot);
+        if let Some(t) = self.tally.as_deref_mut() {
+            reserve_one(&mut t.tags);
+            t.tags.insert(at.min(t.tags.len()), tag);
+            match &mut t.kind {
+                TallyKind::Tags(m) => *m.entry(tag).or_insert(0) += 1,
+                TallyKind::Sum(s) => *s = s.saturating_add(u128::from(tag)),
+                TallyKind::Ordered => {}
+            }
         }
     }
 
@@ -439,20 +736,32 @@ impl KeyState {
         if let Some(e) = &slot.event {
             *payload = payload.saturating_sub(approx_event_bytes(e));
         }
-        match self.tally.as_deref_mut() {
-            Some(Tally::Tags(tags)) => {
-                if let Some(n) = tags.get_mut(&slot.tag) {
+        let Some(t) = self.tally.as_deref_mut() else {
+            return false;
+        };
+        let tag = t.tags.pop_front().unwrap_or(0);
+        match &mut t.kind {
+            TallyKind::Tags(tags) => {
+                if let Some(n) = tags.get_mut(&tag) {
                     *n = n.saturating_sub(1);
                     if *n == 0 {
-                        tags.remove(&slot.tag);
+                        tags.remove(&tag);
                         return true;
                     }
                 }
             }
-            Some(Tally::Sum(s)) => *s = s.saturating_sub(u128::from(slot.tag)),
-            None => {}
+            TallyKind::Sum(s) => *s = s.saturating_sub(u128::from(tag)),
+            TallyKind::Ordered => {}
         }
         false
+    }
+
+    /// Gives back the slack of the occurrence buffers.
+    fn shrink(&mut self) {
+        self.slots.shrink_to_fit();
+        if let Some(t) = self.tally.as_deref_mut() {
+            t.tags.shrink_to_fit();
+        }
     }
 
     /// Payload bytes the key's slots hold.
@@ -464,86 +773,350 @@ impl KeyState {
             .sum()
     }
 
-    /// Approximate heap bytes of this key (its text, occurrences, tag table; not payloads).
-    fn footprint(&self, key: &str) -> usize {
-        let arc = (16 + key.len()).next_multiple_of(8);
-        let slots = self.slots.capacity() * std::mem::size_of::<Slot>();
-        let firing = self.firing.as_ref().map_or(0, |f| f.index_value.len());
-        let tags = match self.tally.as_deref() {
-            Some(Tally::Tags(t)) => {
-                std::mem::size_of::<Tally>()
-                    + t.capacity() * (std::mem::size_of::<(u64, u32)>() + 1)
-            }
-            Some(Tally::Sum(_)) => std::mem::size_of::<Tally>(),
-            None => 0,
-        };
-        arc + slots + firing + tags
+    /// Heap bytes this key owns outside its slab entry, as allocated (see [`alloc_bytes`]): a
+    /// long key's text, the occurrences, the firing and the tally (not payloads).
+    fn heap_bytes(&self) -> usize {
+        let slots = self.slots.heap_bytes();
+        let firing = self.firing.as_ref().map_or(0, |f| {
+            alloc_bytes(std::mem::size_of::<Firing>()) + alloc_bytes(f.index_value.len())
+        });
+        let tally = self.tally.as_deref().map_or(0, |t| {
+            let table = match &t.kind {
+                TallyKind::Tags(m) => table_bytes(m),
+                TallyKind::Sum(_) | TallyKind::Ordered => 0,
+            };
+            alloc_bytes(std::mem::size_of::<Tally>())
+                + alloc_bytes(t.tags.capacity() * std::mem::size_of::<u64>())
+                + table
+        });
+        self.key.heap_bytes() + slots + firing + tally
     }
 }
 
+/// Keys per slab chunk: the slab grows a chunk at a time (no copy of the whole key table, at
+/// most one partly used chunk).
+const CHUNK: usize = 1024;
+
+/// A window's keys by id (`u32`), in fixed-size chunks; ids of removed keys are reused.
 #[derive(Default)]
+struct Slab {
+    chunks: Vec<Vec<Option<KeyState>>>,
+    free: Vec<u32>,
+    live: usize,
+}
+
+impl Slab {
+    fn get(&self, id: u32) -> Option<&KeyState> {
+        let i = id as usize;
+        self.chunks.get(i / CHUNK)?.get(i % CHUNK)?.as_ref()
+    }
+
+    fn get_mut(&mut self, id: u32) -> Option<&mut KeyState> {
+        let i = id as usize;
+        self.chunks.get_mut(i / CHUNK)?.get_mut(i % CHUNK)?.as_mut()
+    }
+
+    /// Stores a key; `None` only when ids ran out (4 billion keys).
+    fn insert(&mut self, st: KeyState) -> Option<u32> {
+        if let Some(id) = self.free.pop() {
+            let i = id as usize;
+            if let Some(e) = self
+                .chunks
+                .get_mut(i / CHUNK)
+                .and_then(|c| c.get_mut(i % CHUNK))
+            {
+                *e = Some(st);
+                self.live += 1;
+                return Some(id);
+            }
+        }
+        let full = self.chunks.last().is_none_or(|c| c.len() >= CHUNK);
+        if full {
+            // The first chunk grows by doubling (a window with few keys stays small), the next
+            // ones are allocated whole.
+            let cap = if self.chunks.is_empty() { 4 } else { CHUNK };
+            self.chunks.push(Vec::with_capacity(cap));
+        }
+        let base = (self.chunks.len() - 1) * CHUNK;
+        let chunk = self.chunks.last_mut()?;
+        let id = u32::try_from(base + chunk.len())
+            .ok()
+            .filter(|&id| id != NIL)?;
+        if chunk.len() == chunk.capacity() {
+            let grow = chunk.len().clamp(1, CHUNK - chunk.len());
+            chunk.reserve_exact(grow);
+        }
+        chunk.push(Some(st));
+        self.live += 1;
+        Some(id)
+    }
+
+    fn remove(&mut self, id: u32) -> Option<KeyState> {
+        let i = id as usize;
+        let st = self.chunks.get_mut(i / CHUNK)?.get_mut(i % CHUNK)?.take()?;
+        self.free.push(id);
+        self.live -= 1;
+        Some(st)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (u32, &KeyState)> {
+        self.chunks
+            .iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, e)| Some((u32::try_from(i).ok()?, e.as_ref()?)))
+    }
+
+    fn bytes(&self) -> usize {
+        let entry = std::mem::size_of::<Option<KeyState>>();
+        self.chunks
+            .iter()
+            .map(|c| alloc_bytes(c.capacity() * entry))
+            .sum::<usize>()
+            + alloc_bytes(self.chunks.capacity() * std::mem::size_of::<Vec<Option<KeyState>>>())
+            + alloc_bytes(self.free.capacity() * std::mem::size_of::<u32>())
+    }
+}
+
+/// A `Hasher` for keys that already are hashes (the key index's `u64`s, SipHash outputs under
+/// the window's random keys).
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Key ids by key text, without a second copy of the text: ids by the text's 64-bit hash (the
+/// text is in the slab entry, compared on lookup), and the rare key whose hash another key
+/// already has by its text.
+#[derive(Default)]
+struct KeyIndex {
+    by_hash: HashMap<u64, u32, BuildHasherDefault<Prehashed>>,
+    /// Keys whose hash was taken when they came (practically always empty).
+    overflow: HashMap<Box<str>, u32>,
+}
+
+impl KeyIndex {
+    /// The id of `key` (hash `h`); `is_key(id)` tells whether slab entry `id` is `key`.
+    fn find(&self, h: u64, key: &str, is_key: impl FnOnce(u32) -> bool) -> Option<u32> {
+        if let Some(&id) = self.by_hash.get(&h) {
+            if is_key(id) {
+                return Some(id);
+            }
+        }
+        if self.overflow.is_empty() {
+            return None;
+        }
+        self.overflow.get(key).copied()
+    }
+
+    /// Adds `key` (hash `h`, not present yet) as `id`.
+    fn insert(&mut self, h: u64, key: &str, id: u32) {
+        match self.by_hash.entry(h) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(id);
+            }
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.overflow.insert(key.into(), id);
+            }
+        }
+    }
+
+    /// Removes `key` (hash `h`), which is `id`.
+    fn remove(&mut self, h: u64, key: &str, id: u32) {
+        if self.by_hash.get(&h) == Some(&id) {
+            self.by_hash.remove(&h);
+        } else {
+            self.overflow.remove(key);
+        }
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.by_hash.len() + self.overflow.len()
+    }
+
+    /// Heap bytes: both tables and the overflow keys' text.
+    fn bytes(&self) -> usize {
+        let texts: usize = self.overflow.keys().map(|k| alloc_bytes(k.len())).sum();
+        table_bytes(&self.by_hash) + table_bytes(&self.overflow) + texts
+    }
+}
+
 struct Windows {
-    keys: HashMap<Arc<str>, KeyState>,
-    /// Keys in update order, oldest first, with the `seq` of that update (from the engine-wide
-    /// sequence); an entry whose `seq` is no longer its key's is stale and skipped (compacted
-    /// when stale entries dominate).
-    lru: VecDeque<(u64, Arc<str>)>,
-    /// The same for keys left armed by their last update (the ones that can hold payloads): the
-    /// order the payload budget sheds in. Entries of keys since updated, firing or without
-    /// payloads left are skipped.
-    held: VecDeque<(u64, Arc<str>)>,
+    /// The keys' state, by id.
+    slab: Slab,
+    /// Key ids by key text, hashed with `hasher`.
+    index: KeyIndex,
+    hasher: RandomState,
+    /// Keys in update order (least recently updated first): first and last.
+    head: u32,
+    tail: u32,
+    /// Where the payload budget sheds next: no key before it in update order holds payloads
+    /// it may shed (each is firing, or was shed empty since its last update); keys updated
+    /// move behind it. [`NIL`] when that is every key.
+    shed_from: u32,
     watermark: Option<i64>,
-    /// `absence` and `silence`: pending deadlines `(slot time + span, key)`, earliest first.
+    /// `absence` and `silence`: pending deadlines `(slot time + span, key id)`, earliest first.
     /// Every key of such a rule holds exactly one slot (the starting event, or the last event
     /// seen) and one entry here.
-    deadlines: BTreeSet<(i64, Arc<str>)>,
+    deadlines: BTreeSet<(i64, u32)>,
     /// `absence` and `silence`: the timespan in nanoseconds.
     span: i64,
-    /// Sum of the keys' footprints.
+    /// Sum of the keys' [`KeyState::heap_bytes`].
     heap: usize,
     /// Sum of the payloads held, in [`approx_event_bytes`].
     payload: usize,
 }
 
+impl Default for Windows {
+    fn default() -> Self {
+        Windows {
+            slab: Slab::default(),
+            index: KeyIndex::default(),
+            hasher: RandomState::new(),
+            head: NIL,
+            tail: NIL,
+            shed_from: NIL,
+            watermark: None,
+            deadlines: BTreeSet::new(),
+            span: 0,
+            heap: 0,
+            payload: 0,
+        }
+    }
+}
+
 impl Windows {
-    fn remove(&mut self, key: &Arc<str>) -> bool {
-        match self.keys.remove(key) {
-            Some(st) => {
-                if let Some(front) = st.slots.front() {
-                    if !self.deadlines.is_empty() {
-                        self.deadlines
-                            .remove(&(front.ts.saturating_add(self.span), Arc::clone(key)));
-                    }
-                }
-                self.heap = self.heap.saturating_sub(st.footprint(key));
-                self.payload = self.payload.saturating_sub(st.payload_bytes());
-                true
+    fn key_hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    /// Live keys.
+    fn len(&self) -> usize {
+        self.slab.live
+    }
+
+    /// The id of key `key`.
+    fn find(&self, key: &str) -> Option<u32> {
+        let h = self.key_hash(key.as_bytes());
+        self.index.find(h, key, |id| {
+            self.slab
+                .get(id)
+                .is_some_and(|st| st.key.bytes() == key.as_bytes())
+        })
+    }
+
+    /// Adds key `st` (not present yet); its id, `None` only when ids ran out.
+    fn insert(&mut self, st: KeyState) -> Option<u32> {
+        let heap = st.heap_bytes();
+        let h = self.key_hash(st.key.bytes());
+        let id = self.slab.insert(st)?;
+        let key = self.slab.get(id).map_or("", |st| st.key.as_str());
+        self.index.insert(h, key, id);
+        self.heap = self.heap.saturating_add(heap);
+        Some(id)
+    }
+
+    fn remove(&mut self, id: u32) -> bool {
+        self.unlink(id);
+        let Some(st) = self.slab.remove(id) else {
+            return false;
+        };
+        let h = self.key_hash(st.key.bytes());
+        self.index.remove(h, st.key.as_str(), id);
+        if let Some(front) = st.slots.front() {
+            if !self.deadlines.is_empty() {
+                self.deadlines
+                    .remove(&(front.ts.saturating_add(self.span), id));
             }
-            None => false,
+        }
+        self.heap = self.heap.saturating_sub(st.heap_bytes());
+        self.payload = self.payload.saturating_sub(st.payload_bytes());
+        true
+    }
+
+    /// Takes key `id` out of the update order (nothing if it is not in it).
+    fn unlink(&mut self, id: u32) {
+        let Some(st) = self.slab.get_mut(id) else {
+            return;
+        };
+        let Links { prev, next } = st.lru;
+        st.lru = Links::NONE;
+        if prev == NIL && self.head != id {
+            return;
+        }
+        if self.shed_from == id {
+            self.shed_from = next;
+        }
+        match self.slab.get_mut(prev) {
+            Some(p) => p.lru.next = next,
+            None => self.head = next,
+        }
+        match self.slab.get_mut(next) {
+            Some(n) => n.lru.prev = prev,
+            None => self.tail = prev,
         }
     }
 
-    /// The `seq` of the least recently updated key that may still hold payloads, after
-    /// discarding stale entries.
+    /// Records an update of key `id` (whose `seq` was just set): it goes last in the update
+    /// order, where shedding will reach it.
+    fn touch(&mut self, id: u32) {
+        if self.tail == id {
+            if self.shed_from == NIL {
+                self.shed_from = id;
+            }
+            return;
+        }
+        self.unlink(id);
+        let tail = self.tail;
+        let Some(st) = self.slab.get_mut(id) else {
+            return;
+        };
+        st.lru = Links {
+            prev: tail,
+            next: NIL,
+        };
+        match self.slab.get_mut(tail) {
+            Some(t) => t.lru.next = id,
+            None => self.head = id,
+        }
+        self.tail = id;
+        if self.shed_from == NIL {
+            self.shed_from = id;
+        }
+    }
+
+    /// The `seq` of the least recently updated key that may still hold payloads to shed (not
+    /// firing: a firing key's payloads went to detections), moving past firing ones.
     fn held_front(&mut self) -> Option<u64> {
-        while let Some((seq, k)) = self.held.front() {
-            let live = self
-                .keys
-                .get(k)
-                .is_some_and(|st| st.seq == *seq && st.firing.is_none());
-            if live {
-                return Some(*seq);
+        loop {
+            let st = self.slab.get(self.shed_from)?;
+            if st.firing.is_none() {
+                return Some(st.seq);
             }
-            self.held.pop_front();
+            self.shed_from = st.lru.next;
         }
-        None
     }
 
-    /// Drops payloads of the front `held` key, oldest occurrence first, until `need` bytes are
-    /// freed or the key holds none (then its entry goes). Returns the payloads dropped.
+    /// Drops payloads of the key [`Windows::held_front`] found, oldest occurrence first, until
+    /// `need` bytes are freed or the key holds none (then shedding moves past it). Returns the
+    /// payloads dropped.
     fn shed_front(&mut self, need: usize) -> u64 {
-        let Some(st) = self.held.front().and_then(|(_, k)| self.keys.get_mut(k)) else {
-            self.held.pop_front();
+        let Some(st) = self.slab.get_mut(self.shed_from) else {
             return 0;
         };
         let mut freed = 0usize;
@@ -559,11 +1132,10 @@ impl Windows {
             }
             i += 1;
         }
-        let left = st.slots.range(i..).any(|s| s.event.is_some());
-        self.payload = self.payload.saturating_sub(freed);
-        if !left {
-            self.held.pop_front();
+        if !st.slots.iter().skip(i).any(|s| s.event.is_some()) {
+            self.shed_from = st.lru.next;
         }
+        self.payload = self.payload.saturating_sub(freed);
         dropped
     }
 
@@ -571,64 +1143,29 @@ impl Windows {
     /// how many were removed.
     fn drop_oldest(&mut self, mut done: impl FnMut(&KeyState, usize) -> bool) -> u64 {
         let mut n = 0;
-        while let Some((seq, k)) = self.lru.front() {
-            let live = self.keys.get(k).filter(|st| st.seq == *seq);
-            match live {
-                Some(st) => {
-                    if !done(st, self.keys.len()) {
-                        break;
-                    }
-                    let k = Arc::clone(k);
-                    self.lru.pop_front();
-                    if self.remove(&k) {
-                        n += 1;
-                    }
-                }
-                None => {
-                    self.lru.pop_front();
-                }
+        loop {
+            let id = self.head;
+            let Some(st) = self.slab.get(id) else {
+                break;
+            };
+            if !done(st, self.len()) || !self.remove(id) {
+                break;
             }
+            n += 1;
         }
         n
     }
 
-    /// Records an update of `key` (whose `seq` was just set to `seq`) in the update order and,
-    /// when it holds a payload, in the shedding order; compacts both when stale entries
-    /// dominate.
-    fn touch(&mut self, key: &Arc<str>, seq: u64, holds: bool) {
-        match self.lru.back_mut() {
-            Some(last) if Arc::ptr_eq(&last.1, key) => last.0 = seq,
-            _ => self.lru.push_back((seq, Arc::clone(key))),
-        }
-        if holds {
-            match self.held.back_mut() {
-                Some(last) if Arc::ptr_eq(&last.1, key) => last.0 = seq,
-                _ => self.held.push_back((seq, Arc::clone(key))),
-            }
-        }
-        if self.lru.len() > 2 * self.keys.len() + 64 {
-            let keys = &self.keys;
-            self.lru
-                .retain(|(seq, k)| keys.get(k).is_some_and(|st| st.seq == *seq));
-        }
-        if self.held.len() > 2 * self.keys.len() + 64 {
-            let keys = &self.keys;
-            self.held.retain(|(seq, k)| {
-                keys.get(k)
-                    .is_some_and(|st| st.seq == *seq && st.firing.is_none())
-            });
-        }
-    }
-
+    /// Approximate heap bytes of the window as allocated: the keys' own allocations, the slab,
+    /// the key index (buckets, not just entries), the deadlines and the payloads.
     fn approx_bytes(&self) -> usize {
-        let entry = std::mem::size_of::<(Arc<str>, KeyState)>() + 1;
-        // A B-tree entry plus roughly a pointer of node overhead.
-        let deadline = std::mem::size_of::<(i64, Arc<str>)>() + 8;
+        // B-tree leaves of 11 entries, about two thirds full on average.
+        let deadline = 2 * std::mem::size_of::<(i64, u32)>();
         self.heap
             + self.payload
+            + self.slab.bytes()
+            + self.index.bytes()
             + self.deadlines.len() * deadline
-            + self.keys.capacity() * entry
-            + (self.lru.capacity() + self.held.capacity()) * std::mem::size_of::<(u64, Arc<str>)>()
     }
 }
 
@@ -763,8 +1300,8 @@ fn measure(rule: &CorrelationRule, st: &KeyState) -> (u64, Option<u64>) {
         }
         Measure::TemporalOrdered => {
             let mut j = 0usize;
-            for s in &st.slots {
-                while j < rule.n_rules.min(64) && s.tag & (1u64 << j) != 0 {
+            for tag in st.slot_tags() {
+                while j < rule.n_rules.min(64) && tag & (1u64 << j) != 0 {
                     j += 1;
                 }
             }
@@ -861,50 +1398,41 @@ fn apply(
     stats.keys_expired += w.drop_oldest(|st, _| st.newest() <= limit);
 
     let key_text = encode_key(parts);
-    if !w.keys.contains_key(key_text.as_str()) {
-        let max = limits.max_keys_per_rule.max(1);
-        stats.keys_evicted += w.drop_oldest(|_, live| live >= max);
-        let key: Arc<str> = Arc::from(key_text.as_str());
-        let st = KeyState {
-            slots: VecDeque::new(),
-            seq: 0,
-            firing: None,
-            tally: Tally::for_measure(&rule.measure),
-        };
-        w.heap += st.footprint(&key);
-        w.keys.insert(key, st);
-    }
-    let Some(key) = w
-        .keys
-        .get_key_value(key_text.as_str())
-        .map(|(k, _)| Arc::clone(k))
-    else {
-        return false;
+    let id = match w.find(&key_text) {
+        Some(id) => id,
+        None => {
+            let max = limits.max_keys_per_rule.max(1);
+            stats.keys_evicted += w.drop_oldest(|_, live| live >= max);
+            let Some(id) = w.insert(KeyState::new(&key_text, Tally::for_measure(&rule.measure)))
+            else {
+                return false;
+            };
+            id
+        }
     };
-    let Some(st) = w.keys.get_mut(&key) else {
+    let Some(st) = w.slab.get_mut(id) else {
         return false;
     };
     if !st.slots.is_empty() && ts <= st.newest().saturating_sub(span) {
         stats.late_events += 1;
         return false;
     }
-    let before = st.footprint(&key);
+    let before = st.heap_bytes();
     let at = st.slots.partition_point(|e| e.ts <= ts);
     // The payload is kept until a detection reports the occurrence (an `Update` just below, or
     // a later `New`), whether or not the key is firing now: this occurrence may be the one that
     // stops the condition holding, and the next `New` reports it.
     let size = approx_event_bytes(event);
     w.payload = w.payload.saturating_add(size);
-    st.slots.insert(
+    st.insert(
         at,
         Slot {
             ts,
-            tag,
             event: Some(Arc::clone(event)),
             reported: false,
         },
+        tag,
     );
-    st.add_tag(tag);
     let start = st.newest().saturating_sub(span);
     let mut popped = 0usize;
     while st.slots.front().is_some_and(|e| e.ts <= start) {
@@ -929,10 +1457,6 @@ fn apply(
     let new_at = at.checked_sub(popped);
     *clock = clock.wrapping_add(1);
     st.seq = *clock;
-    match w.lru.back_mut() {
-        Some(last) if Arc::ptr_eq(&last.1, &key) => last.0 = *clock,
-        _ => w.lru.push_back((*clock, Arc::clone(&key))),
-    }
 
     // A window holding nothing but the new occurrence starts afresh.
     if st.slots.len() <= 1 {
@@ -968,21 +1492,21 @@ fn apply(
                         events.push(e);
                     }
                 }
-                st.slots.shrink_to_fit();
+                st.shrink();
                 let index_value = key_index.clone().unwrap_or_else(|| {
                     events
                         .first()
                         .and_then(|e| text_of(e, &rule.offense.index_field))
                         .unwrap_or_else(|| info.name.clone())
                 });
-                st.firing = Some(Firing {
+                st.firing = Some(Box::new(Firing {
                     start: first,
                     index_value: if key_index.is_some() {
                         Box::default()
                     } else {
                         index_value.clone().into_boxed_str()
                     },
-                });
+                }));
                 fired = true;
                 if info.generate {
                     let mut x = base_detection(info, &rule.offense, DetectionKind::New);
@@ -1026,30 +1550,9 @@ fn apply(
             }
         }
     }
-    if st.firing.is_none() {
-        // Armed: the key holds payloads, to be shed in update order under memory pressure.
-        match w.held.back_mut() {
-            Some(last) if Arc::ptr_eq(&last.1, &key) => last.0 = *clock,
-            _ => w.held.push_back((*clock, Arc::clone(&key))),
-        }
-    } else if w.held.back().is_some_and(|last| Arc::ptr_eq(&last.1, &key)) {
-        // Firing: its payloads went to detections.
-        w.held.pop_back();
-    }
-    let after = st.footprint(&key);
+    let after = st.heap_bytes();
     w.heap = w.heap.saturating_sub(before).saturating_add(after);
-    if w.lru.len() > 2 * w.keys.len() + 64 {
-        let keys = &w.keys;
-        w.lru
-            .retain(|(seq, k)| keys.get(k).is_some_and(|st| st.seq == *seq));
-    }
-    if w.held.len() > 2 * w.keys.len() + 64 {
-        let keys = &w.keys;
-        w.held.retain(|(seq, k)| {
-            keys.get(k)
-                .is_some_and(|st| st.seq == *seq && st.firing.is_none())
-        });
-    }
+    w.touch(id);
     fired
 }
 
@@ -1147,16 +1650,12 @@ fn apply_timed(
     if starts {
         let bound = now.saturating_sub(lateness);
         let late = (lateness > 0 && ts < bound) || ts.saturating_add(span) < bound;
-        let existing = w
-            .keys
-            .get_key_value(key_text.as_str())
-            .map(|(k, _)| Arc::clone(k));
-        match existing {
+        match w.find(&key_text) {
             _ if late => stats.late_events += 1,
-            Some(key) if silence => {
+            Some(id) if silence => {
                 let size = approx_event_bytes(event);
                 let mut moved = None;
-                if let Some(st) = w.keys.get_mut(&key) {
+                if let Some(st) = w.slab.get_mut(id) {
                     if let Some(slot) = st.slots.front_mut().filter(|s| ts >= s.ts) {
                         let old = slot.ts;
                         if let Some(e) = slot.event.replace(Arc::clone(event)) {
@@ -1171,11 +1670,9 @@ fn apply_timed(
                     }
                 }
                 if let Some(old) = moved {
-                    w.deadlines
-                        .remove(&(old.saturating_add(span), Arc::clone(&key)));
-                    w.deadlines
-                        .insert((ts.saturating_add(span), Arc::clone(&key)));
-                    w.touch(&key, *clock, true);
+                    w.deadlines.remove(&(old.saturating_add(span), id));
+                    w.deadlines.insert((ts.saturating_add(span), id));
+                    w.touch(id);
                 }
             }
             // An absence deadline is pending for the key: this start changes nothing.
@@ -1183,35 +1680,32 @@ fn apply_timed(
             None => {
                 let max = limits.max_keys_per_rule.max(1);
                 stats.keys_evicted += w.drop_oldest(|_, live| live >= max);
-                let key: Arc<str> = Arc::from(key_text.as_str());
                 *clock = clock.wrapping_add(1);
-                let st = KeyState {
-                    slots: VecDeque::from([Slot {
-                        ts,
-                        tag: 0,
-                        event: Some(Arc::clone(event)),
-                        reported: false,
-                    }]),
-                    seq: *clock,
-                    firing: None,
-                    tally: None,
+                let mut st = KeyState::new(&key_text, None);
+                st.slots = Slots::One(Slot {
+                    ts,
+                    event: Some(Arc::clone(event)),
+                    reported: false,
+                });
+                st.seq = *clock;
+                let Some(id) = w.insert(st) else {
+                    return;
                 };
-                w.heap = w.heap.saturating_add(st.footprint(&key));
                 w.payload = w.payload.saturating_add(approx_event_bytes(event));
-                w.keys.insert(Arc::clone(&key), st);
-                w.deadlines
-                    .insert((ts.saturating_add(span), Arc::clone(&key)));
-                w.touch(&key, *clock, true);
+                w.deadlines.insert((ts.saturating_add(span), id));
+                w.touch(id);
             }
         }
     }
     if cancels {
-        let followed = w.keys.get_key_value(key_text.as_str()).and_then(|(k, st)| {
-            let start = st.slots.front()?.ts;
-            (ts >= start && ts <= start.saturating_add(span)).then(|| Arc::clone(k))
+        let followed = w.find(&key_text).filter(|&id| {
+            w.slab
+                .get(id)
+                .and_then(|st| st.slots.front())
+                .is_some_and(|f| ts >= f.ts && ts <= f.ts.saturating_add(span))
         });
-        if let Some(key) = followed {
-            w.remove(&key);
+        if let Some(id) = followed {
+            w.remove(id);
         }
     }
 }
@@ -1644,21 +2138,25 @@ impl Engine {
         let Some(w) = self.windows.get_mut(c) else {
             return false;
         };
-        let Some((_, key)) = w.deadlines.pop_first() else {
+        let Some((_, id)) = w.deadlines.pop_first() else {
             return false;
         };
         let held = w.payload;
         let mut slot_ts = None;
         let mut payload = None;
-        if let Some(slot) = w.keys.get_mut(&key).and_then(|st| st.slots.front_mut()) {
-            slot.reported = true;
-            slot_ts = Some(slot.ts);
-            payload = slot.event.take();
+        let mut key = String::new();
+        if let Some(st) = w.slab.get_mut(id) {
+            key.push_str(st.key.as_str());
+            if let Some(slot) = st.slots.front_mut() {
+                slot.reported = true;
+                slot_ts = Some(slot.ts);
+                payload = slot.event.take();
+            }
         }
         if let Some(e) = &payload {
             w.payload = w.payload.saturating_sub(approx_event_bytes(e));
         }
-        w.remove(&key);
+        w.remove(id);
         self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
         let (Some(ts), Some(rule)) = (slot_ts, rules.correlations.get(c)) else {
             return true;
@@ -1735,7 +2233,7 @@ impl Engine {
                 .get(c)
                 .and_then(|rule| rules.get_mut(rule.info))
             {
-                r.keys_live = u64::try_from(w.keys.len()).unwrap_or(u64::MAX);
+                r.keys_live = u64::try_from(w.len()).unwrap_or(u64::MAX);
                 r.payload_bytes = u64::try_from(w.payload).unwrap_or(u64::MAX);
                 r.approx_bytes = u64::try_from(w.approx_bytes()).unwrap_or(u64::MAX);
             }
@@ -1793,7 +2291,9 @@ pub struct WindowSnapshot {
 pub struct KeySnapshot {
     /// The group-by values.
     pub group: Vec<String>,
-    /// Occurrences, oldest first: (time ns, tag, event if still held, reported).
+    /// Occurrences, oldest first: (time ns, tag, event if still held, reported). The tag is 0
+    /// for the types without one (`event_count`, `periodic`, `absence`, `silence`): the engine
+    /// keeps none for them, and ignores it on restore.
     pub slots: Vec<(i64, u64, Option<Event>, bool)>,
     /// When firing: (window start ns, index value if not part of the key).
     pub firing: Option<(i64, String)>,
@@ -1826,11 +2326,13 @@ impl Engine {
             };
             let n = rule.group_names.len();
             let mut keys: Vec<(u64, KeySnapshot)> = Vec::new();
-            for (k, st) in &w.keys {
-                let (partition_key, group) = window_partition_key(&info.name, k, n);
+            for (_, st) in w.slab.iter() {
+                let (partition_key, group) = window_partition_key(&info.name, st.key.as_str(), n);
                 if !select(&partition_key) {
                     continue;
                 }
+                // Types without tags keep none (they are all 0).
+                let tags = st.slot_tags().chain(std::iter::repeat(0));
                 keys.push((
                     st.seq,
                     KeySnapshot {
@@ -1838,7 +2340,8 @@ impl Engine {
                         slots: st
                             .slots
                             .iter()
-                            .map(|s| (s.ts, s.tag, s.event.as_deref().cloned(), s.reported))
+                            .zip(tags)
+                            .map(|(s, tag)| (s.ts, tag, s.event.as_deref().cloned(), s.reported))
                             .collect(),
                         firing: st
                             .firing
@@ -1878,15 +2381,17 @@ impl Engine {
                 continue;
             };
             let parts = rule.group_names.len();
-            let doomed: Vec<Arc<str>> = w
-                .keys
-                .keys()
-                .filter(|k| select(&window_partition_key(&info.name, k, parts).0))
-                .cloned()
+            let doomed: Vec<u32> = w
+                .slab
+                .iter()
+                .filter(|(_, st)| {
+                    select(&window_partition_key(&info.name, st.key.as_str(), parts).0)
+                })
+                .map(|(id, _)| id)
                 .collect();
             let held = w.payload;
-            for k in doomed {
-                if w.remove(&k) {
+            for id in doomed {
+                if w.remove(id) {
                     n += 1;
                 }
             }
@@ -1928,51 +2433,417 @@ impl Engine {
                 w.watermark = Some(w.watermark.map_or(m, |x| x.max(m)));
             }
             for ks in ws.keys {
-                let key: Arc<str> = Arc::from(encode_key(&ks.group).as_str());
+                let key = encode_key(&ks.group);
                 let held = w.payload;
-                if w.remove(&key) {
-                    report.replaced += 1;
+                if let Some(id) = w.find(&key) {
+                    if w.remove(id) {
+                        report.replaced += 1;
+                    }
                 }
-                let mut st = KeyState {
-                    slots: VecDeque::with_capacity(ks.slots.len()),
-                    seq: 0,
-                    firing: ks.firing.map(|(start, index_value)| Firing {
+                let mut st = KeyState::new(&key, Tally::for_measure(&rule.measure));
+                st.slots = Slots::with_capacity(ks.slots.len());
+                if let Some(t) = st.tally.as_deref_mut() {
+                    t.tags = VecDeque::with_capacity(ks.slots.len());
+                }
+                st.firing = ks.firing.map(|(start, index_value)| {
+                    Box::new(Firing {
                         start,
                         index_value: index_value.into_boxed_str(),
-                    }),
-                    tally: Tally::for_measure(&rule.measure),
-                };
-                let mut holds = false;
+                    })
+                });
+                let mut payload = 0usize;
                 for (ts, tag, event, reported) in ks.slots {
                     let event = event.map(Arc::new);
                     if let Some(e) = &event {
-                        w.payload = w.payload.saturating_add(approx_event_bytes(e));
-                        holds = true;
+                        payload = payload.saturating_add(approx_event_bytes(e));
                     }
-                    st.slots.push_back(Slot {
-                        ts,
+                    let at = st.slots.len();
+                    st.insert(
+                        at,
+                        Slot {
+                            ts,
+                            event,
+                            reported,
+                        },
                         tag,
-                        event,
-                        reported,
-                    });
-                    st.add_tag(tag);
+                    );
                 }
-                if rule.measure.is_timed() {
-                    if let Some(front) = st.slots.front() {
-                        w.deadlines
-                            .insert((front.ts.saturating_add(w.span), Arc::clone(&key)));
-                    }
-                }
+                let front = st.slots.front().map(|s| s.ts);
                 self.clock = self.clock.wrapping_add(1);
                 st.seq = self.clock;
-                w.heap = w.heap.saturating_add(st.footprint(&key));
-                let firing = st.firing.is_some();
-                w.keys.insert(Arc::clone(&key), st);
-                w.touch(&key, self.clock, holds && !firing);
+                let Some(id) = w.insert(st) else {
+                    continue;
+                };
+                w.payload = w.payload.saturating_add(payload);
+                if rule.measure.is_timed() {
+                    if let Some(ts) = front {
+                        w.deadlines.insert((ts.saturating_add(w.span), id));
+                    }
+                }
+                w.touch(id);
                 self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
                 report.keys += 1;
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The per-key layout the memory figures rest on (`BENCHMARKS.md`, stateful correlation):
+    /// a key of a type without tags is one slab entry, one index entry and, from its second
+    /// occurrence on, a ring buffer of 24-byte slots.
+    #[test]
+    fn key_state_layout_stays_compact() {
+        use std::mem::size_of;
+        assert_eq!(size_of::<Slot>(), 24);
+        assert_eq!(size_of::<Slots>(), 32);
+        assert_eq!(size_of::<KeyText>(), 24);
+        assert_eq!(size_of::<KeyState>(), 88);
+        assert_eq!(size_of::<Option<KeyState>>(), 88);
+        assert_eq!(size_of::<(u64, u32)>(), 16);
+    }
+
+    #[test]
+    fn key_text_is_inline_up_to_its_limit() {
+        let long = "x".repeat(KeyText::INLINE + 1);
+        for text in [
+            "",
+            "203.0.113.7",
+            "2001:db8::1",
+            "é€漢字",
+            &long[1..],
+            &long,
+        ] {
+            let k = KeyText::new(text);
+            assert_eq!(k.as_str(), text);
+            assert_eq!(k.bytes(), text.as_bytes());
+            let inline = text.len() <= KeyText::INLINE;
+            assert_eq!(matches!(k, KeyText::Inline { .. }), inline, "{text}");
+            assert_eq!(k.heap_bytes() == 0, inline);
+        }
+    }
+
+    #[test]
+    fn key_index_finds_keys_whose_hashes_collide() {
+        let texts = ["a", "b", "c", "d"];
+        let is = |key: &'static str| move |id: u32| texts.get(id as usize) == Some(&key);
+        let mut index = KeyIndex::default();
+        // Every key gets the same hash: the first goes by hash, the others by text.
+        for (id, key) in (0u32..).zip(["a", "b", "c"]) {
+            assert_eq!(index.find(7, key, is(key)), None);
+            index.insert(7, key, id);
+        }
+        assert_eq!(index.overflow.len(), 2);
+        for (id, key) in (0u32..).zip(["a", "b", "c"]) {
+            assert_eq!(index.find(7, key, is(key)), Some(id));
+        }
+        assert_eq!(index.find(7, "d", is("d")), None);
+        // Removing the key held by hash leaves the others findable; a new key takes the hash.
+        index.remove(7, "a", 0);
+        assert_eq!(index.find(7, "a", is("a")), None);
+        assert_eq!(index.find(7, "b", is("b")), Some(1));
+        index.insert(7, "d", 3);
+        assert_eq!(index.overflow.len(), 2);
+        assert_eq!(index.find(7, "d", is("d")), Some(3));
+        assert_eq!(index.find(7, "c", is("c")), Some(2));
+        index.remove(7, "b", 1);
+        index.remove(7, "c", 2);
+        index.remove(7, "d", 3);
+        assert_eq!(index.len(), 0);
+        assert!(index.bytes() > 0, "tables keep their capacity");
+    }
+
+    fn slot(ts: i64) -> Slot {
+        Slot {
+            ts,
+            event: None,
+            reported: false,
+        }
+    }
+
+    fn times(s: &Slots) -> Vec<i64> {
+        s.iter().map(|s| s.ts).collect()
+    }
+
+    #[test]
+    fn slots_keep_one_inline_then_a_ring_in_order() {
+        let mut s = Slots::default();
+        assert!(s.is_empty());
+        s.insert(0, slot(5));
+        assert!(matches!(s, Slots::One(_)));
+        assert_eq!(s.heap_bytes(), 0);
+        s.insert(0, slot(3));
+        assert!(matches!(s, Slots::Many(_)));
+        for t in [9, 4, 7, 1, 8] {
+            let at = s.partition_point(|x| x.ts <= t);
+            s.insert(at, slot(t));
+        }
+        assert_eq!(times(&s), [1, 3, 4, 5, 7, 8, 9]);
+        assert_eq!(s.len(), 7);
+        assert_eq!(s.front().map(|x| x.ts), Some(1));
+        assert_eq!(s.back().map(|x| x.ts), Some(9));
+        if let Some(x) = s.get_mut(2) {
+            x.reported = true;
+        }
+        assert_eq!(s.iter().filter(|x| x.reported).count(), 1);
+        assert_eq!(s.pop_front().map(|x| x.ts), Some(1));
+        assert_eq!(s.partition_point(|x| x.ts <= 6), 3);
+        for x in s.iter_mut() {
+            x.ts += 1;
+        }
+        assert_eq!(times(&s), [4, 5, 6, 8, 9, 10]);
+        while s.len() > 1 {
+            s.pop_front();
+        }
+        s.shrink_to_fit();
+        assert!(matches!(s, Slots::One(_)), "a single slot goes back inline");
+        assert_eq!(s.pop_front().map(|x| x.ts), Some(10));
+        assert!(s.is_empty());
+        assert_eq!(s.pop_front().map(|x| x.ts), None);
+        let mut r = Slots::with_capacity(3);
+        for t in [1, 2, 3] {
+            r.insert(r.len(), slot(t));
+        }
+        assert_eq!(r.heap_bytes(), alloc_bytes(3 * std::mem::size_of::<Slot>()));
+    }
+
+    /// Checks everything a window keeps about its keys against the keys themselves.
+    fn check(w: &Windows, timed: bool) {
+        let live: Vec<(u32, &KeyState)> = w.slab.iter().collect();
+        assert_eq!(live.len(), w.len());
+        assert_eq!(w.index.len(), w.len());
+        let vacant = w
+            .slab
+            .chunks
+            .iter()
+            .flatten()
+            .filter(|e| e.is_none())
+            .count();
+        assert_eq!(vacant, w.slab.free.len());
+        let (mut heap, mut payload) = (0, 0);
+        for &(id, st) in &live {
+            assert_eq!(w.find(st.key.as_str()), Some(id));
+            heap += st.heap_bytes();
+            payload += st.payload_bytes();
+            let ts: Vec<i64> = st.slots.iter().map(|s| s.ts).collect();
+            assert!(ts.windows(2).all(|p| p[0] <= p[1]), "{ts:?}");
+            assert!(st.slots.iter().all(|s| !(s.reported && s.event.is_some())));
+            if let Some(t) = st.tally.as_deref() {
+                assert_eq!(t.tags.len(), st.slots.len());
+                match &t.kind {
+                    TallyKind::Tags(m) => {
+                        let mut want = HashMap::new();
+                        for &tag in &t.tags {
+                            *want.entry(tag).or_insert(0u32) += 1;
+                        }
+                        assert_eq!(m, &want);
+                    }
+                    TallyKind::Sum(sum) => {
+                        assert_eq!(*sum, t.tags.iter().map(|&v| u128::from(v)).sum());
+                    }
+                    TallyKind::Ordered => {}
+                }
+            }
+            if timed {
+                let front = st.slots.front().map(|s| s.ts);
+                assert_eq!(st.slots.len(), 1);
+                let d = front.map(|t| (t.saturating_add(w.span), id));
+                assert!(d.is_some_and(|d| w.deadlines.contains(&d)));
+            }
+        }
+        assert_eq!(heap, w.heap);
+        assert_eq!(payload, w.payload);
+        assert_eq!(w.deadlines.len(), if timed { w.len() } else { 0 });
+        // The update order: every key once, in `seq` order; before the shedding cursor, no
+        // key holds payloads it could shed.
+        let (mut prev, mut id, mut n) = (NIL, w.head, 0);
+        let mut reached = w.shed_from == NIL;
+        let mut last_seq = 0;
+        while id != NIL {
+            let Some(st) = w.slab.get(id) else {
+                panic!("update order names missing key {id}");
+            };
+            assert_eq!(st.lru.prev, prev);
+            assert!(n == 0 || st.seq > last_seq);
+            reached |= id == w.shed_from;
+            if !reached {
+                assert!(st.firing.is_some() || st.slots.iter().all(|s| s.event.is_none()));
+            }
+            last_seq = st.seq;
+            prev = id;
+            id = st.lru.next;
+            n += 1;
+        }
+        assert_eq!(w.tail, prev);
+        assert_eq!(n, w.len());
+        assert!(reached, "the shedding cursor is in the update order");
+    }
+
+    fn check_engine(engine: &Engine) {
+        for (c, w) in engine.windows.iter().enumerate() {
+            let timed = engine
+                .rules
+                .correlations
+                .get(c)
+                .is_some_and(|r| r.measure.is_timed());
+            check(w, timed);
+        }
+        let payload: usize = engine.windows.iter().map(|w| w.payload).sum();
+        assert_eq!(payload, engine.payload);
+    }
+
+    const RULES: &str = "title: a
+name: a
+detection: {sel: {event.action: a}, condition: sel}
+---
+title: b
+name: b
+detection: {sel: {event.action: b}, condition: sel}
+---
+name: count
+correlation: {type: event_count, rules: [a], group-by: [source.ip], timespan: 1m, condition: {gte: 3}}
+---
+name: distinct
+correlation: {type: value_count, rules: [a, b], group-by: [source.ip], timespan: 1m, condition: {field: user.name, gte: 2}}
+---
+name: both
+correlation: {type: temporal, rules: [a, b], group-by: [source.ip], timespan: 1m}
+---
+name: ordered
+correlation: {type: temporal_ordered, rules: [a, b], group-by: [source.ip, user.name], timespan: 1m}
+---
+name: total
+correlation: {type: value_sum, rules: [b], group-by: [source.ip], timespan: 1m, condition: {field: network.bytes, gte: 10}}
+---
+name: beat
+correlation: {type: periodic, rules: [a], group-by: [user.name], timespan: 5m, condition: {gte: 3}}
+---
+name: no_end
+correlation: {type: absence, rules: [a, b], group-by: [source.ip], timespan: 30s}
+---
+name: quiet
+correlation: {type: silence, rules: [a], group-by: [user.name], timespan: 30s}
+---
+name: chained
+correlation: {type: event_count, rules: [count], group-by: [source.ip], timespan: 5m, condition: {gte: 2}}
+";
+
+    /// Random events over a few keys, times mostly advancing, some out of order.
+    struct Feed {
+        rng: u64,
+        t: i64,
+    }
+
+    impl Feed {
+        fn next(&mut self, n: u64) -> u64 {
+            self.rng ^= self.rng << 13;
+            self.rng ^= self.rng >> 7;
+            self.rng ^= self.rng << 17;
+            self.rng % n
+        }
+
+        fn event(&mut self) -> Arc<Event> {
+            self.t += i64::try_from(self.next(4_000)).unwrap_or(0);
+            let late = i64::try_from(self.next(10)).unwrap_or(0);
+            let t = if late == 0 {
+                self.t - 1_000 * i64::try_from(self.next(90)).unwrap_or(0)
+            } else {
+                self.t
+            };
+            let at = DateTime::<Utc>::UNIX_EPOCH + Duration::milliseconds(t);
+            let mut e = Event::new(at, at);
+            let action = if self.next(3) == 0 { "b" } else { "a" };
+            let ip = format!("10.0.0.{}", self.next(9));
+            let user = format!("u{}", self.next(4));
+            let bytes = self.next(7).to_string();
+            let mut fields = vec![("event.action", action), ("source.ip", ip.as_str())];
+            if self.next(8) != 0 {
+                fields.push(("user.name", user.as_str()));
+            }
+            if self.next(6) != 0 {
+                fields.push(("network.bytes", bytes.as_str()));
+            }
+            for (k, v) in fields {
+                assert!(e.set(k, v).is_ok());
+            }
+            Arc::new(e)
+        }
+    }
+
+    /// Every type of correlation under tight limits (key eviction, window caps, value caps,
+    /// payload shedding, expiry, deadlines), with snapshots restored into fresh engines and
+    /// keys removed along the way: the windows' bookkeeping matches their keys after every
+    /// step, and a restored engine snapshots exactly as the one it came from.
+    #[test]
+    fn window_bookkeeping_holds_under_every_bound() {
+        let (set, errors) = RuleSet::from_sources_with(
+            &[crate::RuleSource {
+                path: "r.yml".to_owned(),
+                text: RULES.to_owned(),
+            }],
+            &crate::LoadOptions {
+                apply_unserved_logsources: true,
+                ..Default::default()
+            },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let set = Arc::new(set);
+        for (round, lateness, keys) in [(1u64, 0i64, 6), (2, 0, 6), (3, 20, 6), (4, 0, 50)] {
+            let mut feed = Feed {
+                rng: 0x9e37_79b9_7f4a_7c15 ^ round,
+                t: 1_000_000,
+            };
+            let size = approx_event_bytes(&feed.event());
+            let limits = EngineLimits {
+                max_keys_per_rule: keys,
+                max_events_per_key: 5,
+                max_values_per_key: 2,
+                allowed_lateness: Duration::seconds(lateness),
+                max_payload_bytes: 12 * size,
+            };
+            let mut engine = Engine::new(Arc::clone(&set), limits);
+            let mut out = Vec::new();
+            let (mut fired, mut evicted, mut expired, mut shed) = (0, 0, 0, 0);
+            for step in 0..4_000u32 {
+                engine.process(&feed.event(), &mut out);
+                check_engine(&engine);
+                if step % 97 == 0 {
+                    let at = DateTime::<Utc>::UNIX_EPOCH + Duration::milliseconds(feed.t + 500);
+                    engine.advance(at, &mut out);
+                    check_engine(&engine);
+                }
+                if step % 331 == 0 {
+                    let snap = engine.snapshot(|_| true);
+                    let mut fresh = Engine::new(Arc::clone(&set), limits);
+                    assert!(fresh.restore(snap.clone()).is_ok());
+                    check_engine(&fresh);
+                    assert_eq!(fresh.snapshot(|_| true), snap);
+                    let stats = engine.stats();
+                    evicted += stats.keys_evicted;
+                    expired += stats.rules.iter().map(|r| r.keys_expired).sum::<u64>();
+                    shed += stats.payloads_dropped;
+                    engine = fresh;
+                }
+                if step % 513 == 0 {
+                    let odd = |k: &str| k.len() % 2 == 1;
+                    let removed = engine.remove_keys(odd);
+                    check_engine(&engine);
+                    assert!(engine.snapshot(odd).windows.is_empty(), "{removed} removed");
+                }
+                fired += out.len();
+                out.clear();
+            }
+            assert!(fired > 100, "{fired} detections");
+            assert!(shed > 0, "{shed} payloads shed");
+            if keys < 10 {
+                assert!(evicted > 0, "{evicted} keys evicted");
+            } else {
+                assert!(expired > 0, "{expired} keys expired");
+            }
+        }
     }
 }

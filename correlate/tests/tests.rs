@@ -8,6 +8,7 @@ mod detection;
 mod dispatch;
 mod extensions;
 mod loading;
+mod memory;
 mod reporting;
 mod sigmahq;
 mod spec_examples;
