@@ -270,14 +270,19 @@ impl ClusterCase {
     }
 }
 
-/// Partitions of `stage` node `v` owns.
-fn owned(v: &Vigil, stage: &str) -> u64 {
-    let line = format!("vigil_bus_assigned_partitions{{stage=\"{stage}\"}} ");
+/// Metric `name` of node `v` for stage `stage` (0 when absent).
+fn of_stage(v: &Vigil, name: &str, stage: &str) -> u64 {
+    let line = format!("{name}{{stage=\"{stage}\"}} ");
     v.metrics()
         .lines()
         .find_map(|l| l.strip_prefix(&line))
         .and_then(|x| x.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// Partitions of `stage` node `v` owns.
+fn owned(v: &Vigil, stage: &str) -> u64 {
+    of_stage(v, "vigil_bus_assigned_partitions", stage)
 }
 
 /// Waits until every node owns some of the 4 partitions of both stage-2 consumer groups.
@@ -306,6 +311,11 @@ fn send_tcp(v: &Vigil, lines: &[&String]) {
 
 /// (visible events, duplicate rows not merged yet) in deployment `name`'s events table.
 fn stored_events(name: &str) -> (u64, u64) {
+    stored_events_at(&clickhouse_url(), name)
+}
+
+/// [`stored_events`] on the ClickHouse at `url`.
+fn stored_events_at(url: &str, name: &str) -> (u64, u64) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -313,7 +323,7 @@ fn stored_events(name: &str) -> (u64, u64) {
     rt.block_on(async {
         let ch = vigil::store::clickhouse::ClickHouseStore::connect(
             &vigil::store::clickhouse::ClickHouseConfig {
-                url: clickhouse_url(),
+                url: url.to_owned(),
                 database: name.to_owned(),
                 ..Default::default()
             },
@@ -460,14 +470,7 @@ fn detections_published_again_after_a_crash_are_applied_once() {
     let (back, survivor) = kill_and_restart(&case, &name, 3600, |victim| {
         victim.metric("vigil_cluster_detections_total") >= 3
     });
-    let dropped = |v: &Vigil| {
-        let line = "vigil_cluster_replayed_total{stage=\"offenses\"} ";
-        v.metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(line))
-            .and_then(|x| x.trim().parse::<u64>().ok())
-            .unwrap_or(0)
-    };
+    let dropped = |v: &Vigil| of_stage(v, "vigil_cluster_replayed_total", "offenses");
     assert!(
         dropped(&back) + dropped(&survivor) >= 3,
         "the detections published before the crash came again and were dropped"
@@ -501,28 +504,7 @@ fn clickhouse_killed_during_inserts_loses_nothing() {
     // Down long enough for inserts to fail and back off.
     std::thread::sleep(std::time::Duration::from_secs(3));
     ch.restart();
-    let url = ch.url();
-    let counts = |name: &str| {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let store = vigil::store::clickhouse::ClickHouseStore::connect(
-                &vigil::store::clickhouse::ClickHouseConfig {
-                    url: url.clone(),
-                    database: name.to_owned(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-            (
-                store.count_events().await.unwrap(),
-                store.duplicate_events().await.unwrap(),
-            )
-        })
-    };
+    let counts = |name: &str| stored_events_at(&ch.url(), name);
     vigil.wait_until("every event in ClickHouse", || {
         counts(&name).0 >= case.lines.len() as u64
     });

@@ -348,6 +348,45 @@ fn high_water(batch: &[Received]) -> Vec<(String, i32, i64)> {
     hw.into_iter().map(|((t, p), o)| (t, p, o)).collect()
 }
 
+/// The metrics of a stateful stage-2 consumer.
+struct StageMetrics {
+    /// Records of its topic that could not be read.
+    bad: crate::telemetry::Counter,
+    /// Records (or items) skipped because its state already held them.
+    replayed: crate::telemetry::Counter,
+    /// Partitions taken over with their saved state.
+    restored: crate::telemetry::Counter,
+    /// Partitions owned now.
+    assigned: crate::telemetry::Gauge,
+}
+
+impl StageMetrics {
+    fn new(metrics: &Metrics, stage: &'static str, topic: &'static str) -> StageMetrics {
+        StageMetrics {
+            bad: metrics.counter(
+                "vigil_bus_bad_records_total",
+                "Records on a Vigil topic that could not be read (skipped, logged).",
+                &[("topic", topic)],
+            ),
+            replayed: metrics.counter(
+                "vigil_cluster_replayed_total",
+                "Records a stage-2 node skipped because its state already held them (a checkpoint, or an earlier copy of the same output), by stage.",
+                &[("stage", stage)],
+            ),
+            restored: metrics.counter(
+                "vigil_cluster_partitions_restored_total",
+                "Partitions a stage-2 node took over with their saved state, by stage.",
+                &[("stage", stage)],
+            ),
+            assigned: metrics.gauge(
+                "vigil_bus_assigned_partitions",
+                "Partitions this process owns, by stage.",
+                &[("stage", stage)],
+            ),
+        }
+    }
+}
+
 /// What a correlate node keeps per partition of the matches topic it owns.
 #[derive(Debug, Default)]
 struct OwnedMatches {
@@ -433,26 +472,12 @@ pub fn run_correlate(
         "Kafka publish attempts that failed (the batch is retried).",
         &[],
     );
-    let bad = metrics.counter(
-        "vigil_bus_bad_records_total",
-        "Records on a Vigil topic that could not be read (skipped, logged).",
-        &[("topic", "matches")],
-    );
-    let replayed = metrics.counter(
-        "vigil_cluster_replayed_total",
-        "Records a stage-2 node skipped because its state already held them (a checkpoint, or an earlier copy of the same output), by stage.",
-        &[("stage", "correlate")],
-    );
-    let restored = metrics.counter(
-        "vigil_cluster_partitions_restored_total",
-        "Partitions a stage-2 node took over with their saved state, by stage.",
-        &[("stage", "correlate")],
-    );
-    let assigned = metrics.gauge(
-        "vigil_bus_assigned_partitions",
-        "Partitions this process owns, by stage.",
-        &[("stage", "correlate")],
-    );
+    let StageMetrics {
+        bad,
+        replayed,
+        restored,
+        assigned,
+    } = StageMetrics::new(metrics, "correlate", "matches");
     let sent_detections = metrics.counter(
         "vigil_cluster_detections_total",
         "Detections a correlate node published.",
@@ -710,21 +735,12 @@ pub fn run_offenses(
         "Detections that joined an open offense.",
         &[],
     );
-    let bad = metrics.counter(
-        "vigil_bus_bad_records_total",
-        "Records on a Vigil topic that could not be read (skipped, logged).",
-        &[("topic", "detections")],
-    );
-    let replayed = metrics.counter(
-        "vigil_cluster_replayed_total",
-        "Records a stage-2 node skipped because its state already held them (a checkpoint, or an earlier copy of the same output), by stage.",
-        &[("stage", "offenses")],
-    );
-    let restored = metrics.counter(
-        "vigil_cluster_partitions_restored_total",
-        "Partitions a stage-2 node took over with their saved state, by stage.",
-        &[("stage", "offenses")],
-    );
+    let StageMetrics {
+        bad,
+        replayed,
+        restored,
+        assigned,
+    } = StageMetrics::new(metrics, "offenses", "detections");
     // Detections of one index come from several correlate nodes, each at its own pace. They
     // are held for `reorder` and applied in event-time order (then rule order), the order one
     // embedded engine produces them in, so which rule opens an offense (and so its id) does
@@ -738,11 +754,6 @@ pub fn run_offenses(
         .collect();
     let mut held: std::collections::VecDeque<(Instant, Received)> =
         std::collections::VecDeque::new();
-    let assigned = metrics.gauge(
-        "vigil_bus_assigned_partitions",
-        "Partitions this process owns, by stage.",
-        &[("stage", "offenses")],
-    );
     let mut owned: HashMap<i32, Marks> = HashMap::new();
     // What a crash left written locally but not in ClickHouse.
     if !mirror_offenses(stage, &ch, &local, &mut version)? {
