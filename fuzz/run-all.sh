@@ -39,6 +39,27 @@ seed normalize "$tmp/all.txt" "$tmp/syslog.txt"
 seed cef "$tmp/cef.txt"
 seed leef "$tmp/leef.txt"
 for t in kv json csv zeek; do seed $t "$tmp/all.txt"; done
+# Flow targets take datagrams with 2-byte big-endian length prefixes: each golden case's
+# captures in order (templates first), and each sFlow vector.
+python3 - "$root" <<'PY'
+import json, os, struct, sys, glob
+root = sys.argv[1]
+os.makedirs("corpus/netflow", exist_ok=True)
+os.makedirs("corpus/sflow", exist_ok=True)
+for i, case in enumerate(sorted(glob.glob(f"{root}/fixtures/netflow/golden/*.json"))):
+    names = json.load(open(case)).get("datagrams") or []
+    blob = b""
+    for n in names:
+        path = f"{root}/fixtures/netflow/{n}"
+        if os.path.exists(path):
+            d = open(path, "rb").read()[:65535]
+            blob += struct.pack(">H", len(d)) + d
+    if blob:
+        open(f"corpus/netflow/seed-{i}", "wb").write(blob)
+for i, v in enumerate(sorted(glob.glob(f"{root}/fixtures/sflow/*.json"))):
+    d = bytes.fromhex(json.load(open(v))["hex"])
+    open(f"corpus/sflow/seed-{i}", "wb").write(struct.pack(">H", len(d)) + d)
+PY
 for target in $(cargo fuzz list); do
   echo "== $target: ${secs}s"
   cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$secs" -max_len=8192 \

@@ -36,6 +36,10 @@ data_dir = "$dir/data"
 [syslog]
 udp_listen = "127.0.0.1:0"
 tcp_listen = "127.0.0.1:0"
+[flows]
+netflow_listen = "127.0.0.1:0"
+ipfix_listen = "127.0.0.1:0"
+sflow_listen = "127.0.0.1:0"
 [rules]
 dir = "$PWD/rules"
 [api]

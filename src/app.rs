@@ -183,6 +183,7 @@ pub fn build_pipeline(
         PipelineLimits {
             offenses: crate::correlate::OffenseLimits::from_config(&config.offenses),
             max_dead_letters: config.store.max_dead_letters,
+            max_flows: config.store.max_flows,
             closed_offense_retention: chrono::Duration::days(
                 i64::try_from(config.store.closed_offense_retention_days)
                     .unwrap_or(i64::MAX / 86_400_000),
@@ -241,6 +242,12 @@ pub struct Bound {
     pub syslog_udp: Option<SocketAddr>,
     /// TCP syslog.
     pub syslog_tcp: Option<SocketAddr>,
+    /// NetFlow (and IPFIX) UDP.
+    pub netflow: Option<SocketAddr>,
+    /// IPFIX (and NetFlow) UDP.
+    pub ipfix: Option<SocketAddr>,
+    /// sFlow UDP.
+    pub sflow: Option<SocketAddr>,
     /// HTTP API.
     pub api: Option<SocketAddr>,
 }
@@ -349,6 +356,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut bound = Bound {
         syslog_udp: None,
         syslog_tcp: None,
+        netflow: None,
+        ipfix: None,
+        sflow: None,
         api: None,
     };
     let mut tasks = Vec::new();
@@ -360,6 +370,39 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(crate::collect::syslog::run_udp(
             socket,
             config.syslog.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        )));
+    }
+    use crate::collect::flow::FlowProtocol;
+    for (listen, protocol, slot) in [
+        (
+            &config.flows.netflow_listen,
+            FlowProtocol::Netflow,
+            &mut bound.netflow,
+        ),
+        (
+            &config.flows.ipfix_listen,
+            FlowProtocol::Netflow,
+            &mut bound.ipfix,
+        ),
+        (
+            &config.flows.sflow_listen,
+            FlowProtocol::Sflow,
+            &mut bound.sflow,
+        ),
+    ] {
+        if !collecting || listen.is_empty() {
+            continue;
+        }
+        let socket = crate::collect::flow::bind(listen, config.flows.recv_buffer_bytes)
+            .with_context(|| format!("binding flow listener {listen}"))?;
+        *slot = socket.local_addr().ok();
+        tasks.push(tokio::spawn(crate::collect::flow::run(
+            socket,
+            protocol,
+            config.flows.clone(),
             publisher.clone(),
             metrics.clone(),
             cancel.clone(),

@@ -17,6 +17,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Syslog collector (UDP and TCP).
     pub syslog: SyslogConfig,
+    /// Flow collectors (NetFlow, IPFIX, sFlow).
+    pub flows: crate::collect::flow::FlowsConfig,
     /// Parsing.
     pub parse: ParseConfig,
     /// Rules and correlation state.
@@ -191,6 +193,7 @@ impl Default for Config {
         Config {
             data_dir: PathBuf::from("data"),
             syslog: SyslogConfig::default(),
+            flows: crate::collect::flow::FlowsConfig::default(),
             parse: ParseConfig::default(),
             rules: RulesConfig::default(),
             offenses: OffenseConfig::default(),
@@ -424,6 +427,8 @@ impl Default for BusConfig {
 pub struct StoreConfig {
     /// Most dead letters kept; the oldest are deleted beyond it and counted.
     pub max_dead_letters: u64,
+    /// Most flow records kept (embedded store); the oldest are deleted beyond it and counted.
+    pub max_flows: u64,
     /// Closed offenses (with their events, rules and notes) are deleted this many days after
     /// they were closed (checked hourly, counted). Open offenses are never deleted.
     pub closed_offense_retention_days: u64,
@@ -447,6 +452,7 @@ impl Default for StoreConfig {
     fn default() -> Self {
         StoreConfig {
             max_dead_letters: 100_000,
+            max_flows: 1_000_000,
             closed_offense_retention_days: 90,
             kind: StoreKind::Sqlite,
             clickhouse: crate::store::clickhouse::ClickHouseConfig::default(),

@@ -22,6 +22,8 @@ pub struct PipelineLimits {
     pub offenses: OffenseLimits,
     /// Dead letters kept in the store.
     pub max_dead_letters: u64,
+    /// Flow records kept in the store.
+    pub max_flows: u64,
     /// Closed offenses are deleted this long after closing.
     pub closed_offense_retention: chrono::Duration,
 }
@@ -72,6 +74,9 @@ pub struct Pipeline {
     offenses_updated: Counter,
     offenses_suppressed: Counter,
     dead_letters_evicted: Counter,
+    flows_evicted: Counter,
+    /// Flow events of the batch, stored with it.
+    flows: Vec<Arc<vigil_parsers::Event>>,
     store_errors: Counter,
     timestamps_clamped: Counter,
     /// GeoIP, zones, reference data, assets (none: events pass unenriched).
@@ -140,6 +145,12 @@ impl Pipeline {
                  opening a new one.",
                 &[],
             ),
+            flows_evicted: metrics.counter(
+                "vigil_store_flows_evicted_total",
+                "Oldest flow records deleted to stay under store.max_flows.",
+                &[],
+            ),
+            flows: Vec::new(),
             dead_letters_evicted: metrics.counter(
                 "vigil_store_dead_letters_evicted_total",
                 "Oldest dead letters deleted to stay under store.max_dead_letters.",
@@ -356,6 +367,7 @@ impl Pipeline {
         let mut per_source: std::collections::HashMap<String, crate::sources::SourceBatch> =
             std::collections::HashMap::new();
         self.detections.clear();
+        self.flows.clear();
         if let Some(now) = tick {
             self.engine.advance(now, &mut self.detections);
             if self.detections.is_empty() {
@@ -379,7 +391,11 @@ impl Pipeline {
                     if let Some(en) = self.enricher.as_mut() {
                         en.enrich(&mut event);
                     }
-                    self.engine.process(&Arc::new(event), &mut self.detections);
+                    let event = Arc::new(event);
+                    if crate::store::flows::is_flow(&event) {
+                        self.flows.push(Arc::clone(&event));
+                    }
+                    self.engine.process(&event, &mut self.detections);
                 }
                 Err(d) => {
                     outcome.dead_letters += 1;
@@ -475,6 +491,8 @@ impl Pipeline {
         let now = Utc::now();
         let offense_limits = self.limits.offenses;
         let max_dead = self.limits.max_dead_letters;
+        let max_flows = self.limits.max_flows;
+        let flows: Vec<&vigil_parsers::Event> = self.flows.iter().map(|e| e.as_ref()).collect();
         let detections = &self.detections;
         let factors = &self.asset_factors;
         let rule_meta = &self.rule_meta;
@@ -482,11 +500,13 @@ impl Pipeline {
         let seen = &mut self.seen;
         let additions = &mut self.set_additions;
         additions.clear();
+        let mut flows_evicted = 0u64;
         let result = self.store.in_transaction(|store| {
             let mut evicted = 0;
             for (_, d) in dead {
                 evicted += store.insert_dead_letter(d, max_dead)?;
             }
+            flows_evicted = store.insert_flows(&flows, max_flows)?;
             let mut changes = Vec::with_capacity(detections.len());
             for (i, d) in detections.iter().enumerate() {
                 let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
@@ -509,7 +529,10 @@ impl Pipeline {
             Ok((changes, evicted))
         });
         match &result {
-            Ok(_) => self.seen.commit(),
+            Ok(_) => {
+                self.seen.commit();
+                self.flows_evicted.add(flows_evicted);
+            }
             Err(_) => self.seen.rollback(),
         }
         result
@@ -621,9 +644,10 @@ pub(crate) fn normalize_record(
             }),
     };
     seen_from.last_seen = seen_from.last_seen.max(rec.received_at);
-    let result = match &rec.refused {
-        Some((reason, detail)) => Err((*reason, detail.clone())),
-        None => normalizer
+    let result = match (&rec.refused, rec.event) {
+        (Some((reason, detail)), _) => Err((*reason, detail.clone())),
+        (None, Some(event)) => Ok(*event),
+        (None, None) => normalizer
             .normalize(&rec.bytes, &meta)
             .map_err(|r| (r.reason, r.detail)),
     };

@@ -166,7 +166,9 @@ fn a_generated_token_is_printed_once_and_stored_hashed() {
     std::fs::write(
         &config,
         format!(
-            "data_dir = {:?}\n[syslog]\nudp_listen = \"\"\ntcp_listen = \"\"\n[api]\nlisten = \"127.0.0.1:0\"\n",
+            "data_dir = {:?}\n[syslog]\nudp_listen = \"\"\ntcp_listen = \"\"\n\
+             [flows]\nnetflow_listen = \"\"\nipfix_listen = \"\"\nsflow_listen = \"\"\n\
+             [api]\nlisten = \"127.0.0.1:0\"\n",
             dir.path().join("data").display().to_string()
         ),
     )

@@ -60,6 +60,32 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
         .iter()
         .any(|r| r["rule"] == "ssh_brute_force"));
 
+    // A flow record through the same path: NetFlow v5 → Kafka → ClickHouse → /api/v1/flows.
+    let mut v5 = vec![0, 5, 0, 1];
+    v5.extend_from_slice(&3_600_000u32.to_be_bytes()); // uptime
+    v5.extend_from_slice(&1_795_003_600u32.to_be_bytes()); // unix secs
+    v5.extend_from_slice(&[0; 4]); // nsecs
+    v5.extend_from_slice(&[0; 4]); // sequence
+    v5.extend_from_slice(&[0; 4]); // engine, sampling
+    v5.extend_from_slice(&[10, 0, 0, 5, 198, 51, 100, 9, 0, 0, 0, 0, 0, 1, 0, 2]);
+    v5.extend_from_slice(&3u32.to_be_bytes()); // packets
+    v5.extend_from_slice(&180u32.to_be_bytes()); // bytes
+    v5.extend_from_slice(&3_590_000u32.to_be_bytes()); // first
+    v5.extend_from_slice(&3_591_000u32.to_be_bytes()); // last
+    v5.extend_from_slice(&40_000u16.to_be_bytes());
+    v5.extend_from_slice(&443u16.to_be_bytes());
+    v5.extend_from_slice(&[0, 0x02, 6, 0, 0, 0, 0, 0, 24, 24, 0, 0]);
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(&v5, vigil.netflow)
+        .unwrap();
+    vigil.wait_until("the flow in ClickHouse, through the API", || {
+        vigil.get_json("/api/v1/flows?ip=198.51.100.9")["total"] == 1
+    });
+    let flow = &vigil.get_json("/api/v1/flows?ip=198.51.100.9")["items"][0]["event"];
+    assert_eq!(flow["source.ip"], "10.0.0.5");
+    assert_eq!(flow["extra"]["tcp.flags"], "SYN");
+
     vigil.wait_until("the dead letter in ClickHouse", || {
         vigil.get_json("/api/v1/dead-letters")["total"] == 1
     });
@@ -68,7 +94,7 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
 
     // Every event reached the events table.
     vigil.wait_until("13 records stored", || {
-        vigil.metric("vigil_store_events_total") >= 12
+        vigil.metric("vigil_store_events_total") >= 13
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -86,7 +112,7 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
         .unwrap();
         ch.count_events().await.unwrap()
     });
-    assert_eq!(count, 12);
+    assert_eq!(count, 13, "twelve log events and one flow");
 }
 
 /// Rules grouped by source address, by user, and by (user, host).

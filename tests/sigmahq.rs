@@ -41,7 +41,7 @@ fn rules_lint_ends_with_the_counts_line() {
     assert!(out.status.success(), "{stdout}");
     assert_eq!(
         stdout.lines().last(),
-        Some("loaded 36, unsupported 0, failed 0"),
+        Some("loaded 42, unsupported 0, failed 0"),
         "{stdout}"
     );
 }

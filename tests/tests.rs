@@ -9,6 +9,7 @@ mod cli;
 mod clickhouse;
 mod context;
 mod e2e;
+mod flows;
 mod kafka;
 mod malformed;
 mod replay;

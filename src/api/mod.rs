@@ -67,6 +67,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/offenses", get(list_offenses))
         .route("/api/v1/offenses/{id}", get(get_offense))
         .route("/api/v1/dead-letters", get(list_dead_letters))
+        .route("/api/v1/flows", get(list_flows))
         .route("/api/v1/sources", get(list_sources))
         .route("/api/v1/assets", get(context::list_assets))
         .route("/api/v1/reference-sets", get(context::list_sets))
@@ -489,6 +490,39 @@ async fn list_dead_letters(
             })
             .await?
         }
+    };
+    Ok(Json(Page {
+        items,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// Query of `GET /api/v1/flows`.
+#[derive(Debug, Deserialize)]
+pub struct FlowQuery {
+    /// Only flows from or to this address.
+    pub ip: Option<std::net::IpAddr>,
+    /// Page size.
+    pub limit: Option<u64>,
+    /// Rows to skip.
+    pub offset: Option<u64>,
+}
+
+async fn list_flows(
+    State(state): State<ApiState>,
+    query: Result<Query<FlowQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<crate::store::StoredFlow>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = page_size(q.limit, state.max_page_size)?;
+    let offset = q.offset.unwrap_or(0);
+    let (items, total) = match &state.clickhouse {
+        Some(ch) => ch
+            .list_flows(q.ip, limit, offset)
+            .await
+            .map_err(ApiError::from)?,
+        None => with_store(&state, move |s| s.list_flows(q.ip, limit, offset)).await?,
     };
     Ok(Json(Page {
         items,

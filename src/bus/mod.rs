@@ -30,12 +30,25 @@ pub struct RawRecord {
     /// Set when the collector already refused the record (for example a frame over the size
     /// limit): it goes straight to the dead letters with this reason and detail.
     pub refused: Option<(&'static str, String)>,
+    /// Set by collectors that decode records themselves (flow exports, normalized-event files):
+    /// the event, ready for context and rules; the parsers are skipped.
+    pub event: Option<Box<vigil_parsers::Event>>,
 }
 
 impl Weigh for RawRecord {
     fn weight(&self) -> usize {
         // The bytes, the source name, and the fixed part of the record.
-        self.bytes.len() + self.observer_id.len() + std::mem::size_of::<RawRecord>()
+        self.bytes.len()
+            + self.observer_id.len()
+            + std::mem::size_of::<RawRecord>()
+            + self.event.as_ref().map_or(0, |e| {
+                std::mem::size_of::<vigil_parsers::Event>()
+                    + e.raw.len()
+                    + e.extra
+                        .iter()
+                        .map(|(k, v)| k.len() + v.len() + 48)
+                        .sum::<usize>()
+            })
     }
 }
 

@@ -7,6 +7,11 @@
 //! field names plus `"_path"` (`conn`, `dns`, ...), the same shape as Zeek's own JSON logs, for
 //! the Zeek parser definitions. A record that does not fit the header is a dead letter
 //! (reason `zeek`).
+//!
+//! A file named `*.events.jsonl` holds events already normalized, one JSON object per line in
+//! Vigil's event schema (what `vigil parse` prints): they skip the parsers. Rule tests use it
+//! for sources that have no text form, such as flow exports. A line that is not such an event
+//! is a dead letter (reason `event_json`).
 
 use std::io::BufRead;
 use std::path::Path;
@@ -38,6 +43,10 @@ pub fn read_lines(
     let mut chunk = Vec::with_capacity(batch);
     let mut line = Vec::new();
     let mut zeek: Option<ZeekReader> = None;
+    let events = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .is_some_and(|n| n.ends_with(".events.jsonl"));
     loop {
         line.clear();
         let (n, ended_by_newline) = read_bounded_line(&mut reader, &mut line)?;
@@ -72,6 +81,18 @@ pub fn read_lines(
                 }
             }
         }
+        let mut event = None;
+        if events && refused.is_none() {
+            match serde_json::from_slice::<vigil_parsers::Event>(&line) {
+                Ok(mut e) => {
+                    if e.raw.is_empty() {
+                        e.raw = line.clone();
+                    }
+                    event = Some(Box::new(e));
+                }
+                Err(e) => refused = Some(("event_json", format!("line {lines}: {e}"))),
+            }
+        }
         chunk.push(RawRecord {
             bytes: std::mem::take(&mut line),
             observer_type: "file",
@@ -79,6 +100,7 @@ pub fn read_lines(
             peer: None,
             received_at,
             refused,
+            event,
         });
         if chunk.len() >= batch {
             sink(std::mem::replace(&mut chunk, Vec::with_capacity(batch)))?;

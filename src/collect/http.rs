@@ -42,6 +42,7 @@ pub fn records_from_body(
                         ),
                     )
                 }),
+                event: None,
             }
         })
         .collect()

@@ -3,5 +3,6 @@
 //! refuses. Collectors never parse: that is the pipeline's job.
 
 pub mod file;
+pub mod flow;
 pub mod http;
 pub mod syslog;

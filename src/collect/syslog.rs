@@ -123,6 +123,7 @@ pub async fn run_udp<P: Publisher<RawRecord>>(
             peer: Some(peer.ip()),
             received_at: Utc::now(),
             refused: None,
+            event: None,
         };
         if len > max {
             m.refused("frame_too_long");
@@ -209,6 +210,7 @@ async fn handle_connection<P: Publisher<RawRecord>>(
         peer: Some(peer.ip()),
         received_at: Utc::now(),
         refused,
+        event: None,
     };
     // On shutdown a connection is drained, not dropped: what the peer already sent (and the
     // kernel acknowledged) is read until end of stream or SHUTDOWN_DRAIN, then the framer is

@@ -68,6 +68,7 @@ pub const BUILTIN_RULES: &[(&str, &str)] = &[
         "rules/firewall_deny_storm.yml",
         include_str!("../../rules/firewall_deny_storm.yml"),
     ),
+    ("rules/flows.yml", include_str!("../../rules/flows.yml")),
     (
         "rules/network_scans.yml",
         include_str!("../../rules/network_scans.yml"),

@@ -583,6 +583,63 @@ impl ClickHouseStore {
             .await?)
     }
 
+    /// Flow events (NetFlow, IPFIX, sFlow) from or to `ip` (all when `None`), newest first, as
+    /// the embedded store lists them, and how many match.
+    pub async fn list_flows(
+        &self,
+        ip: Option<IpAddr>,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<super::StoredFlow>, u64), ChError> {
+        let filter = "observer_type IN ('netflow', 'ipfix', 'sflow')
+             AND (? = '' OR source_ip = unhex(?) OR destination_ip = unhex(?))";
+        let bytes = ip
+            .map(|a| hex::encode(ip_bytes(Some(a))))
+            .unwrap_or_default();
+        let total = self
+            .client
+            .query(&format!("SELECT count() FROM events FINAL WHERE {filter}"))
+            .bind(&bytes)
+            .bind(&bytes)
+            .bind(&bytes)
+            .fetch_one::<u64>()
+            .await?;
+        let rows = self
+            .client
+            .query(&format!(
+                "SELECT event_json, raw FROM events WHERE {filter}
+                 ORDER BY ts_ms DESC, batch_id DESC, row_in_batch DESC
+                 LIMIT 1 BY batch_id, row_in_batch
+                 LIMIT ?, ?"
+            ))
+            .bind(&bytes)
+            .bind(&bytes)
+            .bind(&bytes)
+            .bind(offset)
+            .bind(limit)
+            .fetch_all::<StoredEventRow>()
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (i, row) in rows.into_iter().enumerate() {
+            let e = row.into_event()?;
+            let time = |k: &str| {
+                e.extra
+                    .get(k)
+                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                    .map_or(e.timestamp, |t| t.with_timezone(&Utc))
+            };
+            out.push(super::StoredFlow {
+                id: i64::try_from(offset).unwrap_or(0) + i as i64,
+                start: time("flow.start"),
+                end: time("flow.end"),
+                exporter: e.extra.get("flow.exporter").cloned().unwrap_or_default(),
+                event: serde_json::to_value(&e)
+                    .map_err(|err| ChError::Corrupt(format!("flow to json: {err}")))?,
+            });
+        }
+        Ok((out, total))
+    }
+
     /// Events whose source or destination is `ip`, newest first, at most `limit`.
     pub async fn events_for_ip(&self, ip: IpAddr, limit: u64) -> Result<Vec<Event>, ChError> {
         let bytes = hex::encode(ip_bytes(Some(ip)));

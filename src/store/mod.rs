@@ -16,6 +16,8 @@ use vigil_parsers::Event;
 pub mod clickhouse;
 mod cluster;
 mod context;
+pub mod flows;
+pub use flows::StoredFlow;
 mod schema;
 
 pub use context::{StoredAsset, StoredReference};

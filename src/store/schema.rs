@@ -134,6 +134,25 @@ const MIGRATIONS: &[&str] = &[
         offense_id TEXT PRIMARY KEY,
         first_event INTEGER NOT NULL
     );",
+    // 6: flow records (NetFlow, IPFIX, sFlow), newest kept up to store.max_flows.
+    "CREATE TABLE flows (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        start INTEGER NOT NULL,
+        end INTEGER NOT NULL,
+        exporter TEXT NOT NULL,
+        source_ip TEXT,
+        source_port INTEGER,
+        destination_ip TEXT,
+        destination_port INTEGER,
+        transport TEXT,
+        bytes INTEGER NOT NULL,
+        packets INTEGER NOT NULL,
+        tcp_flags TEXT,
+        community_id TEXT,
+        event_json TEXT NOT NULL
+    );
+    CREATE INDEX flows_by_source ON flows (source_ip, id);
+    CREATE INDEX flows_by_destination ON flows (destination_ip, id);",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.

@@ -49,6 +49,9 @@ pub fn repo_root() -> PathBuf {
 
 pub struct Vigil {
     child: Option<Child>,
+    /// The NetFlow / IPFIX and sFlow listeners (port 0 when disabled).
+    pub netflow: SocketAddr,
+    pub sflow: SocketAddr,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
     pub api: SocketAddr,
@@ -67,6 +70,8 @@ pub fn write_config_with_rules(dir: &Path, rules: &Path, extra: &str) -> PathBuf
         "data_dir = {data:?}\n\
          [syslog]\nudp_listen = \"127.0.0.1:0\"\ntcp_listen = \"127.0.0.1:0\"\n\
          max_message_bytes = 8192\nmax_connections = 16\nidle_timeout_secs = 30\n\
+         [flows]\nnetflow_listen = \"127.0.0.1:0\"\nipfix_listen = \"127.0.0.1:0\"\n\
+         sflow_listen = \"127.0.0.1:0\"\n\
          [rules]\ndir = {rules:?}\n\
          [api]\nlisten = \"127.0.0.1:0\"\ntoken = {TOKEN:?}\n{extra}",
         data = dir.join("data").display().to_string(),
@@ -116,6 +121,8 @@ impl Vigil {
                 .unwrap()
         };
         Vigil {
+            netflow: addr("netflow"),
+            sflow: addr("sflow"),
             udp: addr("syslog_udp"),
             tcp: addr("syslog_tcp"),
             api: addr("api"),
@@ -226,6 +233,18 @@ impl Vigil {
         let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
         for d in datagrams {
             sock.send_to(d, self.udp).unwrap();
+        }
+    }
+
+    /// Sends datagrams to `to`, pausing a little every 64 so a burst does not overrun the
+    /// socket buffer (the test is about decoding, not about the kernel).
+    pub fn send_datagrams_to(&self, to: SocketAddr, datagrams: &[Vec<u8>]) {
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for (i, d) in datagrams.iter().enumerate() {
+            sock.send_to(d, to).unwrap();
+            if i % 64 == 63 {
+                std::thread::sleep(Duration::from_millis(5));
+            }
         }
     }
 

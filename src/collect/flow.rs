@@ -1,0 +1,506 @@
+//! Flow collectors: NetFlow v5/v9 and IPFIX (one decoder, the version is in each datagram) and
+//! sFlow v5 on their own UDP sockets. Each listener owns its decoder (templates, sampling and
+//! sequence state per exporter, bounded by `[flows]` limits); every flow record becomes an
+//! event (`event.category=network`, addresses, ports, transport, bytes, packets, start and end,
+//! TCP flags, exporter, interfaces, `network.community_id`) that skips the parsers and meets
+//! context and rules like any log event. A datagram that cannot be decoded is a dead letter
+//! with its bytes and the reason; what the decoder counts (templates, buffered data, loss at
+//! the exporter) and what the kernel dropped on the socket are metrics.
+//!
+//! Event mapping: `event.type` is `start` for a flow that opened a connection (TCP with SYN,
+//! or any non-TCP flow) and `connection` for the rest of a long TCP connection, so rules that
+//! count connection starts (beaconing) do not count an exporter's active-timeout splits of one
+//! long connection. Flow-only fields are in `extra`: `flow.start`, `flow.end` (RFC 3339),
+//! `tcp.flags` (names joined with `,`, e.g. `SYN` or `ACK,PSH,SYN`), `flow.exporter`,
+//! `flow.version`, `flow.sampling_rate`, `flow.direction` (the exporter's `ingress` /
+//! `egress`), `observer.ingress.interface`, `observer.egress.interface`, and when sent
+//! `vlan.id`, `source.mac`, `destination.mac`, `icmp.type`, `icmp.code`, `flow.source_as`,
+//! `flow.destination_as` and `flow.next_hop` (the exporter's routing view; GeoIP fills the
+//! core `source.as.*`).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tokio::net::UdpSocket;
+use tokio_util::sync::CancellationToken;
+use vigil_flows::{FlowDecoder, FlowRecord, FlowSource, RecordKind};
+use vigil_parsers::Event;
+
+use crate::bus::{Publisher, RawRecord, TryPublishError};
+use crate::telemetry::Metrics;
+
+/// `[flows]`: the flow listeners and the decoders' bounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    /// NetFlow (v5, v9, and IPFIX too) UDP listen address; empty disables it.
+    pub netflow_listen: String,
+    /// IPFIX UDP listen address (NetFlow accepted too); empty disables it.
+    pub ipfix_listen: String,
+    /// sFlow v5 UDP listen address; empty disables it.
+    pub sflow_listen: String,
+    /// Socket receive buffer to ask the kernel for, in bytes (flow exporters send bursts).
+    pub recv_buffer_bytes: usize,
+    /// Exporters tracked per listener (least recently seen evicted).
+    pub max_exporters: usize,
+    /// Templates per exporter; further new ones are refused and counted.
+    pub max_templates_per_exporter: usize,
+    /// A template not refreshed for this long (seconds) is dropped.
+    pub template_timeout_secs: u64,
+    /// Data sets held per exporter while their template is unknown.
+    pub max_pending_sets_per_exporter: usize,
+    /// Bytes of such data sets held per listener.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        FlowsConfig {
+            netflow_listen: "127.0.0.1:2055".into(),
+            ipfix_listen: "127.0.0.1:4739".into(),
+            sflow_listen: "127.0.0.1:6343".into(),
+            recv_buffer_bytes: 16 * 1024 * 1024,
+            max_exporters: 1024,
+            max_templates_per_exporter: 512,
+            template_timeout_secs: 1800,
+            max_pending_sets_per_exporter: 64,
+            max_pending_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+impl FlowsConfig {
+    /// The decoder limits these settings give.
+    pub fn limits(&self) -> vigil_flows::Limits {
+        let defaults = vigil_flows::Limits::default();
+        vigil_flows::Limits {
+            max_exporters: self.max_exporters.max(1),
+            max_templates_per_exporter: self.max_templates_per_exporter.max(1),
+            template_ttl: chrono::Duration::seconds(
+                i64::try_from(self.template_timeout_secs).unwrap_or(i64::MAX / 1000),
+            ),
+            max_pending_sets_per_exporter: self.max_pending_sets_per_exporter,
+            max_pending_bytes_total: self.max_pending_bytes,
+            ..defaults
+        }
+    }
+}
+
+/// Which decoder a listener runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlowProtocol {
+    /// NetFlow v5/v9 and IPFIX.
+    Netflow,
+    /// sFlow v5.
+    Sflow,
+}
+
+/// Binds a flow listener's UDP socket with the configured receive buffer.
+pub fn bind(addr: &str, recv_buffer_bytes: usize) -> std::io::Result<UdpSocket> {
+    let addr: SocketAddr = addr
+        .parse()
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, format!("{e}")))?;
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if recv_buffer_bytes > 0 {
+        // The kernel may cap it (net.core.rmem_max); that is not an error.
+        let _ = socket.set_recv_buffer_size(recv_buffer_bytes);
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Datagrams the kernel dropped on the UDP socket bound to local `port` (the `drops` column of
+/// `/proc/net/udp` and `/proc/net/udp6`), or `None` where that is not readable.
+pub fn kernel_drops(port: u16) -> Option<u64> {
+    let mut found = None;
+    for table in ["/proc/net/udp", "/proc/net/udp6"] {
+        let Ok(text) = std::fs::read_to_string(table) else {
+            continue;
+        };
+        for line in text.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let local_port = cols
+                .get(1)
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| u16::from_str_radix(p, 16).ok());
+            if local_port == Some(port) {
+                let drops = cols.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
+                found = Some(found.unwrap_or(0) + drops);
+            }
+        }
+    }
+    found
+}
+
+/// Receives flow datagrams until cancelled: decode, turn every flow record into an event,
+/// publish; undecodable datagrams become dead letters. The decoder's counters and the
+/// socket's kernel drops are exported every second.
+pub async fn run<P: Publisher<RawRecord>>(
+    socket: UdpSocket,
+    protocol: FlowProtocol,
+    config: FlowsConfig,
+    publisher: P,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let listener = match protocol {
+        FlowProtocol::Netflow => "netflow",
+        FlowProtocol::Sflow => "sflow",
+    };
+    let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+    let received = metrics.counter(
+        "vigil_collector_received_total",
+        "Records received by a collector.",
+        &[("source", listener)],
+    );
+    let records = metrics.counter(
+        "vigil_flow_records_total",
+        "Flow records decoded, by listener.",
+        &[("listener", listener)],
+    );
+    let dropped = metrics.counter(
+        "vigil_collector_dropped_total",
+        "Records dropped before the engine (unintentional loss), by reason.",
+        &[("source", listener), ("reason", "queue_full")],
+    );
+    let mut netflow = FlowDecoder::new(config.limits());
+    let mut sflow = vigil_flows::SflowDecoder::new(vigil_flows::SflowLimits::default());
+    let mut exported = Exported::default();
+    let mut buf = vec![0u8; 65_536];
+    let mut out: Vec<FlowRecord> = Vec::new();
+    let mut sampled: Vec<vigil_flows::SflowRecord> = Vec::new();
+    let mut last_tick = std::time::Instant::now();
+    loop {
+        let (len, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = tokio::time::timeout(std::time::Duration::from_secs(1), socket.recv_from(&mut buf)) => match r {
+                Ok(Ok(v)) => v,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "flow udp receive failed");
+                    continue;
+                }
+                Err(_) => (0, SocketAddr::from(([0, 0, 0, 0], 0))),
+            },
+        };
+        let now = Utc::now();
+        if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
+            last_tick = std::time::Instant::now();
+            netflow.expire(now);
+            exported.update(&metrics, listener, &netflow, &sflow, port);
+        }
+        if len == 0 {
+            continue;
+        }
+        received.inc();
+        let payload = buf.get(..len).unwrap_or_default();
+        out.clear();
+        let mut counters: Vec<Event> = Vec::new();
+        let result = match protocol {
+            FlowProtocol::Netflow => netflow.decode(peer, payload, now, &mut out).map(|_| ()),
+            FlowProtocol::Sflow => {
+                sampled.clear();
+                let r = sflow.decode(peer, payload, now, &mut sampled).map(|_| ());
+                for rec in sampled.drain(..) {
+                    match rec {
+                        vigil_flows::SflowRecord::Flow(f) => out.push(f),
+                        vigil_flows::SflowRecord::Counters(c) => counters.push(counter_event(&c)),
+                        // Packets the device discarded: counted by the decoder's stats.
+                        vigil_flows::SflowRecord::Discarded(_) => {}
+                    }
+                }
+                r
+            }
+        };
+        let observer_type = match protocol {
+            FlowProtocol::Netflow => "netflow",
+            FlowProtocol::Sflow => "sflow",
+        };
+        let observer_id = format!("{observer_type}/{}", peer.ip());
+        let mut batch: Vec<RawRecord> = Vec::with_capacity(out.len().max(1));
+        match result {
+            Ok(()) => {
+                let flows = out
+                    .iter()
+                    .filter(|r| r.kind == RecordKind::Flow)
+                    .map(|r| flow_event(r, &observer_id));
+                for mut event in flows.chain(counters) {
+                    records.inc();
+                    event.observer_id = Some(observer_id.clone());
+                    batch.push(RawRecord {
+                        bytes: Vec::new(),
+                        observer_type,
+                        observer_id: observer_id.clone(),
+                        peer: Some(peer.ip()),
+                        received_at: now,
+                        refused: None,
+                        event: Some(Box::new(event)),
+                    });
+                }
+            }
+            Err(e) => batch.push(RawRecord {
+                bytes: payload.to_vec(),
+                observer_type,
+                observer_id: observer_id.clone(),
+                peer: Some(peer.ip()),
+                received_at: now,
+                refused: Some((e.reason(), e.to_string())),
+                event: None,
+            }),
+        }
+        for rec in batch {
+            match publisher.try_publish(rec) {
+                Ok(()) => {}
+                Err(TryPublishError::Full) => dropped.inc(),
+                Err(TryPublishError::Closed) => return,
+            }
+        }
+    }
+}
+
+/// The decoder counters already exported, so each second adds only what is new.
+#[derive(Default)]
+struct Exported {
+    seen: std::collections::HashMap<&'static str, u64>,
+    kernel_drops: u64,
+}
+
+impl Exported {
+    fn update(
+        &mut self,
+        metrics: &Metrics,
+        listener: &'static str,
+        netflow: &FlowDecoder,
+        sflow: &vigil_flows::SflowDecoder,
+        port: u16,
+    ) {
+        let s = netflow.stats();
+        let mut add = |name: &'static str,
+                       help: &'static str,
+                       label: (&'static str, &'static str),
+                       total: u64| {
+            let key = label.1;
+            let before = self.seen.insert(key, total).unwrap_or(0);
+            if total > before {
+                metrics
+                    .counter(name, help, &[("listener", listener), label])
+                    .add(total - before);
+            }
+        };
+        let rejected = "Flow datagrams, records, templates and buffered data the decoder refused or dropped, by reason.";
+        for (reason, total) in [
+            ("truncated_header", s.rejected_truncated_header),
+            ("unknown_version", s.rejected_unknown_version),
+            ("bad_length", s.rejected_bad_length),
+            ("set_malformed", s.sets_malformed),
+            ("record_truncated", s.records_truncated),
+            ("template_truncated", s.templates_truncated),
+            ("template_field_count", s.templates_invalid_field_count),
+            ("template_length", s.templates_invalid_length),
+            ("template_limit", s.templates_rejected_limit),
+            ("domain_limit", s.domains_rejected_limit),
+            ("pending_evicted", s.pending_evicted),
+            ("pending_expired", s.pending_expired),
+            ("pending_dropped", s.pending_dropped),
+            ("exporter_evicted", s.exporters_evicted),
+        ] {
+            add(
+                "vigil_flow_rejected_total",
+                rejected,
+                ("reason", reason),
+                total,
+            );
+        }
+        let templates = "Template events, by kind.";
+        for (kind, total) in [
+            ("received", s.templates_received),
+            ("refreshed", s.templates_refreshed),
+            ("changed", s.templates_changed),
+            ("withdrawn", s.templates_withdrawn),
+            ("expired", s.templates_expired),
+        ] {
+            add(
+                "vigil_flow_templates_total",
+                templates,
+                ("kind", kind),
+                total,
+            );
+        }
+        add(
+            "vigil_flow_lost_at_exporter_total",
+            "Flows (NetFlow v5, IPFIX) or export packets (NetFlow v9) the exporters' sequence numbers say never arrived.",
+            ("unit", "flows"),
+            s.sequence_lost_flows,
+        );
+        add(
+            "vigil_flow_lost_at_exporter_total",
+            "Flows (NetFlow v5, IPFIX) or export packets (NetFlow v9) the exporters' sequence numbers say never arrived.",
+            ("unit", "packets"),
+            s.sequence_lost_packets,
+        );
+        let sf = sflow.stats();
+        add(
+            "vigil_flow_rejected_total",
+            rejected,
+            ("reason", "sflow_datagram"),
+            sf.datagrams_rejected,
+        );
+        metrics
+            .gauge(
+                "vigil_flow_templates",
+                "Templates cached, by listener.",
+                &[("listener", listener)],
+            )
+            .set(netflow.template_count() as u64);
+        metrics
+            .gauge(
+                "vigil_flow_pending_bytes",
+                "Bytes of data sets held until their template arrives, by listener.",
+                &[("listener", listener)],
+            )
+            .set(netflow.pending().1 as u64);
+        if let Some(drops) = kernel_drops(port) {
+            if drops > self.kernel_drops {
+                metrics
+                    .counter(
+                        "vigil_flow_kernel_drops_total",
+                        "Datagrams the kernel dropped on a flow socket (receive buffer full), by listener.",
+                        &[("listener", listener)],
+                    )
+                    .add(drops - self.kernel_drops);
+            }
+            self.kernel_drops = drops;
+        }
+    }
+}
+
+/// The event of an sFlow counter sample: `event.kind=metric`, the interface and Ethernet
+/// counters in `extra` (`sflow.if_index`, `sflow.in_octets`, ...).
+pub fn counter_event(c: &vigil_flows::CounterRecord) -> Event {
+    let mut e = Event::new(c.origin.received_at, c.origin.received_at);
+    e.kind = Some("metric".into());
+    e.category = Some("network".into());
+    e.event_type = Some("info".into());
+    e.action = Some("interface_counters".into());
+    e.dataset = Some("sflow".into());
+    e.observer_type = Some("sflow".into());
+    e.observer_ip = Some(c.origin.agent_address);
+    let mut flat = |value: serde_json::Value| {
+        if let serde_json::Value::Object(map) = value {
+            for (k, v) in map {
+                let text = match v {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                e.extra.insert(format!("sflow.{k}"), text);
+            }
+        }
+    };
+    if let Some(i) = &c.interface {
+        flat(serde_json::to_value(i).unwrap_or_default());
+    }
+    if let Some(eth) = &c.ethernet {
+        flat(serde_json::to_value(eth).unwrap_or_default());
+    }
+    e
+}
+
+fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// The event of one flow record from exporter `observer_id`.
+pub fn flow_event(r: &FlowRecord, observer_id: &str) -> Event {
+    let start = r.flow_start.unwrap_or(r.export_time);
+    let end = r.flow_end.unwrap_or(start);
+    let mut e = Event::new(end, r.received_at);
+    e.kind = Some("event".into());
+    e.category = Some("network".into());
+    let tcp = r.ip_protocol == Some(6);
+    let syn = r.tcp_flags.is_some_and(|f| f & 0x02 != 0);
+    e.event_type = Some(if !tcp || syn { "start" } else { "connection" }.into());
+    e.action = Some("flow".into());
+    let (observer_type, dataset) = match r.source {
+        FlowSource::NetflowV5 | FlowSource::NetflowV9 => ("netflow", "netflow"),
+        FlowSource::Ipfix => ("ipfix", "ipfix"),
+        FlowSource::SflowV5 => ("sflow", "sflow"),
+    };
+    e.dataset = Some(dataset.into());
+    e.observer_type = Some(observer_type.into());
+    e.observer_id = Some(observer_id.to_owned());
+    e.observer_ip = Some(r.exporter.ip());
+    e.source_ip = r.src_addr;
+    e.source_port = r.src_port;
+    e.destination_ip = r.dst_addr;
+    e.destination_port = r.dst_port;
+    e.network_transport = r.transport.map(str::to_owned);
+    e.network_bytes = Some(r.bytes);
+    e.network_packets = Some(r.packets);
+    if !r.community_id.is_empty() {
+        e.network_community_id = Some(r.community_id.clone());
+    }
+    e.duration_ns = (end - start)
+        .num_nanoseconds()
+        .and_then(|n| u64::try_from(n).ok());
+    let x = &mut e.extra;
+    x.insert("flow.start".into(), rfc3339(start));
+    x.insert("flow.end".into(), rfc3339(end));
+    x.insert("flow.exporter".into(), r.exporter.ip().to_string());
+    x.insert("flow.version".into(), r.protocol_version.to_string());
+    x.insert("flow.sampling_rate".into(), r.sampling_rate.to_string());
+    if let Some(flags) = r.tcp_flags {
+        let mut names: Vec<String> = r
+            .tcp_flag_names
+            .iter()
+            .map(|n| n.to_ascii_uppercase())
+            .collect();
+        names.sort_unstable();
+        x.insert("tcp.flags".into(), names.join(","));
+        x.insert("tcp.flags_raw".into(), flags.to_string());
+    }
+    if let Some(d) = r.direction {
+        let d = match d {
+            vigil_flows::Direction::Ingress => "ingress",
+            vigil_flows::Direction::Egress => "egress",
+        };
+        x.insert("flow.direction".into(), d.into());
+    }
+    let mut put = |k: &str, v: Option<String>| {
+        if let Some(v) = v {
+            x.insert(k.to_owned(), v);
+        }
+    };
+    put(
+        "observer.ingress.interface",
+        r.input_interface.map(|v| v.to_string()),
+    );
+    put(
+        "observer.egress.interface",
+        r.output_interface.map(|v| v.to_string()),
+    );
+    put("vlan.id", r.vlan.map(|v| v.to_string()));
+    put("source.mac", r.src_mac.map(|m| m.to_string()));
+    put("destination.mac", r.dst_mac.map(|m| m.to_string()));
+    put("icmp.type", r.icmp_type.map(|v| v.to_string()));
+    put("icmp.code", r.icmp_code.map(|v| v.to_string()));
+    put("flow.source_as", r.src_as.map(|v| v.to_string()));
+    put("flow.destination_as", r.dst_as.map(|v| v.to_string()));
+    put("flow.next_hop", r.next_hop.map(|v| v.to_string()));
+    e.message = Some(format!(
+        "flow {} {}:{} -> {}:{} {} packets {} bytes",
+        r.transport.unwrap_or("ip"),
+        r.src_addr.map(|a| a.to_string()).unwrap_or_default(),
+        r.src_port.unwrap_or(0),
+        r.dst_addr.map(|a| a.to_string()).unwrap_or_default(),
+        r.dst_port.unwrap_or(0),
+        r.packets,
+        r.bytes
+    ));
+    e
+}
