@@ -184,6 +184,7 @@ pub fn build_pipeline(
             offenses: crate::correlate::OffenseLimits::from_config(&config.offenses),
             max_dead_letters: config.store.max_dead_letters,
             max_flows: config.store.max_flows,
+            superflow_min_flows: config.store.superflow_min_flows,
             closed_offense_retention: chrono::Duration::days(
                 i64::try_from(config.store.closed_offense_retention_days)
                     .unwrap_or(i64::MAX / 86_400_000),
@@ -524,7 +525,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                     pipeline.process_batch_until_stored(batch);
                 }
-                // The queue is drained and closed: keep the windows for the next start.
+                // The queue is drained and closed: store the flows still held for condensing,
+                // keep the windows for the next start.
+                pipeline.flush_flows();
                 save(&mut pipeline);
             })
             .context("starting the engine thread")?
@@ -564,8 +567,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
         }));
     }
-    if bound.syslog_udp.is_none() && bound.syslog_tcp.is_none() && bound.api.is_none() {
-        bail!("nothing to run: syslog.udp_listen, syslog.tcp_listen and api.listen are all empty");
+    if bound.syslog_udp.is_none()
+        && bound.syslog_tcp.is_none()
+        && bound.api.is_none()
+        && bound.netflow.is_none()
+        && bound.ipfix.is_none()
+        && bound.sflow.is_none()
+    {
+        bail!("nothing to run: the syslog and flow listeners and api.listen are all empty");
     }
     // Signal handlers exist before anyone is told we are ready: a SIGTERM right after the
     // ready line must shut down cleanly, not kill the process.

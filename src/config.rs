@@ -429,6 +429,9 @@ pub struct StoreConfig {
     pub max_dead_letters: u64,
     /// Most flow records kept (embedded store); the oldest are deleted beyond it and counted.
     pub max_flows: u64,
+    /// A source that sends this many probe flows (≤ 2 packets each) within a minute is stored
+    /// as one superflow row with counts instead (0 stores every flow as it is).
+    pub superflow_min_flows: usize,
     /// Closed offenses (with their events, rules and notes) are deleted this many days after
     /// they were closed (checked hourly, counted). Open offenses are never deleted.
     pub closed_offense_retention_days: u64,
@@ -453,6 +456,7 @@ impl Default for StoreConfig {
         StoreConfig {
             max_dead_letters: 100_000,
             max_flows: 1_000_000,
+            superflow_min_flows: 16,
             closed_offense_retention_days: 90,
             kind: StoreKind::Sqlite,
             clickhouse: crate::store::clickhouse::ClickHouseConfig::default(),

@@ -24,6 +24,8 @@ pub struct PipelineLimits {
     pub max_dead_letters: u64,
     /// Flow records kept in the store.
     pub max_flows: u64,
+    /// A source's probe flows are stored as one superflow from this many in a minute (0: off).
+    pub superflow_min_flows: usize,
     /// Closed offenses are deleted this long after closing.
     pub closed_offense_retention: chrono::Duration,
 }
@@ -75,8 +77,14 @@ pub struct Pipeline {
     offenses_suppressed: Counter,
     dead_letters_evicted: Counter,
     flows_evicted: Counter,
-    /// Flow events of the batch, stored with it.
-    flows: Vec<Arc<vigil_parsers::Event>>,
+    /// Flow rows (flows and superflows) to store with the batch.
+    flows: Vec<crate::store::superflow::FlowRow>,
+    /// Holds probe flows per source and condenses scans into superflows.
+    condenser: crate::store::superflow::Condenser,
+    superflows: Counter,
+    superflow_evicted: Counter,
+    /// Set by [`Pipeline::flush_flows`]: the next batch stores every held flow.
+    flush_all_flows: bool,
     store_errors: Counter,
     timestamps_clamped: Counter,
     /// GeoIP, zones, reference data, assets (none: events pass unenriched).
@@ -151,6 +159,18 @@ impl Pipeline {
                 &[],
             ),
             flows: Vec::new(),
+            condenser: crate::store::superflow::Condenser::new(limits.superflow_min_flows, 100_000),
+            superflows: metrics.counter(
+                "vigil_store_superflows_total",
+                "Scans stored as one superflow row instead of their flows.",
+                &[],
+            ),
+            superflow_evicted: metrics.counter(
+                "vigil_store_superflow_sources_evicted_total",
+                "Sources whose held probe flows were stored early because too many sources were held.",
+                &[],
+            ),
+            flush_all_flows: false,
             dead_letters_evicted: metrics.counter(
                 "vigil_store_dead_letters_evicted_total",
                 "Oldest dead letters deleted to stay under store.max_dead_letters.",
@@ -238,6 +258,13 @@ impl Pipeline {
             )
             .set(bytes.len() as u64);
         Ok(keys)
+    }
+
+    /// Stores every flow the superflow condenser still holds (the service calls it at
+    /// shutdown, after the queue is drained).
+    pub fn flush_flows(&mut self) {
+        self.flush_all_flows = true;
+        self.process_batch_until_stored(Vec::new());
     }
 
     /// Restores correlation windows saved by [`Pipeline::save_engine_state`]. Windows of rules
@@ -368,9 +395,12 @@ impl Pipeline {
             std::collections::HashMap::new();
         self.detections.clear();
         self.flows.clear();
+        let flush_all = std::mem::take(&mut self.flush_all_flows);
+        self.condenser
+            .flush(std::time::Instant::now(), flush_all, &mut self.flows);
         if let Some(now) = tick {
             self.engine.advance(now, &mut self.detections);
-            if self.detections.is_empty() {
+            if self.detections.is_empty() && self.flows.is_empty() {
                 return Ok(outcome);
             }
         }
@@ -393,7 +423,11 @@ impl Pipeline {
                     }
                     let event = Arc::new(event);
                     if crate::store::flows::is_flow(&event) {
-                        self.flows.push(Arc::clone(&event));
+                        self.condenser.push(
+                            Arc::clone(&event),
+                            std::time::Instant::now(),
+                            &mut self.flows,
+                        );
                     }
                     self.engine.process(&event, &mut self.detections);
                 }
@@ -492,7 +526,7 @@ impl Pipeline {
         let offense_limits = self.limits.offenses;
         let max_dead = self.limits.max_dead_letters;
         let max_flows = self.limits.max_flows;
-        let flows: Vec<&vigil_parsers::Event> = self.flows.iter().map(|e| e.as_ref()).collect();
+        let flows = &self.flows;
         let detections = &self.detections;
         let factors = &self.asset_factors;
         let rule_meta = &self.rule_meta;
@@ -506,7 +540,7 @@ impl Pipeline {
             for (_, d) in dead {
                 evicted += store.insert_dead_letter(d, max_dead)?;
             }
-            flows_evicted = store.insert_flows(&flows, max_flows)?;
+            flows_evicted = store.insert_flows(flows, max_flows)?;
             let mut changes = Vec::with_capacity(detections.len());
             for (i, d) in detections.iter().enumerate() {
                 let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
@@ -532,6 +566,14 @@ impl Pipeline {
             Ok(_) => {
                 self.seen.commit();
                 self.flows_evicted.add(flows_evicted);
+                let supers = self
+                    .flows
+                    .iter()
+                    .filter(|r| matches!(r, crate::store::superflow::FlowRow::Super(_)))
+                    .count();
+                self.superflows.add(supers as u64);
+                self.superflow_evicted
+                    .add(std::mem::take(&mut self.condenser.evicted));
             }
             Err(_) => self.seen.rollback(),
         }

@@ -633,6 +633,8 @@ impl ClickHouseStore {
                 start: time("flow.start"),
                 end: time("flow.end"),
                 exporter: e.extra.get("flow.exporter").cloned().unwrap_or_default(),
+                kind: "flow".to_owned(),
+                flows: 1,
                 event: serde_json::to_value(&e)
                     .map_err(|err| ChError::Corrupt(format!("flow to json: {err}")))?,
             });

@@ -1,6 +1,7 @@
-//! Flow records in the embedded store: one row per flow event (NetFlow, IPFIX, sFlow), the
-//! newest `store.max_flows` kept (older rows deleted as new ones come, counted), searchable by
-//! address for the API. The whole event is kept as JSON; the columns are for the search.
+//! Flow records in the embedded store: one row per flow event (NetFlow, IPFIX, sFlow) or per
+//! superflow (a scan condensed, see [`super::superflow`]), the newest `store.max_flows` kept
+//! (older rows deleted as new ones come, counted), searchable by address for the API. The
+//! whole event (or the superflow's summary) is kept as JSON; the columns are for the search.
 
 use std::net::IpAddr;
 
@@ -9,6 +10,7 @@ use rusqlite::params;
 use serde::Serialize;
 use vigil_parsers::Event;
 
+use super::superflow::FlowRow;
 use super::{clamp_i64, from_ms, ms, Store, StoreError};
 
 /// One stored flow as the API lists it.
@@ -22,7 +24,11 @@ pub struct StoredFlow {
     pub end: DateTime<Utc>,
     /// Exporter address.
     pub exporter: String,
-    /// The flow event (ECS fields).
+    /// `flow`, or `superflow` (a scan condensed: `event` is its summary).
+    pub kind: String,
+    /// Flow records this row stands for (1 for a flow).
+    pub flows: u64,
+    /// The flow event (ECS fields), or the superflow's summary.
     pub event: serde_json::Value,
 }
 
@@ -43,34 +49,64 @@ fn flow_time(e: &Event, key: &str) -> DateTime<Utc> {
 }
 
 impl Store {
-    /// Stores flow events, deleting the oldest beyond `max_kept`; returns how many it deleted.
-    pub fn insert_flows(&self, flows: &[&Event], max_kept: u64) -> Result<u64, StoreError> {
-        if flows.is_empty() {
+    /// Stores flows and superflows, deleting the oldest beyond `max_kept`; returns how many it
+    /// deleted.
+    pub fn insert_flows(&self, rows: &[FlowRow], max_kept: u64) -> Result<u64, StoreError> {
+        if rows.is_empty() {
             return Ok(0);
         }
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO flows (start, end, exporter, source_ip, source_port, destination_ip,
-                 destination_port, transport, bytes, packets, tcp_flags, community_id, event_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                 destination_port, transport, bytes, packets, tcp_flags, community_id, kind,
+                 flow_count, destinations, ports, event_json)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
         )?;
-        for e in flows {
-            let json = serde_json::to_string(e)
-                .map_err(|err| StoreError::Corrupt(format!("flow to json: {err}")))?;
-            stmt.execute(params![
-                ms(flow_time(e, "flow.start")),
-                ms(flow_time(e, "flow.end")),
-                e.extra.get("flow.exporter").cloned().unwrap_or_default(),
-                e.source_ip.map(|a| a.to_string()),
-                e.source_port,
-                e.destination_ip.map(|a| a.to_string()),
-                e.destination_port,
-                e.network_transport,
-                clamp_i64(e.network_bytes.unwrap_or(0)),
-                clamp_i64(e.network_packets.unwrap_or(0)),
-                e.extra.get("tcp.flags"),
-                e.network_community_id,
-                json,
-            ])?;
+        let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("flow to json: {err}"));
+        for row in rows {
+            match row {
+                FlowRow::Flow(e) => {
+                    stmt.execute(params![
+                        ms(flow_time(e, "flow.start")),
+                        ms(flow_time(e, "flow.end")),
+                        e.extra.get("flow.exporter").cloned().unwrap_or_default(),
+                        e.source_ip.map(|a| a.to_string()),
+                        e.source_port,
+                        e.destination_ip.map(|a| a.to_string()),
+                        e.destination_port,
+                        e.network_transport,
+                        clamp_i64(e.network_bytes.unwrap_or(0)),
+                        clamp_i64(e.network_packets.unwrap_or(0)),
+                        e.extra.get("tcp.flags"),
+                        e.network_community_id,
+                        "flow",
+                        1,
+                        1,
+                        1,
+                        serde_json::to_string(e.as_ref()).map_err(corrupt)?,
+                    ])?;
+                }
+                FlowRow::Super(s) => {
+                    stmt.execute(params![
+                        ms(s.first),
+                        ms(s.last),
+                        s.exporter,
+                        s.source_ip.to_string(),
+                        None::<u16>,
+                        None::<String>,
+                        None::<u16>,
+                        s.transports.join(","),
+                        clamp_i64(s.bytes),
+                        clamp_i64(s.packets),
+                        None::<String>,
+                        None::<String>,
+                        "superflow",
+                        clamp_i64(s.flows),
+                        clamp_i64(s.destinations),
+                        clamp_i64(s.ports),
+                        serde_json::to_string(s).map_err(corrupt)?,
+                    ])?;
+                }
+            }
         }
         let id = self.conn.last_insert_rowid();
         let cutoff = id - clamp_i64(max_kept);
@@ -98,7 +134,7 @@ impl Store {
             |r| r.get(0),
         )?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, start, end, exporter, event_json FROM flows
+            "SELECT id, start, end, exporter, kind, flow_count, event_json FROM flows
              WHERE ?1 IS NULL OR source_ip = ?1 OR destination_ip = ?1
              ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
@@ -109,16 +145,20 @@ impl Store {
                 r.get::<_, i64>(2)?,
                 r.get::<_, String>(3)?,
                 r.get::<_, String>(4)?,
+                r.get::<_, i64>(5)?,
+                r.get::<_, String>(6)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, start, end, exporter, json) = row?;
+            let (id, start, end, exporter, kind, flows, json) = row?;
             out.push(StoredFlow {
                 id,
                 start: from_ms(start),
                 end: from_ms(end),
                 exporter,
+                kind,
+                flows: u64::try_from(flows).unwrap_or(0),
                 event: serde_json::from_str(&json)
                     .map_err(|err| StoreError::Corrupt(format!("stored flow: {err}")))?,
             });
@@ -151,8 +191,9 @@ mod tests {
         let b = flow("10.0.0.2", "198.51.100.7", 200);
         let c = flow("10.0.0.3", "203.0.113.9", 300);
         assert!(is_flow(&a));
-        assert_eq!(s.insert_flows(&[&a, &b], 2).unwrap(), 0);
-        assert_eq!(s.insert_flows(&[&c], 2).unwrap(), 1, "the oldest goes");
+        let row = |e: Event| FlowRow::Flow(std::sync::Arc::new(e));
+        assert_eq!(s.insert_flows(&[row(a), row(b)], 2).unwrap(), 0);
+        assert_eq!(s.insert_flows(&[row(c)], 2).unwrap(), 1, "the oldest goes");
         let (all, total) = s.list_flows(None, 10, 0).unwrap();
         assert_eq!(total, 2);
         assert_eq!(all[0].event["network.bytes"], 300);
@@ -160,5 +201,6 @@ mod tests {
         assert_eq!((to.len(), total), (1, 1));
         assert_eq!(to[0].event["source.ip"], "10.0.0.2");
         assert_eq!(to[0].exporter, "192.0.2.250");
+        assert_eq!((to[0].kind.as_str(), to[0].flows), ("flow", 1));
     }
 }

@@ -17,6 +17,7 @@ pub mod clickhouse;
 mod cluster;
 mod context;
 pub mod flows;
+pub mod superflow;
 pub use flows::StoredFlow;
 mod schema;
 

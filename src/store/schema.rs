@@ -134,7 +134,8 @@ const MIGRATIONS: &[&str] = &[
         offense_id TEXT PRIMARY KEY,
         first_event INTEGER NOT NULL
     );",
-    // 6: flow records (NetFlow, IPFIX, sFlow), newest kept up to store.max_flows.
+    // 6: flow records (NetFlow, IPFIX, sFlow) and superflows (a scan condensed into one row),
+    // newest kept up to store.max_flows.
     "CREATE TABLE flows (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
         start INTEGER NOT NULL,
@@ -149,6 +150,10 @@ const MIGRATIONS: &[&str] = &[
         packets INTEGER NOT NULL,
         tcp_flags TEXT,
         community_id TEXT,
+        kind TEXT NOT NULL,
+        flow_count INTEGER NOT NULL,
+        destinations INTEGER NOT NULL,
+        ports INTEGER NOT NULL,
         event_json TEXT NOT NULL
     );
     CREATE INDEX flows_by_source ON flows (source_ip, id);
