@@ -377,20 +377,23 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         )));
     }
     use crate::collect::flow::FlowProtocol;
-    for (listen, protocol, slot) in [
+    for (listen, protocol, name, slot) in [
         (
             &config.flows.netflow_listen,
             FlowProtocol::Netflow,
+            "netflow",
             &mut bound.netflow,
         ),
         (
             &config.flows.ipfix_listen,
             FlowProtocol::Netflow,
+            "ipfix",
             &mut bound.ipfix,
         ),
         (
             &config.flows.sflow_listen,
             FlowProtocol::Sflow,
+            "sflow",
             &mut bound.sflow,
         ),
     ] {
@@ -403,7 +406,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         tasks.push(tokio::spawn(crate::collect::flow::run(
             socket,
             protocol,
+            name,
             config.flows.clone(),
+            (protocol == FlowProtocol::Netflow)
+                .then(|| config.data_dir.join(format!("{name}-templates.json"))),
             publisher.clone(),
             metrics.clone(),
             cancel.clone(),

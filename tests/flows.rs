@@ -281,3 +281,43 @@ fn sflow_vectors_sent_over_udp_decode_like_the_library() {
     });
     assert_eq!(vigil.metric("vigil_flow_records_total"), want);
 }
+
+/// NetFlow v9 templates survive a restart: data sent after it decodes without the exporter
+/// resending its template.
+#[test]
+fn netflow_v9_templates_survive_a_restart() {
+    let root = repo_root().join("fixtures/netflow");
+    let template = std::fs::read(root.join("netflow9_test_cisco_asa_1_tpl.dat")).unwrap();
+    let data = std::fs::read(root.join("netflow9_test_cisco_asa_1_data.dat")).unwrap();
+    // What the data holds, decoded offline after the template.
+    let exporter: std::net::SocketAddr = "127.0.0.1:40002".parse().unwrap();
+    let mut decoder = vigil_flows::FlowDecoder::new(vigil_flows::Limits::default());
+    let mut out = Vec::new();
+    decoder
+        .decode(exporter, &template, chrono::Utc::now(), &mut out)
+        .unwrap();
+    out.clear();
+    decoder
+        .decode(exporter, &data, chrono::Utc::now(), &mut out)
+        .unwrap();
+    let want = out
+        .iter()
+        .filter(|r| r.kind == vigil_flows::RecordKind::Flow)
+        .count() as u64;
+    assert!(want > 0);
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let mut vigil = Vigil::start(&config);
+    // The exporter keeps its address (and port) across the restart, as routers do.
+    let exporter = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    exporter.send_to(&template, vigil.netflow).unwrap();
+    vigil.wait_until("the template", || vigil.metric("vigil_flow_templates") >= 1);
+    vigil.stop();
+    let vigil = Vigil::start(&config);
+    exporter.send_to(&data, vigil.netflow).unwrap();
+    vigil.wait_until("the data decoded with the saved template", || {
+        vigil.metric("vigil_flow_records_total") >= want
+    });
+    assert_eq!(vigil.metric("vigil_flow_records_total"), want);
+}

@@ -142,18 +142,17 @@ pub fn kernel_drops(port: u16) -> Option<u64> {
 /// Receives flow datagrams until cancelled: decode, turn every flow record into an event,
 /// publish; undecodable datagrams become dead letters. The decoder's counters and the
 /// socket's kernel drops are exported every second.
+#[allow(clippy::too_many_arguments)]
 pub async fn run<P: Publisher<RawRecord>>(
     socket: UdpSocket,
     protocol: FlowProtocol,
+    listener: &'static str,
     config: FlowsConfig,
+    templates_file: Option<std::path::PathBuf>,
     publisher: P,
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let listener = match protocol {
-        FlowProtocol::Netflow => "netflow",
-        FlowProtocol::Sflow => "sflow",
-    };
     let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
     let received = metrics.counter(
         "vigil_collector_received_total",
@@ -171,6 +170,22 @@ pub async fn run<P: Publisher<RawRecord>>(
         &[("source", listener), ("reason", "queue_full")],
     );
     let mut netflow = FlowDecoder::new(config.limits());
+    // Templates learned before a restart: v9/IPFIX data decodes at once instead of waiting for
+    // the exporters to resend their templates (some do every 30 minutes).
+    if let Some(path) = &templates_file {
+        match load_templates(path) {
+            Ok(Some(snap)) => {
+                let n = netflow.restore_templates(&snap, Utc::now());
+                tracing::info!(listener, templates = n, "flow templates restored");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(listener, error = %e, "saved flow templates not readable; waiting for the exporters'")
+            }
+        }
+    }
+    let mut saved_templates = netflow.template_count();
+    let mut last_save = std::time::Instant::now();
     let mut sflow = vigil_flows::SflowDecoder::new(vigil_flows::SflowLimits::default());
     let mut exported = Exported::default();
     let mut buf = vec![0u8; 65_536];
@@ -179,7 +194,12 @@ pub async fn run<P: Publisher<RawRecord>>(
     let mut last_tick = std::time::Instant::now();
     loop {
         let (len, peer) = tokio::select! {
-            _ = cancel.cancelled() => return,
+            _ = cancel.cancelled() => {
+                if let Some(path) = &templates_file {
+                    save_templates(path, &netflow, listener);
+                }
+                return;
+            }
             r = tokio::time::timeout(std::time::Duration::from_secs(1), socket.recv_from(&mut buf)) => match r {
                 Ok(Ok(v)) => v,
                 Ok(Err(e)) => {
@@ -194,6 +214,16 @@ pub async fn run<P: Publisher<RawRecord>>(
             last_tick = std::time::Instant::now();
             netflow.expire(now);
             exported.update(&metrics, listener, &netflow, &sflow, port);
+            let count = netflow.template_count();
+            if let Some(path) = &templates_file {
+                if count != saved_templates
+                    && last_save.elapsed() >= std::time::Duration::from_secs(30)
+                {
+                    save_templates(path, &netflow, listener);
+                    saved_templates = count;
+                    last_save = std::time::Instant::now();
+                }
+            }
         }
         if len == 0 {
             continue;
@@ -261,6 +291,29 @@ pub async fn run<P: Publisher<RawRecord>>(
                 Err(TryPublishError::Closed) => return,
             }
         }
+    }
+}
+
+/// Templates saved by [`save_templates`], if the file exists.
+fn load_templates(path: &std::path::Path) -> anyhow::Result<Option<vigil_flows::TemplateSnapshot>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(serde_json::from_slice(&bytes)?)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Writes the decoder's templates to `path` (a temporary file renamed over it).
+fn save_templates(path: &std::path::Path, decoder: &FlowDecoder, listener: &str) {
+    let result = (|| -> anyhow::Result<()> {
+        let json = serde_json::to_vec(&decoder.snapshot_templates())?;
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, json)?;
+        std::fs::rename(&tmp, path)?;
+        Ok(())
+    })();
+    if let Err(e) = result {
+        tracing::warn!(listener, error = %e, "saving flow templates failed");
     }
 }
 
