@@ -185,6 +185,7 @@ pub fn build_pipeline(
             max_dead_letters: config.store.max_dead_letters,
             max_flows: config.store.max_flows,
             superflow_min_flows: config.store.superflow_min_flows,
+            response: config.response.clone(),
             closed_offense_retention: chrono::Duration::days(
                 i64::try_from(config.store.closed_offense_retention_days)
                     .unwrap_or(i64::MAX / 86_400_000),
@@ -562,6 +563,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ),
             reference: reference.clone(),
             clickhouse: clickhouse.clone(),
+            blocklist_token_sha256: config
+                .response
+                .blocklist_token
+                .as_deref()
+                .map(crate::api::hash_token),
+            block_set: config.response.block_set.clone(),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {

@@ -19,6 +19,8 @@ pub struct Config {
     pub syslog: SyslogConfig,
     /// Flow collectors (NetFlow, IPFIX, sFlow).
     pub flows: crate::collect::flow::FlowsConfig,
+    /// Automatic IP blocking and its guards.
+    pub response: crate::response::ResponseConfig,
     /// Parsing.
     pub parse: ParseConfig,
     /// Rules and correlation state.
@@ -194,6 +196,7 @@ impl Default for Config {
             data_dir: PathBuf::from("data"),
             syslog: SyslogConfig::default(),
             flows: crate::collect::flow::FlowsConfig::default(),
+            response: crate::response::ResponseConfig::default(),
             parse: ParseConfig::default(),
             rules: RulesConfig::default(),
             offenses: OffenseConfig::default(),
@@ -559,6 +562,15 @@ impl Config {
         }
         if self.api.max_page_size == 0 {
             return Err("api.max_page_size: must be at least 1".into());
+        }
+        crate::response::BlockGuard::new(&self.response)?;
+        if self
+            .response
+            .blocklist_token
+            .as_deref()
+            .is_some_and(|t| t.len() < 16)
+        {
+            return Err("response.blocklist_token: use at least 16 characters".into());
         }
         parse_utc_offset(&self.parse.default_utc_offset)
             .map_err(|e| format!("parse.default_utc_offset: {e}"))?;

@@ -2,13 +2,16 @@
 //!
 //! # Layout
 //! - [`config`]: the TOML configuration, strict and documented; defaults are embedded mode.
-//! - [`collect`]: collectors (`syslog` UDP/TCP, `file` for replay) producing raw records.
+//! - [`collect`]: collectors producing raw records: `syslog` UDP/TCP, `flow` for NetFlow,
+//!   IPFIX and sFlow, `file` for replay.
 //! - [`bus`]: the queue between collectors and the engine (bounded, in-process; Kafka later).
 //! - [`pipeline`]: normalize -> rule engine -> offenses -> store, shared by `run` and `replay`.
 //! - [`correlate`]: rule loading and offense bookkeeping around the `vigil-correlate` engine.
 //! - [`sources`]: every sender Vigil hears from, its detected type, EPS and failure rate.
 //! - [`store`]: SQLite storage of offenses, their events, dead letters and token hashes.
 //! - [`api`]: the HTTP API (axum) and `/metrics`.
+//! - [`response`]: automatic IP blocking and its guards (internal zones, allow list, rate cap,
+//!   dry run), for firewalls pulling `/api/v1/blocklist.txt`.
 //! - [`telemetry`]: counters, gauges, the latency histogram, Prometheus text.
 //! - [`app`]: wiring shared by the subcommands and the `run` service.
 //! - [`replay`], [`loadgen`]: the `replay` and `loadgen` subcommands.
@@ -27,6 +30,7 @@ pub mod correlate;
 pub mod loadgen;
 pub mod pipeline;
 pub mod replay;
+pub mod response;
 pub mod sources;
 pub mod store;
 pub mod telemetry;

@@ -16,7 +16,7 @@ use crate::store::{DeadLetter, Store, StoreError};
 use crate::telemetry::{Counter, Metrics};
 
 /// Limits the pipeline enforces.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct PipelineLimits {
     /// Offense bookkeeping.
     pub offenses: OffenseLimits,
@@ -26,6 +26,8 @@ pub struct PipelineLimits {
     pub max_flows: u64,
     /// A source's probe flows are stored as one superflow from this many in a minute (0: off).
     pub superflow_min_flows: usize,
+    /// Automatic blocking.
+    pub response: crate::response::ResponseConfig,
     /// Closed offenses are deleted this long after closing.
     pub closed_offense_retention: chrono::Duration,
 }
@@ -85,6 +87,10 @@ pub struct Pipeline {
     superflow_evicted: Counter,
     /// Set by [`Pipeline::flush_flows`]: the next batch stores every held flow.
     flush_all_flows: bool,
+    /// The automatic-blocking guards (`None`: automatic blocking off, the config was invalid).
+    guard: Option<crate::response::BlockGuard>,
+    /// This batch's blocking decisions: (address, decision).
+    decisions: Vec<(String, crate::response::Decision)>,
     store_errors: Counter,
     timestamps_clamped: Counter,
     /// GeoIP, zones, reference data, assets (none: events pass unenriched).
@@ -112,6 +118,15 @@ impl Pipeline {
         metrics: Arc<Metrics>,
         sources: Arc<crate::sources::Sources>,
     ) -> Pipeline {
+        let guard = match crate::response::BlockGuard::new(&limits.response) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                tracing::error!(error = %e, "automatic blocking off");
+                None
+            }
+        };
+        let condenser =
+            crate::store::superflow::Condenser::new(limits.superflow_min_flows, 100_000);
         let rule_matches = rules
             .rules()
             .iter()
@@ -159,7 +174,7 @@ impl Pipeline {
                 &[],
             ),
             flows: Vec::new(),
-            condenser: crate::store::superflow::Condenser::new(limits.superflow_min_flows, 100_000),
+            condenser,
             superflows: metrics.counter(
                 "vigil_store_superflows_total",
                 "Scans stored as one superflow row instead of their flows.",
@@ -171,6 +186,8 @@ impl Pipeline {
                 &[],
             ),
             flush_all_flows: false,
+            guard,
+            decisions: Vec::new(),
             dead_letters_evicted: metrics.counter(
                 "vigil_store_dead_letters_evicted_total",
                 "Oldest dead letters deleted to stay under store.max_dead_letters.",
@@ -535,6 +552,11 @@ impl Pipeline {
         let additions = &mut self.set_additions;
         additions.clear();
         let mut flows_evicted = 0u64;
+        let guard = &mut self.guard;
+        let block_set = self.limits.response.block_set.as_str();
+        let enricher = self.enricher.as_ref();
+        let decisions = &mut self.decisions;
+        decisions.clear();
         let result = self.store.in_transaction(|store| {
             let mut evicted = 0;
             for (_, d) in dead {
@@ -545,18 +567,78 @@ impl Pipeline {
             for (i, d) in detections.iter().enumerate() {
                 let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
                 let factor = factors.get(i).and_then(Option::as_ref);
-                let (_, change) =
+                let (offense, change) =
                     apply_detection(store, d, factor, meta, &offense_limits, seen, now)?;
+                // A block (into the block set) asked by the rule or by the magnitude policy
+                // passes the response guards; other sets take the rule's additions as they are.
+                let mut block: Option<(Option<chrono::Duration>, String)> = None;
                 if let Some((set, ttl)) = &meta.add_to_set {
-                    let entry = crate::store::StoredReference {
-                        collection: set.clone(),
-                        value: d.index_value.clone(),
-                        map_value: None,
-                        source: format!("rule:{}", d.rule),
-                        expires_at: ttl.map(|t| now + t),
-                    };
-                    store.put_reference(&entry)?;
-                    additions.push(entry);
+                    if *set == block_set {
+                        // Without valid guards (reported at start) nothing is blocked.
+                        if guard.is_some() {
+                            block = Some((*ttl, format!("rule:{}", d.rule)));
+                        }
+                    } else {
+                        let entry = crate::store::StoredReference {
+                            collection: set.clone(),
+                            value: d.index_value.clone(),
+                            map_value: None,
+                            source: format!("rule:{}", d.rule),
+                            expires_at: ttl.map(|t| now + t),
+                        };
+                        store.put_reference(&entry)?;
+                        additions.push(entry);
+                    }
+                }
+                if let Some(g) = guard.as_ref() {
+                    if block.is_none()
+                        && g.min_magnitude > 0
+                        && offense.magnitude >= g.min_magnitude
+                    {
+                        block = Some((Some(g.ttl), "policy:magnitude".to_owned()));
+                    }
+                }
+                if let (Some((ttl, source)), Some(g)) = (block, guard.as_mut()) {
+                    let value = &d.index_value;
+                    let held = enricher.is_some_and(|en| {
+                        en.reference()
+                            .contains_value(&g.block_set, value, now)
+                            .unwrap_or(false)
+                    }) || additions
+                        .iter()
+                        .any(|a| a.collection == g.block_set && a.value == *value)
+                        || decisions.iter().any(|(v, _)| v == value);
+                    if !held {
+                        let internal = |ip: std::net::IpAddr| {
+                            enricher
+                                .is_some_and(|en| en.zones().lookup(ip).is_some_and(|z| z.internal))
+                        };
+                        let decision = g.decide(value, internal, std::time::Instant::now());
+                        let expires_at = ttl.map(|t| now + t);
+                        store.insert_response_decision(&crate::store::ResponseDecision {
+                            at: now,
+                            value: value.clone(),
+                            offense_id: offense.id.clone(),
+                            rule: d.rule.clone(),
+                            decision: decision.as_str().to_owned(),
+                            source: source.clone(),
+                            expires_at: (decision == crate::response::Decision::Blocked)
+                                .then_some(expires_at)
+                                .flatten(),
+                        })?;
+                        decisions.push((value.clone(), decision));
+                        if decision == crate::response::Decision::Blocked {
+                            let entry = crate::store::StoredReference {
+                                collection: g.block_set.clone(),
+                                value: value.clone(),
+                                map_value: None,
+                                source,
+                                expires_at,
+                            };
+                            store.put_reference(&entry)?;
+                            additions.push(entry);
+                        }
+                    }
                 }
                 changes.push((change, d.events.last().map(|e| e.ingested)));
             }
@@ -574,6 +656,15 @@ impl Pipeline {
                 self.superflows.add(supers as u64);
                 self.superflow_evicted
                     .add(std::mem::take(&mut self.condenser.evicted));
+                for (_, decision) in &self.decisions {
+                    self.metrics
+                        .counter(
+                            "vigil_response_decisions_total",
+                            "Automatic blocking decisions, by outcome (blocked, dry_run, or the guard that refused).",
+                            &[("decision", decision.as_str())],
+                        )
+                        .inc();
+                }
             }
             Err(_) => self.seen.rollback(),
         }

@@ -13,6 +13,7 @@ mod flows;
 mod kafka;
 mod malformed;
 mod replay;
+mod response;
 mod rules;
 mod scaled;
 mod sigmahq;

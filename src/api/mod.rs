@@ -54,6 +54,10 @@ pub struct ApiState {
     pub reference: Option<Arc<crate::context::refdata::ReferenceData>>,
     /// Scaled-out mode: offenses and dead letters are read from ClickHouse, not SQLite.
     pub clickhouse: Option<Arc<crate::store::clickhouse::ClickHouseStore>>,
+    /// SHA-256 of the token that may read `/api/v1/blocklist.txt` and nothing else.
+    pub blocklist_token_sha256: Option<[u8; 32]>,
+    /// The reference set `/api/v1/blocklist.txt` lists.
+    pub block_set: String,
 }
 
 /// SHA-256 of a token.
@@ -68,6 +72,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/offenses/{id}", get(get_offense))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/flows", get(list_flows))
+        .route("/api/v1/response/decisions", get(list_response_decisions))
         .route("/api/v1/sources", get(list_sources))
         .route("/api/v1/assets", get(context::list_assets))
         .route("/api/v1/reference-sets", get(context::list_sets))
@@ -94,6 +99,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/console/app.js", get(console_js))
         .route("/console/style.css", get(console_css))
         .route("/favicon.ico", get(|| async { StatusCode::NO_CONTENT }))
+        .route("/api/v1/blocklist.txt", get(blocklist))
         .merge(protected)
         .fallback(not_found)
         .with_state(state)
@@ -499,6 +505,89 @@ async fn list_dead_letters(
     }))
 }
 
+/// Query of a plain paged list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    /// Page size.
+    pub limit: Option<u64>,
+    /// Rows to skip.
+    pub offset: Option<u64>,
+}
+
+async fn list_response_decisions(
+    State(state): State<ApiState>,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Page<crate::store::ResponseDecision>>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
+    let limit = page_size(q.limit, state.max_page_size)?;
+    let offset = q.offset.unwrap_or(0);
+    let (items, total) =
+        with_store(&state, move |s| s.list_response_decisions(limit, offset)).await?;
+    Ok(Json(Page {
+        items,
+        total,
+        limit,
+        offset,
+    }))
+}
+
+/// `GET /api/v1/blocklist.txt`: the block set's live entries, one address or network a line,
+/// for firewalls (an external dynamic list). Readable with the API token or with
+/// `response.blocklist_token`, which reads nothing else.
+async fn blocklist(State(state): State<ApiState>, headers: HeaderMap) -> Response {
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| hash_token(t.trim()));
+    let allowed = presented.is_some_and(|h| {
+        constant_time_eq(&h, &state.token_sha256)
+            || state
+                .blocklist_token_sha256
+                .is_some_and(|b| constant_time_eq(&h, &b))
+    });
+    if !allowed {
+        state
+            .metrics
+            .counter(
+                "vigil_api_unauthorized_total",
+                "API requests refused for a missing or wrong token.",
+                &[],
+            )
+            .inc();
+        return ApiError(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid bearer token".into(),
+        )
+        .into_response();
+    }
+    let Some(reference) = &state.reference else {
+        return ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no reference data in this process".into(),
+        )
+        .into_response();
+    };
+    let now = chrono::Utc::now();
+    match reference.entries(&state.block_set) {
+        Ok(entries) => {
+            let mut lines: Vec<String> = entries
+                .into_iter()
+                .filter(|e| e.expires.is_none_or(|t| t > now))
+                .map(|e| e.value)
+                .collect();
+            lines.dedup();
+            let mut body = lines.join("\n");
+            if !body.is_empty() {
+                body.push('\n');
+            }
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response()
+        }
+        Err(e) => ApiError(StatusCode::NOT_FOUND, e.to_string()).into_response(),
+    }
+}
+
 /// Query of `GET /api/v1/flows`.
 #[derive(Debug, Deserialize)]
 pub struct FlowQuery {
@@ -556,6 +645,8 @@ mod tests {
             ingest_received: crate::telemetry::Counter::default(),
             reference: None,
             clickhouse: None,
+            blocklist_token_sha256: Some(hash_token("firewall-token-0123")),
+            block_set: "blocked_ips".into(),
         })
     }
 
@@ -573,6 +664,24 @@ mod tests {
             Ok(r) => (r.status(), r.headers().clone()),
             Err(e) => panic!("{e}"),
         }
+    }
+
+    #[tokio::test]
+    async fn the_blocklist_token_reads_the_blocklist_and_nothing_else() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let app = app(dir.path());
+        let firewall = Some("firewall-token-0123");
+        // No reference data in this router: past the token check, the route answers 503.
+        let (s, _) = status(&app, "/api/v1/blocklist.txt", firewall).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        let (s, _) = status(&app, "/api/v1/blocklist.txt", Some("secret")).await;
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        let (s, _) = status(&app, "/api/v1/blocklist.txt", None).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, _) = status(&app, "/api/v1/offenses", firewall).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, _) = status(&app, "/api/v1/response/decisions", firewall).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
 
     #[tokio::test]

@@ -276,3 +276,80 @@ mod tests {
         assert_eq!(store.list_assets(None, 10, 0).unwrap_or_default().1, 1);
     }
 }
+
+/// One automatic blocking decision, as `GET /api/v1/response/decisions` lists it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ResponseDecision {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The offense's index value (the address).
+    pub value: String,
+    /// The offense.
+    pub offense_id: String,
+    /// The rule whose detection led to it.
+    pub rule: String,
+    /// `blocked`, `dry_run`, `internal`, `allow_listed`, `rate_limited`, `not_an_address`.
+    pub decision: String,
+    /// What asked: `rule:<name>` (an `add_to_set` action) or `policy:magnitude`.
+    pub source: String,
+    /// When the block ends (blocked only; `None` never).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+impl Store {
+    /// Records a blocking decision.
+    pub fn insert_response_decision(&self, d: &ResponseDecision) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO response_decisions (at, value, offense_id, rule, decision, source,
+                     expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                ms(d.at),
+                d.value,
+                d.offense_id,
+                d.rule,
+                d.decision,
+                d.source,
+                d.expires_at.map(ms)
+            ])?;
+        Ok(())
+    }
+
+    /// Blocking decisions, newest first, and how many there are.
+    pub fn list_response_decisions(
+        &self,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<ResponseDecision>, u64), StoreError> {
+        let total: i64 =
+            self.conn
+                .query_row("SELECT count(*) FROM response_decisions", [], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, value, offense_id, rule, decision, source, expires_at
+             FROM response_decisions ORDER BY id DESC LIMIT ?1 OFFSET ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                i64::try_from(offset).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok(ResponseDecision {
+                    at: from_ms(r.get(0)?),
+                    value: r.get(1)?,
+                    offense_id: r.get(2)?,
+                    rule: r.get(3)?,
+                    decision: r.get(4)?,
+                    source: r.get(5)?,
+                    expires_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
+                })
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok((out, u64::try_from(total).unwrap_or(0)))
+    }
+}

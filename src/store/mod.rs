@@ -21,7 +21,7 @@ pub mod superflow;
 pub use flows::StoredFlow;
 mod schema;
 
-pub use context::{StoredAsset, StoredReference};
+pub use context::{ResponseDecision, StoredAsset, StoredReference};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]

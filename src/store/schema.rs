@@ -158,6 +158,17 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX flows_by_source ON flows (source_ip, id);
     CREATE INDEX flows_by_destination ON flows (destination_ip, id);",
+    // 7: every automatic blocking decision (blocked, dry run, or refused by a guard).
+    "CREATE TABLE response_decisions (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        value TEXT NOT NULL,
+        offense_id TEXT NOT NULL,
+        rule TEXT NOT NULL,
+        decision TEXT NOT NULL,
+        source TEXT NOT NULL,
+        expires_at INTEGER
+    );",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.
