@@ -540,6 +540,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("starting the engine thread")?
     };
 
+    // Webhook deliveries from the outbox (embedded store).
+    if clickhouse.is_none() && !config.response.webhooks.is_empty() {
+        tasks.push(tokio::spawn(crate::webhook::run(
+            path.clone(),
+            config.response.webhooks.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        )));
+    }
     let mut api_server = None;
     if !config.api.listen.is_empty() {
         let listener = TcpListener::bind(&config.api.listen)

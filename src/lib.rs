@@ -12,6 +12,8 @@
 //! - [`api`]: the HTTP API (axum) and `/metrics`.
 //! - [`response`]: automatic IP blocking and its guards (internal zones, allow list, rate cap,
 //!   dry run), for firewalls pulling `/api/v1/blocklist.txt`.
+//! - [`webhook`]: signed webhooks (durable outbox, retries, circuit breaker, SSRF guard) and
+//!   the verifier receivers use.
 //! - [`telemetry`]: counters, gauges, the latency histogram, Prometheus text.
 //! - [`app`]: wiring shared by the subcommands and the `run` service.
 //! - [`replay`], [`loadgen`]: the `replay` and `loadgen` subcommands.
@@ -34,6 +36,7 @@ pub mod response;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;
 
 pub use vigil_correlate as rules;
 pub use vigil_parsers as parsers;

@@ -554,6 +554,7 @@ impl Pipeline {
         let mut flows_evicted = 0u64;
         let guard = &mut self.guard;
         let block_set = self.limits.response.block_set.as_str();
+        let webhooks = self.limits.response.webhooks.as_slice();
         let enricher = self.enricher.as_ref();
         let decisions = &mut self.decisions;
         decisions.clear();
@@ -569,6 +570,16 @@ impl Pipeline {
                 let factor = factors.get(i).and_then(Option::as_ref);
                 let (offense, change) =
                     apply_detection(store, d, factor, meta, &offense_limits, seen, now)?;
+                let event = match change {
+                    OffenseChange::Created => Some("offense.created"),
+                    OffenseChange::Updated => Some("offense.updated"),
+                    OffenseChange::Suppressed => None,
+                };
+                if let (Some(event), false) = (event, webhooks.is_empty()) {
+                    let subject = format!("{}@{}", offense.id, offense.event_count);
+                    let body = serde_json::to_value(&offense).unwrap_or_default();
+                    crate::webhook::enqueue(store, webhooks, event, &subject, &body, now)?;
+                }
                 // A block (into the block set) asked by the rule or by the magnitude policy
                 // passes the response guards; other sets take the rule's additions as they are.
                 let mut block: Option<(Option<chrono::Duration>, String)> = None;
@@ -628,6 +639,20 @@ impl Pipeline {
                         })?;
                         decisions.push((value.clone(), decision));
                         if decision == crate::response::Decision::Blocked {
+                            crate::webhook::enqueue(
+                                store,
+                                webhooks,
+                                "ip.blocked",
+                                &format!("block:{value}:{}", offense.id),
+                                &serde_json::json!({
+                                    "ip": value,
+                                    "offense_id": offense.id,
+                                    "rule": d.rule,
+                                    "source": source,
+                                    "expires_at": expires_at,
+                                }),
+                                now,
+                            )?;
                             let entry = crate::store::StoredReference {
                                 collection: g.block_set.clone(),
                                 value: value.clone(),

@@ -47,6 +47,9 @@ pub struct ResponseConfig {
     pub allow_list: Vec<String>,
     /// A token that can read `/api/v1/blocklist.txt` and nothing else (for firewalls).
     pub blocklist_token: Option<String>,
+    /// Signed webhooks (`[[response.webhooks]]`): offense and blocking events pushed to SOAR
+    /// tools and firewall managers (see `webhook.rs`).
+    pub webhooks: Vec<crate::webhook::WebhookConfig>,
 }
 
 impl Default for ResponseConfig {
@@ -59,6 +62,7 @@ impl Default for ResponseConfig {
             max_new_blocks_per_minute: 20,
             allow_list: Vec::new(),
             blocklist_token: None,
+            webhooks: Vec::new(),
         }
     }
 }
@@ -113,6 +117,9 @@ pub struct BlockGuard {
 impl BlockGuard {
     /// Guards from config; an unreadable allow-list entry is an error naming it.
     pub fn new(config: &ResponseConfig) -> Result<BlockGuard, String> {
+        for w in &config.webhooks {
+            crate::webhook::validate(w)?;
+        }
         let mut nets = Vec::with_capacity(config.allow_list.len());
         for a in &config.allow_list {
             nets.push(Cidr::parse(a).map_err(|e| format!("response.allow_list {a:?}: {e}"))?);

@@ -88,3 +88,139 @@ fn dry_run_records_the_decision_and_blocks_nothing() {
     );
     assert_eq!(blocklist(&vigil, FIREWALL), (200, String::new()));
 }
+
+/// A webhook receiver: verifies each delivery with `vigil::webhook::verify`, records it, and
+/// answers 503 to the first `fail_blocks` deliveries of `ip.blocked`.
+struct Receiver {
+    addr: std::net::SocketAddr,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, bool)>>>,
+}
+
+const SECRET: &str = "webhook-secret-0123456789";
+
+impl Receiver {
+    fn start(listener: std::net::TcpListener, fail_blocks: usize) -> Receiver {
+        use std::io::{BufRead, Read, Write};
+        let addr = listener.local_addr().unwrap();
+        let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, bool)>>> =
+            Default::default();
+        let log = seen.clone();
+        std::thread::spawn(move || {
+            let mut blocks = 0usize;
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let mut headers = std::collections::HashMap::new();
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap_or(0);
+                loop {
+                    line.clear();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.trim_end().split_once(':') {
+                        headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_owned());
+                    }
+                }
+                let len: usize = headers
+                    .get("content-length")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0);
+                let mut body = vec![0u8; len];
+                reader.read_exact(&mut body).unwrap_or(());
+                let h = |k: &str| headers.get(k).cloned().unwrap_or_default();
+                let ok = vigil::webhook::verify(
+                    SECRET,
+                    &h("webhook-id"),
+                    &h("webhook-timestamp"),
+                    &h("webhook-signature"),
+                    &body,
+                    chrono::Utc::now(),
+                )
+                .is_ok();
+                let event: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+                let kind = event["type"].as_str().unwrap_or("").to_owned();
+                let status = if kind == "ip.blocked" && blocks < fail_blocks {
+                    blocks += 1;
+                    "503 Service Unavailable"
+                } else {
+                    "200 OK"
+                };
+                log.lock().unwrap().push((h("webhook-id"), kind, ok));
+                let _ = conn.write_all(
+                    format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+                        .as_bytes(),
+                );
+            }
+        });
+        Receiver { addr, seen }
+    }
+
+    fn seen(&self) -> Vec<(String, String, bool)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn webhook_config(url: &str) -> String {
+    format!(
+        "[response]\nmin_magnitude = 1\n\
+         [[response.webhooks]]\nname = \"soar\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n\
+         allow_private = true\nretry_initial_ms = 100\n"
+    )
+}
+
+#[test]
+fn webhooks_are_signed_retried_and_one_block_decision_blocks_once() {
+    let receiver = Receiver::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), 4);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/hooks/vigil", receiver.addr);
+    let vigil = Vigil::start(&write_config(dir.path(), &webhook_config(&url)));
+    brute_force(&vigil, "203.0.113.90");
+    vigil.wait_until("the block delivered after four failures", || {
+        receiver
+            .seen()
+            .iter()
+            .filter(|(_, kind, _)| kind == "ip.blocked")
+            .count()
+            >= 5
+    });
+    let seen = receiver.seen();
+    assert!(
+        seen.iter().all(|(_, _, ok)| *ok),
+        "every delivery verifies: {seen:?}"
+    );
+    assert!(seen.iter().any(|(_, kind, _)| kind == "offense.created"));
+    // Five deliveries of one decision, one id: a receiver keyed on webhook-id blocks once.
+    let block_ids: std::collections::BTreeSet<&String> = seen
+        .iter()
+        .filter(|(_, kind, _)| kind == "ip.blocked")
+        .map(|(id, _, _)| id)
+        .collect();
+    assert_eq!(block_ids.len(), 1);
+    assert!(vigil.metric("vigil_webhook_failures_total") >= 4);
+}
+
+#[test]
+fn deliveries_pending_at_a_restart_are_all_delivered() {
+    // A port with nothing listening yet: every attempt fails.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = port.local_addr().unwrap();
+    drop(port);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &webhook_config(&format!("http://{addr}/hook")));
+    let mut vigil = Vigil::start(&config);
+    brute_force(&vigil, "203.0.113.91");
+    vigil.wait_until("failed attempts", || {
+        vigil.metric("vigil_webhook_failures_total") >= 2
+    });
+    vigil.stop();
+    let receiver = Receiver::start(std::net::TcpListener::bind(addr).unwrap(), 0);
+    let vigil = Vigil::start(&config);
+    vigil.wait_until("the pending deliveries", || {
+        let seen = receiver.seen();
+        seen.iter().any(|(_, k, _)| k == "offense.created")
+            && seen.iter().any(|(_, k, _)| k == "ip.blocked")
+    });
+    assert!(receiver.seen().iter().all(|(_, _, ok)| *ok));
+    drop(vigil);
+}

@@ -353,3 +353,86 @@ impl Store {
         Ok((out, u64::try_from(total).unwrap_or(0)))
     }
 }
+
+impl Store {
+    /// Adds a webhook delivery to the outbox (due now); an id already there is left alone.
+    pub fn outbox_put(
+        &self,
+        id: &str,
+        endpoint: &str,
+        event: &str,
+        body: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO outbox (id, endpoint, event, body, created_at, next_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+            )?
+            .execute(params![id, endpoint, event, body, ms(now)])?;
+        Ok(())
+    }
+
+    /// Deliveries due at `now` (not delivered, not given up), oldest first, at most `limit`.
+    pub fn outbox_due(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<crate::webhook::Delivery>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, endpoint, event, body, attempts, created_at FROM outbox
+             WHERE delivered_at IS NULL AND given_up = 0 AND next_at <= ?1
+             ORDER BY created_at, id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![ms(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(crate::webhook::Delivery {
+                    id: r.get(0)?,
+                    endpoint: r.get(1)?,
+                    event: r.get(2)?,
+                    body: r.get(3)?,
+                    attempts: r.get(4)?,
+                    created_at: from_ms(r.get(5)?),
+                })
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+
+    /// Marks a delivery acknowledged.
+    pub fn outbox_done(&self, id: &str, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE outbox SET delivered_at = ?2, last_error = NULL WHERE id = ?1")?
+            .execute(params![id, ms(now)])?;
+        Ok(())
+    }
+
+    /// Schedules the next attempt of a failed delivery.
+    pub fn outbox_retry(
+        &self,
+        id: &str,
+        attempts: u32,
+        next_at: DateTime<Utc>,
+        error: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE outbox SET attempts = ?2, next_at = ?3, last_error = ?4 WHERE id = ?1",
+            )?
+            .execute(params![id, attempts, ms(next_at), error])?;
+        Ok(())
+    }
+
+    /// Gives a delivery up (kept, with its last error).
+    pub fn outbox_give_up(&self, id: &str, error: &str) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE outbox SET given_up = 1, last_error = ?2 WHERE id = ?1")?
+            .execute(params![id, error])?;
+        Ok(())
+    }
+}

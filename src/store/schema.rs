@@ -169,6 +169,20 @@ const MIGRATIONS: &[&str] = &[
         source TEXT NOT NULL,
         expires_at INTEGER
     );",
+    // 8: the webhook outbox: one row per (event, endpoint), kept until delivered or given up.
+    "CREATE TABLE outbox (
+        id TEXT PRIMARY KEY,
+        endpoint TEXT NOT NULL,
+        event TEXT NOT NULL,
+        body TEXT NOT NULL,
+        created_at INTEGER NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at INTEGER NOT NULL,
+        delivered_at INTEGER,
+        given_up INTEGER NOT NULL DEFAULT 0,
+        last_error TEXT
+    );
+    CREATE INDEX outbox_due ON outbox (delivered_at, given_up, next_at);",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.
