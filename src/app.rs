@@ -578,6 +578,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 .as_deref()
                 .map(crate::api::hash_token),
             block_set: config.response.block_set.clone(),
+            tokens: Arc::new(
+                config
+                    .api
+                    .tokens
+                    .iter()
+                    .filter_map(|t| Some((t.name.clone(), t.role, t.hash()?)))
+                    .collect(),
+            ),
+            webhooks: Arc::new(config.response.webhooks.clone()),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {

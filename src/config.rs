@@ -480,6 +480,8 @@ pub struct ApiConfig {
     pub max_page_size: usize,
     /// Largest body `POST /api/v1/ingest` accepts, in bytes (larger ones get 413).
     pub max_ingest_bytes: usize,
+    /// More tokens, each with a role (`[[api.tokens]]`); `api.token` is the admin's.
+    pub tokens: Vec<crate::api::roles::TokenConfig>,
 }
 
 impl Default for ApiConfig {
@@ -487,6 +489,7 @@ impl Default for ApiConfig {
         ApiConfig {
             listen: "127.0.0.1:8080".into(),
             token: None,
+            tokens: Vec::new(),
             max_page_size: 500,
             max_ingest_bytes: 1024 * 1024,
         }
@@ -564,6 +567,9 @@ impl Config {
             return Err("api.max_page_size: must be at least 1".into());
         }
         crate::response::BlockGuard::new(&self.response)?;
+        for t in &self.api.tokens {
+            t.validate()?;
+        }
         if self
             .response
             .blocklist_token

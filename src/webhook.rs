@@ -1,6 +1,6 @@
 //! Signed webhooks: offense and blocking events pushed to SOAR tools and firewall managers.
 //!
-//! Events (`offense.created`, `offense.updated`, `ip.blocked`) are written to a durable outbox
+//! Events (`offense.created`, `offense.updated`, `offense.closed`, `ip.blocked`) are written to a durable outbox
 //! in the store in the same transaction as the change they describe, one row per subscribed
 //! endpoint; a restart loses nothing. A delivery task sends due rows as `POST` with a JSON body
 //! and Standard-Webhooks headers:
@@ -77,7 +77,12 @@ impl WebhookConfig {
 }
 
 /// Every event type.
-pub const EVENTS: &[&str] = &["offense.created", "offense.updated", "ip.blocked"];
+pub const EVENTS: &[&str] = &[
+    "offense.created",
+    "offense.updated",
+    "offense.closed",
+    "ip.blocked",
+];
 
 /// Checks an endpoint's settings (URL form, scheme, SSRF on literal addresses, secret length).
 pub fn validate(w: &WebhookConfig) -> Result<(), String> {

@@ -224,3 +224,96 @@ fn deliveries_pending_at_a_restart_are_all_delivered() {
     assert!(receiver.seen().iter().all(|(_, _, ok)| *ok));
     drop(vigil);
 }
+
+/// An analyst works an offense: assigns it, notes it, closes it with a reason; a viewer may
+/// only read; every change is in the audit trail with who made it.
+#[test]
+fn analysts_work_offenses_and_every_change_is_audited() {
+    use sha2::Digest;
+    let sha = |t: &str| hex::encode(sha2::Sha256::digest(t.as_bytes()));
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(
+        dir.path(),
+        &format!(
+            "[[api.tokens]]\nname = \"alice\"\nrole = \"analyst\"\nsha256 = \"{}\"\n\
+             [[api.tokens]]\nname = \"victor\"\nrole = \"viewer\"\nsha256 = \"{}\"\n",
+            sha("alice-token-0123456789"),
+            sha("victor-token-0123456789")
+        ),
+    );
+    let vigil = Vigil::start(&config);
+    brute_force(&vigil, "203.0.113.95");
+    vigil.wait_until("the offense", || {
+        vigil.get_json("/api/v1/offenses")["total"] == 1
+    });
+    let id = vigil.get_json("/api/v1/offenses")["items"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!("/api/v1/offenses/{id}");
+    let alice = "alice-token-0123456789";
+    let victor = "victor-token-0123456789";
+    // The viewer reads but may not change anything.
+    assert_eq!(vigil.request_as(victor, "GET", &path, None).0, 200);
+    let (s, _) = vigil.request_as(victor, "PATCH", &path, Some(r#"{"assignee":"victor"}"#));
+    assert_eq!(s, 403);
+    // Closing needs a reason; unknown fields are refused.
+    let (s, _) = vigil.request_as(alice, "PATCH", &path, Some(r#"{"status":"closed"}"#));
+    assert_eq!(s, 400);
+    let (s, _) = vigil.request_as(alice, "PATCH", &path, Some(r#"{"colour":"red"}"#));
+    assert_eq!(s, 400);
+    let (s, body) = vigil.request_as(
+        alice,
+        "PATCH",
+        &path,
+        Some(r#"{"assignee":"alice","follow_up":true}"#),
+    );
+    assert_eq!(s, 200, "{body}");
+    let (s, _) = vigil.request_as(
+        alice,
+        "POST",
+        &format!("{path}/notes"),
+        Some(r#"{"text":"scanner from a hosting range; blocked at the edge"}"#),
+    );
+    assert_eq!(s, 201);
+    let (s, body) = vigil.request_as(
+        alice,
+        "PATCH",
+        &path,
+        Some(r#"{"status":"closed","closing_reason":"remediated"}"#),
+    );
+    assert_eq!(s, 200, "{body}");
+    let detail = vigil.get_json(&path);
+    assert_eq!(detail["status"], "closed");
+    assert_eq!(detail["closing_reason"], "remediated");
+    assert_eq!(detail["assignee"], "alice");
+    assert_eq!(detail["notes"][0]["author"], "alice");
+    // The trail: admin only.
+    assert_eq!(vigil.request_as(alice, "GET", "/api/v1/audit", None).0, 403);
+    let audit = vigil.get_json("/api/v1/audit");
+    let actions: Vec<(String, String)> = audit["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["actor"].as_str().unwrap().to_owned(),
+                a["action"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        actions,
+        vec![
+            ("alice".to_owned(), "offense.close".to_owned()),
+            ("alice".to_owned(), "offense.note".to_owned()),
+            ("alice".to_owned(), "offense.follow_up".to_owned()),
+            ("alice".to_owned(), "offense.assign".to_owned()),
+        ]
+    );
+    // Later failures from the address never reopen the closed offense (they open a new one,
+    // or join it silently if the rule suppresses re-alerts).
+    brute_force(&vigil, "203.0.113.95");
+    vigil.wait_processed(24);
+    assert_eq!(vigil.get_json(&path)["status"], "closed");
+}

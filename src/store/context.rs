@@ -436,3 +436,64 @@ impl Store {
         Ok(())
     }
 }
+
+/// One audit entry (embedded store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AuditRecord {
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (the token's name).
+    pub actor: String,
+    /// What (`offense.close`, `offense.note`, ...).
+    pub action: String,
+    /// On what (an offense id).
+    pub target: String,
+    /// The change, as JSON text.
+    pub detail: String,
+}
+
+impl Store {
+    /// Appends to the audit trail.
+    pub fn insert_audit_record(&self, a: &AuditRecord) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO audit (at, actor, action, target, detail) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![ms(a.at), a.actor, a.action, a.target, a.detail])?;
+        Ok(())
+    }
+
+    /// The audit trail, newest first, and its length.
+    pub fn list_audit_records(
+        &self,
+        limit: u64,
+        offset: u64,
+    ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
+        let total: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1 OFFSET ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                i64::try_from(offset).unwrap_or(i64::MAX)
+            ],
+            |r| {
+                Ok(AuditRecord {
+                    at: from_ms(r.get(0)?),
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    target: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok((out, u64::try_from(total).unwrap_or(0)))
+    }
+}

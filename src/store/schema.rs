@@ -183,6 +183,15 @@ const MIGRATIONS: &[&str] = &[
         last_error TEXT
     );
     CREATE INDEX outbox_due ON outbox (delivered_at, given_up, next_at);",
+    // 9: the audit trail of analysts' and responders' changes.
+    "CREATE TABLE audit (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at INTEGER NOT NULL,
+        actor TEXT NOT NULL,
+        action TEXT NOT NULL,
+        target TEXT NOT NULL,
+        detail TEXT NOT NULL
+    );",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.

@@ -174,6 +174,17 @@ impl Vigil {
 
     /// Any request with the test token and a JSON body (or none); (status, body).
     pub fn request(&self, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+        self.request_as(TOKEN, method, path, body)
+    }
+
+    /// [`Vigil::request`] with another token.
+    pub fn request_as(
+        &self,
+        token: &str,
+        method: &str,
+        path: &str,
+        body: Option<&str>,
+    ) -> (u16, String) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -183,7 +194,7 @@ impl Vigil {
             let mut s = tokio::net::TcpStream::connect(self.api).await.unwrap();
             let body = body.unwrap_or("");
             let req = format!(
-                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\
+                "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
                  Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             );
