@@ -584,11 +584,22 @@ async fn list_response_decisions(
     State(state): State<ApiState>,
     query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<crate::store::ResponseDecision>>, ApiError> {
+    paged(&state, query, |s, limit, offset| {
+        s.list_response_decisions(limit, offset)
+    })
+    .await
+}
+
+/// A plain paged list read from the embedded store: the query checked, the page size bounded.
+pub(crate) async fn paged<T: Send + 'static>(
+    state: &ApiState,
+    query: Result<Query<PageQuery>, axum::extract::rejection::QueryRejection>,
+    list: impl FnOnce(&Store, u64, u64) -> Result<(Vec<T>, u64), StoreError> + Send + 'static,
+) -> Result<Json<Page<T>>, ApiError> {
     let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = page_size(q.limit, state.max_page_size)?;
     let offset = q.offset.unwrap_or(0);
-    let (items, total) =
-        with_store(&state, move |s| s.list_response_decisions(limit, offset)).await?;
+    let (items, total) = with_store(state, move |s| list(s, limit, offset)).await?;
     Ok(Json(Page {
         items,
         total,

@@ -10,7 +10,7 @@ use axum::Json;
 use chrono::Utc;
 use serde::Deserialize;
 
-use super::{page_size, with_store, with_store_writer, ApiError, ApiState, Caller, Page};
+use super::{with_store_writer, ApiError, ApiState, Caller, Page};
 use crate::store::{AuditRecord, Offense, OffenseStatus, StoreError};
 
 /// Longest closing reason, assignee name or note.
@@ -224,14 +224,8 @@ pub async fn list_audit(
     State(state): State<ApiState>,
     query: Result<Query<super::PageQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Page<AuditRecord>>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
-    let limit = page_size(q.limit, state.max_page_size)?;
-    let offset = q.offset.unwrap_or(0);
-    let (items, total) = with_store(&state, move |s| s.list_audit_records(limit, offset)).await?;
-    Ok(Json(Page {
-        items,
-        total,
-        limit,
-        offset,
-    }))
+    super::paged(&state, query, |s, limit, offset| {
+        s.list_audit_records(limit, offset)
+    })
+    .await
 }

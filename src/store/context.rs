@@ -322,18 +322,12 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<ResponseDecision>, u64), StoreError> {
-        let total: i64 =
-            self.conn
-                .query_row("SELECT count(*) FROM response_decisions", [], |r| r.get(0))?;
-        let mut stmt = self.conn.prepare_cached(
+        self.page_of(
+            "SELECT count(*) FROM response_decisions",
             "SELECT at, value, offense_id, rule, decision, source, expires_at
              FROM response_decisions ORDER BY id DESC LIMIT ?1 OFFSET ?2",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                i64::try_from(limit).unwrap_or(i64::MAX),
-                i64::try_from(offset).unwrap_or(i64::MAX)
-            ],
+            limit,
+            offset,
             |r| {
                 Ok(ResponseDecision {
                     at: from_ms(r.get(0)?),
@@ -345,12 +339,7 @@ impl Store {
                     expires_at: r.get::<_, Option<i64>>(6)?.map(from_ms),
                 })
             },
-        )?;
-        let mut out = Vec::new();
-        for row in rows {
-            out.push(row?);
-        }
-        Ok((out, u64::try_from(total).unwrap_or(0)))
+        )
     }
 }
 
@@ -469,17 +458,11 @@ impl Store {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<AuditRecord>, u64), StoreError> {
-        let total: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM audit", [], |r| r.get(0))?;
-        let mut stmt = self.conn.prepare_cached(
+        self.page_of(
+            "SELECT count(*) FROM audit",
             "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1 OFFSET ?2",
-        )?;
-        let rows = stmt.query_map(
-            params![
-                i64::try_from(limit).unwrap_or(i64::MAX),
-                i64::try_from(offset).unwrap_or(i64::MAX)
-            ],
+            limit,
+            offset,
             |r| {
                 Ok(AuditRecord {
                     at: from_ms(r.get(0)?),
@@ -489,6 +472,27 @@ impl Store {
                     detail: r.get(4)?,
                 })
             },
+        )
+    }
+
+    /// One page of rows (`select` takes the limit and offset as `?1` and `?2`) and the total
+    /// `count` gives.
+    fn page_of<T>(
+        &self,
+        count: &str,
+        select: &str,
+        limit: u64,
+        offset: u64,
+        map: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<(Vec<T>, u64), StoreError> {
+        let total: i64 = self.conn.query_row(count, [], |r| r.get(0))?;
+        let mut stmt = self.conn.prepare_cached(select)?;
+        let rows = stmt.query_map(
+            params![
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                i64::try_from(offset).unwrap_or(i64::MAX)
+            ],
+            map,
         )?;
         let mut out = Vec::new();
         for row in rows {
