@@ -587,6 +587,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     .collect(),
             ),
             webhooks: Arc::new(config.response.webhooks.clone()),
+            lockout: Arc::default(),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {

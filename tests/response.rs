@@ -317,3 +317,19 @@ fn analysts_work_offenses_and_every_change_is_audited() {
     vigil.wait_processed(24);
     assert_eq!(vigil.get_json(&path)["status"], "closed");
 }
+
+/// Guessing tokens: after ten failures a client is refused for a minute, even with the right
+/// token; health stays open.
+#[test]
+fn failed_token_checks_lock_the_client_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let vigil = Vigil::start(&write_config(dir.path(), ""));
+    for _ in 0..10 {
+        assert_eq!(
+            vigil.get("/api/v1/offenses", Some("guess-0123456789")).0,
+            401
+        );
+    }
+    assert_eq!(vigil.get("/api/v1/offenses", Some(TOKEN)).0, 429);
+    assert_eq!(vigil.get("/healthz", None).0, 200);
+}

@@ -5,6 +5,7 @@
 //! their own SQLite connection. Architecture invariant: only this module knows HTTP routes.
 
 mod context;
+pub mod lockout;
 pub mod roles;
 mod workflow;
 
@@ -64,6 +65,8 @@ pub struct ApiState {
     pub tokens: Arc<Vec<(String, roles::Role, [u8; 32])>>,
     /// Webhook endpoints (offense.closed is sent from here).
     pub webhooks: Arc<Vec<crate::webhook::WebhookConfig>>,
+    /// Clients refused for guessing tokens.
+    pub lockout: Arc<lockout::Lockout>,
 }
 
 /// Who called: the token's name and role (set by the token middleware for the handlers).
@@ -165,6 +168,26 @@ async fn require_token(
     request: Request,
     next: Next,
 ) -> Response {
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let now = std::time::Instant::now();
+    if client.is_some_and(|ip| state.lockout.locked(ip, now)) {
+        state
+            .metrics
+            .counter(
+                "vigil_api_locked_out_total",
+                "API requests refused because the client failed too many token checks.",
+                &[],
+            )
+            .inc();
+        return ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed token checks; try again in a minute".into(),
+        )
+        .into_response();
+    }
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -215,6 +238,11 @@ async fn require_token(
             }
         }
         None => {
+            if let Some(ip) = client {
+                if state.lockout.fail(ip, now) {
+                    tracing::warn!(client = %ip, "API client locked out after failed token checks");
+                }
+            }
             state
                 .metrics
                 .counter(
@@ -735,6 +763,7 @@ mod tests {
                 .collect(),
             ),
             webhooks: Arc::new(Vec::new()),
+            lockout: Arc::default(),
         })
     }
 
@@ -851,6 +880,7 @@ mod tests {
             block_set: "blocked_ips".into(),
             tokens: Arc::new(Vec::new()),
             webhooks: Arc::new(Vec::new()),
+            lockout: Arc::default(),
         };
         let app: Router = Router::new()
             .route("/api/v1/forgotten", get(|| async { "data" }))
