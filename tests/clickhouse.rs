@@ -498,9 +498,20 @@ async fn clickhouse_offenses_keep_the_newest_version_and_list_like_the_sqlite_st
             since: Some(since),
             limit: 2,
             offset: 1,
+            ..Default::default()
         },
         OffenseFilter {
             min_magnitude: Some(10),
+            limit: 100,
+            ..Default::default()
+        },
+        OffenseFilter {
+            index_value: Some("203.0.113.12".into()),
+            limit: 100,
+            ..Default::default()
+        },
+        OffenseFilter {
+            rule: Some("ssh_brute_force".into()),
             limit: 100,
             ..Default::default()
         },

@@ -250,6 +250,12 @@ fn analysts_work_offenses_and_every_change_is_audited() {
         .as_str()
         .unwrap()
         .to_owned();
+    // Filters: by index value and by contributing rule.
+    let by = |q: &str| vigil.get_json(&format!("/api/v1/offenses?{q}"))["total"].clone();
+    assert_eq!(by("index_value=203.0.113.95"), 1);
+    assert_eq!(by("index_value=198.51.100.1"), 0);
+    assert_eq!(by("rule=ssh_brute_force"), 1);
+    assert_eq!(by("rule=sudo_failures"), 0);
     let path = format!("/api/v1/offenses/{id}");
     let alice = "alice-token-0123456789";
     let victor = "victor-token-0123456789";

@@ -379,6 +379,10 @@ pub struct OffenseQuery {
     pub min_magnitude: Option<u8>,
     /// RFC 3339: only offenses with events at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// Only offenses indexed by this value (an address, a user, an API key).
+    pub index_value: Option<String>,
+    /// Only offenses this rule contributed to.
+    pub rule: Option<String>,
     /// Page size (default 50, at most `api.max_page_size`).
     pub limit: Option<u64>,
     /// Rows to skip.
@@ -420,10 +424,22 @@ async fn list_offenses(
     let Query(q) = query.map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.body_text()))?;
     let limit = page_size(q.limit, state.max_page_size)?;
     let offset = q.offset.unwrap_or(0);
+    if [&q.index_value, &q.rule]
+        .into_iter()
+        .flatten()
+        .any(|v| v.len() > 256)
+    {
+        return Err(ApiError(
+            StatusCode::BAD_REQUEST,
+            "index_value and rule are at most 256 bytes".into(),
+        ));
+    }
     let filter = OffenseFilter {
         status: q.status,
         min_magnitude: q.min_magnitude,
         since: q.since,
+        index_value: q.index_value,
+        rule: q.rule,
         limit,
         offset,
     };

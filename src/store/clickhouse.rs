@@ -995,6 +995,12 @@ impl ClickHouseStore {
         if filter.since.is_some() {
             conditions.push("last_seen_ms >= ?");
         }
+        if filter.index_value.is_some() {
+            conditions.push("index_value = ?");
+        }
+        if filter.rule.is_some() {
+            conditions.push("id IN (SELECT offense_id FROM offense_rules FINAL WHERE rule = ?)");
+        }
         let where_clause = if conditions.is_empty() {
             String::new()
         } else {
@@ -1018,6 +1024,14 @@ impl ClickHouseStore {
         if let Some(since) = filter.since {
             count = count.bind(ms(since));
             list = list.bind(ms(since));
+        }
+        if let Some(v) = &filter.index_value {
+            count = count.bind(v.as_str());
+            list = list.bind(v.as_str());
+        }
+        if let Some(r) = &filter.rule {
+            count = count.bind(r.as_str());
+            list = list.bind(r.as_str());
         }
         let total = count.fetch_one::<u64>().await?;
         let rows = list

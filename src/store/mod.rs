@@ -202,6 +202,10 @@ pub struct OffenseFilter {
     pub min_magnitude: Option<u8>,
     /// Only offenses whose last event is at or after this.
     pub since: Option<DateTime<Utc>>,
+    /// Only offenses indexed by this value (an address, a user, an API key).
+    pub index_value: Option<String>,
+    /// Only offenses this rule contributed to.
+    pub rule: Option<String>,
     /// Page size.
     pub limit: u64,
     /// Rows to skip.
@@ -520,21 +524,27 @@ impl Store {
         let min_mag = filter.min_magnitude.map(i64::from);
         let since = filter.since.map(ms);
         let where_clause = "WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR magnitude >= ?2)
-                            AND (?3 IS NULL OR last_seen >= ?3)";
+                            AND (?3 IS NULL OR last_seen >= ?3)
+                            AND (?4 IS NULL OR index_value = ?4)
+                            AND (?5 IS NULL OR EXISTS (SELECT 1 FROM offense_rules r
+                                 WHERE r.offense_id = offenses.id AND r.rule = ?5))";
+        let (value, rule) = (filter.index_value.as_deref(), filter.rule.as_deref());
         let total: i64 = self.conn.query_row(
             &format!("SELECT COUNT(*) FROM offenses {where_clause}"),
-            params![status, min_mag, since],
+            params![status, min_mag, since, value, rule],
             |r| r.get(0),
         )?;
         let mut stmt = self.conn.prepare_cached(&format!(
             "SELECT {OFFENSE_COLUMNS} FROM offenses {where_clause}
-             ORDER BY magnitude DESC, last_seen DESC, id LIMIT ?4 OFFSET ?5"
+             ORDER BY magnitude DESC, last_seen DESC, id LIMIT ?6 OFFSET ?7"
         ))?;
         let rows = stmt.query_map(
             params![
                 status,
                 min_mag,
                 since,
+                value,
+                rule,
                 clamp_i64(filter.limit),
                 clamp_i64(filter.offset)
             ],
