@@ -508,6 +508,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         last_tick = std::time::Instant::now();
                         pipeline.tick(chrono::Utc::now());
                         pipeline.maintain_context(chrono::Utc::now());
+                        pipeline.end_expired_blocks(chrono::Utc::now());
                     }
                     if state_save_every.is_some_and(|every| last_save.elapsed() >= every) {
                         last_save = std::time::Instant::now();

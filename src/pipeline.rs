@@ -373,6 +373,56 @@ impl Pipeline {
             .unwrap_or_default()
     }
 
+    /// Ends the blocks whose TTL passed: each gets an `unblocked` decision in the audit and an
+    /// `ip.unblocked` webhook, in one transaction (the reference entry expires by itself). The
+    /// live service calls it about once a second.
+    pub fn end_expired_blocks(&mut self, now: chrono::DateTime<Utc>) {
+        let webhooks = self.limits.response.webhooks.as_slice();
+        let result = self.store.in_transaction(|store| {
+            let expired = store.expired_blocks(now, 256)?;
+            for (id, d) in &expired {
+                store.end_block(*id)?;
+                store.insert_response_decision(&crate::store::ResponseDecision {
+                    at: now,
+                    value: d.value.clone(),
+                    offense_id: d.offense_id.clone(),
+                    rule: d.rule.clone(),
+                    decision: "unblocked".into(),
+                    source: "expiry".into(),
+                    expires_at: None,
+                })?;
+                crate::webhook::enqueue(
+                    store,
+                    webhooks,
+                    "ip.unblocked",
+                    &format!("unblock:{id}"),
+                    &serde_json::json!({
+                        "ip": d.value,
+                        "offense_id": d.offense_id,
+                        "blocked_at": d.at,
+                    }),
+                    now,
+                )?;
+            }
+            Ok(expired.len())
+        });
+        match result {
+            Ok(n) if n > 0 => self
+                .metrics
+                .counter(
+                    "vigil_response_decisions_total",
+                    "Automatic blocking decisions, by outcome (blocked, dry_run, or the guard that refused).",
+                    &[("decision", "unblocked")],
+                )
+                .add(n as u64),
+            Ok(_) => {}
+            Err(e) => {
+                self.store_errors.inc();
+                tracing::warn!(error = %e, "ending expired blocks failed; retried next second");
+            }
+        }
+    }
+
     /// Deletes closed offenses past their retention (`store.closed_offense_retention_days`) and
     /// stored reference entries past their expiry; the live service calls it hourly. Errors are
     /// logged and counted; the next call retries.

@@ -19,7 +19,8 @@
 //!    the entry expires by itself.
 //!
 //! An address already in the block set is not decided again (no audit flood from an offense
-//! that keeps growing).
+//! that keeps growing). When a block's TTL passes, the engine records an `unblocked` decision
+//! and sends `ip.unblocked` to the webhooks (`Pipeline::end_expired_blocks`).
 
 use std::collections::VecDeque;
 use std::net::IpAddr;

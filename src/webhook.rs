@@ -1,6 +1,7 @@
 //! Signed webhooks: offense and blocking events pushed to SOAR tools and firewall managers.
 //!
-//! Events (`offense.created`, `offense.updated`, `offense.closed`, `ip.blocked`) are written to a durable outbox
+//! Events (`offense.created`, `offense.updated`, `offense.closed`, `ip.blocked`,
+//! `ip.unblocked`) are written to a durable outbox
 //! in the store in the same transaction as the change they describe, one row per subscribed
 //! endpoint; a restart loses nothing. A delivery task sends due rows as `POST` with a JSON body
 //! and Standard-Webhooks headers:
@@ -82,6 +83,7 @@ pub const EVENTS: &[&str] = &[
     "offense.updated",
     "offense.closed",
     "ip.blocked",
+    "ip.unblocked",
 ];
 
 /// Checks an endpoint's settings (URL form, scheme, SSRF on literal addresses, secret length).

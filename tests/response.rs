@@ -339,3 +339,36 @@ fn failed_token_checks_lock_the_client_out() {
     assert_eq!(vigil.get("/api/v1/offenses", Some(TOKEN)).0, 429);
     assert_eq!(vigil.get("/healthz", None).0, 200);
 }
+
+/// Blocks end when their TTL passes: the list drops the address, the audit records the
+/// unblock, and `ip.unblocked` is delivered.
+#[test]
+fn blocks_expire_and_emit_unblock_events() {
+    let receiver = Receiver::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), 0);
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://{}/hook", receiver.addr);
+    let config = write_config(
+        dir.path(),
+        &webhook_config(&url).replace(
+            "min_magnitude = 1\n",
+            &format!("min_magnitude = 1\nblock_ttl_secs = 2\nblocklist_token = \"{FIREWALL}\"\n"),
+        ),
+    );
+    let vigil = Vigil::start(&config);
+    brute_force(&vigil, "203.0.113.97");
+    vigil.wait_until("the block", || {
+        blocklist(&vigil, FIREWALL).1 == "203.0.113.97\n"
+    });
+    vigil.wait_until("the unblock", || {
+        decisions(&vigil)
+            .iter()
+            .any(|(ip, d)| ip == "203.0.113.97" && d == "unblocked")
+    });
+    assert_eq!(blocklist(&vigil, FIREWALL).1, "");
+    vigil.wait_until("ip.unblocked delivered", || {
+        receiver
+            .seen()
+            .iter()
+            .any(|(_, k, ok)| k == "ip.unblocked" && *ok)
+    });
+}

@@ -344,6 +344,53 @@ impl Store {
 }
 
 impl Store {
+    /// Blocks whose time is up at `now` and not yet ended, oldest first (at most `limit`).
+    pub fn expired_blocks(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<(i64, ResponseDecision)>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, at, value, offense_id, rule, decision, source, expires_at
+             FROM response_decisions
+             WHERE decision = 'blocked' AND ended = 0 AND expires_at IS NOT NULL
+               AND expires_at <= ?1
+             ORDER BY expires_at, id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![ms(now), i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    ResponseDecision {
+                        at: from_ms(r.get(1)?),
+                        value: r.get(2)?,
+                        offense_id: r.get(3)?,
+                        rule: r.get(4)?,
+                        decision: r.get(5)?,
+                        source: r.get(6)?,
+                        expires_at: r.get::<_, Option<i64>>(7)?.map(from_ms),
+                    },
+                ))
+            },
+        )?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(row?);
+        }
+        Ok(out)
+    }
+
+    /// Marks a block as ended (its unblock was recorded).
+    pub fn end_block(&self, id: i64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached("UPDATE response_decisions SET ended = 1 WHERE id = ?1")?
+            .execute(params![id])?;
+        Ok(())
+    }
+}
+
+impl Store {
     /// Adds a webhook delivery to the outbox (due now); an id already there is left alone.
     pub fn outbox_put(
         &self,

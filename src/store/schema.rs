@@ -167,8 +167,10 @@ const MIGRATIONS: &[&str] = &[
         rule TEXT NOT NULL,
         decision TEXT NOT NULL,
         source TEXT NOT NULL,
-        expires_at INTEGER
-    );",
+        expires_at INTEGER,
+        ended INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX response_decisions_live ON response_decisions (ended, expires_at);",
     // 8: the webhook outbox: one row per (event, endpoint), kept until delivered or given up.
     "CREATE TABLE outbox (
         id TEXT PRIMARY KEY,
