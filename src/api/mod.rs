@@ -96,6 +96,10 @@ pub fn router(state: ApiState) -> Router {
             axum::routing::post(workflow::add_note),
         )
         .route("/api/v1/audit", get(workflow::list_audit))
+        .route(
+            "/api/v1/openapi.json",
+            get(|| async { Json(roles::openapi()) }),
+        )
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/flows", get(list_flows))
         .route("/api/v1/response/decisions", get(list_response_decisions))
@@ -815,7 +819,7 @@ mod tests {
             (Role::Responder, "responder-token"),
             (Role::Admin, "secret"),
         ];
-        for (method, route, _) in roles::ROUTES {
+        for (method, route, _, _) in roles::ROUTES {
             let path = route
                 .replace("{id}", "0123abcd")
                 .replace("{name}", "blocked_ips");
@@ -871,6 +875,21 @@ mod tests {
 
     fn req_method(m: &str) -> axum::http::Method {
         m.parse().unwrap_or(axum::http::Method::GET)
+    }
+
+    #[test]
+    fn the_openapi_document_lists_every_route_with_its_role() {
+        let doc = roles::openapi();
+        assert_eq!(doc["openapi"], "3.0.3");
+        for (method, path, role, _) in roles::ROUTES {
+            let op = &doc["paths"][*path][method.to_ascii_lowercase()];
+            assert!(op.is_object(), "{method} {path}");
+            assert_eq!(
+                op["x-vigil-role"],
+                serde_json::to_value(role).unwrap_or_default()
+            );
+        }
+        assert!(doc["paths"]["/healthz"]["get"].is_object());
     }
 
     /// A route served behind the token layer but missing from the access table fails closed.

@@ -66,50 +66,83 @@ impl TokenConfig {
 
 /// Every route (method, path as routed) and the least role it needs. `/healthz`, the console
 /// assets and `/api/v1/blocklist.txt` (its own token check) are outside the token layer.
-pub const ROUTES: &[(&str, &str, Role)] = &[
-    ("GET", "/api/v1/offenses", Role::Viewer),
-    ("GET", "/api/v1/offenses/{id}", Role::Viewer),
-    ("PATCH", "/api/v1/offenses/{id}", Role::Analyst),
-    ("POST", "/api/v1/offenses/{id}/notes", Role::Analyst),
-    ("GET", "/api/v1/dead-letters", Role::Viewer),
-    ("GET", "/api/v1/flows", Role::Viewer),
-    ("GET", "/api/v1/response/decisions", Role::Viewer),
-    ("GET", "/api/v1/sources", Role::Viewer),
-    ("GET", "/api/v1/assets", Role::Viewer),
-    ("GET", "/api/v1/reference-sets", Role::Viewer),
-    ("GET", "/api/v1/reference-sets/{name}", Role::Viewer),
-    (
-        "POST",
-        "/api/v1/reference-sets/{name}/entries",
-        Role::Responder,
-    ),
-    (
-        "DELETE",
-        "/api/v1/reference-sets/{name}/entries",
-        Role::Responder,
-    ),
-    ("GET", "/api/v1/reference-maps/{name}", Role::Viewer),
-    (
-        "POST",
-        "/api/v1/reference-maps/{name}/entries",
-        Role::Responder,
-    ),
-    (
-        "DELETE",
-        "/api/v1/reference-maps/{name}/entries",
-        Role::Responder,
-    ),
-    ("POST", "/api/v1/ingest", Role::Ingest),
-    ("GET", "/api/v1/audit", Role::Admin),
-    ("GET", "/metrics", Role::Viewer),
+pub const ROUTES: &[(&str, &str, Role, &str)] = &[
+    ("GET", "/api/v1/offenses", Role::Viewer, "List offenses (filters: status, min_magnitude, since, index_value, rule; paged), highest magnitude first"),
+    ("GET", "/api/v1/offenses/{id}", Role::Viewer, "One offense with its rules, notes and stored events"),
+    ("PATCH", "/api/v1/offenses/{id}", Role::Analyst, "Assign, flag for follow-up, close with a reason, or reopen an offense (audited)"),
+    ("POST", "/api/v1/offenses/{id}/notes", Role::Analyst, "Add a note to an offense (audited)"),
+    ("GET", "/api/v1/dead-letters", Role::Viewer, "Records that could not be parsed, with their raw bytes and reason"),
+    ("GET", "/api/v1/flows", Role::Viewer, "Flow records and superflows from or to an address"),
+    ("GET", "/api/v1/response/decisions", Role::Viewer, "Automatic blocking decisions"),
+    ("GET", "/api/v1/sources", Role::Viewer, "Log sources with their detected type, EPS and failure rate"),
+    ("GET", "/api/v1/assets", Role::Viewer, "Hosts of internal zones learned from events"),
+    ("GET", "/api/v1/reference-sets", Role::Viewer, "Reference sets and maps with their sizes"),
+    ("GET", "/api/v1/reference-sets/{name}", Role::Viewer, "A reference set's entries with source and expiry"),
+    ("POST", "/api/v1/reference-sets/{name}/entries", Role::Responder, "Add values to a reference set (with a TTL)"),
+    ("DELETE", "/api/v1/reference-sets/{name}/entries", Role::Responder, "Remove a value from a reference set"),
+    ("GET", "/api/v1/reference-maps/{name}", Role::Viewer, "A reference map's entries"),
+    ("POST", "/api/v1/reference-maps/{name}/entries", Role::Responder, "Put a key and value into a reference map"),
+    ("DELETE", "/api/v1/reference-maps/{name}/entries", Role::Responder, "Remove a key from a reference map"),
+    ("POST", "/api/v1/ingest", Role::Ingest, "Push records, one per line"),
+    ("GET", "/api/v1/audit", Role::Admin, "The audit trail of analysts' and responders' changes"),
+    ("GET", "/api/v1/openapi.json", Role::Viewer, "This document"),
+    ("GET", "/metrics", Role::Viewer, "Prometheus metrics"),
 ];
+
+/// The OpenAPI 3.0 document of the token-protected API, from [`ROUTES`] (each operation names
+/// the least role it needs in `x-vigil-role`), plus the open routes.
+pub fn openapi() -> serde_json::Value {
+    let mut paths = serde_json::Map::new();
+    for (method, path, role, summary) in ROUTES {
+        let params: Vec<serde_json::Value> = ["id", "name"]
+            .iter()
+            .filter(|p| path.contains(&format!("{{{p}}}")))
+            .map(|p| serde_json::json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .collect();
+        let entry = paths
+            .entry((*path).to_owned())
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(ops) = entry.as_object_mut() {
+            ops.insert(
+                method.to_ascii_lowercase(),
+                serde_json::json!({
+                    "summary": summary,
+                    "x-vigil-role": role,
+                    "parameters": params,
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "200": {"description": "OK"},
+                        "400": {"description": "Malformed request (unknown fields are refused)"},
+                        "401": {"description": "Missing or wrong token"},
+                        "403": {"description": "The token's role may not call this route"},
+                        "429": {"description": "Too many failed token checks from this client"}
+                    }
+                }),
+            );
+        }
+    }
+    paths.insert(
+        "/healthz".into(),
+        serde_json::json!({"get": {"summary": "Liveness (no token)", "responses": {"200": {"description": "OK"}, "503": {"description": "The engine stopped"}}}}),
+    );
+    paths.insert(
+        "/api/v1/blocklist.txt".into(),
+        serde_json::json!({"get": {"summary": "The block set, one address or network a line (API token or response.blocklist_token)", "security": [{"bearer": []}], "responses": {"200": {"description": "text/plain"}, "401": {"description": "Missing or wrong token"}}}}),
+    );
+    serde_json::json!({
+        "openapi": "3.0.3",
+        "info": {"title": "Vigil API", "version": env!("CARGO_PKG_VERSION")},
+        "components": {"securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}}},
+        "paths": paths,
+    })
+}
 
 /// Whether `role` may call `method path` (`path` as routed, e.g. `/api/v1/offenses/{id}`);
 /// `None` when the route has no decision in [`ROUTES`].
 pub fn allowed(role: Role, method: &Method, path: &str) -> Option<bool> {
-    let (_, _, need) = ROUTES
+    let (_, _, need, _) = ROUTES
         .iter()
-        .find(|(m, p, _)| *p == path && *m == method.as_str())?;
+        .find(|(m, p, _, _)| *p == path && *m == method.as_str())?;
     Some(match (need, role) {
         (Role::Ingest, r) => r == Role::Ingest || r == Role::Admin,
         (_, Role::Ingest) => false,
