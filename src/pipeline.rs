@@ -32,6 +32,9 @@ pub struct PipelineLimits {
     pub closed_offense_retention: chrono::Duration,
 }
 
+/// Blocking decisions kept in the store (the oldest are deleted hourly beyond it).
+const MAX_DECISIONS: u64 = 100_000;
+
 /// (offense, event) pairs remembered for counting each event once per offense.
 const SEEN_EVENTS_CAPACITY: usize = 1 << 18;
 
@@ -446,6 +449,25 @@ impl Pipeline {
         if let Err(e) = self.store.delete_expired_references(now) {
             self.store_errors.inc();
             tracing::warn!(error = %e, "deleting expired reference entries failed");
+        }
+        // Webhook deliveries done (delivered or given up) a week ago, and blocking decisions
+        // beyond the newest MAX_DECISIONS, are deleted: both tables stay bounded.
+        match self
+            .store
+            .prune_response(now - chrono::Duration::days(7), MAX_DECISIONS)
+        {
+            Ok(n) => self
+                .metrics
+                .counter(
+                    "vigil_store_response_pruned_total",
+                    "Finished webhook deliveries (after 7 days) and old blocking decisions (beyond 100,000) deleted.",
+                    &[],
+                )
+                .add(n),
+            Err(e) => {
+                self.store_errors.inc();
+                tracing::warn!(error = %e, "pruning the outbox and decisions failed");
+            }
         }
     }
 

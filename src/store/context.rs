@@ -218,6 +218,52 @@ mod tests {
     use super::*;
 
     #[test]
+    fn finished_deliveries_and_old_decisions_are_pruned_but_live_blocks_kept() {
+        let s = Store::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let t0 = from_ms(1_795_000_000_000);
+        let later = t0 + chrono::Duration::days(8);
+        s.outbox_put("a", "soar", "ip.blocked", "{}", t0)
+            .unwrap_or_default();
+        s.outbox_put("b", "soar", "ip.blocked", "{}", t0)
+            .unwrap_or_default();
+        s.outbox_put("c", "soar", "ip.blocked", "{}", t0)
+            .unwrap_or_default();
+        s.outbox_done("a", t0).unwrap_or_default();
+        s.outbox_give_up("b", "down").unwrap_or_default();
+        let decision = |v: &str, d: &str| ResponseDecision {
+            at: t0,
+            value: v.into(),
+            offense_id: "o".into(),
+            rule: "r".into(),
+            decision: d.into(),
+            source: "policy:magnitude".into(),
+            expires_at: None,
+        };
+        s.insert_response_decision(&decision("203.0.113.1", "blocked"))
+            .unwrap_or_default();
+        s.insert_response_decision(&decision("10.0.0.1", "internal"))
+            .unwrap_or_default();
+        s.insert_response_decision(&decision("10.0.0.2", "internal"))
+            .unwrap_or_default();
+        let pruned = s
+            .prune_response(later - chrono::Duration::days(7), 1)
+            .unwrap_or_default();
+        assert_eq!(
+            pruned, 3,
+            "two finished deliveries, one old refused decision"
+        );
+        let due = s.outbox_due(later, 10).unwrap_or_default();
+        assert_eq!(due.len(), 1, "the pending delivery stays");
+        let (left, _) = s.list_response_decisions(10, 0).unwrap_or_default();
+        let values: Vec<&str> = left.iter().map(|d| d.value.as_str()).collect();
+        assert_eq!(
+            values,
+            vec!["10.0.0.2", "203.0.113.1"],
+            "the live block stays"
+        );
+    }
+
+    #[test]
     fn reference_entries_round_trip_and_expire() {
         let store = Store::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
         let t = |s: i64| DateTime::<Utc>::from_timestamp(s, 0).unwrap_or_default();
@@ -391,6 +437,38 @@ impl Store {
 }
 
 impl Store {
+    /// Deletes webhook deliveries finished (delivered or given up) before `done_before`, and
+    /// blocking decisions beyond the newest `keep_decisions` (live blocks are kept). Returns
+    /// how many rows it deleted.
+    pub fn prune_response(
+        &self,
+        done_before: DateTime<Utc>,
+        keep_decisions: u64,
+    ) -> Result<u64, StoreError> {
+        let outbox = self
+            .conn
+            .prepare_cached(
+                "DELETE FROM outbox WHERE (delivered_at IS NOT NULL AND delivered_at < ?1)
+                 OR (given_up = 1 AND created_at < ?1)",
+            )?
+            .execute(params![ms(done_before)])?;
+        let max_id: Option<i64> =
+            self.conn
+                .query_row("SELECT max(id) FROM response_decisions", [], |r| r.get(0))?;
+        let cutoff = max_id.unwrap_or(0) - i64::try_from(keep_decisions).unwrap_or(i64::MAX);
+        let decisions = if cutoff > 0 {
+            self.conn
+                .prepare_cached(
+                    "DELETE FROM response_decisions WHERE id <= ?1
+                     AND NOT (decision = 'blocked' AND ended = 0)",
+                )?
+                .execute(params![cutoff])?
+        } else {
+            0
+        };
+        Ok((outbox + decisions) as u64)
+    }
+
     /// Adds a webhook delivery to the outbox (due now); an id already there is left alone.
     pub fn outbox_put(
         &self,
