@@ -313,6 +313,19 @@ struct DatagramHeader {
     uptime_ms: u32,
 }
 
+/// A flow or counter sample's head: (sequence, source id type, source id index), from the
+/// compact form (type in the top byte of one word) or the expanded one (two words).
+fn sample_head(x: &mut Xdr<'_>, expanded: bool) -> Option<(u32, u32, u32)> {
+    let sequence = x.u32()?;
+    let (source_type, source_index) = if expanded {
+        (x.u32()?, x.u32()?)
+    } else {
+        let id = x.u32()?;
+        (id >> 24, id & 0x00ff_ffff)
+    };
+    Some((sequence, source_type, source_index))
+}
+
 impl SflowDecoder {
     /// A decoder with the given limits.
     pub fn new(limits: SflowLimits) -> Self {
@@ -504,13 +517,7 @@ impl SflowDecoder {
         now: DateTime<Utc>,
     ) -> Option<SflowRecord> {
         let mut x = Xdr::new(body);
-        let sample_sequence = x.u32()?;
-        let (source_type, source_index) = if expanded {
-            (x.u32()?, x.u32()?)
-        } else {
-            let id = x.u32()?;
-            (id >> 24, id & 0x00ff_ffff)
-        };
+        let (sample_sequence, source_type, source_index) = sample_head(&mut x, expanded)?;
         let rate = x.u32()?;
         let pool = x.u32()?;
         let drops = x.u32()?;
@@ -704,13 +711,7 @@ impl SflowDecoder {
         now: DateTime<Utc>,
     ) -> Option<SflowRecord> {
         let mut x = Xdr::new(body);
-        let sample_sequence = x.u32()?;
-        let (source_type, source_index) = if expanded {
-            (x.u32()?, x.u32()?)
-        } else {
-            let id = x.u32()?;
-            (id >> 24, id & 0x00ff_ffff)
-        };
+        let (sample_sequence, source_type, source_index) = sample_head(&mut x, expanded)?;
         let n = x.u32()?;
         if n > self.limits.max_records {
             return None;

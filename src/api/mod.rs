@@ -192,11 +192,7 @@ async fn require_token(
         )
         .into_response();
     }
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| hash_token(t.trim()));
+    let presented = presented_token(&headers);
     let caller = presented.and_then(|h| {
         if constant_time_eq(&h, &state.token_sha256) {
             return Some(Caller {
@@ -247,26 +243,40 @@ async fn require_token(
                     tracing::warn!(client = %ip, "API client locked out after failed token checks");
                 }
             }
-            state
-                .metrics
-                .counter(
-                    "vigil_api_unauthorized_total",
-                    "API requests refused for a missing or wrong token.",
-                    &[],
-                )
-                .inc();
-            let mut resp = ApiError(
-                StatusCode::UNAUTHORIZED,
-                "missing or invalid bearer token".into(),
-            )
-            .into_response();
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                header::HeaderValue::from_static("Bearer realm=\"vigil\""),
-            );
-            resp
+            unauthorized(&state)
         }
     }
+}
+
+/// SHA-256 of the bearer token a request presents.
+fn presented_token(headers: &HeaderMap) -> Option<[u8; 32]> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| hash_token(t.trim()))
+}
+
+/// The 401 answer to a missing or wrong token, counted.
+fn unauthorized(state: &ApiState) -> Response {
+    state
+        .metrics
+        .counter(
+            "vigil_api_unauthorized_total",
+            "API requests refused for a missing or wrong token.",
+            &[],
+        )
+        .inc();
+    let mut resp = ApiError(
+        StatusCode::UNAUTHORIZED,
+        "missing or invalid bearer token".into(),
+    )
+    .into_response();
+    resp.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer realm=\"vigil\""),
+    );
+    resp
 }
 
 fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
@@ -660,11 +670,7 @@ pub(crate) async fn paged<T: Send + 'static>(
 /// for firewalls (an external dynamic list). Readable with the API token or with
 /// `response.blocklist_token`, which reads nothing else.
 async fn blocklist(State(state): State<ApiState>, headers: HeaderMap) -> Response {
-    let presented = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| hash_token(t.trim()));
+    let presented = presented_token(&headers);
     let allowed = presented.is_some_and(|h| {
         constant_time_eq(&h, &state.token_sha256)
             || state
@@ -672,19 +678,7 @@ async fn blocklist(State(state): State<ApiState>, headers: HeaderMap) -> Respons
                 .is_some_and(|b| constant_time_eq(&h, &b))
     });
     if !allowed {
-        state
-            .metrics
-            .counter(
-                "vigil_api_unauthorized_total",
-                "API requests refused for a missing or wrong token.",
-                &[],
-            )
-            .inc();
-        return ApiError(
-            StatusCode::UNAUTHORIZED,
-            "missing or invalid bearer token".into(),
-        )
-        .into_response();
+        return unauthorized(&state);
     }
     let Some(reference) = &state.reference else {
         return ApiError(
@@ -753,10 +747,12 @@ mod tests {
 
     use super::*;
 
-    fn app(dir: &std::path::Path) -> Router {
+    /// The handlers' state over a fresh store in `dir`: admin token `secret`, a firewall
+    /// token, and one token per role named `<role>-token`.
+    fn state(dir: &std::path::Path) -> ApiState {
         let store_path = dir.join("vigil.db");
         Store::open(&store_path).map(drop).unwrap_or_default();
-        router(ApiState {
+        ApiState {
             store_path,
             token_sha256: hash_token("secret"),
             metrics: Metrics::new(),
@@ -784,7 +780,11 @@ mod tests {
             ),
             webhooks: Arc::new(Vec::new()),
             lockout: Arc::default(),
-        })
+        }
+    }
+
+    fn app(dir: &std::path::Path) -> Router {
+        router(state(dir))
     }
 
     async fn status(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, HeaderMap) {
@@ -896,27 +896,7 @@ mod tests {
     #[tokio::test]
     async fn a_route_without_an_access_decision_fails_closed() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let store_path = dir.path().join("vigil.db");
-        Store::open(&store_path).map(drop).unwrap_or_default();
-        let state = ApiState {
-            store_path,
-            token_sha256: hash_token("secret"),
-            metrics: Metrics::new(),
-            max_page_size: 100,
-            engine_alive: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            sources: Arc::new(crate::sources::Sources::new(10, &Metrics::new())),
-            ingest: None,
-            max_message_bytes: 1024,
-            max_ingest_bytes: 4096,
-            ingest_received: crate::telemetry::Counter::default(),
-            reference: None,
-            clickhouse: None,
-            blocklist_token_sha256: None,
-            block_set: "blocked_ips".into(),
-            tokens: Arc::new(Vec::new()),
-            webhooks: Arc::new(Vec::new()),
-            lockout: Arc::default(),
-        };
+        let state = state(dir.path());
         let app: Router = Router::new()
             .route("/api/v1/forgotten", get(|| async { "data" }))
             .route_layer(middleware::from_fn_with_state(state.clone(), require_token))

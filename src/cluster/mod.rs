@@ -17,9 +17,10 @@
 //!
 //! Every consumer commits its offsets only after what the records produced is acknowledged by
 //! Kafka or stored in ClickHouse: at least once end to end. Retried work is harmless where it
-//! lands: event and dead-letter batches carry a deterministic batch id (topic, partition, offset
-//! range) that the ClickHouse tables deduplicate on, offense rows are versioned, and an event is
-//! counted once per offense by its `event.sequence`.
+//! lands: every event and dead-letter row is named by its place in the topic (partition, offset
+//! of its packed record, index in it), which the ClickHouse tables deduplicate on; outputs of
+//! stage 2 carry their origin and are applied once ([`wire::Marks`]); offense rows are
+//! versioned, and an event is counted once per offense by its `event.sequence`.
 
 pub mod wire;
 
@@ -1010,9 +1011,9 @@ fn take_over_offenses(
 }
 
 /// The store stage: events and dead letters into ClickHouse in batches (by size or
-/// `batch_max_wait_ms`), each batch identified by its topic, partition and offset range so a
-/// retried insert does not double rows. Offsets are committed after the insert. Runs until
-/// `stop`.
+/// `batch_max_wait_ms`), each row identified by its place in the topic (partition, offset of
+/// its packed record, index in it) so a retried or replayed insert does not double rows.
+/// Offsets are committed after the insert. Runs until `stop`.
 pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> {
     let Stage {
         kafka,

@@ -230,6 +230,11 @@ pub async fn run<P: Publisher<RawRecord>>(
         }
         received.inc();
         let payload = buf.get(..len).unwrap_or_default();
+        let observer_type = match protocol {
+            FlowProtocol::Netflow => "netflow",
+            FlowProtocol::Sflow => "sflow",
+        };
+        let observer_id = format!("{observer_type}/{}", peer.ip());
         out.clear();
         let mut counters: Vec<Event> = Vec::new();
         let result = match protocol {
@@ -240,7 +245,9 @@ pub async fn run<P: Publisher<RawRecord>>(
                 for rec in sampled.drain(..) {
                     match rec {
                         vigil_flows::SflowRecord::Flow(f) => out.push(f),
-                        vigil_flows::SflowRecord::Counters(c) => counters.push(counter_event(&c)),
+                        vigil_flows::SflowRecord::Counters(c) => {
+                            counters.push(counter_event(&c, &observer_id))
+                        }
                         // Packets the device discarded: counted by the decoder's stats.
                         vigil_flows::SflowRecord::Discarded(_) => {}
                     }
@@ -248,11 +255,6 @@ pub async fn run<P: Publisher<RawRecord>>(
                 r
             }
         };
-        let observer_type = match protocol {
-            FlowProtocol::Netflow => "netflow",
-            FlowProtocol::Sflow => "sflow",
-        };
-        let observer_id = format!("{observer_type}/{}", peer.ip());
         let mut batch: Vec<RawRecord> = Vec::with_capacity(out.len().max(1));
         match result {
             Ok(()) => {
@@ -260,9 +262,8 @@ pub async fn run<P: Publisher<RawRecord>>(
                     .iter()
                     .filter(|r| r.kind == RecordKind::Flow)
                     .map(|r| flow_event(r, &observer_id));
-                for mut event in flows.chain(counters) {
+                for event in flows.chain(counters) {
                     records.inc();
-                    event.observer_id = Some(observer_id.clone());
                     batch.push(RawRecord {
                         bytes: Vec::new(),
                         observer_type,
@@ -435,7 +436,7 @@ impl Exported {
 
 /// The event of an sFlow counter sample: `event.kind=metric`, the interface and Ethernet
 /// counters in `extra` (`sflow.if_index`, `sflow.in_octets`, ...).
-pub fn counter_event(c: &vigil_flows::CounterRecord) -> Event {
+pub fn counter_event(c: &vigil_flows::CounterRecord, observer_id: &str) -> Event {
     let mut e = Event::new(c.origin.received_at, c.origin.received_at);
     e.kind = Some("metric".into());
     e.category = Some("network".into());
@@ -443,6 +444,7 @@ pub fn counter_event(c: &vigil_flows::CounterRecord) -> Event {
     e.action = Some("interface_counters".into());
     e.dataset = Some("sflow".into());
     e.observer_type = Some("sflow".into());
+    e.observer_id = Some(observer_id.to_owned());
     e.observer_ip = Some(c.origin.agent_address);
     let mut flat = |value: serde_json::Value| {
         if let serde_json::Value::Object(map) = value {

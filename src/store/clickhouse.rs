@@ -622,16 +622,10 @@ impl ClickHouseStore {
         let mut out = Vec::with_capacity(rows.len());
         for (i, row) in rows.into_iter().enumerate() {
             let e = row.into_event()?;
-            let time = |k: &str| {
-                e.extra
-                    .get(k)
-                    .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                    .map_or(e.timestamp, |t| t.with_timezone(&Utc))
-            };
             out.push(super::StoredFlow {
                 id: i64::try_from(offset).unwrap_or(0) + i as i64,
-                start: time("flow.start"),
-                end: time("flow.end"),
+                start: super::flows::flow_time(&e, "flow.start"),
+                end: super::flows::flow_time(&e, "flow.end"),
                 exporter: e.extra.get("flow.exporter").cloned().unwrap_or_default(),
                 kind: "flow".to_owned(),
                 flows: 1,

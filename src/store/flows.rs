@@ -41,7 +41,8 @@ pub fn is_flow(e: &Event) -> bool {
         )
 }
 
-fn flow_time(e: &Event, key: &str) -> DateTime<Utc> {
+/// A flow event's time named by `key` (`flow.start`, `flow.end`), or its `@timestamp`.
+pub fn flow_time(e: &Event, key: &str) -> DateTime<Utc> {
     e.extra
         .get(key)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())

@@ -24,6 +24,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use vigil_parsers::Event;
 
+use super::flows::flow_time;
+
 /// Largest flow (in packets) that counts as a probe.
 pub const TINY_PACKETS: u64 = 2;
 /// How long a source's tiny flows are held before they are stored.
@@ -85,13 +87,6 @@ pub struct Condenser {
     order: VecDeque<(Instant, IpAddr)>,
     /// Sources flushed early because `max_sources` were held.
     pub evicted: u64,
-}
-
-fn flow_time(e: &Event, key: &str) -> DateTime<Utc> {
-    e.extra
-        .get(key)
-        .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-        .map_or(e.timestamp, |t| t.with_timezone(&Utc))
 }
 
 impl Condenser {
