@@ -295,6 +295,20 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     } else {
         None
     };
+    // Embedded store: log events searchable in events.db, written by their own thread.
+    let events_path = config.data_dir.join("events.db");
+    let mut events_writer = None;
+    if !scaled && clickhouse.is_none() && config.store.search_events {
+        let (sink, handle) = crate::store::events::spawn_writer(
+            &events_path,
+            config.store.max_events,
+            config.store.event_queue,
+            &metrics,
+        )
+        .with_context(|| format!("opening the event store {}", events_path.display()))?;
+        pipeline = pipeline.with_event_sink(sink);
+        events_writer = Some(handle);
+    }
     let topics = crate::cluster::wire::Topics::new(&config.bus.topic_prefix);
     if scaled {
         crate::cluster::ensure_topics(&config.bus.kafka, &topics, config.bus.partitions)
@@ -558,6 +572,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bound.api = listener.local_addr().ok();
         let app = crate::api::router(crate::api::ApiState {
             store_path: path.clone(),
+            events_path: (events_writer.is_some()).then(|| events_path.clone()),
             token_sha256,
             metrics: metrics.clone(),
             max_page_size: config.api.max_page_size as u64,
@@ -653,6 +668,10 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+    // The engine's event sink is gone with it: the writer stores what is queued and ends.
+    if let Some(w) = events_writer {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     // Stage 2 (scaled out) stops after intake: what it consumed is committed as it goes.
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     for t in stage_threads {

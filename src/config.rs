@@ -435,6 +435,14 @@ pub struct StoreConfig {
     /// A source that sends this many probe flows (≤ 2 packets each) within a minute is stored
     /// as one superflow row with counts instead (0 stores every flow as it is).
     pub superflow_min_flows: usize,
+    /// Embedded store: keep every normalized log event searchable (`GET /api/v1/events`) in
+    /// `data_dir/events.db`, written by its own thread. Scaled out, ClickHouse keeps them.
+    pub search_events: bool,
+    /// Most events kept in `events.db`; the oldest are deleted beyond it and counted.
+    pub max_events: u64,
+    /// Most events waiting for the `events.db` writer; beyond it a batch is not kept for
+    /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected).
+    pub event_queue: usize,
     /// Closed offenses (with their events, rules and notes) are deleted this many days after
     /// they were closed (checked hourly, counted). Open offenses are never deleted.
     pub closed_offense_retention_days: u64,
@@ -460,6 +468,9 @@ impl Default for StoreConfig {
             max_dead_letters: 100_000,
             max_flows: 1_000_000,
             superflow_min_flows: 16,
+            search_events: true,
+            max_events: 2_000_000,
+            event_queue: 200_000,
             closed_offense_retention_days: 90,
             kind: StoreKind::Sqlite,
             clickhouse: crate::store::clickhouse::ClickHouseConfig::default(),

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use vigil_correlate::{Detection, Engine, EngineLimits, RuleSet};
 use vigil_parsers::normalize::{Normalizer, RecordMeta, ORIGINAL_TIMESTAMP_FIELD};
+use vigil_parsers::Event;
 
 use crate::bus::RawRecord;
 use crate::correlate::{apply_detection, OffenseChange, OffenseLimits, RuleMeta, SeenEvents};
@@ -108,6 +109,10 @@ pub struct Pipeline {
     geo_check_every: chrono::Duration,
     reference_added: Counter,
     reference_add_failed: Counter,
+    /// Where stored batches' log events go to be searchable (none: not kept).
+    event_sink: Option<crate::store::events::EventSink>,
+    /// This batch's log events for the event sink.
+    searchable: Vec<Arc<Event>>,
 }
 
 impl Pipeline {
@@ -189,6 +194,8 @@ impl Pipeline {
                 &[],
             ),
             flush_all_flows: false,
+            event_sink: None,
+            searchable: Vec::new(),
             guard,
             decisions: Vec::new(),
             dead_letters_evicted: metrics.counter(
@@ -255,6 +262,12 @@ impl Pipeline {
             Arc::clone(self.engine.rules()),
             self.engine_limits,
         )
+    }
+
+    /// Keeps every stored batch's log events searchable through `sink` (`events.db`).
+    pub fn with_event_sink(mut self, sink: crate::store::events::EventSink) -> Self {
+        self.event_sink = Some(sink);
+        self
     }
 
     /// The enricher, if any.
@@ -517,6 +530,8 @@ impl Pipeline {
                             std::time::Instant::now(),
                             &mut self.flows,
                         );
+                    } else if self.event_sink.is_some() {
+                        self.searchable.push(Arc::clone(&event));
                     }
                     self.engine.process(&event, &mut self.detections);
                 }
@@ -554,6 +569,9 @@ impl Pipeline {
                 }
             }
         };
+        if let Some(sink) = &self.event_sink {
+            sink.send(std::mem::take(&mut self.searchable));
+        }
         // Counted only now that the batch is stored: a metric never runs ahead of what the API
         // can show.
         if !per_source.is_empty() {

@@ -367,3 +367,64 @@ fn correlation_windows_survive_a_restart() {
     assert_eq!(o["index_value"], "203.0.113.99");
     assert_eq!(o["event_count"], 10, "{o}");
 }
+
+/// Every log event is searchable through the API: by text in the message, by field, newest
+/// first; bad queries are refused.
+#[test]
+fn received_events_are_searchable_by_text_and_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let vigil = Vigil::start(&config);
+    let attacker: Vec<Vec<u8>> = (0..4)
+        .map(|i| failed_password_5424("203.0.113.7", 40000 + i))
+        .collect();
+    vigil.send_udp(&attacker);
+    let other: Vec<Vec<u8>> = (0..3)
+        .map(|i| failed_password_3164("198.51.100.23", 42000 + i))
+        .collect();
+    vigil.send_tcp_octet_counted(&other);
+    vigil.wait_processed(7);
+    vigil.wait_until("7 events stored for search", || {
+        vigil.metric("vigil_store_events_stored_total") == 7
+    });
+
+    let page = vigil.get_json("/api/v1/events?q=INVALID%20USER%20admin");
+    let items = page["items"].as_array().unwrap();
+    assert_eq!(items.len(), 4, "{page}");
+    assert!(items.iter().all(|e| e["source.ip"] == "203.0.113.7"));
+    let ports: Vec<u64> = items
+        .iter()
+        .map(|e| e["source.port"].as_u64().unwrap())
+        .collect();
+    assert_eq!(page["more"], false);
+
+    let page = vigil.get_json("/api/v1/events?source_ip=198.51.100.23&user=root&limit=2");
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
+    assert_eq!(page["more"], true);
+    let page = vigil.get_json("/api/v1/events?source_ip=198.51.100.23&limit=2&offset=2");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+    assert_eq!(page["more"], false);
+    // Newest first (same second: the later one stored comes first).
+    let all = vigil.get_json("/api/v1/events?dataset=openssh&limit=100");
+    let times: Vec<chrono::DateTime<chrono::Utc>> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["@timestamp"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(times.len(), 7, "{all}");
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    assert_eq!(ports.len(), 4);
+
+    for refused in [
+        "/api/v1/events?message=x",
+        "/api/v1/events?source_ip=not-an-ip",
+        "/api/v1/events?from=2026-01-01T00:00:00Z&to=2026-02-01T00:00:00Z",
+        "/api/v1/events?limit=100000",
+    ] {
+        let (status, body) = vigil.get(refused, Some(TOKEN));
+        assert_eq!(status, 400, "{refused}: {body}");
+        assert!(body.contains("error"), "{body}");
+    }
+    assert_eq!(vigil.get("/api/v1/events", None).0, 401);
+}

@@ -5,6 +5,7 @@
 //! their own SQLite connection. Architecture invariant: only this module knows HTTP routes.
 
 mod context;
+mod events;
 pub mod lockout;
 pub mod roles;
 mod workflow;
@@ -35,6 +36,8 @@ pub const MAX_EVENTS_PER_DETAIL: u64 = 1000;
 pub struct ApiState {
     /// The SQLite file to read.
     pub store_path: PathBuf,
+    /// The searchable event store of embedded mode (none: ClickHouse, or events not kept).
+    pub events_path: Option<PathBuf>,
     /// SHA-256 of the accepted bearer token.
     pub token_sha256: [u8; 32],
     /// The metrics registry.
@@ -100,6 +103,7 @@ pub fn router(state: ApiState) -> Router {
             "/api/v1/openapi.json",
             get(|| async { Json(roles::openapi()) }),
         )
+        .route("/api/v1/events", get(events::search_events))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/flows", get(list_flows))
         .route("/api/v1/response/decisions", get(list_response_decisions))
@@ -753,6 +757,7 @@ mod tests {
         let store_path = dir.join("vigil.db");
         Store::open(&store_path).map(drop).unwrap_or_default();
         ApiState {
+            events_path: Some(dir.join("events.db")),
             store_path,
             token_sha256: hash_token("secret"),
             metrics: Metrics::new(),

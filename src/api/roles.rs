@@ -71,6 +71,7 @@ pub const ROUTES: &[(&str, &str, Role, &str)] = &[
     ("GET", "/api/v1/offenses/{id}", Role::Viewer, "One offense with its rules, notes and stored events"),
     ("PATCH", "/api/v1/offenses/{id}", Role::Analyst, "Assign, flag for follow-up, close with a reason, or reopen an offense (audited)"),
     ("POST", "/api/v1/offenses/{id}/notes", Role::Analyst, "Add a note to an offense (audited)"),
+    ("GET", "/api/v1/events", Role::Viewer, "Search log events: time range (at most 7 days), field equalities, text in the message; newest first, paged"),
     ("GET", "/api/v1/dead-letters", Role::Viewer, "Records that could not be parsed, with their raw bytes and reason"),
     ("GET", "/api/v1/flows", Role::Viewer, "Flow records and superflows from or to an address"),
     ("GET", "/api/v1/response/decisions", Role::Viewer, "Automatic blocking decisions"),

@@ -335,6 +335,8 @@ pub const MIGRATIONS: &[&[&str]] = &[
         ORDER BY (consumer_group, topic, part)",
         "ALTER TABLE offenses ADD COLUMN marks String DEFAULT ''",
     ],
+    // 3: the event's message, for the API's event search.
+    &["ALTER TABLE events ADD COLUMN message String DEFAULT ''"],
 ];
 
 /// The newest schema version this build knows.
@@ -553,6 +555,7 @@ impl ClickHouseStore {
                     row_in_batch,
                     event_json: event_json(e)?,
                     raw: &e.raw,
+                    message: e.message.as_deref().unwrap_or(""),
                 };
                 insert.write(&row).await?;
             }
@@ -634,6 +637,74 @@ impl ClickHouseStore {
             });
         }
         Ok((out, total))
+    }
+
+    /// The API's event search ([`crate::store::events::EventSearch`]) over log events (flows
+    /// have their own listing), newest first, and whether there are more. The server stops a
+    /// query after [`crate::store::events::QUERY_BUDGET`].
+    pub async fn search_events(
+        &self,
+        q: &crate::store::events::EventSearch,
+    ) -> Result<(Vec<Event>, bool), ChError> {
+        let mut sql = String::from(
+            "SELECT ?fields FROM events
+             WHERE day >= toDate(?) AND day <= toDate(?) AND ts_ms >= ? AND ts_ms < ?
+               AND NOT (action = 'flow' AND dataset IN ('netflow', 'ipfix', 'sflow'))",
+        );
+        let mut text_args: Vec<String> = Vec::new();
+        let mut ip_args: Vec<String> = Vec::new();
+        for (column, v) in q.equalities() {
+            if column.ends_with("_ip") {
+                sql.push_str(&format!(" AND {column} = unhex(?)"));
+                let ip: IpAddr = v.parse().map_err(|_| ChError::Corrupt(format!("ip {v}")))?;
+                ip_args.push(hex::encode(ip_bytes(Some(ip))));
+            } else {
+                sql.push_str(&format!(" AND {column} = ?"));
+                text_args.push(v);
+            }
+        }
+        if q.text.is_some() {
+            sql.push_str(" AND positionCaseInsensitiveUTF8(message, ?) > 0");
+        }
+        sql.push_str(
+            " ORDER BY ts_ms DESC, batch_id DESC, row_in_batch DESC
+              LIMIT 1 BY batch_id, row_in_batch
+              LIMIT ?, ?",
+        );
+        let day = |t: DateTime<Utc>| t.format("%Y-%m-%d").to_string();
+        let mut query = self
+            .client
+            .query(&sql)
+            .with_setting(
+                "max_execution_time",
+                crate::store::events::QUERY_BUDGET.as_secs().to_string(),
+            )
+            .bind(day(q.from))
+            .bind(day(q.to))
+            .bind(u64::try_from(ms(q.from)).unwrap_or(0))
+            .bind(u64::try_from(ms(q.to)).unwrap_or(0));
+        // Equalities in the order they were written: the IP ones come first in `equalities`.
+        for v in &ip_args {
+            query = query.bind(v);
+        }
+        for v in &text_args {
+            query = query.bind(v);
+        }
+        if let Some(t) = &q.text {
+            query = query.bind(t);
+        }
+        let rows = query
+            .bind(q.offset)
+            .bind(q.limit.saturating_add(1))
+            .fetch_all::<StoredEventRow>()
+            .await?;
+        let mut out: Vec<Event> = rows
+            .into_iter()
+            .map(StoredEventRow::into_event)
+            .collect::<Result<_, _>>()?;
+        let more = out.len() as u64 > q.limit;
+        out.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
+        Ok((out, more))
     }
 
     /// Events whose source or destination is `ip`, newest first, at most `limit`.
@@ -1295,6 +1366,7 @@ struct EventRow<'a> {
     event_json: String,
     #[serde(serialize_with = "bytes::serialize")]
     raw: &'a [u8],
+    message: &'a str,
 }
 
 /// An event read back: the JSON and the exact bytes.

@@ -16,6 +16,7 @@ use vigil_parsers::Event;
 pub mod clickhouse;
 mod cluster;
 mod context;
+pub mod events;
 pub mod flows;
 pub mod superflow;
 pub use flows::StoredFlow;

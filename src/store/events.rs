@@ -1,0 +1,438 @@
+//! The searchable event store of embedded mode: every normalized log event (flows have their
+//! own table) in `data_dir/events.db`, a SQLite file of its own so its writes never wait on the
+//! engine's offense transactions, written by its own thread.
+//!
+//! Invariants:
+//! - bounded: at most `store.max_events` rows (the oldest are deleted, counted), and at most
+//!   `store.event_queue` events waiting for the writer; beyond that a batch is not stored and
+//!   is counted (`vigil_store_events_dropped_total{reason="queue_full"}`). Offenses never
+//!   depend on this store: an event dropped here still counted in its rules and offenses, and
+//!   offenses keep their own evidence (`offense_events`).
+//! - searches are bounded too: a time range of at most [`MAX_RANGE_HOURS`], a page of at most
+//!   `api.max_page_size`, an offset of at most [`MAX_OFFSET`], and [`QUERY_BUDGET`] of SQLite
+//!   work, after which the query is interrupted and the caller told to narrow it.
+
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{params_from_iter, Connection};
+use vigil_parsers::Event;
+
+use super::StoreError;
+use crate::telemetry::{Counter, Metrics};
+
+/// Longest time range one search may cover.
+pub const MAX_RANGE_HOURS: i64 = 7 * 24;
+/// Deepest offset a search may page to (narrow the range instead).
+pub const MAX_OFFSET: u64 = 10_000;
+/// Wall-clock budget of one search before SQLite interrupts it.
+pub const QUERY_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY,
+    ts INTEGER NOT NULL,
+    source_ip TEXT,
+    destination_ip TEXT,
+    user_name TEXT,
+    host_name TEXT,
+    category TEXT,
+    outcome TEXT,
+    dataset TEXT,
+    message TEXT,
+    json TEXT NOT NULL,
+    raw BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_ts ON events (ts);
+CREATE INDEX IF NOT EXISTS events_by_source ON events (source_ip, ts);
+CREATE INDEX IF NOT EXISTS events_by_destination ON events (destination_ip, ts);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_name, ts);";
+
+/// What to search for (the API's `GET /api/v1/events` query, checked).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EventSearch {
+    /// Event time from (inclusive).
+    pub from: DateTime<Utc>,
+    /// Event time to (exclusive).
+    pub to: DateTime<Utc>,
+    /// Text the message contains (case-insensitive for ASCII).
+    pub text: Option<String>,
+    /// `source.ip`.
+    pub source_ip: Option<IpAddr>,
+    /// `destination.ip`.
+    pub destination_ip: Option<IpAddr>,
+    /// `user.name`.
+    pub user: Option<String>,
+    /// `host.name`.
+    pub host: Option<String>,
+    /// `event.category`.
+    pub category: Option<String>,
+    /// `event.outcome`.
+    pub outcome: Option<String>,
+    /// `event.dataset`.
+    pub dataset: Option<String>,
+    /// Page size.
+    pub limit: u64,
+    /// Rows skipped.
+    pub offset: u64,
+}
+
+impl EventSearch {
+    /// The search's filters as (column, value) pairs, in a fixed order; the SQLite and
+    /// ClickHouse searches both build their `WHERE` from it.
+    pub fn equalities(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::new();
+        if let Some(ip) = self.source_ip {
+            out.push(("source_ip", ip.to_string()));
+        }
+        if let Some(ip) = self.destination_ip {
+            out.push(("destination_ip", ip.to_string()));
+        }
+        for (column, v) in [
+            ("user_name", &self.user),
+            ("host_name", &self.host),
+            ("category", &self.category),
+            ("outcome", &self.outcome),
+            ("dataset", &self.dataset),
+        ] {
+            if let Some(v) = v {
+                out.push((column, v.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// The event store (one connection).
+pub struct EventStore {
+    conn: Connection,
+}
+
+/// `%`, `_` and `\` in `text` escaped for `LIKE ... ESCAPE '\'`.
+fn like_pattern(text: &str) -> String {
+    let mut p = String::with_capacity(text.len() + 2);
+    p.push('%');
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            p.push('\\');
+        }
+        p.push(c);
+    }
+    p.push('%');
+    p
+}
+
+/// Whether `e` is SQLite's "interrupted" (a search over its budget).
+pub fn is_interrupted(e: &StoreError) -> bool {
+    matches!(
+        e,
+        StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _))
+            if f.code == rusqlite::ErrorCode::OperationInterrupted
+    )
+}
+
+impl EventStore {
+    /// Opens (creating) the file for writing.
+    pub fn open(path: &Path) -> Result<EventStore, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        conn.execute_batch(SCHEMA)?;
+        Ok(EventStore { conn })
+    }
+
+    /// Opens the file for searching (the API); a store not yet created is created empty.
+    pub fn open_reader(path: &Path) -> Result<EventStore, StoreError> {
+        if !path.exists() {
+            return Self::open(path);
+        }
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(EventStore { conn })
+    }
+
+    /// Stores `events` in one transaction and deletes the oldest rows beyond `max_kept`;
+    /// returns how many it deleted.
+    pub fn insert(&mut self, events: &[Arc<Event>], max_kept: u64) -> Result<u64, StoreError> {
+        let tx = self.conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (ts, source_ip, destination_ip, user_name, host_name,
+                    category, outcome, dataset, message, json, raw)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for e in events {
+                let json =
+                    serde_json::to_string(&**e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                stmt.execute(rusqlite::params![
+                    e.timestamp.timestamp_millis(),
+                    e.source_ip.map(|ip| ip.to_string()),
+                    e.destination_ip.map(|ip| ip.to_string()),
+                    e.user_name,
+                    e.host_name,
+                    e.category,
+                    e.outcome,
+                    e.dataset,
+                    e.message,
+                    json,
+                    e.raw,
+                ])?;
+            }
+        }
+        let last = tx.last_insert_rowid();
+        let cut = last - i64::try_from(max_kept).unwrap_or(i64::MAX);
+        let evicted = if cut > 0 {
+            tx.execute("DELETE FROM events WHERE id <= ?1", [cut])? as u64
+        } else {
+            0
+        };
+        tx.commit()?;
+        Ok(evicted)
+    }
+
+    /// Events matching `q`, newest first, and whether there are more. Interrupted (see
+    /// [`is_interrupted`]) after [`QUERY_BUDGET`].
+    pub fn search(&self, q: &EventSearch) -> Result<(Vec<Event>, bool), StoreError> {
+        let mut sql = String::from("SELECT json, raw FROM events WHERE ts >= ? AND ts < ?");
+        let mut args: Vec<rusqlite::types::Value> = vec![
+            q.from.timestamp_millis().into(),
+            q.to.timestamp_millis().into(),
+        ];
+        for (column, v) in q.equalities() {
+            sql.push_str(&format!(" AND {column} = ?"));
+            args.push(v.into());
+        }
+        if let Some(t) = &q.text {
+            sql.push_str(" AND message LIKE ? ESCAPE '\\'");
+            args.push(like_pattern(t).into());
+        }
+        sql.push_str(" ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?");
+        args.push(i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX).into());
+        args.push(i64::try_from(q.offset).unwrap_or(i64::MAX).into());
+        let deadline = std::time::Instant::now() + QUERY_BUDGET;
+        self.conn
+            .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline));
+        let result = (|| -> Result<Vec<Event>, StoreError> {
+            let mut stmt = self.conn.prepare(&sql)?;
+            let rows = stmt.query_map(params_from_iter(args), |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+            })?;
+            let mut out = Vec::new();
+            for row in rows {
+                let (json, raw) = row?;
+                let mut event = serde_json::from_str::<Event>(&json)
+                    .map_err(|e| StoreError::Corrupt(format!("stored event: {e}")))?;
+                // The exact bytes received (the JSON holds them only as lossy text).
+                event.raw = raw;
+                out.push(event);
+            }
+            Ok(out)
+        })();
+        self.conn.progress_handler(0, None::<fn() -> bool>);
+        let mut out = result?;
+        let more = out.len() as u64 > q.limit;
+        out.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
+        Ok((out, more))
+    }
+}
+
+/// Hands events to the writer thread without ever blocking the engine: a batch that would
+/// take the queue over its limit is counted as dropped instead.
+#[derive(Clone)]
+pub struct EventSink {
+    tx: SyncSender<Vec<Arc<Event>>>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    dropped: Counter,
+}
+
+impl EventSink {
+    /// Queues `events` for storing (an empty batch is ignored).
+    pub fn send(&self, events: Vec<Arc<Event>>) {
+        let n = events.len();
+        if n == 0 {
+            return;
+        }
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.dropped.add(n as u64);
+            return;
+        }
+        match self.tx.try_send(events) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                self.dropped.add(n as u64);
+            }
+        }
+    }
+}
+
+/// Starts the writer thread of `path`; it ends when every [`EventSink`] is dropped, after
+/// storing what was queued.
+pub fn spawn_writer(
+    path: &Path,
+    max_kept: u64,
+    queue_limit: usize,
+    metrics: &Metrics,
+) -> Result<(EventSink, std::thread::JoinHandle<()>), StoreError> {
+    let mut store = EventStore::open(path)?;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Arc<Event>>>(4096);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let dropped = metrics.counter(
+        "vigil_store_events_dropped_total",
+        "Events not kept in the searchable event store (its writer fell behind; offenses are unaffected).",
+        &[("reason", "queue_full")],
+    );
+    let sink = EventSink {
+        tx,
+        queued: queued.clone(),
+        limit: queue_limit.max(1),
+        dropped: dropped.clone(),
+    };
+    let stored = metrics.counter(
+        "vigil_store_events_stored_total",
+        "Events written to the searchable event store.",
+        &[],
+    );
+    let evicted = metrics.counter(
+        "vigil_store_events_evicted_total",
+        "Oldest events deleted from the event store beyond store.max_events.",
+        &[],
+    );
+    let failed = metrics.counter(
+        "vigil_store_events_dropped_total",
+        "Events not kept in the searchable event store (its writer fell behind; offenses are unaffected).",
+        &[("reason", "write_failed")],
+    );
+    let handle = std::thread::Builder::new()
+        .name("vigil-events".into())
+        .spawn(move || writer_loop(&mut store, &rx, &queued, max_kept, [stored, evicted, failed]))
+        .map_err(|e| StoreError::Corrupt(format!("starting the event writer: {e}")))?;
+    Ok((sink, handle))
+}
+
+fn writer_loop(
+    store: &mut EventStore,
+    rx: &Receiver<Vec<Arc<Event>>>,
+    queued: &AtomicUsize,
+    max_kept: u64,
+    [stored, evicted, failed]: [Counter; 3],
+) {
+    const MAX_ROWS_PER_TRANSACTION: usize = 20_000;
+    while let Ok(mut batch) = rx.recv() {
+        while batch.len() < MAX_ROWS_PER_TRANSACTION {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let mut result = store.insert(&batch, max_kept);
+        if result.is_err() {
+            // One retry (a busy reader, a transient I/O error); then the batch is counted lost.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            result = store.insert(&batch, max_kept);
+        }
+        match result {
+            Ok(gone) => {
+                stored.add(n as u64);
+                evicted.add(gone);
+            }
+            Err(e) => {
+                failed.add(n as u64);
+                tracing::warn!(error = %e, events = n, "storing events for search failed");
+            }
+        }
+        queued.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(ts: i64, ip: &str, user: &str, message: &str) -> Arc<Event> {
+        let mut e = Event::new(
+            DateTime::from_timestamp(ts, 0).unwrap(),
+            DateTime::from_timestamp(ts, 0).unwrap(),
+        );
+        e.source_ip = ip.parse().ok();
+        e.user_name = Some(user.into());
+        e.message = Some(message.into());
+        e.dataset = Some("openssh".into());
+        Arc::new(e)
+    }
+
+    fn search(from: i64, to: i64) -> EventSearch {
+        EventSearch {
+            from: DateTime::from_timestamp(from, 0).unwrap(),
+            to: DateTime::from_timestamp(to, 0).unwrap(),
+            limit: 10,
+            ..EventSearch::default()
+        }
+    }
+
+    #[test]
+    fn filters_text_range_paging_and_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EventStore::open(&dir.path().join("events.db")).unwrap();
+        let events: Vec<_> = (0..30)
+            .map(|i| {
+                event(
+                    1_000 + i,
+                    if i % 2 == 0 { "203.0.113.7" } else { "198.51.100.1" },
+                    if i % 3 == 0 { "root" } else { "alice" },
+                    &format!("Failed password for user{i} 100%_done"),
+                )
+            })
+            .collect();
+        assert_eq!(store.insert(&events, 25).unwrap(), 5, "bounded to 25 rows");
+        // Rows 5..30 remain.
+        let (all, more) = store.search(&search(0, 10_000)).unwrap();
+        assert_eq!(all.len(), 10);
+        assert!(more);
+        assert_eq!(all[0].timestamp.timestamp(), 1_029, "newest first");
+        let mut q = search(1_010, 1_020);
+        q.source_ip = "203.0.113.7".parse().ok();
+        q.user = Some("root".into());
+        let (hits, more) = store.search(&q).unwrap();
+        let times: Vec<i64> = hits.iter().map(|e| e.timestamp.timestamp()).collect();
+        assert_eq!(times, vec![1_018, 1_012]);
+        assert!(!more);
+        let mut q = search(0, 10_000);
+        q.text = Some("USER17 100%_".into());
+        let (hits, _) = store.search(&q).unwrap();
+        assert_eq!(hits.len(), 1, "case-insensitive, % and _ literal");
+        q.text = Some("user1_ 100".into());
+        assert!(store.search(&q).unwrap().0.is_empty(), "_ is no wildcard");
+        let mut q = search(0, 10_000);
+        q.offset = 20;
+        let (hits, more) = store.search(&q).unwrap();
+        assert_eq!(hits.len(), 5);
+        assert!(!more);
+    }
+
+    #[test]
+    fn the_sink_counts_what_does_not_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let (sink, handle) = spawn_writer(&dir.path().join("events.db"), 1_000, 3, &metrics).unwrap();
+        sink.send((0..5).map(|i| event(i, "192.0.2.1", "u", "m")).collect());
+        sink.send((0..2).map(|i| event(i, "192.0.2.1", "u", "m")).collect());
+        drop(sink);
+        handle.join().unwrap();
+        let text = metrics.render();
+        assert!(
+            text.contains("vigil_store_events_dropped_total{reason=\"queue_full\"} 5"),
+            "{text}"
+        );
+        assert!(text.contains("vigil_store_events_stored_total 2"), "{text}");
+        let store = EventStore::open_reader(&dir.path().join("events.db")).unwrap();
+        assert_eq!(store.search(&search(0, 100)).unwrap().0.len(), 2);
+    }
+}
