@@ -90,16 +90,26 @@ pub fn load_rules(config: &Config) -> anyhow::Result<(RuleSet, Vec<String>)> {
     load_rules_with(
         config,
         Arc::new(crate::context::loader::declare(&config.context)),
+        None,
     )
 }
 
-/// [`load_rules`] against live reference data.
+/// [`load_rules`] against live reference data, without the rules switched off in `store`.
 pub fn load_rules_with(
     config: &Config,
     reference: Arc<crate::context::refdata::ReferenceData>,
+    store: Option<&Store>,
 ) -> anyhow::Result<(RuleSet, Vec<String>)> {
-    let (rules, errors) = crate::correlate::load_rules_with(&config.rules.dir, reference)
-        .with_context(|| format!("reading rules from {}", config.rules.dir.display()))?;
+    let disabled: std::collections::BTreeSet<String> = match store {
+        Some(s) => s.disabled_rules()?.into_iter().map(|d| d.name).collect(),
+        None => Default::default(),
+    };
+    if !disabled.is_empty() {
+        tracing::info!(rules = ?disabled, "rules switched off through the API are left out");
+    }
+    let (rules, errors) =
+        crate::correlate::load_rules_except(&config.rules.dir, reference, &disabled)
+            .with_context(|| format!("reading rules from {}", config.rules.dir.display()))?;
     Ok((rules, errors.iter().map(|e| e.to_string()).collect()))
 }
 
@@ -152,7 +162,7 @@ pub fn build_pipeline(
         )
         .add(def_problems.len() as u64);
     let enricher = build_enricher(config, &store, &metrics)?;
-    let (rules, rule_problems) = load_rules_with(config, enricher.reference().clone())?;
+    let (rules, rule_problems) = load_rules_with(config, enricher.reference().clone(), Some(&store))?;
     for p in &rule_problems {
         tracing::error!("rule refused: {p}");
     }
@@ -199,7 +209,8 @@ pub fn build_pipeline(
         chrono::Duration::seconds(
             i64::try_from(config.context.geoip_reload_check_secs.max(1)).unwrap_or(60),
         ),
-    ))
+    )
+    .with_rule_problems(rule_problems))
 }
 
 /// The path of the SQLite file under `data_dir`.
@@ -292,6 +303,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 )
             })?;
         Some(Arc::new(ch))
+    } else {
+        None
+    };
+    // Embedded mode: rules reloaded and switched on or off through the API, swapped in by the
+    // engine thread between batches.
+    let mut rules_swaps = None;
+    let rules_control = if !scaled {
+        match pipeline.enricher() {
+            Some(en) => {
+                let (rules, problems) = pipeline.rules();
+                let (control, rx) = crate::correlate::control::RulesControl::new(
+                    config.rules.dir.clone(),
+                    en.reference().clone(),
+                    crate::correlate::control::RulesView::of(rules, problems.to_vec()),
+                );
+                rules_swaps = Some(rx);
+                Some(control)
+            }
+            None => None,
+        }
     } else {
         None
     };
@@ -524,6 +555,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         pipeline.maintain_context(chrono::Utc::now());
                         pipeline.end_expired_blocks(chrono::Utc::now());
                     }
+                    if let Some(rx) = &rules_swaps {
+                        while let Ok(swap) = rx.try_recv() {
+                            let report = pipeline.replace_rules(swap.rules);
+                            if let Ok(r) = &report {
+                                tracing::info!(
+                                    windows_kept = r.keys,
+                                    windows_dropped = r.skipped,
+                                    "rules replaced"
+                                );
+                            }
+                            let _ = swap.reply.send(report);
+                        }
+                    }
                     if state_save_every.is_some_and(|every| last_save.elapsed() >= every) {
                         last_save = std::time::Instant::now();
                         save(&mut pipeline);
@@ -604,6 +648,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             ),
             webhooks: Arc::new(config.response.webhooks.clone()),
             lockout: Arc::default(),
+            rules: rules_control.clone(),
         });
         let cancel = cancel.clone();
         api_server = Some(tokio::spawn(async move {

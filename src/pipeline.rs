@@ -66,8 +66,9 @@ pub struct Pipeline {
     metrics: Arc<Metrics>,
     detections: Vec<Detection>,
     events_by_source: Vec<(&'static str, Counter)>,
-    /// `vigil_rule_matches_total` per rule, in the rule set's order.
-    rule_matches: Vec<Counter>,
+    /// `vigil_rule_matches_total` per rule, in the rule set's order, with what the counter
+    /// held when this engine started (the engine counts from 0 after a rules swap).
+    rule_matches: Vec<(Counter, u64)>,
     /// Events each offense already counted (one event, several rules).
     seen: SeenEvents,
     /// The engine's limits (the scaled-out stages build their engines with them).
@@ -113,6 +114,25 @@ pub struct Pipeline {
     event_sink: Option<crate::store::events::EventSink>,
     /// This batch's log events for the event sink.
     searchable: Vec<Arc<Event>>,
+    /// Rules of the rule files that did not load, one line each.
+    rule_problems: Vec<String>,
+}
+
+/// `vigil_rule_matches_total` of each rule of `rules`, in order, with its value now.
+fn rule_match_counters(metrics: &Metrics, rules: &RuleSet) -> Vec<(Counter, u64)> {
+    rules
+        .rules()
+        .iter()
+        .map(|r| {
+            let c = metrics.counter(
+                "vigil_rule_matches_total",
+                "Events a rule matched (detection rules) or counted (correlations).",
+                &[("rule", &r.name)],
+            );
+            let base = c.get();
+            (c, base)
+        })
+        .collect()
 }
 
 impl Pipeline {
@@ -135,17 +155,7 @@ impl Pipeline {
         };
         let condenser =
             crate::store::superflow::Condenser::new(limits.superflow_min_flows, 100_000);
-        let rule_matches = rules
-            .rules()
-            .iter()
-            .map(|r| {
-                metrics.counter(
-                    "vigil_rule_matches_total",
-                    "Events a rule matched (detection rules) or counted (correlations).",
-                    &[("rule", &r.name)],
-                )
-            })
-            .collect();
+        let rule_matches = rule_match_counters(&metrics, &rules);
         let rule_meta = RuleMeta::all(&rules);
         Pipeline {
             normalizer,
@@ -196,6 +206,7 @@ impl Pipeline {
             flush_all_flows: false,
             event_sink: None,
             searchable: Vec::new(),
+            rule_problems: Vec::new(),
             guard,
             decisions: Vec::new(),
             dead_letters_evicted: metrics.counter(
@@ -262,6 +273,35 @@ impl Pipeline {
             Arc::clone(self.engine.rules()),
             self.engine_limits,
         )
+    }
+
+    /// Records the problems of the rule load (the API lists them).
+    pub fn with_rule_problems(mut self, problems: Vec<String>) -> Self {
+        self.rule_problems = problems;
+        self
+    }
+
+    /// The running rules and the problems of their load.
+    pub fn rules(&self) -> (&Arc<RuleSet>, &[String]) {
+        (self.engine.rules(), &self.rule_problems)
+    }
+
+    /// Runs `rules` from now on (a reload, a rule switched on or off), keeping the windows of
+    /// every correlation that still exists and groups the same way; the others' are dropped
+    /// (counted in the report).
+    pub fn replace_rules(
+        &mut self,
+        rules: Arc<RuleSet>,
+    ) -> Result<vigil_correlate::RestoreReport, String> {
+        let mut engine = Engine::new(Arc::clone(&rules), self.engine_limits);
+        let report = engine.restore(self.engine.snapshot(|_| true))?;
+        self.engine = engine;
+        self.rule_meta = RuleMeta::all(&rules);
+        self.rule_matches = rule_match_counters(&self.metrics, &rules);
+        self.metrics
+            .gauge("vigil_rules_loaded", "Rules loaded.", &[])
+            .set(rules.len() as u64);
+        Ok(report)
     }
 
     /// Keeps every stored batch's log events searchable through `sink` (`events.db`).
@@ -824,8 +864,8 @@ impl Pipeline {
 
     fn export_engine_stats(&self) {
         let stats = self.engine.stats();
-        for (counter, rule) in self.rule_matches.iter().zip(&stats.rules) {
-            counter.mirror(rule.matches);
+        for ((counter, base), rule) in self.rule_matches.iter().zip(&stats.rules) {
+            counter.mirror(base + rule.matches);
         }
         self.metrics
             .gauge(

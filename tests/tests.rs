@@ -15,5 +15,6 @@ mod malformed;
 mod replay;
 mod response;
 mod rules;
+mod rules_api;
 mod scaled;
 mod sigmahq;

@@ -602,6 +602,9 @@ pub struct LoadOptions {
     /// Reference sets rules may test with the `refset` modifier. A rule naming a set this does
     /// not know (or using `refset` when this is `None`) fails to load.
     pub reference: Option<std::sync::Arc<dyn crate::reference::ReferenceLookup>>,
+    /// Names of rules switched off by an operator: they are left out (not an error). A rule
+    /// that references one fails to load, naming it as unknown.
+    pub disabled: std::collections::BTreeSet<String>,
 }
 
 impl RuleSet {
@@ -667,6 +670,9 @@ impl RuleSet {
             }
             for key in std::iter::once(&p.name).chain(p.id.iter()) {
                 seen.insert(key.clone(), (p.path.clone(), line));
+            }
+            if options.disabled.contains(&p.name) {
+                continue;
             }
             ok.push(p);
         }

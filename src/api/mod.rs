@@ -6,6 +6,7 @@
 
 mod context;
 mod events;
+mod rules;
 pub mod lockout;
 pub mod roles;
 mod workflow;
@@ -70,6 +71,8 @@ pub struct ApiState {
     pub webhooks: Arc<Vec<crate::webhook::WebhookConfig>>,
     /// Clients refused for guessing tokens.
     pub lockout: Arc<lockout::Lockout>,
+    /// Rules changed while running (none: scaled out, the rule routes answer 501).
+    pub rules: Option<Arc<crate::correlate::control::RulesControl>>,
 }
 
 /// Who called: the token's name and role (set by the token middleware for the handlers).
@@ -104,6 +107,10 @@ pub fn router(state: ApiState) -> Router {
             get(|| async { Json(roles::openapi()) }),
         )
         .route("/api/v1/events", get(events::search_events))
+        .route("/api/v1/rules", get(rules::list_rules))
+        .route("/api/v1/rules/reload", axum::routing::post(rules::reload))
+        .route("/api/v1/rules/{name}/disable", axum::routing::post(rules::disable))
+        .route("/api/v1/rules/{name}/enable", axum::routing::post(rules::enable))
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/flows", get(list_flows))
         .route("/api/v1/response/decisions", get(list_response_decisions))
@@ -785,6 +792,7 @@ mod tests {
             ),
             webhooks: Arc::new(Vec::new()),
             lockout: Arc::default(),
+            rules: None,
         }
     }
 

@@ -16,6 +16,7 @@ use vigil_parsers::Event;
 
 use crate::store::{Offense, OffenseRule, OffenseStatus, Store, StoreError};
 
+pub mod control;
 pub mod ruletest;
 
 /// The rule pack built into the binary, used when the rules folder does not exist.
@@ -189,10 +190,20 @@ pub fn load_rules_with(
     dir: &Path,
     reference: Arc<dyn vigil_correlate::reference::ReferenceLookup>,
 ) -> std::io::Result<(RuleSet, Vec<RuleError>)> {
+    load_rules_except(dir, reference, &std::collections::BTreeSet::new())
+}
+
+/// [`load_rules_with`] leaving out the rules named in `disabled` (switched off by an operator).
+pub fn load_rules_except(
+    dir: &Path,
+    reference: Arc<dyn vigil_correlate::reference::ReferenceLookup>,
+    disabled: &std::collections::BTreeSet<String>,
+) -> std::io::Result<(RuleSet, Vec<RuleError>)> {
     Ok(RuleSet::from_sources_with(
         &rule_sources(dir)?,
         &vigil_correlate::LoadOptions {
             reference: Some(reference),
+            disabled: disabled.clone(),
             ..Default::default()
         },
     ))

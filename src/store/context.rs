@@ -626,3 +626,55 @@ impl Store {
         Ok((out, u64::try_from(total).unwrap_or(0)))
     }
 }
+
+/// A rule an operator switched off.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DisabledRule {
+    /// The rule's name.
+    pub name: String,
+    /// Who switched it off.
+    pub changed_by: String,
+    /// When.
+    pub changed_at: DateTime<Utc>,
+}
+
+impl Store {
+    /// Rules switched off, by name.
+    pub fn disabled_rules(&self) -> Result<Vec<DisabledRule>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name, changed_by, changed_at FROM rule_state WHERE enabled = 0 ORDER BY name",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok(DisabledRule {
+                name: r.get(0)?,
+                changed_by: r.get(1)?,
+                changed_at: from_ms(r.get(2)?),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Switches rule `name` on or off (`by`, at `at`).
+    pub fn set_rule_enabled(
+        &self,
+        name: &str,
+        enabled: bool,
+        by: &str,
+        at: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        if enabled {
+            self.conn
+                .prepare_cached("DELETE FROM rule_state WHERE name = ?1")?
+                .execute([name])?;
+        } else {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO rule_state (name, enabled, changed_by, changed_at)
+                     VALUES (?1, 0, ?2, ?3)
+                     ON CONFLICT (name) DO UPDATE SET enabled = 0, changed_by = ?2, changed_at = ?3",
+                )?
+                .execute(params![name, by, ms(at)])?;
+        }
+        Ok(())
+    }
+}

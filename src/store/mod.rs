@@ -22,7 +22,7 @@ pub mod superflow;
 pub use flows::StoredFlow;
 mod schema;
 
-pub use context::{AuditRecord, ResponseDecision, StoredAsset, StoredReference};
+pub use context::{AuditRecord, DisabledRule, ResponseDecision, StoredAsset, StoredReference};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]

@@ -194,6 +194,13 @@ const MIGRATIONS: &[&str] = &[
         target TEXT NOT NULL,
         detail TEXT NOT NULL
     );",
+    // 10: rules an operator switched off (through the API), kept across restarts.
+    "CREATE TABLE rule_state (
+        name TEXT PRIMARY KEY,
+        enabled INTEGER NOT NULL,
+        changed_by TEXT NOT NULL,
+        changed_at INTEGER NOT NULL
+    );",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.
