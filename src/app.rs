@@ -255,6 +255,8 @@ pub struct Bound {
     pub syslog_udp: Option<SocketAddr>,
     /// TCP syslog.
     pub syslog_tcp: Option<SocketAddr>,
+    /// Syslog over TLS.
+    pub syslog_tls: Option<SocketAddr>,
     /// NetFlow (and IPFIX) UDP.
     pub netflow: Option<SocketAddr>,
     /// IPFIX (and NetFlow) UDP.
@@ -403,6 +405,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let mut bound = Bound {
         syslog_udp: None,
         syslog_tcp: None,
+        syslog_tls: None,
         netflow: None,
         ipfix: None,
         sflow: None,
@@ -468,6 +471,26 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         bound.syslog_tcp = listener.local_addr().ok();
         tasks.push(tokio::spawn(crate::collect::syslog::run_tcp(
             listener,
+            config.syslog.clone(),
+            publisher.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        )));
+    }
+    if collecting && !config.syslog.tls_listen.is_empty() {
+        let (Some(cert), Some(key)) = (&config.syslog.tls_cert, &config.syslog.tls_key) else {
+            bail!("syslog.tls_listen needs syslog.tls_cert and syslog.tls_key");
+        };
+        let tls =
+            crate::tls::server_config(cert, key, config.syslog.tls_client_ca.as_deref(), &[])
+                .context("syslog tls settings")?;
+        let listener = TcpListener::bind(&config.syslog.tls_listen)
+            .await
+            .with_context(|| format!("binding syslog tls {}", config.syslog.tls_listen))?;
+        bound.syslog_tls = listener.local_addr().ok();
+        tasks.push(tokio::spawn(crate::collect::syslog::run_tls(
+            listener,
+            tls,
             config.syslog.clone(),
             publisher.clone(),
             metrics.clone(),
@@ -651,7 +674,36 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             rules: rules_control.clone(),
         });
         let cancel = cancel.clone();
+        let tls = match (&config.api.tls_cert, &config.api.tls_key) {
+            (Some(cert), Some(key)) => Some(
+                crate::tls::server_config(cert, key, None, &[b"http/1.1"])
+                    .context("api tls settings")?,
+            ),
+            _ => None,
+        };
         api_server = Some(tokio::spawn(async move {
+            if let Some(tls) = tls {
+                use axum::serve::ListenerExt;
+                let failed = metrics.counter(
+                    "vigil_api_tls_handshake_failures_total",
+                    "API connections whose TLS handshake failed or timed out.",
+                    &[],
+                );
+                let listener = crate::tls::TlsListener::new(
+                    listener,
+                    tls,
+                    std::time::Duration::from_secs(10),
+                    256,
+                    failed,
+                )?
+                .tap_io(|_| {});
+                return axum::serve(
+                    listener,
+                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                )
+                .with_graceful_shutdown(async move { cancel.cancelled().await })
+                .await;
+            }
             axum::serve(
                 listener,
                 app.into_make_service_with_connect_info::<SocketAddr>(),

@@ -229,6 +229,17 @@ pub struct SyslogConfig {
     pub idle_timeout_secs: u64,
     /// UDP socket receive buffer to ask the kernel for, in bytes (0 = system default).
     pub udp_recv_buffer_bytes: usize,
+    /// Syslog over TLS (RFC 5425, usually port 6514) listen address; empty disables it. Needs
+    /// `tls_cert` and `tls_key`. Framing as on TCP; `max_connections` counts both.
+    pub tls_listen: String,
+    /// Server certificate chain (PEM) for `tls_listen`.
+    pub tls_cert: Option<PathBuf>,
+    /// Its private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// When set, clients must present a certificate this CA (PEM) signed.
+    pub tls_client_ca: Option<PathBuf>,
+    /// A TLS handshake that does not finish within this many seconds is dropped and counted.
+    pub tls_handshake_timeout_secs: u64,
 }
 
 impl Default for SyslogConfig {
@@ -240,6 +251,11 @@ impl Default for SyslogConfig {
             max_connections: 1024,
             idle_timeout_secs: 300,
             udp_recv_buffer_bytes: 8 * 1024 * 1024,
+            tls_listen: String::new(),
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            tls_handshake_timeout_secs: 10,
         }
     }
 }
@@ -493,6 +509,10 @@ pub struct ApiConfig {
     pub max_ingest_bytes: usize,
     /// More tokens, each with a role (`[[api.tokens]]`); `api.token` is the admin's.
     pub tokens: Vec<crate::api::roles::TokenConfig>,
+    /// Serve the API and console over TLS with this certificate chain (PEM)...
+    pub tls_cert: Option<PathBuf>,
+    /// ...and this private key (PEM).
+    pub tls_key: Option<PathBuf>,
 }
 
 impl Default for ApiConfig {
@@ -501,6 +521,8 @@ impl Default for ApiConfig {
             listen: "127.0.0.1:8080".into(),
             token: None,
             tokens: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
             max_page_size: 500,
             max_ingest_bytes: 1024 * 1024,
         }
@@ -556,11 +578,20 @@ impl Config {
         for (key, addr) in [
             ("syslog.udp_listen", &self.syslog.udp_listen),
             ("syslog.tcp_listen", &self.syslog.tcp_listen),
+            ("syslog.tls_listen", &self.syslog.tls_listen),
             ("api.listen", &self.api.listen),
         ] {
             if !addr.is_empty() && addr.parse::<SocketAddr>().is_err() {
                 return Err(format!("{key}: {addr:?} is not an ip:port address"));
             }
+        }
+        if !self.syslog.tls_listen.is_empty()
+            && (self.syslog.tls_cert.is_none() || self.syslog.tls_key.is_none())
+        {
+            return Err("syslog.tls_listen: needs syslog.tls_cert and syslog.tls_key".into());
+        }
+        if self.api.tls_cert.is_some() != self.api.tls_key.is_some() {
+            return Err("api.tls_cert and api.tls_key: set both (TLS) or neither".into());
         }
         if self.syslog.max_message_bytes < 64 {
             return Err("syslog.max_message_bytes: must be at least 64".into());

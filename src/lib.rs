@@ -36,6 +36,7 @@ pub mod response;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod webhook;
 
 pub use vigil_correlate as rules;

@@ -21,7 +21,9 @@
 //! Targets are checked against SSRF when the config loads and again before each send (DNS
 //! may change): loopback, link-local (cloud metadata `169.254.169.254`), private, unspecified
 //! and multicast addresses are refused unless the endpoint sets `allow_private = true`.
-//! `http://` only for now (the build has no TLS client); put a TLS-terminating relay in front.
+//! The checked address is the one connected to (no second DNS lookup a rebinding could
+//! change). `https://` targets are verified against the Mozilla roots plus the endpoint's
+//! `ca_file` (a private CA); `http://` is for receivers on a trusted segment.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -51,8 +53,11 @@ pub const TOLERANCE: chrono::Duration = chrono::Duration::minutes(5);
 pub struct WebhookConfig {
     /// A name for logs and metrics.
     pub name: String,
-    /// `http://host:port/path`.
+    /// `https://host[:port]/path` (or `http://`).
     pub url: String,
+    /// CA certificates (PEM) trusted for this endpoint besides the public roots.
+    #[serde(default)]
+    pub ca_file: Option<std::path::PathBuf>,
     /// The signing secret (at least 16 characters).
     pub secret: String,
     /// Event types sent (`offense.created`, `offense.updated`, `ip.blocked`); empty: all.
@@ -109,11 +114,15 @@ pub fn validate(w: &WebhookConfig) -> Result<(), String> {
     Ok(())
 }
 
-/// (host, host:port) of an `http://` URL.
+/// (host, host:port) of an `http://` or `https://` URL (port 80 or 443 when absent).
 fn split_url(url: &str) -> Result<(String, String), String> {
-    let rest = url
-        .strip_prefix("http://")
-        .ok_or_else(|| "only http:// URLs are supported (put a TLS relay in front)".to_owned())?;
+    let (rest, default_port) = if let Some(r) = url.strip_prefix("https://") {
+        (r, 443)
+    } else if let Some(r) = url.strip_prefix("http://") {
+        (r, 80)
+    } else {
+        return Err("the URL must start with https:// or http://".to_owned());
+    };
     let authority = rest.split('/').next().unwrap_or_default();
     if authority.is_empty() || authority.contains('@') {
         return Err("the URL needs a host (and no user info)".into());
@@ -133,7 +142,7 @@ fn split_url(url: &str) -> Result<(String, String), String> {
     {
         authority.to_owned()
     } else {
-        format!("{authority}:80")
+        format!("{authority}:{default_port}")
     };
     Ok((host, with_port))
 }
@@ -389,14 +398,39 @@ pub async fn run(
     }
 }
 
+/// One HTTP/1.1 request on `io`; the answer's status.
+async fn exchange<S>(
+    io: S,
+    request: axum::http::Request<http_body_util::Full<axum::body::Bytes>>,
+) -> Result<axum::http::StatusCode, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut sender, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(io))
+            .await
+            .map_err(|e| format!("request failed: {e}"))?;
+    let driver = tokio::spawn(conn);
+    let resp = sender
+        .send_request(request)
+        .await
+        .map_err(|e| format!("request failed: {e}"));
+    driver.abort();
+    Ok(resp?.status())
+}
+
 /// One attempt: SSRF check on the resolved address, then `POST` with the signed headers.
 async fn send(w: &WebhookConfig, d: &Delivery) -> Result<(), String> {
     use axum::http::{header, Request};
     use http_body_util::Full;
-    use hyper_util::client::legacy::Client;
-    use hyper_util::rt::TokioExecutor;
 
-    let (_, authority) = split_url(&w.url)?;
+    let (host, authority) = split_url(&w.url)?;
+    // Origin-form request target and a Host header, as servers expect from a client.
+    let after_scheme = w.url.split_once("://").map_or("", |x| x.1);
+    let path = after_scheme
+        .find('/')
+        .map_or("/", |i| after_scheme.get(i..).unwrap_or("/"));
+    let host_header = after_scheme.split('/').next().unwrap_or_default().to_owned();
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&authority)
         .await
         .map_err(|e| format!("resolving {authority}: {e}"))?
@@ -414,22 +448,41 @@ async fn send(w: &WebhookConfig, d: &Delivery) -> Result<(), String> {
     let ts = Utc::now().timestamp();
     let body = d.body.clone().into_bytes();
     let signature = sign(&w.secret, &d.id, ts, &body);
-    let request = Request::post(w.url.as_str())
+    let request = Request::post(path)
+        .header(header::HOST, host_header)
         .header(header::CONTENT_TYPE, "application/json")
         .header("webhook-id", &d.id)
         .header("webhook-timestamp", ts.to_string())
         .header("webhook-signature", signature)
         .body(Full::new(axum::body::Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let client = Client::builder(TokioExecutor::new()).build_http::<Full<axum::body::Bytes>>();
-    let resp = tokio::time::timeout(Duration::from_secs(10), client.request(request))
+    let exchange = async {
+        // Connect to the address just checked, not to a name resolved again.
+        let tcp = tokio::net::TcpStream::connect(addrs.as_slice())
+            .await
+            .map_err(|e| format!("connecting to {authority}: {e}"))?;
+        if w.url.starts_with("https://") {
+            let tls = crate::tls::client_config(w.ca_file.as_deref()).map_err(|e| e.0)?;
+            let name = rustls::pki_types::ServerName::try_from(
+                host.trim_matches(['[', ']']).to_owned(),
+            )
+            .map_err(|e| format!("{host}: {e}"))?;
+            let stream = tokio_rustls::TlsConnector::from(tls)
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("tls with {authority}: {e}"))?;
+            exchange(stream, request).await
+        } else {
+            exchange(tcp, request).await
+        }
+    };
+    let resp = tokio::time::timeout(Duration::from_secs(10), exchange)
         .await
-        .map_err(|_| "timed out after 10 s".to_owned())?
-        .map_err(|e| format!("request failed: {e}"))?;
-    if resp.status().is_success() {
+        .map_err(|_| "timed out after 10 s".to_owned())??;
+    if resp.is_success() {
         Ok(())
     } else {
-        Err(format!("answered {}", resp.status()))
+        Err(format!("answered {resp}"))
     }
 }
 
@@ -503,6 +556,7 @@ mod tests {
             events: Vec::new(),
             allow_private,
             retry_initial_ms: 5000,
+            ca_file: None,
         };
         assert!(validate(&hook("http://203.0.113.10:8080/hook", false)).is_ok());
         for bad in [
@@ -515,7 +569,8 @@ mod tests {
             assert!(validate(&hook(bad, false)).is_err(), "{bad}");
         }
         assert!(validate(&hook("http://127.0.0.1:9000/hook", true)).is_ok());
-        assert!(validate(&hook("https://soar.example/hook", false)).is_err());
+        assert!(validate(&hook("https://soar.example/hook", false)).is_ok());
+        assert!(validate(&hook("ftp://soar.example/hook", false)).is_err());
         assert!(validate(&hook("ftp://x/", false)).is_err());
         assert!(validate(&WebhookConfig {
             secret: "short".into(),

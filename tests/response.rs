@@ -5,7 +5,7 @@ use crate::support::*;
 
 const FIREWALL: &str = "firewall-pull-token-0123456789";
 
-fn brute_force(v: &Vigil, ip: &str) {
+pub(crate) fn brute_force(v: &Vigil, ip: &str) {
     let lines: Vec<Vec<u8>> = (0..12)
         .map(|i| failed_password_3164(ip, 40_000 + i))
         .collect();
@@ -91,15 +91,24 @@ fn dry_run_records_the_decision_and_blocks_nothing() {
 
 /// A webhook receiver: verifies each delivery with `vigil::webhook::verify`, records it, and
 /// answers 503 to the first `fail_blocks` deliveries of `ip.blocked`.
-struct Receiver {
-    addr: std::net::SocketAddr,
+pub(crate) struct Receiver {
+    pub(crate) addr: std::net::SocketAddr,
     seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, bool)>>>,
 }
 
-const SECRET: &str = "webhook-secret-0123456789";
+pub(crate) const SECRET: &str = "webhook-secret-0123456789";
 
 impl Receiver {
-    fn start(listener: std::net::TcpListener, fail_blocks: usize) -> Receiver {
+    pub(crate) fn start(listener: std::net::TcpListener, fail_blocks: usize) -> Receiver {
+        Self::start_with(listener, fail_blocks, None)
+    }
+
+    /// [`Receiver::start`], over TLS with `tls` when given.
+    pub(crate) fn start_with(
+        listener: std::net::TcpListener,
+        fail_blocks: usize,
+        tls: Option<std::sync::Arc<rustls::ServerConfig>>,
+    ) -> Receiver {
         use std::io::{BufRead, Read, Write};
         let addr = listener.local_addr().unwrap();
         let seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, bool)>>> =
@@ -108,8 +117,15 @@ impl Receiver {
         std::thread::spawn(move || {
             let mut blocks = 0usize;
             for conn in listener.incoming() {
-                let Ok(mut conn) = conn else { continue };
-                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                let Ok(tcp) = conn else { continue };
+                let mut conn: Box<dyn ReadWrite> = match &tls {
+                    Some(cfg) => Box::new(rustls::StreamOwned::new(
+                        rustls::ServerConnection::new(cfg.clone()).unwrap(),
+                        tcp,
+                    )),
+                    None => Box::new(tcp),
+                };
+                let mut reader = std::io::BufReader::new(&mut conn);
                 let mut headers = std::collections::HashMap::new();
                 let mut line = String::new();
                 reader.read_line(&mut line).unwrap_or(0);
@@ -147,21 +163,26 @@ impl Receiver {
                     "200 OK"
                 };
                 log.lock().unwrap().push((h("webhook-id"), kind, ok));
+                drop(reader);
                 let _ = conn.write_all(
                     format!("HTTP/1.1 {status}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
                         .as_bytes(),
                 );
+                let _ = conn.flush();
             }
         });
         Receiver { addr, seen }
     }
 
-    fn seen(&self) -> Vec<(String, String, bool)> {
+    pub(crate) fn seen(&self) -> Vec<(String, String, bool)> {
         self.seen.lock().unwrap().clone()
     }
 }
 
-fn webhook_config(url: &str) -> String {
+pub(crate) trait ReadWrite: std::io::Read + std::io::Write + Send {}
+impl<T: std::io::Read + std::io::Write + Send> ReadWrite for T {}
+
+pub(crate) fn webhook_config(url: &str) -> String {
     format!(
         "[response]\nmin_magnitude = 1\n\
          [[response.webhooks]]\nname = \"soar\"\nurl = \"{url}\"\nsecret = \"{SECRET}\"\n\

@@ -17,4 +17,5 @@ mod response;
 mod rules;
 mod rules_api;
 mod scaled;
+mod tls;
 mod sigmahq;

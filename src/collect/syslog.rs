@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use vigil_parsers::syslog::framing::{FrameError, Framer};
@@ -184,22 +184,89 @@ pub async fn run_tcp<P: Publisher<RawRecord>>(
         );
         tokio::spawn(async move {
             open.inc();
-            handle_connection(stream, peer, &config, &publisher, &m, &cancel).await;
+            handle_connection(stream, peer, "tcp", &config, &publisher, &m, &cancel).await;
             open.dec();
             drop(permit);
         });
     }
 }
 
-async fn handle_connection<P: Publisher<RawRecord>>(
-    mut stream: TcpStream,
+/// Syslog over TLS (RFC 5425): as [`run_tcp`], each connection after a TLS handshake that
+/// must finish within `tls_handshake_timeout_secs` (failures counted as
+/// `vigil_collector_refused_total{source="syslog_tls",reason="tls_handshake"}`).
+pub async fn run_tls<P: Publisher<RawRecord>>(
+    listener: TcpListener,
+    tls: Arc<rustls::ServerConfig>,
+    config: SyslogConfig,
+    publisher: P,
+    metrics: Arc<Metrics>,
+    cancel: CancellationToken,
+) {
+    let m = SourceMetrics::new(&metrics, "syslog_tls");
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let limit = Arc::new(Semaphore::new(config.max_connections));
+    let open = metrics.gauge(
+        "vigil_collector_connections",
+        "TCP connections open now.",
+        &[("source", "syslog_tls")],
+    );
+    let handshake = Duration::from_secs(config.tls_handshake_timeout_secs.max(1));
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = cancel.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(v) => v,
+                Err(e) => {
+                    tracing::warn!(error = %e, "tls accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = limit.clone().try_acquire_owned() else {
+            m.refused("max_connections");
+            drop(stream);
+            continue;
+        };
+        let (m, publisher, cancel, config, open, acceptor) = (
+            m.clone(),
+            publisher.clone(),
+            cancel.clone(),
+            config.clone(),
+            open.clone(),
+            acceptor.clone(),
+        );
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(handshake, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "tls handshake failed");
+                    m.refused("tls_handshake");
+                    return;
+                }
+                Err(_) => {
+                    m.refused("tls_handshake");
+                    return;
+                }
+            };
+            open.inc();
+            handle_connection(stream, peer, "tls", &config, &publisher, &m, &cancel).await;
+            open.dec();
+            drop(permit);
+        });
+    }
+}
+
+async fn handle_connection<P: Publisher<RawRecord>, S: tokio::io::AsyncRead + Unpin>(
+    mut stream: S,
     peer: SocketAddr,
+    transport: &str,
     config: &SyslogConfig,
     publisher: &P,
     m: &SourceMetrics,
     cancel: &CancellationToken,
 ) {
-    let observer_id = format!("syslog/tcp/{}", peer.ip());
+    let observer_id = format!("syslog/{transport}/{}", peer.ip());
     let mut framer = Framer::new(config.max_message_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let idle = Duration::from_secs(config.idle_timeout_secs.max(1));

@@ -54,6 +54,8 @@ pub struct Vigil {
     pub sflow: SocketAddr,
     pub udp: SocketAddr,
     pub tcp: SocketAddr,
+    /// Syslog over TLS (port 0 when disabled).
+    pub tls: SocketAddr,
     pub api: SocketAddr,
 }
 
@@ -125,6 +127,7 @@ impl Vigil {
             sflow: addr("sflow"),
             udp: addr("syslog_udp"),
             tcp: addr("syslog_tcp"),
+            tls: addr("syslog_tls"),
             api: addr("api"),
             child: Some(child),
         }
@@ -393,5 +396,48 @@ impl PrivateClickHouse {
 impl Drop for PrivateClickHouse {
     fn drop(&mut self) {
         self.kill9();
+    }
+}
+
+/// Test certificates written as PEM files under `dir`: a CA, a server certificate it signed
+/// for `localhost` and 127.0.0.1, and a client certificate it signed.
+pub struct TestPki {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_cert: PathBuf,
+    pub client_key: PathBuf,
+}
+
+impl TestPki {
+    pub fn new(dir: &Path) -> TestPki {
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).unwrap();
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let leaf = |names: Vec<String>| {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let cert = rcgen::CertificateParams::new(names)
+                .unwrap()
+                .signed_by(&key, &issuer)
+                .unwrap();
+            (cert.pem(), key.serialize_pem())
+        };
+        let (server, server_key) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+        let (client, client_key) = leaf(vec!["firewall01.bank.example".into()]);
+        let pki = TestPki {
+            ca: dir.join("ca.pem"),
+            cert: dir.join("server.pem"),
+            key: dir.join("server-key.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client-key.pem"),
+        };
+        std::fs::write(&pki.ca, ca.pem()).unwrap();
+        std::fs::write(&pki.cert, server).unwrap();
+        std::fs::write(&pki.key, server_key).unwrap();
+        std::fs::write(&pki.client_cert, client).unwrap();
+        std::fs::write(&pki.client_key, client_key).unwrap();
+        pki
     }
 }
