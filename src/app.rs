@@ -622,10 +622,16 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .context("starting the engine thread")?
     };
 
-    // Webhook deliveries from the outbox (embedded store).
-    if clickhouse.is_none() && !config.response.webhooks.is_empty() {
+    // Webhook deliveries from the outbox: the embedded store's, or (scaled out) the outbox of
+    // this node's offense stage.
+    let outbox = if !scaled {
+        (clickhouse.is_none()).then(|| path.clone())
+    } else {
+        (role != crate::config::Role::Ingest).then(|| config.data_dir.join("offenses-local.db"))
+    };
+    if let (Some(outbox), false) = (outbox, config.response.webhooks.is_empty()) {
         tasks.push(tokio::spawn(crate::webhook::run(
-            path.clone(),
+            outbox,
             config.response.webhooks.clone(),
             metrics.clone(),
             cancel.clone(),

@@ -35,7 +35,21 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
     require_services();
     let dir = tempfile::tempdir().unwrap();
     let name = unique("vigil_e2e");
-    let config = write_config(dir.path(), &scaled_config(&name, "all"));
+    // Offense webhooks leave from the offense stage's outbox.
+    let receiver = crate::response::Receiver::start(
+        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
+        0,
+    );
+    let hooks = format!(
+        "[[response.webhooks]]\nname = \"soar\"\nurl = \"http://{}/hook\"\nsecret = \"{}\"\n\
+         allow_private = true\nretry_initial_ms = 100\n",
+        receiver.addr,
+        crate::response::SECRET
+    );
+    let config = write_config(
+        dir.path(),
+        &format!("{}{hooks}", scaled_config(&name, "all")),
+    );
     let vigil = Vigil::start(&config);
 
     // Twelve failures from one address, one record that is not syslog.
@@ -51,6 +65,17 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
     });
     let o = &vigil.get_json("/api/v1/offenses")["items"][0];
     assert_eq!(o["rule"], "ssh_brute_force");
+    vigil.wait_until("the offense.created webhook", || {
+        receiver
+            .seen()
+            .iter()
+            .any(|(_, kind, ok)| kind == "offense.created" && *ok)
+    });
+    // The events are searchable through the same endpoint as in embedded mode.
+    vigil.wait_until("the events, searchable", || {
+        let page = vigil.get_json("/api/v1/events?q=failed%20PASSWORD&source_ip=203.0.113.77&limit=100");
+        page["items"].as_array().map(Vec::len) == Some(12)
+    });
     assert_eq!(o["index_value"], "203.0.113.77");
     let detail = vigil.get_json(&format!("/api/v1/offenses/{}", o["id"].as_str().unwrap()));
     assert_eq!(detail["events"].as_array().unwrap().len(), 12);

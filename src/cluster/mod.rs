@@ -725,7 +725,9 @@ pub fn run_offenses(
     let mut local = Store::open(&config.data_dir.join("offenses-local.db"))?;
     let zones = crate::context::Zones::new(&config.context.networks);
     let limits = OffenseLimits::from_config(&config.offenses);
-    // Offense actions (add_to_set) are not applied in this stage yet (ARCHITECTURE.md).
+    // Offense actions (add_to_set, automatic blocking) are not applied in this stage yet
+    // (ARCHITECTURE.md); offense webhooks are.
+    let webhooks = config.response.webhooks.as_slice();
     let meta = RuleMeta::all(rules);
     let no_meta = RuleMeta::default();
     let mut seen = SeenEvents::new(1 << 18);
@@ -855,6 +857,19 @@ pub fn run_offenses(
                     before
                 };
                 store.note_unmirrored(&o.id, first)?;
+                // Webhooks go to this node's outbox in the same transaction as the offense
+                // and the partition marks: a replayed detection is dropped by the marks, so
+                // it is never announced twice.
+                let event = match change {
+                    crate::correlate::OffenseChange::Created => Some("offense.created"),
+                    crate::correlate::OffenseChange::Updated => Some("offense.updated"),
+                    crate::correlate::OffenseChange::Suppressed => None,
+                };
+                if let (Some(event), false) = (event, webhooks.is_empty()) {
+                    let subject = format!("{}@{}", o.id, o.event_count);
+                    let body = serde_json::to_value(&o).unwrap_or_default();
+                    crate::webhook::enqueue(store, webhooks, event, &subject, &body, now)?;
+                }
             }
             for p in &touched {
                 if let Some(marks) = owned.get(p) {
