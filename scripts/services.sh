@@ -53,6 +53,27 @@ install() {
     cargo install tansu --version "$TANSU_VERSION" --features libsql,dynostore --locked \
       || cargo install tansu --version "$TANSU_VERSION" --features libsql,dynostore
   fi
+  # The console test (tests/console.rs) drives Debian's Chromium with playwright-core on node.
+  if [ ! -x /usr/bin/chromium ]; then
+    echo "installing chromium (Debian package, for the console test)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  else
+    echo "chromium: installed"
+  fi
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    echo "installing nodejs and npm (Debian packages, for the console test)"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q nodejs npm
+  else
+    echo "node: installed ($(node --version))"
+  fi
+  if [ ! -f tests/console/node_modules/playwright-core/package.json ]; then
+    echo "installing playwright-core (npm ci in tests/console)"
+    (cd tests/console && npm ci --no-audit --no-fund)
+  else
+    echo "playwright-core: installed"
+  fi
 }
 
 # launch PIDFILE LOG DIR CMD...: start CMD in DIR in the background with stdin from /dev/null,

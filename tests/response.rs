@@ -315,6 +315,53 @@ fn analysts_work_offenses_and_every_change_is_audited() {
     assert_eq!(detail["closing_reason"], "remediated");
     assert_eq!(detail["assignee"], "alice");
     assert_eq!(detail["notes"][0]["author"], "alice");
+    // The timeline tells the story in order: events and rule matches, creation, the analyst.
+    let timeline: Vec<(String, String)> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap().to_owned(),
+                t["text"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let kinds: Vec<&str> = timeline.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(kinds.first(), Some(&"event"), "{timeline:?}");
+    assert!(
+        timeline.contains(&(
+            "rule".into(),
+            "SSH brute force from one source first matched".into()
+        )),
+        "{timeline:?}"
+    );
+    let tail: Vec<&String> = timeline
+        .iter()
+        .rev()
+        .take(4)
+        .rev()
+        .map(|(_, t)| t)
+        .collect();
+    assert_eq!(
+        tail,
+        [
+            "assigned to alice by alice",
+            "follow-up flag changed by alice",
+            "note by alice",
+            "closed: remediated by alice"
+        ],
+        "{timeline:?}"
+    );
+    let times: Vec<&str> = detail["timeline"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["at"].as_str().unwrap())
+        .collect();
+    let parsed: Vec<chrono::DateTime<chrono::Utc>> =
+        times.iter().map(|t| t.parse().unwrap()).collect();
+    assert!(parsed.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
     // The trail: admin only.
     assert_eq!(vigil.request_as(alice, "GET", "/api/v1/audit", None).0, 403);
     let audit = vigil.get_json("/api/v1/audit");

@@ -7,7 +7,9 @@ mod support;
 
 mod cli;
 mod clickhouse;
+mod console;
 mod context;
+mod dashboards;
 mod e2e;
 mod flows;
 mod kafka;
@@ -17,5 +19,5 @@ mod response;
 mod rules;
 mod rules_api;
 mod scaled;
-mod tls;
 mod sigmahq;
+mod tls;

@@ -6,9 +6,9 @@
 
 mod context;
 mod events;
-mod rules;
 pub mod lockout;
 pub mod roles;
+mod rules;
 mod workflow;
 
 use std::path::PathBuf;
@@ -109,8 +109,14 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/events", get(events::search_events))
         .route("/api/v1/rules", get(rules::list_rules))
         .route("/api/v1/rules/reload", axum::routing::post(rules::reload))
-        .route("/api/v1/rules/{name}/disable", axum::routing::post(rules::disable))
-        .route("/api/v1/rules/{name}/enable", axum::routing::post(rules::enable))
+        .route(
+            "/api/v1/rules/{name}/disable",
+            axum::routing::post(rules::disable),
+        )
+        .route(
+            "/api/v1/rules/{name}/enable",
+            axum::routing::post(rules::enable),
+        )
         .route("/api/v1/dead-letters", get(list_dead_letters))
         .route("/api/v1/flows", get(list_flows))
         .route("/api/v1/response/decisions", get(list_response_decisions))
@@ -494,6 +500,105 @@ pub struct OffenseDetail {
     /// Stored contributing events, oldest first (at most `offenses.max_events_per_offense`, and
     /// at most [`MAX_EVENTS_PER_DETAIL`] in one answer).
     pub events: Vec<vigil_parsers::Event>,
+    /// What happened to it, oldest first: first and last event, each rule's first and last
+    /// match, creation, analysts' changes and notes, closing.
+    pub timeline: Vec<TimelineEntry>,
+}
+
+/// One moment of an offense's life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    /// When (event time for events and rule matches, wall clock for the rest).
+    pub at: DateTime<Utc>,
+    /// `event`, `rule`, `offense`, `note` or `analyst`.
+    pub kind: String,
+    /// What, in words.
+    pub text: String,
+}
+
+/// Audit records read for one offense's timeline at most.
+const MAX_TIMELINE_AUDIT: u64 = 500;
+
+/// The timeline of an offense from its parts.
+pub fn timeline(
+    o: &Offense,
+    rules: &[OffenseRule],
+    notes: &[OffenseNote],
+    audit: &[crate::store::AuditRecord],
+) -> Vec<TimelineEntry> {
+    let entry = |at, kind: &str, text: String| TimelineEntry {
+        at,
+        kind: kind.to_owned(),
+        text,
+    };
+    let mut out = vec![
+        entry(o.first_seen, "event", "first contributing event".into()),
+        entry(
+            o.created_at,
+            "offense",
+            format!("offense created by {} (magnitude {})", o.rule, o.magnitude),
+        ),
+    ];
+    if o.event_count > 1 {
+        out.push(entry(
+            o.last_seen,
+            "event",
+            format!("last contributing event ({} in all)", o.event_count),
+        ));
+    }
+    for r in rules {
+        out.push(entry(
+            r.first_seen,
+            "rule",
+            format!("{} first matched", r.title),
+        ));
+        if r.detections > 1 {
+            out.push(entry(
+                r.last_seen,
+                "rule",
+                format!("{} matched again ({} detections)", r.title, r.detections),
+            ));
+        }
+    }
+    // Analysts' changes and notes in the order the audit trail recorded them (a sort by time
+    // alone could swap two changes of the same millisecond); notes without an audit record
+    // (none are written that way) are placed by their time.
+    let audited_notes = audit.iter().filter(|a| a.action == "offense.note").count();
+    for n in notes.iter().skip(audited_notes) {
+        out.push(entry(n.created_at, "note", format!("note by {}", n.author)));
+    }
+    for a in audit {
+        if a.action == "offense.note" {
+            out.push(entry(a.at, "note", format!("note by {}", a.actor)));
+            continue;
+        }
+        let what = match a.action.as_str() {
+            "offense.close" => "closed",
+            "offense.reopen" => "reopened",
+            "offense.assign" => "assigned",
+            "offense.follow_up" => "follow-up flag changed",
+            other => other,
+        };
+        let detail: serde_json::Value = serde_json::from_str(&a.detail).unwrap_or_default();
+        let extra = match a.action.as_str() {
+            "offense.close" => detail["closing_reason"]
+                .as_str()
+                .map(|r| format!(": {r}"))
+                .unwrap_or_default(),
+            "offense.assign" => detail["assignee"]
+                .as_str()
+                .map(|r| format!(" to {r}"))
+                .unwrap_or_else(|| " to nobody".into()),
+            _ => String::new(),
+        };
+        out.push(entry(
+            a.at,
+            "analyst",
+            format!("{what}{extra} by {}", a.actor),
+        ));
+    }
+    out.sort_by(|a, b| a.at.cmp(&b.at));
+    out
 }
 
 async fn get_offense(
@@ -516,6 +621,7 @@ async fn get_offense(
                 .await?;
             let rules = ch.offense_rules(&offense.id).await?;
             Ok::<_, crate::store::clickhouse::ChError>(Some(OffenseDetail {
+                timeline: timeline(&offense, &rules, &[], &[]),
                 offense,
                 rules,
                 notes: Vec::new(),
@@ -535,7 +641,9 @@ async fn get_offense(
         let events = s.offense_events(&offense.id, MAX_EVENTS_PER_DETAIL)?;
         let rules = s.offense_rules(&offense.id)?;
         let notes = s.offense_notes(&offense.id)?;
+        let audit = s.audit_of(&offense.id, MAX_TIMELINE_AUDIT)?;
         Ok(Some(OffenseDetail {
+            timeline: timeline(&offense, &rules, &notes, &audit),
             offense,
             rules,
             notes,

@@ -132,7 +132,7 @@ pub enum ControlError {
 pub struct RulesControl {
     dir: PathBuf,
     reference: Arc<ReferenceData>,
-    swap: Mutex<std::sync::mpsc::Sender<RulesSwap>>,
+    swap: Mutex<std::sync::mpsc::SyncSender<RulesSwap>>,
     view: RwLock<RulesView>,
     /// One change at a time.
     busy: tokio::sync::Mutex<()>,
@@ -158,7 +158,8 @@ impl RulesControl {
         reference: Arc<ReferenceData>,
         view: RulesView,
     ) -> (Arc<RulesControl>, std::sync::mpsc::Receiver<RulesSwap>) {
-        let (tx, rx) = std::sync::mpsc::channel();
+        // Changes are made one at a time (`busy`): one swap waits at most.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
         (
             Arc::new(RulesControl {
                 dir,
@@ -186,7 +187,10 @@ impl RulesControl {
         self.reload_locked(disabled).await
     }
 
-    async fn reload_locked(&self, disabled: BTreeSet<String>) -> Result<ReloadReport, ControlError> {
+    async fn reload_locked(
+        &self,
+        disabled: BTreeSet<String>,
+    ) -> Result<ReloadReport, ControlError> {
         let dir = self.dir.clone();
         let reference = Arc::clone(&self.reference);
         let (rules, errors) = tokio::task::spawn_blocking(move || {
@@ -270,12 +274,11 @@ impl RulesControl {
         let dir = self.dir.clone();
         let reference = Arc::clone(&self.reference);
         let check = disabled.clone();
-        let (_, errors) = tokio::task::spawn_blocking(move || {
-            super::load_rules_except(&dir, reference, &check)
-        })
-        .await
-        .map_err(|e| ControlError::Io(e.to_string()))?
-        .map_err(|e| ControlError::Io(format!("reading the rule files: {e}")))?;
+        let (_, errors) =
+            tokio::task::spawn_blocking(move || super::load_rules_except(&dir, reference, &check))
+                .await
+                .map_err(|e| ControlError::Io(e.to_string()))?
+                .map_err(|e| ControlError::Io(format!("reading the rule files: {e}")))?;
         let broken: Vec<String> = errors
             .iter()
             .filter(|e| !e.unsupported)

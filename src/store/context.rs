@@ -600,6 +600,27 @@ impl Store {
         )
     }
 
+    /// The audit records of one target (an offense id), oldest first, at most `limit`.
+    pub fn audit_of(&self, target: &str, limit: u64) -> Result<Vec<AuditRecord>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT at, actor, action, target, detail FROM audit WHERE target = ?1
+             ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(
+            params![target, i64::try_from(limit).unwrap_or(i64::MAX)],
+            |r| {
+                Ok(AuditRecord {
+                    at: from_ms(r.get(0)?),
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    target: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            },
+        )?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// One page of rows (`select` takes the limit and offset as `?1` and `?2`) and the total
     /// `count` gives.
     fn page_of<T>(

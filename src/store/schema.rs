@@ -201,6 +201,8 @@ const MIGRATIONS: &[&str] = &[
         changed_by TEXT NOT NULL,
         changed_at INTEGER NOT NULL
     );",
+    // 11: an offense's audit records, for its timeline.
+    "CREATE INDEX audit_by_target ON audit (target, id);",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.
