@@ -162,7 +162,8 @@ pub fn build_pipeline(
         )
         .add(def_problems.len() as u64);
     let enricher = build_enricher(config, &store, &metrics)?;
-    let (rules, rule_problems) = load_rules_with(config, enricher.reference().clone(), Some(&store))?;
+    let (rules, rule_problems) =
+        load_rules_with(config, enricher.reference().clone(), Some(&store))?;
     for p in &rule_problems {
         tracing::error!("rule refused: {p}");
     }
@@ -481,9 +482,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (Some(cert), Some(key)) = (&config.syslog.tls_cert, &config.syslog.tls_key) else {
             bail!("syslog.tls_listen needs syslog.tls_cert and syslog.tls_key");
         };
-        let tls =
-            crate::tls::server_config(cert, key, config.syslog.tls_client_ca.as_deref(), &[])
-                .context("syslog tls settings")?;
+        let tls = crate::tls::server_config(cert, key, config.syslog.tls_client_ca.as_deref(), &[])
+            .context("syslog tls settings")?;
         let listener = TcpListener::bind(&config.syslog.tls_listen)
             .await
             .with_context(|| format!("binding syslog tls {}", config.syslog.tls_listen))?;

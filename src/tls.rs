@@ -196,7 +196,11 @@ pub(crate) mod tests {
             rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
                 .unwrap();
         let cert = params.signed_by(&key, &issuer).unwrap();
-        let paths = (dir.join("ca.pem"), dir.join("cert.pem"), dir.join("key.pem"));
+        let paths = (
+            dir.join("ca.pem"),
+            dir.join("cert.pem"),
+            dir.join("key.pem"),
+        );
         std::fs::write(&paths.0, ca.pem()).unwrap();
         std::fs::write(&paths.1, cert.pem()).unwrap();
         std::fs::write(&paths.2, key.serialize_pem()).unwrap();
@@ -212,7 +216,10 @@ pub(crate) mod tests {
         assert!(client_config(Some(&ca)).is_ok());
         let e = server_config(&key, &key, None, &[]).unwrap_err();
         assert!(e.0.contains("no certificate"), "{e}");
-        assert!(server_config(&cert, &cert, None, &[]).is_err(), "a certificate is no key");
+        assert!(
+            server_config(&cert, &cert, None, &[]).is_err(),
+            "a certificate is no key"
+        );
         assert!(load_certs(&dir.path().join("missing.pem")).is_err());
     }
 }

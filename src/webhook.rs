@@ -430,7 +430,11 @@ async fn send(w: &WebhookConfig, d: &Delivery) -> Result<(), String> {
     let path = after_scheme
         .find('/')
         .map_or("/", |i| after_scheme.get(i..).unwrap_or("/"));
-    let host_header = after_scheme.split('/').next().unwrap_or_default().to_owned();
+    let host_header = after_scheme
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_owned();
     let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host(&authority)
         .await
         .map_err(|e| format!("resolving {authority}: {e}"))?
@@ -463,10 +467,9 @@ async fn send(w: &WebhookConfig, d: &Delivery) -> Result<(), String> {
             .map_err(|e| format!("connecting to {authority}: {e}"))?;
         if w.url.starts_with("https://") {
             let tls = crate::tls::client_config(w.ca_file.as_deref()).map_err(|e| e.0)?;
-            let name = rustls::pki_types::ServerName::try_from(
-                host.trim_matches(['[', ']']).to_owned(),
-            )
-            .map_err(|e| format!("{host}: {e}"))?;
+            let name =
+                rustls::pki_types::ServerName::try_from(host.trim_matches(['[', ']']).to_owned())
+                    .map_err(|e| format!("{host}: {e}"))?;
             let stream = tokio_rustls::TlsConnector::from(tls)
                 .connect(name, tcp)
                 .await

@@ -905,7 +905,13 @@ async fn clickhouse_event_search_matches_the_embedded_store() {
     };
     let queries = [
         ("everything, first page", base.clone()),
-        ("second page", EventSearch { offset: 50, ..base.clone() }),
+        (
+            "second page",
+            EventSearch {
+                offset: 50,
+                ..base.clone()
+            },
+        ),
         (
             "one day, text",
             EventSearch {

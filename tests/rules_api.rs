@@ -102,10 +102,20 @@ fn rules_reload_and_switch_off_and_on_while_running() {
     // is refused because its base rule is off, a broken set).
     let (status, body) = post(&vigil, "/api/v1/rules/ssh_brute_force/enable");
     assert_eq!(status, 422, "{body}");
-    assert!(body["problems"][0].as_str().unwrap().contains("ssh_failed_login"), "{body}");
+    assert!(
+        body["problems"][0]
+            .as_str()
+            .unwrap()
+            .contains("ssh_failed_login"),
+        "{body}"
+    );
     assert_eq!(post(&vigil, "/api/v1/rules/ssh_failed_login/enable").0, 200);
     assert_eq!(post(&vigil, "/api/v1/rules/ssh_brute_force/enable").0, 200);
-    assert_eq!(post(&vigil, "/api/v1/rules/ssh_brute_force/enable").0, 404, "not off");
+    assert_eq!(
+        post(&vigil, "/api/v1/rules/ssh_brute_force/enable").0,
+        404,
+        "not off"
+    );
     failures(&vigil, "198.51.100.9", 10, 43000);
     vigil.wait_processed(20);
     vigil.wait_until("the second offense", || {
@@ -120,8 +130,17 @@ fn rules_reload_and_switch_off_and_on_while_running() {
     .unwrap();
     let (status, body) = post(&vigil, "/api/v1/rules/reload");
     assert_eq!(status, 422, "{body}");
-    assert!(body["problems"][0].as_str().unwrap().contains("broken"), "{body}");
-    assert_eq!(vigil.get_json("/api/v1/rules")["rules"].as_array().unwrap().len(), 2);
+    assert!(
+        body["problems"][0].as_str().unwrap().contains("broken"),
+        "{body}"
+    );
+    assert_eq!(
+        vigil.get_json("/api/v1/rules")["rules"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
     std::fs::write(
         rules.join("broken.yml"),
         "title: Root login\nname: root_ssh_login\nlogsource:\n  product: linux\n  service: sshd\n\

@@ -36,10 +36,8 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
     let dir = tempfile::tempdir().unwrap();
     let name = unique("vigil_e2e");
     // Offense webhooks leave from the offense stage's outbox.
-    let receiver = crate::response::Receiver::start(
-        std::net::TcpListener::bind("127.0.0.1:0").unwrap(),
-        0,
-    );
+    let receiver =
+        crate::response::Receiver::start(std::net::TcpListener::bind("127.0.0.1:0").unwrap(), 0);
     let hooks = format!(
         "[[response.webhooks]]\nname = \"soar\"\nurl = \"http://{}/hook\"\nsecret = \"{}\"\n\
          allow_private = true\nretry_initial_ms = 100\n",
@@ -73,7 +71,8 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
     });
     // The events are searchable through the same endpoint as in embedded mode.
     vigil.wait_until("the events, searchable", || {
-        let page = vigil.get_json("/api/v1/events?q=failed%20PASSWORD&source_ip=203.0.113.77&limit=100");
+        let page =
+            vigil.get_json("/api/v1/events?q=failed%20PASSWORD&source_ip=203.0.113.77&limit=100");
         page["items"].as_array().map(Vec::len) == Some(12)
     });
     assert_eq!(o["index_value"], "203.0.113.77");

@@ -64,9 +64,11 @@ fn syslog_over_tls_needs_a_client_certificate_and_correlates() {
     );
     // The [syslog] keys go into the [syslog] table of the generated config.
     let config = write_config(dir.path(), "");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replacen("[syslog]\n", &format!("[syslog]\n{extra}"), 1);
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[syslog]\n",
+        &format!("[syslog]\n{extra}"),
+        1,
+    );
     std::fs::write(&config, text).unwrap();
     let vigil = Vigil::start(&config);
     assert_ne!(vigil.tls.port(), 0, "the TLS listener is bound");
@@ -100,8 +102,10 @@ fn syslog_over_tls_needs_a_client_certificate_and_correlates() {
     plain.write_all(b"17 <13>1 - - - - - - x\n").unwrap();
     let _idle = std::net::TcpStream::connect(vigil.tls).unwrap();
     vigil.wait_until("three handshakes refused", || {
-        vigil::loadgen::metric_sum(&vigil.metrics(), "vigil_collector_refused_total{source=\"syslog_tls\",reason=\"tls_handshake\"}")
-            >= 3
+        vigil::loadgen::metric_sum(
+            &vigil.metrics(),
+            "vigil_collector_refused_total{source=\"syslog_tls\",reason=\"tls_handshake\"}",
+        ) >= 3
     });
     assert_eq!(
         vigil::loadgen::metric_sum(
@@ -120,11 +124,9 @@ fn https_get(
     token: Option<&str>,
 ) -> (u16, String) {
     let tcp = std::net::TcpStream::connect(addr).unwrap();
-    let conn = rustls::ClientConnection::new(
-        client_config(pki, false),
-        "localhost".try_into().unwrap(),
-    )
-    .unwrap();
+    let conn =
+        rustls::ClientConnection::new(client_config(pki, false), "localhost".try_into().unwrap())
+            .unwrap();
     let mut tls = rustls::StreamOwned::new(conn, tcp);
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
@@ -142,7 +144,11 @@ fn https_get(
         .nth(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_owned();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
     (status, body)
 }
 
@@ -205,7 +211,10 @@ fn webhooks_reach_an_https_receiver_of_a_private_ca() {
     let vigil = Vigil::start(&write_config(dir.path(), &hooks));
     brute_force(&vigil, "203.0.113.92");
     vigil.wait_until("the block delivered over https", || {
-        receiver.seen().iter().any(|(_, kind, _)| kind == "ip.blocked")
+        receiver
+            .seen()
+            .iter()
+            .any(|(_, kind, _)| kind == "ip.blocked")
     });
     assert!(receiver.seen().iter().all(|(_, _, ok)| *ok));
     assert_eq!(vigil.metric("vigil_webhook_failures_total"), 0);

@@ -61,7 +61,11 @@ fn too_broad() -> ApiError {
 }
 
 /// Checks the query and turns it into a search.
-pub fn search_of(q: EventQuery, max_page: u64, now: DateTime<Utc>) -> Result<EventSearch, ApiError> {
+pub fn search_of(
+    q: EventQuery,
+    max_page: u64,
+    now: DateTime<Utc>,
+) -> Result<EventSearch, ApiError> {
     let to = q.to.unwrap_or(now);
     let from = q.from.unwrap_or(to - Duration::hours(1));
     if from >= to {

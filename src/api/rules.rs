@@ -119,7 +119,10 @@ async fn audit(state: &ApiState, caller: &Caller, action: &str, target: &str, r:
 }
 
 /// `POST /api/v1/rules/reload`.
-pub async fn reload(State(state): State<ApiState>, Extension(caller): Extension<Caller>) -> Response {
+pub async fn reload(
+    State(state): State<ApiState>,
+    Extension(caller): Extension<Caller>,
+) -> Response {
     let control = match control(&state) {
         Ok(c) => c.clone(),
         Err(e) => return e.into_response(),
@@ -158,7 +161,11 @@ async fn switch(state: ApiState, caller: Caller, name: String, enabled: bool) ->
     };
     match control.set_enabled(&name, enabled, off, persist).await {
         Ok(report) => {
-            let action = if enabled { "rule.enable" } else { "rule.disable" };
+            let action = if enabled {
+                "rule.enable"
+            } else {
+                "rule.disable"
+            };
             audit(&state, &caller, action, &name, &report).await;
             Json(report).into_response()
         }

@@ -211,7 +211,11 @@ impl EventStore {
             args.push(like_pattern(t).into());
         }
         sql.push_str(" ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?");
-        args.push(i64::try_from(q.limit.saturating_add(1)).unwrap_or(i64::MAX).into());
+        args.push(
+            i64::try_from(q.limit.saturating_add(1))
+                .unwrap_or(i64::MAX)
+                .into(),
+        );
         args.push(i64::try_from(q.offset).unwrap_or(i64::MAX).into());
         let deadline = std::time::Instant::now() + QUERY_BUDGET;
         self.conn
@@ -311,7 +315,15 @@ pub fn spawn_writer(
     );
     let handle = std::thread::Builder::new()
         .name("vigil-events".into())
-        .spawn(move || writer_loop(&mut store, &rx, &queued, max_kept, [stored, evicted, failed]))
+        .spawn(move || {
+            writer_loop(
+                &mut store,
+                &rx,
+                &queued,
+                max_kept,
+                [stored, evicted, failed],
+            )
+        })
         .map_err(|e| StoreError::Corrupt(format!("starting the event writer: {e}")))?;
     Ok((sink, handle))
 }
@@ -385,7 +397,11 @@ mod tests {
             .map(|i| {
                 event(
                     1_000 + i,
-                    if i % 2 == 0 { "203.0.113.7" } else { "198.51.100.1" },
+                    if i % 2 == 0 {
+                        "203.0.113.7"
+                    } else {
+                        "198.51.100.1"
+                    },
                     if i % 3 == 0 { "root" } else { "alice" },
                     &format!("Failed password for user{i} 100%_done"),
                 )
@@ -421,7 +437,8 @@ mod tests {
     fn the_sink_counts_what_does_not_fit() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new();
-        let (sink, handle) = spawn_writer(&dir.path().join("events.db"), 1_000, 3, &metrics).unwrap();
+        let (sink, handle) =
+            spawn_writer(&dir.path().join("events.db"), 1_000, 3, &metrics).unwrap();
         sink.send((0..5).map(|i| event(i, "192.0.2.1", "u", "m")).collect());
         sink.send((0..2).map(|i| event(i, "192.0.2.1", "u", "m")).collect());
         drop(sink);
