@@ -597,7 +597,7 @@ pub fn timeline(
             format!("{what}{extra} by {}", a.actor),
         ));
     }
-    out.sort_by(|a, b| a.at.cmp(&b.at));
+    out.sort_by_key(|e| e.at);
     out
 }
 
