@@ -383,7 +383,19 @@ fn received_events_are_searchable_by_text_and_field() {
         .map(|i| failed_password_3164("198.51.100.23", 42000 + i))
         .collect();
     vigil.send_tcp_octet_counted(&other);
-    vigil.wait_processed(7);
+    vigil.send_udp(&[b"<999>not syslog".to_vec()]);
+    vigil.wait_processed(8);
+    let summary = vigil.get_json("/api/v1/metrics/summary");
+    assert_eq!(summary["events_total"], 7, "{summary}");
+    assert_eq!(summary["dead_letters_total"], 1, "{summary}");
+    assert_eq!(
+        summary["dead_letters_by_reason"].as_object().unwrap().len(),
+        1,
+        "{summary}"
+    );
+    assert_eq!(summary["offenses"]["open"], 0);
+    assert!(summary["sources"].as_u64() >= Some(2), "{summary}");
+    assert!(summary["rules_loaded"].as_u64() > Some(10), "{summary}");
     vigil.wait_until("7 events stored for search", || {
         vigil.metric("vigil_store_events_stored_total") == 7
     });

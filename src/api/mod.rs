@@ -121,6 +121,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/flows", get(list_flows))
         .route("/api/v1/response/decisions", get(list_response_decisions))
         .route("/api/v1/sources", get(list_sources))
+        .route("/api/v1/metrics/summary", get(metrics_summary))
         .route("/api/v1/assets", get(context::list_assets))
         .route("/api/v1/reference-sets", get(context::list_sets))
         .route("/api/v1/reference-sets/{name}", get(context::get_set))
@@ -658,6 +659,70 @@ async fn get_offense(
 
 /// `GET /api/v1/sources`: every log source, most recently seen first, with its detected type,
 /// EPS over the last minute, last seen and parse-failure rate.
+/// `GET /api/v1/metrics/summary`: the figures a shift lead looks at first.
+async fn metrics_summary(
+    State(state): State<ApiState>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let m = &state.metrics;
+    let c = |name: &str| m.counter_value(name, &[]);
+    let sources = state.sources.snapshot(Utc::now());
+    let eps: f64 = sources.iter().map(|s| s.eps).sum();
+    let filter = OffenseFilter {
+        status: Some(OffenseStatus::Open),
+        min_magnitude: None,
+        since: None,
+        index_value: None,
+        rule: None,
+        limit: 1,
+        offset: 0,
+    };
+    let open = if let Some(ch) = &state.clickhouse {
+        ch.list_offenses(&filter).await?.1
+    } else {
+        with_store(&state, move |s| s.list_offenses(&filter)).await?.1
+    };
+    let text = m.render();
+    let quantile = |q| {
+        crate::telemetry::histogram_quantile(&text, "vigil_offense_latency_seconds", q)
+    };
+    let mut dead_by_reason = std::collections::BTreeMap::<String, u64>::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix("vigil_parse_dead_letters_total{") else {
+            continue;
+        };
+        let reason = rest
+            .split("reason=\"")
+            .nth(1)
+            .and_then(|r| r.split('"').next())
+            .unwrap_or("unknown");
+        let n: u64 = rest
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        *dead_by_reason.entry(reason.to_owned()).or_default() += n;
+    }
+    Ok(Json(serde_json::json!({
+        "eps": eps,
+        "sources": sources.len(),
+        "events_total": c("vigil_parse_events_total"),
+        "dead_letters_total": c("vigil_parse_dead_letters_total"),
+        "dead_letters_by_reason": dead_by_reason,
+        "offenses": {
+            "open": open,
+            "created_total": c("vigil_offenses_created_total"),
+            "updated_total": c("vigil_offenses_updated_total"),
+        },
+        "offense_latency_seconds": { "p50": quantile(0.5), "p99": quantile(0.99) },
+        "dropped": {
+            "collectors": c("vigil_collector_dropped_total"),
+            "event_store": c("vigil_store_events_dropped_total"),
+        },
+        "rules_loaded": state.rules.as_ref().map(|r| r.view().rules.len()),
+        "webhook_failures_total": c("vigil_webhook_failures_total"),
+    })))
+}
+
 async fn list_sources(State(state): State<ApiState>) -> Json<serde_json::Value> {
     let items = state.sources.snapshot(Utc::now());
     Json(serde_json::json!({ "total": items.len(), "items": items }))

@@ -79,6 +79,7 @@ pub const ROUTES: &[(&str, &str, Role, &str)] = &[
     ("GET", "/api/v1/dead-letters", Role::Viewer, "Records that could not be parsed, with their raw bytes and reason"),
     ("GET", "/api/v1/flows", Role::Viewer, "Flow records and superflows from or to an address"),
     ("GET", "/api/v1/response/decisions", Role::Viewer, "Automatic blocking decisions"),
+    ("GET", "/api/v1/metrics/summary", Role::Viewer, "EPS, events, dead letters by reason, open offenses, offense latency, drops, rules loaded"),
     ("GET", "/api/v1/sources", Role::Viewer, "Log sources with their detected type, EPS and failure rate"),
     ("GET", "/api/v1/assets", Role::Viewer, "Hosts of internal zones learned from events"),
     ("GET", "/api/v1/reference-sets", Role::Viewer, "Reference sets and maps with their sizes"),
