@@ -679,12 +679,13 @@ async fn metrics_summary(
     let open = if let Some(ch) = &state.clickhouse {
         ch.list_offenses(&filter).await?.1
     } else {
-        with_store(&state, move |s| s.list_offenses(&filter)).await?.1
+        with_store(&state, move |s| s.list_offenses(&filter))
+            .await?
+            .1
     };
     let text = m.render();
-    let quantile = |q| {
-        crate::telemetry::histogram_quantile(&text, "vigil_offense_latency_seconds", q)
-    };
+    let quantile =
+        |q| crate::telemetry::histogram_quantile(&text, "vigil_offense_latency_seconds", q);
     let mut dead_by_reason = std::collections::BTreeMap::<String, u64>::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix("vigil_parse_dead_letters_total{") else {
@@ -892,6 +893,7 @@ async fn blocklist(State(state): State<ApiState>, headers: HeaderMap) -> Respons
 
 /// Query of `GET /api/v1/flows`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FlowQuery {
     /// Only flows from or to this address.
     pub ip: Option<std::net::IpAddr>,
@@ -986,6 +988,50 @@ mod tests {
         match resp {
             Ok(r) => (r.status(), r.headers().clone()),
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Every query parameter the OpenAPI document lists reaches its handler; an unlisted one is
+    /// refused (mass assignment: typed inputs, unknown fields rejected).
+    #[tokio::test]
+    async fn documented_query_parameters_are_taken_and_others_refused() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let app = app(dir.path());
+        let send = |method: &str, uri: String| {
+            let app = app.clone();
+            let req = Request::builder()
+                .method(req_method(method))
+                .uri(uri)
+                .header(header::AUTHORIZATION, "Bearer secret")
+                .body(Body::empty())
+                .unwrap_or_default();
+            async move {
+                let resp = app.oneshot(req).await.unwrap_or_else(|e| panic!("{e}"));
+                let status = resp.status();
+                let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                (status, String::from_utf8_lossy(&body).into_owned())
+            }
+        };
+        for (method, route, params) in roles::QUERY_PARAMS {
+            assert!(
+                roles::ROUTES
+                    .iter()
+                    .any(|(m, p, _, _)| m == method && p == route),
+                "{method} {route} is not a route"
+            );
+            let path = route.replace("{name}", "blocked_ips");
+            for (name, _, _) in params.iter() {
+                let (_, body) = send(method, format!("{path}?{name}=1")).await;
+                assert!(
+                    !body.contains("unknown field"),
+                    "{method} {route}: documented parameter {name} refused: {body}"
+                );
+            }
+            let (status, body) = send(method, format!("{path}?no_such_parameter=1")).await;
+            assert_eq!(status, StatusCode::BAD_REQUEST, "{method} {route}: {body}");
+            assert!(body.contains("unknown field"), "{method} {route}: {body}");
         }
     }
 

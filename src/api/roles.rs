@@ -95,16 +95,152 @@ pub const ROUTES: &[(&str, &str, Role, &str)] = &[
     ("GET", "/metrics", Role::Viewer, "Prometheus metrics"),
 ];
 
+/// The query parameters each `GET`/`DELETE` route takes: (method, path, [(name, type,
+/// description)]). Any other parameter is refused (400); a test sends each one to its handler.
+pub const QUERY_PARAMS: &[(&str, &str, &[(&str, &str, &str)])] = &[
+    (
+        "GET",
+        "/api/v1/offenses",
+        &[
+            ("status", "string", "open or closed"),
+            ("min_magnitude", "integer", "at least this magnitude (0-10)"),
+            ("since", "date-time", "last seen at or after (RFC 3339)"),
+            (
+                "index_value",
+                "string",
+                "the offense's index value (an address, a user)",
+            ),
+            ("rule", "string", "a contributing rule's name"),
+            ("limit", "integer", "page size (at most api.max_page_size)"),
+            ("offset", "integer", "rows skipped"),
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/events",
+        &[
+            (
+                "from",
+                "date-time",
+                "event time from (default: an hour before `to`)",
+            ),
+            (
+                "to",
+                "date-time",
+                "event time to, exclusive (default: now); at most 7 days after `from`",
+            ),
+            (
+                "q",
+                "string",
+                "text the message contains (case-insensitive)",
+            ),
+            ("source_ip", "string", "source.ip"),
+            ("destination_ip", "string", "destination.ip"),
+            ("user", "string", "user.name"),
+            ("host", "string", "host.name"),
+            ("category", "string", "event.category"),
+            ("outcome", "string", "event.outcome"),
+            ("dataset", "string", "event.dataset (the parser)"),
+            ("limit", "integer", "page size"),
+            ("offset", "integer", "rows skipped (at most 10,000)"),
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/dead-letters",
+        &[
+            ("reason", "string", "only this reason"),
+            ("limit", "integer", "page size"),
+            ("offset", "integer", "rows skipped"),
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/flows",
+        &[
+            ("ip", "string", "flows from or to this address"),
+            ("limit", "integer", "page size"),
+            ("offset", "integer", "rows skipped"),
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/response/decisions",
+        &[
+            ("limit", "integer", "page size"),
+            ("offset", "integer", "rows skipped"),
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/audit",
+        &[
+            ("limit", "integer", "page size"),
+            ("offset", "integer", "rows skipped"),
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/assets",
+        &[
+            ("zone", "string", "only this zone"),
+            ("limit", "integer", "page size"),
+            ("offset", "integer", "rows skipped"),
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/reference-sets/{name}",
+        &[
+            ("limit", "integer", "page size"),
+            ("offset", "integer", "rows skipped"),
+        ],
+    ),
+    (
+        "GET",
+        "/api/v1/reference-maps/{name}",
+        &[
+            ("limit", "integer", "page size"),
+            ("offset", "integer", "rows skipped"),
+        ],
+    ),
+    (
+        "DELETE",
+        "/api/v1/reference-sets/{name}/entries",
+        &[("value", "string", "the value to remove")],
+    ),
+    (
+        "DELETE",
+        "/api/v1/reference-maps/{name}/entries",
+        &[("key", "string", "the key to remove")],
+    ),
+];
+
 /// The OpenAPI 3.0 document of the token-protected API, from [`ROUTES`] (each operation names
 /// the least role it needs in `x-vigil-role`), plus the open routes.
 pub fn openapi() -> serde_json::Value {
     let mut paths = serde_json::Map::new();
     for (method, path, role, summary) in ROUTES {
-        let params: Vec<serde_json::Value> = ["id", "name"]
+        let mut params: Vec<serde_json::Value> = ["id", "name"]
             .iter()
             .filter(|p| path.contains(&format!("{{{p}}}")))
             .map(|p| serde_json::json!({"name": p, "in": "path", "required": true, "schema": {"type": "string"}}))
             .collect();
+        for (_, _, query) in QUERY_PARAMS
+            .iter()
+            .filter(|(m, p, _)| m == method && p == path)
+        {
+            for (name, kind, description) in query.iter() {
+                let schema = match *kind {
+                    "date-time" => serde_json::json!({"type": "string", "format": "date-time"}),
+                    other => serde_json::json!({"type": other}),
+                };
+                params.push(serde_json::json!({
+                    "name": name, "in": "query", "required": false,
+                    "description": description, "schema": schema,
+                }));
+            }
+        }
         let entry = paths
             .entry((*path).to_owned())
             .or_insert_with(|| serde_json::json!({}));
