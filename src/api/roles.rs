@@ -95,9 +95,12 @@ pub const ROUTES: &[(&str, &str, Role, &str)] = &[
     ("GET", "/metrics", Role::Viewer, "Prometheus metrics"),
 ];
 
+/// One query parameter: (name, OpenAPI type or `date-time`, description).
+pub type QueryParam = (&'static str, &'static str, &'static str);
+
 /// The query parameters each `GET`/`DELETE` route takes: (method, path, [(name, type,
 /// description)]). Any other parameter is refused (400); a test sends each one to its handler.
-pub const QUERY_PARAMS: &[(&str, &str, &[(&str, &str, &str)])] = &[
+pub const QUERY_PARAMS: &[(&str, &str, &[QueryParam])] = &[
     (
         "GET",
         "/api/v1/offenses",
