@@ -402,6 +402,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .set(config.bus.queue_capacity as u64);
     let (publisher, mut subscriber) =
         memory::channel::<RawRecord>(config.bus.queue_capacity, config.bus.queue_bytes, depth);
+    let mut spool_writer: Option<std::thread::JoinHandle<()>> = None;
+    let mut spool_start: Option<(u64, u64)> = None;
 
     let mut bound = Bound {
         syslog_udp: None,
@@ -556,6 +558,67 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             })
             .context("starting the ingest thread")?
     } else {
+        // The burst spool between the queue and the engine: the windows restored above are
+        // brought up to the last stored batch by reading again what came after them.
+        let (mut subscriber, spool): (
+            Box<dyn crate::bus::Subscriber<RawRecord>>,
+            Option<Arc<crate::bus::spool::Spool>>,
+        ) = if config.bus.spool {
+            use crate::bus::spool::{Position, SpoolConfig, SpoolReader};
+            let [committed, snapshot] = pipeline.spool_positions()?;
+            let at =
+                |p: Option<(u64, u64)>| p.map(|(segment, offset)| Position { segment, offset });
+            let committed = at(committed).unwrap_or_default();
+            // Windows are saved (state_save_secs > 0): rebuild them from the position of the
+            // saved ones, or from the oldest record kept when none was saved yet (nothing is
+            // released before the first save). Not saved: they start empty at `committed`.
+            let start = if state_save_every.is_some() {
+                at(snapshot).filter(|s| *s <= committed).unwrap_or_default()
+            } else {
+                committed
+            };
+            spool_start = Some((start.segment, start.offset));
+            let (spool, writer) = crate::bus::spool::open(
+                SpoolConfig {
+                    dir: config.data_dir.join("spool"),
+                    max_bytes: config.bus.spool_max_bytes,
+                    segment_bytes: config.bus.spool_segment_bytes,
+                    fsync_every: std::time::Duration::from_millis(config.bus.spool_fsync_ms.max(1)),
+                },
+                committed,
+                subscriber,
+                &metrics,
+            )
+            .context("opening the spool")?;
+            spool_writer = Some(writer);
+            let mut reader = SpoolReader::new(spool.clone(), start);
+            let mut rebuilt = 0usize;
+            while reader.position_of() < committed {
+                let mut batch = Vec::new();
+                while batch.len() < BATCH_RECORDS && reader.position_of() < committed {
+                    match crate::bus::Subscriber::try_next(&mut reader) {
+                        Some(r) => batch.push(r),
+                        None => break,
+                    }
+                }
+                if batch.is_empty() {
+                    break;
+                }
+                rebuilt += batch.len();
+                pipeline.rebuild_windows(batch);
+            }
+            if rebuilt > 0 {
+                tracing::info!(
+                    records = rebuilt,
+                    "windows brought up to the last stored batch from the spool"
+                );
+            }
+            let p = reader.position_of();
+            pipeline.set_spool_position((p.segment, p.offset));
+            (Box::new(reader), Some(spool))
+        } else {
+            (Box::new(subscriber), None)
+        };
         std::thread::Builder::new()
             .name("vigil-engine".into())
             .spawn(move || {
@@ -563,9 +626,32 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let mut last_tick = std::time::Instant::now();
                 let mut last_retention: Option<std::time::Instant> = None;
                 let mut last_save = std::time::Instant::now();
-                let save = |pipeline: &mut crate::pipeline::Pipeline| {
-                    if let Err(e) = pipeline.save_engine_state() {
-                        tracing::error!(error = %e, "saving correlation windows failed");
+                let mut save_took = std::time::Duration::ZERO;
+                // Segments go once the stored batches and the saved windows are both past them
+                // (without saved windows, the stored batches alone).
+                let release = |committed: Option<(u64, u64)>, saved_at: Option<(u64, u64)>| {
+                    use crate::bus::spool::Position;
+                    let (Some(spool), Some((segment, offset))) = (&spool, committed) else {
+                        return;
+                    };
+                    let committed = Position { segment, offset };
+                    let keep = match (state_save_every, saved_at) {
+                        (None, _) => committed,
+                        (Some(_), Some((segment, offset))) => {
+                            committed.min(Position { segment, offset })
+                        }
+                        (Some(_), None) => Position::default(),
+                    };
+                    spool.release(keep);
+                };
+                // The spool position the saved windows hold everything before.
+                let mut saved_at = spool_start;
+                let save = |pipeline: &mut crate::pipeline::Pipeline,
+                            saved_at: &mut Option<(u64, u64)>,
+                            at: Option<(u64, u64)>| {
+                    match pipeline.save_engine_state() {
+                        Ok(_) => *saved_at = at,
+                        Err(e) => tracing::error!(error = %e, "saving correlation windows failed"),
                     }
                 };
                 loop {
@@ -591,9 +677,18 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                             let _ = swap.reply.send(report);
                         }
                     }
-                    if state_save_every.is_some_and(|every| last_save.elapsed() >= every) {
+                    // A filling spool cannot drop segments older than the saved windows: save
+                    // them sooner (at most a tenth of the time goes to saving).
+                    let spool_filling = spool.as_ref().is_some_and(|s| s.filling())
+                        && last_save.elapsed()
+                            >= (save_took * 10).max(std::time::Duration::from_secs(1));
+                    if spool_filling
+                        || state_save_every.is_some_and(|every| last_save.elapsed() >= every)
+                    {
                         last_save = std::time::Instant::now();
-                        save(&mut pipeline);
+                        save(&mut pipeline, &mut saved_at, subscriber.position());
+                        save_took = last_save.elapsed();
+                        release(subscriber.position(), saved_at);
                     }
                     if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                         last_retention = Some(std::time::Instant::now());
@@ -612,12 +707,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                             None => break,
                         }
                     }
+                    if let Some(p) = subscriber.position() {
+                        pipeline.set_spool_position(p);
+                    }
                     pipeline.process_batch_until_stored(batch);
+                    release(subscriber.position(), saved_at);
                 }
                 // The queue is drained and closed: store the flows still held for condensing,
                 // keep the windows for the next start.
                 pipeline.flush_flows();
-                save(&mut pipeline);
+                let at = subscriber.position();
+                save(&mut pipeline, &mut saved_at, at);
             })
             .context("starting the engine thread")?
     };
@@ -678,6 +778,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             webhooks: Arc::new(config.response.webhooks.clone()),
             lockout: Arc::default(),
             rules: rules_control.clone(),
+            ingest_acks: !scaled && config.bus.spool,
         });
         let cancel = cancel.clone();
         let tls = match (&config.api.tls_cert, &config.api.tls_key) {
@@ -771,6 +872,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     let _ = tokio::task::spawn_blocking(move || engine.join()).await;
+    if let Some(w) = spool_writer {
+        let _ = tokio::task::spawn_blocking(move || w.join()).await;
+    }
     // The engine's event sink is gone with it: the writer stores what is queued and ends.
     if let Some(w) = events_writer {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;

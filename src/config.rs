@@ -375,6 +375,18 @@ pub struct BusConfig {
     /// Most bytes of records the queue may hold (with `queue_capacity`, whichever is reached
     /// first); same back-pressure and drop rules.
     pub queue_bytes: usize,
+    /// Embedded mode: put every record on the burst spool on disk (`data_dir/spool/`) between
+    /// the collectors and the engine, so bursts are absorbed and a crash loses nothing
+    /// accepted. Off: the memory queue alone.
+    pub spool: bool,
+    /// Most bytes the spool keeps; when full, TCP and HTTP senders wait and UDP records are
+    /// dropped (counted).
+    pub spool_max_bytes: u64,
+    /// Size at which a spool segment file is closed and a new one started.
+    pub spool_segment_bytes: u64,
+    /// How often the spool is flushed to the disk (`fsync`): what a power loss can take. A
+    /// crash of Vigil alone loses nothing accepted.
+    pub spool_fsync_ms: u64,
     /// `memory` (embedded: one process does everything) or `kafka` (scaled out).
     pub kind: BusKind,
     /// With `kafka`: the stages this process runs. `ingest`: collect, parse, enrich, single-event
@@ -426,6 +438,10 @@ impl Default for BusConfig {
         BusConfig {
             queue_capacity: 65_536,
             queue_bytes: 64 * 1024 * 1024,
+            spool: true,
+            spool_max_bytes: 1 << 30,
+            spool_segment_bytes: 64 << 20,
+            spool_fsync_ms: 1000,
             kind: BusKind::Memory,
             role: Role::All,
             kafka: crate::bus::kafka::KafkaConfig {
@@ -598,6 +614,14 @@ impl Config {
         }
         if self.syslog.max_connections == 0 {
             return Err("syslog.max_connections: must be at least 1".into());
+        }
+        if self.bus.spool && self.bus.spool_segment_bytes < 4096 {
+            return Err("bus.spool_segment_bytes: must be at least 4096".into());
+        }
+        if self.bus.spool && self.bus.spool_max_bytes < 2 * self.bus.spool_segment_bytes {
+            return Err(
+                "bus.spool_max_bytes: must be at least twice bus.spool_segment_bytes".into(),
+            );
         }
         if self.bus.queue_capacity == 0 {
             return Err("bus.queue_capacity: must be at least 1".into());

@@ -116,6 +116,9 @@ pub struct Pipeline {
     searchable: Vec<Arc<Event>>,
     /// Rules of the rule files that did not load, one line each.
     rule_problems: Vec<String>,
+    /// The burst spool position after the current batch's last record (stored with the
+    /// batch), and after the last batch stored (stored with saved windows).
+    spool_position: Option<(u64, u64)>,
 }
 
 /// `vigil_rule_matches_total` of each rule of `rules`, in order, with its value now.
@@ -207,6 +210,7 @@ impl Pipeline {
             event_sink: None,
             searchable: Vec::new(),
             rule_problems: Vec::new(),
+            spool_position: None,
             guard,
             decisions: Vec::new(),
             dead_letters_evicted: metrics.counter(
@@ -275,6 +279,48 @@ impl Pipeline {
         )
     }
 
+    /// The burst spool position after the next batch's last record: stored in that batch's
+    /// transaction (see `bus::spool`).
+    pub fn set_spool_position(&mut self, position: (u64, u64)) {
+        self.spool_position = Some(position);
+    }
+
+    /// The spool positions stored: (committed, snapshot).
+    pub fn spool_positions(&self) -> Result<[Option<(u64, u64)>; 2], StoreError> {
+        Ok([
+            self.store.spool_position("committed")?,
+            self.store.spool_position("snapshot")?,
+        ])
+    }
+
+    /// Runs records that are already stored (read again from the spool after a crash, between
+    /// the saved windows' position and the last stored batch's) through the rules, so the
+    /// windows are as they were; their detections, dead letters and flows were stored then and
+    /// are dropped now.
+    pub fn rebuild_windows(&mut self, records: Vec<RawRecord>) {
+        let mut per_source = std::collections::HashMap::new();
+        let mut dropped = Vec::new();
+        let n = records.len() as u64;
+        for rec in records {
+            if let Ok(mut event) = normalize_record(&self.normalizer, rec, &mut per_source) {
+                event.sequence = Some(self.next_sequence);
+                self.next_sequence += 1;
+                if let Some(en) = self.enricher.as_mut() {
+                    en.enrich(&mut event);
+                }
+                self.engine.process(&Arc::new(event), &mut dropped);
+                dropped.clear();
+            }
+        }
+        self.metrics
+            .counter(
+                "vigil_spool_rebuilt_total",
+                "Stored records run through the rules again at start to rebuild the windows.",
+                &[],
+            )
+            .add(n);
+    }
+
     /// Records the problems of the rule load (the API lists them).
     pub fn with_rule_problems(mut self, problems: Vec<String>) -> Self {
         self.rule_problems = problems;
@@ -322,7 +368,16 @@ impl Pipeline {
         let snap = self.engine.snapshot(|_| true);
         let keys: u64 = snap.windows.iter().map(|w| w.keys.len() as u64).sum();
         let bytes = serde_json::to_vec(&snap).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.store.put_engine_state(Utc::now(), &bytes)?;
+        // Saved between batches: the windows hold exactly the records before the position of
+        // the last batch stored.
+        let position = self.spool_position;
+        self.store.in_transaction(|store| {
+            store.put_engine_state(Utc::now(), &bytes)?;
+            if let Some(p) = position {
+                store.set_spool_position("snapshot", p)?;
+            }
+            Ok(())
+        })?;
         self.metrics
             .gauge(
                 "vigil_correlate_state_saved_bytes",
@@ -688,7 +743,11 @@ impl Pipeline {
         let enricher = self.enricher.as_ref();
         let decisions = &mut self.decisions;
         decisions.clear();
+        let spool_position = self.spool_position;
         let result = self.store.in_transaction(|store| {
+            if let Some(p) = spool_position {
+                store.set_spool_position("committed", p)?;
+            }
             let mut evicted = 0;
             for (_, d) in dead {
                 evicted += store.insert_dead_letter(d, max_dead)?;

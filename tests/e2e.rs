@@ -190,8 +190,19 @@ fn a_generated_token_is_printed_once_and_stored_hashed() {
         "SIGTERM right after ready is a clean stop: {stderr}"
     );
     // No file of the data folder (database, WAL, shared memory) holds the token in clear.
-    for f in std::fs::read_dir(dir.path().join("data")).unwrap() {
-        let f = f.unwrap().path();
+    let mut files: Vec<std::path::PathBuf> = Vec::new();
+    let mut dirs = vec![dir.path().join("data")];
+    while let Some(d) = dirs.pop() {
+        for f in std::fs::read_dir(d).unwrap() {
+            let f = f.unwrap().path();
+            if f.is_dir() {
+                dirs.push(f);
+            } else {
+                files.push(f);
+            }
+        }
+    }
+    for f in files {
         let bytes = std::fs::read(&f).unwrap();
         assert!(
             !bytes.windows(token.len()).any(|w| w == token.as_bytes()),

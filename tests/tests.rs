@@ -14,6 +14,7 @@ mod e2e;
 mod flows;
 mod kafka;
 mod malformed;
+mod reliability;
 mod replay;
 mod response;
 mod rules;

@@ -29,6 +29,9 @@ use crate::store::{
 };
 use crate::telemetry::Metrics;
 
+/// Longest `POST /api/v1/ingest` waits for the spool to accept its records.
+const INGEST_ACK_PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Stored events returned with one offense at most.
 pub const MAX_EVENTS_PER_DETAIL: u64 = 1000;
 
@@ -73,6 +76,8 @@ pub struct ApiState {
     pub lockout: Arc<lockout::Lockout>,
     /// Rules changed while running (none: scaled out, the rule routes answer 501).
     pub rules: Option<Arc<crate::correlate::control::RulesControl>>,
+    /// Records go through the burst spool: `POST /api/v1/ingest` answers once they are on it.
+    pub ingest_acks: bool,
 }
 
 /// Who called: the token's name and role (set by the token middleware for the handlers).
@@ -753,8 +758,13 @@ async fn ingest(State(state): State<ApiState>, request: Request) -> Result<Respo
                 format!("body larger than {} bytes", state.max_ingest_bytes),
             )
         })?;
-    let records = crate::collect::http::records_from_body(&body, peer, state.max_message_bytes);
+    let mut records = crate::collect::http::records_from_body(&body, peer, state.max_message_bytes);
     let n = records.len();
+    // With the spool, 202 means accepted: the last record (so all before it) is on disk.
+    let ack = state.ingest_acks.then(crate::bus::spool::Ack::default);
+    if let (Some(last), Some(ack)) = (records.last_mut(), &ack) {
+        last.ack = Some(ack.clone());
+    }
     for (taken, r) in records.into_iter().enumerate() {
         if publisher.publish(r).await.is_err() {
             // Say how many lines were taken, so a client can resend only the rest.
@@ -765,6 +775,21 @@ async fn ingest(State(state): State<ApiState>, request: Request) -> Result<Respo
                 .into_response());
         }
         state.ingest_received.inc();
+    }
+    if let (Some(ack), true) = (ack, n > 0) {
+        if tokio::time::timeout(INGEST_ACK_PATIENCE, ack.wait())
+            .await
+            .is_err()
+        {
+            return Ok((
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({
+                    "error": "the records are queued but not yet accepted on disk: retrying may duplicate them",
+                    "queued": n,
+                })),
+            )
+                .into_response());
+        }
     }
     Ok((
         StatusCode::ACCEPTED,
@@ -968,6 +993,7 @@ mod tests {
             webhooks: Arc::new(Vec::new()),
             lockout: Arc::default(),
             rules: None,
+            ingest_acks: false,
         }
     }
 

@@ -13,6 +13,7 @@ use chrono::{DateTime, Utc};
 
 pub mod kafka;
 pub mod memory;
+pub mod spool;
 
 /// One record as received, before parsing: the bytes and where and when they came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,8 @@ pub struct RawRecord {
     /// Set by collectors that decode records themselves (flow exports, normalized-event files):
     /// the event, ready for context and rules; the parsers are skipped.
     pub event: Option<Box<vigil_parsers::Event>>,
+    /// Told once the record is accepted (written to the spool); HTTP ingest waits on it.
+    pub ack: Option<spool::Ack>,
 }
 
 impl Weigh for RawRecord {
@@ -102,4 +105,24 @@ pub trait Subscriber<T>: Send + 'static {
     fn next_blocking(&mut self) -> Option<T>;
     /// An item if one is ready now.
     fn try_next(&mut self) -> Option<T>;
+    /// Where the last item returned came from, for a source that can be read again from
+    /// there (the burst spool: (segment, offset)).
+    fn position(&self) -> Option<(u64, u64)> {
+        None
+    }
+}
+
+impl<T, S: Subscriber<T> + ?Sized> Subscriber<T> for Box<S> {
+    fn next_within(&mut self, wait: std::time::Duration) -> Received<T> {
+        (**self).next_within(wait)
+    }
+    fn next_blocking(&mut self) -> Option<T> {
+        (**self).next_blocking()
+    }
+    fn try_next(&mut self) -> Option<T> {
+        (**self).try_next()
+    }
+    fn position(&self) -> Option<(u64, u64)> {
+        (**self).position()
+    }
 }

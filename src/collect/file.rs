@@ -101,6 +101,7 @@ pub fn read_lines(
             received_at,
             refused,
             event,
+            ack: None,
         });
         if chunk.len() >= batch {
             sink(std::mem::replace(&mut chunk, Vec::with_capacity(batch)))?;

@@ -272,6 +272,7 @@ pub async fn run<P: Publisher<RawRecord>>(
                         received_at: now,
                         refused: None,
                         event: Some(Box::new(event)),
+                        ack: None,
                     });
                 }
             }
@@ -283,6 +284,7 @@ pub async fn run<P: Publisher<RawRecord>>(
                 received_at: now,
                 refused: Some((e.reason(), e.to_string())),
                 event: None,
+                ack: None,
             }),
         }
         for rec in batch {

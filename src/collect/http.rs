@@ -43,6 +43,7 @@ pub fn records_from_body(
                     )
                 }),
                 event: None,
+                ack: None,
             }
         })
         .collect()

@@ -124,6 +124,7 @@ pub async fn run_udp<P: Publisher<RawRecord>>(
             received_at: Utc::now(),
             refused: None,
             event: None,
+            ack: None,
         };
         if len > max {
             m.refused("frame_too_long");
@@ -278,6 +279,7 @@ async fn handle_connection<P: Publisher<RawRecord>, S: tokio::io::AsyncRead + Un
         received_at: Utc::now(),
         refused,
         event: None,
+        ack: None,
     };
     // On shutdown a connection is drained, not dropped: what the peer already sent (and the
     // kernel acknowledged) is read until end of stream or SHUTDOWN_DRAIN, then the framer is

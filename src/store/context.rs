@@ -699,3 +699,38 @@ impl Store {
         Ok(())
     }
 }
+
+impl Store {
+    /// A spool position by name (`committed`, `snapshot`): (segment, offset).
+    pub fn spool_position(&self, name: &str) -> Result<Option<(u64, u64)>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT segment, offset FROM spool_state WHERE name = ?1")?;
+        let mut rows = stmt.query([name])?;
+        match rows.next()? {
+            Some(r) => {
+                let (seg, off): (i64, i64) = (r.get(0)?, r.get(1)?);
+                Ok(Some((
+                    u64::try_from(seg).unwrap_or(0),
+                    u64::try_from(off).unwrap_or(0),
+                )))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Records a spool position.
+    pub fn set_spool_position(&self, name: &str, pos: (u64, u64)) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO spool_state (name, segment, offset) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name) DO UPDATE SET segment = ?2, offset = ?3",
+            )?
+            .execute(params![
+                name,
+                i64::try_from(pos.0).unwrap_or(i64::MAX),
+                i64::try_from(pos.1).unwrap_or(i64::MAX)
+            ])?;
+        Ok(())
+    }
+}

@@ -203,6 +203,13 @@ const MIGRATIONS: &[&str] = &[
     );",
     // 11: an offense's audit records, for its timeline.
     "CREATE INDEX audit_by_target ON audit (target, id);",
+    // 12: how far the engine has read the burst spool: `committed` (stored with each batch)
+    // and `snapshot` (stored with the saved correlation windows).
+    "CREATE TABLE spool_state (
+        name TEXT PRIMARY KEY,
+        segment INTEGER NOT NULL,
+        offset INTEGER NOT NULL
+    );",
 ];
 
 /// Migration 1 alone, for the test that upgrades a version-1 database.
@@ -231,7 +238,12 @@ pub fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
         if v <= current {
             continue;
         }
-        let tx = conn.transaction()?;
+        // Another connection (the webhook task, an API writer) may be migrating the same file
+        // now: take the write lock first and look again under it.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        if version(&tx)? >= v {
+            continue;
+        }
         tx.execute_batch(sql)?;
         tx.pragma_update(None, "user_version", v)?;
         tx.commit()?;
