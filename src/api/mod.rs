@@ -155,7 +155,44 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/blocklist.txt", get(blocklist))
         .merge(protected)
         .fallback(not_found)
+        .layer(middleware::map_response(hardened))
         .with_state(state)
+}
+
+/// Headers on every answer: nothing of it is cached (offenses and events are sensitive), and
+/// nothing is sniffed. No CORS header is ever sent: browsers keep other origins out. Errors are
+/// JSON everywhere: a plain-text rejection from an extractor (a path that is not UTF-8, a
+/// missing body type) becomes `{"error": ...}` like every other.
+async fn hardened(response: Response) -> Response {
+    let plain_error = (response.status().is_client_error() || response.status().is_server_error())
+        && response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_none_or(|v| v.as_bytes().starts_with(b"text/plain"));
+    let mut response = if plain_error {
+        let status = response.status();
+        let text = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .map(|b| String::from_utf8_lossy(&b).into_owned())
+            .unwrap_or_default();
+        let text = if text.is_empty() {
+            status.canonical_reason().unwrap_or("error").to_owned()
+        } else {
+            text
+        };
+        ApiError(status, text).into_response()
+    } else {
+        response
+    };
+    let headers = response.headers_mut();
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(header::HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        header::HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// An API error: a status and a JSON body `{"error": "..."}`. Internal details are logged,
@@ -1014,6 +1051,104 @@ mod tests {
         match resp {
             Ok(r) => (r.status(), r.headers().clone()),
             Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// OWASP API8: CORS stays closed (a preflight from another origin gets no allow header,
+    /// nor does a simple request), errors are JSON without internal detail, and answers are
+    /// not cached.
+    #[tokio::test]
+    async fn cors_is_closed_and_errors_say_nothing_internal() {
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let app = app(dir.path());
+        let send = |req: Request<Body>| {
+            let app = app.clone();
+            async move {
+                let resp = app.oneshot(req).await.unwrap_or_else(|e| panic!("{e}"));
+                let (parts, body) = resp.into_parts();
+                let body = axum::body::to_bytes(body, 1 << 20)
+                    .await
+                    .unwrap_or_default();
+                (
+                    parts.status,
+                    parts.headers,
+                    String::from_utf8_lossy(&body).into_owned(),
+                )
+            }
+        };
+        let preflight = Request::builder()
+            .method("OPTIONS")
+            .uri("/api/v1/offenses")
+            .header(header::ORIGIN, "https://evil.example")
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "authorization")
+            .body(Body::empty())
+            .unwrap_or_default();
+        let (_, headers, _) = send(preflight).await;
+        assert!(
+            headers
+                .keys()
+                .all(|k| !k.as_str().starts_with("access-control-")),
+            "{headers:?}"
+        );
+        let simple = Request::builder()
+            .uri("/api/v1/offenses")
+            .header(header::ORIGIN, "https://evil.example")
+            .header(header::AUTHORIZATION, "Bearer secret")
+            .body(Body::empty())
+            .unwrap_or_default();
+        let (status, headers, _) = send(simple).await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(headers
+            .keys()
+            .all(|k| !k.as_str().starts_with("access-control-")));
+        assert_eq!(
+            headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()),
+            Some(&b"no-store"[..])
+        );
+        // Broken input of every kind: a JSON error, no internals.
+        let cases = [
+            ("PATCH", "/api/v1/offenses/abc", "{not json"),
+            ("PATCH", "/api/v1/offenses/abc", "{\"status\": 7}"),
+            ("GET", "/api/v1/offenses?limit=-1", ""),
+            ("GET", "/api/v1/offenses/%00%ff", ""),
+            ("GET", "/api/v1/events?from=yesterday", ""),
+            (
+                "POST",
+                "/api/v1/reference-sets/blocked_ips/entries",
+                "[1,2,3]",
+            ),
+            ("GET", "/api/v1/no-such-route", ""),
+        ];
+        for (method, uri, body) in cases {
+            let req = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::AUTHORIZATION, "Bearer secret")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body))
+                .unwrap_or_default();
+            let (status, headers, text) = send(req).await;
+            assert!(status.is_client_error(), "{method} {uri}: {status}");
+            assert!(
+                headers
+                    .get(header::CONTENT_TYPE)
+                    .is_some_and(|v| v.as_bytes().starts_with(b"application/json")),
+                "{method} {uri}: {headers:?}"
+            );
+            let json: serde_json::Value = serde_json::from_str(&text)
+                .unwrap_or_else(|e| panic!("{method} {uri}: {text}: {e}"));
+            assert!(json["error"].is_string(), "{method} {uri}: {text}");
+            for leak in [
+                "panicked",
+                "src/",
+                ".rs:",
+                "sqlite",
+                "rusqlite",
+                "stack backtrace",
+            ] {
+                assert!(!text.contains(leak), "{method} {uri} leaks {leak}: {text}");
+            }
         }
     }
 

@@ -863,7 +863,9 @@ mod tests {
                 "2001:db8::1".parse().unwrap()
             }),
             received_at: DateTime::from_timestamp_micros(1_800_000_000_000_000 + i as i64).unwrap(),
-            refused: i.is_multiple_of(5).then(|| ("frame_too_long", format!("frame {i}"))),
+            refused: i
+                .is_multiple_of(5)
+                .then(|| ("frame_too_long", format!("frame {i}"))),
             event: None,
             ack: None,
         }

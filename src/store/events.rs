@@ -197,6 +197,15 @@ impl EventStore {
     /// Events matching `q`, newest first, and whether there are more. Interrupted (see
     /// [`is_interrupted`]) after [`QUERY_BUDGET`].
     pub fn search(&self, q: &EventSearch) -> Result<(Vec<Event>, bool), StoreError> {
+        self.search_within(q, QUERY_BUDGET)
+    }
+
+    /// [`EventStore::search`] with another time budget.
+    pub fn search_within(
+        &self,
+        q: &EventSearch,
+        budget: std::time::Duration,
+    ) -> Result<(Vec<Event>, bool), StoreError> {
         let mut sql = String::from("SELECT json, raw FROM events WHERE ts >= ? AND ts < ?");
         let mut args: Vec<rusqlite::types::Value> = vec![
             q.from.timestamp_millis().into(),
@@ -217,7 +226,7 @@ impl EventStore {
                 .into(),
         );
         args.push(i64::try_from(q.offset).unwrap_or(i64::MAX).into());
-        let deadline = std::time::Instant::now() + QUERY_BUDGET;
+        let deadline = std::time::Instant::now() + budget;
         self.conn
             .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline));
         let result = (|| -> Result<Vec<Event>, StoreError> {
@@ -432,6 +441,24 @@ mod tests {
         let (hits, more) = store.search(&q).unwrap();
         assert_eq!(hits.len(), 5);
         assert!(!more);
+    }
+
+    #[test]
+    fn a_search_over_its_budget_is_stopped() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EventStore::open(&dir.path().join("events.db")).unwrap();
+        let events: Vec<_> = (0..20_000)
+            .map(|i| event(1_000 + i, "203.0.113.7", "root", "Failed password"))
+            .collect();
+        store.insert(&events, 1_000_000).unwrap();
+        let mut q = search(0, 100_000);
+        q.text = Some("no such text anywhere".into());
+        let err = store
+            .search_within(&q, std::time::Duration::ZERO)
+            .unwrap_err();
+        assert!(is_interrupted(&err), "{err}");
+        // The connection is usable afterwards, with the budget lifted.
+        assert!(store.search(&q).unwrap().0.is_empty());
     }
 
     #[test]
