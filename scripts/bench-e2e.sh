@@ -2,6 +2,8 @@
 # End-to-end load: starts a release `vigil run` on loopback with a fresh data folder and the
 # shipped rules, then runs `vigil loadgen` (TCP syslog, octet counting) flat out and at fixed
 # rates, printing each report and the server's RSS. Usage: scripts/bench-e2e.sh [SECONDS]
+# VIGIL_BENCH_TOML: more config appended (e.g. $'[bus]\nspool = false'); VIGIL_BENCH_RATES:
+# the rates to run (default "0 150000 100000 20000"; 0 = flat out).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -22,6 +24,7 @@ dir = "$PWD/rules"
 [api]
 listen = "127.0.0.1:0"
 token = "bench"
+${VIGIL_BENCH_TOML:-}
 TOML
 VIGIL_LOG=warn target/release/vigil -c "$dir/vigil.toml" run > "$dir/ready" &
 pid=$!
@@ -29,7 +32,7 @@ for _ in $(seq 100); do [ -s "$dir/ready" ] && break; sleep 0.1; done
 tcp=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['syslog_tcp'])" "$dir/ready")
 api=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['api'])" "$dir/ready")
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%F)"
-for rate in 0 150000 100000 20000; do
+for rate in ${VIGIL_BENCH_RATES:-0 150000 100000 20000}; do
   echo "== rate ${rate} (0 = flat out), ${secs}s"
   target/release/vigil loadgen --tcp "$tcp" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
   echo "server rss_kib=$(ps -o rss= -p $pid | xargs)"
