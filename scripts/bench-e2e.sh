@@ -36,4 +36,6 @@ for rate in ${VIGIL_BENCH_RATES:-0 150000 100000 20000}; do
   echo "== rate ${rate} (0 = flat out), ${secs}s"
   target/release/vigil loadgen --tcp "$tcp" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
   echo "server rss_kib=$(ps -o rss= -p $pid | xargs)"
+  curl -fsS -H "Authorization: Bearer bench" "http://$api/metrics" \
+    | grep -E '^vigil_(store_events_(stored|dropped)_total|spool_full_total|collector_dropped_total)' || true
 done

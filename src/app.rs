@@ -679,9 +679,12 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                     }
                     // A filling spool cannot drop segments older than the saved windows: save
                     // them sooner (at most a tenth of the time goes to saving).
-                    let spool_filling = spool.as_ref().is_some_and(|s| s.filling())
-                        && last_save.elapsed()
-                            >= (save_took * 10).max(std::time::Duration::from_secs(1));
+                    let spool_filling = spool.as_ref().is_some_and(|s| {
+                        subscriber.position().is_some_and(|(segment, offset)| {
+                            s.filling(crate::bus::spool::Position { segment, offset })
+                        })
+                    }) && last_save.elapsed()
+                        >= (save_took * 10).max(std::time::Duration::from_secs(1));
                     if spool_filling
                         || state_save_every.is_some_and(|every| last_save.elapsed() >= every)
                     {

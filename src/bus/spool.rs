@@ -351,10 +351,13 @@ impl Spool {
         self.lock().bytes
     }
 
-    /// Whether the kept bytes are past half the limit (the engine then saves its windows
-    /// early, so older segments can go).
-    pub fn filling(&self) -> bool {
-        self.lock().bytes > self.config.max_bytes / 2
+    /// Whether the segments wholly read before `committed` (kept only for the saved windows'
+    /// sake) take more than half the limit: the engine then saves its windows early so
+    /// they can go. Records not yet read never count: a new snapshot cannot free them.
+    pub fn filling(&self, committed: Position) -> bool {
+        let st = self.lock();
+        let behind: u64 = st.sizes.range(..committed.segment).map(|(_, n)| *n).sum();
+        behind > self.config.max_bytes / 2
     }
 }
 
