@@ -235,8 +235,14 @@ impl Vigil {
         });
     }
 
-    pub fn wait_until(&self, what: &str, mut cond: impl FnMut() -> bool) {
-        let deadline = Instant::now() + PATIENCE;
+    pub fn wait_until(&self, what: &str, cond: impl FnMut() -> bool) {
+        self.wait_at_most(PATIENCE, what, cond)
+    }
+
+    /// [`Vigil::wait_until`] with another bound (a liveness bound for slow recoveries on a
+    /// loaded machine, not a timing assertion).
+    pub fn wait_at_most(&self, patience: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+        let deadline = Instant::now() + patience;
         while !cond() {
             assert!(Instant::now() < deadline, "gave up waiting for: {what}");
             std::thread::sleep(Duration::from_millis(25));
