@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECONDS (default 600), each seeded from the project's fixtures.
+# Runs every fuzz target for SECONDS (default 600), each seeded from the project's fixtures
+# (and, for rules, config and spool_record, from the rule pack, vigil.example.toml and hand-made
+# records).
 # Needs cargo-fuzz (`cargo install cargo-fuzz`) and a nightly toolchain; on a stable toolchain
 # RUSTC_BOOTSTRAP=1 lets cargo-fuzz use the sanitizer flags it needs (set here).
 # Crashes land in fuzz/artifacts/<target>/; turn each into a regression fixture.
@@ -60,6 +62,165 @@ for i, v in enumerate(sorted(glob.glob(f"{root}/fixtures/sflow/*.json"))):
     d = bytes.fromhex(json.load(open(v))["hex"])
     open(f"corpus/sflow/seed-{i}", "wb").write(struct.pack(">H", len(d)) + d)
 PY
+# Whole-file seeds (rules, config): one corpus file per input file.
+seed_files() { # seed_files TARGET FILES...
+  local dir=corpus/$1; shift
+  mkdir -p "$dir"
+  for f in "$@"; do
+    [ -f "$f" ] && cp "$f" "$dir/seed-$(basename "$(dirname "$f")")-$(basename "$f")"
+  done
+  return 0
+}
+# rules: the shipped pack, the SigmaHQ rules the correlate tests use, the rule examples of
+# correlate/README.md, and every 10th SigmaHQ rule of fixtures/sigma that fits -max_len.
+seed_files rules $root/rules/*.yml $root/correlate/tests/sigmahq/*.yml
+python3 - "$root" <<'PY'
+import os, re, sys
+root = sys.argv[1]
+readme = f"{root}/correlate/README.md"
+if os.path.exists(readme):
+    for i, block in enumerate(re.findall(r"```ya?ml\n(.*?)```", open(readme).read(), re.S)):
+        open(f"corpus/rules/seed-readme-{i}.yml", "w").write(block)
+sigma = sorted(os.path.join(d, f) for d, _, fs in os.walk(f"{root}/fixtures/sigma/rules")
+               for f in fs if f.endswith(".yml"))
+for path in sigma[::10]:
+    if os.path.getsize(path) <= 8192:
+        open(f"corpus/rules/seed-sigma-{os.path.basename(path)}", "wb").write(open(path, "rb").read())
+PY
+# config: the example file and variants (scaled out, TLS, tokens, webhooks, zones, bad values).
+seed_files config $root/vigil.example.toml
+mkdir -p corpus/config
+printf '' > corpus/config/seed-empty.toml
+cat > corpus/config/seed-kafka.toml <<'TOML'
+data_dir = "/var/lib/vigil"
+[bus]
+kind = "kafka"
+role = "correlate"
+partitions = 24
+topic_prefix = "siem"
+[bus.kafka]
+brokers = "k1:9092,k2:9092"
+instance_id = "engine-1"
+[bus.kafka.extra]
+"security.protocol" = "SASL_SSL"
+[store]
+kind = "clickhouse"
+[store.clickhouse]
+url = "http://ch:8123"
+database = "vigil_prod"
+user = "vigil"
+password = "secret"
+[store.clickhouse.retention_days]
+events = 0
+TOML
+cat > corpus/config/seed-tls.toml <<'TOML'
+[syslog]
+udp_listen = ""
+tcp_listen = "[::]:514"
+tls_listen = "0.0.0.0:6514"
+tls_cert = "/etc/vigil/vigil.pem"
+tls_key = "/etc/vigil/vigil-key.pem"
+tls_client_ca = "/etc/vigil/ca.pem"
+max_message_bytes = 64
+[api]
+listen = "[::1]:8443"
+tls_cert = "/etc/vigil/api.pem"
+tls_key = "/etc/vigil/api-key.pem"
+[[api.tokens]]
+name = "alice"
+role = "analyst"
+sha256 = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+[[api.tokens]]
+name = "feeder"
+role = "ingest"
+sha256 = "60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752"
+TOML
+cat > corpus/config/seed-response.toml <<'TOML'
+[response]
+block_set = "blocked_ips"
+min_magnitude = 7
+dry_run = true
+max_new_blocks_per_minute = 0
+allow_list = ["192.0.2.1", "2001:db8::/32"]
+blocklist_token = "firewall-pull-token-0123"
+[[response.webhooks]]
+name = "soar"
+url = "http://soar.example:8080/hooks/vigil"
+secret = "a-long-random-shared-secret"
+events = ["ip.blocked", "offense.created"]
+allow_private = true
+retry_initial_ms = 5000
+[parse]
+default_utc_offset = "+05:30"
+invalid_utf8 = "replace"
+max_future_skew_secs = 0
+TOML
+cat > corpus/config/seed-context.toml <<'TOML'
+[bus]
+spool = true
+spool_segment_bytes = 4096
+spool_max_bytes = 8192
+queue_capacity = 1
+queue_bytes = 65536
+[context]
+geoip_cache_entries = 0
+[[context.networks]]
+name = "dmz"
+cidrs = ["198.51.100.0/24", "2001:db8:1::/48"]
+criticality = 10
+internal = true
+[[context.networks]]
+name = "core-banking"
+cidrs = ["10.1.0.0/16"]
+criticality = 11
+[[context.reference_sets]]
+name = "threat_intel"
+kind = "ip"
+files = ["/etc/vigil/ti.txt"]
+url = "http://ti.example/feed.txt"
+refresh_secs = 3600
+ttl_secs = 86400
+[[context.reference_sets]]
+name = "bad_users"
+kind = "string"
+[[context.reference_maps]]
+name = "asset_owners"
+files = ["/etc/vigil/asset_owners.csv"]
+TOML
+# spool_record: record bodies in the format of src/bus/spool.rs `encode` (format 1, time in
+# microseconds, observer type and id, peer, refusal, event JSON, bytes).
+python3 <<'PY'
+import json, os, struct
+os.makedirs("corpus/spool_record", exist_ok=True)
+def short(s): b = s.encode(); return bytes([len(b)]) + b
+def long(b): b = b if isinstance(b, bytes) else b.encode(); return struct.pack("<I", len(b)) + b
+def record(micros, otype, oid, peer=b"\0", refused=None, event=None, raw=b""):
+    b = bytes([1]) + struct.pack("<q", micros) + short(otype) + long(oid) + peer
+    b += b"\0" if refused is None else b"\1" + short(refused[0]) + long(refused[1])
+    b += b"\0" if event is None else b"\1" + long(json.dumps(event))
+    return b + long(raw)
+t = 1781524800000000  # 2026-06-15T12:00:00Z
+v4 = b"\4" + bytes([203, 0, 113, 7])
+v6 = b"\6" + bytes.fromhex("20010db8000000000000000000000001")
+line = b"<38>Jun 15 12:00:00 bastion sshd[42]: Failed password for root from 203.0.113.7 port 52100 ssh2"
+event = {"@timestamp": "2026-06-15T12:00:00Z", "event.ingested": "2026-06-15T12:00:00.250Z",
+         "event.category": "network", "source.ip": "203.0.113.7", "source.port": 52100,
+         "destination.ip": "2001:db8::1", "network.bytes": 1500, "source.internal": False,
+         "extra": {"flow.exporter": "192.0.2.9"}, "event.original": "flow"}
+seeds = [
+    record(t, "syslog", "syslog/udp/203.0.113.7", v4, raw=line),
+    record(t + 1, "syslog", "syslog/tcp/2001:db8::1", v6, raw=b"<13>1 2026-06-15T12:00:00Z h a - - - m"),
+    record(t, "syslog", "syslog/tcp/203.0.113.7", v4, ("frame_too_long", "70000 bytes"), raw=b"x" * 64),
+    record(t, "netflow", "netflow/192.0.2.9", b"\4" + bytes([192, 0, 2, 9]), event=event),
+    record(0, "file", "file:/var/log/auth.log", raw=b"\xff\xfe not utf-8"),
+    record(-1, "http", "http/ingest", raw=b""),
+]
+for i, s in enumerate(seeds):
+    open(f"corpus/spool_record/seed-{i}", "wb").write(s)
+PY
+# Build every target once up front: the package depends on the `vigil` crate, so a `cargo fuzz
+# run` of any target rebuilds it (minutes) whenever src/ changed.
+cargo fuzz build -O
 for target in $(cargo fuzz list); do
   echo "== $target: ${secs}s"
   cargo fuzz run -O "$target" "corpus/$target" -- -max_total_time="$secs" -max_len=8192 \
