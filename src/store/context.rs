@@ -588,15 +588,7 @@ impl Store {
             "SELECT at, actor, action, target, detail FROM audit ORDER BY id DESC LIMIT ?1 OFFSET ?2",
             limit,
             offset,
-            |r| {
-                Ok(AuditRecord {
-                    at: from_ms(r.get(0)?),
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    target: r.get(3)?,
-                    detail: r.get(4)?,
-                })
-            },
+            audit_row,
         )
     }
 
@@ -608,15 +600,7 @@ impl Store {
         )?;
         let rows = stmt.query_map(
             params![target, i64::try_from(limit).unwrap_or(i64::MAX)],
-            |r| {
-                Ok(AuditRecord {
-                    at: from_ms(r.get(0)?),
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    target: r.get(3)?,
-                    detail: r.get(4)?,
-                })
-            },
+            audit_row,
         )?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -646,6 +630,17 @@ impl Store {
         }
         Ok((out, u64::try_from(total).unwrap_or(0)))
     }
+}
+
+/// One `audit` row of `SELECT at, actor, action, target, detail`.
+fn audit_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AuditRecord> {
+    Ok(AuditRecord {
+        at: from_ms(r.get(0)?),
+        actor: r.get(1)?,
+        action: r.get(2)?,
+        target: r.get(3)?,
+        detail: r.get(4)?,
+    })
 }
 
 /// A rule an operator switched off.
