@@ -551,8 +551,13 @@ fn clickhouse_killed_during_inserts_loses_nothing() {
     });
     ch.kill9();
     send_tcp(&vigil, &second.iter().collect::<Vec<_>>());
-    // Down long enough for inserts to fail and back off.
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    // Down until an insert has failed: on a loaded machine the second half can take longer
+    // than any fixed pause to reach the store stage.
+    vigil.wait_at_most(
+        std::time::Duration::from_secs(300),
+        "an insert failing while ClickHouse is down",
+        || vigil.metric("vigil_store_insert_failures_total") >= 1,
+    );
     ch.restart();
     let counts = |name: &str| stored_events_at(&ch.url(), name);
     // ClickHouse 18.16 restarting and the store stage's backoff (up to 5 s between

@@ -1059,6 +1059,11 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
         "Inserts into ClickHouse sent again after a failure (rows the failed attempt did write are deduplicated by row identity).",
         &[],
     );
+    let failed = metrics.counter(
+        "vigil_store_insert_failures_total",
+        "Inserts into ClickHouse that failed; each is retried with backoff until it succeeds.",
+        &[],
+    );
     let max_wait = ch.batch_max_wait();
     let mut pending: Vec<Received> = Vec::new();
     let mut pending_bytes: usize;
@@ -1121,11 +1126,15 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
         let mut attempts = 0u64;
         let inserted = retry("inserting a batch into ClickHouse", stop, || {
             attempts += 1;
-            rt.block_on(async {
+            let result = rt.block_on(async {
                 let n = ch.insert_identified_events(&event_rows).await?;
                 ch.insert_identified_dead_letters(&dead_rows).await?;
                 Ok::<u64, crate::store::clickhouse::ChError>(n)
-            })
+            });
+            if result.is_err() {
+                failed.inc();
+            }
+            result
         });
         if attempts > 1 {
             retried.add(attempts - 1);
