@@ -327,7 +327,40 @@ struct Firing {
 struct Slot {
     ts: i64,
     event: Option<Arc<Event>>,
+    /// The held event's [`approx_event_bytes`], weighed once when it was put in: shedding and
+    /// reporting subtract it without touching the (by then cold) event again. It fills what
+    /// was padding, so a slot stays 24 bytes.
+    weight: u32,
     reported: bool,
+}
+
+impl Slot {
+    fn new(ts: i64, event: Option<Arc<Event>>) -> Slot {
+        let weight = event.as_deref().map_or(0, |e| {
+            u32::try_from(approx_event_bytes(e)).unwrap_or(u32::MAX)
+        });
+        Slot {
+            ts,
+            event,
+            weight,
+            reported: false,
+        }
+    }
+
+    /// What the held event weighs (0 when none is held).
+    fn weight(&self) -> usize {
+        if self.event.is_some() {
+            self.weight as usize
+        } else {
+            0
+        }
+    }
+
+    /// Takes the held event with its weight.
+    fn take(&mut self) -> Option<(Arc<Event>, usize)> {
+        let weight = self.weight();
+        self.event.take().map(|e| (e, weight))
+    }
 }
 
 /// Approximate bytes one event held in a window costs: the fixed struct and `Arc` header, the raw
@@ -733,9 +766,7 @@ impl KeyState {
         let Some(slot) = self.slots.pop_front() else {
             return false;
         };
-        if let Some(e) = &slot.event {
-            *payload = payload.saturating_sub(approx_event_bytes(e));
-        }
+        *payload = payload.saturating_sub(slot.weight());
         let Some(t) = self.tally.as_deref_mut() else {
             return false;
         };
@@ -766,11 +797,7 @@ impl KeyState {
 
     /// Payload bytes the key's slots hold.
     fn payload_bytes(&self) -> usize {
-        self.slots
-            .iter()
-            .filter_map(|s| s.event.as_deref())
-            .map(approx_event_bytes)
-            .sum()
+        self.slots.iter().map(Slot::weight).sum()
     }
 
     /// Heap bytes this key owns outside its slab entry, as allocated (see [`alloc_bytes`]): a
@@ -1126,8 +1153,8 @@ impl Windows {
             let Some(slot) = st.slots.get_mut(i) else {
                 break;
             };
-            if let Some(e) = slot.event.take() {
-                freed = freed.saturating_add(approx_event_bytes(&e));
+            if let Some((_, weight)) = slot.take() {
+                freed = freed.saturating_add(weight);
                 dropped += 1;
             }
             i += 1;
@@ -1422,17 +1449,9 @@ fn apply(
     // The payload is kept until a detection reports the occurrence (an `Update` just below, or
     // a later `New`), whether or not the key is firing now: this occurrence may be the one that
     // stops the condition holding, and the next `New` reports it.
-    let size = approx_event_bytes(event);
-    w.payload = w.payload.saturating_add(size);
-    st.insert(
-        at,
-        Slot {
-            ts,
-            event: Some(Arc::clone(event)),
-            reported: false,
-        },
-        tag,
-    );
+    let slot = Slot::new(ts, Some(Arc::clone(event)));
+    w.payload = w.payload.saturating_add(slot.weight());
+    st.insert(at, slot, tag);
     let start = st.newest().saturating_sub(span);
     let mut popped = 0usize;
     while st.slots.front().is_some_and(|e| e.ts <= start) {
@@ -1487,8 +1506,8 @@ fn apply(
                 for slot in st.slots.iter_mut().filter(|s| !s.reported) {
                     slot.reported = true;
                     fresh += 1;
-                    if let Some(e) = slot.event.take() {
-                        w.payload = w.payload.saturating_sub(approx_event_bytes(&e));
+                    if let Some((e, weight)) = slot.take() {
+                        w.payload = w.payload.saturating_sub(weight);
                         events.push(e);
                     }
                 }
@@ -1529,8 +1548,8 @@ fn apply(
                 let reported = new_at.and_then(|i| st.slots.get_mut(i)).map(|slot| {
                     slot.reported = true;
                     // The slot holds this very event (budget shedding only runs between events).
-                    if slot.event.take().is_some() {
-                        w.payload = w.payload.saturating_sub(size);
+                    if let Some((_, weight)) = slot.take() {
+                        w.payload = w.payload.saturating_sub(weight);
                     }
                 });
                 if reported.is_some() && info.generate {
@@ -1653,17 +1672,13 @@ fn apply_timed(
         match w.find(&key_text) {
             _ if late => stats.late_events += 1,
             Some(id) if silence => {
-                let size = approx_event_bytes(event);
                 let mut moved = None;
                 if let Some(st) = w.slab.get_mut(id) {
                     if let Some(slot) = st.slots.front_mut().filter(|s| ts >= s.ts) {
                         let old = slot.ts;
-                        if let Some(e) = slot.event.replace(Arc::clone(event)) {
-                            w.payload = w.payload.saturating_sub(approx_event_bytes(&e));
-                        }
-                        w.payload = w.payload.saturating_add(size);
-                        slot.ts = ts;
-                        slot.reported = false;
+                        w.payload = w.payload.saturating_sub(slot.weight());
+                        *slot = Slot::new(ts, Some(Arc::clone(event)));
+                        w.payload = w.payload.saturating_add(slot.weight());
                         *clock = clock.wrapping_add(1);
                         st.seq = *clock;
                         moved = Some(old);
@@ -1682,16 +1697,14 @@ fn apply_timed(
                 stats.keys_evicted += w.drop_oldest(|_, live| live >= max);
                 *clock = clock.wrapping_add(1);
                 let mut st = KeyState::new(&key_text, None);
-                st.slots = Slots::One(Slot {
-                    ts,
-                    event: Some(Arc::clone(event)),
-                    reported: false,
-                });
+                let slot = Slot::new(ts, Some(Arc::clone(event)));
+                let weight = slot.weight();
+                st.slots = Slots::One(slot);
                 st.seq = *clock;
                 let Some(id) = w.insert(st) else {
                     return;
                 };
-                w.payload = w.payload.saturating_add(approx_event_bytes(event));
+                w.payload = w.payload.saturating_add(weight);
                 w.deadlines.insert((ts.saturating_add(span), id));
                 w.touch(id);
             }
@@ -2150,11 +2163,11 @@ impl Engine {
             if let Some(slot) = st.slots.front_mut() {
                 slot.reported = true;
                 slot_ts = Some(slot.ts);
-                payload = slot.event.take();
+                if let Some((e, weight)) = slot.take() {
+                    w.payload = w.payload.saturating_sub(weight);
+                    payload = Some(e);
+                }
             }
-        }
-        if let Some(e) = &payload {
-            w.payload = w.payload.saturating_sub(approx_event_bytes(e));
         }
         w.remove(id);
         self.payload = self.payload.saturating_sub(held).saturating_add(w.payload);
@@ -2294,7 +2307,8 @@ pub struct KeySnapshot {
     /// Occurrences, oldest first: (time ns, tag, event if still held, reported). The tag is 0
     /// for the types without one (`event_count`, `periodic`, `absence`, `silence`): the engine
     /// keeps none for them, and ignores it on restore.
-    pub slots: Vec<(i64, u64, Option<Event>, bool)>,
+    /// Events are shared with the live windows (taking a snapshot copies none).
+    pub slots: Vec<(i64, u64, Option<Arc<Event>>, bool)>,
     /// When firing: (window start ns, index value if not part of the key).
     pub firing: Option<(i64, String)>,
 }
@@ -2341,7 +2355,7 @@ impl Engine {
                             .slots
                             .iter()
                             .zip(tags)
-                            .map(|(s, tag)| (s.ts, tag, s.event.as_deref().cloned(), s.reported))
+                            .map(|(s, tag)| (s.ts, tag, s.event.clone(), s.reported))
                             .collect(),
                         firing: st
                             .firing
@@ -2453,20 +2467,11 @@ impl Engine {
                 });
                 let mut payload = 0usize;
                 for (ts, tag, event, reported) in ks.slots {
-                    let event = event.map(Arc::new);
-                    if let Some(e) = &event {
-                        payload = payload.saturating_add(approx_event_bytes(e));
-                    }
+                    let mut slot = Slot::new(ts, event);
+                    slot.reported = reported;
+                    payload = payload.saturating_add(slot.weight());
                     let at = st.slots.len();
-                    st.insert(
-                        at,
-                        Slot {
-                            ts,
-                            event,
-                            reported,
-                        },
-                        tag,
-                    );
+                    st.insert(at, slot, tag);
                 }
                 let front = st.slots.front().map(|s| s.ts);
                 self.clock = self.clock.wrapping_add(1);
@@ -2558,11 +2563,7 @@ mod tests {
     }
 
     fn slot(ts: i64) -> Slot {
-        Slot {
-            ts,
-            event: None,
-            reported: false,
-        }
+        Slot::new(ts, None)
     }
 
     fn times(s: &Slots) -> Vec<i64> {
