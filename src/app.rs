@@ -275,6 +275,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
     let path = store_path(&config);
     let store = Store::open(&path).with_context(|| format!("opening store {}", path.display()))?;
+    // Checkpoints of the engine's store run beside it, not inside its commits.
+    let checkpointer = store.checkpoint_in_background(&path)?;
     let token_sha256 = resolve_token(&config, &store)?;
     let metrics = Metrics::new();
     let sources = Arc::new(crate::sources::Sources::new(
@@ -887,6 +889,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     for t in stage_threads {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
+    let _ = tokio::task::spawn_blocking(move || drop(checkpointer)).await;
     if engine_failed {
         bail!("the engine thread stopped unexpectedly (see the log above)");
     }

@@ -368,7 +368,8 @@ impl Pipeline {
         let snap = self.engine.snapshot(|_| true);
         let keys: u64 = snap.windows.iter().map(|w| w.keys.len() as u64).sum();
         let bytes = serde_json::to_vec(&snap).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // The snapshot holds a copy of every held event: gone before the write, not after.
+        // The snapshot shares the held events with the windows (no copy); the JSON is the one
+        // copy, written into its row in place.
         drop(snap);
         // Saved between batches: the windows hold exactly the records before the position of
         // the last batch stored.

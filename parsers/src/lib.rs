@@ -17,6 +17,7 @@
 //! Architecture invariant: nothing here does I/O, spawns, or knows about Kafka, HTTP or storage.
 //! Nothing here panics on any input.
 
+pub mod codec;
 pub mod definitions;
 pub mod event;
 pub mod formats;

@@ -184,9 +184,16 @@ pub fn encode(r: &RawRecord) -> Vec<u8> {
     }
     match &r.event {
         None => b.push(0),
+        // Tag 2: the binary event codec; tag 1 (JSON) is still read from older spools.
         Some(e) => {
-            b.push(1);
-            long(&mut b, &serde_json::to_vec(e).unwrap_or_default());
+            b.push(2);
+            let at = b.len();
+            b.extend_from_slice(&[0; 4]);
+            vigil_parsers::codec::encode(e, &mut b);
+            let n = u32::try_from(b.len() - at - 4).unwrap_or(u32::MAX);
+            if let Some(len) = b.get_mut(at..at + 4) {
+                len.copy_from_slice(&n.to_le_bytes());
+            }
         }
     }
     long(&mut b, &r.bytes);
@@ -257,6 +264,9 @@ pub fn decode(body: &[u8]) -> Result<RawRecord, String> {
         0 => None,
         1 => Some(Box::new(
             serde_json::from_slice(c.long()?).map_err(|e| format!("event: {e}"))?,
+        )),
+        2 => Some(Box::new(
+            vigil_parsers::codec::decode(c.long()?).map_err(|e| e.to_string())?,
         )),
         t => return Err(format!("event tag {t}")),
     };
@@ -898,6 +908,36 @@ mod tests {
                 "a prefix of {cut} bytes decoded"
             );
         }
+    }
+
+    #[test]
+    fn records_with_events_round_trip_and_older_json_events_are_still_read() {
+        let mut r = record(1);
+        let mut e = vigil_parsers::Event::new(r.received_at, r.received_at);
+        e.source_ip = Some("203.0.113.9".parse().unwrap());
+        e.network_bytes = Some(1234);
+        e.extra.insert("flow.exporter".into(), "192.0.2.1".into());
+        e.raw = vec![0xff, 0, b'x'];
+        r.event = Some(Box::new(e.clone()));
+        let body = encode(&r);
+        assert_eq!(decode(&body).unwrap(), r);
+        // What a build before the binary codec wrote: tag 1 and the event as JSON (which
+        // cannot carry non-UTF-8 raw bytes).
+        e.raw = b"x".to_vec();
+        r.event = Some(Box::new(e.clone()));
+        let json = serde_json::to_vec(&e).unwrap();
+        let mut old = encode(&RawRecord {
+            event: None,
+            ..r.clone()
+        });
+        let bytes_len = 4 + r.bytes.len();
+        let tail = old.split_off(old.len() - bytes_len - 1);
+        assert_eq!(tail.first(), Some(&0), "the no-event tag");
+        old.push(1);
+        old.extend_from_slice(&(json.len() as u32).to_le_bytes());
+        old.extend_from_slice(&json);
+        old.extend_from_slice(tail.get(1..).unwrap());
+        assert_eq!(decode(&old).unwrap(), r);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -107,11 +107,22 @@ impl Store {
         taken_at: DateTime<Utc>,
         snapshot: &[u8],
     ) -> Result<(), StoreError> {
+        // Room first, then the bytes written into it in place: binding a blob this size (it
+        // can be hundreds of MiB) would make SQLite copy all of it first. Two steps, so the
+        // caller runs this in a transaction (the pipeline does, with the spool position).
+        let len = i64::try_from(snapshot.len()).unwrap_or(i64::MAX);
+        // Deleted, not updated: an update could read the old state back.
+        self.conn
+            .execute("DELETE FROM engine_state WHERE id = 1", [])?;
         self.conn.execute(
-            "INSERT INTO engine_state (id, taken_at, snapshot) VALUES (1, ?1, ?2)
-             ON CONFLICT(id) DO UPDATE SET taken_at = excluded.taken_at, snapshot = excluded.snapshot",
-            params![ms(taken_at), snapshot],
+            "INSERT INTO engine_state (id, taken_at, snapshot) VALUES (1, ?1, zeroblob(?2))",
+            params![ms(taken_at), len],
         )?;
+        let mut blob =
+            self.conn
+                .blob_open(rusqlite::MAIN_DB, "engine_state", "snapshot", 1, false)?;
+        std::io::Write::write_all(&mut blob, snapshot)
+            .map_err(|e| StoreError::Corrupt(format!("writing the saved state: {e}")))?;
         Ok(())
     }
 

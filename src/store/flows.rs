@@ -1,7 +1,8 @@
 //! Flow records in the embedded store: one row per flow event (NetFlow, IPFIX, sFlow) or per
 //! superflow (a scan condensed, see [`super::superflow`]), the newest `store.max_flows` kept
 //! (older rows deleted as new ones come, counted), searchable by address for the API. The
-//! whole event (or the superflow's summary) is kept as JSON; the columns are for the search.
+//! whole event is kept in the binary codec (`vigil_parsers::codec`; rows from before migration
+//! 13 as JSON), a superflow's summary as JSON; the columns are for the search.
 
 use std::net::IpAddr;
 
@@ -59,13 +60,17 @@ impl Store {
         let mut stmt = self.conn.prepare_cached(
             "INSERT INTO flows (start, end, exporter, source_ip, source_port, destination_ip,
                  destination_port, transport, bytes, packets, tcp_flags, community_id, kind,
-                 flow_count, destinations, ports, event_json)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 flow_count, destinations, ports, event_json, event_bin)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
+                 ?18)",
         )?;
+        let mut bin = Vec::new();
         let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("flow to json: {err}"));
         for row in rows {
             match row {
                 FlowRow::Flow(e) => {
+                    bin.clear();
+                    vigil_parsers::codec::encode(e, &mut bin);
                     stmt.execute(params![
                         ms(flow_time(e, "flow.start")),
                         ms(flow_time(e, "flow.end")),
@@ -83,7 +88,8 @@ impl Store {
                         1,
                         1,
                         1,
-                        serde_json::to_string(e.as_ref()).map_err(corrupt)?,
+                        "",
+                        bin,
                     ])?;
                 }
                 FlowRow::Super(s) => {
@@ -105,6 +111,7 @@ impl Store {
                         clamp_i64(s.destinations),
                         clamp_i64(s.ports),
                         serde_json::to_string(s).map_err(corrupt)?,
+                        None::<Vec<u8>>,
                     ])?;
                 }
             }
@@ -135,7 +142,7 @@ impl Store {
             |r| r.get(0),
         )?;
         let mut stmt = self.conn.prepare_cached(
-            "SELECT id, start, end, exporter, kind, flow_count, event_json FROM flows
+            "SELECT id, start, end, exporter, kind, flow_count, event_json, event_bin FROM flows
              WHERE ?1 IS NULL OR source_ip = ?1 OR destination_ip = ?1
              ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
@@ -148,11 +155,19 @@ impl Store {
                 r.get::<_, String>(4)?,
                 r.get::<_, i64>(5)?,
                 r.get::<_, String>(6)?,
+                r.get::<_, Option<Vec<u8>>>(7)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (id, start, end, exporter, kind, flows, json) = row?;
+            let (id, start, end, exporter, kind, flows, json, bin) = row?;
+            let event = match bin {
+                // A flow: its event, as the API has always shown it (JSON).
+                Some(bin) => serde_json::to_value(super::stored_event("", Vec::new(), Some(&bin))?)
+                    .map_err(|err| StoreError::Corrupt(format!("stored flow: {err}")))?,
+                None => serde_json::from_str(&json)
+                    .map_err(|err| StoreError::Corrupt(format!("stored flow: {err}")))?,
+            };
             out.push(StoredFlow {
                 id,
                 start: from_ms(start),
@@ -160,8 +175,7 @@ impl Store {
                 exporter,
                 kind,
                 flows: u64::try_from(flows).unwrap_or(0),
-                event: serde_json::from_str(&json)
-                    .map_err(|err| StoreError::Corrupt(format!("stored flow: {err}")))?,
+                event,
             });
         }
         Ok((out, u64::try_from(total).unwrap_or(0)))

@@ -227,7 +227,99 @@ fn from_ms(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
+/// An event stored as the binary codec (`bin`, migration 13 on) or, before, as JSON with its
+/// exact bytes beside it.
+pub(crate) fn stored_event(
+    json: &str,
+    raw: Vec<u8>,
+    bin: Option<&[u8]>,
+) -> Result<Event, StoreError> {
+    if let Some(bin) = bin {
+        return vigil_parsers::codec::decode(bin)
+            .map_err(|err| StoreError::Corrupt(format!("stored event: {err}")));
+    }
+    let mut e: Event = serde_json::from_str(json)
+        .map_err(|err| StoreError::Corrupt(format!("stored event: {err}")))?;
+    e.raw = raw;
+    Ok(e)
+}
+
+/// Copies the write-ahead log back into the database file from a thread of its own, so the
+/// engine's commits never stop for a checkpoint (SQLite otherwise runs one inside the commit
+/// that takes the log past 1,000 pages). Made by [`Store::checkpoint_in_background`]; dropping
+/// it stops the thread (the last connection to close checkpoints what is left).
+///
+/// Bounded: a passive checkpoint every [`Checkpointer::EVERY`] never waits for the writer;
+/// when the log has held more than [`Checkpointer::MAX_LOG_PAGES`] for 5 s of them (readers
+/// kept it from completing or from starting over), a `RESTART` checkpoint waits up to 100 ms
+/// for them so that the next commit writes the log from its start again.
+pub struct Checkpointer {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    handle: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Checkpointer {
+    /// How often the thread checkpoints.
+    pub const EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+    /// Log pages (4 KiB each) beyond which the thread waits for readers (64 MiB).
+    pub const MAX_LOG_PAGES: i64 = 16_384;
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
 impl Store {
+    /// Stops this connection's own checkpoints and starts a [`Checkpointer`] on `path` (the
+    /// file this store was opened from). Keep the checkpointer as long as the connection writes.
+    pub fn checkpoint_in_background(&self, path: &Path) -> Result<Checkpointer, StoreError> {
+        let conn = Connection::open(path)?;
+        // Short: a RESTART that cannot get its way soon gives up and is tried again on the next
+        // round, rather than hold the write lock while the engine waits to commit.
+        conn.busy_timeout(std::time::Duration::from_millis(100))?;
+        self.conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let done = stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("vigil-checkpoint".into())
+            .spawn(move || {
+                let checkpoint = |mode: &str| -> rusqlite::Result<(i64, i64, i64)> {
+                    conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                };
+                // Rounds in a row that ended with the log over its bound.
+                let mut over = 0u32;
+                while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Checkpointer::EVERY);
+                    match checkpoint("PASSIVE") {
+                        Ok((_, log, _)) if log > Checkpointer::MAX_LOG_PAGES => over += 1,
+                        Ok(_) => over = 0,
+                        Err(e) => tracing::warn!(error = %e, "store checkpoint failed"),
+                    }
+                    // A RESTART holds the write lock while it waits (at most 100 ms): only
+                    // after the log stayed over its bound for 20 rounds (5 s), so it can take
+                    // at most 2 % of the engine's time.
+                    if over >= 20 {
+                        over = 0;
+                        if let Err(e) = checkpoint("RESTART") {
+                            tracing::warn!(error = %e, "store checkpoint (restart) failed");
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("starting the checkpointer: {e}")))?;
+        Ok(Checkpointer {
+            stop,
+            handle: Some(handle),
+        })
+    }
+
     /// Opens (creating and migrating) the store file.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let conn = Connection::open(path)?;
@@ -475,14 +567,15 @@ impl Store {
         events: &[Arc<Event>],
     ) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "INSERT OR IGNORE INTO offense_events (offense_id, seq, ts, event_json, raw)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT OR IGNORE INTO offense_events (offense_id, seq, ts, event_json, raw, event_bin)
+             VALUES (?1, ?2, ?3, '', X'', ?4)",
         )?;
+        let mut bin = Vec::new();
         for (i, e) in events.iter().enumerate() {
-            let json = serde_json::to_string(e.as_ref())
-                .map_err(|err| StoreError::Corrupt(format!("event to json: {err}")))?;
+            bin.clear();
+            vigil_parsers::codec::encode(e, &mut bin);
             let seq = i64::try_from(first_seq + i as u64).unwrap_or(i64::MAX);
-            stmt.execute(params![offense_id, seq, ms(e.timestamp), json, e.raw])?;
+            stmt.execute(params![offense_id, seq, ms(e.timestamp), bin])?;
         }
         Ok(())
     }
@@ -500,20 +593,23 @@ impl Store {
         limit: u64,
     ) -> Result<Vec<Event>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT event_json, raw FROM offense_events WHERE offense_id = ?1 AND seq >= ?3
-             ORDER BY seq LIMIT ?2",
+            "SELECT event_json, raw, event_bin FROM offense_events
+             WHERE offense_id = ?1 AND seq >= ?3 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt.query_map(
             params![offense_id, clamp_i64(limit), clamp_i64(first_seq)],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?)),
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<Vec<u8>>>(2)?,
+                ))
+            },
         )?;
         let mut out = Vec::new();
         for row in rows {
-            let (json, raw) = row?;
-            let mut e: Event = serde_json::from_str(&json)
-                .map_err(|err| StoreError::Corrupt(format!("stored event: {err}")))?;
-            e.raw = raw;
-            out.push(e);
+            let (json, raw, bin) = row?;
+            out.push(stored_event(&json, raw, bin.as_deref())?);
         }
         Ok(out)
     }
@@ -828,6 +924,69 @@ mod tests {
             list.first().map(|d| d.raw.clone()),
             Some(vec![0xff, 0x00, b'x'])
         );
+        Ok(())
+    }
+
+    #[test]
+    fn offense_events_read_back_exactly_whether_stored_as_json_or_binary() -> Result<(), StoreError>
+    {
+        let store = Store::open_in_memory()?;
+        store.put_offense(&offense("o", 5))?;
+        let t = from_ms(1_700_000_000_123);
+        let mut e = Event::new(t, t);
+        e.source_ip = Some(
+            "203.0.113.7"
+                .parse()
+                .map_err(|_| StoreError::Corrupt("ip".into()))?,
+        );
+        e.message = Some("Failed password".into());
+        e.raw = vec![0xff, b'x'];
+        // A row as a build before migration 13 wrote it: JSON, and the exact bytes beside it.
+        let json = serde_json::to_string(&e).map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        store.conn.execute(
+            "INSERT INTO offense_events (offense_id, seq, ts, event_json, raw) VALUES ('o', 0, 1, ?1, ?2)",
+            params![json, e.raw],
+        )?;
+        let mut second = e.clone();
+        second.user_name = Some("root".into());
+        store.add_offense_events("o", 1, &[Arc::new(second.clone())])?;
+        assert_eq!(store.offense_events("o", 10)?, vec![e, second]);
+        Ok(())
+    }
+
+    #[test]
+    fn the_checkpointer_copies_the_log_into_the_file_while_commits_do_not() -> Result<(), StoreError>
+    {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("vigil.db");
+        let store = Store::open(&path)?;
+        let file_bytes = || std::fs::metadata(&path).map_or(0, |m| m.len());
+        let checkpointer = store.checkpoint_in_background(&path)?;
+        let own: i64 = store
+            .conn
+            .pragma_query_value(None, "wal_autocheckpoint", |r| r.get(0))?;
+        assert_eq!(own, 0, "the writer's commits no longer checkpoint");
+        let before = file_bytes();
+        // 8 MiB in one commit: past SQLite's 1,000-page automatic checkpoint, which the
+        // commit no longer runs, so the database file only grows once the thread copies it.
+        store
+            .conn
+            .execute_batch("CREATE TABLE filler (b BLOB); BEGIN;")?;
+        for _ in 0..2048 {
+            store
+                .conn
+                .execute("INSERT INTO filler VALUES (zeroblob(4096))", [])?;
+        }
+        store.conn.execute_batch("COMMIT;")?;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        while file_bytes() < before + 8 * 1024 * 1024 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        assert!(
+            file_bytes() >= before + 8 * 1024 * 1024,
+            "the checkpointer copied the log into the file"
+        );
+        drop(checkpointer);
         Ok(())
     }
 
