@@ -163,7 +163,7 @@ impl Store {
             let (id, start, end, exporter, kind, flows, json, bin) = row?;
             let event = match bin {
                 // A flow: its event, as the API has always shown it (JSON).
-                Some(bin) => serde_json::to_value(super::stored_event("", Vec::new(), Some(&bin))?)
+                Some(bin) => serde_json::to_value(super::decoded_event(&bin)?)
                     .map_err(|err| StoreError::Corrupt(format!("stored flow: {err}")))?,
                 None => serde_json::from_str(&json)
                     .map_err(|err| StoreError::Corrupt(format!("stored flow: {err}")))?,

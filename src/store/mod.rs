@@ -235,13 +235,18 @@ pub(crate) fn stored_event(
     bin: Option<&[u8]>,
 ) -> Result<Event, StoreError> {
     if let Some(bin) = bin {
-        return vigil_parsers::codec::decode(bin)
-            .map_err(|err| StoreError::Corrupt(format!("stored event: {err}")));
+        return decoded_event(bin);
     }
     let mut e: Event = serde_json::from_str(json)
         .map_err(|err| StoreError::Corrupt(format!("stored event: {err}")))?;
     e.raw = raw;
     Ok(e)
+}
+
+/// An event stored in the binary codec.
+pub(crate) fn decoded_event(bin: &[u8]) -> Result<Event, StoreError> {
+    vigil_parsers::codec::decode(bin)
+        .map_err(|err| StoreError::Corrupt(format!("stored event: {err}")))
 }
 
 /// Copies the write-ahead log back into the database file from a thread of its own, so the
