@@ -32,10 +32,20 @@ for _ in $(seq 100); do [ -s "$dir/ready" ] && break; sleep 0.1; done
 tcp=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['syslog_tcp'])" "$dir/ready")
 api=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['api'])" "$dir/ready")
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%F)"
+# CPU seconds (user+sys) of each thread of the server, summed by thread name.
+threads() {
+  for t in /proc/$pid/task/*; do
+    echo "$(cat "$t/comm") $(cut -d' ' -f14,15 "$t/stat")"
+  done | awk -v hz="$(getconf CLK_TCK)" '{cpu[$1] += ($2 + $3) / hz} END {for (n in cpu) printf "%s %.2f\n", n, cpu[n]}' | sort
+}
 for rate in ${VIGIL_BENCH_RATES:-0 150000 100000 20000}; do
   echo "== rate ${rate} (0 = flat out), ${secs}s"
+  threads > "$dir/cpu.before"
   target/release/vigil loadgen --tcp "$tcp" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
+  threads > "$dir/cpu.after"
+  echo "server CPU seconds by thread during this rate:"
+  join -a2 "$dir/cpu.before" "$dir/cpu.after" | awk 'NF==3 {printf "  %-18s %7.2f\n", $1, $3 - $2} NF==2 {printf "  %-18s %7.2f\n", $1, $2}'
   echo "server rss_kib=$(ps -o rss= -p $pid | xargs)"
   curl -fsS -H "Authorization: Bearer bench" "http://$api/metrics" \
-    | grep -E '^vigil_(store_events_(stored|dropped)_total|spool_full_total|collector_dropped_total)' || true
+    | grep -E '^vigil_(store_events_(stored|dropped)_total|spool_full_total|collector_dropped_total|offense_book_(hits|misses|evicted|invalidated))' || true
 done

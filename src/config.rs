@@ -354,6 +354,9 @@ pub struct OffenseConfig {
     /// An open offense whose last event is this much older (in event time) than a new
     /// detection for its index is closed as `inactive`, and the detection opens a new offense.
     pub inactive_after_secs: u64,
+    /// Open offenses held in memory between detections, so that a detection joining one
+    /// neither reads it back nor rewrites it until the batch ends (0: none held).
+    pub held_open: usize,
 }
 
 impl Default for OffenseConfig {
@@ -361,6 +364,7 @@ impl Default for OffenseConfig {
         OffenseConfig {
             max_events_per_offense: 1000,
             inactive_after_secs: 5 * 24 * 3600,
+            held_open: 10_000,
         }
     }
 }

@@ -8,6 +8,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vigil::config::Config;
 
+/// mimalloc, not glibc's malloc: events are allocated on the engine thread and freed on the
+/// event-store writer's, and glibc's per-arena locks made those cross-thread frees wake each
+/// other up (about a quarter of the engine's time flat out; see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "vigil",

@@ -71,6 +71,8 @@ pub struct Pipeline {
     rule_matches: Vec<(Counter, u64)>,
     /// Events each offense already counted (one event, several rules).
     seen: SeenEvents,
+    /// Open offenses held between detections (read once, written once per batch).
+    book: crate::correlate::OffenseBook,
     /// The engine's limits (the scaled-out stages build their engines with them).
     engine_limits: EngineLimits,
     /// Per-source accounting (detected type, rates), shared with the API.
@@ -167,6 +169,7 @@ impl Pipeline {
             rule_matches,
             rule_meta,
             seen: SeenEvents::new(SEEN_EVENTS_CAPACITY),
+            book: crate::correlate::OffenseBook::new(limits.offenses.held_open),
             sources,
             // Sequences start at the start time in microseconds, so they keep increasing
             // across restarts.
@@ -747,6 +750,7 @@ impl Pipeline {
         let rule_meta = &self.rule_meta;
         let no_meta = RuleMeta::default();
         let seen = &mut self.seen;
+        let book = &mut self.book;
         let additions = &mut self.set_additions;
         additions.clear();
         let mut flows_evicted = 0u64;
@@ -758,6 +762,7 @@ impl Pipeline {
         decisions.clear();
         let spool_position = self.spool_position;
         let result = self.store.in_transaction(|store| {
+            book.begin(store)?;
             if let Some(p) = spool_position {
                 store.set_spool_position("committed", p)?;
             }
@@ -771,7 +776,7 @@ impl Pipeline {
                 let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
                 let factor = factors.get(i).and_then(Option::as_ref);
                 let (offense, change) =
-                    apply_detection(store, d, factor, meta, &offense_limits, seen, now)?;
+                    apply_detection(store, book, d, factor, meta, &offense_limits, seen, now)?;
                 let event = match change {
                     OffenseChange::Created => Some("offense.created"),
                     OffenseChange::Updated => Some("offense.updated"),
@@ -869,6 +874,7 @@ impl Pipeline {
                 }
                 changes.push((change, d.events.last().map(|e| e.ingested)));
             }
+            book.flush(store)?;
             Ok((changes, evicted))
         });
         match &result {
@@ -893,7 +899,10 @@ impl Pipeline {
                         .inc();
                 }
             }
-            Err(_) => self.seen.rollback(),
+            Err(_) => {
+                self.seen.rollback();
+                self.book.clear();
+            }
         }
         result
     }
@@ -975,6 +984,37 @@ impl Pipeline {
                 &[],
             )
             .set(stats.events_evicted);
+        let book = self.book.stats();
+        for (name, help, value) in [
+            (
+                "vigil_offense_book_hits",
+                "Detections whose open offense was held in memory (since start).",
+                book.hits,
+            ),
+            (
+                "vigil_offense_book_misses",
+                "Detections that read their open offense from the database (since start).",
+                book.misses,
+            ),
+            (
+                "vigil_offense_book_evicted",
+                "Open offenses dropped from memory because the book was full (since start).",
+                book.evicted,
+            ),
+            (
+                "vigil_offense_book_invalidated",
+                "Times the held offenses were dropped because another connection changed the \
+                 database, such as an analyst's action (since start).",
+                book.invalidated,
+            ),
+            (
+                "vigil_offense_book_offenses",
+                "Open offenses held in memory now.",
+                self.book.len() as u64,
+            ),
+        ] {
+            self.metrics.gauge(name, help, &[]).set(value);
+        }
     }
 }
 

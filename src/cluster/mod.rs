@@ -829,6 +829,9 @@ pub fn run_offenses(
         });
         let touched: HashSet<i32> = dets.iter().map(|(p, _)| *p).collect();
         let now = Utc::now();
+        // Write-through: the stage reads offenses it then mirrors to ClickHouse, and forgets
+        // them on this same connection, which a book could not see.
+        let mut book = crate::correlate::OffenseBook::write_through();
         let applied = local.in_transaction(|store| {
             let (mut opened, mut grown) = (0u64, 0u64);
             for (_, d) in &dets {
@@ -842,6 +845,7 @@ pub fn run_offenses(
                     .map_or(0, |o| o.stored_events);
                 let (o, change) = apply_detection(
                     store,
+                    &mut book,
                     d,
                     factor.as_ref(),
                     meta.get(&d.rule).unwrap_or(&no_meta),

@@ -16,8 +16,11 @@ use vigil_parsers::Event;
 
 use crate::store::{Offense, OffenseRule, OffenseStatus, Store, StoreError};
 
+pub mod book;
 pub mod control;
 pub mod ruletest;
+
+pub use book::{BookStats, OffenseBook};
 
 /// The rule pack built into the binary, used when the rules folder does not exist.
 pub const BUILTIN_RULES: &[(&str, &str)] = &[
@@ -323,6 +326,9 @@ pub struct OffenseLimits {
     pub max_events_per_offense: u64,
     /// Event-time quiet period after which an open offense is closed as inactive.
     pub inactive_after: chrono::Duration,
+    /// Open offenses held in memory between detections (0: every detection reads and writes
+    /// the database).
+    pub held_open: usize,
 }
 
 impl OffenseLimits {
@@ -333,6 +339,7 @@ impl OffenseLimits {
             inactive_after: chrono::Duration::seconds(
                 i64::try_from(c.inactive_after_secs).unwrap_or(i64::MAX / 1000),
             ),
+            held_open: c.held_open,
         }
     }
 }
@@ -342,6 +349,7 @@ impl Default for OffenseLimits {
         OffenseLimits {
             max_events_per_offense: 1000,
             inactive_after: chrono::Duration::days(5),
+            held_open: book::DEFAULT_CAPACITY,
         }
     }
 }
@@ -422,8 +430,10 @@ pub enum OffenseChange {
 /// Applies one detection: joins the open offense with the same index (field and value),
 /// whichever rule opened it, or opens a new one; records the rule's part; stores up to
 /// `max_events_per_offense` contributing events. Runs inside the caller's transaction.
+#[allow(clippy::too_many_arguments)]
 pub fn apply_detection(
     store: &Store,
+    book: &mut OffenseBook,
     d: &Detection,
     asset: Option<&crate::context::AssetFactor>,
     meta: &RuleMeta,
@@ -435,19 +445,21 @@ pub fn apply_detection(
     // an occurrence twice); the engine's `events` may carry fewer (evidence it shed under its
     // memory budget), and those are counted as they are.
     let reported = d.fresh;
-    let mut open = store.find_open_offense(&d.index_field, &d.index_value)?;
-    if let Some(o) = open.take_if(|o| {
-        o.last_seen
+    let mut open = book.take(store, &d.index_field, &d.index_value)?;
+    if let Some(mut closed) = open.take_if(|b| {
+        b.offense
+            .last_seen
             .checked_add_signed(limits.inactive_after)
             .is_some_and(|limit| d.first_seen > limit)
     }) {
         // Quiet for longer than inactive_after (event time): that offense is over.
-        let mut closed = o;
-        closed.status = OffenseStatus::Closed;
-        closed.closing_reason = Some("inactive".into());
-        closed.closed_at = Some(now);
-        closed.updated_at = now;
-        store.put_offense(&closed)?;
+        let o = &mut closed.offense;
+        o.status = OffenseStatus::Closed;
+        o.closing_reason = Some("inactive".into());
+        o.closed_at = Some(now);
+        o.updated_at = now;
+        closed.dirty = true;
+        closed.write(store)?;
     }
     // Suppression: no open offense, but one closed recently (event time) for this index and the
     // rule asks to suppress re-alerts: the detection joins the closed offense, which stays
@@ -462,23 +474,24 @@ pub fn apply_detection(
                     .is_some_and(|limit| d.first_seen <= limit);
                 if within && closed.closing_reason.as_deref() != Some("inactive") {
                     suppressed = true;
-                    open = Some(closed);
+                    let rules = store.offense_rules(&closed.id)?;
+                    open = Some(book::Booked::clean(closed, rules));
                 }
             }
         }
     }
-    let (mut offense, change) = match open {
-        Some(mut o) if suppressed => {
+    let (mut booked, change) = match open {
+        Some(mut b) => {
+            let o = &mut b.offense;
             o.first_seen = o.first_seen.min(d.first_seen);
             o.last_seen = o.last_seen.max(d.last_seen);
             o.updated_at = now;
-            (o, OffenseChange::Suppressed)
-        }
-        Some(mut o) => {
-            o.first_seen = o.first_seen.min(d.first_seen);
-            o.last_seen = o.last_seen.max(d.last_seen);
-            o.updated_at = now;
-            (o, OffenseChange::Updated)
+            let change = if suppressed {
+                OffenseChange::Suppressed
+            } else {
+                OffenseChange::Updated
+            };
+            (b, change)
         }
         None => {
             let id = offense_id(&d.index_field, &d.index_value, d.window_start);
@@ -491,42 +504,48 @@ pub fn apply_detection(
                 _ => id,
             };
             (
-                Offense {
-                    id,
-                    rule: d.rule.clone(),
-                    title: d.title.clone(),
-                    index_field: d.index_field.clone(),
-                    index_value: d.index_value.clone(),
-                    status: OffenseStatus::Open,
-                    magnitude: 0,
-                    severity: 0,
-                    relevance: 0,
-                    credibility: 0,
-                    magnitude_reasons: Vec::new(),
-                    level: d.level.clone(),
-                    tags: Vec::new(),
-                    first_seen: d.first_seen,
-                    last_seen: d.last_seen,
-                    event_count: 0,
-                    stored_events: 0,
-                    window_start: d.window_start,
-                    created_at: now,
-                    updated_at: now,
-                    assignee: None,
-                    closing_reason: None,
-                    closed_at: None,
-                    follow_up: false,
-                    asset_criticality: 0,
-                    asset_reason: None,
-                },
+                book::Booked::clean(
+                    Offense {
+                        id,
+                        rule: d.rule.clone(),
+                        title: d.title.clone(),
+                        index_field: d.index_field.clone(),
+                        index_value: d.index_value.clone(),
+                        status: OffenseStatus::Open,
+                        magnitude: 0,
+                        severity: 0,
+                        relevance: 0,
+                        credibility: 0,
+                        magnitude_reasons: Vec::new(),
+                        level: d.level.clone(),
+                        tags: Vec::new(),
+                        first_seen: d.first_seen,
+                        last_seen: d.last_seen,
+                        event_count: 0,
+                        stored_events: 0,
+                        window_start: d.window_start,
+                        created_at: now,
+                        updated_at: now,
+                        assignee: None,
+                        closing_reason: None,
+                        closed_at: None,
+                        follow_up: false,
+                        asset_criticality: 0,
+                        asset_reason: None,
+                    },
+                    Vec::new(),
+                ),
                 OffenseChange::Created,
             )
         }
     };
-    let mut rules = match change {
-        OffenseChange::Updated | OffenseChange::Suppressed => store.offense_rules(&offense.id)?,
-        OffenseChange::Created => Vec::new(),
-    };
+    booked.dirty = true;
+    let book::Booked {
+        offense,
+        rules,
+        dirty_rules,
+        ..
+    } = &mut booked;
     let part = match rules.iter().position(|r| r.rule == d.rule) {
         Some(i) => i,
         None => {
@@ -544,9 +563,13 @@ pub fn apply_detection(
                 first_seen: d.first_seen,
                 last_seen: d.last_seen,
             });
+            dirty_rules.push(false);
             rules.len() - 1
         }
     };
+    if let Some(dirty) = dirty_rules.get_mut(part) {
+        *dirty = true;
+    }
     // The offense counts an event once, whichever rules report it; each rule's part counts
     // what that rule reported.
     let offense_key = SeenEvents::key(&offense.id);
@@ -587,7 +610,7 @@ pub fn apply_detection(
         }
     }
     let (m, sev, rel, cred, reasons) = magnitude(
-        &rules,
+        rules,
         offense
             .asset_reason
             .as_deref()
@@ -604,11 +627,18 @@ pub fn apply_detection(
     let keep: Vec<Arc<Event>> = new_events.into_iter().take(room).collect();
     let first_seq = offense.stored_events;
     offense.stored_events += keep.len() as u64;
-    store.put_offense(&offense)?;
-    if let Some(r) = rules.get(part) {
-        store.put_offense_rule(&offense.id, r)?;
+    let offense = offense.clone();
+    if change == OffenseChange::Created {
+        // Its events refer to it (a foreign key): the row goes first.
+        booked.write(store)?;
     }
     store.add_offense_events(&offense.id, first_seq, &keep)?;
+    if booked.offense.status == OffenseStatus::Open {
+        book.keep(store, booked)?;
+    } else {
+        // Joined under suppression: a closed offense is not held.
+        booked.write(store)?;
+    }
     Ok((offense, change))
 }
 
@@ -720,6 +750,7 @@ vigil:
             changes.push(
                 apply_detection(
                     &store,
+                    &mut OffenseBook::write_through(),
                     d,
                     None,
                     &meta,
@@ -816,6 +847,7 @@ vigil:
                     .ok_or_else(|| StoreError::Corrupt("no detection".into()))?;
                 apply_detection(
                     &store,
+                    &mut OffenseBook::write_through(),
                     d,
                     None,
                     &meta,

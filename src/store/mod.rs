@@ -380,6 +380,20 @@ impl Store {
         }
     }
 
+    /// The connection itself, for tests that need to break the database on purpose.
+    #[cfg(test)]
+    pub(crate) fn conn_for_tests(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// SQLite's `PRAGMA data_version`: changes when another connection commits to the
+    /// database (never for this connection's own commits).
+    pub fn data_version(&self) -> Result<i64, StoreError> {
+        Ok(self
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+    }
+
     /// The open offense for this index (field and value), whichever rules raised it.
     pub fn find_open_offense(
         &self,

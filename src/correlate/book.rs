@@ -1,0 +1,444 @@
+//! The offense book: open offenses held in memory between detections.
+//!
+//! Under load most detections join an offense that is already open (a brute-forcing address
+//! fails again), and each used to cost two reads (the open offense, its rule parts) and two
+//! upserts. The book keeps open offenses and their rule parts after a detection, and writes
+//! what changed once per transaction ([`OffenseBook::flush`], before the commit), so an
+//! offense that grows a hundred times in a batch is read at most once and written once.
+//!
+//! Invariants:
+//! - What the book holds is what the database holds once the transaction commits. The book
+//!   only serves the connection that writes through it; every batch begins with
+//!   [`OffenseBook::begin`], which empties the book when another connection (an analyst
+//!   closing or assigning an offense through the API, another process) committed since the
+//!   last batch (`PRAGMA data_version`). A rolled-back transaction must be followed by
+//!   [`OffenseBook::clear`].
+//! - Only open offenses are held. A closed one (inactive, or joined under suppression) is
+//!   written at once.
+//! - Bounded: at most `capacity` offenses between batches (plus those one batch touches);
+//!   when full at the start of a batch the book is emptied, and the evicted offenses are
+//!   counted. A capacity of 0 writes through, as if there were no book.
+
+use std::collections::HashMap;
+
+use crate::store::{Offense, OffenseRule, Store, StoreError};
+
+/// Open offenses held between detections: default capacity.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// An open offense and its rule parts, with what changed since they were last written.
+#[derive(Debug, Clone)]
+pub(crate) struct Booked {
+    pub offense: Offense,
+    pub rules: Vec<OffenseRule>,
+    /// The offense row differs from the database.
+    pub dirty: bool,
+    /// Parallel to `rules`: which parts differ from the database.
+    pub dirty_rules: Vec<bool>,
+    /// The book's key for it (the index value), kept so that giving it back allocates nothing.
+    key: Option<String>,
+}
+
+impl Booked {
+    /// As read from the database: nothing to write.
+    pub fn clean(offense: Offense, rules: Vec<OffenseRule>) -> Booked {
+        let dirty_rules = vec![false; rules.len()];
+        Booked {
+            offense,
+            rules,
+            dirty: false,
+            dirty_rules,
+            key: None,
+        }
+    }
+
+    /// Writes the offense row and the changed rule parts, and marks them written.
+    pub fn write(&mut self, store: &Store) -> Result<(), StoreError> {
+        if self.dirty {
+            store.put_offense(&self.offense)?;
+            self.dirty = false;
+        }
+        for (r, dirty) in self.rules.iter().zip(self.dirty_rules.iter_mut()) {
+            if *dirty {
+                store.put_offense_rule(&self.offense.id, r)?;
+                *dirty = false;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the book did, for metrics: totals since it was made.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct BookStats {
+    /// Detections whose open offense was in the book.
+    pub hits: u64,
+    /// Detections that had to read the database.
+    pub misses: u64,
+    /// Offenses dropped because the book was full.
+    pub evicted: u64,
+    /// Times the book was emptied because another connection changed the database.
+    pub invalidated: u64,
+}
+
+/// Open offenses by index field, then index value. See the module documentation.
+#[derive(Debug)]
+pub struct OffenseBook {
+    capacity: usize,
+    /// By field then value, so that a lookup borrows the detection's strings.
+    open: HashMap<String, HashMap<String, Booked>>,
+    /// Offenses in `open`.
+    len: usize,
+    data_version: Option<i64>,
+    stats: BookStats,
+}
+
+impl OffenseBook {
+    /// A book holding up to `capacity` open offenses between batches; 0 writes through.
+    pub fn new(capacity: usize) -> OffenseBook {
+        OffenseBook {
+            capacity,
+            open: HashMap::new(),
+            len: 0,
+            data_version: None,
+            stats: BookStats::default(),
+        }
+    }
+
+    /// A book that holds nothing: every detection reads and writes the database.
+    pub fn write_through() -> OffenseBook {
+        OffenseBook::new(0)
+    }
+
+    /// Starts a batch, inside its transaction: empties the book if another connection
+    /// committed since the last batch, or if it is full.
+    pub fn begin(&mut self, store: &Store) -> Result<(), StoreError> {
+        if self.capacity == 0 {
+            return Ok(());
+        }
+        let version = store.data_version()?;
+        if self.data_version.is_some_and(|v| v != version) && self.len > 0 {
+            self.stats.invalidated += 1;
+            self.forget();
+        }
+        self.data_version = Some(version);
+        if self.len >= self.capacity {
+            self.stats.evicted += self.len as u64;
+            self.forget();
+        }
+        Ok(())
+    }
+
+    /// Writes every change the batch made. Call before the commit.
+    pub fn flush(&mut self, store: &Store) -> Result<(), StoreError> {
+        for b in self.open.values_mut().flat_map(|m| m.values_mut()) {
+            b.write(store)?;
+        }
+        Ok(())
+    }
+
+    /// Forgets everything (the transaction rolled back, so the book may be ahead of the
+    /// database).
+    pub fn clear(&mut self) {
+        self.forget();
+        self.data_version = None;
+    }
+
+    fn forget(&mut self) {
+        self.open.clear();
+        self.len = 0;
+    }
+
+    /// Offenses held now.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the book holds no offense.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Totals since the book was made.
+    pub fn stats(&self) -> BookStats {
+        self.stats
+    }
+
+    /// Takes the open offense for this index out of the book, or reads it (and its rule
+    /// parts) from the database. Give it back with [`OffenseBook::keep`] while it is open.
+    pub(crate) fn take(
+        &mut self,
+        store: &Store,
+        index_field: &str,
+        index_value: &str,
+    ) -> Result<Option<Booked>, StoreError> {
+        if let Some((key, mut b)) = self
+            .open
+            .get_mut(index_field)
+            .and_then(|m| m.remove_entry(index_value))
+        {
+            self.len -= 1;
+            self.stats.hits += 1;
+            b.key = Some(key);
+            return Ok(Some(b));
+        }
+        self.stats.misses += 1;
+        let Some(offense) = store.find_open_offense(index_field, index_value)? else {
+            return Ok(None);
+        };
+        let rules = store.offense_rules(&offense.id)?;
+        Ok(Some(Booked::clean(offense, rules)))
+    }
+
+    /// Keeps an open offense for the next detections, or writes it now when the book writes
+    /// through.
+    pub(crate) fn keep(&mut self, store: &Store, mut booked: Booked) -> Result<(), StoreError> {
+        if self.capacity == 0 {
+            return booked.write(store);
+        }
+        let key = booked
+            .key
+            .take()
+            .unwrap_or_else(|| booked.offense.index_value.clone());
+        if !self.open.contains_key(booked.offense.index_field.as_str()) {
+            self.open
+                .insert(booked.offense.index_field.clone(), HashMap::new());
+        }
+        if let Some(values) = self.open.get_mut(booked.offense.index_field.as_str()) {
+            if values.insert(key, booked).is_none() {
+                self.len += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::indexing_slicing)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, Utc};
+    use vigil_correlate::{Engine, RuleSet, RuleSource};
+    use vigil_parsers::Event;
+
+    use super::*;
+    use crate::correlate::{apply_detection, OffenseChange, OffenseLimits, RuleMeta, SeenEvents};
+    use crate::store::{OffenseFilter, OffenseStatus};
+
+    const RULES: &str = "title: Root login failure
+name: root_failure
+detection:
+  sel: {user.name: root, event.outcome: failure}
+  condition: sel
+level: medium
+vigil:
+  offense: {index: source.ip, relevance: 4, credibility: 5}
+---
+title: Failure from a documentation range
+name: docnet_failure
+detection:
+  sel: {source.ip|cidr: 203.0.113.0/24, event.outcome: failure}
+  condition: sel
+level: high
+vigil:
+  offense: {index: source.ip, relevance: 6, credibility: 8}
+";
+
+    fn t0() -> DateTime<Utc> {
+        DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default()
+    }
+
+    /// Feeds events through an engine and applies their detections, one transaction per
+    /// batch, the way the pipeline does.
+    struct Feed {
+        engine: Engine,
+        seen: SeenEvents,
+        seq: u64,
+    }
+
+    impl Feed {
+        fn new() -> Feed {
+            let (set, errors) = RuleSet::from_sources(&[RuleSource {
+                path: "t.yml".into(),
+                text: RULES.into(),
+            }]);
+            assert!(errors.is_empty(), "{errors:?}");
+            Feed {
+                engine: Engine::new(Arc::new(set), Default::default()),
+                seen: SeenEvents::new(10_000),
+                seq: 0,
+            }
+        }
+
+        /// One batch: a failed root login from each address, in order.
+        fn batch(
+            &mut self,
+            store: &mut Store,
+            book: &mut OffenseBook,
+            ips: &[&str],
+        ) -> Result<Vec<(Offense, OffenseChange)>, StoreError> {
+            let mut detections = Vec::new();
+            for ip in ips {
+                self.seq += 1;
+                let t = t0() + chrono::Duration::seconds(self.seq as i64);
+                let mut e = Event::new(t, t);
+                for (k, v) in [
+                    ("user.name", "root"),
+                    ("event.outcome", "failure"),
+                    ("source.ip", ip),
+                ] {
+                    e.set(k, v)
+                        .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+                }
+                e.sequence = Some(self.seq);
+                self.engine.process(&Arc::new(e), &mut detections);
+            }
+            let seen = &mut self.seen;
+            let result = store.in_transaction(|s| {
+                book.begin(s)?;
+                let mut out = Vec::new();
+                for d in &detections {
+                    out.push(apply_detection(
+                        s,
+                        book,
+                        d,
+                        None,
+                        &RuleMeta::default(),
+                        &OffenseLimits::default(),
+                        seen,
+                        t0(),
+                    )?);
+                }
+                book.flush(s)?;
+                Ok(out)
+            });
+            match &result {
+                Ok(_) => self.seen.commit(),
+                Err(_) => {
+                    self.seen.rollback();
+                    book.clear();
+                }
+            }
+            result
+        }
+    }
+
+    /// An offense with its rule parts and the sequences of its stored events.
+    type Stored = (Offense, Vec<OffenseRule>, Vec<Option<u64>>);
+
+    /// Every offense with its rule parts and stored event sequences.
+    fn everything(store: &Store) -> Result<Vec<Stored>, StoreError> {
+        let (mut all, _) = store.list_offenses(&OffenseFilter {
+            limit: 1000,
+            ..Default::default()
+        })?;
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all.into_iter()
+            .map(|o| {
+                let rules = store.offense_rules(&o.id)?;
+                let events = store
+                    .offense_events(&o.id, 1000)?
+                    .iter()
+                    .map(|e| e.sequence)
+                    .collect();
+                Ok((o, rules, events))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_book_stores_exactly_what_writing_through_stores() -> Result<(), StoreError> {
+        let batches: Vec<Vec<&str>> = vec![
+            vec!["203.0.113.7", "203.0.113.7", "198.51.100.1", "203.0.113.7"],
+            vec!["198.51.100.1", "203.0.113.8", "203.0.113.7"],
+            vec![],
+            vec!["203.0.113.8", "198.51.100.2", "198.51.100.1", "203.0.113.7"],
+        ];
+        let run = |capacity: usize| -> Result<_, StoreError> {
+            let mut store = Store::open_in_memory()?;
+            let mut book = OffenseBook::new(capacity);
+            let mut feed = Feed::new();
+            let mut changes = Vec::new();
+            for b in &batches {
+                changes.extend(feed.batch(&mut store, &mut book, b)?);
+            }
+            Ok((everything(&store)?, changes, book.stats()))
+        };
+        let (direct, direct_changes, _) = run(0)?;
+        let (booked, booked_changes, stats) = run(DEFAULT_CAPACITY)?;
+        // Two rules match the 203.0.113.0/24 addresses: those get two parts.
+        assert_eq!(direct.len(), 4);
+        assert!(direct.iter().any(|(_, rules, _)| rules.len() == 2));
+        assert_eq!(booked, direct);
+        assert_eq!(booked_changes, direct_changes);
+        // 18 detections (two per 203.0.113.x event) on 4 offenses: the database was read for
+        // the first detection of each offense only.
+        assert_eq!((stats.hits, stats.misses), (14, 4));
+        // A book of 2 empties itself when full, and still stores the same.
+        let (small, small_changes, stats) = run(2)?;
+        assert_eq!(small, direct);
+        assert_eq!(small_changes, direct_changes);
+        assert!(stats.evicted > 0, "{stats:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn an_analyst_closing_an_offense_between_batches_is_seen() -> Result<(), StoreError> {
+        let dir = tempfile::tempdir().map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let path = dir.path().join("vigil.db");
+        let mut engine_side = Store::open(&path)?;
+        let analyst_side = Store::open(&path)?;
+        let mut book = OffenseBook::new(DEFAULT_CAPACITY);
+        let mut feed = Feed::new();
+        let first = feed.batch(&mut engine_side, &mut book, &["198.51.100.1"])?;
+        assert_eq!(first.len(), 1);
+        let (mut closed, _) = first[0].clone();
+        assert_eq!(book.len(), 1);
+        // The analyst closes it through another connection (the API's).
+        closed.status = OffenseStatus::Closed;
+        closed.closing_reason = Some("false positive".into());
+        analyst_side.put_offense(&closed)?;
+        // The next failure opens a new offense; the closed one stays as the analyst left it.
+        let next = feed.batch(&mut engine_side, &mut book, &["198.51.100.1"])?;
+        assert_eq!(next[0].1, OffenseChange::Created);
+        assert_ne!(next[0].0.id, closed.id);
+        let stored = engine_side
+            .get_offense(&closed.id)?
+            .ok_or_else(|| StoreError::Corrupt("closed offense gone".into()))?;
+        assert_eq!(stored.status, OffenseStatus::Closed);
+        assert_eq!(stored.event_count, 1);
+        assert_eq!(book.stats().invalidated, 1);
+        // With no other writer, the engine's own commits keep the book.
+        feed.batch(&mut engine_side, &mut book, &["198.51.100.1"])?;
+        assert_eq!(book.stats().invalidated, 1);
+        assert_eq!(book.stats().hits, 1);
+        Ok(())
+    }
+
+    #[test]
+    fn a_rolled_back_batch_leaves_nothing_in_the_book() -> Result<(), StoreError> {
+        let mut store = Store::open_in_memory()?;
+        let mut book = OffenseBook::new(DEFAULT_CAPACITY);
+        let mut feed = Feed::new();
+        feed.batch(&mut store, &mut book, &["198.51.100.1"])?;
+        // A batch that fails after applying its detection rolls back; the book is emptied.
+        store.conn_for_tests().execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON offense_events
+             BEGIN SELECT RAISE(ABORT, 'disk trouble'); END",
+        )?;
+        assert!(feed
+            .batch(&mut store, &mut book, &["198.51.100.1"])
+            .is_err());
+        assert!(book.is_empty());
+        store.conn_for_tests().execute_batch("DROP TRIGGER fail")?;
+        let (o, change) = feed
+            .batch(&mut store, &mut book, &["198.51.100.1"])?
+            .remove(0);
+        assert_eq!(change, OffenseChange::Updated);
+        // The rolled-back event is not counted: 1 from the first batch, 1 from this one.
+        assert_eq!(o.event_count, 2);
+        assert_eq!(everything(&store)?[0].0.event_count, 2);
+        Ok(())
+    }
+}
