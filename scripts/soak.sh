@@ -46,6 +46,7 @@ while kill -0 $lg 2>/dev/null; do
 done
 wait $lg || true
 cat "$dir/loadgen.txt"
+mkdir -p target && cp "$dir/rss.txt" target/soak-rss.txt  # seconds, RSS KiB: kept for plotting
 python3 - "$dir/rss.txt" "${SOAK_WARMUP_SECS:-600}" <<'PY'
 import sys
 rows = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if len(l.split()) == 2]
@@ -58,4 +59,4 @@ print(f"rss_kib after warm-up {first}, at the end {last}, peak {peak}; "
       f"{100.0 * (peak - first) / first:+.1f} % (peak vs warm-up)")
 PY
 curl -fsS -H "Authorization: Bearer soak" "http://$api/metrics" \
-  | grep -E '^vigil_(collector_dropped_total|store_events_dropped_total|spool_full_total|flow_kernel_drops_total|parse_events_total|offenses_created_total|correlate_payload_bytes|correlate_state_saved_bytes)' || true
+  | grep -E '^vigil_(collector_dropped_total|store_events_dropped_total|spool_full_total|flow_kernel_drops_total|parse_events_total|offenses_created_total|offenses_updated_total|correlate_payload_bytes|correlate_state_saved_bytes|offense_book_(hits|misses|evicted|invalidated))' || true
