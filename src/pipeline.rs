@@ -388,11 +388,7 @@ impl Pipeline {
         drop(bytes);
         // A large state leaves hundreds of MiB freed at once: give them back to the system
         // rather than keep them as resident heap.
-        #[cfg(all(target_os = "linux", target_env = "gnu"))]
-        // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is passed.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+        give_back_memory(true);
         saved?;
         self.metrics
             .gauge(
@@ -496,8 +492,11 @@ impl Pipeline {
     /// for something not to happen (`absence`, `silence`) fire even when no event arrives; their
     /// detections are stored like any other, retried until stored.
     pub fn tick(&mut self, now: chrono::DateTime<Utc>) -> BatchOutcome {
-        self.process(Vec::new(), None, Some(now))
-            .unwrap_or_default()
+        let outcome = self
+            .process(Vec::new(), None, Some(now))
+            .unwrap_or_default();
+        give_back_memory(false);
+        outcome
     }
 
     /// Ends the blocks whose TTL passed: each gets an `unblocked` decision in the audit and an
@@ -1014,6 +1013,26 @@ impl Pipeline {
             ),
         ] {
             self.metrics.gauge(name, help, &[]).set(value);
+        }
+    }
+}
+
+/// Returns freed heap memory to the system, on the calling thread (the engine's). The binary
+/// allocates with mimalloc (`src/main.rs`): blocks the engine allocated and other threads
+/// freed (events, after the event store wrote them) wait in the engine heap's lists until this
+/// thread collects them, which `mi_collect` does; `force` also returns what it can to the
+/// system. Under glibc's allocator (tests), `malloc_trim` does the same when forced; the
+/// mimalloc call is then a no-op on an empty heap.
+fn give_back_memory(force: bool) {
+    // SAFETY: mi_collect takes no pointer and only touches the calling thread's heap.
+    unsafe {
+        libmimalloc_sys::mi_collect(force);
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if force {
+        // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is passed.
+        unsafe {
+            libc::malloc_trim(0);
         }
     }
 }
