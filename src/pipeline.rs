@@ -492,11 +492,8 @@ impl Pipeline {
     /// for something not to happen (`absence`, `silence`) fire even when no event arrives; their
     /// detections are stored like any other, retried until stored.
     pub fn tick(&mut self, now: chrono::DateTime<Utc>) -> BatchOutcome {
-        let outcome = self
-            .process(Vec::new(), None, Some(now))
-            .unwrap_or_default();
-        give_back_memory(false);
-        outcome
+        self.process(Vec::new(), None, Some(now))
+            .unwrap_or_default()
     }
 
     /// Ends the blocks whose TTL passed: each gets an `unblocked` decision in the audit and an
@@ -1017,12 +1014,13 @@ impl Pipeline {
     }
 }
 
-/// Returns freed heap memory to the system, on the calling thread (the engine's). The binary
-/// allocates with mimalloc (`src/main.rs`): blocks the engine allocated and other threads
-/// freed (events, after the event store wrote them) wait in the engine heap's lists until this
-/// thread collects them, which `mi_collect` does; `force` also returns what it can to the
-/// system. Under glibc's allocator (tests), `malloc_trim` does the same when forced; the
-/// mimalloc call is then a no-op on an empty heap.
+/// Returns freed heap memory to the system, on the calling thread (the engine's), after a
+/// window save. The binary allocates with mimalloc (`src/main.rs`): blocks the engine
+/// allocated and other threads freed (events, after the event store wrote them) wait in the
+/// engine heap's lists until this thread collects them, which `mi_collect` does; `force` also
+/// returns what it can to the system. Under glibc's allocator (tests), `malloc_trim` does the
+/// same; the mimalloc call is then a no-op on an empty heap. Not called every second: the
+/// soak with a collect per tick fell behind where the one without kept up (BENCHMARKS.md).
 fn give_back_memory(force: bool) {
     // SAFETY: mi_collect takes no pointer and only touches the calling thread's heap.
     unsafe {
