@@ -388,7 +388,7 @@ impl Pipeline {
         drop(bytes);
         // A large state leaves hundreds of MiB freed at once: give them back to the system
         // rather than keep them as resident heap.
-        give_back_memory(true);
+        give_back_memory();
         saved?;
         self.metrics
             .gauge(
@@ -1017,21 +1017,19 @@ impl Pipeline {
 /// Returns freed heap memory to the system, on the calling thread (the engine's), after a
 /// window save. The binary allocates with mimalloc (`src/main.rs`): blocks the engine
 /// allocated and other threads freed (events, after the event store wrote them) wait in the
-/// engine heap's lists until this thread collects them, which `mi_collect` does; `force` also
-/// returns what it can to the system. Under glibc's allocator (tests), `malloc_trim` does the
-/// same; the mimalloc call is then a no-op on an empty heap. Not called every second: the
-/// soak with a collect per tick fell behind where the one without kept up (BENCHMARKS.md).
-fn give_back_memory(force: bool) {
+/// engine heap's lists until this thread collects them, which `mi_collect(true)` does, returning
+/// what it can to the system. Under glibc's allocator (tests), `malloc_trim` does the same; the
+/// mimalloc call is then a no-op on an empty heap. Not called every second: the soak with a
+/// collect per tick fell behind where the one without kept up (BENCHMARKS.md).
+fn give_back_memory() {
     // SAFETY: mi_collect takes no pointer and only touches the calling thread's heap.
     unsafe {
-        libmimalloc_sys::mi_collect(force);
+        libmimalloc_sys::mi_collect(true);
     }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if force {
-        // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is passed.
-        unsafe {
-            libc::malloc_trim(0);
-        }
+    // SAFETY: malloc_trim only returns free heap pages to the kernel; no pointer is passed.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
