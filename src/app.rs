@@ -142,6 +142,58 @@ pub fn build_enricher(
     Ok(enricher)
 }
 
+/// The correlation windows' file in the data directory ([`crate::correlate::saved`]).
+pub const STATE_FILE: &str = "engine-state.json";
+
+/// Restores the saved correlation windows; the spool position they hold everything before.
+/// A state saved in the store by an older build is moved to the file first. A state that
+/// cannot be read is reported and skipped: the engine starts empty rather than not at all, and
+/// the windows are rebuilt from the oldest record the spool kept.
+fn restore_windows(pipeline: &mut Pipeline, path: &Path) -> Option<(u64, u64)> {
+    use crate::correlate::saved;
+    let found = match saved::read(path) {
+        Ok(None) => saved::read_legacy(pipeline.store()).map(|legacy| {
+            legacy.inspect(|l| {
+                let moved = saved::write(path, &l.snapshot, l.position, l.taken_at)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| {
+                        pipeline
+                            .store()
+                            .delete_engine_state()
+                            .map_err(|e| e.to_string())
+                    });
+                if let Err(e) = moved {
+                    tracing::warn!(error = %e, "saved windows not moved out of the store");
+                }
+            })
+        }),
+        other => other,
+    };
+    let saved = match found {
+        Ok(s) => s?,
+        Err(e) => {
+            tracing::error!("correlation windows not restored: {e}");
+            return None;
+        }
+    };
+    let position = saved.position;
+    match pipeline.restore_engine_snapshot(saved.snapshot) {
+        Ok(r) => {
+            tracing::info!(
+                keys = r.keys,
+                skipped = r.skipped,
+                taken_at = %saved.taken_at,
+                "correlation windows restored"
+            );
+            position
+        }
+        Err(e) => {
+            tracing::error!("correlation windows not restored: {e}");
+            None
+        }
+    }
+}
+
 /// A pipeline for `config` over `store`. Definition and rule problems are logged and counted
 /// (`vigil_rules_rejected_total`); the rest load.
 pub fn build_pipeline(
@@ -284,15 +336,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         &metrics,
     ));
     let mut pipeline = build_pipeline(&config, store, metrics.clone(), sources.clone())?;
-    match pipeline.restore_engine_state() {
-        Ok(r) if r.keys + r.skipped > 0 => tracing::info!(
-            keys = r.keys,
-            skipped = r.skipped,
-            "correlation windows restored"
-        ),
-        Ok(_) => {}
-        Err(e) => tracing::error!("correlation windows not restored: {e}"),
-    }
+    let state_path = config.data_dir.join(STATE_FILE);
+    let restored_at = restore_windows(&mut pipeline, &state_path);
     let state_save_every = (config.rules.state_save_secs > 0)
         .then(|| std::time::Duration::from_secs(config.rules.state_save_secs));
     // Scaled-out mode: ClickHouse is the shared store, Kafka carries the stages.
@@ -567,7 +612,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             Option<Arc<crate::bus::spool::Spool>>,
         ) = if config.bus.spool {
             use crate::bus::spool::{Position, SpoolConfig, SpoolReader};
-            let [committed, snapshot] = pipeline.spool_positions()?;
+            let committed = pipeline.committed_spool_position()?;
             let at =
                 |p: Option<(u64, u64)>| p.map(|(segment, offset)| Position { segment, offset });
             let committed = at(committed).unwrap_or_default();
@@ -575,7 +620,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             // saved ones, or from the oldest record kept when none was saved yet (nothing is
             // released before the first save). Not saved: they start empty at `committed`.
             let start = if state_save_every.is_some() {
-                at(snapshot).filter(|s| *s <= committed).unwrap_or_default()
+                at(restored_at)
+                    .filter(|s| *s <= committed)
+                    .unwrap_or_default()
             } else {
                 committed
             };
@@ -621,6 +668,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         } else {
             (Box::new(subscriber), None)
         };
+        let mut saver = crate::correlate::saved::Saver::start(state_path)
+            .context("starting the correlation state saver")?;
         std::thread::Builder::new()
             .name("vigil-engine".into())
             .spawn(move || {
@@ -648,14 +697,29 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 };
                 // The spool position the saved windows hold everything before.
                 let mut saved_at = spool_start;
-                let save = |pipeline: &mut crate::pipeline::Pipeline,
-                            saved_at: &mut Option<(u64, u64)>,
-                            at: Option<(u64, u64)>| {
-                    match pipeline.save_engine_state() {
-                        Ok(_) => *saved_at = at,
-                        Err(e) => tracing::error!(error = %e, "saving correlation windows failed"),
+                let take = |pipeline: &crate::pipeline::Pipeline, at: Option<(u64, u64)>| {
+                    crate::correlate::saved::Job {
+                        snapshot: pipeline.engine_snapshot(),
+                        position: at,
+                        taken_at: chrono::Utc::now(),
                     }
                 };
+                let saved =
+                    |pipeline: &crate::pipeline::Pipeline,
+                     saved_at: &mut Option<(u64, u64)>,
+                     save_took: &mut std::time::Duration,
+                     done: Result<crate::correlate::saved::Done, String>| {
+                        match done {
+                            Ok(d) => {
+                                *saved_at = d.position;
+                                *save_took = d.took;
+                                pipeline.engine_state_saved(d.bytes);
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "saving correlation windows failed")
+                            }
+                        }
+                    };
                 loop {
                     // Time passes even without events: rules waiting for something not to happen
                     // (absence, silence) are told the wall clock about once a second (the engine
@@ -687,13 +751,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         })
                     }) && last_save.elapsed()
                         >= (save_took * 10).max(std::time::Duration::from_secs(1));
-                    if spool_filling
-                        || state_save_every.is_some_and(|every| last_save.elapsed() >= every)
+                    if let Some(done) = saver.poll() {
+                        saved(&pipeline, &mut saved_at, &mut save_took, done);
+                        release(subscriber.position(), saved_at);
+                    }
+                    // Written by the saving thread: the engine only takes the snapshot.
+                    if !saver.busy()
+                        && (spool_filling
+                            || state_save_every.is_some_and(|every| last_save.elapsed() >= every))
                     {
                         last_save = std::time::Instant::now();
-                        save(&mut pipeline, &mut saved_at, subscriber.position());
-                        save_took = last_save.elapsed();
-                        release(subscriber.position(), saved_at);
+                        saver.submit(take(&pipeline, subscriber.position()));
                     }
                     if last_retention.is_none_or(|t| t.elapsed() >= RETENTION_EVERY) {
                         last_retention = Some(std::time::Instant::now());
@@ -721,8 +789,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 // The queue is drained and closed: store the flows still held for condensing,
                 // keep the windows for the next start.
                 pipeline.flush_flows();
-                let at = subscriber.position();
-                save(&mut pipeline, &mut saved_at, at);
+                let last = take(&pipeline, subscriber.position());
+                saved(&pipeline, &mut saved_at, &mut save_took, saver.finish(last));
             })
             .context("starting the engine thread")?
     };
@@ -979,5 +1047,86 @@ impl ShutdownSignals {
         {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pipeline(dir: &Path) -> Pipeline {
+        let config = Config::default();
+        let metrics = Metrics::new();
+        let sources = Arc::new(crate::sources::Sources::new(10, &metrics));
+        let store = Store::open(&dir.join("vigil.db")).unwrap();
+        build_pipeline(&config, store, metrics, sources).unwrap()
+    }
+
+    fn failed_logins(n: u16) -> Vec<RawRecord> {
+        (0..n)
+            .map(|i| RawRecord {
+                bytes: format!(
+                    "<38>Jan  1 00:00:0{} bastion01 sshd[4242]: Failed password for root from 203.0.113.50 port {} ssh2",
+                    i % 10,
+                    40_000 + i
+                )
+                .into_bytes(),
+                observer_type: "syslog",
+                observer_id: "syslog/udp/127.0.0.1".into(),
+                peer: None,
+                received_at: chrono::Utc::now(),
+                refused: None,
+                event: None,
+                ack: None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn windows_an_older_build_saved_in_the_store_are_restored_and_moved_to_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(STATE_FILE);
+        let snapshot = {
+            let mut p = pipeline(dir.path());
+            p.process_batch(failed_logins(4)).unwrap();
+            let snap = p.engine_snapshot();
+            assert!(
+                !snap.windows.is_empty(),
+                "the failures are held in a window"
+            );
+            // What builds before the state file did at a save.
+            let bytes = serde_json::to_vec(&snap).unwrap();
+            Store::open(&dir.path().join("vigil.db"))
+                .unwrap()
+                .in_transaction(|s| {
+                    s.put_engine_state(chrono::Utc::now(), &bytes)?;
+                    s.set_spool_position("snapshot", (3, 77))
+                })
+                .unwrap();
+            snap
+        };
+        let mut p = pipeline(dir.path());
+        assert_eq!(restore_windows(&mut p, &state), Some((3, 77)));
+        assert_eq!(p.engine_snapshot(), snapshot, "the same windows");
+        // Moved: the file holds them, the store no longer does.
+        let file = crate::correlate::saved::read(&state).unwrap().unwrap();
+        assert_eq!(file.position, Some((3, 77)));
+        assert_eq!(file.snapshot, snapshot);
+        assert!(p.store().engine_state().unwrap().is_none());
+        assert_eq!(p.store().spool_position("snapshot").unwrap(), None);
+        // And from the file the next time.
+        let mut again = pipeline(dir.path());
+        assert_eq!(restore_windows(&mut again, &state), Some((3, 77)));
+        assert_eq!(again.engine_snapshot(), snapshot);
+    }
+
+    #[test]
+    fn an_unreadable_state_file_starts_empty_windows_rebuilt_from_the_oldest_record() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(STATE_FILE);
+        std::fs::write(&state, b"{\"format\":1,\"tak").unwrap();
+        let mut p = pipeline(dir.path());
+        assert_eq!(restore_windows(&mut p, &state), None);
+        assert!(p.engine_snapshot().windows.is_empty());
     }
 }

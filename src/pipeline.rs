@@ -288,12 +288,9 @@ impl Pipeline {
         self.spool_position = Some(position);
     }
 
-    /// The spool positions stored: (committed, snapshot).
-    pub fn spool_positions(&self) -> Result<[Option<(u64, u64)>; 2], StoreError> {
-        Ok([
-            self.store.spool_position("committed")?,
-            self.store.spool_position("snapshot")?,
-        ])
+    /// The spool position of the last stored batch.
+    pub fn committed_spool_position(&self) -> Result<Option<(u64, u64)>, StoreError> {
+        self.store.spool_position("committed")
     }
 
     /// Runs records that are already stored (read again from the spool after a crash, between
@@ -364,40 +361,32 @@ impl Pipeline {
         self.enricher.as_ref()
     }
 
-    /// Saves the correlation windows to the store, so a restart resumes them (the service calls
-    /// it at shutdown, after the queue is drained, and every `rules.state_save_secs`). Returns
-    /// the keys saved.
-    pub fn save_engine_state(&mut self) -> Result<u64, StoreError> {
-        let snap = self.engine.snapshot(|_| true);
-        let keys: u64 = snap.windows.iter().map(|w| w.keys.len() as u64).sum();
-        let bytes = serde_json::to_vec(&snap).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // The snapshot shares the held events with the windows (no copy); the JSON is the one
-        // copy, written into its row in place.
-        drop(snap);
-        // Saved between batches: the windows hold exactly the records before the position of
-        // the last batch stored.
-        let position = self.spool_position;
-        let saved = self.store.in_transaction(|store| {
-            store.put_engine_state(Utc::now(), &bytes)?;
-            if let Some(p) = position {
-                store.set_spool_position("snapshot", p)?;
-            }
-            Ok(())
-        });
-        let len = bytes.len() as u64;
-        drop(bytes);
-        // A large state leaves hundreds of MiB freed at once: give them back to the system
-        // rather than keep them as resident heap.
-        give_back_memory();
-        saved?;
+    /// The correlation windows, for [`crate::correlate::saved`] to write (the service does at
+    /// shutdown, after the queue is drained, and every `rules.state_save_secs`). Taken between
+    /// batches: the windows hold exactly the records before the last batch's spool position.
+    /// Held events are shared with the windows, not copied.
+    pub fn engine_snapshot(&self) -> vigil_correlate::EngineSnapshot {
+        self.engine.snapshot(|_| true)
+    }
+
+    /// After a save was written: its size as a metric, and the memory the snapshot held given
+    /// back to the system (it was allocated here and freed on the saving thread).
+    pub fn engine_state_saved(&self, bytes: u64) {
         self.metrics
             .gauge(
                 "vigil_correlate_state_saved_bytes",
                 "Size of the last saved correlation state.",
                 &[],
             )
-            .set(len);
-        Ok(keys)
+            .set(bytes);
+        self.metrics
+            .counter(
+                "vigil_correlate_state_saves_total",
+                "Correlation states saved (periodic, when the spool fills, at shutdown).",
+                &[],
+            )
+            .inc();
+        give_back_memory();
     }
 
     /// Stores every flow the superflow condenser still holds (the service calls it at
@@ -407,15 +396,12 @@ impl Pipeline {
         self.process_batch_until_stored(Vec::new());
     }
 
-    /// Restores correlation windows saved by [`Pipeline::save_engine_state`]. Windows of rules
-    /// that no longer exist or now group by other fields are skipped (counted). A state that
-    /// cannot be read is reported and ignored: the engine starts empty rather than not at all.
-    pub fn restore_engine_state(&mut self) -> Result<vigil_correlate::RestoreReport, String> {
-        let Some((taken, bytes)) = self.store.engine_state().map_err(|e| e.to_string())? else {
-            return Ok(vigil_correlate::RestoreReport::default());
-        };
-        let snap: vigil_correlate::EngineSnapshot = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("saved correlation state (taken {taken}) is unreadable: {e}"))?;
+    /// Restores correlation windows saved by [`crate::correlate::saved`]. Windows of rules
+    /// that no longer exist or now group by other fields are skipped (counted).
+    pub fn restore_engine_snapshot(
+        &mut self,
+        snap: vigil_correlate::EngineSnapshot,
+    ) -> Result<vigil_correlate::RestoreReport, String> {
         let report = self.engine.restore(snap)?;
         self.metrics
             .counter(

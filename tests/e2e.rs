@@ -379,6 +379,58 @@ fn correlation_windows_survive_a_restart() {
     assert_eq!(o["event_count"], 10, "{o}");
 }
 
+/// Windows saved in the background while the engine runs, then `kill -9`: the restart restores
+/// the saved file and reads the spool again from the position saved with it, so each failure
+/// counts once, whether it came before the last save or after it.
+#[test]
+fn windows_saved_while_running_survive_a_kill_9_and_count_each_event_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let text = std::fs::read_to_string(&config).unwrap().replacen(
+        "[rules]\n",
+        "[rules]\nstate_save_secs = 1\n",
+        1,
+    );
+    std::fs::write(&config, text).unwrap();
+    let state = dir.path().join("data/engine-state.json");
+    let failures = |from: u16, n: u16| -> Vec<Vec<u8>> {
+        (from..from + n)
+            .map(|i| failed_password_3164("203.0.113.98", 43000 + i))
+            .collect()
+    };
+    let mut vigil = Vigil::start(&config);
+    vigil.send_udp(&failures(0, 4));
+    vigil.wait_processed(4);
+    // Two more saves: the second began after the four were processed, so it holds them.
+    let saves = vigil.metric("vigil_correlate_state_saves_total");
+    vigil.wait_until("two saves after the first four", || {
+        vigil.metric("vigil_correlate_state_saves_total") >= saves + 2
+    });
+    let saved = std::fs::metadata(&state).unwrap().modified().unwrap();
+    // Three more, stored, then killed at once: most runs, no save holds them, and they come
+    // back from the spool.
+    vigil.send_udp(&failures(4, 3));
+    vigil.wait_processed(7);
+    vigil.kill9();
+    let from_spool = std::fs::metadata(&state).unwrap().modified().unwrap() == saved;
+    eprintln!("informal: the last three came back from the spool: {from_spool}");
+
+    let vigil = Vigil::start(&config);
+    assert!(vigil.metric("vigil_correlate_state_restored_keys_total") >= 1);
+    assert_eq!(
+        vigil.get_json("/api/v1/offenses")["total"],
+        0,
+        "seven of ten"
+    );
+    vigil.send_udp(&failures(7, 3));
+    vigil.wait_until("the brute-force offense across the kill", || {
+        vigil.get_json("/api/v1/offenses")["total"] == 1
+    });
+    let o = &vigil.get_json("/api/v1/offenses")["items"][0];
+    assert_eq!(o["index_value"], "203.0.113.98");
+    assert_eq!(o["event_count"], 10, "each failure counted once: {o}");
+}
+
 /// Every log event is searchable through the API: by text in the message, by field, newest
 /// first; bad queries are refused.
 #[test]

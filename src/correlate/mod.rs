@@ -19,6 +19,7 @@ use crate::store::{Offense, OffenseRule, OffenseStatus, Store, StoreError};
 pub mod book;
 pub mod control;
 pub mod ruletest;
+pub mod saved;
 
 pub use book::{BookStats, OffenseBook};
 

@@ -139,6 +139,15 @@ impl Store {
             .optional()?)
     }
 
+    /// Deletes the saved state and its spool position (moved to the state file).
+    pub fn delete_engine_state(&self) -> Result<(), StoreError> {
+        self.conn
+            .execute("DELETE FROM engine_state WHERE id = 1", [])?;
+        self.conn
+            .execute("DELETE FROM spool_state WHERE name = 'snapshot'", [])?;
+        Ok(())
+    }
+
     /// Writes assets (insert or replace).
     pub fn put_assets(&self, assets: &[Asset]) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(

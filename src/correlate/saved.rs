@@ -1,0 +1,383 @@
+//! Correlation windows saved to a file beside the store, written on a thread of their own.
+//!
+//! The engine thread only takes the snapshot (it copies keys and counters; held events are
+//! shared, not copied) and hands it to the [`Saver`]. The saver streams it as JSON into
+//! `<file>.tmp`, syncs it, and renames it over the file: a crash leaves either the old state
+//! or the new one, never half of one. The file carries the spool position the snapshot holds
+//! everything before, so a restart restores the windows and reads the spool again from there.
+//!
+//! Before, the state was one blob in the store, written by the engine thread in its own
+//! transaction: a 450 MiB state stalled the engine for seconds and held a second copy of
+//! itself in memory while it was written (the soak in BENCHMARKS.md). Stores written by those
+//! builds are still read ([`read_legacy`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use vigil_correlate::EngineSnapshot;
+
+use crate::store::Store;
+
+/// The file's format version.
+const FORMAT: u32 = 1;
+
+/// Saved windows, as read back.
+pub struct Saved {
+    /// When the snapshot was taken.
+    pub taken_at: DateTime<Utc>,
+    /// The spool position the windows hold every record before (none without a spool).
+    pub position: Option<(u64, u64)>,
+    /// The windows.
+    pub snapshot: EngineSnapshot,
+}
+
+#[derive(serde::Serialize)]
+struct Out<'a> {
+    format: u32,
+    taken_at_ms: i64,
+    position: Option<(u64, u64)>,
+    snapshot: &'a EngineSnapshot,
+}
+
+#[derive(serde::Deserialize)]
+struct In {
+    format: u32,
+    taken_at_ms: i64,
+    position: Option<(u64, u64)>,
+    snapshot: EngineSnapshot,
+}
+
+fn tmp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    path.with_file_name(name)
+}
+
+/// Writes `snapshot` to `path` atomically (temporary file, sync, rename, directory sync);
+/// returns the bytes written. Memory: a 1 MiB buffer, whatever the snapshot's size.
+pub fn write(
+    path: &Path,
+    snapshot: &EngineSnapshot,
+    position: Option<(u64, u64)>,
+    taken_at: DateTime<Utc>,
+) -> std::io::Result<u64> {
+    let tmp = tmp_path(path);
+    let file = std::fs::File::create(&tmp)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    serde_json::to_writer(
+        &mut out,
+        &Out {
+            format: FORMAT,
+            taken_at_ms: taken_at.timestamp_millis(),
+            position,
+            snapshot,
+        },
+    )?;
+    let file = out.into_inner().map_err(|e| e.into_error())?;
+    file.sync_all()?;
+    let bytes = file.metadata()?.len();
+    drop(file);
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        // The rename itself must survive a power cut.
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(bytes)
+}
+
+/// The windows saved at `path`, if the file exists. An unreadable file is an error (the caller
+/// starts with empty windows and says so); a `.tmp` left by a crash is ignored.
+pub fn read(path: &Path) -> Result<Option<Saved>, String> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let saved: In = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("{} is unreadable: {e}", path.display()))?;
+    if saved.format != FORMAT {
+        return Err(format!(
+            "{}: format {} (this build reads {FORMAT})",
+            path.display(),
+            saved.format
+        ));
+    }
+    Ok(Some(Saved {
+        taken_at: DateTime::from_timestamp_millis(saved.taken_at_ms).unwrap_or_default(),
+        position: saved.position,
+        snapshot: saved.snapshot,
+    }))
+}
+
+/// Windows saved in the store by builds before the state file (with the spool position
+/// stored beside them). The caller moves them to the file ([`write`]) and then deletes them
+/// from the store.
+pub fn read_legacy(store: &Store) -> Result<Option<Saved>, String> {
+    let Some((taken_at, bytes)) = store.engine_state().map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let position = store
+        .spool_position("snapshot")
+        .map_err(|e| e.to_string())?;
+    let snapshot: EngineSnapshot = serde_json::from_slice(&bytes)
+        .map_err(|e| format!("saved correlation state (taken {taken_at}) is unreadable: {e}"))?;
+    Ok(Some(Saved {
+        taken_at,
+        position,
+        snapshot,
+    }))
+}
+
+/// A snapshot to write, and the spool position it holds everything before.
+pub struct Job {
+    pub snapshot: EngineSnapshot,
+    pub position: Option<(u64, u64)>,
+    pub taken_at: DateTime<Utc>,
+}
+
+/// A finished save.
+#[derive(Debug, Clone, Copy)]
+pub struct Done {
+    /// The position now safe to restart from.
+    pub position: Option<(u64, u64)>,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Keys saved.
+    pub keys: u64,
+    /// Wall time of the write (the engine thread spent none of it).
+    pub took: Duration,
+}
+
+/// The saving thread: one save at a time; a save asked for while one is being written is
+/// refused (the caller asks again later), so snapshots never queue up in memory.
+pub struct Saver {
+    jobs: Option<mpsc::SyncSender<Job>>,
+    done: mpsc::Receiver<Result<Done, String>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    busy: bool,
+}
+
+fn keys_of(snapshot: &EngineSnapshot) -> u64 {
+    snapshot.windows.iter().map(|w| w.keys.len() as u64).sum()
+}
+
+impl Saver {
+    /// Starts the thread that writes to `path`.
+    pub fn start(path: PathBuf) -> std::io::Result<Self> {
+        let (jobs, rx) = mpsc::sync_channel::<Job>(1);
+        let (done_tx, done) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("vigil-state-saver".into())
+            .spawn(move || {
+                for job in rx {
+                    let started = Instant::now();
+                    let keys = keys_of(&job.snapshot);
+                    let result = write(&path, &job.snapshot, job.position, job.taken_at)
+                        .map(|bytes| Done {
+                            position: job.position,
+                            bytes,
+                            keys,
+                            took: started.elapsed(),
+                        })
+                        .map_err(|e| format!("writing {}: {e}", path.display()));
+                    drop(job);
+                    if done_tx.send(result).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        Ok(Self {
+            jobs: Some(jobs),
+            done,
+            thread: Some(thread),
+            busy: false,
+        })
+    }
+
+    /// Whether a save is being written.
+    pub fn busy(&self) -> bool {
+        self.busy
+    }
+
+    /// Hands `job` to the thread; false (and the job dropped) while a save is being written.
+    pub fn submit(&mut self, job: Job) -> bool {
+        if self.busy {
+            return false;
+        }
+        match self.jobs.as_ref().map(|j| j.try_send(job)) {
+            Some(Ok(())) => {
+                self.busy = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The save that finished since the last call, if one did (never waits).
+    pub fn poll(&mut self) -> Option<Result<Done, String>> {
+        let r = self.done.try_recv().ok()?;
+        self.busy = false;
+        Some(r)
+    }
+
+    /// Waits for the save being written, if any, and returns it.
+    pub fn wait(&mut self) -> Option<Result<Done, String>> {
+        if !self.busy {
+            return None;
+        }
+        self.busy = false;
+        Some(
+            self.done
+                .recv()
+                .unwrap_or_else(|_| Err("the saving thread is gone".into())),
+        )
+    }
+
+    /// Waits for the save in progress, then writes `last` and waits for it too (shutdown).
+    pub fn finish(mut self, last: Job) -> Result<Done, String> {
+        if let Some(Err(e)) = self.wait() {
+            tracing::error!(error = %e, "saving correlation windows failed");
+        }
+        if !self.submit(last) {
+            return Err("the saving thread is gone".into());
+        }
+        let r = self
+            .wait()
+            .unwrap_or_else(|| Err("the saving thread is gone".into()));
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        r
+    }
+}
+
+impl Drop for Saver {
+    fn drop(&mut self) {
+        self.jobs = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use vigil_correlate::{KeySnapshot, WindowSnapshot};
+    use vigil_parsers::Event;
+
+    use super::*;
+
+    fn snapshot(keys: usize) -> EngineSnapshot {
+        let t = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        let mut event = Event::new(t, t);
+        event.message = Some("Failed password for root from 203.0.113.9".into());
+        let event = Arc::new(event);
+        EngineSnapshot {
+            version: EngineSnapshot::VERSION,
+            now: Some(1_700_000_000_000_000_000),
+            windows: vec![WindowSnapshot {
+                correlation: "ssh_brute_force".into(),
+                group_by: vec!["source.ip".into()],
+                watermark: Some(1_700_000_000_000_000_000),
+                keys: (0..keys)
+                    .map(|k| KeySnapshot {
+                        group: vec![format!("203.0.113.{k}")],
+                        slots: vec![(k as i64, 0, Some(Arc::clone(&event)), false)],
+                        firing: None,
+                    })
+                    .collect(),
+            }],
+        }
+    }
+
+    #[test]
+    fn a_saved_snapshot_reads_back_with_its_position() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine-state.json");
+        assert!(read(&path).unwrap().is_none(), "nothing saved yet");
+        let taken = DateTime::from_timestamp_millis(1_700_000_000_123).unwrap();
+        let bytes = write(&path, &snapshot(3), Some((7, 4096)), taken).unwrap();
+        assert_eq!(bytes, std::fs::metadata(&path).unwrap().len());
+        let back = read(&path).unwrap().unwrap();
+        assert_eq!(back.snapshot, snapshot(3));
+        assert_eq!(back.position, Some((7, 4096)));
+        assert_eq!(back.taken_at, taken);
+        assert!(!tmp_path(&path).exists(), "the temporary file was renamed");
+    }
+
+    #[test]
+    fn a_half_written_save_leaves_the_last_one_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine-state.json");
+        write(&path, &snapshot(2), Some((1, 10)), Utc::now()).unwrap();
+        // A crash during the next save: its temporary file is cut short, never renamed.
+        let mut partial = Vec::new();
+        serde_json::to_writer(
+            &mut partial,
+            &Out {
+                format: FORMAT,
+                taken_at_ms: 0,
+                position: Some((2, 20)),
+                snapshot: &snapshot(50),
+            },
+        )
+        .unwrap();
+        partial.truncate(partial.len() / 2);
+        std::fs::write(tmp_path(&path), &partial).unwrap();
+        let back = read(&path).unwrap().unwrap();
+        assert_eq!(back.position, Some((1, 10)));
+        assert_eq!(back.snapshot, snapshot(2));
+        // The next save replaces the leftover.
+        write(&path, &snapshot(4), Some((3, 30)), Utc::now()).unwrap();
+        assert_eq!(read(&path).unwrap().unwrap().position, Some((3, 30)));
+    }
+
+    #[test]
+    fn a_damaged_file_is_an_error_not_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine-state.json");
+        std::fs::write(&path, b"{\"format\":1,\"taken_at_ms\":0,\"posi").unwrap();
+        let err = read(&path).err().unwrap();
+        assert!(err.contains("unreadable"), "{err}");
+        std::fs::write(
+            &path,
+            br#"{"format":99,"taken_at_ms":0,"position":null,"snapshot":{"version":1,"now":null,"windows":[]}}"#,
+        )
+        .unwrap();
+        let err = read(&path).err().unwrap();
+        assert!(err.contains("format 99"), "{err}");
+    }
+
+    #[test]
+    fn the_saver_writes_one_save_at_a_time_and_the_last_at_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("engine-state.json");
+        let mut saver = Saver::start(path.clone()).unwrap();
+        let job = |keys: usize, at: u64| Job {
+            snapshot: snapshot(keys),
+            position: Some((at, 0)),
+            taken_at: Utc::now(),
+        };
+        assert!(saver.submit(job(5_000, 1)));
+        assert!(saver.busy());
+        assert!(
+            !saver.submit(job(1, 2)),
+            "refused while the first is written"
+        );
+        let done = saver.wait().unwrap().unwrap();
+        assert_eq!((done.position, done.keys), (Some((1, 0)), 5_000));
+        assert!(!saver.busy());
+        assert!(saver.poll().is_none(), "reported once");
+        assert_eq!(read(&path).unwrap().unwrap().position, Some((1, 0)));
+        assert!(saver.submit(job(2, 3)));
+        let last = saver.finish(job(3, 4)).unwrap();
+        assert_eq!((last.position, last.keys), (Some((4, 0)), 3));
+        let back = read(&path).unwrap().unwrap();
+        assert_eq!((back.position, keys_of(&back.snapshot)), (Some((4, 0)), 3));
+    }
+}
