@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 cargo build --release --locked -q
 dir=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 cat > "$dir/vigil.toml" <<TOML
 data_dir = "$dir/data"
 [syslog]

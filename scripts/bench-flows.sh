@@ -11,7 +11,7 @@ shift || true
 rates=${*:-0 200000 100000 50000}
 cargo build --release --locked -q
 dir=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 cat > "$dir/vigil.toml" <<TOML
 data_dir = "$dir/data"
 [syslog]

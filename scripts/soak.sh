@@ -11,7 +11,8 @@ rate=${1:?rate (records/s)}
 secs=${2:-1800}
 cargo build --release --locked -q
 dir=$(mktemp -d)
-trap 'kill $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
+# Waits for the server to finish its shutdown (it writes its windows then) before removing its data.
+trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 cat > "$dir/vigil.toml" <<TOML
 data_dir = "$dir/data"
 [syslog]
@@ -59,4 +60,4 @@ print(f"rss_kib after warm-up {first}, at the end {last}, peak {peak}; "
       f"{100.0 * (peak - first) / first:+.1f} % (peak vs warm-up)")
 PY
 curl -fsS -H "Authorization: Bearer soak" "http://$api/metrics" \
-  | grep -E '^vigil_(collector_dropped_total|store_events_dropped_total|spool_full_total|flow_kernel_drops_total|parse_events_total|offenses_created_total|offenses_updated_total|correlate_payload_bytes|correlate_state_saved_bytes|offense_book_(hits|misses|evicted|invalidated))' || true
+  | grep -E '^vigil_(collector_dropped_total|store_events_dropped_total|spool_full_total|flow_kernel_drops_total|parse_events_total|offenses_created_total|offenses_updated_total|correlate_payload_bytes|correlate_state_(saved_bytes|saves_total|save_milliseconds)|offense_book_(hits|misses|evicted|invalidated))' || true

@@ -713,7 +713,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                             Ok(d) => {
                                 *saved_at = d.position;
                                 *save_took = d.took;
-                                pipeline.engine_state_saved(d.bytes);
+                                pipeline.engine_state_saved(d.bytes, d.took);
                             }
                             Err(e) => {
                                 tracing::error!(error = %e, "saving correlation windows failed")
@@ -1051,6 +1051,7 @@ impl ShutdownSignals {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

@@ -371,7 +371,7 @@ impl Pipeline {
 
     /// After a save was written: its size as a metric, and the memory the snapshot held given
     /// back to the system (it was allocated here and freed on the saving thread).
-    pub fn engine_state_saved(&self, bytes: u64) {
+    pub fn engine_state_saved(&self, bytes: u64, took: std::time::Duration) {
         self.metrics
             .gauge(
                 "vigil_correlate_state_saved_bytes",
@@ -379,6 +379,13 @@ impl Pipeline {
                 &[],
             )
             .set(bytes);
+        self.metrics
+            .gauge(
+                "vigil_correlate_state_save_milliseconds",
+                "How long the saving thread took to write the last saved state.",
+                &[],
+            )
+            .set(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         self.metrics
             .counter(
                 "vigil_correlate_state_saves_total",

@@ -3,8 +3,7 @@
 //! own database `vigil_test_<random>`, dropped at the end (also when the test fails). A server
 //! that does not answer fails the test: missing is a failure, never a skip.
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
@@ -14,52 +13,9 @@ use vigil::store::clickhouse::{
 use vigil::store::{DeadLetter, Offense, OffenseFilter, OffenseRule, OffenseStatus, Store};
 use vigil::Event;
 
-use crate::support::clickhouse_url;
-
-fn admin() -> ::clickhouse::Client {
-    ::clickhouse::Client::default()
-        .with_url(clickhouse_url())
-        .with_validation(false)
-}
-
-/// A test database; dropped when this goes out of scope, panics included.
-struct TestDb {
-    name: String,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Plain blocking HTTP: `Drop` cannot await, and this must run on panic too.
-        let url = clickhouse_url();
-        let addr = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        if let Ok(mut s) = TcpStream::connect(&addr) {
-            let body = format!("DROP DATABASE IF EXISTS {}", self.name);
-            let _ = write!(
-                s,
-                "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let mut sink = Vec::new();
-            let _ = s.read_to_end(&mut sink);
-        }
-    }
-}
-
-/// Fails (never skips) when the server does not answer.
-async fn require_server() {
-    if let Err(e) = admin().query("SELECT 1").fetch_one::<u8>().await {
-        panic!(
-            "ClickHouse does not answer at {} ({e}); run `scripts/services.sh start` \
-             (or point VIGIL_TEST_CLICKHOUSE_URL at a server)",
-            clickhouse_url()
-        );
-    }
-}
+use crate::support::{
+    clickhouse_admin as admin, clickhouse_url, require_clickhouse as require_server, TestDb,
+};
 
 fn config(retention_days: RetentionDays) -> (ClickHouseConfig, TestDb) {
     let name = format!("vigil_test_{:016x}", rand::random::<u64>());

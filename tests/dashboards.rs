@@ -12,8 +12,7 @@
 //! is a failure, never a skip.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
-use std::net::{IpAddr, TcpStream};
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::LazyLock;
 
@@ -24,7 +23,9 @@ use vigil::store::clickhouse::{ClickHouseConfig, ClickHouseStore};
 use vigil::store::{DeadLetter, Offense, OffenseRule, OffenseStatus};
 use vigil::Event;
 
-use crate::support::clickhouse_url;
+use crate::support::{
+    clickhouse_admin as admin, clickhouse_url, require_clickhouse as require_server, TestDb,
+};
 
 /// The data source plugin every panel must use.
 const PLUGIN: &str = "grafana-clickhouse-datasource";
@@ -354,57 +355,6 @@ fn expand(sql: &str, database: &str, from: i64, to: i64, interval: i64) -> Resul
             "unsupported macros or variables {left:?} (supported: $__timeFilter(column), \
              $__fromTime, $__toTime, $__interval_s, ${{database}})"
         ))
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// The test database (as in tests/clickhouse.rs)
-// ---------------------------------------------------------------------------------------------
-
-/// A client on no particular database: a query that names a table without `${database}.`
-/// fails.
-fn admin() -> ::clickhouse::Client {
-    ::clickhouse::Client::default()
-        .with_url(clickhouse_url())
-        .with_validation(false)
-}
-
-/// A test database; dropped when this goes out of scope, panics included.
-struct TestDb {
-    name: String,
-}
-
-impl Drop for TestDb {
-    fn drop(&mut self) {
-        // Plain blocking HTTP: `Drop` cannot await, and this must run on panic too.
-        let url = clickhouse_url();
-        let addr = url
-            .trim_start_matches("http://")
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_owned();
-        if let Ok(mut s) = TcpStream::connect(&addr) {
-            let body = format!("DROP DATABASE IF EXISTS {}", self.name);
-            let _ = write!(
-                s,
-                "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
-                body.len()
-            );
-            let mut sink = Vec::new();
-            let _ = s.read_to_end(&mut sink);
-        }
-    }
-}
-
-/// Fails (never skips) when the server does not answer.
-async fn require_server() {
-    if let Err(e) = admin().query("SELECT 1").fetch_one::<u8>().await {
-        panic!(
-            "ClickHouse does not answer at {} ({e}); run `scripts/services.sh start` \
-             (or point VIGIL_TEST_CLICKHOUSE_URL at a server)",
-            clickhouse_url()
-        );
     }
 }
 

@@ -167,7 +167,8 @@ impl Saver {
     /// Starts the thread that writes to `path`.
     pub fn start(path: PathBuf) -> std::io::Result<Self> {
         let (jobs, rx) = mpsc::sync_channel::<Job>(1);
-        let (done_tx, done) = mpsc::channel();
+        // One save in flight, so one result at most waiting.
+        let (done_tx, done) = mpsc::sync_channel(1);
         let thread = std::thread::Builder::new()
             .name("vigil-state-saver".into())
             .spawn(move || {
@@ -217,7 +218,15 @@ impl Saver {
 
     /// The save that finished since the last call, if one did (never waits).
     pub fn poll(&mut self) -> Option<Result<Done, String>> {
-        let r = self.done.try_recv().ok()?;
+        let r = match self.done.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::TryRecvError::Empty) => return None,
+            // Saves stop; the spool then keeps everything since the last one (nothing lost).
+            Err(mpsc::TryRecvError::Disconnected) if self.busy => {
+                Err("the saving thread is gone".into())
+            }
+            Err(mpsc::TryRecvError::Disconnected) => return None,
+        };
         self.busy = false;
         Some(r)
     }
@@ -264,6 +273,7 @@ impl Drop for Saver {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use std::sync::Arc;
 

@@ -447,3 +447,51 @@ impl TestPki {
         pki
     }
 }
+
+/// A client of the test ClickHouse on no particular database: a query that names a table
+/// without its database fails.
+pub fn clickhouse_admin() -> ::clickhouse::Client {
+    ::clickhouse::Client::default()
+        .with_url(clickhouse_url())
+        .with_validation(false)
+}
+
+/// A test database; dropped when this goes out of scope, panics included.
+pub struct TestDb {
+    pub name: String,
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        use std::io::Read;
+        // Plain blocking HTTP: `Drop` cannot await, and this must run on panic too.
+        let url = clickhouse_url();
+        let addr = url
+            .trim_start_matches("http://")
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if let Ok(mut s) = TcpStream::connect(&addr) {
+            let body = format!("DROP DATABASE IF EXISTS {}", self.name);
+            let _ = write!(
+                s,
+                "POST / HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+        }
+    }
+}
+
+/// Fails (never skips) when the test ClickHouse does not answer.
+pub async fn require_clickhouse() {
+    if let Err(e) = clickhouse_admin().query("SELECT 1").fetch_one::<u8>().await {
+        panic!(
+            "ClickHouse does not answer at {} ({e}); run `scripts/services.sh start` \
+             (or point VIGIL_TEST_CLICKHOUSE_URL at a server)",
+            clickhouse_url()
+        );
+    }
+}
