@@ -152,21 +152,21 @@ pub const STATE_FILE: &str = "engine-state.json";
 fn restore_windows(pipeline: &mut Pipeline, path: &Path) -> Option<(u64, u64)> {
     use crate::correlate::saved;
     let found = match saved::read(path) {
-        Ok(None) => saved::read_legacy(pipeline.store()).map(|legacy| {
-            legacy.inspect(|l| {
+        Ok(None) => {
+            let legacy = saved::read_legacy(pipeline.store());
+            if let Ok(Some(l)) = &legacy {
                 let moved = saved::write(path, &l.snapshot, l.position, l.taken_at)
                     .map_err(|e| e.to_string())
                     .and_then(|_| {
-                        pipeline
-                            .store()
-                            .delete_engine_state()
-                            .map_err(|e| e.to_string())
+                        let store = pipeline.store();
+                        store.delete_engine_state().map_err(|e| e.to_string())
                     });
                 if let Err(e) = moved {
                     tracing::warn!(error = %e, "saved windows not moved out of the store");
                 }
-            })
-        }),
+            }
+            legacy
+        }
         other => other,
     };
     let saved = match found {

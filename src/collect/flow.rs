@@ -308,14 +308,7 @@ fn load_templates(path: &std::path::Path) -> anyhow::Result<Option<vigil_flows::
 
 /// Writes the decoder's templates to `path` (a temporary file renamed over it).
 fn save_templates(path: &std::path::Path, decoder: &FlowDecoder, listener: &str) {
-    let result = (|| -> anyhow::Result<()> {
-        let json = serde_json::to_vec(&decoder.snapshot_templates())?;
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, json)?;
-        std::fs::rename(&tmp, path)?;
-        Ok(())
-    })();
-    if let Err(e) = result {
+    if let Err(e) = crate::store::json_file::write_atomically(path, &decoder.snapshot_templates()) {
         tracing::warn!(listener, error = %e, "saving flow templates failed");
     }
 }

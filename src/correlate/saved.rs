@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use vigil_correlate::EngineSnapshot;
 
+use crate::store::json_file;
 use crate::store::Store;
 
 /// The file's format version.
@@ -49,42 +50,23 @@ struct In {
     snapshot: EngineSnapshot,
 }
 
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(".tmp");
-    path.with_file_name(name)
-}
-
-/// Writes `snapshot` to `path` atomically (temporary file, sync, rename, directory sync);
-/// returns the bytes written. Memory: a 1 MiB buffer, whatever the snapshot's size.
+/// Writes `snapshot` to `path` atomically ([`json_file::write_atomically`]: a crash leaves the
+/// last save whole); returns the bytes written. Memory: a 1 MiB buffer, whatever the size.
 pub fn write(
     path: &Path,
     snapshot: &EngineSnapshot,
     position: Option<(u64, u64)>,
     taken_at: DateTime<Utc>,
 ) -> std::io::Result<u64> {
-    let tmp = tmp_path(path);
-    let file = std::fs::File::create(&tmp)?;
-    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    serde_json::to_writer(
-        &mut out,
+    json_file::write_atomically(
+        path,
         &Out {
             format: FORMAT,
             taken_at_ms: taken_at.timestamp_millis(),
             position,
             snapshot,
         },
-    )?;
-    let file = out.into_inner().map_err(|e| e.into_error())?;
-    file.sync_all()?;
-    let bytes = file.metadata()?.len();
-    drop(file);
-    std::fs::rename(&tmp, path)?;
-    if let Some(dir) = path.parent() {
-        // The rename itself must survive a power cut.
-        std::fs::File::open(dir)?.sync_all()?;
-    }
-    Ok(bytes)
+    )
 }
 
 /// The windows saved at `path`, if the file exists. An unreadable file is an error (the caller
@@ -252,14 +234,9 @@ impl Saver {
         if !self.submit(last) {
             return Err("the saving thread is gone".into());
         }
-        let r = self
-            .wait()
-            .unwrap_or_else(|| Err("the saving thread is gone".into()));
-        self.jobs = None;
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-        r
+        // Dropping `self` then closes the channel and joins the thread.
+        self.wait()
+            .unwrap_or_else(|| Err("the saving thread is gone".into()))
     }
 }
 
@@ -317,7 +294,10 @@ mod tests {
         assert_eq!(back.snapshot, snapshot(3));
         assert_eq!(back.position, Some((7, 4096)));
         assert_eq!(back.taken_at, taken);
-        assert!(!tmp_path(&path).exists(), "the temporary file was renamed");
+        assert!(
+            !json_file::tmp_path(&path).exists(),
+            "the temporary file was renamed"
+        );
     }
 
     #[test]
@@ -338,7 +318,7 @@ mod tests {
         )
         .unwrap();
         partial.truncate(partial.len() / 2);
-        std::fs::write(tmp_path(&path), &partial).unwrap();
+        std::fs::write(json_file::tmp_path(&path), &partial).unwrap();
         let back = read(&path).unwrap().unwrap();
         assert_eq!(back.position, Some((1, 10)));
         assert_eq!(back.snapshot, snapshot(2));

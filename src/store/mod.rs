@@ -18,6 +18,7 @@ mod cluster;
 mod context;
 pub mod events;
 pub mod flows;
+pub mod json_file;
 pub mod superflow;
 pub use flows::StoredFlow;
 mod schema;
