@@ -154,9 +154,6 @@ impl Saver {
         let thread = std::thread::Builder::new()
             .name("vigil-state-saver".into())
             .spawn(move || {
-                // Below the event writer (+10), which is below the engine: a save takes the
-                // CPU both leave, and only slows itself down when there is none.
-                crate::store::events::lower_priority(15, "state saver");
                 for job in rx {
                     let started = Instant::now();
                     let keys = keys_of(&job.snapshot);

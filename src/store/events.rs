@@ -327,7 +327,7 @@ pub fn spawn_writer(
     let handle = std::thread::Builder::new()
         .name("vigil-events".into())
         .spawn(move || {
-            lower_priority(10, "event writer");
+            lower_priority();
             writer_loop(
                 &mut store,
                 &rx,
@@ -340,25 +340,22 @@ pub fn spawn_writer(
     Ok((sink, handle))
 }
 
-/// Runs the calling thread at a lower CPU priority (`nice` above the process's 0), so it takes
-/// only the CPU the engine leaves. The event writer runs at +10: under overload its queue fills
-/// and batches are dropped (counted) instead of offenses slowing down. `what` names the thread
-/// in the log when the change fails (the priority then stays as it was).
-pub(crate) fn lower_priority(nice: i32, what: &str) {
+/// Runs this thread at a lower CPU priority (nice +10): storing events for search takes only
+/// the CPU the engine leaves. Under overload its queue fills and batches are dropped (counted)
+/// instead of offenses slowing down.
+fn lower_priority() {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid and setpriority take no pointers; on Linux, PRIO_PROCESS with a
         // thread id changes that thread only. A failure leaves the priority as it was.
         let rc = unsafe {
             let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+            libc::setpriority(libc::PRIO_PROCESS, tid, 10)
         };
         if rc != 0 {
-            tracing::debug!(thread = what, "could not lower the thread's priority");
+            tracing::debug!("could not lower the event writer's priority");
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    let _ = (nice, what);
 }
 
 fn writer_loop(
