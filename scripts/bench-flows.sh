@@ -3,7 +3,8 @@
 # loopback) fed NetFlow v5 by `vigil loadgen --netflow` (30 records a datagram, 16 exporters)
 # flat out and at fixed rates of flow records per second. Reports records decoded and
 # processed (events through context, rules and the flow store), kernel drops on Vigil's socket
-# (as records), and the server's RSS. Usage: scripts/bench-flows.sh [SECONDS] [RATES...]
+# (as records), the server's RSS, and the flow store's counters (its writer runs behind the
+# engine and drops, counted, when its queue is full). Usage: scripts/bench-flows.sh [SECONDS] [RATES...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -38,4 +39,7 @@ for rate in $rates; do
   target/release/vigil loadgen --netflow "$nf" --api "$api" --token bench --rate "$rate" \
     --duration-secs "$secs" --drain-timeout-secs 120
   echo "server rss_kib=$(ps -o rss= -p $pid | xargs)"
+  # The flow store's writer runs behind the engine: what it dropped (queue full) so far.
+  curl -fsS -H "Authorization: Bearer bench" "http://$api/metrics" \
+    | grep -E '^vigil_store_flows_(dropped|stored|evicted)_total' || true
 done

@@ -246,7 +246,6 @@ pub fn build_pipeline(
         PipelineLimits {
             offenses: crate::correlate::OffenseLimits::from_config(&config.offenses),
             max_dead_letters: config.store.max_dead_letters,
-            max_flows: config.store.max_flows,
             superflow_min_flows: config.store.superflow_min_flows,
             response: config.response.clone(),
             closed_offense_retention: chrono::Duration::days(
@@ -389,6 +388,28 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("opening the event store {}", events_path.display()))?;
         pipeline = pipeline.with_event_sink(sink);
         events_writer = Some(handle);
+    }
+    // Embedded store: flow records searchable in flows.db, written by their own thread too
+    // (flows an older build kept in vigil.db are moved there first).
+    let flows_path = config.data_dir.join("flows.db");
+    let mut flows_writer = None;
+    if !scaled && clickhouse.is_none() {
+        let opened = crate::store::flows::FlowStore::open(&flows_path).and_then(|mut flows| {
+            let moved = flows.adopt_legacy(&path)?;
+            if moved > 0 {
+                tracing::info!(moved, "flow records moved from vigil.db to flows.db");
+            }
+            crate::store::flows::spawn_writer(
+                flows,
+                config.store.max_flows,
+                config.store.flow_queue,
+                &metrics,
+            )
+        });
+        let (sink, handle) =
+            opened.with_context(|| format!("opening the flow store {}", flows_path.display()))?;
+        pipeline = pipeline.with_flow_sink(sink);
+        flows_writer = Some(handle);
     }
     let topics = crate::cluster::wire::Topics::new(&config.bus.topic_prefix);
     if scaled {
@@ -819,6 +840,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let app = crate::api::router(crate::api::ApiState {
             store_path: path.clone(),
             events_path: (events_writer.is_some()).then(|| events_path.clone()),
+            flows_path: (flows_writer.is_some()).then(|| flows_path.clone()),
             token_sha256,
             metrics: metrics.clone(),
             max_page_size: config.api.max_page_size as u64,
@@ -948,8 +970,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     if let Some(w) = spool_writer {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
-    // The engine's event sink is gone with it: the writer stores what is queued and ends.
-    if let Some(w) = events_writer {
+    // The engine's sinks are gone with it: the writers store what is queued and end.
+    for w in [events_writer, flows_writer].into_iter().flatten() {
         let _ = tokio::task::spawn_blocking(move || w.join()).await;
     }
     // Stage 2 (scaled out) stops after intake: what it consumed is committed as it goes.

@@ -466,7 +466,8 @@ impl Default for BusConfig {
 pub struct StoreConfig {
     /// Most dead letters kept; the oldest are deleted beyond it and counted.
     pub max_dead_letters: u64,
-    /// Most flow records kept (embedded store); the oldest are deleted beyond it and counted.
+    /// Most flow records kept (embedded store, `data_dir/flows.db`); the oldest are deleted
+    /// beyond it and counted.
     pub max_flows: u64,
     /// A source that sends this many probe flows (≤ 2 packets each) within a minute is stored
     /// as one superflow row with counts instead (0 stores every flow as it is).
@@ -479,6 +480,9 @@ pub struct StoreConfig {
     /// Most events waiting for the `events.db` writer; beyond it a batch is not kept for
     /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected).
     pub event_queue: usize,
+    /// Most flow rows waiting for the `flows.db` writer; beyond it a batch is not kept for
+    /// search (counted in `vigil_store_flows_dropped_total`; detection is unaffected).
+    pub flow_queue: usize,
     /// Closed offenses (with their events, rules and notes) are deleted this many days after
     /// they were closed (checked hourly, counted). Open offenses are never deleted.
     pub closed_offense_retention_days: u64,
@@ -507,6 +511,7 @@ impl Default for StoreConfig {
             search_events: true,
             max_events: 2_000_000,
             event_queue: 200_000,
+            flow_queue: 200_000,
             closed_offense_retention_days: 90,
             kind: StoreKind::Sqlite,
             clickhouse: crate::store::clickhouse::ClickHouseConfig::default(),

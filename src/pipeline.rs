@@ -23,8 +23,6 @@ pub struct PipelineLimits {
     pub offenses: OffenseLimits,
     /// Dead letters kept in the store.
     pub max_dead_letters: u64,
-    /// Flow records kept in the store.
-    pub max_flows: u64,
     /// A source's probe flows are stored as one superflow from this many in a minute (0: off).
     pub superflow_min_flows: usize,
     /// Automatic blocking.
@@ -85,9 +83,10 @@ pub struct Pipeline {
     offenses_updated: Counter,
     offenses_suppressed: Counter,
     dead_letters_evicted: Counter,
-    flows_evicted: Counter,
-    /// Flow rows (flows and superflows) to store with the batch.
+    /// Flow rows (flows and superflows) of the batch, handed to `flow_sink` once it is stored.
     flows: Vec<crate::store::superflow::FlowRow>,
+    /// Where stored batches' flow rows go to be searchable (none: not kept).
+    flow_sink: Option<crate::store::flows::FlowSink>,
     /// Holds probe flows per source and condenses scans into superflows.
     condenser: crate::store::superflow::Condenser,
     superflows: Counter,
@@ -192,12 +191,8 @@ impl Pipeline {
                  opening a new one.",
                 &[],
             ),
-            flows_evicted: metrics.counter(
-                "vigil_store_flows_evicted_total",
-                "Oldest flow records deleted to stay under store.max_flows.",
-                &[],
-            ),
             flows: Vec::new(),
+            flow_sink: None,
             condenser,
             superflows: metrics.counter(
                 "vigil_store_superflows_total",
@@ -353,6 +348,13 @@ impl Pipeline {
     /// Keeps every stored batch's log events searchable through `sink` (`events.db`).
     pub fn with_event_sink(mut self, sink: crate::store::events::EventSink) -> Self {
         self.event_sink = Some(sink);
+        self
+    }
+
+    /// Keeps every stored batch's flow records and superflows searchable through `sink`
+    /// (`flows.db`).
+    pub fn with_flow_sink(mut self, sink: crate::store::flows::FlowSink) -> Self {
+        self.flow_sink = Some(sink);
         self
     }
 
@@ -672,6 +674,9 @@ impl Pipeline {
         if let Some(sink) = &self.event_sink {
             sink.send(std::mem::take(&mut self.searchable));
         }
+        if let Some(sink) = &self.flow_sink {
+            sink.send(std::mem::take(&mut self.flows));
+        }
         // Counted only now that the batch is stored: a metric never runs ahead of what the API
         // can show.
         if !per_source.is_empty() {
@@ -732,8 +737,6 @@ impl Pipeline {
         let now = Utc::now();
         let offense_limits = self.limits.offenses;
         let max_dead = self.limits.max_dead_letters;
-        let max_flows = self.limits.max_flows;
-        let flows = &self.flows;
         let detections = &self.detections;
         let factors = &self.asset_factors;
         let rule_meta = &self.rule_meta;
@@ -742,7 +745,6 @@ impl Pipeline {
         let book = &mut self.book;
         let additions = &mut self.set_additions;
         additions.clear();
-        let mut flows_evicted = 0u64;
         let guard = &mut self.guard;
         let block_set = self.limits.response.block_set.as_str();
         let webhooks = self.limits.response.webhooks.as_slice();
@@ -759,7 +761,6 @@ impl Pipeline {
             for (_, d) in dead {
                 evicted += store.insert_dead_letter(d, max_dead)?;
             }
-            flows_evicted = store.insert_flows(flows, max_flows)?;
             let mut changes = Vec::with_capacity(detections.len());
             for (i, d) in detections.iter().enumerate() {
                 let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
@@ -869,7 +870,6 @@ impl Pipeline {
         match &result {
             Ok(_) => {
                 self.seen.commit();
-                self.flows_evicted.add(flows_evicted);
                 let supers = self
                     .flows
                     .iter()

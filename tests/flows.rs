@@ -147,7 +147,11 @@ fn a_netflow_sweep_and_a_beacon_raise_one_offense_each() {
         ]
     );
     assert_eq!(vigil.metric("vigil_flow_lost_at_exporter_total"), 0);
-    // The flows themselves, through the API.
+    // The flows themselves, through the API, once their writer (a thread of its own) has
+    // stored them.
+    vigil.wait_until("the beacon's flows stored", || {
+        vigil.get_json("/api/v1/flows?ip=198.51.100.77&limit=50")["total"] == 12
+    });
     let beacon_flows = vigil.get_json("/api/v1/flows?ip=198.51.100.77&limit=50");
     assert_eq!(beacon_flows["total"], 12);
     let f = &beacon_flows["items"][0]["event"];

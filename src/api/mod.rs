@@ -42,6 +42,8 @@ pub struct ApiState {
     pub store_path: PathBuf,
     /// The searchable event store of embedded mode (none: ClickHouse, or events not kept).
     pub events_path: Option<PathBuf>,
+    /// The flow store (`flows.db`) in embedded mode; `None` when flows are not kept there.
+    pub flows_path: Option<PathBuf>,
     /// SHA-256 of the accepted bearer token.
     pub token_sha256: [u8; 32],
     /// The metrics registry.
@@ -409,18 +411,7 @@ async fn with_store<T: Send + 'static>(
     f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let path = state.store_path.clone();
-    tokio::task::spawn_blocking(move || {
-        let store = Store::open_reader(&path)?;
-        f(&store)
-    })
-    .await
-    .map_err(|_| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store task failed".into(),
-        )
-    })?
-    .map_err(ApiError::from)
+    blocking(move || f(&Store::open_reader(&path)?)).await
 }
 
 /// Runs `f` on a writing connection (reference data changes).
@@ -429,18 +420,22 @@ async fn with_store_writer<T: Send + 'static>(
     f: impl FnOnce(&mut Store) -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let path = state.store_path.clone();
-    tokio::task::spawn_blocking(move || {
-        let mut store = Store::open(&path)?;
-        f(&mut store)
-    })
-    .await
-    .map_err(|_| {
-        ApiError(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "store task failed".into(),
-        )
-    })?
-    .map_err(ApiError::from)
+    blocking(move || f(&mut Store::open(&path)?)).await
+}
+
+/// Runs store work `f` on the blocking pool, never on the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|_| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "store task failed".into(),
+            )
+        })?
+        .map_err(ApiError::from)
 }
 
 /// Query of `GET /api/v1/offenses`.
@@ -977,7 +972,16 @@ async fn list_flows(
             .list_flows(q.ip, limit, offset)
             .await
             .map_err(ApiError::from)?,
-        None => with_store(&state, move |s| s.list_flows(q.ip, limit, offset)).await?,
+        None => match state.flows_path.clone() {
+            Some(path) => {
+                blocking(move || {
+                    crate::store::flows::FlowStore::open_reader(&path)?
+                        .list_flows(q.ip, limit, offset)
+                })
+                .await?
+            }
+            None => (Vec::new(), 0),
+        },
     };
     Ok(Json(Page {
         items,
@@ -1002,6 +1006,7 @@ mod tests {
         Store::open(&store_path).map(drop).unwrap_or_default();
         ApiState {
             events_path: Some(dir.join("events.db")),
+            flows_path: Some(dir.join("flows.db")),
             store_path,
             token_sha256: hash_token("secret"),
             metrics: Metrics::new(),

@@ -1,5 +1,5 @@
 //! The searchable event store of embedded mode: every normalized log event (flows have their
-//! own table) in `data_dir/events.db`, a SQLite file of its own so its writes never wait on the
+//! own file, see [`super::flows`]) in `data_dir/events.db`, a SQLite file of its own so its writes never wait on the
 //! engine's offense transactions, written by its own thread.
 //!
 //! Invariants:
@@ -14,16 +14,15 @@
 
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 use rusqlite::{params_from_iter, Connection};
 use vigil_parsers::Event;
 
+use super::writer::{Names, Sink, Table};
 use super::StoreError;
-use crate::telemetry::{Counter, Metrics};
+use crate::telemetry::Metrics;
 
 /// Longest time range one search may cover.
 pub const MAX_RANGE_HOURS: i64 = 7 * 24;
@@ -255,37 +254,16 @@ impl EventStore {
     }
 }
 
-/// Hands events to the writer thread without ever blocking the engine: a batch that would
-/// take the queue over its limit is counted as dropped instead.
-#[derive(Clone)]
-pub struct EventSink {
-    tx: SyncSender<Vec<Arc<Event>>>,
-    queued: Arc<AtomicUsize>,
-    limit: usize,
-    dropped: Counter,
-}
+impl Table for EventStore {
+    type Row = Arc<Event>;
 
-impl EventSink {
-    /// Queues `events` for storing (an empty batch is ignored).
-    pub fn send(&self, events: Vec<Arc<Event>>) {
-        let n = events.len();
-        if n == 0 {
-            return;
-        }
-        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
-            self.queued.fetch_sub(n, Ordering::AcqRel);
-            self.dropped.add(n as u64);
-            return;
-        }
-        match self.tx.try_send(events) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
-                self.queued.fetch_sub(n, Ordering::AcqRel);
-                self.dropped.add(n as u64);
-            }
-        }
+    fn insert(&mut self, rows: &[Arc<Event>], max_kept: u64) -> Result<u64, StoreError> {
+        EventStore::insert(self, rows, max_kept)
     }
 }
+
+/// Hands log events to the `events.db` writer (see [`super::writer`]).
+pub type EventSink = Sink<Arc<Event>>;
 
 /// Starts the writer thread of `path`; it ends when every [`EventSink`] is dropped, after
 /// storing what was queued.
@@ -295,103 +273,29 @@ pub fn spawn_writer(
     queue_limit: usize,
     metrics: &Metrics,
 ) -> Result<(EventSink, std::thread::JoinHandle<()>), StoreError> {
-    let mut store = EventStore::open(path)?;
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Arc<Event>>>(4096);
-    let queued = Arc::new(AtomicUsize::new(0));
-    let dropped = metrics.counter(
-        "vigil_store_events_dropped_total",
-        "Events not kept in the searchable event store (its writer fell behind; offenses are unaffected).",
-        &[("reason", "queue_full")],
-    );
-    let sink = EventSink {
-        tx,
-        queued: queued.clone(),
-        limit: queue_limit.max(1),
-        dropped: dropped.clone(),
+    let names = Names {
+        thread: "vigil-events",
+        rows: "events",
+        dropped: (
+            "vigil_store_events_dropped_total",
+            "Events not kept in the searchable event store (its writer fell behind; offenses are unaffected).",
+        ),
+        stored: (
+            "vigil_store_events_stored_total",
+            "Events written to the searchable event store.",
+        ),
+        evicted: (
+            "vigil_store_events_evicted_total",
+            "Oldest events deleted from the event store beyond store.max_events.",
+        ),
     };
-    let stored = metrics.counter(
-        "vigil_store_events_stored_total",
-        "Events written to the searchable event store.",
-        &[],
-    );
-    let evicted = metrics.counter(
-        "vigil_store_events_evicted_total",
-        "Oldest events deleted from the event store beyond store.max_events.",
-        &[],
-    );
-    let failed = metrics.counter(
-        "vigil_store_events_dropped_total",
-        "Events not kept in the searchable event store (its writer fell behind; offenses are unaffected).",
-        &[("reason", "write_failed")],
-    );
-    let handle = std::thread::Builder::new()
-        .name("vigil-events".into())
-        .spawn(move || {
-            lower_priority();
-            writer_loop(
-                &mut store,
-                &rx,
-                &queued,
-                max_kept,
-                [stored, evicted, failed],
-            )
-        })
-        .map_err(|e| StoreError::Corrupt(format!("starting the event writer: {e}")))?;
-    Ok((sink, handle))
-}
-
-/// Runs this thread at a lower CPU priority (nice +10): storing events for search takes only
-/// the CPU the engine leaves. Under overload its queue fills and batches are dropped (counted)
-/// instead of offenses slowing down.
-fn lower_priority() {
-    #[cfg(target_os = "linux")]
-    {
-        // SAFETY: gettid and setpriority take no pointers; on Linux, PRIO_PROCESS with a
-        // thread id changes that thread only. A failure leaves the priority as it was.
-        let rc = unsafe {
-            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
-            libc::setpriority(libc::PRIO_PROCESS, tid, 10)
-        };
-        if rc != 0 {
-            tracing::debug!("could not lower the event writer's priority");
-        }
-    }
-}
-
-fn writer_loop(
-    store: &mut EventStore,
-    rx: &Receiver<Vec<Arc<Event>>>,
-    queued: &AtomicUsize,
-    max_kept: u64,
-    [stored, evicted, failed]: [Counter; 3],
-) {
-    const MAX_ROWS_PER_TRANSACTION: usize = 20_000;
-    while let Ok(mut batch) = rx.recv() {
-        while batch.len() < MAX_ROWS_PER_TRANSACTION {
-            match rx.try_recv() {
-                Ok(more) => batch.extend(more),
-                Err(_) => break,
-            }
-        }
-        let n = batch.len();
-        let mut result = store.insert(&batch, max_kept);
-        if result.is_err() {
-            // One retry (a busy reader, a transient I/O error); then the batch is counted lost.
-            std::thread::sleep(std::time::Duration::from_millis(200));
-            result = store.insert(&batch, max_kept);
-        }
-        match result {
-            Ok(gone) => {
-                stored.add(n as u64);
-                evicted.add(gone);
-            }
-            Err(e) => {
-                failed.add(n as u64);
-                tracing::warn!(error = %e, events = n, "storing events for search failed");
-            }
-        }
-        queued.fetch_sub(n, Ordering::AcqRel);
-    }
+    super::writer::spawn(
+        EventStore::open(path)?,
+        names,
+        max_kept,
+        queue_limit,
+        metrics,
+    )
 }
 
 #[cfg(test)]

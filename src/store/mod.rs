@@ -20,6 +20,7 @@ pub mod events;
 pub mod flows;
 pub mod json_file;
 pub mod superflow;
+pub mod writer;
 pub use flows::StoredFlow;
 mod schema;
 

@@ -1,0 +1,182 @@
+//! The best-effort writers of embedded mode: the searchable copies (log events in `events.db`,
+//! flow records in `flows.db`) are written by threads of their own, at a lower CPU priority,
+//! so that detection never waits for them.
+//!
+//! Invariants:
+//! - the engine never blocks on a writer: [`Sink::send`] either queues a batch or counts it
+//!   as dropped (`reason="queue_full"`);
+//! - bounded: at most `queue_limit` rows wait for a writer, and each table keeps at most
+//!   `max_kept` rows (the oldest are deleted, counted);
+//! - a batch that fails twice is counted (`reason="write_failed"`), never retried forever;
+//! - the thread ends when every [`Sink`] is dropped, after storing what was queued.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+
+use super::StoreError;
+use crate::telemetry::{Counter, Metrics};
+
+/// A table a writer thread fills.
+pub trait Table: Send + 'static {
+    /// What one row is made from.
+    type Row: Send + 'static;
+    /// Stores `rows` in one transaction and deletes the oldest rows beyond `max_kept`;
+    /// returns how many it deleted.
+    fn insert(&mut self, rows: &[Self::Row], max_kept: u64) -> Result<u64, StoreError>;
+}
+
+/// The names a writer reports under.
+#[derive(Debug, Clone, Copy)]
+pub struct Names {
+    /// The thread's name.
+    pub thread: &'static str,
+    /// What it stores, for the log (`events`, `flow records`).
+    pub rows: &'static str,
+    /// Counter of rows not kept (labelled by `reason`).
+    pub dropped: (&'static str, &'static str),
+    /// Counter of rows written.
+    pub stored: (&'static str, &'static str),
+    /// Counter of the oldest rows deleted beyond the bound.
+    pub evicted: (&'static str, &'static str),
+}
+
+/// Hands rows to a writer thread without ever blocking the engine: a batch that would take
+/// the queue over its limit is counted as dropped instead.
+pub struct Sink<R> {
+    tx: SyncSender<Vec<R>>,
+    queued: Arc<AtomicUsize>,
+    limit: usize,
+    dropped: Counter,
+}
+
+impl<R> Clone for Sink<R> {
+    fn clone(&self) -> Self {
+        Sink {
+            tx: self.tx.clone(),
+            queued: Arc::clone(&self.queued),
+            limit: self.limit,
+            dropped: self.dropped.clone(),
+        }
+    }
+}
+
+impl<R> Sink<R> {
+    /// Queues `rows` for storing (an empty batch is ignored).
+    pub fn send(&self, rows: Vec<R>) {
+        let n = rows.len();
+        if n == 0 {
+            return;
+        }
+        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.dropped.add(n as u64);
+            return;
+        }
+        match self.tx.try_send(rows) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                self.dropped.add(n as u64);
+            }
+        }
+    }
+}
+
+/// Starts the writer thread of `table`; it ends when every [`Sink`] is dropped, after storing
+/// what was queued.
+pub fn spawn<T: Table>(
+    mut table: T,
+    names: Names,
+    max_kept: u64,
+    queue_limit: usize,
+    metrics: &Metrics,
+) -> Result<(Sink<T::Row>, std::thread::JoinHandle<()>), StoreError> {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T::Row>>(4096);
+    let queued = Arc::new(AtomicUsize::new(0));
+    let dropped = metrics.counter(
+        names.dropped.0,
+        names.dropped.1,
+        &[("reason", "queue_full")],
+    );
+    let sink = Sink {
+        tx,
+        queued: queued.clone(),
+        limit: queue_limit.max(1),
+        dropped,
+    };
+    let counters = [
+        metrics.counter(names.stored.0, names.stored.1, &[]),
+        metrics.counter(names.evicted.0, names.evicted.1, &[]),
+        metrics.counter(
+            names.dropped.0,
+            names.dropped.1,
+            &[("reason", "write_failed")],
+        ),
+    ];
+    let handle = std::thread::Builder::new()
+        .name(names.thread.into())
+        .spawn(move || {
+            lower_priority(names.thread);
+            writer_loop(&mut table, &rx, &queued, max_kept, names.rows, counters)
+        })
+        .map_err(|e| StoreError::Corrupt(format!("starting {}: {e}", names.thread)))?;
+    Ok((sink, handle))
+}
+
+/// Runs this thread at a lower CPU priority (nice +10): storing a searchable copy takes only
+/// the CPU the engine leaves. Under overload its queue fills and batches are dropped (counted)
+/// instead of offenses slowing down.
+fn lower_priority(thread: &str) {
+    #[cfg(target_os = "linux")]
+    {
+        // SAFETY: gettid and setpriority take no pointers; on Linux, PRIO_PROCESS with a
+        // thread id changes that thread only. A failure leaves the priority as it was.
+        let rc = unsafe {
+            let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+            libc::setpriority(libc::PRIO_PROCESS, tid, 10)
+        };
+        if rc != 0 {
+            tracing::debug!(thread, "could not lower the writer's priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = thread;
+}
+
+fn writer_loop<T: Table>(
+    table: &mut T,
+    rx: &Receiver<Vec<T::Row>>,
+    queued: &AtomicUsize,
+    max_kept: u64,
+    rows: &str,
+    [stored, evicted, failed]: [Counter; 3],
+) {
+    const MAX_ROWS_PER_TRANSACTION: usize = 20_000;
+    while let Ok(mut batch) = rx.recv() {
+        while batch.len() < MAX_ROWS_PER_TRANSACTION {
+            match rx.try_recv() {
+                Ok(more) => batch.extend(more),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len();
+        let mut result = table.insert(&batch, max_kept);
+        if result.is_err() {
+            // One retry (a busy reader, a transient I/O error); then the batch is counted lost.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            result = table.insert(&batch, max_kept);
+        }
+        match result {
+            Ok(gone) => {
+                stored.add(n as u64);
+                evicted.add(gone);
+            }
+            Err(e) => {
+                failed.add(n as u64);
+                tracing::warn!(error = %e, rows = n, what = rows, "storing a searchable copy failed");
+            }
+        }
+        queued.fetch_sub(n, Ordering::AcqRel);
+    }
+}
