@@ -755,6 +755,7 @@ async fn metrics_summary(
         "dropped": {
             "collectors": c("vigil_collector_dropped_total"),
             "event_store": c("vigil_store_events_dropped_total"),
+            "flow_store": c("vigil_store_flows_dropped_total"),
         },
         "rules_loaded": state.rules.as_ref().map(|r| r.view().rules.len()),
         "webhook_failures_total": c("vigil_webhook_failures_total"),
