@@ -133,14 +133,8 @@ pub async fn search_events(
             }
         })?
     } else if let Some(path) = state.events_path.clone() {
-        tokio::task::spawn_blocking(move || EventStore::open_reader(&path)?.search(&search))
-            .await
-            .map_err(|_| {
-                ApiError(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    "store task failed".into(),
-                )
-            })?
+        super::on_blocking_pool(move || EventStore::open_reader(&path)?.search(&search))
+            .await?
             .map_err(|e| {
                 if is_interrupted(&e) {
                     too_broad()

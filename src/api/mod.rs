@@ -427,15 +427,19 @@ async fn with_store_writer<T: Send + 'static>(
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
 ) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|_| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "store task failed".into(),
-            )
-        })?
-        .map_err(ApiError::from)
+    on_blocking_pool(f).await?.map_err(ApiError::from)
+}
+
+/// [`blocking`], with the store's error left to the caller to answer.
+pub(crate) async fn on_blocking_pool<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, StoreError> + Send + 'static,
+) -> Result<Result<T, StoreError>, ApiError> {
+    tokio::task::spawn_blocking(f).await.map_err(|_| {
+        ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "store task failed".into(),
+        )
+    })
 }
 
 /// Query of `GET /api/v1/offenses`.

@@ -136,23 +136,13 @@ pub fn is_interrupted(e: &StoreError) -> bool {
 impl EventStore {
     /// Opens (creating) the file for writing.
     pub fn open(path: &Path) -> Result<EventStore, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // Best effort by design (see the module doc): no fsync on this file's commits.
-        conn.pragma_update(None, "synchronous", "OFF")?;
-        conn.pragma_update(None, "cache_size", -65536)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = super::writer::open_for_writing(path, SCHEMA)?;
         Ok(EventStore { conn })
     }
 
     /// Opens the file for searching (the API); a store not yet created is created empty.
     pub fn open_reader(path: &Path) -> Result<EventStore, StoreError> {
-        if !path.exists() {
-            return Self::open(path);
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = super::writer::open_for_reading(path, SCHEMA)?;
         Ok(EventStore { conn })
     }
 

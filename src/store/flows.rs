@@ -95,25 +95,13 @@ pub struct FlowStore {
 impl FlowStore {
     /// Opens (creating) the file for writing.
     pub fn open(path: &Path) -> Result<FlowStore, StoreError> {
-        let conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        // A copy for search (see the module doc): no fsync on this file's commits.
-        conn.pragma_update(None, "synchronous", "OFF")?;
-        // Every flow goes into both address indexes at a random place: 64 MiB of pages keeps
-        // them from being read back from the kernel on each insert.
-        conn.pragma_update(None, "cache_size", -65536)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
-        conn.execute_batch(SCHEMA)?;
+        let conn = super::writer::open_for_writing(path, SCHEMA)?;
         Ok(FlowStore { conn })
     }
 
     /// Opens the file for searching (the API); a store not yet created is created empty.
     pub fn open_reader(path: &Path) -> Result<FlowStore, StoreError> {
-        if !path.exists() {
-            return Self::open(path);
-        }
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        let conn = super::writer::open_for_reading(path, SCHEMA)?;
         Ok(FlowStore { conn })
     }
 

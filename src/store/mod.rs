@@ -332,9 +332,9 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // 64 MiB of pages (SQLite's default is 2 MiB): the flow table's two address indexes
-        // take an insert and a delete at random places for every flow, and with the default
-        // cache each of those read its pages back from the kernel.
+        // 64 MiB of pages (SQLite's default is 2 MiB), so that indexes the engine writes at
+        // random places are not read back from the kernel on each insert. Measured when flows
+        // were stored here (BENCHMARKS.md, "Flow collector, late"); they now have flows.db.
         conn.pragma_update(None, "cache_size", -65536)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut store = Store { conn };

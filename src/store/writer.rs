@@ -10,12 +10,38 @@
 //! - a batch that fails twice is counted (`reason="write_failed"`), never retried forever;
 //! - the thread ends when every [`Sink`] is dropped, after storing what was queued.
 
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
+use rusqlite::Connection;
+
 use super::StoreError;
 use crate::telemetry::{Counter, Metrics};
+
+/// Opens (creating, with `schema`) a copy file for its writer: WAL, no fsync on commits (a
+/// copy for search, best effort by design), and 64 MiB of pages, so that indexes written at
+/// random places are not read back from the kernel on each insert.
+pub fn open_for_writing(path: &Path, schema: &str) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "OFF")?;
+    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.execute_batch(schema)?;
+    Ok(conn)
+}
+
+/// Opens a copy file for searching (the API); one not yet created is created empty.
+pub fn open_for_reading(path: &Path, schema: &str) -> Result<Connection, StoreError> {
+    if !path.exists() {
+        return open_for_writing(path, schema);
+    }
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    Ok(conn)
+}
 
 /// A table a writer thread fills.
 pub trait Table: Send + 'static {
