@@ -3,11 +3,13 @@
 # shipped rules, then runs `vigil loadgen` (TCP syslog, octet counting) flat out and at fixed
 # rates, printing each report and the server's RSS. Usage: scripts/bench-e2e.sh [SECONDS]
 # VIGIL_BENCH_TOML: more config appended (e.g. $'[bus]\nspool = false'); VIGIL_BENCH_RATES:
-# the rates to run (default "0 150000 100000 20000"; 0 = flat out).
+# the rates to run (default "0 150000 100000 20000"; 0 = flat out); VIGIL_BIN: a vigil binary to
+# run instead of building this tree (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
-cargo build --release --locked -q
+bin=${VIGIL_BIN:-target/release/vigil}
+[ -n "${VIGIL_BIN:-}" ] || cargo build --release --locked -q
 dir=$(mktemp -d)
 trap 'kill $pid 2>/dev/null && wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
 cat > "$dir/vigil.toml" <<TOML
@@ -26,7 +28,7 @@ listen = "127.0.0.1:0"
 token = "bench"
 ${VIGIL_BENCH_TOML:-}
 TOML
-VIGIL_LOG=warn target/release/vigil -c "$dir/vigil.toml" run > "$dir/ready" &
+VIGIL_LOG=warn "$bin" -c "$dir/vigil.toml" run > "$dir/ready" &
 pid=$!
 for _ in $(seq 100); do [ -s "$dir/ready" ] && break; sleep 0.1; done
 tcp=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['syslog_tcp'])" "$dir/ready")
@@ -41,7 +43,7 @@ threads() {
 for rate in ${VIGIL_BENCH_RATES:-0 150000 100000 20000}; do
   echo "== rate ${rate} (0 = flat out), ${secs}s"
   threads > "$dir/cpu.before"
-  target/release/vigil loadgen --tcp "$tcp" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
+  "$bin" loadgen --tcp "$tcp" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
   threads > "$dir/cpu.after"
   echo "server CPU seconds by thread during this rate:"
   join -a2 "$dir/cpu.before" "$dir/cpu.after" | awk 'NF==3 {printf "  %-18s %7.2f\n", $1, $3 - $2} NF==2 {printf "  %-18s %7.2f\n", $1, $2}'

@@ -43,7 +43,8 @@ const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS events (
     dataset TEXT,
     message TEXT,
     json TEXT NOT NULL,
-    raw BLOB NOT NULL
+    raw BLOB NOT NULL,
+    event_bin BLOB
 );
 CREATE INDEX IF NOT EXISTS events_by_ts ON events (ts);
 CREATE INDEX IF NOT EXISTS events_by_source ON events (source_ip, ts);
@@ -136,7 +137,10 @@ pub fn is_interrupted(e: &StoreError) -> bool {
 impl EventStore {
     /// Opens (creating) the file for writing.
     pub fn open(path: &Path) -> Result<EventStore, StoreError> {
-        let conn = super::writer::open_for_writing(path, SCHEMA)?;
+        // SQLite's default 2 MiB: at 64 MiB the commits' walk of the cache took a fifth of this
+        // writer's CPU (BENCHMARKS.md, "End to end, night of 2026-11-29/30").
+        let conn = super::writer::open_for_writing(path, SCHEMA, 2)?;
+        add_binary_column(&conn)?;
         Ok(EventStore { conn })
     }
 
@@ -153,12 +157,13 @@ impl EventStore {
         {
             let mut stmt = tx.prepare_cached(
                 "INSERT INTO events (ts, source_ip, destination_ip, user_name, host_name,
-                    category, outcome, dataset, message, json, raw)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    category, outcome, dataset, message, json, raw, event_bin)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, '', X'', ?10)",
             )?;
+            let mut bin = Vec::new();
             for e in events {
-                let json =
-                    serde_json::to_string(&**e).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                bin.clear();
+                vigil_parsers::codec::encode(e, &mut bin);
                 stmt.execute(rusqlite::params![
                     e.timestamp.timestamp_millis(),
                     e.source_ip.map(|ip| ip.to_string()),
@@ -169,8 +174,7 @@ impl EventStore {
                     e.outcome,
                     e.dataset,
                     e.message,
-                    json,
-                    e.raw,
+                    bin,
                 ])?;
             }
         }
@@ -197,7 +201,8 @@ impl EventStore {
         q: &EventSearch,
         budget: std::time::Duration,
     ) -> Result<(Vec<Event>, bool), StoreError> {
-        let mut sql = String::from("SELECT json, raw FROM events WHERE ts >= ? AND ts < ?");
+        let mut sql =
+            String::from("SELECT json, raw, event_bin FROM events WHERE ts >= ? AND ts < ?");
         let mut args: Vec<rusqlite::types::Value> = vec![
             q.from.timestamp_millis().into(),
             q.to.timestamp_millis().into(),
@@ -223,16 +228,16 @@ impl EventStore {
         let result = (|| -> Result<Vec<Event>, StoreError> {
             let mut stmt = self.conn.prepare(&sql)?;
             let rows = stmt.query_map(params_from_iter(args), |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Option<Vec<u8>>>(2)?,
+                ))
             })?;
             let mut out = Vec::new();
             for row in rows {
-                let (json, raw) = row?;
-                let mut event = serde_json::from_str::<Event>(&json)
-                    .map_err(|e| StoreError::Corrupt(format!("stored event: {e}")))?;
-                // The exact bytes received (the JSON holds them only as lossy text).
-                event.raw = raw;
-                out.push(event);
+                let (json, raw, bin) = row?;
+                out.push(super::stored_event(&json, raw, bin.as_deref())?);
             }
             Ok(out)
         })();
@@ -242,6 +247,22 @@ impl EventStore {
         out.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
         Ok((out, more))
     }
+}
+
+/// Rows are the event in the binary codec (`event_bin`; `json` and `raw` left empty): encoding
+/// it costs a fraction of serializing JSON, on the writer that competes with the engine for
+/// CPU. Files written by an older build have JSON rows and no such column: it is added, and
+/// both kinds of row are read.
+fn add_binary_column(conn: &Connection) -> Result<(), StoreError> {
+    let has: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM pragma_table_info('events') WHERE name = 'event_bin'",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has {
+        conn.execute_batch("ALTER TABLE events ADD COLUMN event_bin BLOB")?;
+    }
+    Ok(())
 }
 
 impl Table for EventStore {
@@ -394,5 +415,52 @@ mod tests {
         assert!(text.contains("vigil_store_events_stored_total 2"), "{text}");
         let store = EventStore::open_reader(&dir.path().join("events.db")).unwrap();
         assert_eq!(store.search(&search(0, 100)).unwrap().0.len(), 2);
+    }
+
+    #[test]
+    fn rows_keep_the_exact_event_and_older_json_rows_are_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        // A file as an older build wrote it: no event_bin column, the event as JSON and its
+        // raw bytes beside it.
+        let old = event(1_000, "203.0.113.7", "root", "old row");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE events (id INTEGER PRIMARY KEY, ts INTEGER NOT NULL,
+                    source_ip TEXT, destination_ip TEXT, user_name TEXT, host_name TEXT,
+                    category TEXT, outcome TEXT, dataset TEXT, message TEXT,
+                    json TEXT NOT NULL, raw BLOB NOT NULL)",
+            )
+            .unwrap();
+            conn.execute(
+                "INSERT INTO events (ts, source_ip, message, json, raw)
+                 VALUES (1000000, '203.0.113.7', 'old row', ?1, X'6f6c64ff')",
+                [serde_json::to_string(&*old).unwrap()],
+            )
+            .unwrap();
+        }
+        let mut store = EventStore::open(&path).unwrap();
+        let mut new = (*event(1_001, "203.0.113.7", "root", "new row")).clone();
+        new.raw = vec![0xff, 0xfe, b'x', 0];
+        new.timestamp += chrono::Duration::nanoseconds(123_456_789);
+        new.extra.insert("kv.custom".into(), "value".into());
+        store.insert(&[Arc::new(new.clone())], 1_000).unwrap();
+        let (found, _) = store.search(&search(0, 2_000)).unwrap();
+        assert_eq!(found.len(), 2);
+        // Newest first: the new row exactly as sent (raw bytes, nanoseconds, extra fields).
+        assert_eq!(found[0], new);
+        let mut expected_old = (*old).clone();
+        expected_old.raw = b"old\xff".to_vec();
+        assert_eq!(found[1], expected_old);
+        let bin_rows: i64 = store
+            .conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE event_bin IS NOT NULL AND json = ''",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(bin_rows, 1, "new rows are stored in the binary codec");
     }
 }

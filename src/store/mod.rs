@@ -332,10 +332,10 @@ impl Store {
         let conn = Connection::open(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // 64 MiB of pages (SQLite's default is 2 MiB), so that indexes the engine writes at
-        // random places are not read back from the kernel on each insert. Measured when flows
-        // were stored here (BENCHMARKS.md, "Flow collector, late"); they now have flows.db.
-        conn.pragma_update(None, "cache_size", -65536)?;
+        // SQLite's default page cache (2 MiB). A 64 MiB cache helped while flows were stored
+        // here, but on the syslog path every commit walked the larger cache
+        // (`pcache1TruncateUnsafe`, a quarter of the engine thread; BENCHMARKS.md, "End to
+        // end, night of 2026-11-29/30"). Flows now have flows.db.
         conn.busy_timeout(std::time::Duration::from_secs(5))?;
         let mut store = Store { conn };
         schema::migrate(&mut store.conn)?;
@@ -995,8 +995,8 @@ mod tests {
             .conn
             .pragma_query_value(None, "cache_size", |r| r.get(0))?;
         assert_eq!(
-            cache, -65536,
-            "the engine's connection keeps 64 MiB of pages"
+            cache, -2000,
+            "the engine's connection keeps SQLite's default 2 MiB cache: a larger one costs each commit"
         );
         let before = file_bytes();
         // 8 MiB in one commit: past SQLite's 1,000-page automatic checkpoint, which the

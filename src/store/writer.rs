@@ -21,13 +21,21 @@ use super::StoreError;
 use crate::telemetry::{Counter, Metrics};
 
 /// Opens (creating, with `schema`) a copy file for its writer: WAL, no fsync on commits (a
-/// copy for search, best effort by design), and 64 MiB of pages, so that indexes written at
-/// random places are not read back from the kernel on each insert.
-pub fn open_for_writing(path: &Path, schema: &str) -> Result<Connection, StoreError> {
+/// copy for search, best effort by design), and a page cache of `cache_mib`.
+///
+/// The cache is per table because it cuts both ways (BENCHMARKS.md, "End to end, night of
+/// 2026-11-29/30"): a large one keeps the pages of indexes written at random places (flows, by
+/// address) from being read back from the kernel, but every commit walks it
+/// (`pcache1TruncateUnsafe`), which cost a fifth of the event writer's CPU at 64 MiB.
+pub fn open_for_writing(
+    path: &Path,
+    schema: &str,
+    cache_mib: u32,
+) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
-    conn.pragma_update(None, "cache_size", -65536)?;
+    conn.pragma_update(None, "cache_size", -(i64::from(cache_mib) * 1024))?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(schema)?;
     Ok(conn)
@@ -36,7 +44,7 @@ pub fn open_for_writing(path: &Path, schema: &str) -> Result<Connection, StoreEr
 /// Opens a copy file for searching (the API); one not yet created is created empty.
 pub fn open_for_reading(path: &Path, schema: &str) -> Result<Connection, StoreError> {
     if !path.exists() {
-        return open_for_writing(path, schema);
+        return open_for_writing(path, schema, 2);
     }
     let conn = Connection::open(path)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
