@@ -95,8 +95,9 @@ pub struct FlowStore {
 impl FlowStore {
     /// Opens (creating) the file for writing.
     pub fn open(path: &Path) -> Result<FlowStore, StoreError> {
-        // 64 MiB: the two address indexes take each flow at a random place; with 2 MiB the
-        // writer kept 73 % of 50 k flows/s instead of 93 % (BENCHMARKS.md).
+        // 64 MiB: the two address indexes take each flow at a random place; at 50 k flows/s
+        // the writer kept 73 % of them with 2 MiB (one run), 79–86 % with 64 MiB (BENCHMARKS.md,
+        // "End to end, night of 2026-11-29/30").
         let conn = super::writer::open_for_writing(path, SCHEMA, 64)?;
         Ok(FlowStore { conn })
     }

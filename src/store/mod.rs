@@ -229,8 +229,8 @@ fn from_ms(v: i64) -> DateTime<Utc> {
     Utc.timestamp_millis_opt(v).single().unwrap_or_default()
 }
 
-/// An event stored as the binary codec (`bin`, migration 13 on) or, before, as JSON with its
-/// exact bytes beside it.
+/// An event stored as the binary codec (`bin`: `vigil.db` from migration 13 on, `events.db` and
+/// `flows.db` rows of newer builds) or, before, as JSON with its exact bytes beside it.
 pub(crate) fn stored_event(
     json: &str,
     raw: Vec<u8>,
