@@ -98,6 +98,7 @@ kind = "kafka"
 role = "correlate"
 partitions = 24
 topic_prefix = "siem"
+wire = "json"
 [bus.kafka]
 brokers = "k1:9092,k2:9092"
 instance_id = "engine-1"
@@ -218,6 +219,11 @@ seeds = [
 for i, s in enumerate(seeds):
     open(f"corpus/spool_record/seed-{i}", "wb").write(s)
 PY
+# wire_record: the golden records of each item type, in both formats (src/cluster/wire.rs).
+mkdir -p corpus/wire_record
+for f in $root/fixtures/wire/*; do
+  [ -f "$f" ] && cp "$f" "corpus/wire_record/seed-$(basename "$f")"
+done
 # Build every target once up front: the package depends on the `vigil` crate, so a `cargo fuzz
 # run` of any target rebuilds it (minutes) whenever src/ changed.
 cargo fuzz build -O

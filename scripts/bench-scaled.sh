@@ -6,13 +6,15 @@
 # ClickHouse (`--until-stored`). The broker is a Tansu of its own with in-memory storage
 # (BROKER=sqlite uses the durable test broker instead, much slower per byte).
 # Usage: scripts/bench-scaled.sh [SECONDS] [RATES...]
+# VIGIL_BIN: a vigil binary to run instead of building this tree (to compare builds side by side).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 shift || true
 rates=${*:-0 50000 20000}
 scripts/services.sh start >/dev/null
-cargo build --release --locked -q
+bin=${VIGIL_BIN:-target/release/vigil}
+[ -n "${VIGIL_BIN:-}" ] || cargo build --release --locked -q
 dir=$(mktemp -d)
 name="vigil_bench_$(date +%s)"
 pid=""
@@ -57,7 +59,7 @@ kind = "clickhouse"
 url = "${VIGIL_TEST_CLICKHOUSE_URL:-http://127.0.0.1:18123}"
 database = "$name"
 TOML
-VIGIL_LOG=warn target/release/vigil -c "$dir/vigil.toml" run > "$dir/ready" &
+VIGIL_LOG=warn "$bin" -c "$dir/vigil.toml" run > "$dir/ready" &
 pid=$!
 for _ in $(seq 300); do [ -s "$dir/ready" ] && break; sleep 0.1; done
 tcp=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['syslog_tcp'])" "$dir/ready")
@@ -70,7 +72,7 @@ chpid=$(cat .services/clickhouse/pid 2>/dev/null || pgrep -f clickhouse-server |
 for rate in $rates; do
   echo "== rate ${rate} (0 = flat out), ${secs}s, counted when stored in ClickHouse"
   before="$(cpu $pid) $(cpu $broker) $(cpu $chpid)"
-  target/release/vigil loadgen --tcp "$tcp" --api "$api" --token bench --rate "$rate" \
+  "$bin" loadgen --tcp "$tcp" --api "$api" --token bench --rate "$rate" \
     --duration-secs "$secs" --drain-timeout-secs 600 --until-stored
   after="$(cpu $pid) $(cpu $broker) $(cpu $chpid)"
   python3 - "$before" "$after" <<'PY'

@@ -411,7 +411,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         pipeline = pipeline.with_flow_sink(sink);
         flows_writer = Some(handle);
     }
-    let topics = crate::cluster::wire::Topics::new(&config.bus.topic_prefix);
+    let topics = crate::cluster::wire::Topics::new(&config.bus.topic_prefix, config.bus.wire);
     if scaled {
         crate::cluster::ensure_topics(&config.bus.kafka, &topics, config.bus.partitions)
             .await

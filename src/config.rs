@@ -413,6 +413,11 @@ pub struct BusConfig {
     /// then commits their offsets). A node taking a partition over processes again at most
     /// this much of its records.
     pub checkpoint_secs: u64,
+    /// How this process writes items on the topics: `binary` (events in the event codec: exact
+    /// bytes, several times cheaper per hop) or `json` (readable by any Kafka consumer; raw
+    /// bytes that are not UTF-8 travel replaced). Every process reads both, so a deployment
+    /// can switch one process at a time.
+    pub wire: crate::cluster::wire::WireFormat,
 }
 
 /// [`BusConfig::kind`].
@@ -456,6 +461,7 @@ impl Default for BusConfig {
             partitions: 12,
             offense_reorder_ms: 2000,
             checkpoint_secs: 10,
+            wire: crate::cluster::wire::WireFormat::Binary,
         }
     }
 }

@@ -44,16 +44,32 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
         receiver.addr,
         crate::response::SECRET
     );
+    // Records that are not UTF-8 become events (text replaced, bytes kept): the binary wire
+    // carries those bytes exactly to ClickHouse, through the events and detections topics.
     let config = write_config(
         dir.path(),
-        &format!("{}{hooks}", scaled_config(&name, "all")),
+        &format!(
+            "{}{hooks}[parse]\ninvalid_utf8 = \"replace\"\n",
+            scaled_config(&name, "all")
+        ),
     );
     let vigil = Vigil::start(&config);
 
-    // Twelve failures from one address, one record that is not syslog.
-    let attack: Vec<Vec<u8>> = (0..12)
+    // Twelve failures from one address (one with a byte that is not UTF-8 in it), one record
+    // that is not syslog.
+    let mut attack: Vec<Vec<u8>> = (0..12)
         .map(|i| failed_password_3164("203.0.113.77", 45000 + i))
         .collect();
+    let odd = attack[11]
+        .windows(4)
+        .position(|w| w == b"root")
+        .map(|at| {
+            let mut line = attack[11].clone();
+            line.splice(at..at + 4, b"r\xe9ot".iter().copied());
+            line
+        })
+        .unwrap();
+    attack[11] = odd.clone();
     vigil.send_udp(&attack);
     vigil.send_udp(&[b"<999>not syslog".to_vec()]);
 
@@ -137,6 +153,29 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
         ch.count_events().await.unwrap()
     });
     assert_eq!(count, 13, "twelve log events and one flow");
+    // The line that is not UTF-8, exactly as sent: in the events table and among the
+    // offense's events.
+    let id = o["id"].as_str().unwrap().to_owned();
+    let (events, offense_events) = rt.block_on(async {
+        let ch = vigil::store::clickhouse::ClickHouseStore::connect(
+            &vigil::store::clickhouse::ClickHouseConfig {
+                url: clickhouse_url(),
+                database: name.clone(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+        (
+            ch.events_for_ip("203.0.113.77".parse().unwrap(), 100)
+                .await
+                .unwrap(),
+            ch.offense_events(&id, 100).await.unwrap(),
+        )
+    });
+    assert_eq!(events.len(), 12);
+    assert_eq!(events.iter().filter(|e| e.raw == odd).count(), 1);
+    assert_eq!(offense_events.iter().filter(|e| e.raw == odd).count(), 1);
 }
 
 /// Rules grouped by source address, by user, and by (user, host).

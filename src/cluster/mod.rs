@@ -199,22 +199,23 @@ impl Ingest {
             }
             let mut out = self.process(batch, &mut seq);
             let n = self.partitions;
+            let wire = self.topics.wire;
             for (topic, records) in [
                 (
                     &self.topics.events,
-                    pack(std::mem::take(&mut out.events), n),
+                    pack(std::mem::take(&mut out.events), n, wire),
                 ),
                 (
                     &self.topics.dead_letters,
-                    pack(std::mem::take(&mut out.dead_letters), n),
+                    pack(std::mem::take(&mut out.dead_letters), n, wire),
                 ),
                 (
                     &self.topics.matches,
-                    pack(std::mem::take(&mut out.matches), n),
+                    pack(std::mem::take(&mut out.matches), n, wire),
                 ),
                 (
                     &self.topics.detections,
-                    pack(std::mem::take(&mut out.detections), n),
+                    pack(std::mem::take(&mut out.detections), n, wire),
                 ),
             ] {
                 if !send_all(&rt, &self.producer, topic, &records, &stop, &failures) {
@@ -248,6 +249,7 @@ impl Ingest {
         let mut out = IngestOut::default();
         let mut dets: Vec<Detection> = Vec::new();
         let mut routed = Vec::new();
+        let wire = self.topics.wire;
         for rec in batch {
             let source = crate::pipeline::source_label(&rec);
             let key = rec.observer_id.as_bytes().to_vec();
@@ -259,8 +261,8 @@ impl Ingest {
                     dets.clear();
                     routed.clear();
                     self.engine.route(&event, &mut dets, &mut routed);
-                    if let Ok(json) = serde_json::to_vec(&*event) {
-                        out.events.push((key, json));
+                    if let Some(item) = wire.encode(&*event) {
+                        out.events.push((key, item));
                     }
                     for r in routed.drain(..) {
                         let k = r.key().into_bytes();
@@ -269,8 +271,8 @@ impl Ingest {
                             event: (*event).clone(),
                             origin: None,
                         };
-                        if let Ok(json) = serde_json::to_vec(&rec) {
-                            out.matches.push((k, json));
+                        if let Some(item) = wire.encode(&rec) {
+                            out.matches.push((k, item));
                         }
                     }
                     for d in dets.drain(..) {
@@ -279,8 +281,8 @@ impl Ingest {
                             detection: d,
                             origin: None,
                         };
-                        if let Ok(json) = serde_json::to_vec(&rec) {
-                            out.detections.push((key, json));
+                        if let Some(item) = wire.encode(&rec) {
+                            out.detections.push((key, item));
                         }
                     }
                     match out.events_by_source.iter_mut().find(|(x, _)| *x == source) {
@@ -289,8 +291,8 @@ impl Ingest {
                     }
                 }
                 Err(d) => {
-                    if let Ok(json) = serde_json::to_vec(&*d) {
-                        out.dead_letters.push((key, json));
+                    if let Some(item) = wire.encode(&*d) {
+                        out.dead_letters.push((key, item));
                     }
                     out.dead_reasons.push((source, d.reason));
                 }
@@ -590,8 +592,8 @@ pub fn run_correlate(
                         event: (*event).clone(),
                         origin: origin(&mut match_n),
                     };
-                    if let Ok(json) = serde_json::to_vec(&rec) {
-                        chained.push((key, json));
+                    if let Some(item) = topics.wire.encode(&rec) {
+                        chained.push((key, item));
                     }
                 }
             }
@@ -607,13 +609,13 @@ pub fn run_correlate(
             .zip(out_origins)
             .filter_map(|(detection, origin)| {
                 let key = detection.index_value.as_bytes().to_vec();
-                let json = serde_json::to_vec(&DetectionRecord { detection, origin }).ok()?;
-                Some((key, json))
+                let item = topics.wire.encode(&DetectionRecord { detection, origin })?;
+                Some((key, item))
             })
             .collect();
         let published = dets.len() as u64;
-        let dets = pack(dets, *partitions);
-        let chained = pack(chained, *partitions);
+        let dets = pack(dets, *partitions, topics.wire);
+        let chained = pack(chained, *partitions, topics.wire);
         if !send_all(rt, &producer, &topics.detections, &dets, stop, &failures)
             || !send_all(rt, &producer, &topics.matches, &chained, stop, &failures)
         {

@@ -1,12 +1,27 @@
-//! What travels on the Kafka topics of the scaled-out mode, as JSON: a routed match with its
-//! event (stage 1 → stage 2), a [`vigil_correlate::Detection`] as it is (either stage → the
-//! offense stage), and the topic names. Plain JSON keeps the topics readable with `kcat` and any consumer.
+//! What travels on the Kafka topics of the scaled-out mode: a routed match with its event
+//! (stage 1 → stage 2), a [`vigil_correlate::Detection`] with its events (either stage → the
+//! offense stage), events and dead letters (stage 1 → the store stage), and the topic names.
+//!
+//! Items are packed many to a Kafka record ([`pack`]), in one of two [`WireFormat`]s, chosen
+//! by the writer (`bus.wire`): `binary` (the default) carries events in the event codec
+//! ([`vigil_parsers::codec`]), exact (raw bytes that are not UTF-8 arrive as sent) and an order
+//! of magnitude cheaper to write and read than JSON; `json` keeps the topics readable with
+//! `kcat` and any consumer, but an event's raw bytes travel as text (invalid UTF-8 replaced).
+//! Readers take both whatever they write themselves ([`unpack`] tells them apart by the first
+//! byte), so a deployment can change the setting one process at a time.
+//!
+//! Binary record: [`BINARY_PACK`], then each item as a u32 (little-endian) length and its
+//! bytes. Items: an event is its codec bytes; a match is its routing (text as u32 length and
+//! UTF-8, numbers little-endian), its origin and the event; a detection is its origin, its
+//! fields without the events as JSON (length first), then a u32 count of events and each
+//! event's codec bytes (length first); a dead letter is its JSON (its bytes are base64 there).
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use vigil_correlate::Routed;
 use vigil_parsers::Event;
 
-/// The topics of one deployment, from `bus.topic_prefix`.
+/// The topics of one deployment, from `bus.topic_prefix`, and how this process writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
     /// Routed single-event matches, keyed by correlation and group values.
@@ -17,16 +32,19 @@ pub struct Topics {
     pub events: String,
     /// Dead letters, keyed by log source.
     pub dead_letters: String,
+    /// How this process writes items (`bus.wire`); it reads both.
+    pub wire: WireFormat,
 }
 
 impl Topics {
     /// `<prefix>.matches`, `<prefix>.detections`, `<prefix>.events`, `<prefix>.dead_letters`.
-    pub fn new(prefix: &str) -> Topics {
+    pub fn new(prefix: &str, wire: WireFormat) -> Topics {
         Topics {
             matches: format!("{prefix}.matches"),
             detections: format!("{prefix}.detections"),
             events: format!("{prefix}.events"),
             dead_letters: format!("{prefix}.dead_letters"),
+            wire,
         }
     }
 
@@ -41,51 +59,302 @@ impl Topics {
     }
 }
 
+/// How items are written on the topics (`bus.wire`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WireFormat {
+    /// Length-prefixed binary items, events in the event codec: exact and cheap.
+    #[default]
+    Binary,
+    /// A JSON array of items per record: readable by any consumer; raw bytes as text.
+    Json,
+}
+
+impl WireFormat {
+    /// One item in this format; `None` if it cannot be written (not for Vigil's own types,
+    /// which always serialize).
+    pub fn encode<T: WireItem>(self, item: &T) -> Option<Vec<u8>> {
+        match self {
+            WireFormat::Json => serde_json::to_vec(item).ok(),
+            WireFormat::Binary => {
+                let mut out = Vec::with_capacity(256);
+                item.put(&mut out).ok()?;
+                Some(out)
+            }
+        }
+    }
+}
+
+/// First byte of a binary packed record (a JSON one starts with `[`).
+pub const BINARY_PACK: u8 = 0xB1;
+
+/// Why a record on a Vigil topic cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unreadable record: {0}")]
+pub struct WireError(pub String);
+
+fn wire_err(what: impl std::fmt::Display) -> WireError {
+    WireError(what.to_string())
+}
+
+/// An item that travels on a topic: JSON through serde, and a binary form of its own.
+pub trait WireItem: Sized + Serialize + DeserializeOwned {
+    /// Appends the binary form.
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), WireError>;
+    /// Reads the binary form from all of `bytes`. Never panics, whatever the bytes.
+    fn get(bytes: &[u8]) -> Result<Self, WireError>;
+}
+
+fn put_len(out: &mut Vec<u8>, n: usize) {
+    // Items are far below 4 GiB (records are capped at the collectors).
+    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_text(out: &mut Vec<u8>, s: &str) {
+    put_len(out, s.len());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads a binary item: every length is checked against what is left.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        if self.0.len() < n {
+            return Err(wire_err("truncated"));
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        self.take(N)?.try_into().map_err(|_| wire_err("truncated"))
+    }
+
+    fn sized(&mut self) -> Result<&'a [u8], WireError> {
+        let n = u32::from_le_bytes(self.array()?) as usize;
+        self.take(n)
+    }
+
+    fn text(&mut self) -> Result<String, WireError> {
+        std::str::from_utf8(self.sized()?)
+            .map(str::to_owned)
+            .map_err(|_| wire_err("text is not UTF-8"))
+    }
+
+    fn origin(&mut self) -> Result<Option<Origin>, WireError> {
+        match self.array::<1>()? {
+            [0] => Ok(None),
+            [1] => Ok(Some(Origin {
+                partition: i32::from_le_bytes(self.array()?),
+                offset: i64::from_le_bytes(self.array()?),
+                n: u32::from_le_bytes(self.array()?),
+            })),
+            _ => Err(wire_err("origin tag")),
+        }
+    }
+
+    fn event(bytes: &[u8]) -> Result<Event, WireError> {
+        vigil_parsers::codec::decode(bytes).map_err(wire_err)
+    }
+}
+
+fn put_origin(out: &mut Vec<u8>, origin: Option<Origin>) {
+    match origin {
+        None => out.push(0),
+        Some(o) => {
+            out.push(1);
+            out.extend_from_slice(&o.partition.to_le_bytes());
+            out.extend_from_slice(&o.offset.to_le_bytes());
+            out.extend_from_slice(&o.n.to_le_bytes());
+        }
+    }
+}
+
+impl WireItem for Event {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        vigil_parsers::codec::encode(self, out);
+        Ok(())
+    }
+    fn get(bytes: &[u8]) -> Result<Self, WireError> {
+        Reader::event(bytes)
+    }
+}
+
+impl WireItem for crate::store::DeadLetter {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        serde_json::to_writer(out, self).map_err(wire_err)
+    }
+    fn get(bytes: &[u8]) -> Result<Self, WireError> {
+        serde_json::from_slice(bytes).map_err(wire_err)
+    }
+}
+
+impl WireItem for MatchRecord {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        let r = &self.routed;
+        put_text(out, &r.correlation);
+        put_len(out, r.group.len());
+        for g in &r.group {
+            put_text(out, g);
+        }
+        out.extend_from_slice(&r.bits.to_le_bytes());
+        out.extend_from_slice(&(r.pos as u64).to_le_bytes());
+        put_origin(out, self.origin);
+        vigil_parsers::codec::encode(&self.event, out);
+        Ok(())
+    }
+    fn get(bytes: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader(bytes);
+        let correlation = r.text()?;
+        let n = u32::from_le_bytes(r.array()?) as usize;
+        // Each value takes at least its 4-byte length: a count beyond that is corrupt.
+        if n > r.0.len() / 4 {
+            return Err(wire_err("group count beyond the end"));
+        }
+        let mut group = Vec::with_capacity(n);
+        for _ in 0..n {
+            group.push(r.text()?);
+        }
+        let bits = u64::from_le_bytes(r.array()?);
+        let pos = usize::try_from(u64::from_le_bytes(r.array()?))
+            .map_err(|_| wire_err("position out of range"))?;
+        let origin = r.origin()?;
+        Ok(MatchRecord {
+            routed: Routed {
+                correlation,
+                group,
+                bits,
+                pos,
+            },
+            event: Reader::event(r.0)?,
+            origin,
+        })
+    }
+}
+
+impl WireItem for DetectionRecord {
+    fn put(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
+        put_origin(out, self.origin);
+        let mut head = self.detection.clone();
+        let events = std::mem::take(&mut head.events);
+        let at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        serde_json::to_writer(&mut *out, &head).map_err(wire_err)?;
+        let n = out.len() - at - 4;
+        out[at..at + 4].copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+        put_len(out, events.len());
+        for e in &events {
+            let at = out.len();
+            out.extend_from_slice(&[0; 4]);
+            vigil_parsers::codec::encode(e, out);
+            let n = out.len() - at - 4;
+            out[at..at + 4].copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+        }
+        Ok(())
+    }
+    fn get(bytes: &[u8]) -> Result<Self, WireError> {
+        let mut r = Reader(bytes);
+        let origin = r.origin()?;
+        let mut detection: vigil_correlate::Detection =
+            serde_json::from_slice(r.sized()?).map_err(wire_err)?;
+        let n = u32::from_le_bytes(r.array()?) as usize;
+        if n > r.0.len() / 4 {
+            return Err(wire_err("event count beyond the end"));
+        }
+        detection.events = Vec::with_capacity(n);
+        for _ in 0..n {
+            detection
+                .events
+                .push(std::sync::Arc::new(Reader::event(r.sized()?)?));
+        }
+        if !r.0.is_empty() {
+            return Err(wire_err("bytes after the end"));
+        }
+        Ok(DetectionRecord { detection, origin })
+    }
+}
+
 /// Most bytes of one packed record (well under Kafka's default 1 MB message limit).
 pub const MAX_PACK_BYTES: usize = 512 * 1024;
 
-/// Packs keyed items (each already JSON) into records: items grouped by the partition their
-/// key maps to (of `partitions`), in their order, each record a JSON array of at most
-/// [`MAX_PACK_BYTES`] (an item larger than that gets a record of its own), keyed by its first
-/// item's key so it lands in that same partition. Many items per Kafka record is what lets a
-/// broker carry 100 k events/s: brokers pay per record, not per byte.
-pub fn pack(items: Vec<(Vec<u8>, Vec<u8>)>, partitions: i32) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Packs keyed items (each already encoded in `format`, [`WireFormat::encode`]) into records:
+/// items grouped by the partition their key maps to (of `partitions`), in their order, each
+/// record at most [`MAX_PACK_BYTES`] (an item larger than that gets a record of its own),
+/// keyed by its first item's key so it lands in that same partition. Many items per Kafka
+/// record is what lets a broker carry 100 k events/s: brokers pay per record, not per byte.
+pub fn pack(
+    items: Vec<(Vec<u8>, Vec<u8>)>,
+    partitions: i32,
+    format: WireFormat,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    // Bytes around the first item, and before each item after it.
+    let (head, sep) = match format {
+        WireFormat::Json => (1, 1),
+        WireFormat::Binary => (5, 4),
+    };
     let mut open: std::collections::BTreeMap<i32, (Vec<u8>, Vec<u8>)> =
         std::collections::BTreeMap::new();
     let mut out = Vec::new();
-    for (key, json) in items {
+    let close = |buf: &mut Vec<u8>| {
+        if format == WireFormat::Json {
+            buf.push(b']');
+        }
+    };
+    for (key, item) in items {
         let p = crate::bus::kafka::partition_for(&key, partitions.max(1));
         if let Some((_, buf)) = open.get(&p) {
-            if buf.len() + json.len() + 2 > MAX_PACK_BYTES {
+            if buf.len() + item.len() + sep + 1 > MAX_PACK_BYTES {
                 if let Some((k, mut done)) = open.remove(&p) {
-                    done.push(b']');
+                    close(&mut done);
                     out.push((k, done));
                 }
             }
         }
-        match open.get_mut(&p) {
-            Some((_, buf)) => {
-                buf.push(b',');
-                buf.extend_from_slice(&json);
+        let buf = match open.entry(p) {
+            std::collections::btree_map::Entry::Occupied(o) => {
+                let buf = &mut o.into_mut().1;
+                if format == WireFormat::Json {
+                    buf.push(b',');
+                }
+                buf
             }
-            None => {
-                let mut buf = Vec::with_capacity(json.len() + 2);
-                buf.push(b'[');
-                buf.extend_from_slice(&json);
-                open.insert(p, (key, buf));
+            std::collections::btree_map::Entry::Vacant(v) => {
+                let mut buf = Vec::with_capacity((item.len() + head + 1).max(4096));
+                buf.push(match format {
+                    WireFormat::Json => b'[',
+                    WireFormat::Binary => BINARY_PACK,
+                });
+                &mut v.insert((key, buf)).1
             }
+        };
+        if format == WireFormat::Binary {
+            put_len(buf, item.len());
         }
+        buf.extend_from_slice(&item);
     }
     for (_, (k, mut buf)) in open {
-        buf.push(b']');
+        close(&mut buf);
         out.push((k, buf));
     }
     out
 }
 
-/// The items of a packed record.
-pub fn unpack<T: serde::de::DeserializeOwned>(payload: &[u8]) -> Result<Vec<T>, serde_json::Error> {
-    serde_json::from_slice(payload)
+/// The items of a packed record, in either format (told apart by its first byte).
+pub fn unpack<T: WireItem>(payload: &[u8]) -> Result<Vec<T>, WireError> {
+    match payload.split_first() {
+        Some((&BINARY_PACK, mut rest)) => {
+            let mut items = Vec::new();
+            while !rest.is_empty() {
+                let mut r = Reader(rest);
+                items.push(T::get(r.sized()?)?);
+                rest = r.0;
+            }
+            Ok(items)
+        }
+        _ => serde_json::from_slice(payload).map_err(wire_err),
+    }
 }
 
 /// A routed match and the event that made it.
@@ -150,45 +419,276 @@ impl Marks {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
+
+    fn event(i: u32, raw: Vec<u8>) -> Event {
+        let t =
+            DateTime::<Utc>::from_timestamp(1_700_000_000 + i64::from(i), 7).unwrap_or_default();
+        let mut e = Event::new(t, t);
+        e.message = Some(format!("{i}"));
+        e.raw = raw;
+        e
+    }
 
     #[test]
     fn packs_keep_order_per_partition_and_land_where_their_keys_do() {
-        let items: Vec<(Vec<u8>, Vec<u8>)> = (0..200u32)
-            .map(|i| {
-                let key = format!("key{}", i % 7).into_bytes();
-                (key, format!("{i}").into_bytes())
-            })
-            .collect();
-        let packed = pack(items.clone(), 4);
-        assert!(packed.len() <= 4, "one record per partition here");
-        let mut seen = 0;
-        for (key, payload) in &packed {
-            let p = crate::bus::kafka::partition_for(key, 4);
-            let got: Vec<u32> = unpack(payload).unwrap_or_default();
-            let want: Vec<u32> = items
-                .iter()
-                .filter(|(k, _)| crate::bus::kafka::partition_for(k, 4) == p)
-                .map(|(_, j)| String::from_utf8_lossy(j).parse().unwrap_or(u32::MAX))
+        for format in [WireFormat::Binary, WireFormat::Json] {
+            let items: Vec<(Vec<u8>, Event)> = (0..200u32)
+                .map(|i| (format!("key{}", i % 7).into_bytes(), event(i, Vec::new())))
                 .collect();
-            assert_eq!(got, want, "partition {p}: every item, in order");
-            seen += got.len();
+            let encoded: Vec<(Vec<u8>, Vec<u8>)> = items
+                .iter()
+                .map(|(k, e)| (k.clone(), format.encode(e).unwrap_or_default()))
+                .collect();
+            let packed = pack(encoded, 4, format);
+            assert!(
+                packed.len() <= 4,
+                "{format:?}: one record per partition here"
+            );
+            let mut seen = 0;
+            for (key, payload) in &packed {
+                let p = crate::bus::kafka::partition_for(key, 4);
+                let got: Vec<Event> = unpack(payload).unwrap_or_default();
+                let want: Vec<Event> = items
+                    .iter()
+                    .filter(|(k, _)| crate::bus::kafka::partition_for(k, 4) == p)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                assert_eq!(got, want, "{format:?}, partition {p}: every item, in order");
+                seen += got.len();
+            }
+            assert_eq!(seen, 200);
+            // Big items split into several records, none over the limit unless alone.
+            let items: Vec<(Vec<u8>, Vec<u8>)> = (0..5)
+                .map(|i| {
+                    let e = event(i, vec![b'x'; 200 * 1024]);
+                    (b"k".to_vec(), format.encode(&e).unwrap_or_default())
+                })
+                .collect();
+            let packed = pack(items, 4, format);
+            assert_eq!(packed.len(), 3, "{format:?}");
+            assert!(packed.iter().all(|(_, p)| p.len() <= MAX_PACK_BYTES));
+            let total: usize = packed
+                .iter()
+                .map(|(_, p)| unpack::<Event>(p).map(|v| v.len()).unwrap_or(0))
+                .sum();
+            assert_eq!(total, 5, "{format:?}");
         }
-        assert_eq!(seen, 200);
-        // Big items split into several records, none over the limit unless alone.
-        let big = "x".repeat(200 * 1024);
-        let items: Vec<(Vec<u8>, Vec<u8>)> = (0..5)
-            .map(|_| (b"k".to_vec(), format!("\"{big}\"").into_bytes()))
-            .collect();
-        let packed = pack(items, 4);
-        assert_eq!(packed.len(), 3);
-        assert!(packed.iter().all(|(_, p)| p.len() <= MAX_PACK_BYTES));
-        let total: usize = packed
-            .iter()
-            .map(|(_, p)| unpack::<String>(p).map(|v| v.len()).unwrap_or(0))
-            .sum();
-        assert_eq!(total, 5);
+    }
+
+    #[test]
+    fn binary_items_are_exact_and_json_loses_bytes_that_are_not_utf8() {
+        let mut e = event(1, b"<13>1 - h a - - - caf\xe9 \xff\xfe".to_vec());
+        e.source_ip = "2001:db8::7".parse().ok();
+        e.extra.insert("k".into(), "v".into());
+        let m = MatchRecord {
+            routed: Routed {
+                correlation: "ssh_brute_force".into(),
+                group: vec!["203.0.113.7".into(), String::new()],
+                bits: 0b101,
+                pos: 3,
+            },
+            event: e.clone(),
+            origin: Some(Origin {
+                partition: 2,
+                offset: 99,
+                n: 4,
+            }),
+        };
+        let one = |format: WireFormat| {
+            pack(
+                vec![(b"k".to_vec(), format.encode(&m).unwrap_or_default())],
+                4,
+                format,
+            )
+            .pop()
+            .map(|(_, p)| p)
+            .unwrap_or_default()
+        };
+        let binary = one(WireFormat::Binary);
+        assert_eq!(binary.first(), Some(&BINARY_PACK));
+        assert_eq!(unpack::<MatchRecord>(&binary), Ok(vec![m.clone()]));
+        let json = one(WireFormat::Json);
+        assert_eq!(json.first(), Some(&b'['));
+        let back = unpack::<MatchRecord>(&json).unwrap_or_default();
+        assert_eq!(back.len(), 1);
+        assert_ne!(back[0].event.raw, e.raw, "JSON carries raw bytes as text");
+        assert_eq!(back[0].routed, m.routed);
+        let dead = crate::store::DeadLetter {
+            id: 0,
+            received_at: e.ingested,
+            observer_type: "syslog".into(),
+            observer_id: "syslog/udp/203.0.113.7".into(),
+            peer: Some("203.0.113.7:514".into()),
+            reason: "invalid_utf8".into(),
+            detail: "byte 3".into(),
+            raw: vec![0xff, 0, 0xfe],
+        };
+        for format in [WireFormat::Binary, WireFormat::Json] {
+            let packed = pack(
+                vec![(b"k".to_vec(), format.encode(&dead).unwrap_or_default())],
+                1,
+                format,
+            );
+            assert_eq!(
+                unpack::<crate::store::DeadLetter>(&packed[0].1),
+                Ok(vec![dead.clone()])
+            );
+        }
+    }
+
+    #[test]
+    fn unreadable_records_are_errors_never_panics() {
+        let e = event(3, b"line".to_vec());
+        let good = pack(
+            vec![(
+                b"k".to_vec(),
+                WireFormat::Binary.encode(&e).unwrap_or_default(),
+            )],
+            1,
+            WireFormat::Binary,
+        )
+        .pop()
+        .map(|(_, p)| p)
+        .unwrap_or_default();
+        // Every truncation of a good record, and every single flipped byte.
+        assert_eq!(
+            unpack::<Event>(&good[..1]),
+            Ok(Vec::new()),
+            "the marker alone"
+        );
+        for n in 2..good.len() {
+            let _ = unpack::<Event>(&good[..n]);
+            let _ = unpack::<MatchRecord>(&good[..n]);
+            let _ = unpack::<DetectionRecord>(&good[..n]);
+            assert!(unpack::<Event>(&good[..n]).is_err(), "cut at {n}");
+        }
+        for i in 0..good.len() {
+            let mut bad = good.clone();
+            bad[i] ^= 0xff;
+            let _ = unpack::<Event>(&bad);
+            let _ = unpack::<DetectionRecord>(&bad);
+        }
+        assert!(unpack::<Event>(b"").is_err());
+        assert!(unpack::<Event>(b"\x00garbage").is_err());
+        // A huge declared count is refused, not allocated.
+        let mut lying = vec![BINARY_PACK];
+        lying.extend_from_slice(&9u32.to_le_bytes());
+        lying.extend_from_slice(&[0]);
+        lying.extend_from_slice(&[0xff; 4]);
+        lying.extend_from_slice(&[0; 4]);
+        assert!(unpack::<DetectionRecord>(&lying).is_err());
+    }
+
+    /// One record of each item type, as this build writes it in each format, is pinned in
+    /// `fixtures/wire/` (`VIGIL_BLESS=1` rewrites them): a change to the layout shows here,
+    /// and records an older build wrote stay readable (a deployment upgrades one process at a
+    /// time, and topics keep records for days). The files also seed the `wire_record` fuzz
+    /// target.
+    #[test]
+    fn records_match_the_golden_files_in_both_formats() {
+        let t = DateTime::<Utc>::from_timestamp(1_781_524_800, 250_000_000).unwrap();
+        let mut e = Event::new(t, t);
+        e.source_ip = "203.0.113.7".parse().ok();
+        e.destination_ip = "2001:db8::1".parse().ok();
+        e.source_port = Some(52100);
+        e.user_name = Some("root".into());
+        e.action = Some("ssh_login".into());
+        e.outcome = Some("failure".into());
+        e.sequence = Some(42);
+        e.extra.insert("sshd.pid".into(), "4242".into());
+        e.raw = b"<38>Jun 15 12:00:00 bastion sshd[4242]: Failed password for r\xe9ot from 203.0.113.7 port 52100 ssh2".to_vec();
+        let events = vec![e.clone(), event(7, Vec::new())];
+        let matches = vec![MatchRecord {
+            routed: Routed {
+                correlation: "ssh_brute_force".into(),
+                group: vec!["203.0.113.7".into()],
+                bits: 1,
+                pos: 0,
+            },
+            event: e.clone(),
+            origin: Some(Origin {
+                partition: 1,
+                offset: 5,
+                n: 0,
+            }),
+        }];
+        let detections = vec![DetectionRecord {
+            detection: Detection {
+                kind: DetectionKind::New,
+                rule: "ssh_brute_force".into(),
+                title: "SSH brute force".into(),
+                level: Some("high".into()),
+                tags: vec!["attack.t1110".into()],
+                group: vec![("source.ip".into(), "203.0.113.7".into())],
+                index_field: "source.ip".into(),
+                index_value: "203.0.113.7".into(),
+                window_start: t,
+                first_seen: t,
+                last_seen: t,
+                count: 10,
+                fresh: 10,
+                distinct: None,
+                sum: None,
+                events: vec![Arc::new(e.clone()), Arc::new(event(8, vec![0xff]))],
+                relevance: 6,
+                credibility: 8,
+                severity: 7,
+            },
+            origin: None,
+        }];
+        let dead = vec![crate::store::DeadLetter {
+            id: 0,
+            received_at: t,
+            observer_type: "syslog".into(),
+            observer_id: "syslog/udp/203.0.113.7".into(),
+            peer: Some("203.0.113.7:514".into()),
+            reason: "pri".into(),
+            detail: "no <PRI>".into(),
+            raw: b"not syslog \xff".to_vec(),
+        }];
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wire");
+        let bless = std::env::var_os("VIGIL_BLESS").is_some();
+        fn golden<T: WireItem + PartialEq + std::fmt::Debug>(
+            dir: &std::path::Path,
+            bless: bool,
+            name: &str,
+            items: &[T],
+        ) {
+            for (format, ext) in [(WireFormat::Binary, "bin"), (WireFormat::Json, "json")] {
+                let encoded = items
+                    .iter()
+                    .map(|i| (b"k".to_vec(), format.encode(i).unwrap()))
+                    .collect();
+                let mut packed = pack(encoded, 1, format);
+                assert_eq!(packed.len(), 1);
+                let bytes = packed.pop().unwrap().1;
+                let path = dir.join(format!("{name}.{ext}"));
+                if bless {
+                    std::fs::create_dir_all(dir).unwrap();
+                    std::fs::write(&path, &bytes).unwrap();
+                }
+                let pinned = std::fs::read(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e} (VIGIL_BLESS=1)", path.display()));
+                assert_eq!(
+                    unpack::<T>(&pinned).unwrap(),
+                    unpack::<T>(&bytes).unwrap(),
+                    "{}: reads as the same items",
+                    path.display()
+                );
+                assert!(bytes == pinned, "{}: the layout changed", path.display());
+                if format == WireFormat::Binary {
+                    assert_eq!(unpack::<T>(&pinned).unwrap(), items, "{name}: exact");
+                }
+            }
+        }
+        golden(&dir, bless, "events", &events);
+        golden(&dir, bless, "matches", &matches);
+        golden(&dir, bless, "detections", &detections);
+        golden(&dir, bless, "dead_letters", &dead);
     }
 
     #[test]
@@ -210,12 +710,11 @@ mod tests {
         assert!(m.fresh(o(0, 11, 0)));
         assert_eq!(m.0.get(&0), Some(&(11, 0)));
     }
-    use chrono::{DateTime, Utc};
     use std::sync::Arc;
     use vigil_correlate::{Detection, DetectionKind};
 
     #[test]
-    fn a_detection_round_trips_through_json() {
+    fn a_detection_round_trips_in_both_formats() {
         let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
         let mut e = Event::new(t, t);
         e.source_ip = "203.0.113.7".parse().ok();
@@ -254,9 +753,29 @@ mod tests {
         };
         let json = serde_json::to_vec(&rec).unwrap_or_default();
         let back: Option<DetectionRecord> = serde_json::from_slice(&json).ok();
-        assert_eq!(back, Some(rec));
+        assert_eq!(back, Some(rec.clone()));
+        // Binary: exact events (two here, one with bytes that are not UTF-8), with and
+        // without an origin.
+        let mut two = rec.clone();
+        two.detection
+            .events
+            .push(Arc::new(event(9, vec![0xff, b'x', 0xc3])));
+        let none = DetectionRecord {
+            origin: None,
+            ..two.clone()
+        };
+        let items = [&rec, &two, &none]
+            .iter()
+            .map(|r| (b"k".to_vec(), WireFormat::Binary.encode(*r).unwrap()))
+            .collect();
+        let packed = pack(items, 1, WireFormat::Binary);
+        assert_eq!(packed.len(), 1);
         assert_eq!(
-            Topics::new("vigil").all(),
+            unpack::<DetectionRecord>(&packed[0].1),
+            Ok(vec![rec, two, none])
+        );
+        assert_eq!(
+            Topics::new("vigil", WireFormat::Binary).all(),
             [
                 "vigil.matches",
                 "vigil.detections",

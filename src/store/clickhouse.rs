@@ -1619,11 +1619,38 @@ pub struct Checkpoint {
 
 // --- conversions --------------------------------------------------------------------------
 
-/// The event as JSON without `event.original` (the `raw` column keeps those bytes exactly).
+/// The event as JSON with an empty `event.original` (the `raw` column keeps those bytes
+/// exactly).
+///
+/// Without copying the event: `event.original` is the last field `Event` serializes, so the
+/// JSON ends with `"event.original":<the raw text>}`, which is cut and replaced with an empty
+/// text. The end is checked against the raw text serialized alone; were it ever different
+/// (a field added after `raw`), the event is copied with its bytes emptied, as before.
 fn event_json(e: &Event) -> Result<String, ChError> {
-    let mut e = e.clone();
-    e.raw = Vec::new();
-    serde_json::to_string(&e).map_err(|err| ChError::Corrupt(format!("event to json: {err}")))
+    let to_json = |e: &Event| {
+        serde_json::to_string(e).map_err(|err| ChError::Corrupt(format!("event to json: {err}")))
+    };
+    let mut json = to_json(e)?;
+    if e.raw.is_empty() {
+        return Ok(json);
+    }
+    let text = serde_json::to_string(&String::from_utf8_lossy(&e.raw))
+        .map_err(|err| ChError::Corrupt(format!("event to json: {err}")))?;
+    let end = json.len().saturating_sub(1);
+    let at = end.saturating_sub(text.len());
+    let tail_is_raw = json.ends_with('}')
+        && json.get(at..end) == Some(text.as_str())
+        && json
+            .get(..at)
+            .is_some_and(|head| head.ends_with("\"event.original\":"));
+    if tail_is_raw {
+        json.truncate(at);
+        json.push_str("\"\"}");
+        return Ok(json);
+    }
+    let mut copy = e.clone();
+    copy.raw = Vec::new();
+    to_json(&copy)
 }
 
 /// 16 bytes: IPv6 as is, IPv4 mapped (`::ffff:a.b.c.d`), absent as zeros.
@@ -1731,6 +1758,27 @@ mod bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_json_is_the_event_with_its_raw_text_emptied() {
+        let t = chrono::DateTime::<Utc>::from_timestamp(1_781_524_800, 5).unwrap_or_default();
+        for raw in [
+            b"".to_vec(),
+            b"plain line".to_vec(),
+            b"quotes \" and \\ and } and \"event.original\":\"x\"}".to_vec(),
+            vec![0xff, b'a', 0xc3, b'"', 0x00, b'\n'],
+            "caf\u{e9} \u{1F600}".as_bytes().to_vec(),
+        ] {
+            let mut e = Event::new(t, t);
+            e.user_name = Some("root \"admin\"".into());
+            e.extra.insert("z.last".into(), "}".into());
+            e.raw = raw.clone();
+            let mut copy = e.clone();
+            copy.raw = Vec::new();
+            let want = serde_json::to_string(&copy).unwrap_or_default();
+            assert_eq!(event_json(&e).ok(), Some(want), "raw {raw:?}");
+        }
+    }
 
     #[test]
     fn added_columns_are_recognized_in_migrations() {
