@@ -219,9 +219,10 @@ seeds = [
 for i, s in enumerate(seeds):
     open(f"corpus/spool_record/seed-{i}", "wb").write(s)
 PY
-# wire_record: the golden records of each item type, in both formats (src/cluster/wire.rs).
+# wire_record: the golden records of each item type and a checkpoint body, in both formats
+# (src/cluster/wire.rs).
 mkdir -p corpus/wire_record
-for f in $root/fixtures/wire/*; do
+for f in $root/fixtures/wire/*.bin $root/fixtures/wire/*.json; do
   [ -f "$f" ] && cp "$f" "corpus/wire_record/seed-$(basename "$f")"
 done
 # Build every target once up front: the package depends on the `vigil` crate, so a `cargo fuzz

@@ -1,14 +1,18 @@
 //! Any bytes as a record on a Vigil topic (scaled-out mode) through
 //! `vigil::cluster::wire::unpack`, as each item type: events, routed matches, detections and
 //! dead letters, in the binary format (events in the event codec, `vigil_parsers::codec`) or
-//! as JSON. Must never panic or allocate beyond the input; whatever a record holds survives
-//! being packed again in the binary format and read back (`unpack(pack(items)) == items`).
+//! as JSON; and as a correlate node's checkpoint body (`CorrelateState::from_bytes`, binary or
+//! JSON). Must never panic or allocate beyond the input; whatever a record holds survives
+//! being packed again in the binary format and read back (`unpack(pack(items)) == items`),
+//! and a checkpoint that reads survives `from_bytes(to_bytes(state)) == state`.
 #![no_main]
 
 use std::fmt::Debug;
 
 use libfuzzer_sys::fuzz_target;
-use vigil::cluster::wire::{pack, unpack, DetectionRecord, MatchRecord, WireFormat, WireItem};
+use vigil::cluster::wire::{
+    pack, unpack, CorrelateState, DetectionRecord, MatchRecord, WireFormat, WireItem,
+};
 use vigil::store::DeadLetter;
 use vigil_parsers::Event;
 
@@ -37,4 +41,11 @@ fuzz_target!(|data: &[u8]| {
     check::<MatchRecord>(data);
     check::<DetectionRecord>(data);
     check::<DeadLetter>(data);
+    if let Ok(state) = CorrelateState::from_bytes(data) {
+        assert_eq!(
+            CorrelateState::from_bytes(&state.to_bytes()),
+            Ok(state),
+            "from_bytes(to_bytes(state)) != state"
+        );
+    }
 });

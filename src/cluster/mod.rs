@@ -43,7 +43,7 @@ use crate::correlate::{apply_detection, OffenseLimits, RuleMeta, SeenEvents};
 use crate::store::clickhouse::{Checkpoint, ClickHouseStore};
 use crate::store::{DeadLetter, Store};
 use crate::telemetry::Metrics;
-use wire::{pack, unpack, DetectionRecord, Marks, MatchRecord, Origin, Topics};
+use wire::{pack, unpack, CorrelateState, DetectionRecord, Marks, MatchRecord, Origin, Topics};
 
 /// Records taken from a topic in one batch at most.
 const BATCH: usize = 1024;
@@ -401,13 +401,6 @@ struct OwnedMatches {
     marks: Marks,
 }
 
-/// A matches partition's checkpoint: its windows and its marks.
-#[derive(serde::Serialize, serde::Deserialize)]
-struct CorrelateState {
-    windows: vigil_correlate::EngineSnapshot,
-    marks: Marks,
-}
-
 /// The partition (of a topic with `partitions`) a record with `key` goes to.
 fn partition_of(key: &str, partitions: i32) -> i32 {
     partition_for(key.as_bytes(), partitions)
@@ -522,7 +515,7 @@ pub fn run_correlate(
                     marks: Marks::default(),
                 };
                 if let Some(cp) = cp {
-                    match serde_json::from_slice::<CorrelateState>(&cp.state)
+                    match CorrelateState::from_bytes(&cp.state)
                         .map_err(|e| e.to_string())
                         .and_then(|s| engine.restore(s.windows).map(|rep| (rep, s.marks)))
                     {
@@ -658,10 +651,11 @@ fn checkpoint_matches(
             continue;
         }
         let windows = engine.snapshot(|k| partition_of(k, stage.partitions) == *p);
-        let state = serde_json::to_vec(&CorrelateState {
+        let state = CorrelateState {
             windows,
             marks: own.marks.clone(),
-        })?;
+        }
+        .to_bytes();
         rows.push(Checkpoint {
             group: group.to_owned(),
             topic: stage.topics.matches.clone(),

@@ -276,6 +276,215 @@ impl WireItem for DetectionRecord {
     }
 }
 
+/// First byte of a binary checkpoint body (a JSON one, as builds before it wrote, starts
+/// with `{`).
+pub const BINARY_CHECKPOINT: u8 = 0xC1;
+
+/// A matches partition's checkpoint (`checkpoints.state` in ClickHouse): its windows and its
+/// marks.
+///
+/// Binary (what this build writes): [`BINARY_CHECKPOINT`]; the snapshot's version (u32), its
+/// time (a presence byte, then i64); a u32 count of windows, each its correlation name, its
+/// `group-by` names (a u32 count of texts), its watermark (presence byte, i64) and a u32 count
+/// of keys, each its group values (count and texts), a u32 count of slots (time i64, tag u64,
+/// a flags byte: 1 reported, 2 event held, then the event's codec bytes, length first) and
+/// its firing state (presence byte, window start i64, index value text); then the marks, a
+/// u32 count of (partition i32, offset i64, n u32). Numbers little-endian, texts a u32
+/// length and UTF-8. The events are exact (JSON carried their bytes as text) and the whole
+/// several times cheaper to write and read: the checkpoint is the largest cost of the
+/// correlate stage after the rules themselves.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CorrelateState {
+    /// The partition's windows.
+    pub windows: vigil_correlate::EngineSnapshot,
+    /// Chained matches applied, per input partition.
+    pub marks: Marks,
+}
+
+fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+fn put_texts(out: &mut Vec<u8>, texts: &[String]) {
+    put_len(out, texts.len());
+    for t in texts {
+        put_text(out, t);
+    }
+}
+
+impl<'a> Reader<'a> {
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, WireError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// A count of items that take at least `min` bytes each: refused when the bytes left
+    /// cannot hold them, so a corrupt count never makes a large allocation.
+    fn count(&mut self, min: usize) -> Result<usize, WireError> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() / min.max(1) {
+            return Err(wire_err("count beyond the end"));
+        }
+        Ok(n)
+    }
+
+    fn opt_i64(&mut self) -> Result<Option<i64>, WireError> {
+        match self.array::<1>()? {
+            [0] => Ok(None),
+            [1] => Ok(Some(self.i64()?)),
+            _ => Err(wire_err("presence tag")),
+        }
+    }
+
+    fn texts(&mut self) -> Result<Vec<String>, WireError> {
+        let n = self.count(4)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.text()?);
+        }
+        Ok(out)
+    }
+}
+
+impl CorrelateState {
+    /// The binary body.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        use vigil_correlate::engine::KeySnapshot;
+        let snap = &self.windows;
+        let mut out = Vec::with_capacity(4096);
+        out.push(BINARY_CHECKPOINT);
+        out.extend_from_slice(&snap.version.to_le_bytes());
+        put_opt_i64(&mut out, snap.now);
+        put_len(&mut out, snap.windows.len());
+        for w in &snap.windows {
+            put_text(&mut out, &w.correlation);
+            put_texts(&mut out, &w.group_by);
+            put_opt_i64(&mut out, w.watermark);
+            put_len(&mut out, w.keys.len());
+            for KeySnapshot {
+                group,
+                slots,
+                firing,
+            } in &w.keys
+            {
+                put_texts(&mut out, group);
+                put_len(&mut out, slots.len());
+                for (ts, tag, event, reported) in slots {
+                    out.extend_from_slice(&ts.to_le_bytes());
+                    out.extend_from_slice(&tag.to_le_bytes());
+                    out.push(u8::from(*reported) | if event.is_some() { 2 } else { 0 });
+                    if let Some(e) = event {
+                        let at = out.len();
+                        out.extend_from_slice(&[0; 4]);
+                        vigil_parsers::codec::encode(e, &mut out);
+                        let n = out.len() - at - 4;
+                        out[at..at + 4]
+                            .copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+                    }
+                }
+                match firing {
+                    None => out.push(0),
+                    Some((start, index)) => {
+                        out.push(1);
+                        out.extend_from_slice(&start.to_le_bytes());
+                        put_text(&mut out, index);
+                    }
+                }
+            }
+        }
+        put_len(&mut out, self.marks.0.len());
+        for (p, (offset, n)) in &self.marks.0 {
+            out.extend_from_slice(&p.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+            out.extend_from_slice(&n.to_le_bytes());
+        }
+        out
+    }
+
+    /// A body in either form: binary, or JSON as builds before it wrote. Never panics.
+    pub fn from_bytes(bytes: &[u8]) -> Result<CorrelateState, WireError> {
+        use vigil_correlate::engine::{KeySnapshot, WindowSnapshot};
+        let Some((&BINARY_CHECKPOINT, rest)) = bytes.split_first() else {
+            return serde_json::from_slice(bytes).map_err(wire_err);
+        };
+        let mut r = Reader(rest);
+        let version = r.u32()?;
+        let now = r.opt_i64()?;
+        let n = r.count(13)?;
+        let mut windows = Vec::with_capacity(n);
+        for _ in 0..n {
+            let correlation = r.text()?;
+            let group_by = r.texts()?;
+            let watermark = r.opt_i64()?;
+            let n = r.count(9)?;
+            let mut keys = Vec::with_capacity(n);
+            for _ in 0..n {
+                let group = r.texts()?;
+                let n = r.count(17)?;
+                let mut slots = Vec::with_capacity(n);
+                for _ in 0..n {
+                    let ts = r.i64()?;
+                    let tag = u64::from_le_bytes(r.array()?);
+                    let [flags] = r.array::<1>()?;
+                    if flags > 3 {
+                        return Err(wire_err("slot flags"));
+                    }
+                    let event = if flags & 2 != 0 {
+                        Some(std::sync::Arc::new(Reader::event(r.sized()?)?))
+                    } else {
+                        None
+                    };
+                    slots.push((ts, tag, event, flags & 1 != 0));
+                }
+                let firing = match r.array::<1>()? {
+                    [0] => None,
+                    [1] => Some((r.i64()?, r.text()?)),
+                    _ => return Err(wire_err("firing tag")),
+                };
+                keys.push(KeySnapshot {
+                    group,
+                    slots,
+                    firing,
+                });
+            }
+            windows.push(WindowSnapshot {
+                correlation,
+                group_by,
+                watermark,
+                keys,
+            });
+        }
+        let n = r.count(16)?;
+        let mut marks = Marks::default();
+        for _ in 0..n {
+            let p = i32::from_le_bytes(r.array()?);
+            let offset = r.i64()?;
+            let seq = r.u32()?;
+            marks.0.insert(p, (offset, seq));
+        }
+        if !r.0.is_empty() {
+            return Err(wire_err("bytes after the end"));
+        }
+        Ok(CorrelateState {
+            windows: vigil_correlate::EngineSnapshot {
+                version,
+                now,
+                windows,
+            },
+            marks,
+        })
+    }
+}
+
 /// Most bytes of one packed record (well under Kafka's default 1 MB message limit).
 pub const MAX_PACK_BYTES: usize = 512 * 1024;
 
@@ -689,6 +898,87 @@ mod tests {
         golden(&dir, bless, "matches", &matches);
         golden(&dir, bless, "detections", &detections);
         golden(&dir, bless, "dead_letters", &dead);
+    }
+
+    fn checkpoint(raw: Vec<u8>) -> CorrelateState {
+        use vigil_correlate::{EngineSnapshot, KeySnapshot, WindowSnapshot};
+        let held = Arc::new(event(11, raw));
+        let mut marks = Marks::default();
+        marks.0.insert(2, (77, 3));
+        CorrelateState {
+            windows: EngineSnapshot {
+                version: EngineSnapshot::VERSION,
+                now: Some(1_781_524_800_000_000_000),
+                windows: vec![
+                    WindowSnapshot {
+                        correlation: "ssh_brute_force".into(),
+                        group_by: vec!["source.ip".into()],
+                        watermark: Some(1_781_524_799_000_000_000),
+                        keys: vec![
+                            KeySnapshot {
+                                group: vec!["203.0.113.7".into()],
+                                slots: vec![
+                                    (1_781_524_790_000_000_000, 0, Some(held.clone()), true),
+                                    (1_781_524_791_000_000_000, 0, None, false),
+                                    (-5, u64::MAX, Some(held), false),
+                                ],
+                                firing: Some((1_781_524_790_000_000_000, "203.0.113.7".into())),
+                            },
+                            KeySnapshot {
+                                group: vec![String::new()],
+                                slots: Vec::new(),
+                                firing: None,
+                            },
+                        ],
+                    },
+                    WindowSnapshot {
+                        correlation: "quiet".into(),
+                        group_by: Vec::new(),
+                        watermark: None,
+                        keys: Vec::new(),
+                    },
+                ],
+            },
+            marks,
+        }
+    }
+
+    #[test]
+    fn checkpoints_are_exact_in_binary_and_older_json_ones_still_read() {
+        let odd = checkpoint(vec![0xff, b'x', 0xe9]);
+        let bytes = odd.to_bytes();
+        assert_eq!(bytes.first(), Some(&BINARY_CHECKPOINT));
+        assert_eq!(CorrelateState::from_bytes(&bytes), Ok(odd.clone()));
+        // What builds before the binary body wrote: JSON (here with text that JSON keeps).
+        let plain = checkpoint(b"line".to_vec());
+        let json = serde_json::to_vec(&plain).unwrap();
+        assert_eq!(CorrelateState::from_bytes(&json), Ok(plain.clone()));
+        // Pinned, both forms (VIGIL_BLESS=1 rewrites).
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wire");
+        for (name, body) in [("checkpoint.bin", bytes.clone()), ("checkpoint.json", json)] {
+            let path = dir.join(name);
+            if std::env::var_os("VIGIL_BLESS").is_some() {
+                std::fs::write(&path, &body).unwrap();
+            }
+            let pinned = std::fs::read(&path)
+                .unwrap_or_else(|e| panic!("{}: {e} (VIGIL_BLESS=1)", path.display()));
+            assert!(pinned == body, "{name}: the layout changed");
+        }
+        // Corrupt bodies are errors, never panics.
+        for n in 0..bytes.len() {
+            assert!(
+                CorrelateState::from_bytes(&bytes[..n]).is_err(),
+                "cut at {n}"
+            );
+        }
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x5a;
+            let _ = CorrelateState::from_bytes(&bad);
+        }
+        let mut huge = vec![BINARY_CHECKPOINT, 1, 0, 0, 0, 0];
+        huge.extend_from_slice(&u32::MAX.to_le_bytes());
+        assert!(CorrelateState::from_bytes(&huge).is_err());
     }
 
     #[test]
