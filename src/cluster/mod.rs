@@ -754,6 +754,10 @@ pub fn run_offenses(
     let mut held: std::collections::VecDeque<(Instant, Received)> =
         std::collections::VecDeque::new();
     let mut owned: HashMap<i32, Marks> = HashMap::new();
+    // Open offenses held between batches, as in embedded mode (`offenses.held_open`): under
+    // attack most detections join an offense already open, which is then read once and
+    // written once per batch instead of per detection.
+    let mut book = crate::correlate::OffenseBook::new(config.offenses.held_open);
     // What a crash left written locally but not in ClickHouse.
     if !mirror_offenses(stage, &ch, &local, &mut version)? {
         return Ok(());
@@ -789,6 +793,9 @@ pub fn run_offenses(
             let Some(marks) = take_over_offenses(stage, &ch, &mut local, p)? else {
                 return Ok(());
             };
+            // The working copy's offenses of that partition were replaced on this connection,
+            // which the book cannot see.
+            book.clear();
             restored.inc();
             owned.insert(p, marks);
         }
@@ -825,20 +832,32 @@ pub fn run_offenses(
         });
         let touched: HashSet<i32> = dets.iter().map(|(p, _)| *p).collect();
         let now = Utc::now();
-        // Write-through: the stage reads offenses it then mirrors to ClickHouse, and forgets
-        // them on this same connection, which a book could not see.
-        let mut book = crate::correlate::OffenseBook::write_through();
         let applied = local.in_transaction(|store| {
+            book.begin(store)?;
             let (mut opened, mut grown) = (0u64, 0u64);
+            // Indexes whose open offense this batch has listed as unmirrored already.
+            let mut listed: HashSet<(&str, &str)> = HashSet::new();
             for (_, d) in &dets {
                 let factor = d
                     .events
                     .iter()
                     .filter_map(|e| zones.asset_factor(e))
                     .max_by_key(|f| f.criticality);
-                let before = store
-                    .find_open_offense(&d.index_field, &d.index_value)?
-                    .map_or(0, |o| o.stored_events);
+                // Where the offense's unmirrored events start: its stored events before this
+                // batch touched it (later detections of the batch keep that lowest position).
+                let index = (d.index_field.as_str(), d.index_value.as_str());
+                let before = if listed.insert(index) {
+                    match book.peek(index.0, index.1) {
+                        Some(o) => Some(o.stored_events),
+                        None => Some(
+                            store
+                                .find_open_offense(index.0, index.1)?
+                                .map_or(0, |o| o.stored_events),
+                        ),
+                    }
+                } else {
+                    None
+                };
                 let (o, change) = apply_detection(
                     store,
                     &mut book,
@@ -851,12 +870,14 @@ pub fn run_offenses(
                 )?;
                 let first = if change == crate::correlate::OffenseChange::Created {
                     opened += 1;
-                    0
+                    Some(0)
                 } else {
                     grown += 1;
                     before
                 };
-                store.note_unmirrored(&o.id, first)?;
+                if let Some(first) = first {
+                    store.note_unmirrored(&o.id, first)?;
+                }
                 // Webhooks go to this node's outbox in the same transaction as the offense
                 // and the partition marks: a replayed detection is dropped by the marks, so
                 // it is never announced twice.
@@ -871,6 +892,7 @@ pub fn run_offenses(
                     crate::webhook::enqueue(store, webhooks, event, &subject, &body, now)?;
                 }
             }
+            book.flush(store)?;
             for p in &touched {
                 if let Some(marks) = owned.get(p) {
                     store.set_cluster_marks(*p, marks)?;
@@ -886,6 +908,7 @@ pub fn run_offenses(
             }
             Err(e) => {
                 seen.rollback();
+                book.clear();
                 return Err(e.into());
             }
         }

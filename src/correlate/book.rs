@@ -164,6 +164,15 @@ impl OffenseBook {
         self.stats
     }
 
+    /// The open offense the book holds for this index, if it holds one (without reading the
+    /// database).
+    pub fn peek(&self, index_field: &str, index_value: &str) -> Option<&Offense> {
+        self.open
+            .get(index_field)
+            .and_then(|m| m.get(index_value))
+            .map(|b| &b.offense)
+    }
+
     /// Takes the open offense for this index out of the book, or reads it (and its rule
     /// parts) from the database. Give it back with [`OffenseBook::keep`] while it is open.
     pub(crate) fn take(
