@@ -554,7 +554,15 @@ pub fn pack(
 pub fn unpack<T: WireItem>(payload: &[u8]) -> Result<Vec<T>, WireError> {
     match payload.split_first() {
         Some((&BINARY_PACK, mut rest)) => {
-            let mut items = Vec::new();
+            // Counted first (lengths only), so the items are never moved by a growing vector;
+            // at most one per 32 bytes (every real item is longer), so a record of empty items
+            // cannot reserve more than a few times its size.
+            let mut count = 0usize;
+            let mut scan = Reader(rest);
+            while !scan.0.is_empty() && scan.sized().is_ok() {
+                count += 1;
+            }
+            let mut items = Vec::with_capacity(count.min(rest.len() / 32));
             while !rest.is_empty() {
                 let mut r = Reader(rest);
                 items.push(T::get(r.sized()?)?);
