@@ -365,7 +365,11 @@ impl Default for OffenseLimits {
 pub struct SeenEvents {
     set: std::collections::HashSet<(u64, u64)>,
     order: std::collections::VecDeque<(u64, u64)>,
+    /// Staged additions in order, and the same as a set: a batch stages one entry per event
+    /// per detection (tens of thousands in a busy scaled-out offense batch), so a lookup must
+    /// not scan them.
     staged: Vec<(u64, u64)>,
+    staged_set: std::collections::HashSet<(u64, u64)>,
     capacity: usize,
 }
 
@@ -376,6 +380,7 @@ impl SeenEvents {
             set: std::collections::HashSet::new(),
             order: std::collections::VecDeque::new(),
             staged: Vec::new(),
+            staged_set: std::collections::HashSet::new(),
             capacity: capacity.max(1),
         }
     }
@@ -390,7 +395,7 @@ impl SeenEvents {
     /// Marks `seq` counted for the offense; false if it already was (committed or staged).
     fn first_time(&mut self, offense: u64, seq: u64) -> bool {
         let k = (offense, seq);
-        if self.set.contains(&k) || self.staged.contains(&k) {
+        if self.set.contains(&k) || !self.staged_set.insert(k) {
             return false;
         }
         self.staged.push(k);
@@ -399,6 +404,7 @@ impl SeenEvents {
 
     /// Keeps the staged additions (the transaction committed).
     pub fn commit(&mut self) {
+        self.staged_set.clear();
         for k in std::mem::take(&mut self.staged) {
             if self.set.insert(k) {
                 self.order.push_back(k);
@@ -414,6 +420,7 @@ impl SeenEvents {
     /// Forgets the staged additions (the transaction rolled back).
     pub fn rollback(&mut self) {
         self.staged.clear();
+        self.staged_set.clear();
     }
 }
 
@@ -647,6 +654,36 @@ pub fn apply_detection(
 #[allow(clippy::indexing_slicing)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seen_events_count_each_event_once_per_offense_across_staging_and_commits() {
+        let mut seen = SeenEvents::new(3);
+        assert!(seen.first_time(1, 10));
+        assert!(!seen.first_time(1, 10), "staged already");
+        assert!(seen.first_time(2, 10), "another offense");
+        seen.rollback();
+        assert!(
+            seen.first_time(1, 10),
+            "a rolled-back batch counted nothing"
+        );
+        seen.commit();
+        assert!(!seen.first_time(1, 10), "committed");
+        for s in 11..14 {
+            assert!(seen.first_time(1, s));
+        }
+        seen.commit();
+        assert!(
+            seen.first_time(1, 10),
+            "the oldest is forgotten beyond the capacity"
+        );
+        assert!(!seen.first_time(1, 13));
+        // Many staged entries in one batch (the scaled-out offense stage): each still once.
+        let mut big = SeenEvents::new(1 << 16);
+        for s in 0..20_000 {
+            assert!(big.first_time(7, s));
+        }
+        assert!((0..20_000).all(|s| !big.first_time(7, s)));
+    }
 
     #[test]
     fn offense_ids_are_deterministic_and_distinct() {
