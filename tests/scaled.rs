@@ -140,23 +140,8 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
         .enable_all()
         .build()
         .unwrap();
-    let count = rt.block_on(async {
-        let ch = vigil::store::clickhouse::ClickHouseStore::connect(
-            &vigil::store::clickhouse::ClickHouseConfig {
-                url: clickhouse_url(),
-                database: name.clone(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-        ch.count_events().await.unwrap()
-    });
-    assert_eq!(count, 13, "twelve log events and one flow");
-    // The line that is not UTF-8, exactly as sent: in the events table and among the
-    // offense's events.
     let id = o["id"].as_str().unwrap().to_owned();
-    let (events, offense_events) = rt.block_on(async {
+    let (count, events, offense_events) = rt.block_on(async {
         let ch = vigil::store::clickhouse::ClickHouseStore::connect(
             &vigil::store::clickhouse::ClickHouseConfig {
                 url: clickhouse_url(),
@@ -167,12 +152,16 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
         .await
         .unwrap();
         (
+            ch.count_events().await.unwrap(),
             ch.events_for_ip("203.0.113.77".parse().unwrap(), 100)
                 .await
                 .unwrap(),
             ch.offense_events(&id, 100).await.unwrap(),
         )
     });
+    assert_eq!(count, 13, "twelve log events and one flow");
+    // The line that is not UTF-8, exactly as sent: in the events table and among the
+    // offense's events.
     assert_eq!(events.len(), 12);
     assert_eq!(events.iter().filter(|e| e.raw == odd).count(), 1);
     assert_eq!(offense_events.iter().filter(|e| e.raw == odd).count(), 1);

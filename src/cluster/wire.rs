@@ -115,6 +115,32 @@ fn put_text(out: &mut Vec<u8>, s: &str) {
     out.extend_from_slice(s.as_bytes());
 }
 
+/// Appends what `write` puts, preceded by its length (u32).
+fn put_sized(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let n = out.len() - at - 4;
+    out[at..at + 4].copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+}
+
+fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+fn put_texts(out: &mut Vec<u8>, texts: &[String]) {
+    put_len(out, texts.len());
+    for t in texts {
+        put_text(out, t);
+    }
+}
+
 /// Reads a binary item: every length is checked against what is left.
 struct Reader<'a>(&'a [u8]);
 
@@ -133,7 +159,7 @@ impl<'a> Reader<'a> {
     }
 
     fn sized(&mut self) -> Result<&'a [u8], WireError> {
-        let n = u32::from_le_bytes(self.array()?) as usize;
+        let n = self.u32()? as usize;
         self.take(n)
     }
 
@@ -157,6 +183,41 @@ impl<'a> Reader<'a> {
 
     fn event(bytes: &[u8]) -> Result<Event, WireError> {
         vigil_parsers::codec::decode(bytes).map_err(wire_err)
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+
+    fn i64(&mut self) -> Result<i64, WireError> {
+        Ok(i64::from_le_bytes(self.array()?))
+    }
+
+    /// A count of items that take at least `min` bytes each: refused when the bytes left
+    /// cannot hold them, so a corrupt count never makes a large allocation.
+    fn count(&mut self, min: usize) -> Result<usize, WireError> {
+        let n = self.u32()? as usize;
+        if n > self.0.len() / min.max(1) {
+            return Err(wire_err("count beyond the end"));
+        }
+        Ok(n)
+    }
+
+    fn opt_i64(&mut self) -> Result<Option<i64>, WireError> {
+        match self.array::<1>()? {
+            [0] => Ok(None),
+            [1] => Ok(Some(self.i64()?)),
+            _ => Err(wire_err("presence tag")),
+        }
+    }
+
+    fn texts(&mut self) -> Result<Vec<String>, WireError> {
+        let n = self.count(4)?;
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(self.text()?);
+        }
+        Ok(out)
     }
 }
 
@@ -195,10 +256,7 @@ impl WireItem for MatchRecord {
     fn put(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
         let r = &self.routed;
         put_text(out, &r.correlation);
-        put_len(out, r.group.len());
-        for g in &r.group {
-            put_text(out, g);
-        }
+        put_texts(out, &r.group);
         out.extend_from_slice(&r.bits.to_le_bytes());
         out.extend_from_slice(&(r.pos as u64).to_le_bytes());
         put_origin(out, self.origin);
@@ -208,15 +266,7 @@ impl WireItem for MatchRecord {
     fn get(bytes: &[u8]) -> Result<Self, WireError> {
         let mut r = Reader(bytes);
         let correlation = r.text()?;
-        let n = u32::from_le_bytes(r.array()?) as usize;
-        // Each value takes at least its 4-byte length: a count beyond that is corrupt.
-        if n > r.0.len() / 4 {
-            return Err(wire_err("group count beyond the end"));
-        }
-        let mut group = Vec::with_capacity(n);
-        for _ in 0..n {
-            group.push(r.text()?);
-        }
+        let group = r.texts()?;
         let bits = u64::from_le_bytes(r.array()?);
         let pos = usize::try_from(u64::from_le_bytes(r.array()?))
             .map_err(|_| wire_err("position out of range"))?;
@@ -239,18 +289,12 @@ impl WireItem for DetectionRecord {
         put_origin(out, self.origin);
         let mut head = self.detection.clone();
         let events = std::mem::take(&mut head.events);
-        let at = out.len();
-        out.extend_from_slice(&[0; 4]);
-        serde_json::to_writer(&mut *out, &head).map_err(wire_err)?;
-        let n = out.len() - at - 4;
-        out[at..at + 4].copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+        let mut json = Ok(());
+        put_sized(out, |out| json = serde_json::to_writer(out, &head));
+        json.map_err(wire_err)?;
         put_len(out, events.len());
         for e in &events {
-            let at = out.len();
-            out.extend_from_slice(&[0; 4]);
-            vigil_parsers::codec::encode(e, out);
-            let n = out.len() - at - 4;
-            out[at..at + 4].copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+            put_sized(out, |out| vigil_parsers::codec::encode(e, out));
         }
         Ok(())
     }
@@ -259,10 +303,7 @@ impl WireItem for DetectionRecord {
         let origin = r.origin()?;
         let mut detection: vigil_correlate::Detection =
             serde_json::from_slice(r.sized()?).map_err(wire_err)?;
-        let n = u32::from_le_bytes(r.array()?) as usize;
-        if n > r.0.len() / 4 {
-            return Err(wire_err("event count beyond the end"));
-        }
+        let n = r.count(4)?;
         detection.events = Vec::with_capacity(n);
         for _ in 0..n {
             detection
@@ -301,60 +342,6 @@ pub struct CorrelateState {
     pub marks: Marks,
 }
 
-fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
-    match v {
-        None => out.push(0),
-        Some(v) => {
-            out.push(1);
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-}
-
-fn put_texts(out: &mut Vec<u8>, texts: &[String]) {
-    put_len(out, texts.len());
-    for t in texts {
-        put_text(out, t);
-    }
-}
-
-impl<'a> Reader<'a> {
-    fn u32(&mut self) -> Result<u32, WireError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-
-    fn i64(&mut self) -> Result<i64, WireError> {
-        Ok(i64::from_le_bytes(self.array()?))
-    }
-
-    /// A count of items that take at least `min` bytes each: refused when the bytes left
-    /// cannot hold them, so a corrupt count never makes a large allocation.
-    fn count(&mut self, min: usize) -> Result<usize, WireError> {
-        let n = self.u32()? as usize;
-        if n > self.0.len() / min.max(1) {
-            return Err(wire_err("count beyond the end"));
-        }
-        Ok(n)
-    }
-
-    fn opt_i64(&mut self) -> Result<Option<i64>, WireError> {
-        match self.array::<1>()? {
-            [0] => Ok(None),
-            [1] => Ok(Some(self.i64()?)),
-            _ => Err(wire_err("presence tag")),
-        }
-    }
-
-    fn texts(&mut self) -> Result<Vec<String>, WireError> {
-        let n = self.count(4)?;
-        let mut out = Vec::with_capacity(n);
-        for _ in 0..n {
-            out.push(self.text()?);
-        }
-        Ok(out)
-    }
-}
-
 impl CorrelateState {
     /// The binary body.
     pub fn to_bytes(&self) -> Vec<u8> {
@@ -383,12 +370,7 @@ impl CorrelateState {
                     out.extend_from_slice(&tag.to_le_bytes());
                     out.push(u8::from(*reported) | if event.is_some() { 2 } else { 0 });
                     if let Some(e) = event {
-                        let at = out.len();
-                        out.extend_from_slice(&[0; 4]);
-                        vigil_parsers::codec::encode(e, &mut out);
-                        let n = out.len() - at - 4;
-                        out[at..at + 4]
-                            .copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+                        put_sized(&mut out, |out| vigil_parsers::codec::encode(e, out));
                     }
                 }
                 match firing {
@@ -800,6 +782,18 @@ mod tests {
         assert!(unpack::<DetectionRecord>(&lying).is_err());
     }
 
+    /// The bytes of `fixtures/wire/<file>`; with `VIGIL_BLESS` set, `bytes` are written there
+    /// first.
+    fn pinned(file: &str, bytes: &[u8]) -> Vec<u8> {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wire");
+        let path = dir.join(file);
+        if std::env::var_os("VIGIL_BLESS").is_some() {
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+        }
+        std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (VIGIL_BLESS=1)", path.display()))
+    }
+
     /// One record of each item type, as this build writes it in each format, is pinned in
     /// `fixtures/wire/` (`VIGIL_BLESS=1` rewrites them): a change to the layout shows here,
     /// and records an older build wrote stay readable (a deployment upgrades one process at a
@@ -835,25 +829,13 @@ mod tests {
         }];
         let detections = vec![DetectionRecord {
             detection: Detection {
-                kind: DetectionKind::New,
-                rule: "ssh_brute_force".into(),
-                title: "SSH brute force".into(),
-                level: Some("high".into()),
-                tags: vec!["attack.t1110".into()],
-                group: vec![("source.ip".into(), "203.0.113.7".into())],
-                index_field: "source.ip".into(),
-                index_value: "203.0.113.7".into(),
-                window_start: t,
-                first_seen: t,
-                last_seen: t,
-                count: 10,
-                fresh: 10,
                 distinct: None,
-                sum: None,
-                events: vec![Arc::new(e.clone()), Arc::new(event(8, vec![0xff]))],
-                relevance: 6,
-                credibility: 8,
-                severity: 7,
+                ..brute_force(
+                    DetectionKind::New,
+                    t,
+                    10,
+                    vec![Arc::new(e.clone()), Arc::new(event(8, vec![0xff]))],
+                )
             },
             origin: None,
         }];
@@ -867,14 +849,7 @@ mod tests {
             detail: "no <PRI>".into(),
             raw: b"not syslog \xff".to_vec(),
         }];
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wire");
-        let bless = std::env::var_os("VIGIL_BLESS").is_some();
-        fn golden<T: WireItem + PartialEq + std::fmt::Debug>(
-            dir: &std::path::Path,
-            bless: bool,
-            name: &str,
-            items: &[T],
-        ) {
+        fn golden<T: WireItem + PartialEq + std::fmt::Debug>(name: &str, items: &[T]) {
             for (format, ext) in [(WireFormat::Binary, "bin"), (WireFormat::Json, "json")] {
                 let encoded = items
                     .iter()
@@ -883,29 +858,23 @@ mod tests {
                 let mut packed = pack(encoded, 1, format);
                 assert_eq!(packed.len(), 1);
                 let bytes = packed.pop().unwrap().1;
-                let path = dir.join(format!("{name}.{ext}"));
-                if bless {
-                    std::fs::create_dir_all(dir).unwrap();
-                    std::fs::write(&path, &bytes).unwrap();
-                }
-                let pinned = std::fs::read(&path)
-                    .unwrap_or_else(|e| panic!("{}: {e} (VIGIL_BLESS=1)", path.display()));
+                let file = format!("{name}.{ext}");
+                let pinned = pinned(&file, &bytes);
                 assert_eq!(
                     unpack::<T>(&pinned).unwrap(),
                     unpack::<T>(&bytes).unwrap(),
-                    "{}: reads as the same items",
-                    path.display()
+                    "{file}: reads as the same items"
                 );
-                assert!(bytes == pinned, "{}: the layout changed", path.display());
+                assert!(bytes == pinned, "{file}: the layout changed");
                 if format == WireFormat::Binary {
                     assert_eq!(unpack::<T>(&pinned).unwrap(), items, "{name}: exact");
                 }
             }
         }
-        golden(&dir, bless, "events", &events);
-        golden(&dir, bless, "matches", &matches);
-        golden(&dir, bless, "detections", &detections);
-        golden(&dir, bless, "dead_letters", &dead);
+        golden("events", &events);
+        golden("matches", &matches);
+        golden("detections", &detections);
+        golden("dead_letters", &dead);
     }
 
     fn checkpoint(raw: Vec<u8>) -> CorrelateState {
@@ -962,15 +931,8 @@ mod tests {
         let json = serde_json::to_vec(&plain).unwrap();
         assert_eq!(CorrelateState::from_bytes(&json), Ok(plain.clone()));
         // Pinned, both forms (VIGIL_BLESS=1 rewrites).
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wire");
         for (name, body) in [("checkpoint.bin", bytes.clone()), ("checkpoint.json", json)] {
-            let path = dir.join(name);
-            if std::env::var_os("VIGIL_BLESS").is_some() {
-                std::fs::write(&path, &body).unwrap();
-            }
-            let pinned = std::fs::read(&path)
-                .unwrap_or_else(|e| panic!("{}: {e} (VIGIL_BLESS=1)", path.display()));
-            assert!(pinned == body, "{name}: the layout changed");
+            assert!(pinned(name, &body) == body, "{name}: the layout changed");
         }
         // Corrupt bodies are errors, never panics.
         for n in 0..bytes.len() {
@@ -1011,14 +973,16 @@ mod tests {
     use std::sync::Arc;
     use vigil_correlate::{Detection, DetectionKind};
 
-    #[test]
-    fn a_detection_round_trips_in_both_formats() {
-        let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-        let mut e = Event::new(t, t);
-        e.source_ip = "203.0.113.7".parse().ok();
-        e.sequence = Some(42);
-        let d = Detection {
-            kind: DetectionKind::Update,
+    /// An `ssh_brute_force` detection for 203.0.113.7 at `t`, with `count` (and as many
+    /// fresh) occurrences, three distinct values and `events`.
+    fn brute_force(
+        kind: DetectionKind,
+        t: DateTime<Utc>,
+        count: u64,
+        events: Vec<Arc<Event>>,
+    ) -> Detection {
+        Detection {
+            kind,
             rule: "ssh_brute_force".into(),
             title: "SSH brute force".into(),
             level: Some("high".into()),
@@ -1029,15 +993,24 @@ mod tests {
             window_start: t,
             first_seen: t,
             last_seen: t,
-            count: 1,
-            fresh: 1,
+            count,
+            fresh: count,
             distinct: Some(3),
             sum: None,
-            events: vec![Arc::new(e)],
+            events,
             relevance: 6,
             credibility: 8,
             severity: 7,
-        };
+        }
+    }
+
+    #[test]
+    fn a_detection_round_trips_in_both_formats() {
+        let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
+        let mut e = Event::new(t, t);
+        e.source_ip = "203.0.113.7".parse().ok();
+        e.sequence = Some(42);
+        let d = brute_force(DetectionKind::Update, t, 1, vec![Arc::new(e)]);
         let json = serde_json::to_vec(&d).unwrap_or_default();
         let back: Option<Detection> = serde_json::from_slice(&json).ok();
         assert_eq!(back, Some(d.clone()));
