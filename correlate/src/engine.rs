@@ -579,6 +579,11 @@ impl Slots {
 
     /// The number of leading occurrences `pred` holds for (they must come first).
     fn partition_point(&self, mut pred: impl FnMut(&Slot) -> bool) -> usize {
+        // Occurrences mostly arrive in time order, after the newest: one look at the back
+        // instead of a binary search over a window that may hold thousands.
+        if self.back().is_some_and(&mut pred) {
+            return self.len();
+        }
         let (a, b) = self.as_slices();
         if b.first().is_some_and(&mut pred) {
             a.len() + b.partition_point(pred)

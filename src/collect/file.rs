@@ -24,8 +24,8 @@ use crate::bus::RawRecord;
 /// Longest line read from a file; longer lines are cut there and kept as dead letters.
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
 
-/// Reads `path` in chunks of up to `batch` records, calling `sink` for each chunk. Returns the
-/// number of lines read.
+/// Reads `path` in chunks of up to `batch` records (and about [`crate::app::BATCH_BYTES`] of
+/// lines), calling `sink` for each chunk. Returns the number of lines read.
 pub fn read_lines(
     path: &Path,
     batch: usize,
@@ -41,6 +41,7 @@ pub fn read_lines(
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut lines = 0u64;
     let mut chunk = Vec::with_capacity(batch);
+    let mut chunk_bytes = 0usize;
     let mut line = Vec::new();
     let mut zeek: Option<ZeekReader> = None;
     let events = path
@@ -103,7 +104,9 @@ pub fn read_lines(
             event,
             ack: None,
         });
-        if chunk.len() >= batch {
+        chunk_bytes += chunk.last().map_or(0, |r| r.bytes.len());
+        if chunk.len() >= batch || chunk_bytes >= crate::app::BATCH_BYTES {
+            chunk_bytes = 0;
             sink(std::mem::replace(&mut chunk, Vec::with_capacity(batch)))?;
         }
     }

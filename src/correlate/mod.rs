@@ -554,9 +554,13 @@ pub fn apply_detection(
         dirty_rules,
         ..
     } = &mut booked;
+    // The magnitude depends only on the rule parts' scores and the asset: recomputed (and its
+    // reasons written out) when a part joins or the asset changes, not on every detection.
+    let mut rescore = offense.magnitude_reasons.is_empty();
     let part = match rules.iter().position(|r| r.rule == d.rule) {
         Some(i) => i,
         None => {
+            rescore = true;
             rules.push(OffenseRule {
                 rule: d.rule.clone(),
                 title: d.title.clone(),
@@ -604,6 +608,7 @@ pub fn apply_detection(
     if let Some(a) = asset.filter(|a| a.criticality > offense.asset_criticality) {
         offense.asset_criticality = a.criticality;
         offense.asset_reason = Some(a.reason.clone());
+        rescore = true;
     }
     // The offense is named after its earliest contributing rule (event time, then name), not
     // whichever detection arrived first, so the name does not depend on arrival order.
@@ -617,18 +622,20 @@ pub fn apply_detection(
             offense.level = first.level.clone();
         }
     }
-    let (m, sev, rel, cred, reasons) = magnitude(
-        rules,
-        offense
-            .asset_reason
-            .as_deref()
-            .map(|why| (offense.asset_criticality, why)),
-    );
-    offense.magnitude = m;
-    offense.severity = sev;
-    offense.relevance = rel;
-    offense.credibility = cred;
-    offense.magnitude_reasons = reasons;
+    if rescore {
+        let (m, sev, rel, cred, reasons) = magnitude(
+            rules,
+            offense
+                .asset_reason
+                .as_deref()
+                .map(|why| (offense.asset_criticality, why)),
+        );
+        offense.magnitude = m;
+        offense.severity = sev;
+        offense.relevance = rel;
+        offense.credibility = cred;
+        offense.magnitude_reasons = reasons;
+    }
     let room = limits
         .max_events_per_offense
         .saturating_sub(offense.stored_events) as usize;
