@@ -20,6 +20,11 @@ use rusqlite::Connection;
 use super::StoreError;
 use crate::telemetry::{Counter, Metrics};
 
+/// WAL pages between checkpoints of a copy file (SQLite's default is 1,000). Index pages are
+/// rewritten by every transaction; a checkpoint copies each page once however often the WAL
+/// holds it, so checkpointing less often copies less.
+const WAL_CHECKPOINT_PAGES: i64 = 8192;
+
 /// Opens (creating, with `schema`) a copy file for its writer: WAL, no fsync on commits (a
 /// copy for search, best effort by design), and a page cache of `cache_mib`.
 ///
@@ -36,6 +41,7 @@ pub fn open_for_writing(
     conn.pragma_update(None, "journal_mode", "WAL")?;
     conn.pragma_update(None, "synchronous", "OFF")?;
     conn.pragma_update(None, "cache_size", -(i64::from(cache_mib) * 1024))?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)?;
     conn.busy_timeout(std::time::Duration::from_secs(5))?;
     conn.execute_batch(schema)?;
     Ok(conn)
