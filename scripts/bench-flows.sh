@@ -5,7 +5,7 @@
 # processed (events through context, rules and the flow store), kernel drops on Vigil's socket
 # (as records), the server's RSS, and the flow store's counters (its writer runs behind the
 # engine and drops, counted, when its queue is full), and the CPU seconds of the engine and
-# the flow writer. Usage: scripts/bench-flows.sh [SECONDS] [RATES...]
+# the flow writer, the spool writer and the tokio workers (the collectors). Usage: scripts/bench-flows.sh [SECONDS] [RATES...]
 # VIGIL_BIN: a vigil binary to run instead of building this tree (to compare two builds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,7 +43,7 @@ for rate in $rates; do
     --duration-secs "$secs" --drain-timeout-secs 120
   echo "server rss_kib=$(ps -o rss= -p $pid | xargs)"
   for t in /proc/$pid/task/*; do echo "$(cat "$t/comm") $(cut -d' ' -f14,15 "$t/stat")"; done \
-    | awk -v hz="$(getconf CLK_TCK)" '$1 ~ /^vigil-(engine|flows)$/ {c[$1] += ($2 + $3) / hz}
+    | awk -v hz="$(getconf CLK_TCK)" '$1 ~ /^(vigil-(engine|flows|spool)|tokio-rt-worker)$/ {c[$1] += ($2 + $3) / hz}
         END {for (n in c) printf "server cpu_s %s %.1f (since start)\n", n, c[n]}' | sort
   # The flow store's writer runs behind the engine: what it dropped (queue full) so far.
   curl -fsS -H "Authorization: Bearer bench" "http://$api/metrics" \
