@@ -4,7 +4,7 @@
 # rates, printing each report and the server's RSS. Usage: scripts/bench-e2e.sh [SECONDS]
 # VIGIL_BENCH_TOML: more config appended (e.g. $'[bus]\nspool = false'); VIGIL_BENCH_RATES:
 # the rates to run (default "0 150000 100000 20000"; 0 = flat out); VIGIL_BIN: a vigil binary to
-# run instead of building this tree (to compare two builds).
+# run instead of building this tree (to compare two builds); VIGIL_BENCH_UDP=1: send over UDP.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
@@ -32,6 +32,10 @@ VIGIL_LOG=warn "$bin" -c "$dir/vigil.toml" run > "$dir/ready" &
 pid=$!
 for _ in $(seq 100); do [ -s "$dir/ready" ] && break; sleep 0.1; done
 tcp=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['syslog_tcp'])" "$dir/ready")
+udp=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['syslog_udp'])" "$dir/ready")
+# VIGIL_BENCH_UDP=1: the mix over UDP (one record a datagram) instead of TCP.
+send=(--tcp "$tcp")
+[ -z "${VIGIL_BENCH_UDP:-}" ] || send=(--udp "$udp")
 api=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bound']['api'])" "$dir/ready")
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%F)"
 # CPU seconds (user+sys) of each thread of the server, summed by thread name.
@@ -43,11 +47,11 @@ threads() {
 for rate in ${VIGIL_BENCH_RATES:-0 150000 100000 20000}; do
   echo "== rate ${rate} (0 = flat out), ${secs}s"
   threads > "$dir/cpu.before"
-  "$bin" loadgen --tcp "$tcp" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
+  "$bin" loadgen "${send[@]}" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
   threads > "$dir/cpu.after"
   echo "server CPU seconds by thread during this rate:"
   join -a2 "$dir/cpu.before" "$dir/cpu.after" | awk 'NF==3 {printf "  %-18s %7.2f\n", $1, $3 - $2} NF==2 {printf "  %-18s %7.2f\n", $1, $2}'
   echo "server rss_kib=$(ps -o rss= -p $pid | xargs)"
   curl -fsS -H "Authorization: Bearer bench" "http://$api/metrics" \
-    | grep -E '^vigil_(store_events_(stored|dropped)_total|spool_full_total|collector_dropped_total|offense_book_(hits|misses|evicted|invalidated))' || true
+    | grep -E '^vigil_(store_events_(stored|dropped)_total|spool_full_total|collector_dropped_total|collector_received_total|offense_book_(hits|misses|evicted|invalidated))' || true
 done

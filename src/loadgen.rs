@@ -1,5 +1,5 @@
-//! `vigil loadgen`: pushes syslog over TCP (octet counting) to a running Vigil at a fixed rate
-//! or flat out, waits until Vigil has processed everything it sent, and reports sustained EPS
+//! `vigil loadgen`: pushes syslog over TCP (octet counting) or UDP to a running Vigil at a
+//! fixed rate or flat out, waits until Vigil has processed everything it sent, and reports sustained EPS
 //! and the receive -> offense latency percentiles that Vigil measured itself
 //! (`vigil_offense_latency_seconds`, read from `/metrics` before and after).
 //!
@@ -42,6 +42,16 @@ pub struct LoadgenArgs {
     /// the scaled-out mode) rather than when it is parsed.
     #[arg(long)]
     pub until_stored: bool,
+    /// Send the syslog mix to this UDP address instead of over TCP (one record a datagram,
+    /// from `--connections` sockets). Datagrams the kernel drops on the target's socket are
+    /// reported with the other drops.
+    #[arg(long)]
+    pub udp: Option<String>,
+    /// The target is not Vigil (syslog-ng, for a side-by-side run) and writes a line to this
+    /// file for each record it received: a record counts as done when its line is there. The
+    /// API is not used, and no latency is reported.
+    #[arg(long)]
+    pub count_lines: Option<std::path::PathBuf>,
     /// Send NetFlow v5 to this UDP address instead of syslog (30 flow records a datagram, from
     /// 16 exporters); `--rate` is then flow records per second.
     #[arg(long)]
@@ -327,25 +337,12 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadgenReport> {
     if let Some(target) = args.netflow.clone() {
         return run_netflow(&args, &target).await;
     }
+    if let Some(path) = args.count_lines.clone() {
+        return run_to_file(&args, &path).await;
+    }
     let before = scrape(&args).await?;
     let start = Instant::now();
-    let duration = Duration::from_secs(args.duration_secs);
-    let conns = args.connections.max(1);
-    let mut tasks = Vec::new();
-    for conn in 0..conns {
-        let target = args.tcp.clone();
-        // The rate split over the connections, remainder to the first ones; None = flat out.
-        let rate = (args.rate > 0).then(|| {
-            args.rate / conns as u64 + u64::from((conn as u64) < args.rate % conns as u64)
-        });
-        tasks.push(tokio::spawn(async move {
-            send_connection(&target, conn, rate, duration).await
-        }));
-    }
-    let mut sent = 0;
-    for t in tasks {
-        sent += t.await.context("sender task")??;
-    }
+    let sent = send_syslog(&args).await?;
     let send_secs = start.elapsed().as_secs_f64();
     let base = processed(&before, args.until_stored);
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
@@ -446,9 +443,174 @@ async fn send_connection(
     Ok(sent)
 }
 
+/// Sends the syslog mix as the arguments say (TCP or UDP, rate, duration, connections) and
+/// returns how many records were sent.
+async fn send_syslog(args: &LoadgenArgs) -> anyhow::Result<u64> {
+    let duration = Duration::from_secs(args.duration_secs);
+    let conns = args.connections.max(1);
+    let mut tasks = Vec::new();
+    for conn in 0..conns {
+        // The rate split over the connections, remainder to the first ones; None = flat out.
+        let rate = (args.rate > 0).then(|| {
+            args.rate / conns as u64 + u64::from((conn as u64) < args.rate % conns as u64)
+        });
+        let (tcp, udp) = (args.tcp.clone(), args.udp.clone());
+        tasks.push(tokio::spawn(async move {
+            match udp {
+                Some(target) => send_datagrams(&target, conn, rate, duration).await,
+                None => send_connection(&tcp, conn, rate, duration).await,
+            }
+        }));
+    }
+    let mut sent = 0;
+    for t in tasks {
+        sent += t.await.context("sender task")??;
+    }
+    Ok(sent)
+}
+
+/// Runs the load against a target that writes a line per record to `path` (see
+/// `--count-lines`): done when every record's line is there, or nothing was added for 2 s.
+async fn run_to_file(args: &LoadgenArgs, path: &std::path::Path) -> anyhow::Result<LoadgenReport> {
+    let mut lines = LineCounter::new(path)?;
+    let base = lines.count()?;
+    let start = Instant::now();
+    let sent = send_syslog(args).await?;
+    let send_secs = start.elapsed().as_secs_f64();
+    let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
+    let mut last = (base, Instant::now());
+    let done = loop {
+        let n = lines.count()?.saturating_sub(base);
+        if n >= sent || Instant::now() > deadline {
+            break n;
+        }
+        if n != last.0 {
+            last = (n, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(2) {
+            break n;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Stopped waiting for lost records: count the time until the last line came, not the wait.
+    let total_secs = if done >= sent {
+        start.elapsed().as_secs_f64()
+    } else {
+        last.1.duration_since(start).as_secs_f64().max(send_secs)
+    };
+    Ok(LoadgenReport {
+        sent,
+        send_secs,
+        processed: done,
+        total_secs,
+        sustained_eps: done as f64 / total_secs.max(1e-9),
+        offense_changes: 0,
+        offense_latency_p50_secs: None,
+        offense_latency_p99_secs: None,
+        dropped_or_refused: sent.saturating_sub(done),
+    })
+}
+
+/// Counts the lines of a growing file, reading only what was added since the last count.
+struct LineCounter {
+    file: std::fs::File,
+    lines: u64,
+    buf: Vec<u8>,
+}
+
+impl LineCounter {
+    fn new(path: &std::path::Path) -> anyhow::Result<LineCounter> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
+        Ok(LineCounter {
+            file,
+            lines: 0,
+            buf: vec![0; 1 << 20],
+        })
+    }
+
+    fn count(&mut self) -> anyhow::Result<u64> {
+        use std::io::Read;
+        loop {
+            let n = self.file.read(&mut self.buf)?;
+            if n == 0 {
+                return Ok(self.lines);
+            }
+            let chunk = self.buf.get(..n).unwrap_or_default();
+            self.lines += chunk.iter().filter(|b| **b == b'\n').count() as u64;
+        }
+    }
+}
+
+/// As [`send_connection`], over UDP: one record a datagram, without octet counting.
+async fn send_datagrams(
+    target: &str,
+    conn: usize,
+    rate: Option<u64>,
+    duration: Duration,
+) -> anyhow::Result<u64> {
+    if rate == Some(0) {
+        return Ok(0);
+    }
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    socket
+        .connect(target)
+        .await
+        .with_context(|| format!("connecting to {target}"))?;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < duration {
+        let due = match rate {
+            None => sent + 256,
+            Some(rate) => (start.elapsed().as_secs_f64() * rate as f64) as u64,
+        };
+        while sent < due && start.elapsed() < duration {
+            let line = mix_line(conn, sent);
+            match socket.send(line.as_bytes()).await {
+                Ok(_) => sent += 1,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                    bail!("{target} refused the datagrams: {e}")
+                }
+                // A full local buffer (ENOBUFS) is the sender's loss, not the target's: the
+                // record is sent again.
+                Err(_) => tokio::task::yield_now().await,
+            }
+        }
+        if rate.is_some() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        } else {
+            tokio::task::yield_now().await;
+        }
+    }
+    Ok(sent)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn line_counter_counts_only_what_was_added() {
+        use std::io::Write;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("out.log");
+        let mut counter = LineCounter::new(&path).unwrap();
+        assert_eq!(counter.count().unwrap(), 0);
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .unwrap();
+        f.write_all(b"a\nb\nc").unwrap();
+        assert_eq!(counter.count().unwrap(), 2, "a line counts once it ends");
+        f.write_all(b"\n").unwrap();
+        f.write_all("d\n".repeat(3 << 20).as_bytes()).unwrap();
+        assert_eq!(counter.count().unwrap(), 3 + (3 << 20));
+    }
 
     #[test]
     fn metric_sum_adds_every_label_set_of_one_family_only() {
