@@ -15,7 +15,7 @@ for _round in 1 2; do
     n=$(echo "$out" | awk -F'[:,]' '/"processed"/ {print $2 + 0}')
     eng=$(echo "$out" | awk '$1 == "vigil-engine" {print $2}')
     evs=$(echo "$out" | awk '$1 == "vigil-events" {print $2}')
-    per=$(awk -v c="$eng" -v n="$n" 'BEGIN {printf "%.2f", c / n * 1e6}')
+    per=$(awk -v c="$eng" -v n="$n" 'BEGIN {if (n > 0) printf "%.2f", c / n * 1e6; else print "n/a"}')
     echo "$(basename "$b") eps=$eps records=$n engine=${eng}s (${per} us/record) events=${evs}s"
   done
 done

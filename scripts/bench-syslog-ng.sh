@@ -45,5 +45,5 @@ for round in 1 2; do
   vn=$(echo "$out" | awk -F'[:,]' '/"processed"/ {print $2 + 0}')
   vcpu=$(echo "$out" | awk '/^  [a-z]/ && NF == 2 {s += $2} END {printf "%.2f", s}')
   echo "round $round vigil:     sustained ${veps} EPS, ${vn} records, CPU ${vcpu} s (all threads)"
-  echo "round $round ratio vigil / syslog-ng: $(awk -v a="$veps" -v b="$eps" 'BEGIN {printf "%.2f", a / b}')"
+  echo "round $round ratio vigil / syslog-ng: $(awk -v a="$veps" -v b="$eps" 'BEGIN {if (b > 0) printf "%.2f", a / b; else print "n/a"}')"
 done

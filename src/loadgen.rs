@@ -346,18 +346,31 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadgenReport> {
     let send_secs = start.elapsed().as_secs_f64();
     let base = processed(&before, args.until_stored);
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
+    // Over UDP a datagram may be lost where nothing counts it: stop once nothing moved for 2 s
+    // (as for flows), and count the time until the last progress.
+    let mut last = (0u64, Instant::now());
+    let mut stalled = false;
     let after = loop {
         let now_text = scrape(&args).await?;
         let refused = metric_sum(&now_text, "vigil_collector_dropped_total")
             .saturating_sub(metric_sum(&before, "vigil_collector_dropped_total"));
-        if processed(&now_text, args.until_stored).saturating_sub(base) + refused >= sent
-            || Instant::now() > deadline
-        {
+        let done = processed(&now_text, args.until_stored).saturating_sub(base) + refused;
+        if done >= sent || Instant::now() > deadline {
+            break now_text;
+        }
+        if done != last.0 {
+            last = (done, Instant::now());
+        } else if args.udp.is_some() && last.1.elapsed() > Duration::from_secs(2) {
+            stalled = true;
             break now_text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    let total_secs = start.elapsed().as_secs_f64();
+    let total_secs = if stalled {
+        last.1.duration_since(start).as_secs_f64().max(send_secs)
+    } else {
+        start.elapsed().as_secs_f64()
+    };
     let processed_n = processed(&after, args.until_stored).saturating_sub(base);
     let delta = |name: &str| metric_sum(&after, name).saturating_sub(metric_sum(&before, name));
     let buckets_delta = histogram_delta(&before, &after, "vigil_offense_latency_seconds");
@@ -478,7 +491,7 @@ async fn run_to_file(args: &LoadgenArgs, path: &std::path::Path) -> anyhow::Resu
     let sent = send_syslog(args).await?;
     let send_secs = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
-    let mut last = (base, Instant::now());
+    let mut last = (0u64, Instant::now());
     let done = loop {
         let n = lines.count()?.saturating_sub(base);
         if n >= sent || Instant::now() > deadline {
@@ -556,7 +569,12 @@ async fn send_datagrams(
     if rate == Some(0) {
         return Ok(0);
     }
-    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let local = if target.starts_with('[') {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    };
+    let socket = tokio::net::UdpSocket::bind(local).await?;
     socket
         .connect(target)
         .await

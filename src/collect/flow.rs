@@ -116,27 +116,33 @@ pub fn bind(addr: &str, recv_buffer_bytes: usize) -> std::io::Result<UdpSocket> 
     UdpSocket::from_std(socket.into())
 }
 
-/// Datagrams the kernel dropped on the UDP socket bound to local `port` (the `drops` column of
-/// `/proc/net/udp` and `/proc/net/udp6`), or `None` where that is not readable.
-pub fn kernel_drops(port: u16) -> Option<u64> {
-    let mut found = None;
+/// The inode of a socket, as `/proc/net/udp` lists it (from the `/proc/self/fd` link), or
+/// `None` where `/proc` is not readable.
+pub fn socket_inode(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
+    link.to_str()?
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()
+}
+
+/// Datagrams the kernel dropped on the UDP socket with `inode` (the `drops` column of its row
+/// in `/proc/net/udp` or `/proc/net/udp6`), or `None` where that is not readable. By inode, not
+/// port: another program's socket on the same port (another address) is not Vigil's loss.
+pub fn kernel_drops(inode: u64) -> Option<u64> {
     for table in ["/proc/net/udp", "/proc/net/udp6"] {
         let Ok(text) = std::fs::read_to_string(table) else {
             continue;
         };
         for line in text.lines().skip(1) {
             let cols: Vec<&str> = line.split_whitespace().collect();
-            let local_port = cols
-                .get(1)
-                .and_then(|a| a.rsplit(':').next())
-                .and_then(|p| u16::from_str_radix(p, 16).ok());
-            if local_port == Some(port) {
-                let drops = cols.last().and_then(|d| d.parse::<u64>().ok()).unwrap_or(0);
-                found = Some(found.unwrap_or(0) + drops);
+            if cols.get(9).and_then(|i| i.parse::<u64>().ok()) == Some(inode) {
+                return cols.last().and_then(|d| d.parse::<u64>().ok());
             }
         }
     }
-    found
+    None
 }
 
 /// Receives flow datagrams until cancelled: decode, turn every flow record into an event,
@@ -153,7 +159,13 @@ pub async fn run<P: Publisher<RawRecord>>(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+    let inode = socket_inode(&socket);
+    if inode.is_none() {
+        tracing::warn!(
+            listener,
+            "kernel drops on the socket cannot be read (/proc)"
+        );
+    }
     let received = metrics.counter(
         "vigil_collector_received_total",
         "Records received by a collector.",
@@ -213,7 +225,7 @@ pub async fn run<P: Publisher<RawRecord>>(
         if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
             last_tick = std::time::Instant::now();
             netflow.expire(now);
-            exported.update(&metrics, listener, &netflow, &sflow, port);
+            exported.update(&metrics, listener, &netflow, &sflow, inode);
             let count = netflow.template_count();
             if let Some(path) = &templates_file {
                 if count != saved_templates
@@ -327,7 +339,7 @@ impl Exported {
         listener: &'static str,
         netflow: &FlowDecoder,
         sflow: &vigil_flows::SflowDecoder,
-        port: u16,
+        inode: Option<u64>,
     ) {
         let s = netflow.stats();
         let mut add = |name: &'static str,
@@ -414,7 +426,7 @@ impl Exported {
                 &[("listener", listener)],
             )
             .set(netflow.pending().1 as u64);
-        if let Some(drops) = kernel_drops(port) {
+        if let Some(drops) = inode.and_then(kernel_drops) {
             if drops > self.kernel_drops {
                 metrics
                     .counter(
@@ -619,6 +631,34 @@ mod tests {
             community_id: "1:abc=".into(),
             fields: Fields(Vec::new()),
         }
+    }
+
+    #[test]
+    fn kernel_drops_are_read_per_socket_not_per_port() {
+        let small = |addr: std::net::SocketAddr| {
+            let s = socket2::Socket::new(
+                socket2::Domain::IPV4,
+                socket2::Type::DGRAM,
+                Some(socket2::Protocol::UDP),
+            )
+            .unwrap();
+            s.set_recv_buffer_size(1).unwrap();
+            s.bind(&addr.into()).unwrap();
+            std::net::UdpSocket::from(s)
+        };
+        let quiet = small("127.0.0.1:0".parse().unwrap());
+        let port = quiet.local_addr().unwrap().port();
+        // The same port on another loopback address: its losses are not `quiet`'s.
+        let flooded = small(std::net::SocketAddr::from(([127, 0, 0, 2], port)));
+        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..400 {
+            sender
+                .send_to(&[7u8; 900], flooded.local_addr().unwrap())
+                .unwrap();
+        }
+        let drops = |s: &std::net::UdpSocket| kernel_drops(socket_inode(s).unwrap());
+        assert!(drops(&flooded).unwrap() > 0);
+        assert_eq!(drops(&quiet), Some(0));
     }
 
     #[test]

@@ -37,6 +37,9 @@ pub(crate) struct Booked {
     pub dirty_rules: Vec<bool>,
     /// The book's key for it (the index value), kept so that giving it back allocates nothing.
     key: Option<String>,
+    /// Read from the database since the last detection: its magnitude is recomputed once, so
+    /// that an offense written by an older build gets this build's figures and reasons.
+    pub loaded: bool,
 }
 
 impl Booked {
@@ -49,6 +52,7 @@ impl Booked {
             dirty: false,
             dirty_rules,
             key: None,
+            loaded: true,
         }
     }
 

@@ -279,10 +279,12 @@ pub fn magnitude(
     rules: &[OffenseRule],
     asset: Option<(u8, &str)>,
 ) -> (u8, u8, u8, u8, Vec<String>) {
+    // Ties go to the first rule by name, so the reasons do not depend on the parts' order
+    // (arrival order in memory, first-seen order from the database).
     let top = |f: fn(&OffenseRule) -> u8| {
         rules
             .iter()
-            .max_by_key(|r| f(r))
+            .max_by_key(|r| (f(r), std::cmp::Reverse(r.rule.as_str())))
             .map(|r| (f(r).min(10), r.rule.as_str()))
             .unwrap_or((0, "none"))
     };
@@ -552,11 +554,13 @@ pub fn apply_detection(
         offense,
         rules,
         dirty_rules,
+        loaded,
         ..
     } = &mut booked;
     // The magnitude depends only on the rule parts' scores and the asset: recomputed (and its
-    // reasons written out) when a part joins or the asset changes, not on every detection.
-    let mut rescore = offense.magnitude_reasons.is_empty();
+    // reasons written out) when the offense was just read from the database, a part joins or
+    // the asset changes, not on every detection.
+    let mut rescore = std::mem::take(loaded) || offense.magnitude_reasons.is_empty();
     let part = match rules.iter().position(|r| r.rule == d.rule) {
         Some(i) => i,
         None => {
