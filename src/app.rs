@@ -28,6 +28,19 @@ pub const BATCH_RECORDS: usize = 4096;
 /// memory when records are large (64 KiB messages).
 pub const BATCH_BYTES: usize = 8 << 20;
 
+/// Adds to `batch` what `next` gives until it gives nothing or the batch holds
+/// [`BATCH_RECORDS`] records or [`BATCH_BYTES`] raw bytes.
+fn fill_batch(batch: &mut Vec<RawRecord>, mut next: impl FnMut() -> Option<RawRecord>) {
+    let mut bytes: usize = batch.iter().map(|r| r.bytes.len()).sum();
+    while batch.len() < BATCH_RECORDS && bytes < BATCH_BYTES {
+        let Some(r) = next() else {
+            break;
+        };
+        bytes += r.bytes.len();
+        batch.push(r);
+    }
+}
+
 /// How long in-flight API requests may take to finish at shutdown.
 pub const SHUTDOWN_API_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -672,19 +685,11 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             let mut rebuilt = 0usize;
             while reader.position_of() < committed {
                 let mut batch = Vec::new();
-                let mut bytes = 0;
-                while batch.len() < BATCH_RECORDS
-                    && bytes < BATCH_BYTES
-                    && reader.position_of() < committed
-                {
-                    match crate::bus::Subscriber::try_next(&mut reader) {
-                        Some(r) => {
-                            bytes += r.bytes.len();
-                            batch.push(r);
-                        }
-                        None => break,
-                    }
-                }
+                fill_batch(&mut batch, || {
+                    (reader.position_of() < committed)
+                        .then(|| crate::bus::Subscriber::try_next(&mut reader))
+                        .flatten()
+                });
                 if batch.is_empty() {
                     break;
                 }
@@ -807,18 +812,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                         Received::Idle => continue,
                         Received::Closed => break,
                     };
-                    let mut bytes = first.bytes.len();
                     let mut batch = Vec::with_capacity(64);
                     batch.push(first);
-                    while batch.len() < BATCH_RECORDS && bytes < BATCH_BYTES {
-                        match subscriber.try_next() {
-                            Some(r) => {
-                                bytes += r.bytes.len();
-                                batch.push(r);
-                            }
-                            None => break,
-                        }
-                    }
+                    fill_batch(&mut batch, || subscriber.try_next());
                     if let Some(p) = subscriber.position() {
                         pipeline.set_spool_position(p);
                     }

@@ -277,10 +277,12 @@ async fn run_netflow(args: &LoadgenArgs, target: &str) -> anyhow::Result<Loadgen
     let mut sent_records = 0u64;
     let mut i = 0usize;
     while start.elapsed() < duration {
-        let due = match args.rate {
-            0 => sent_records + 30 * 64,
-            rate => (start.elapsed().as_secs_f64() * rate as f64) as u64,
-        };
+        let due = due(
+            start,
+            sent_records,
+            (args.rate > 0).then_some(args.rate),
+            30 * 64,
+        );
         while sent_records < due {
             let e = i % exporters;
             i += 1;
@@ -299,17 +301,12 @@ async fn run_netflow(args: &LoadgenArgs, target: &str) -> anyhow::Result<Loadgen
     let records = |t: &str| metric_sum(t, "vigil_parse_events_total");
     let base = records(&before);
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
-    let mut last = (base, Instant::now());
+    let mut progress = Progress::new();
     let after = loop {
         let text = scrape(args).await?;
         let done = records(&text).saturating_sub(base);
-        if done >= sent_records || Instant::now() > deadline {
-            break text;
-        }
         // Datagrams the kernel dropped never arrive: stop once nothing moved for 2 s.
-        if records(&text) != last.0 {
-            last = (records(&text), Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(2) {
+        if done >= sent_records || Instant::now() > deadline || progress.stalled(done) {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -348,7 +345,7 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadgenReport> {
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
     // Over UDP a datagram may be lost where nothing counts it: stop once nothing moved for 2 s
     // (as for flows), and count the time until the last progress.
-    let mut last = (0u64, Instant::now());
+    let mut progress = Progress::new();
     let mut stalled = false;
     let after = loop {
         let now_text = scrape(&args).await?;
@@ -358,16 +355,14 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadgenReport> {
         if done >= sent || Instant::now() > deadline {
             break now_text;
         }
-        if done != last.0 {
-            last = (done, Instant::now());
-        } else if args.udp.is_some() && last.1.elapsed() > Duration::from_secs(2) {
+        if progress.stalled(done) && args.udp.is_some() {
             stalled = true;
             break now_text;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     let total_secs = if stalled {
-        last.1.duration_since(start).as_secs_f64().max(send_secs)
+        progress.secs_to_last_move(start, send_secs)
     } else {
         start.elapsed().as_secs_f64()
     };
@@ -416,6 +411,48 @@ fn histogram_delta(before: &str, after: &str, name: &str) -> String {
         .collect()
 }
 
+/// Records due by now since `start`: at `rate` per second, or (flat out, `None`) `burst` more
+/// than `sent`. Senders work in ticks, each catching up to this.
+fn due(start: Instant, sent: u64, rate: Option<u64>, burst: u64) -> u64 {
+    match rate {
+        None => sent + burst,
+        Some(rate) => (start.elapsed().as_secs_f64() * rate as f64) as u64,
+    }
+}
+
+/// Waiting for the target after sending: whether the count of records done has stopped moving
+/// for 2 s (records lost where nothing counts them), and when it last moved.
+struct Progress {
+    done: u64,
+    moved: Instant,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress {
+            done: 0,
+            moved: Instant::now(),
+        }
+    }
+
+    /// Notes `done`; true once it has not changed for 2 s.
+    fn stalled(&mut self, done: u64) -> bool {
+        if done != self.done {
+            self.done = done;
+            self.moved = Instant::now();
+        }
+        self.moved.elapsed() > Duration::from_secs(2)
+    }
+
+    /// Seconds from `start` to the last change, at least `send_secs`.
+    fn secs_to_last_move(&self, start: Instant, send_secs: f64) -> f64 {
+        self.moved
+            .duration_since(start)
+            .as_secs_f64()
+            .max(send_secs)
+    }
+}
+
 async fn send_connection(
     target: &str,
     conn: usize,
@@ -434,10 +471,7 @@ async fn send_connection(
     let mut buf = Vec::with_capacity(256 * 1024);
     // Sends in ticks of 10 ms; each tick catches up to where the rate says it should be.
     while start.elapsed() < duration {
-        let due = match rate {
-            None => sent + 512,
-            Some(rate) => (start.elapsed().as_secs_f64() * rate as f64) as u64,
-        };
+        let due = due(start, sent, rate, 512);
         buf.clear();
         while sent < due {
             let line = mix_line(conn, sent);
@@ -491,15 +525,10 @@ async fn run_to_file(args: &LoadgenArgs, path: &std::path::Path) -> anyhow::Resu
     let sent = send_syslog(args).await?;
     let send_secs = start.elapsed().as_secs_f64();
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
-    let mut last = (0u64, Instant::now());
+    let mut progress = Progress::new();
     let done = loop {
         let n = lines.count()?.saturating_sub(base);
-        if n >= sent || Instant::now() > deadline {
-            break n;
-        }
-        if n != last.0 {
-            last = (n, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(2) {
+        if n >= sent || Instant::now() > deadline || progress.stalled(n) {
             break n;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -508,7 +537,7 @@ async fn run_to_file(args: &LoadgenArgs, path: &std::path::Path) -> anyhow::Resu
     let total_secs = if done >= sent {
         start.elapsed().as_secs_f64()
     } else {
-        last.1.duration_since(start).as_secs_f64().max(send_secs)
+        progress.secs_to_last_move(start, send_secs)
     };
     Ok(LoadgenReport {
         sent,
@@ -582,10 +611,7 @@ async fn send_datagrams(
     let start = Instant::now();
     let mut sent = 0u64;
     while start.elapsed() < duration {
-        let due = match rate {
-            None => sent + 256,
-            Some(rate) => (start.elapsed().as_secs_f64() * rate as f64) as u64,
-        };
+        let due = due(start, sent, rate, 256);
         while sent < due && start.elapsed() < duration {
             let line = mix_line(conn, sent);
             match socket.send(line.as_bytes()).await {

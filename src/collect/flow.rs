@@ -116,35 +116,6 @@ pub fn bind(addr: &str, recv_buffer_bytes: usize) -> std::io::Result<UdpSocket> 
     UdpSocket::from_std(socket.into())
 }
 
-/// The inode of a socket, as `/proc/net/udp` lists it (from the `/proc/self/fd` link), or
-/// `None` where `/proc` is not readable.
-pub fn socket_inode(socket: &impl std::os::fd::AsRawFd) -> Option<u64> {
-    let link = std::fs::read_link(format!("/proc/self/fd/{}", socket.as_raw_fd())).ok()?;
-    link.to_str()?
-        .strip_prefix("socket:[")?
-        .strip_suffix(']')?
-        .parse()
-        .ok()
-}
-
-/// Datagrams the kernel dropped on the UDP socket with `inode` (the `drops` column of its row
-/// in `/proc/net/udp` or `/proc/net/udp6`), or `None` where that is not readable. By inode, not
-/// port: another program's socket on the same port (another address) is not Vigil's loss.
-pub fn kernel_drops(inode: u64) -> Option<u64> {
-    for table in ["/proc/net/udp", "/proc/net/udp6"] {
-        let Ok(text) = std::fs::read_to_string(table) else {
-            continue;
-        };
-        for line in text.lines().skip(1) {
-            let cols: Vec<&str> = line.split_whitespace().collect();
-            if cols.get(9).and_then(|i| i.parse::<u64>().ok()) == Some(inode) {
-                return cols.last().and_then(|d| d.parse::<u64>().ok());
-            }
-        }
-    }
-    None
-}
-
 /// Receives flow datagrams until cancelled: decode, turn every flow record into an event,
 /// publish; undecodable datagrams become dead letters. The decoder's counters and the
 /// socket's kernel drops are exported every second.
@@ -159,13 +130,7 @@ pub async fn run<P: Publisher<RawRecord>>(
     metrics: Arc<Metrics>,
     cancel: CancellationToken,
 ) {
-    let inode = socket_inode(&socket);
-    if inode.is_none() {
-        tracing::warn!(
-            listener,
-            "kernel drops on the socket cannot be read (/proc)"
-        );
-    }
+    let mut kernel = super::KernelDrops::of(&socket, listener);
     let received = metrics.counter(
         "vigil_collector_received_total",
         "Records received by a collector.",
@@ -225,7 +190,7 @@ pub async fn run<P: Publisher<RawRecord>>(
         if last_tick.elapsed() >= std::time::Duration::from_secs(1) {
             last_tick = std::time::Instant::now();
             netflow.expire(now);
-            exported.update(&metrics, listener, &netflow, &sflow, inode);
+            exported.update(&metrics, listener, &netflow, &sflow, &mut kernel);
             let count = netflow.template_count();
             if let Some(path) = &templates_file {
                 if count != saved_templates
@@ -329,7 +294,6 @@ fn save_templates(path: &std::path::Path, decoder: &FlowDecoder, listener: &str)
 #[derive(Default)]
 struct Exported {
     seen: std::collections::HashMap<&'static str, u64>,
-    kernel_drops: u64,
 }
 
 impl Exported {
@@ -339,7 +303,7 @@ impl Exported {
         listener: &'static str,
         netflow: &FlowDecoder,
         sflow: &vigil_flows::SflowDecoder,
-        inode: Option<u64>,
+        kernel: &mut super::KernelDrops,
     ) {
         let s = netflow.stats();
         let mut add = |name: &'static str,
@@ -426,17 +390,15 @@ impl Exported {
                 &[("listener", listener)],
             )
             .set(netflow.pending().1 as u64);
-        if let Some(drops) = inode.and_then(kernel_drops) {
-            if drops > self.kernel_drops {
-                metrics
-                    .counter(
-                        "vigil_flow_kernel_drops_total",
-                        "Datagrams the kernel dropped on a flow socket (receive buffer full), by listener.",
-                        &[("listener", listener)],
-                    )
-                    .add(drops - self.kernel_drops);
-            }
-            self.kernel_drops = drops;
+        let dropped = kernel.new_drops();
+        if dropped > 0 {
+            metrics
+                .counter(
+                    "vigil_flow_kernel_drops_total",
+                    "Datagrams the kernel dropped on a flow socket (receive buffer full), by listener.",
+                    &[("listener", listener)],
+                )
+                .add(dropped);
         }
     }
 }
@@ -631,34 +593,6 @@ mod tests {
             community_id: "1:abc=".into(),
             fields: Fields(Vec::new()),
         }
-    }
-
-    #[test]
-    fn kernel_drops_are_read_per_socket_not_per_port() {
-        let small = |addr: std::net::SocketAddr| {
-            let s = socket2::Socket::new(
-                socket2::Domain::IPV4,
-                socket2::Type::DGRAM,
-                Some(socket2::Protocol::UDP),
-            )
-            .unwrap();
-            s.set_recv_buffer_size(1).unwrap();
-            s.bind(&addr.into()).unwrap();
-            std::net::UdpSocket::from(s)
-        };
-        let quiet = small("127.0.0.1:0".parse().unwrap());
-        let port = quiet.local_addr().unwrap().port();
-        // The same port on another loopback address: its losses are not `quiet`'s.
-        let flooded = small(std::net::SocketAddr::from(([127, 0, 0, 2], port)));
-        let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        for _ in 0..400 {
-            sender
-                .send_to(&[7u8; 900], flooded.local_addr().unwrap())
-                .unwrap();
-        }
-        let drops = |s: &std::net::UdpSocket| kernel_drops(socket_inode(s).unwrap());
-        assert!(drops(&flooded).unwrap() > 0);
-        assert_eq!(drops(&quiet), Some(0));
     }
 
     #[test]

@@ -110,23 +110,16 @@ pub async fn run_udp<P: Publisher<RawRecord>>(
     let max = config.max_message_bytes;
     // One byte more than the limit tells an oversized datagram from one exactly at it.
     let mut buf = vec![0u8; max + 1];
-    let inode = crate::collect::flow::socket_inode(&socket);
-    if inode.is_none() {
-        tracing::warn!("kernel drops on the syslog UDP socket cannot be read (/proc)");
-    }
-    // The socket is Vigil's own since `bind_udp`: every drop on it counts, even before this.
-    let mut kernel_seen = 0;
+    let mut kernel = super::KernelDrops::of(&socket, "syslog_udp");
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let (len, peer) = tokio::select! {
             _ = cancel.cancelled() => return,
             _ = tick.tick() => {
-                if let Some(drops) = inode.and_then(crate::collect::flow::kernel_drops) {
-                    if drops > kernel_seen {
-                        m.dropped_n("kernel_buffer", drops - kernel_seen);
-                    }
-                    kernel_seen = drops;
+                let dropped = kernel.new_drops();
+                if dropped > 0 {
+                    m.dropped_n("kernel_buffer", dropped);
                 }
                 continue;
             }
