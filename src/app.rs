@@ -1113,7 +1113,7 @@ mod tests {
                 peer: None,
                 received_at: chrono::Utc::now(),
                 refused: None,
-                event: None,
+                decoded: None,
                 ack: None,
             })
             .collect()

@@ -1052,9 +1052,14 @@ pub(crate) fn normalize_record(
             }),
     };
     seen_from.last_seen = seen_from.last_seen.max(rec.received_at);
-    let result = match (&rec.refused, rec.event) {
+    let result = match (&rec.refused, rec.decoded) {
         (Some((reason, detail)), _) => Err((*reason, detail.clone())),
-        (None, Some(event)) => Ok(*event),
+        (None, Some(decoded)) => Ok(match decoded {
+            crate::bus::Decoded::Event(event) => *event,
+            crate::bus::Decoded::Flow(flow) => {
+                crate::collect::flow::flow_event(&flow, &rec.observer_id)
+            }
+        }),
         (None, None) => normalizer
             .normalize(&rec.bytes, &meta)
             .map_err(|r| (r.reason, r.detail)),

@@ -462,7 +462,7 @@ fn to_sigma_rust(e: &Event) -> sigma_rust::Event {
         }
     }
     for (k, v) in &e.extra {
-        obj.insert(k.clone(), json(FieldValue::Str(v)));
+        obj.insert(k.to_string(), json(FieldValue::Str(v)));
     }
     for (sigma, ecs) in FIELD_MAP {
         if let Some(v) = e.get(ecs) {

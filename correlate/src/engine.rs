@@ -1265,8 +1265,13 @@ fn value_hash(v: &str) -> u64 {
 
 /// One text for the key parts: the value itself for one part, else length-prefixed parts.
 fn encode_key(parts: &[String]) -> String {
+    encoded_key(parts).into_owned()
+}
+
+/// [`encode_key`], borrowing the one value of a one-field key (most keys) instead of copying it.
+fn encoded_key(parts: &[String]) -> std::borrow::Cow<'_, str> {
     match parts {
-        [one] => one.clone(),
+        [one] => std::borrow::Cow::Borrowed(one),
         _ => {
             let mut s = String::new();
             for p in parts {
@@ -1274,7 +1279,7 @@ fn encode_key(parts: &[String]) -> String {
                 s.push(':');
                 s.push_str(p);
             }
-            s
+            std::borrow::Cow::Owned(s)
         }
     }
 }
@@ -1429,7 +1434,7 @@ fn apply(
     let limit = watermark.saturating_sub(horizon);
     stats.keys_expired += w.drop_oldest(|st, _| st.newest() <= limit);
 
-    let key_text = encode_key(parts);
+    let key_text = encoded_key(parts);
     let id = match w.find(&key_text) {
         Some(id) => id,
         None => {
@@ -1670,7 +1675,7 @@ fn apply_timed(
     let silence = matches!(rule.measure, Measure::Silence);
     let starts = silence || bits & 1 != 0;
     let cancels = !silence && bits & 2 != 0;
-    let key_text = encode_key(parts);
+    let key_text = encoded_key(parts);
     if starts {
         let bound = now.saturating_sub(lateness);
         let late = (lateness > 0 && ts < bound) || ts.saturating_add(span) < bound;

@@ -343,7 +343,8 @@ mod tests {
             for v2 in &values[a..] {
                 let mut e = Event::new(t, t);
                 e.extra.insert("CommandLine".into(), (*v1).into());
-                e.extra.insert("ParentImage".into(), format!("{v2}exe"));
+                e.extra
+                    .insert("ParentImage".into(), format!("{v2}exe").into());
                 e.extra.insert("OriginalFileName".into(), (*v2).into());
                 e.extra.insert("Unrelated".into(), (*v1).into());
                 e.process_name = Some((*v2).into());

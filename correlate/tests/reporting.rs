@@ -376,7 +376,8 @@ fn approx_event_bytes_grows_with_the_payload() {
     let small = ev(0, &[("event.outcome", "failure")]);
     let mut big = (*small).clone();
     big.raw = vec![b'x'; 65_536];
-    big.extra.insert("capture".into(), "y".repeat(65_536));
+    big.extra
+        .insert("capture".into(), "y".repeat(65_536).into());
     let (s, b) = (approx_event_bytes(&small), approx_event_bytes(&big));
     assert!(s >= std::mem::size_of::<Event>() + "failure".len(), "{s}");
     assert!(b >= s + 2 * 65_536, "{s} {b}");

@@ -19,6 +19,7 @@
 #![warn(missing_docs)]
 
 pub mod community_id;
+mod compact;
 mod decoder;
 mod error;
 pub mod fields;
@@ -31,6 +32,7 @@ mod tables;
 mod templated;
 
 pub use community_id::community_id_v1;
+pub use compact::CompactError;
 pub use decoder::{FlowDecoder, Limits, SnapshotTemplate, TemplateSnapshot};
 pub use error::DecodeError;
 pub use fields::{Field, FieldKind, FieldValue, Fields, MacAddr};

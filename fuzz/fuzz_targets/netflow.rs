@@ -1,7 +1,8 @@
 //! Any bytes, split into several datagrams (2-byte big-endian length prefixes), through ONE
 //! `vigil_flows::FlowDecoder` so templates learned from earlier datagrams are used by later
 //! ones (NetFlow v5 / v9 / IPFIX, chosen by each datagram's version field): must never panic,
-//! and exporter, template and pending-buffer state stay within the limits.
+//! exporter, template and pending-buffer state stay within the limits, and every record's
+//! compact form (how it crosses the spool) reads back as the record.
 #![no_main]
 
 use chrono::{Duration, TimeZone, Utc};
@@ -33,6 +34,15 @@ fuzz_target!(|data: &[u8]| {
         let now = start + Duration::seconds(i * 97);
         if let Ok(summary) = decoder.decode(exporter, datagram, now, &mut out) {
             assert!(summary.records <= out.len());
+        }
+        // Every record crosses the spool in its compact form and comes back the same (less
+        // its list of decoded fields, which is not carried).
+        for rec in &out {
+            let mut bytes = Vec::new();
+            rec.encode_compact(&mut bytes);
+            let mut expected = rec.clone();
+            expected.fields = vigil_flows::Fields::default();
+            assert_eq!(vigil_flows::FlowRecord::decode_compact(&bytes).ok(), Some(expected));
         }
         if i % 5 == 4 {
             decoder.expire(now);

@@ -98,6 +98,19 @@ impl Field for String {
     }
 }
 
+impl Field for crate::Text {
+    fn put(&self, out: &mut Vec<u8>) {
+        put_bytes(out, self.as_bytes());
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
+        let n = r.len()?;
+        let b = r.take(n)?;
+        std::str::from_utf8(b)
+            .map(crate::Text::new)
+            .map_err(|_| err("text is not UTF-8"))
+    }
+}
+
 impl Field for IpAddr {
     fn put(&self, out: &mut Vec<u8>) {
         match self {
@@ -201,8 +214,8 @@ macro_rules! event_codec {
             let entries = u32::from_le_bytes(r.array()?);
             let mut extra = BTreeMap::new();
             for _ in 0..entries {
-                let k = String::get(&mut r)?;
-                let v = String::get(&mut r)?;
+                let k = crate::Text::get(&mut r)?;
+                let v = crate::Text::get(&mut r)?;
                 extra.insert(k, v);
             }
             let n = r.len()?;

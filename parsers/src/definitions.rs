@@ -846,9 +846,7 @@ impl DefinitionSet {
     ) -> Result<Option<(&str, &str)>, ApplyError> {
         let (text, repeat) = unwrap_repeated(message_text);
         if let Some(count) = repeat {
-            event
-                .extra
-                .insert(REPEAT_COUNT_FIELD.to_owned(), count.to_owned());
+            event.extra.insert(REPEAT_COUNT_FIELD.into(), count.into());
         }
         let mut ctx = Context {
             text,
@@ -1430,9 +1428,10 @@ impl Definition {
             .collect();
         for (key, value) in &record.pairs {
             if !self.is_absent(value) && !mapped.contains(key.as_str()) && !self.is_redacted(key) {
-                event
-                    .extra
-                    .insert(format!("{}.{key}", self.name), value.clone());
+                event.extra.insert(
+                    compact_str::format_compact!("{}.{key}", self.name),
+                    value.into(),
+                );
             }
         }
         // Keys with a value and whether a mapping wrote it: a value that no mapping of its key
@@ -1455,9 +1454,10 @@ impl Definition {
         }
         for (key, value, ok) in written {
             if !ok && !self.is_redacted(key) {
-                event
-                    .extra
-                    .insert(format!("{}.{key}", self.name), value.to_owned());
+                event.extra.insert(
+                    compact_str::format_compact!("{}.{key}", self.name),
+                    value.into(),
+                );
             }
         }
         if let Some(t) = s
@@ -2856,8 +2856,14 @@ patterns:
         assert_eq!(e.outcome.as_deref(), Some("failure"));
         // A value that does not convert stays in extra; the record is not rejected.
         assert_eq!(e.destination_ip, None);
-        assert_eq!(e.extra.get("fw.dstip").map(String::as_str), Some("N/A"));
-        assert_eq!(e.extra.get("fw.action").map(String::as_str), Some("block"));
+        assert_eq!(
+            e.extra.get("fw.dstip").map(crate::Text::as_str),
+            Some("N/A")
+        );
+        assert_eq!(
+            e.extra.get("fw.action").map(crate::Text::as_str),
+            Some("block")
+        );
         assert!(!e.extra.contains_key("fw.srcip"));
         assert!(!e.extra.contains_key("fw.empty"));
         assert_eq!(
@@ -2937,15 +2943,15 @@ patterns:
         assert_eq!(e.source_ip, "192.0.2.1".parse().ok());
         assert_eq!(e.action.as_deref(), Some("blocked"));
         assert_eq!(
-            e.extra.get("rule.name").map(String::as_str),
+            e.extra.get("rule.name").map(crate::Text::as_str),
             Some("Block-All")
         );
         assert_eq!(
-            e.extra.get("acme.cef.vendor").map(String::as_str),
+            e.extra.get("acme.cef.vendor").map(crate::Text::as_str),
             Some("Acme")
         );
         assert_eq!(
-            e.extra.get("acme.cs1").map(String::as_str),
+            e.extra.get("acme.cs1").map(crate::Text::as_str),
             Some("Block-All")
         );
         assert!(!e.extra.contains_key("acme.label:Rule"));

@@ -172,8 +172,9 @@ impl Normalizer {
         let mut event = Event::new(timestamp, meta.received_at);
         if let Some(t) = too_late {
             event.extra.insert(
-                ORIGINAL_TIMESTAMP_FIELD.to_owned(),
-                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                ORIGINAL_TIMESTAMP_FIELD.into(),
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    .into(),
             );
         }
         event.kind = Some("event".to_owned());
@@ -188,7 +189,7 @@ impl Normalizer {
                 Err(_) => {
                     event
                         .extra
-                        .insert("log.syslog.procid".to_owned(), procid.clone());
+                        .insert("log.syslog.procid".into(), procid.into());
                 }
             }
         }
@@ -196,15 +197,14 @@ impl Normalizer {
         event.syslog_severity = msg.severity;
         event.severity = msg.severity;
         if let Some(msgid) = &msg.msgid {
-            event
-                .extra
-                .insert("log.syslog.msgid".to_owned(), msgid.clone());
+            event.extra.insert("log.syslog.msgid".into(), msgid.into());
         }
         for (id, params) in &msg.structured_data {
             for (param, value) in params {
-                event
-                    .extra
-                    .insert(format!("sd.{id}.{param}"), value.clone());
+                event.extra.insert(
+                    compact_str::format_compact!("sd.{id}.{param}"),
+                    value.into(),
+                );
             }
         }
         let text = msg.message_text().unwrap_or_default();
@@ -268,10 +268,11 @@ impl Normalizer {
     fn limit_record_time(&self, event: &mut Event, before: DateTime<Utc>, meta: &RecordMeta<'_>) {
         if event.timestamp != before && self.too_late(event.timestamp, meta) {
             event.extra.insert(
-                ORIGINAL_TIMESTAMP_FIELD.to_owned(),
+                ORIGINAL_TIMESTAMP_FIELD.into(),
                 event
                     .timestamp
-                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+                    .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    .into(),
             );
             event.timestamp = meta.received_at;
         }

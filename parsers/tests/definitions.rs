@@ -293,14 +293,17 @@ fn an_rfc5424_sshd_session_record_normalizes_with_structured_data() {
     assert_eq!(event.process_name.as_deref(), Some("sshd-session"));
     assert_eq!(event.process_pid, Some(4242));
     assert_eq!(
-        event.extra.get("log.syslog.msgid").map(String::as_str),
+        event
+            .extra
+            .get("log.syslog.msgid")
+            .map(vigil_parsers::Text::as_str),
         Some("AUTH")
     );
     assert_eq!(
         event
             .extra
             .get("sd.meta@32473.sequenceId")
-            .map(String::as_str),
+            .map(vigil_parsers::Text::as_str),
         Some("7")
     );
     assert_eq!(event.user_name.as_deref(), Some("alice"));
@@ -354,7 +357,10 @@ fn a_non_numeric_procid_is_kept_in_extra() {
         .unwrap();
     assert_eq!(event.process_pid, None);
     assert_eq!(
-        event.extra.get("log.syslog.procid").map(String::as_str),
+        event
+            .extra
+            .get("log.syslog.procid")
+            .map(vigil_parsers::Text::as_str),
         Some("worker-3")
     );
 }
@@ -497,7 +503,7 @@ fn a_timestamp_far_past_the_receive_time_is_replaced_and_kept_aside() {
         forged
             .extra
             .get(vigil_parsers::normalize::ORIGINAL_TIMESTAMP_FIELD)
-            .map(String::as_str),
+            .map(vigil_parsers::Text::as_str),
         Some("9999-01-01T00:00:00Z")
     );
     // Within the allowed skew (and anything in the past) the record's own time stands.
@@ -515,7 +521,7 @@ fn a_timestamp_far_past_the_receive_time_is_replaced_and_kept_aside() {
         reset
             .extra
             .get(vigil_parsers::normalize::ORIGINAL_TIMESTAMP_FIELD)
-            .map(String::as_str),
+            .map(vigil_parsers::Text::as_str),
         Some("1970-01-01T00:00:05Z")
     );
     // Old but plausible history (a replayed 2019 log) stands.
@@ -624,7 +630,7 @@ fn a_record_time_in_the_future_is_replaced_like_a_header_time() {
     assert_eq!(
         e.extra
             .get(vigil_parsers::normalize::ORIGINAL_TIMESTAMP_FIELD)
-            .map(String::as_str),
+            .map(vigil_parsers::Text::as_str),
         Some("2099-12-31T23:59:59Z")
     );
     // A time in the past stands, even though the header says otherwise.

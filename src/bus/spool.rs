@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
-use super::{RawRecord, Received, Subscriber};
+use super::{Decoded, RawRecord, Received, Subscriber};
 use crate::telemetry::{Counter, Gauge, Metrics};
 
 /// Largest record the spool takes (a flow event's JSON or a frame at the size limit fit).
@@ -182,14 +182,18 @@ pub fn encode(r: &RawRecord) -> Vec<u8> {
             long(&mut b, detail.as_bytes());
         }
     }
-    match &r.event {
+    match &r.decoded {
         None => b.push(0),
         // Tag 2: the binary event codec; tag 1 (JSON) is still read from older spools.
-        Some(e) => {
-            b.push(2);
+        // Tag 3: a flow record in its compact form.
+        Some(d) => {
+            b.push(if matches!(d, Decoded::Flow(_)) { 3 } else { 2 });
             let at = b.len();
             b.extend_from_slice(&[0; 4]);
-            vigil_parsers::codec::encode(e, &mut b);
+            match d {
+                Decoded::Event(e) => vigil_parsers::codec::encode(e, &mut b),
+                Decoded::Flow(f) => f.encode_compact(&mut b),
+            }
             let n = u32::try_from(b.len() - at - 4).unwrap_or(u32::MAX);
             if let Some(len) = b.get_mut(at..at + 4) {
                 len.copy_from_slice(&n.to_le_bytes());
@@ -260,14 +264,17 @@ pub fn decode(body: &[u8]) -> Result<RawRecord, String> {
         }
         t => return Err(format!("refusal tag {t}")),
     };
-    let event = match c.u8()? {
+    let decoded = match c.u8()? {
         0 => None,
-        1 => Some(Box::new(
+        1 => Some(Decoded::Event(Box::new(
             serde_json::from_slice(c.long()?).map_err(|e| format!("event: {e}"))?,
-        )),
-        2 => Some(Box::new(
+        ))),
+        2 => Some(Decoded::Event(Box::new(
             vigil_parsers::codec::decode(c.long()?).map_err(|e| e.to_string())?,
-        )),
+        ))),
+        3 => Some(Decoded::Flow(Box::new(
+            vigil_flows::FlowRecord::decode_compact(c.long()?).map_err(|e| e.to_string())?,
+        ))),
         t => return Err(format!("event tag {t}")),
     };
     let bytes = c.long()?.to_vec();
@@ -281,7 +288,7 @@ pub fn decode(body: &[u8]) -> Result<RawRecord, String> {
         peer,
         received_at,
         refused,
-        event,
+        decoded,
         ack: None,
     })
 }
@@ -604,7 +611,7 @@ impl Writer {
         if body.len() > MAX_RECORD_BYTES {
             self.refused.inc();
             r.bytes.truncate(MAX_RECORD_BYTES / 2);
-            r.event = None;
+            r.decoded = None;
             r.refused = Some((
                 "spool_record_too_large",
                 format!("record over the spool's {MAX_RECORD_BYTES} bytes; first bytes kept"),
@@ -812,7 +819,7 @@ impl SpoolReader {
                 "spool_corrupt",
                 format!("spool segment {} offset {}: {why}", at.segment, at.offset),
             )),
-            event: None,
+            decoded: None,
             ack: None,
         }
     }
@@ -879,7 +886,7 @@ mod tests {
             refused: i
                 .is_multiple_of(5)
                 .then(|| ("frame_too_long", format!("frame {i}"))),
-            event: None,
+            decoded: None,
             ack: None,
         }
     }
@@ -918,16 +925,16 @@ mod tests {
         e.network_bytes = Some(1234);
         e.extra.insert("flow.exporter".into(), "192.0.2.1".into());
         e.raw = vec![0xff, 0, b'x'];
-        r.event = Some(Box::new(e.clone()));
+        r.decoded = Some(Decoded::Event(Box::new(e.clone())));
         let body = encode(&r);
         assert_eq!(decode(&body).unwrap(), r);
         // What a build before the binary codec wrote: tag 1 and the event as JSON (which
         // cannot carry non-UTF-8 raw bytes).
         e.raw = b"x".to_vec();
-        r.event = Some(Box::new(e.clone()));
+        r.decoded = Some(Decoded::Event(Box::new(e.clone())));
         let json = serde_json::to_vec(&e).unwrap();
         let mut old = encode(&RawRecord {
-            event: None,
+            decoded: None,
             ..r.clone()
         });
         let bytes_len = 4 + r.bytes.len();

@@ -89,7 +89,7 @@ pub fn read_lines(
                     if e.raw.is_empty() {
                         e.raw = line.clone();
                     }
-                    event = Some(Box::new(e));
+                    event = Some(crate::bus::Decoded::Event(Box::new(e)));
                 }
                 Err(e) => refused = Some(("event_json", format!("line {lines}: {e}"))),
             }
@@ -101,7 +101,7 @@ pub fn read_lines(
             peer: None,
             received_at,
             refused,
-            event,
+            decoded: event,
             ack: None,
         });
         chunk_bytes += chunk.last().map_or(0, |r| r.bytes.len());

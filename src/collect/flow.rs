@@ -22,13 +22,14 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use compact_str::ToCompactString;
 use serde::{Deserialize, Serialize};
 use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use vigil_flows::{FlowDecoder, FlowRecord, FlowSource, RecordKind};
-use vigil_parsers::Event;
+use vigil_parsers::{ip_text, Event, Text};
 
-use crate::bus::{Publisher, RawRecord, TryPublishError};
+use crate::bus::{Decoded, Publisher, RawRecord, TryPublishError};
 use crate::telemetry::Metrics;
 
 /// `[flows]`: the flow listeners and the decoders' bounds.
@@ -235,11 +236,18 @@ pub async fn run<P: Publisher<RawRecord>>(
         let mut batch: Vec<RawRecord> = Vec::with_capacity(out.len().max(1));
         match result {
             Ok(()) => {
+                // The record, not its event: the engine makes the event, so a flood of flows
+                // costs this task only the decoding.
                 let flows = out
-                    .iter()
+                    .drain(..)
                     .filter(|r| r.kind == RecordKind::Flow)
-                    .map(|r| flow_event(r, &observer_id));
-                for event in flows.chain(counters) {
+                    .map(|mut r| {
+                        r.fields = vigil_flows::Fields::default();
+                        Decoded::Flow(Box::new(r))
+                    });
+                for decoded in
+                    flows.chain(counters.into_iter().map(|c| Decoded::Event(Box::new(c))))
+                {
                     records.inc();
                     batch.push(RawRecord {
                         bytes: Vec::new(),
@@ -248,7 +256,7 @@ pub async fn run<P: Publisher<RawRecord>>(
                         peer: Some(peer.ip()),
                         received_at: now,
                         refused: None,
-                        event: Some(Box::new(event)),
+                        decoded: Some(decoded),
                         ack: None,
                     });
                 }
@@ -260,7 +268,7 @@ pub async fn run<P: Publisher<RawRecord>>(
                 peer: Some(peer.ip()),
                 received_at: now,
                 refused: Some((e.reason(), e.to_string())),
-                event: None,
+                decoded: None,
                 ack: None,
             }),
         }
@@ -422,7 +430,8 @@ pub fn counter_event(c: &vigil_flows::CounterRecord, observer_id: &str) -> Event
                     serde_json::Value::String(s) => s,
                     other => other.to_string(),
                 };
-                e.extra.insert(format!("sflow.{k}"), text);
+                e.extra
+                    .insert(compact_str::format_compact!("sflow.{k}"), text.into());
             }
         }
     };
@@ -435,19 +444,48 @@ pub fn counter_event(c: &vigil_flows::CounterRecord, observer_id: &str) -> Event
     e
 }
 
-fn rfc3339(t: DateTime<Utc>) -> String {
-    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+/// `t` as RFC 3339 with milliseconds and `Z` (`2026-11-30T07:51:09.123Z`), the way chrono
+/// writes it with `SecondsFormat::Millis`, without the formatting machinery for the years
+/// 0 to 9999 (chrono's writing otherwise).
+fn rfc3339_text(t: DateTime<Utc>) -> Text {
+    use chrono::{Datelike, Timelike};
+    let year = t.year();
+    let nanos = t.nanosecond();
+    if !(0..=9999).contains(&year) || nanos >= 1_000_000_000 {
+        return Text::from(t.to_rfc3339_opts(SecondsFormat::Millis, true));
+    }
+    let mut b = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut v: u32| {
+        for i in (at..at + width).rev() {
+            if let Some(d) = b.get_mut(i) {
+                *d = b'0' + (v % 10) as u8;
+            }
+            v /= 10;
+        }
+    };
+    put(0, 4, year.unsigned_abs());
+    put(5, 2, t.month());
+    put(8, 2, t.day());
+    put(11, 2, t.hour());
+    put(14, 2, t.minute());
+    put(17, 2, t.second());
+    put(20, 3, nanos / 1_000_000);
+    Text::new(std::str::from_utf8(&b).unwrap_or_default())
 }
 
-/// An optional value written as itself, or as nothing.
-struct Shown<T>(Option<T>);
-
-impl<T: std::fmt::Display> std::fmt::Display for Shown<T> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.0 {
-            Some(v) => v.fmt(f),
-            None => Ok(()),
-        }
+/// A TCP flag's name in capitals (`syn` → `SYN`), from the decoder's fixed names.
+fn flag_upper(name: &str) -> &'static str {
+    match name {
+        "fin" => "FIN",
+        "syn" => "SYN",
+        "rst" => "RST",
+        "psh" => "PSH",
+        "ack" => "ACK",
+        "urg" => "URG",
+        "ece" => "ECE",
+        "cwr" => "CWR",
+        "ns" => "NS",
+        _ => "?",
     }
 }
 
@@ -485,62 +523,87 @@ pub fn flow_event(r: &FlowRecord, observer_id: &str) -> Event {
         .num_nanoseconds()
         .and_then(|n| u64::try_from(n).ok());
     // Collected, then built into the map at once (sorted, bulk-loaded): cheaper than a
-    // dozen searching inserts for every flow.
-    let mut x: Vec<(String, String)> = Vec::with_capacity(18);
-    x.push(("flow.start".into(), rfc3339(start)));
-    x.push(("flow.end".into(), rfc3339(end)));
-    x.push(("flow.exporter".into(), r.exporter.ip().to_string()));
-    x.push(("flow.version".into(), r.protocol_version.to_string()));
-    x.push(("flow.sampling_rate".into(), r.sampling_rate.to_string()));
+    // dozen searching inserts for every flow. Names and nearly every value fit a `Text`
+    // inline, so this costs no allocation each.
+    let mut x: Vec<(Text, Text)> = Vec::with_capacity(18);
+    x.push((Text::const_new("flow.start"), rfc3339_text(start)));
+    x.push((Text::const_new("flow.end"), rfc3339_text(end)));
+    x.push((Text::const_new("flow.exporter"), ip_text(r.exporter.ip())));
+    x.push((
+        Text::const_new("flow.version"),
+        r.protocol_version.to_compact_string(),
+    ));
+    x.push((
+        Text::const_new("flow.sampling_rate"),
+        r.sampling_rate.to_compact_string(),
+    ));
     if let Some(flags) = r.tcp_flags {
-        let mut names: Vec<String> = r
-            .tcp_flag_names
-            .iter()
-            .map(|n| n.to_ascii_uppercase())
-            .collect();
+        let mut names: Vec<&str> = r.tcp_flag_names.iter().map(|n| flag_upper(n)).collect();
         names.sort_unstable();
-        x.push(("tcp.flags".into(), names.join(",")));
-        x.push(("tcp.flags_raw".into(), flags.to_string()));
+        let mut joined = Text::default();
+        for (i, n) in names.iter().enumerate() {
+            if i > 0 {
+                joined.push(',');
+            }
+            joined.push_str(n);
+        }
+        x.push((Text::const_new("tcp.flags"), joined));
+        x.push((Text::const_new("tcp.flags_raw"), flags.to_compact_string()));
     }
     if let Some(d) = r.direction {
         let d = match d {
             vigil_flows::Direction::Ingress => "ingress",
             vigil_flows::Direction::Egress => "egress",
         };
-        x.push(("flow.direction".into(), d.into()));
+        x.push((Text::const_new("flow.direction"), Text::const_new(d)));
     }
-    let mut put = |k: &str, v: Option<String>| {
+    let mut put = |k: &'static str, v: Option<Text>| {
         if let Some(v) = v {
-            x.push((k.to_owned(), v));
+            x.push((Text::const_new(k), v));
         }
     };
     put(
         "observer.ingress.interface",
-        r.input_interface.map(|v| v.to_string()),
+        r.input_interface.map(|v| v.to_compact_string()),
     );
     put(
         "observer.egress.interface",
-        r.output_interface.map(|v| v.to_string()),
+        r.output_interface.map(|v| v.to_compact_string()),
     );
-    put("vlan.id", r.vlan.map(|v| v.to_string()));
-    put("source.mac", r.src_mac.map(|m| m.to_string()));
-    put("destination.mac", r.dst_mac.map(|m| m.to_string()));
-    put("icmp.type", r.icmp_type.map(|v| v.to_string()));
-    put("icmp.code", r.icmp_code.map(|v| v.to_string()));
-    put("flow.source_as", r.src_as.map(|v| v.to_string()));
-    put("flow.destination_as", r.dst_as.map(|v| v.to_string()));
-    put("flow.next_hop", r.next_hop.map(|v| v.to_string()));
+    put("vlan.id", r.vlan.map(|v| v.to_compact_string()));
+    put("source.mac", r.src_mac.map(|m| m.to_compact_string()));
+    put("destination.mac", r.dst_mac.map(|m| m.to_compact_string()));
+    put("icmp.type", r.icmp_type.map(|v| v.to_compact_string()));
+    put("icmp.code", r.icmp_code.map(|v| v.to_compact_string()));
+    put("flow.source_as", r.src_as.map(|v| v.to_compact_string()));
+    put(
+        "flow.destination_as",
+        r.dst_as.map(|v| v.to_compact_string()),
+    );
+    put("flow.next_hop", r.next_hop.map(ip_text));
     e.extra = x.into_iter().collect();
-    e.message = Some(format!(
-        "flow {} {}:{} -> {}:{} {} packets {} bytes",
-        r.transport.unwrap_or("ip"),
-        Shown(r.src_addr),
-        r.src_port.unwrap_or(0),
-        Shown(r.dst_addr),
-        r.dst_port.unwrap_or(0),
-        r.packets,
-        r.bytes
-    ));
+    // `flow tcp 10.0.0.1:51000 -> 198.51.100.7:443 3 packets 180 bytes`, written piece by
+    // piece (the formatting machinery costs more than the rest of the event).
+    let mut m = String::with_capacity(96);
+    m.push_str("flow ");
+    m.push_str(r.transport.unwrap_or("ip"));
+    m.push(' ');
+    let addr = |m: &mut String, ip: Option<std::net::IpAddr>, port: Option<u16>| {
+        if let Some(ip) = ip {
+            m.push_str(&ip_text(ip));
+        }
+        m.push(':');
+        m.push_str(&port.unwrap_or(0).to_compact_string());
+    };
+    addr(&mut m, r.src_addr, r.src_port);
+    m.push_str(" -> ");
+    addr(&mut m, r.dst_addr, r.dst_port);
+    m.push(' ');
+    m.push_str(&r.packets.to_compact_string());
+    m.push_str(" packets ");
+    m.push_str(&r.bytes.to_compact_string());
+    m.push_str(" bytes");
+    e.message = Some(m);
     e
 }
 
@@ -639,5 +702,61 @@ mod tests {
             flow_event(&bare, "x").message.as_deref(),
             Some("flow ip :50123 -> 2001:db8::7:443 9 packets 1500 bytes")
         );
+    }
+
+    #[test]
+    fn times_are_written_as_chrono_writes_them() {
+        use chrono::TimeZone;
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut times = vec![
+            Utc.timestamp_opt(0, 0).unwrap(),
+            Utc.timestamp_opt(-62_167_219_200, 0).unwrap(), // year 0
+            Utc.timestamp_opt(253_402_300_799, 999_999_999).unwrap(), // 9999-12-31
+            Utc.timestamp_opt(253_402_300_800, 0).unwrap(), // year 10000
+            Utc.timestamp_opt(-62_167_219_201, 0).unwrap(), // year -1
+            Utc.timestamp_opt(1_764_028_799, 1_500_000_000).unwrap(), // leap second
+        ];
+        for _ in 0..10_000 {
+            let secs = (next() % 8_000_000_000) as i64 - 2_000_000_000;
+            let nanos = (next() % 1_000_000_000) as u32;
+            times.push(Utc.timestamp_opt(secs, nanos).unwrap());
+        }
+        for t in times {
+            assert_eq!(
+                rfc3339_text(t).as_str(),
+                t.to_rfc3339_opts(SecondsFormat::Millis, true),
+                "{t:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_flow_through_the_spool_becomes_the_same_event() {
+        let rec = record();
+        let raw = RawRecord {
+            bytes: Vec::new(),
+            observer_type: "netflow",
+            observer_id: "netflow/192.0.2.1".into(),
+            peer: Some(rec.exporter.ip()),
+            received_at: rec.received_at,
+            refused: None,
+            decoded: Some(Decoded::Flow(Box::new(rec.clone()))),
+            ack: None,
+        };
+        let back = crate::bus::spool::decode(&crate::bus::spool::encode(&raw)).unwrap();
+        let mut per_source = std::collections::HashMap::new();
+        let normalizer = vigil_parsers::normalize::Normalizer::new(
+            vigil_parsers::definitions::DefinitionSet::default(),
+            vigil_parsers::normalize::NormalizeOptions::default(),
+        );
+        let event = crate::pipeline::normalize_record(&normalizer, back, &mut per_source).unwrap();
+        assert_eq!(event, flow_event(&rec, "netflow/192.0.2.1"));
+        assert_eq!(per_source.len(), 1, "counted for its exporter");
     }
 }

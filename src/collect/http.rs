@@ -42,7 +42,7 @@ pub fn records_from_body(
                         ),
                     )
                 }),
-                event: None,
+                decoded: None,
                 ack: None,
             }
         })

@@ -140,7 +140,7 @@ pub async fn run_udp<P: Publisher<RawRecord>>(
             peer: Some(peer.ip()),
             received_at: Utc::now(),
             refused: None,
-            event: None,
+            decoded: None,
             ack: None,
         };
         if len > max {
@@ -295,7 +295,7 @@ async fn handle_connection<P: Publisher<RawRecord>, S: tokio::io::AsyncRead + Un
         peer: Some(peer.ip()),
         received_at: Utc::now(),
         refused,
-        event: None,
+        decoded: None,
         ack: None,
     };
     // On shutdown a connection is drained, not dropped: what the peer already sent (and the

@@ -629,7 +629,11 @@ impl ClickHouseStore {
                 id: i64::try_from(offset).unwrap_or(0) + i as i64,
                 start: super::flows::flow_time(&e, "flow.start"),
                 end: super::flows::flow_time(&e, "flow.end"),
-                exporter: e.extra.get("flow.exporter").cloned().unwrap_or_default(),
+                exporter: e
+                    .extra
+                    .get("flow.exporter")
+                    .map(|t| t.to_string())
+                    .unwrap_or_default(),
                 kind: "flow".to_owned(),
                 flows: 1,
                 event: serde_json::to_value(&e)

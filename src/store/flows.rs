@@ -225,7 +225,7 @@ fn insert_rows(conn: &Connection, rows: &[FlowRow], max_kept: u64) -> Result<u64
                 stmt.execute(params![
                     ms(flow_time(e, "flow.start")),
                     ms(flow_time(e, "flow.end")),
-                    e.extra.get("flow.exporter").cloned().unwrap_or_default(),
+                    e.extra.get("flow.exporter").map_or("", |t| t.as_str()),
                     e.source_ip.map(|a| a.to_string()),
                     e.source_port,
                     e.destination_ip.map(|a| a.to_string()),
@@ -233,7 +233,7 @@ fn insert_rows(conn: &Connection, rows: &[FlowRow], max_kept: u64) -> Result<u64
                     e.network_transport,
                     clamp_i64(e.network_bytes.unwrap_or(0)),
                     clamp_i64(e.network_packets.unwrap_or(0)),
-                    e.extra.get("tcp.flags"),
+                    e.extra.get("tcp.flags").map(|t| t.as_str()),
                     e.network_community_id,
                     "flow",
                     1,

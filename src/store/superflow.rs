@@ -135,7 +135,11 @@ impl Condenser {
                     ports: 0,
                     transports: Vec::new(),
                     sample_destinations: Vec::new(),
-                    exporter: e.extra.get("flow.exporter").cloned().unwrap_or_default(),
+                    exporter: e
+                        .extra
+                        .get("flow.exporter")
+                        .map(|t| t.to_string())
+                        .unwrap_or_default(),
                 },
                 destinations: BTreeSet::new(),
                 ports: BTreeSet::new(),
