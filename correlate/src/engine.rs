@@ -1273,9 +1273,23 @@ fn encoded_key(parts: &[String]) -> std::borrow::Cow<'_, str> {
     match parts {
         [one] => std::borrow::Cow::Borrowed(one),
         _ => {
-            let mut s = String::new();
+            let mut s = String::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
             for p in parts {
-                s.push_str(&p.len().to_string());
+                // The length in decimal, without the formatting machinery.
+                let mut digits = [0u8; 20];
+                let mut at = digits.len();
+                let mut n = p.len();
+                loop {
+                    at -= 1;
+                    if let Some(d) = digits.get_mut(at) {
+                        *d = b'0' + (n % 10) as u8;
+                    }
+                    n /= 10;
+                    if n == 0 || at == 0 {
+                        break;
+                    }
+                }
+                s.push_str(std::str::from_utf8(digits.get(at..).unwrap_or_default()).unwrap_or("0"));
                 s.push(':');
                 s.push_str(p);
             }
@@ -2506,6 +2520,24 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn multi_field_keys_read_back_as_their_parts() {
+        let long = "9:x".repeat(40);
+        for parts in [
+            vec!["203.0.113.7".to_owned()],
+            vec![String::new(), String::new()],
+            vec!["10.0.0.1".into(), "443".into()],
+            vec!["a:b".into(), "12:34".into(), long.clone()],
+            vec!["x".repeat(9), "y".repeat(10), "z".repeat(123)],
+        ] {
+            let key = encode_key(&parts);
+            assert_eq!(encoded_key(&parts), key.as_str());
+            assert_eq!(decode_key(&key, parts.len()), parts);
+        }
+        assert_eq!(encode_key(&["ab".into(), "".into()]), "2:ab0:");
+    }
+
     use super::*;
 
     /// The per-key layout the memory figures rest on (`BENCHMARKS.md`, stateful correlation):
