@@ -85,19 +85,7 @@ enum ConfigCommand {
     Show,
 }
 
-/// mimalloc's `mi_option_purge_delay` (v3 and v2 headers: the 16th option).
-const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
-
 fn main() -> ExitCode {
-    // Freed memory goes back to the system after 1 s unused, not mimalloc's 10 ms: the engine
-    // allocates every event and another thread frees most of them, so with 10 ms the same
-    // pages were returned and faulted in (zeroed by the kernel) over and over, a quarter of
-    // the engine's time under a flood of flows (BENCHMARKS.md). `MIMALLOC_PURGE_DELAY` in the
-    // environment still wins.
-    // SAFETY: sets a process-wide option value; no pointer is passed.
-    unsafe {
-        libmimalloc_sys::mi_option_set_default(MI_OPTION_PURGE_DELAY, 1000);
-    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")

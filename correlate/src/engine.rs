@@ -1289,7 +1289,9 @@ fn encoded_key(parts: &[String]) -> std::borrow::Cow<'_, str> {
                         break;
                     }
                 }
-                s.push_str(std::str::from_utf8(digits.get(at..).unwrap_or_default()).unwrap_or("0"));
+                s.push_str(
+                    std::str::from_utf8(digits.get(at..).unwrap_or_default()).unwrap_or("0"),
+                );
                 s.push(':');
                 s.push_str(p);
             }

@@ -67,7 +67,7 @@ pub enum Decoded {
     Event(Box<vigil_parsers::Event>),
     /// A flow record. Its event is made on the engine's side
     /// ([`crate::collect::flow::flow_event`]): a collector under a flood of flows only decodes,
-    /// and the record crosses the spool in its compact form (about a fifth of the event's).
+    /// and the record crosses the spool in its compact form (about a third of the event's).
     Flow(Box<vigil_flows::FlowRecord>),
 }
 
