@@ -608,6 +608,9 @@ impl Pipeline {
                 return Ok(outcome);
             }
         }
+        // The superflow condenser's clock: once a batch (its hold is a minute), not a clock read
+        // for every flow.
+        let batch_started = std::time::Instant::now();
         for rec in records {
             let source = source_label(&rec);
             match normalize_record(&self.normalizer, rec, &mut per_source) {
@@ -627,11 +630,8 @@ impl Pipeline {
                     }
                     let event = Arc::new(event);
                     if crate::store::flows::is_flow(&event) {
-                        self.condenser.push(
-                            Arc::clone(&event),
-                            std::time::Instant::now(),
-                            &mut self.flows,
-                        );
+                        self.condenser
+                            .push(Arc::clone(&event), batch_started, &mut self.flows);
                     } else if self.event_sink.is_some() {
                         self.searchable.push(Arc::clone(&event));
                     }
