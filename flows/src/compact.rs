@@ -24,52 +24,141 @@ use crate::record::{
 
 const FORMAT: u8 = 1;
 
-const TEMPLATE_ID: u32 = 1;
-const UPTIME: u32 = 1 << 1;
-const SRC_ADDR: u32 = 1 << 2;
-const DST_ADDR: u32 = 1 << 3;
-const SRC_PORT: u32 = 1 << 4;
-const DST_PORT: u32 = 1 << 5;
-const PROTOCOL: u32 = 1 << 6;
-const START: u32 = 1 << 7;
-const END: u32 = 1 << 8;
-const TCP_FLAGS: u32 = 1 << 9;
-const IN_IF: u32 = 1 << 10;
-const OUT_IF: u32 = 1 << 11;
-const DIRECTION: u32 = 1 << 12;
-const VLAN: u32 = 1 << 13;
-const SRC_MAC: u32 = 1 << 14;
-const DST_MAC: u32 = 1 << 15;
-const NEXT_HOP: u32 = 1 << 16;
-const SRC_AS: u32 = 1 << 17;
-const DST_AS: u32 = 1 << 18;
-const SRC_MASK: u32 = 1 << 19;
-const DST_MASK: u32 = 1 << 20;
-const ICMP_TYPE: u32 = 1 << 21;
-const ICMP_CODE: u32 = 1 << 22;
-const KNOWN: u32 = (1 << 23) - 1;
+/// Optional columns: bit `i` of the mask says whether the `i`-th is present, and the present
+/// ones follow the mask in that order.
+const OPTIONAL_COLUMNS: u32 = 23;
 
 /// Why [`FlowRecord::decode_compact`] refused its input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("compact flow record: {0}")]
 pub struct CompactError(pub &'static str);
 
-fn put_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    match ip {
-        IpAddr::V4(v4) => {
-            out.push(4);
-            out.extend_from_slice(&v4.octets());
+/// A column's value, written and read back (little-endian numbers).
+trait Col: Sized {
+    fn put(&self, out: &mut Vec<u8>);
+    fn get(r: &mut Reader<'_>) -> Result<Self, CompactError>;
+}
+
+macro_rules! number_col {
+    ($($t:ty),*) => {$(
+        impl Col for $t {
+            fn put(&self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+            fn get(r: &mut Reader<'_>) -> Result<Self, CompactError> {
+                Ok(<$t>::from_le_bytes(r.array()?))
+            }
         }
-        IpAddr::V6(v6) => {
-            out.push(6);
-            out.extend_from_slice(&v6.octets());
+    )*};
+}
+number_col!(u8, u16, u32, u64, i64);
+
+impl Col for IpAddr {
+    fn put(&self, out: &mut Vec<u8>) {
+        match self {
+            IpAddr::V4(v4) => {
+                out.push(4);
+                out.extend_from_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                out.push(6);
+                out.extend_from_slice(&v6.octets());
+            }
+        }
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CompactError> {
+        match u8::get(r)? {
+            4 => Ok(IpAddr::from(r.array::<4>()?)),
+            6 => Ok(IpAddr::from(r.array::<16>()?)),
+            _ => Err(CompactError("unknown address family")),
         }
     }
 }
 
-fn put_time(out: &mut Vec<u8>, t: DateTime<Utc>) {
-    out.extend_from_slice(&t.timestamp().to_le_bytes());
-    out.extend_from_slice(&t.timestamp_subsec_nanos().to_le_bytes());
+impl Col for DateTime<Utc> {
+    fn put(&self, out: &mut Vec<u8>) {
+        self.timestamp().put(out);
+        self.timestamp_subsec_nanos().put(out);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CompactError> {
+        let secs = i64::get(r)?;
+        let nanos = u32::get(r)?;
+        DateTime::from_timestamp(secs, nanos).ok_or(CompactError("time out of range"))
+    }
+}
+
+impl Col for MacAddr {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.0);
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CompactError> {
+        Ok(MacAddr(r.array()?))
+    }
+}
+
+impl Col for Direction {
+    fn put(&self, out: &mut Vec<u8>) {
+        out.push(match self {
+            Direction::Ingress => 0,
+            Direction::Egress => 1,
+        });
+    }
+    fn get(r: &mut Reader<'_>) -> Result<Self, CompactError> {
+        match u8::get(r)? {
+            0 => Ok(Direction::Ingress),
+            1 => Ok(Direction::Egress),
+            _ => Err(CompactError("unknown direction")),
+        }
+    }
+}
+
+/// Writes the optional columns: the mask (filled in at the end), then each present value.
+struct Optionals<'a> {
+    out: &'a mut Vec<u8>,
+    mask_at: usize,
+    mask: u32,
+    next: u32,
+}
+
+impl<'a> Optionals<'a> {
+    fn start(out: &'a mut Vec<u8>) -> Self {
+        let mask_at = out.len();
+        out.extend_from_slice(&[0; 4]);
+        Optionals {
+            out,
+            mask_at,
+            mask: 0,
+            next: 0,
+        }
+    }
+    fn put<T: Col>(&mut self, value: &Option<T>) -> &mut Self {
+        if let Some(v) = value {
+            self.mask |= 1 << self.next;
+            v.put(self.out);
+        }
+        self.next += 1;
+        self
+    }
+    fn finish(&mut self) {
+        debug_assert_eq!(self.next, OPTIONAL_COLUMNS);
+        if let Some(m) = self.out.get_mut(self.mask_at..self.mask_at + 4) {
+            m.copy_from_slice(&self.mask.to_le_bytes());
+        }
+    }
+}
+
+/// Reads the optional columns back, in the order [`Optionals`] wrote them.
+struct Present {
+    mask: u32,
+    next: u32,
+}
+
+impl Present {
+    fn get<T: Col>(&mut self, r: &mut Reader<'_>) -> Result<Option<T>, CompactError> {
+        let here = self.mask & (1 << self.next) != 0;
+        self.next += 1;
+        here.then(|| T::get(r)).transpose()
+    }
 }
 
 impl FlowRecord {
@@ -86,118 +175,41 @@ impl FlowRecord {
             FlowSource::Ipfix => 10,
             FlowSource::SflowV5 => 65,
         });
-        out.extend_from_slice(&self.protocol_version.to_le_bytes());
-        put_ip(out, self.exporter.ip());
-        out.extend_from_slice(&self.exporter.port().to_le_bytes());
-        out.extend_from_slice(&self.observation_domain.to_le_bytes());
-        out.extend_from_slice(&self.sequence.to_le_bytes());
-        put_time(out, self.export_time);
-        put_time(out, self.received_at);
-        out.extend_from_slice(&self.bytes.to_le_bytes());
-        out.extend_from_slice(&self.packets.to_le_bytes());
-        out.extend_from_slice(&self.sampling_rate.to_le_bytes());
-        let mut mask = 0u32;
-        let mut bit = |present: bool, b: u32| {
-            if present {
-                mask |= b;
-            }
-        };
-        bit(self.template_id.is_some(), TEMPLATE_ID);
-        bit(self.exporter_uptime_ms.is_some(), UPTIME);
-        bit(self.src_addr.is_some(), SRC_ADDR);
-        bit(self.dst_addr.is_some(), DST_ADDR);
-        bit(self.src_port.is_some(), SRC_PORT);
-        bit(self.dst_port.is_some(), DST_PORT);
-        bit(self.ip_protocol.is_some(), PROTOCOL);
-        bit(self.flow_start.is_some(), START);
-        bit(self.flow_end.is_some(), END);
-        bit(self.tcp_flags.is_some(), TCP_FLAGS);
-        bit(self.input_interface.is_some(), IN_IF);
-        bit(self.output_interface.is_some(), OUT_IF);
-        bit(self.direction.is_some(), DIRECTION);
-        bit(self.vlan.is_some(), VLAN);
-        bit(self.src_mac.is_some(), SRC_MAC);
-        bit(self.dst_mac.is_some(), DST_MAC);
-        bit(self.next_hop.is_some(), NEXT_HOP);
-        bit(self.src_as.is_some(), SRC_AS);
-        bit(self.dst_as.is_some(), DST_AS);
-        bit(self.src_mask.is_some(), SRC_MASK);
-        bit(self.dst_mask.is_some(), DST_MASK);
-        bit(self.icmp_type.is_some(), ICMP_TYPE);
-        bit(self.icmp_code.is_some(), ICMP_CODE);
-        out.extend_from_slice(&mask.to_le_bytes());
-        if let Some(v) = self.template_id {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.exporter_uptime_ms {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.src_addr {
-            put_ip(out, v);
-        }
-        if let Some(v) = self.dst_addr {
-            put_ip(out, v);
-        }
-        if let Some(v) = self.src_port {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.dst_port {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.ip_protocol {
-            out.push(v);
-        }
-        if let Some(v) = self.flow_start {
-            put_time(out, v);
-        }
-        if let Some(v) = self.flow_end {
-            put_time(out, v);
-        }
-        if let Some(v) = self.tcp_flags {
-            out.push(v);
-        }
-        if let Some(v) = self.input_interface {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.output_interface {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.direction {
-            out.push(match v {
-                Direction::Ingress => 0,
-                Direction::Egress => 1,
-            });
-        }
-        if let Some(v) = self.vlan {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.src_mac {
-            out.extend_from_slice(&v.0);
-        }
-        if let Some(v) = self.dst_mac {
-            out.extend_from_slice(&v.0);
-        }
-        if let Some(v) = self.next_hop {
-            put_ip(out, v);
-        }
-        if let Some(v) = self.src_as {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.dst_as {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        if let Some(v) = self.src_mask {
-            out.push(v);
-        }
-        if let Some(v) = self.dst_mask {
-            out.push(v);
-        }
-        if let Some(v) = self.icmp_type {
-            out.push(v);
-        }
-        if let Some(v) = self.icmp_code {
-            out.push(v);
-        }
+        self.protocol_version.put(out);
+        self.exporter.ip().put(out);
+        self.exporter.port().put(out);
+        self.observation_domain.put(out);
+        self.sequence.put(out);
+        self.export_time.put(out);
+        self.received_at.put(out);
+        self.bytes.put(out);
+        self.packets.put(out);
+        self.sampling_rate.put(out);
+        Optionals::start(out)
+            .put(&self.template_id)
+            .put(&self.exporter_uptime_ms)
+            .put(&self.src_addr)
+            .put(&self.dst_addr)
+            .put(&self.src_port)
+            .put(&self.dst_port)
+            .put(&self.ip_protocol)
+            .put(&self.flow_start)
+            .put(&self.flow_end)
+            .put(&self.tcp_flags)
+            .put(&self.input_interface)
+            .put(&self.output_interface)
+            .put(&self.direction)
+            .put(&self.vlan)
+            .put(&self.src_mac)
+            .put(&self.dst_mac)
+            .put(&self.next_hop)
+            .put(&self.src_as)
+            .put(&self.dst_as)
+            .put(&self.src_mask)
+            .put(&self.dst_mask)
+            .put(&self.icmp_type)
+            .put(&self.icmp_code)
+            .finish();
         let id = self.community_id.as_bytes();
         let id = id.get(..id.len().min(255)).unwrap_or_default();
         out.push(id.len() as u8);
@@ -207,65 +219,61 @@ impl FlowRecord {
     /// Reads back what [`FlowRecord::encode_compact`] wrote (the whole of `bytes`).
     pub fn decode_compact(bytes: &[u8]) -> Result<FlowRecord, CompactError> {
         let mut r = Reader(bytes);
-        if r.u8()? != FORMAT {
+        if u8::get(&mut r)? != FORMAT {
             return Err(CompactError("unknown format"));
         }
-        let kind = match r.u8()? {
+        let kind = match u8::get(&mut r)? {
             0 => RecordKind::Flow,
             1 => RecordKind::Options,
             _ => return Err(CompactError("unknown record kind")),
         };
-        let source = match r.u8()? {
+        let source = match u8::get(&mut r)? {
             5 => FlowSource::NetflowV5,
             9 => FlowSource::NetflowV9,
             10 => FlowSource::Ipfix,
             65 => FlowSource::SflowV5,
             _ => return Err(CompactError("unknown flow source")),
         };
-        let protocol_version = r.u16()?;
-        let exporter_ip = r.ip()?;
-        let exporter = SocketAddr::new(exporter_ip, r.u16()?);
-        let observation_domain = r.u32()?;
-        let sequence = r.u32()?;
-        let export_time = r.time()?;
-        let received_at = r.time()?;
-        let flow_bytes = r.u64()?;
-        let packets = r.u64()?;
-        let sampling_rate = r.u32()?;
-        let mask = r.u32()?;
-        if mask & !KNOWN != 0 {
+        let protocol_version = u16::get(&mut r)?;
+        let exporter_ip = IpAddr::get(&mut r)?;
+        let exporter = SocketAddr::new(exporter_ip, u16::get(&mut r)?);
+        let observation_domain = u32::get(&mut r)?;
+        let sequence = u32::get(&mut r)?;
+        let export_time = DateTime::get(&mut r)?;
+        let received_at = DateTime::get(&mut r)?;
+        let flow_bytes = u64::get(&mut r)?;
+        let packets = u64::get(&mut r)?;
+        let sampling_rate = u32::get(&mut r)?;
+        let mask = u32::get(&mut r)?;
+        if mask >> OPTIONAL_COLUMNS != 0 {
             return Err(CompactError("unknown optional columns"));
         }
-        let has = |b: u32| mask & b != 0;
-        let template_id = has(TEMPLATE_ID).then(|| r.u16()).transpose()?;
-        let exporter_uptime_ms = has(UPTIME).then(|| r.u32()).transpose()?;
-        let src_addr = has(SRC_ADDR).then(|| r.ip()).transpose()?;
-        let dst_addr = has(DST_ADDR).then(|| r.ip()).transpose()?;
-        let src_port = has(SRC_PORT).then(|| r.u16()).transpose()?;
-        let dst_port = has(DST_PORT).then(|| r.u16()).transpose()?;
-        let ip_protocol = has(PROTOCOL).then(|| r.u8()).transpose()?;
-        let flow_start = has(START).then(|| r.time()).transpose()?;
-        let flow_end = has(END).then(|| r.time()).transpose()?;
-        let tcp_flags = has(TCP_FLAGS).then(|| r.u8()).transpose()?;
-        let input_interface = has(IN_IF).then(|| r.u32()).transpose()?;
-        let output_interface = has(OUT_IF).then(|| r.u32()).transpose()?;
-        let direction = match has(DIRECTION).then(|| r.u8()).transpose()? {
-            None => None,
-            Some(0) => Some(Direction::Ingress),
-            Some(1) => Some(Direction::Egress),
-            Some(_) => return Err(CompactError("unknown direction")),
-        };
-        let vlan = has(VLAN).then(|| r.u16()).transpose()?;
-        let src_mac = has(SRC_MAC).then(|| r.mac()).transpose()?;
-        let dst_mac = has(DST_MAC).then(|| r.mac()).transpose()?;
-        let next_hop = has(NEXT_HOP).then(|| r.ip()).transpose()?;
-        let src_as = has(SRC_AS).then(|| r.u32()).transpose()?;
-        let dst_as = has(DST_AS).then(|| r.u32()).transpose()?;
-        let src_mask = has(SRC_MASK).then(|| r.u8()).transpose()?;
-        let dst_mask = has(DST_MASK).then(|| r.u8()).transpose()?;
-        let icmp_type = has(ICMP_TYPE).then(|| r.u8()).transpose()?;
-        let icmp_code = has(ICMP_CODE).then(|| r.u8()).transpose()?;
-        let id_len = usize::from(r.u8()?);
+        let mut o = Present { mask, next: 0 };
+        let template_id = o.get(&mut r)?;
+        let exporter_uptime_ms = o.get(&mut r)?;
+        let src_addr = o.get(&mut r)?;
+        let dst_addr = o.get(&mut r)?;
+        let src_port = o.get(&mut r)?;
+        let dst_port = o.get(&mut r)?;
+        let ip_protocol: Option<u8> = o.get(&mut r)?;
+        let flow_start = o.get(&mut r)?;
+        let flow_end = o.get(&mut r)?;
+        let tcp_flags: Option<u8> = o.get(&mut r)?;
+        let input_interface = o.get(&mut r)?;
+        let output_interface = o.get(&mut r)?;
+        let direction = o.get(&mut r)?;
+        let vlan = o.get(&mut r)?;
+        let src_mac = o.get(&mut r)?;
+        let dst_mac = o.get(&mut r)?;
+        let next_hop = o.get(&mut r)?;
+        let src_as = o.get(&mut r)?;
+        let dst_as = o.get(&mut r)?;
+        let src_mask = o.get(&mut r)?;
+        let dst_mask = o.get(&mut r)?;
+        let icmp_type = o.get(&mut r)?;
+        let icmp_code = o.get(&mut r)?;
+        debug_assert_eq!(o.next, OPTIONAL_COLUMNS);
+        let id_len = usize::from(u8::get(&mut r)?);
         let community_id = std::str::from_utf8(r.take(id_len)?)
             .map_err(|_| CompactError("Community ID is not UTF-8"))?
             .to_owned();
@@ -330,33 +338,6 @@ impl<'a> Reader<'a> {
         self.take(N)?
             .try_into()
             .map_err(|_| CompactError("record ends early"))
-    }
-    fn u8(&mut self) -> Result<u8, CompactError> {
-        Ok(self.array::<1>()?[0])
-    }
-    fn u16(&mut self) -> Result<u16, CompactError> {
-        Ok(u16::from_le_bytes(self.array()?))
-    }
-    fn u32(&mut self) -> Result<u32, CompactError> {
-        Ok(u32::from_le_bytes(self.array()?))
-    }
-    fn u64(&mut self) -> Result<u64, CompactError> {
-        Ok(u64::from_le_bytes(self.array()?))
-    }
-    fn ip(&mut self) -> Result<IpAddr, CompactError> {
-        match self.u8()? {
-            4 => Ok(IpAddr::from(self.array::<4>()?)),
-            6 => Ok(IpAddr::from(self.array::<16>()?)),
-            _ => Err(CompactError("unknown address family")),
-        }
-    }
-    fn mac(&mut self) -> Result<MacAddr, CompactError> {
-        Ok(MacAddr(self.array()?))
-    }
-    fn time(&mut self) -> Result<DateTime<Utc>, CompactError> {
-        let secs = i64::from_le_bytes(self.array()?);
-        let nanos = self.u32()?;
-        DateTime::from_timestamp(secs, nanos).ok_or(CompactError("time out of range"))
     }
 }
 

@@ -85,16 +85,18 @@ fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
     out.extend_from_slice(b);
 }
 
+/// A length-prefixed text (`put_bytes`), borrowed from the input.
+fn get_str<'a>(r: &mut Reader<'a>) -> Result<&'a str, CodecError> {
+    let n = r.len()?;
+    std::str::from_utf8(r.take(n)?).map_err(|_| err("text is not UTF-8"))
+}
+
 impl Field for String {
     fn put(&self, out: &mut Vec<u8>) {
         put_bytes(out, self.as_bytes());
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.len()?;
-        let b = r.take(n)?;
-        std::str::from_utf8(b)
-            .map(str::to_owned)
-            .map_err(|_| err("text is not UTF-8"))
+        get_str(r).map(str::to_owned)
     }
 }
 
@@ -103,11 +105,7 @@ impl Field for crate::Text {
         put_bytes(out, self.as_bytes());
     }
     fn get(r: &mut Reader<'_>) -> Result<Self, CodecError> {
-        let n = r.len()?;
-        let b = r.take(n)?;
-        std::str::from_utf8(b)
-            .map(crate::Text::new)
-            .map_err(|_| err("text is not UTF-8"))
+        get_str(r).map(crate::Text::new)
     }
 }
 

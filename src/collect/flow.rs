@@ -473,22 +473,6 @@ fn rfc3339_text(t: DateTime<Utc>) -> Text {
     Text::new(std::str::from_utf8(&b).unwrap_or_default())
 }
 
-/// A TCP flag's name in capitals (`syn` → `SYN`), from the decoder's fixed names.
-fn flag_upper(name: &str) -> &'static str {
-    match name {
-        "fin" => "FIN",
-        "syn" => "SYN",
-        "rst" => "RST",
-        "psh" => "PSH",
-        "ack" => "ACK",
-        "urg" => "URG",
-        "ece" => "ECE",
-        "cwr" => "CWR",
-        "ns" => "NS",
-        _ => "?",
-    }
-}
-
 /// The event of one flow record from exporter `observer_id`.
 pub fn flow_event(r: &FlowRecord, observer_id: &str) -> Event {
     let start = r.flow_start.unwrap_or(r.export_time);
@@ -538,14 +522,15 @@ pub fn flow_event(r: &FlowRecord, observer_id: &str) -> Event {
         r.sampling_rate.to_compact_string(),
     ));
     if let Some(flags) = r.tcp_flags {
-        let mut names: Vec<&str> = r.tcp_flag_names.iter().map(|n| flag_upper(n)).collect();
+        // The decoder's names are lower-case letters: sorting them sorts their capitals.
+        let mut names = r.tcp_flag_names.clone();
         names.sort_unstable();
         let mut joined = Text::default();
         for (i, n) in names.iter().enumerate() {
             if i > 0 {
                 joined.push(',');
             }
-            joined.push_str(n);
+            joined.extend(n.chars().map(|c| c.to_ascii_uppercase()));
         }
         x.push((Text::const_new("tcp.flags"), joined));
         x.push((Text::const_new("tcp.flags_raw"), flags.to_compact_string()));
