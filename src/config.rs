@@ -481,7 +481,8 @@ pub struct StoreConfig {
     /// Embedded store: keep every normalized log event searchable (`GET /api/v1/events`) in
     /// `data_dir/events.db`, written by its own thread. Scaled out, ClickHouse keeps them.
     pub search_events: bool,
-    /// Most events kept in `events.db`; the oldest are deleted beyond it and counted.
+    /// Most events kept in `events.db`; the oldest are deleted beyond it, a block (up to
+    /// 4,096 events) at a time, and counted.
     pub max_events: u64,
     /// Most events waiting for the `events.db` writer; beyond it a batch is not kept for
     /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected).

@@ -1,16 +1,31 @@
 //! The searchable event store of embedded mode: every normalized log event (flows have their
-//! own file, see [`super::flows`]) in `data_dir/events.db`, a SQLite file of its own so its writes never wait on the
-//! engine's offense transactions, written by its own thread.
+//! own file, see [`super::flows`]) in `data_dir/events.db`, a SQLite file of its own so its
+//! writes never wait on the engine's offense transactions, written by its own thread.
+//!
+//! Events are kept in blocks, not rows: up to [`BLOCK_EVENTS`] events of one write, in the
+//! binary codec, LZ4-compressed, with the block's time range and the sorted hashes of its
+//! searchable values (addresses, user, host, category, outcome, dataset). A row per event with
+//! two indexes cost the writer about 7.5 µs an event, most of it SQLite writing each page
+//! twice (log, then checkpoint); a block costs about 2 µs an event (BENCHMARKS.md, "End to
+//! end, 2026-11-30 afternoon"). A search reads the blocks overlapping its time range, newest
+//! first, skips those whose hashes lack a value it asks for, and stops once a block's newest
+//! event is older than the page's oldest. Files of older builds keep their row table
+//! (`events`): it is searched too, its rows are evicted first, and it is dropped once empty.
 //!
 //! Invariants:
-//! - bounded: at most `store.max_events` rows (the oldest are deleted, counted), and at most
-//!   `store.event_queue` events waiting for the writer; beyond that a batch is not stored and
-//!   is counted (`vigil_store_events_dropped_total{reason="queue_full"}`). Offenses never
-//!   depend on this store: an event dropped here still counted in its rules and offenses, and
-//!   offenses keep their own evidence (`offense_events`).
+//! - bounded: at most `store.max_events` events, plus up to one block (whole blocks are
+//!   deleted, oldest first, counted), and at most `store.event_queue` events waiting for the
+//!   writer; beyond that a batch is not stored and is counted
+//!   (`vigil_store_events_dropped_total{reason="queue_full"}`). Offenses never depend on this
+//!   store: an event dropped here still counted in its rules and offenses, and offenses keep
+//!   their own evidence (`offense_events`).
+//! - a search answers what a filter and sort of every stored event would (newest first by
+//!   time, then arrival; tested against that on random data); a block's hashes only ever skip
+//!   blocks, the events themselves are compared.
 //! - searches are bounded too: a time range of at most [`MAX_RANGE_HOURS`], a page of at most
-//!   `api.max_page_size`, an offset of at most [`MAX_OFFSET`], and [`QUERY_BUDGET`] of SQLite
-//!   work, after which the query is interrupted and the caller told to narrow it.
+//!   `api.max_page_size`, an offset of at most [`MAX_OFFSET`], and [`QUERY_BUDGET`] of work,
+//!   after which the search is interrupted and the caller told to narrow it; a block is never
+//!   decompressed beyond [`MAX_BLOCK_BYTES`] (a corrupt size is an error, not an allocation).
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -31,25 +46,30 @@ pub const MAX_OFFSET: u64 = 10_000;
 /// Wall-clock budget of one search before SQLite interrupts it.
 pub const QUERY_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS events (
+/// Most events in one block (a writer's transaction holds several).
+const BLOCK_EVENTS: usize = 4096;
+/// A block is closed early once its events take this many bytes before compression.
+const BLOCK_BYTES: usize = 4 << 20;
+/// The largest block a search decompresses: a bigger size in a file is corrupt, not trusted.
+const MAX_BLOCK_BYTES: usize = 64 << 20;
+
+/// Events are stored in blocks: up to [`BLOCK_EVENTS`] events in arrival order, numbered
+/// (`first_event` on), their time range, the sorted hashes of their searchable values (`keys`,
+/// see [`value_key`]), and the events themselves in `event_block_data`, LZ4-compressed frames
+/// of `[time ms: i64][length: u32][the binary codec]`.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS event_blocks (
     id INTEGER PRIMARY KEY,
-    ts INTEGER NOT NULL,
-    source_ip TEXT,
-    destination_ip TEXT,
-    user_name TEXT,
-    host_name TEXT,
-    category TEXT,
-    outcome TEXT,
-    dataset TEXT,
-    message TEXT,
-    json TEXT NOT NULL,
-    raw BLOB NOT NULL,
-    event_bin BLOB
+    first_event INTEGER NOT NULL,
+    events INTEGER NOT NULL,
+    ts_min INTEGER NOT NULL,
+    ts_max INTEGER NOT NULL,
+    keys BLOB NOT NULL
 );
-CREATE INDEX IF NOT EXISTS events_by_ts ON events (ts);
-CREATE INDEX IF NOT EXISTS events_by_source ON events (source_ip, ts);
-DROP INDEX IF EXISTS events_by_destination;
-DROP INDEX IF EXISTS events_by_user;";
+CREATE INDEX IF NOT EXISTS event_blocks_by_ts ON event_blocks (ts_max);
+CREATE TABLE IF NOT EXISTS event_block_data (
+    id INTEGER PRIMARY KEY,
+    data BLOB NOT NULL
+);";
 
 /// What to search for (the API's `GET /api/v1/events` query, checked).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,6 +129,15 @@ impl EventSearch {
 /// The event store (one connection).
 pub struct EventStore {
     conn: Connection,
+    /// The row table of builds before blocks (`events`) is present: searched too, its rows
+    /// evicted first (they are the oldest), dropped once empty.
+    legacy: bool,
+    /// Number of the next event stored (events are numbered in arrival order, across the
+    /// legacy rows and the blocks).
+    next_event: i64,
+    /// Reused buffers of the writer: frames before compression, and value keys.
+    frames: Vec<u8>,
+    keys: Vec<u64>,
 }
 
 /// `%`, `_` and `\` in `text` escaped for `LIKE ... ESCAPE '\'`.
@@ -134,58 +163,327 @@ pub fn is_interrupted(e: &StoreError) -> bool {
     )
 }
 
+/// The error of a search stopped at its budget between blocks (the same as SQLite's own).
+fn interrupted() -> StoreError {
+    StoreError::Sqlite(rusqlite::Error::SqliteFailure(
+        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_INTERRUPT),
+        Some("the search ran over its time budget".into()),
+    ))
+}
+
+/// The searchable fields, each with its own tag in [`value_key`].
+const KEY_SOURCE_IP: u8 = 1;
+const KEY_DESTINATION_IP: u8 = 2;
+const KEY_USER: u8 = 3;
+const KEY_HOST: u8 = 4;
+const KEY_CATEGORY: u8 = 5;
+const KEY_OUTCOME: u8 = 6;
+const KEY_DATASET: u8 = 7;
+
+/// A stable 64-bit hash (FNV-1a) of a searchable field's tag and value, as stored in a block's
+/// `keys`. Stable across builds and platforms: it is written to disk. A collision only makes a
+/// search read a block it could have skipped; the events themselves are always compared.
+fn value_key(tag: u8, value: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in std::iter::once(tag).chain(value.iter().copied()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+fn ip_key(tag: u8, ip: IpAddr) -> u64 {
+    match ip {
+        IpAddr::V4(v4) => value_key(tag, &v4.octets()),
+        IpAddr::V6(v6) => value_key(tag, &v6.octets()),
+    }
+}
+
+/// The keys of `e`'s searchable values.
+fn event_keys(e: &Event, out: &mut Vec<u64>) {
+    if let Some(ip) = e.source_ip {
+        out.push(ip_key(KEY_SOURCE_IP, ip));
+    }
+    if let Some(ip) = e.destination_ip {
+        out.push(ip_key(KEY_DESTINATION_IP, ip));
+    }
+    for (tag, v) in [
+        (KEY_USER, &e.user_name),
+        (KEY_HOST, &e.host_name),
+        (KEY_CATEGORY, &e.category),
+        (KEY_OUTCOME, &e.outcome),
+        (KEY_DATASET, &e.dataset),
+    ] {
+        if let Some(v) = v {
+            out.push(value_key(tag, v.as_bytes()));
+        }
+    }
+}
+
+impl EventSearch {
+    /// The keys a block must hold to contain a match.
+    fn keys(&self) -> Vec<u64> {
+        let mut out = Vec::new();
+        if let Some(ip) = self.source_ip {
+            out.push(ip_key(KEY_SOURCE_IP, ip));
+        }
+        if let Some(ip) = self.destination_ip {
+            out.push(ip_key(KEY_DESTINATION_IP, ip));
+        }
+        for (tag, v) in [
+            (KEY_USER, &self.user),
+            (KEY_HOST, &self.host),
+            (KEY_CATEGORY, &self.category),
+            (KEY_OUTCOME, &self.outcome),
+            (KEY_DATASET, &self.dataset),
+        ] {
+            if let Some(v) = v {
+                out.push(value_key(tag, v.as_bytes()));
+            }
+        }
+        out
+    }
+
+    /// Whether `e` matches the equalities (the time range is checked apart). `needle`: the
+    /// text, ASCII-lowercased; `scratch`: a reused buffer.
+    fn matches(&self, e: &Event, needle: Option<&[u8]>, scratch: &mut Vec<u8>) -> bool {
+        let same = |want: &Option<String>, have: &Option<String>| {
+            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        };
+        let fields_match = self.source_ip.is_none_or(|ip| e.source_ip == Some(ip))
+            && self
+                .destination_ip
+                .is_none_or(|ip| e.destination_ip == Some(ip))
+            && same(&self.user, &e.user_name)
+            && same(&self.host, &e.host_name)
+            && same(&self.category, &e.category)
+            && same(&self.outcome, &e.outcome)
+            && same(&self.dataset, &e.dataset);
+        if !fields_match {
+            return false;
+        }
+        let Some(needle) = needle else {
+            return true;
+        };
+        // SQLite's LIKE, as the row store searched: case-insensitive for ASCII only, and an
+        // event without a message never matches.
+        let Some(message) = &e.message else {
+            return false;
+        };
+        scratch.clear();
+        scratch.extend(message.bytes().map(|b| b.to_ascii_lowercase()));
+        memchr::memmem::find(scratch, needle).is_some()
+    }
+}
+
+/// A search hit, ordered as results are: by time, then by arrival.
+struct Hit {
+    ts: i64,
+    number: i64,
+    event: Event,
+}
+
+impl PartialEq for Hit {
+    fn eq(&self, other: &Self) -> bool {
+        (self.ts, self.number) == (other.ts, other.number)
+    }
+}
+impl Eq for Hit {}
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.ts, self.number).cmp(&(other.ts, other.number))
+    }
+}
+
+/// The newest `want` hits seen (a bounded min-heap).
+struct Newest {
+    want: usize,
+    heap: std::collections::BinaryHeap<std::cmp::Reverse<Hit>>,
+}
+
+impl Newest {
+    /// Whether a hit at (`ts`, `number`) would be kept.
+    fn admits(&self, ts: i64, number: i64) -> bool {
+        self.heap.len() < self.want
+            || self
+                .heap
+                .peek()
+                .is_some_and(|std::cmp::Reverse(min)| (ts, number) > (min.ts, min.number))
+    }
+
+    /// Whether nothing at or before `ts` can be kept any more.
+    fn full_after(&self, ts: i64) -> bool {
+        self.heap.len() >= self.want
+            && self
+                .heap
+                .peek()
+                .is_some_and(|std::cmp::Reverse(min)| ts < min.ts)
+    }
+
+    fn push(&mut self, hit: Hit) {
+        if self.admits(hit.ts, hit.number) {
+            self.heap.push(std::cmp::Reverse(hit));
+            if self.heap.len() > self.want {
+                self.heap.pop();
+            }
+        }
+    }
+}
+
+fn table_exists(conn: &Connection, name: &str) -> Result<bool, StoreError> {
+    Ok(conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE type = 'table' AND name = ?1",
+        [name],
+        |r| r.get(0),
+    )?)
+}
+
 impl EventStore {
     /// Opens (creating) the file for writing.
     pub fn open(path: &Path) -> Result<EventStore, StoreError> {
         // SQLite's default 2 MiB: at 64 MiB the commits' walk of the cache took a fifth of this
         // writer's CPU (BENCHMARKS.md, "End to end, night of 2026-11-29/30").
         let conn = super::writer::open_for_writing(path, SCHEMA, 2)?;
-        add_binary_column(&conn)?;
-        Ok(EventStore { conn })
+        let legacy = table_exists(&conn, "events")?;
+        if legacy {
+            add_binary_column(&conn)?;
+        }
+        let mut store = EventStore {
+            conn,
+            legacy,
+            next_event: 1,
+            frames: Vec::new(),
+            keys: Vec::new(),
+        };
+        store.next_event = store.next_number()?;
+        Ok(store)
     }
 
     /// Opens the file for searching (the API); a store not yet created is created empty.
     pub fn open_reader(path: &Path) -> Result<EventStore, StoreError> {
         let conn = super::writer::open_for_reading(path, SCHEMA)?;
-        Ok(EventStore { conn })
+        let legacy = table_exists(&conn, "events")?;
+        Ok(EventStore {
+            conn,
+            legacy,
+            next_event: 1,
+            frames: Vec::new(),
+            keys: Vec::new(),
+        })
     }
 
-    /// Stores `events` in one transaction and deletes the oldest rows beyond `max_kept`;
-    /// returns how many it deleted.
+    /// The number after the last stored event (legacy rows count: their ids are numbers).
+    fn next_number(&self) -> Result<i64, StoreError> {
+        let blocks: Option<i64> = self
+            .conn
+            .query_row(
+                "SELECT first_event + events FROM event_blocks ORDER BY id DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .or_else(|e| match e {
+                rusqlite::Error::QueryReturnedNoRows => Ok(None),
+                e => Err(e),
+            })?;
+        let legacy: Option<i64> = if self.legacy {
+            self.conn
+                .query_row("SELECT max(id) + 1 FROM events", [], |r| r.get(0))?
+        } else {
+            None
+        };
+        Ok(blocks.into_iter().chain(legacy).max().unwrap_or(1))
+    }
+
+    /// Stores `events` in one transaction and deletes the oldest beyond `max_kept` (whole
+    /// blocks: up to a block more is kept); returns how many it deleted.
     pub fn insert(&mut self, events: &[Arc<Event>], max_kept: u64) -> Result<u64, StoreError> {
         let tx = self.conn.transaction()?;
+        let mut next = self.next_event;
         {
-            let mut stmt = tx.prepare_cached(
-                "INSERT INTO events (ts, source_ip, destination_ip, user_name, host_name,
-                    category, outcome, dataset, message, json, raw, event_bin)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, '', X'', ?10)",
+            let mut block_stmt = tx.prepare_cached(
+                "INSERT INTO event_blocks (first_event, events, ts_min, ts_max, keys)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
             )?;
-            let mut bin = Vec::new();
-            for e in events {
-                bin.clear();
-                vigil_parsers::codec::encode(e, &mut bin);
-                stmt.execute(rusqlite::params![
-                    e.timestamp.timestamp_millis(),
-                    e.source_ip.map(|ip| ip.to_string()),
-                    e.destination_ip.map(|ip| ip.to_string()),
-                    e.user_name,
-                    e.host_name,
-                    e.category,
-                    e.outcome,
-                    e.dataset,
-                    e.message,
-                    bin,
+            let mut data_stmt =
+                tx.prepare_cached("INSERT INTO event_block_data (id, data) VALUES (?1, ?2)")?;
+            let mut rest = events;
+            while !rest.is_empty() {
+                self.frames.clear();
+                self.keys.clear();
+                let (mut ts_min, mut ts_max) = (i64::MAX, i64::MIN);
+                let mut taken = 0;
+                for e in rest.iter().take(BLOCK_EVENTS) {
+                    if taken > 0 && self.frames.len() >= BLOCK_BYTES {
+                        break;
+                    }
+                    taken += 1;
+                    let ts = e.timestamp.timestamp_millis();
+                    ts_min = ts_min.min(ts);
+                    ts_max = ts_max.max(ts);
+                    self.frames.extend_from_slice(&ts.to_le_bytes());
+                    let at = self.frames.len();
+                    self.frames.extend_from_slice(&[0; 4]);
+                    vigil_parsers::codec::encode(e, &mut self.frames);
+                    let len = u32::try_from(self.frames.len() - at - 4).unwrap_or(u32::MAX);
+                    self.frames[at..at + 4].copy_from_slice(&len.to_le_bytes());
+                    event_keys(e, &mut self.keys);
+                }
+                rest = &rest[taken..];
+                self.keys.sort_unstable();
+                self.keys.dedup();
+                let keys: Vec<u8> = self.keys.iter().flat_map(|k| k.to_le_bytes()).collect();
+                block_stmt.execute(rusqlite::params![next, taken as i64, ts_min, ts_max, keys])?;
+                let id = tx.last_insert_rowid();
+                data_stmt.execute(rusqlite::params![
+                    id,
+                    lz4_flex::compress_prepend_size(&self.frames)
                 ])?;
+                next += taken as i64;
             }
         }
-        let last = tx.last_insert_rowid();
-        let cut = last - i64::try_from(max_kept).unwrap_or(i64::MAX);
-        let evicted = if cut > 0 {
-            tx.execute("DELETE FROM events WHERE id <= ?1", [cut])? as u64
-        } else {
-            0
-        };
+        let cut = (next - 1).saturating_sub(i64::try_from(max_kept).unwrap_or(i64::MAX));
+        let mut evicted = 0;
+        let mut legacy = self.legacy;
+        if cut > 0 {
+            if legacy {
+                evicted += tx.execute("DELETE FROM events WHERE id <= ?1", [cut])? as u64;
+                let left: bool =
+                    tx.query_row("SELECT count(*) > 0 FROM events", [], |r| r.get(0))?;
+                if !left {
+                    tx.execute_batch("DROP TABLE events")?;
+                    legacy = false;
+                }
+            }
+            // Blocks go in id order, which is their events' order, while wholly at or
+            // before the cut.
+            let mut last_gone = None;
+            {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT id, first_event, events FROM event_blocks ORDER BY id",
+                )?;
+                let mut rows = stmt.query([])?;
+                while let Some(row) = rows.next()? {
+                    let (id, first, n): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+                    if first + n - 1 > cut {
+                        break;
+                    }
+                    last_gone = Some(id);
+                    evicted += n as u64;
+                }
+            }
+            if let Some(id) = last_gone {
+                tx.execute("DELETE FROM event_blocks WHERE id <= ?1", [id])?;
+                tx.execute("DELETE FROM event_block_data WHERE id <= ?1", [id])?;
+            }
+        }
         tx.commit()?;
+        self.next_event = next;
+        self.legacy = legacy;
         Ok(evicted)
     }
 
@@ -196,13 +494,128 @@ impl EventStore {
     }
 
     /// [`EventStore::search`] with another time budget.
+    ///
+    /// Blocks are read newest last-event first, skipped when their time range misses the
+    /// search's or their keys lack a value it asks for, and the search stops at the first
+    /// block whose newest event is older than the page's oldest.
     pub fn search_within(
         &self,
         q: &EventSearch,
         budget: std::time::Duration,
     ) -> Result<(Vec<Event>, bool), StoreError> {
-        let mut sql =
-            String::from("SELECT json, raw, event_bin FROM events WHERE ts >= ? AND ts < ?");
+        let deadline = std::time::Instant::now() + budget;
+        self.conn
+            .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline));
+        let want = usize::try_from(q.offset.saturating_add(q.limit).saturating_add(1))
+            .unwrap_or(usize::MAX);
+        let mut newest = Newest {
+            want,
+            heap: std::collections::BinaryHeap::new(),
+        };
+        let result = self
+            .search_legacy(q, want, &mut newest)
+            .and_then(|()| self.search_blocks(q, deadline, &mut newest));
+        self.conn.progress_handler(0, None::<fn() -> bool>);
+        result?;
+        let mut hits = newest.heap.into_sorted_vec();
+        // Sorted ascending by Reverse: newest first.
+        let skip = usize::try_from(q.offset).unwrap_or(usize::MAX);
+        let page = usize::try_from(q.limit).unwrap_or(usize::MAX);
+        let more = hits.len().saturating_sub(skip) > page;
+        let out = hits
+            .drain(..)
+            .skip(skip)
+            .take(page)
+            .map(|std::cmp::Reverse(h)| h.event)
+            .collect();
+        Ok((out, more))
+    }
+
+    fn search_blocks(
+        &self,
+        q: &EventSearch,
+        deadline: std::time::Instant,
+        newest: &mut Newest,
+    ) -> Result<(), StoreError> {
+        let (from, to) = (q.from.timestamp_millis(), q.to.timestamp_millis());
+        let wanted_keys = q.keys();
+        let needle: Option<Vec<u8>> = q.text.as_ref().map(|t| t.to_ascii_lowercase().into_bytes());
+        let mut scratch = Vec::new();
+        let mut blocks = self.conn.prepare_cached(
+            "SELECT id, first_event, ts_max, keys, events FROM event_blocks
+             WHERE ts_max >= ?1 AND ts_min < ?2 ORDER BY ts_max DESC, id DESC",
+        )?;
+        let mut data = self
+            .conn
+            .prepare_cached("SELECT data FROM event_block_data WHERE id = ?1")?;
+        let mut rows = blocks.query([from, to])?;
+        while let Some(row) = rows.next()? {
+            if std::time::Instant::now() > deadline {
+                return Err(interrupted());
+            }
+            let (id, first, ts_max): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
+            if newest.full_after(ts_max) {
+                break;
+            }
+            let keys = row
+                .get_ref(3)?
+                .as_blob()
+                .map_err(|e| StoreError::Corrupt(format!("event block {id}: keys: {e}")))?;
+            if !wanted_keys.iter().all(|&k| holds_key(keys, k)) {
+                continue;
+            }
+            let compressed: Vec<u8> = data.query_row([id], |r| r.get(0))?;
+            let frames = decompress(&compressed)?;
+            let count: i64 = row.get(4)?;
+            let mut r = &frames[..];
+            let mut number = first;
+            while !r.is_empty() {
+                let (Some(ts), Some(len)) = (r.get(..8), r.get(8..12)) else {
+                    return Err(corrupt_block(id));
+                };
+                let ts = i64::from_le_bytes(ts.try_into().unwrap_or_default());
+                let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
+                let Some(bin) = r.get(12..12 + len) else {
+                    return Err(corrupt_block(id));
+                };
+                r = &r[12 + len..];
+                let n = number;
+                number += 1;
+                if ts < from || ts >= to || !newest.admits(ts, n) {
+                    continue;
+                }
+                let event = super::decoded_event(bin)?;
+                if q.matches(&event, needle.as_deref(), &mut scratch) {
+                    newest.push(Hit {
+                        ts,
+                        number: n,
+                        event,
+                    });
+                }
+            }
+            if number - first != count {
+                return Err(StoreError::Corrupt(format!(
+                    "event block {id}: {} events, {count} expected",
+                    number - first
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The rows of an older build's row table (the newest `want` that match).
+    fn search_legacy(
+        &self,
+        q: &EventSearch,
+        want: usize,
+        newest: &mut Newest,
+    ) -> Result<(), StoreError> {
+        if !self.legacy {
+            return Ok(());
+        }
+        let mut sql = String::from(
+            "SELECT json, raw, event_bin, ts, id FROM events WHERE ts >= ? AND ts < ?",
+        );
         let mut args: Vec<rusqlite::types::Value> = vec![
             q.from.timestamp_millis().into(),
             q.to.timestamp_millis().into(),
@@ -215,44 +628,71 @@ impl EventStore {
             sql.push_str(" AND message LIKE ? ESCAPE '\\'");
             args.push(like_pattern(t).into());
         }
-        sql.push_str(" ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?");
-        args.push(
-            i64::try_from(q.limit.saturating_add(1))
-                .unwrap_or(i64::MAX)
-                .into(),
-        );
-        args.push(i64::try_from(q.offset).unwrap_or(i64::MAX).into());
-        let deadline = std::time::Instant::now() + budget;
-        self.conn
-            .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline));
-        let result = (|| -> Result<Vec<Event>, StoreError> {
-            let mut stmt = self.conn.prepare(&sql)?;
-            let rows = stmt.query_map(params_from_iter(args), |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, Vec<u8>>(1)?,
-                    r.get::<_, Option<Vec<u8>>>(2)?,
-                ))
-            })?;
-            let mut out = Vec::new();
-            for row in rows {
-                let (json, raw, bin) = row?;
-                out.push(super::stored_event(&json, raw, bin.as_deref())?);
-            }
-            Ok(out)
-        })();
-        self.conn.progress_handler(0, None::<fn() -> bool>);
-        let mut out = result?;
-        let more = out.len() as u64 > q.limit;
-        out.truncate(usize::try_from(q.limit).unwrap_or(usize::MAX));
-        Ok((out, more))
+        sql.push_str(" ORDER BY ts DESC, id DESC LIMIT ?");
+        args.push(i64::try_from(want).unwrap_or(i64::MAX).into());
+        let mut stmt = self.conn.prepare(&sql)?;
+        let rows = stmt.query_map(params_from_iter(args), |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, Vec<u8>>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, i64>(4)?,
+            ))
+        })?;
+        for row in rows {
+            let (json, raw, bin, ts, id) = row?;
+            newest.push(Hit {
+                ts,
+                number: id,
+                event: super::stored_event(&json, raw, bin.as_deref())?,
+            });
+        }
+        Ok(())
     }
 }
 
-/// Rows are the event in the binary codec (`event_bin`; `json` and `raw` left empty): encoding
-/// it costs a fraction of serializing JSON, on the writer that competes with the engine for
-/// CPU. Files written by an older build have JSON rows and no such column: it is added, and
-/// both kinds of row are read.
+/// Whether a block's `keys` (sorted little-endian u64s) hold `k`.
+fn holds_key(keys: &[u8], k: u64) -> bool {
+    let at = |i: usize| {
+        keys.get(i * 8..i * 8 + 8).map_or(u64::MAX, |c| {
+            u64::from_le_bytes(c.try_into().unwrap_or_default())
+        })
+    };
+    let (mut lo, mut hi) = (0, keys.len() / 8);
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        match at(mid).cmp(&k) {
+            std::cmp::Ordering::Less => lo = mid + 1,
+            std::cmp::Ordering::Greater => hi = mid,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
+}
+
+fn corrupt_block(id: i64) -> StoreError {
+    StoreError::Corrupt(format!("event block {id}: truncated frame"))
+}
+
+/// A block's frames, refused (corrupt) above [`MAX_BLOCK_BYTES`] before anything is allocated.
+fn decompress(compressed: &[u8]) -> Result<Vec<u8>, StoreError> {
+    let size = compressed
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+        .ok_or_else(|| StoreError::Corrupt("event block: no size".into()))?;
+    if size > MAX_BLOCK_BYTES {
+        return Err(StoreError::Corrupt(format!(
+            "event block: {size} bytes, more than {MAX_BLOCK_BYTES}"
+        )));
+    }
+    lz4_flex::decompress_size_prepended(compressed)
+        .map_err(|e| StoreError::Corrupt(format!("event block: {e}")))
+}
+
+/// Older builds' row table: rows are the event in the binary codec (`event_bin`; `json` and
+/// `raw` left empty), or, older still, JSON with no such column: it is added so both kinds of
+/// row are read.
 fn add_binary_column(conn: &Connection) -> Result<(), StoreError> {
     let has: bool = conn.query_row(
         "SELECT count(*) > 0 FROM pragma_table_info('events') WHERE name = 'event_bin'",
@@ -353,8 +793,15 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(store.insert(&events, 25).unwrap(), 5, "bounded to 25 rows");
-        // Rows 5..30 remain.
+        // Three writes, three blocks; the bound drops whole blocks, oldest first.
+        assert_eq!(store.insert(&events[..10], 20).unwrap(), 0);
+        assert_eq!(store.insert(&events[10..20], 20).unwrap(), 0);
+        assert_eq!(
+            store.insert(&events[20..], 20).unwrap(),
+            10,
+            "bounded to 20"
+        );
+        // Rows 10..30 remain.
         let (all, more) = store.search(&search(0, 10_000)).unwrap();
         assert_eq!(all.len(), 10);
         assert!(more);
@@ -373,10 +820,11 @@ mod tests {
         q.text = Some("user1_ 100".into());
         assert!(store.search(&q).unwrap().0.is_empty(), "_ is no wildcard");
         let mut q = search(0, 10_000);
-        q.offset = 20;
+        q.offset = 15;
         let (hits, more) = store.search(&q).unwrap();
         assert_eq!(hits.len(), 5);
         assert!(!more);
+        assert_eq!(hits[4].timestamp.timestamp(), 1_010, "the oldest kept");
     }
 
     #[test]
@@ -453,14 +901,162 @@ mod tests {
         let mut expected_old = (*old).clone();
         expected_old.raw = b"old\xff".to_vec();
         assert_eq!(found[1], expected_old);
-        let bin_rows: i64 = store
+        let legacy_rows: i64 = store
             .conn
-            .query_row(
-                "SELECT count(*) FROM events WHERE event_bin IS NOT NULL AND json = ''",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(bin_rows, 1, "new rows are stored in the binary codec");
+        assert_eq!(legacy_rows, 1, "new events go to blocks, not the old table");
+        // Numbers continue after the old rows, and the old rows are evicted first; once
+        // empty, the old table is dropped.
+        assert_eq!(
+            store
+                .insert(&[event(1_002, "192.0.2.9", "u", "third")], 2)
+                .unwrap(),
+            1
+        );
+        assert!(!table_exists(&store.conn, "events").unwrap());
+        let (found, _) = store.search(&search(0, 2_000)).unwrap();
+        let messages: Vec<_> = found.iter().map(|e| e.message.clone().unwrap()).collect();
+        assert_eq!(messages, vec!["third", "new row"]);
+        drop(store);
+        let reopened = EventStore::open(&path).unwrap();
+        assert_eq!(reopened.next_event, 4, "numbering resumes after a restart");
+    }
+
+    /// Searches over many blocks, late events and ties in time give what a plain filter and
+    /// sort of every stored event gives, page by page.
+    #[test]
+    fn block_searches_equal_a_sort_of_everything() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EventStore::open(&dir.path().join("events.db")).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let ips = ["203.0.113.7", "198.51.100.1", "2001:db8::4", "192.0.2.1"];
+        let users = ["root", "alice", "bob"];
+        let mut all = Vec::new();
+        for batch in 0..40 {
+            let n = rng.random_range(1..300);
+            let events: Vec<_> = (0..n)
+                .map(|i| {
+                    // Mostly in order, some late by up to a minute, many on the same second.
+                    let ts = 10_000 + batch * 3 + i / 60 - rng.random_range(0..3) * 2;
+                    let mut e = (*event(
+                        ts,
+                        ips[rng.random_range(0..ips.len())],
+                        users[rng.random_range(0..users.len())],
+                        if rng.random_bool(0.1) {
+                            "Accepted KEY"
+                        } else {
+                            "Failed password"
+                        },
+                    ))
+                    .clone();
+                    if rng.random_bool(0.05) {
+                        e.message = None;
+                    }
+                    Arc::new(e)
+                })
+                .collect();
+            store.insert(&events, 1_000_000).unwrap();
+            all.extend(events);
+        }
+        // Numbered in arrival order from 1: newest first is time, then number, descending.
+        let mut numbered: Vec<(i64, i64, Arc<Event>)> = all
+            .iter()
+            .enumerate()
+            .map(|(i, e)| (e.timestamp.timestamp_millis(), i as i64 + 1, Arc::clone(e)))
+            .collect();
+        numbered.sort_by_key(|b| std::cmp::Reverse((b.0, b.1)));
+        let mut scratch = Vec::new();
+        for round in 0..1_000 {
+            let from = rng.random_range(9_990..10_130);
+            let mut q = search(from, from + rng.random_range(1..90));
+            q.limit = rng.random_range(1..60);
+            q.offset = rng.random_range(0..400);
+            if rng.random_bool(0.5) {
+                q.source_ip = ips[rng.random_range(0..ips.len())].parse().ok();
+            }
+            if rng.random_bool(0.3) {
+                q.user = Some(users[rng.random_range(0..users.len())].into());
+            }
+            if rng.random_bool(0.2) {
+                q.text = Some("accepted".into());
+            }
+            let needle = q.text.as_ref().map(|t| t.to_ascii_lowercase().into_bytes());
+            let expected: Vec<&Event> = numbered
+                .iter()
+                .filter(|(ts, _, e)| {
+                    *ts >= q.from.timestamp_millis()
+                        && *ts < q.to.timestamp_millis()
+                        && q.matches(e, needle.as_deref(), &mut scratch)
+                })
+                .map(|(_, _, e)| &**e)
+                .collect();
+            let (got, more) = store.search(&q).unwrap();
+            let page: Vec<&Event> = expected
+                .iter()
+                .skip(q.offset as usize)
+                .take(q.limit as usize)
+                .copied()
+                .collect();
+            assert_eq!(got.iter().collect::<Vec<_>>(), page, "round {round}: {q:?}");
+            assert_eq!(
+                more,
+                expected.len() > (q.offset + q.limit) as usize,
+                "round {round}"
+            );
+        }
+    }
+
+    /// A later block whose newest event ties the page's oldest in time still holds newer
+    /// arrivals at that time: it is read, not skipped.
+    #[test]
+    fn a_block_tying_the_oldest_of_the_page_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EventStore::open(&dir.path().join("events.db")).unwrap();
+        let at = |ts, m| event(ts, "203.0.113.7", "root", m);
+        store
+            .insert(&[at(100, "#1"), at(50, "#2"), at(50, "#3")], 100)
+            .unwrap();
+        store.insert(&[at(50, "#4")], 100).unwrap();
+        let mut q = search(0, 1_000);
+        q.limit = 2;
+        let (page, more) = store.search(&q).unwrap();
+        let messages: Vec<_> = page.iter().map(|e| e.message.clone().unwrap()).collect();
+        assert_eq!(messages, vec!["#1", "#4"]);
+        assert!(more);
+    }
+
+    #[test]
+    fn a_corrupt_block_is_an_error_not_a_crash_or_a_huge_allocation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = EventStore::open(&dir.path().join("events.db")).unwrap();
+        store
+            .insert(&[event(1_000, "203.0.113.7", "root", "m")], 100)
+            .unwrap();
+        for bad in [
+            vec![0xff, 0xff, 0xff, 0x7f, 1, 2, 3],
+            vec![1, 2],
+            vec![40, 0, 0, 0, 9],
+        ] {
+            store
+                .conn
+                .execute("UPDATE event_block_data SET data = ?1", [&bad])
+                .unwrap();
+            let err = store.search(&search(0, 2_000));
+            assert!(
+                matches!(err, Err(StoreError::Corrupt(_))),
+                "{bad:?}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn value_keys_are_stable() {
+        // Written to disk: a change here makes older blocks unsearchable by value.
+        assert_eq!(value_key(KEY_USER, b"root"), 0x4730_5c8e_cdae_d346);
+        assert!(holds_key(&[1u64, 5, 9].map(u64::to_le_bytes).concat(), 5));
+        assert!(!holds_key(&[1u64, 5, 9].map(u64::to_le_bytes).concat(), 6));
+        assert!(!holds_key(&[], 6));
     }
 }
