@@ -57,7 +57,7 @@ pub struct BatchOutcome {
 
 /// Normalizer, engine and store, wired.
 pub struct Pipeline {
-    normalizer: Normalizer,
+    normalizer: Arc<Normalizer>,
     engine: Engine,
     store: Store,
     limits: PipelineLimits,
@@ -162,7 +162,7 @@ impl Pipeline {
         let rule_matches = rule_match_counters(&metrics, &rules);
         let rule_meta = RuleMeta::all(&rules);
         Pipeline {
-            normalizer,
+            normalizer: Arc::new(normalizer),
             engine: Engine::new(rules, engine_limits),
             engine_limits,
             rule_matches,
@@ -264,7 +264,7 @@ impl Pipeline {
     pub fn into_parts(
         self,
     ) -> (
-        Normalizer,
+        Arc<Normalizer>,
         Option<crate::context::Enricher>,
         Arc<RuleSet>,
         EngineLimits,
@@ -472,7 +472,19 @@ impl Pipeline {
     /// retried (3 attempts, backoff 50 ms x4) without re-running the engine, so nothing is
     /// counted twice; after the last attempt the error is returned. Replay uses this.
     pub fn process_batch(&mut self, records: Vec<RawRecord>) -> Result<BatchOutcome, StoreError> {
-        self.process(records, Some(3), None)
+        let batch = prepare(&self.normalizer, records);
+        self.process(batch, Some(3), None)
+    }
+
+    /// The normalizer, for a thread that prepares batches ahead of this pipeline ([`prepare`]).
+    pub fn normalizer(&self) -> Arc<Normalizer> {
+        Arc::clone(&self.normalizer)
+    }
+
+    /// [`Pipeline::process_batch_until_stored`] of a batch already normalized by [`prepare`]
+    /// (on another thread: the live service's `vigil-normalize`).
+    pub fn process_prepared_until_stored(&mut self, batch: Prepared) -> BatchOutcome {
+        self.process(batch, None, None).unwrap_or_default()
     }
 
     /// [`Pipeline::process_batch`] for the live service: a store failure (disk full, I/O
@@ -480,14 +492,15 @@ impl Pipeline {
     /// `vigil_store_errors_total` and logged. Meanwhile the queue fills and TCP senders are held
     /// back: records wait, none is dropped.
     pub fn process_batch_until_stored(&mut self, records: Vec<RawRecord>) -> BatchOutcome {
-        self.process(records, None, None).unwrap_or_default()
+        let batch = prepare(&self.normalizer, records);
+        self.process(batch, None, None).unwrap_or_default()
     }
 
     /// Tells the engine the time is `now` (wall clock in the live service), so rules waiting
     /// for something not to happen (`absence`, `silence`) fire even when no event arrives; their
     /// detections are stored like any other, retried until stored.
     pub fn tick(&mut self, now: chrono::DateTime<Utc>) -> BatchOutcome {
-        self.process(Vec::new(), None, Some(now))
+        self.process(Prepared::default(), None, Some(now))
             .unwrap_or_default()
     }
 
@@ -588,15 +601,17 @@ impl Pipeline {
 
     fn process(
         &mut self,
-        records: Vec<RawRecord>,
+        batch: Prepared,
         max_attempts: Option<u32>,
         tick: Option<chrono::DateTime<Utc>>,
     ) -> Result<BatchOutcome, StoreError> {
         let mut outcome = BatchOutcome::default();
         let mut dead = Vec::new();
         let mut events_by_source: Vec<(&'static str, u64)> = Vec::new();
-        let mut per_source: std::collections::HashMap<String, crate::sources::SourceBatch> =
-            std::collections::HashMap::new();
+        let Prepared {
+            records,
+            per_source,
+        } = batch;
         self.detections.clear();
         self.flows.clear();
         let flush_all = std::mem::take(&mut self.flush_all_flows);
@@ -611,9 +626,8 @@ impl Pipeline {
         // The superflow condenser's clock: once a batch (its hold is a minute), not a clock read
         // for every flow.
         let batch_started = std::time::Instant::now();
-        for rec in records {
-            let source = source_label(&rec);
-            match normalize_record(&self.normalizer, rec, &mut per_source) {
+        for (source, result) in records {
+            match result {
                 Ok(mut event) => {
                     outcome.events += 1;
                     event.sequence = Some(self.next_sequence);
@@ -1082,6 +1096,45 @@ pub(crate) fn normalize_record(
                 raw: rec.bytes,
             }))
         }
+    }
+}
+
+/// Records normalized ahead of the engine ([`prepare`]): each with its `source` label, the
+/// event or its dead letter; and what each sender sent (kept for the API's source list once
+/// the batch is stored).
+#[derive(Default)]
+pub struct Prepared {
+    records: Vec<(&'static str, Result<vigil_parsers::Event, Box<DeadLetter>>)>,
+    per_source: std::collections::HashMap<String, crate::sources::SourceBatch>,
+}
+
+impl Prepared {
+    /// How many records it holds.
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+}
+
+/// Normalizes `records` (parsing and the parser definitions, or a flow record's event): the
+/// part of a batch that depends on nothing but the record, so the live service runs it on a
+/// thread of its own ahead of the engine.
+pub fn prepare(normalizer: &Normalizer, records: Vec<RawRecord>) -> Prepared {
+    let mut per_source = std::collections::HashMap::new();
+    let records = records
+        .into_iter()
+        .map(|rec| {
+            let source = source_label(&rec);
+            (source, normalize_record(normalizer, rec, &mut per_source))
+        })
+        .collect();
+    Prepared {
+        records,
+        per_source,
     }
 }
 

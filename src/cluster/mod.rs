@@ -147,7 +147,7 @@ fn send_all(
 /// storing. Runs until the collector queue closes.
 pub struct Ingest {
     /// Parsers.
-    pub normalizer: Normalizer,
+    pub normalizer: Arc<Normalizer>,
     /// Context.
     pub enricher: crate::context::Enricher,
     /// Single-event rules (routing only; holds no windows).
