@@ -43,7 +43,7 @@ for rate in $rates; do
     --duration-secs "$secs" --drain-timeout-secs 120
   echo "server rss_kib=$(ps -o rss= -p $pid | xargs)"
   for t in /proc/$pid/task/*; do echo "$(cat "$t/comm") $(cut -d' ' -f14,15 "$t/stat")"; done \
-    | awk -v hz="$(getconf CLK_TCK)" '$1 ~ /^(vigil-(engine|flows|spool)|tokio-rt-worker)$/ {c[$1] += ($2 + $3) / hz}
+    | awk -v hz="$(getconf CLK_TCK)" '$1 ~ /^(vigil-(engine|normalize|flows|spool)|tokio-rt-worker)$/ {c[$1] += ($2 + $3) / hz}
         END {for (n in c) printf "server cpu_s %s %.1f (since start)\n", n, c[n]}' | sort
   # The flow store's writer runs behind the engine: what it dropped (queue full) so far.
   curl -fsS -H "Authorization: Bearer bench" "http://$api/metrics" \

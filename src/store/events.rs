@@ -35,6 +35,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params_from_iter, Connection};
 use vigil_parsers::Event;
 
+use super::blocks::{holds_key, ip_key, value_key, BlockMeta, BlockWriter, Framed};
 use super::writer::{Names, Sink, Table};
 use super::StoreError;
 use crate::telemetry::Metrics;
@@ -45,31 +46,6 @@ pub const MAX_RANGE_HOURS: i64 = 7 * 24;
 pub const MAX_OFFSET: u64 = 10_000;
 /// Wall-clock budget of one search before SQLite interrupts it.
 pub const QUERY_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
-
-/// Most events in one block (a writer's transaction holds several).
-const BLOCK_EVENTS: usize = 4096;
-/// A block is closed early once its events take this many bytes before compression.
-const BLOCK_BYTES: usize = 4 << 20;
-/// The largest block a search decompresses: a bigger size in a file is corrupt, not trusted.
-const MAX_BLOCK_BYTES: usize = 64 << 20;
-
-/// Events are stored in blocks: up to [`BLOCK_EVENTS`] events in arrival order, numbered
-/// (`first_event` on), their time range, the sorted hashes of their searchable values (`keys`,
-/// see [`value_key`]), and the events themselves in `event_block_data`, LZ4-compressed frames
-/// of `[time ms: i64][length: u32][the binary codec]`.
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS event_blocks (
-    id INTEGER PRIMARY KEY,
-    first_event INTEGER NOT NULL,
-    events INTEGER NOT NULL,
-    ts_min INTEGER NOT NULL,
-    ts_max INTEGER NOT NULL,
-    keys BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS event_blocks_by_ts ON event_blocks (ts_max);
-CREATE TABLE IF NOT EXISTS event_block_data (
-    id INTEGER PRIMARY KEY,
-    data BLOB NOT NULL
-);";
 
 /// What to search for (the API's `GET /api/v1/events` query, checked).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -132,12 +108,26 @@ pub struct EventStore {
     /// The row table of builds before blocks (`events`) is present: searched too, its rows
     /// evicted first (they are the oldest), dropped once empty.
     legacy: bool,
-    /// Number of the next event stored (events are numbered in arrival order, across the
-    /// legacy rows and the blocks).
-    next_event: i64,
-    /// Reused buffers of the writer: frames before compression, and value keys.
-    frames: Vec<u8>,
-    keys: Vec<u64>,
+    /// The blocks' writer (`None` for a reader). Events are numbered in arrival order,
+    /// across the legacy rows and the blocks.
+    blocks: Option<BlockWriter>,
+}
+
+/// The store's blocks (see [`super::blocks`]).
+const BLOCKS: &str = "event";
+
+impl Framed for Arc<Event> {
+    fn time_ms(&self) -> i64 {
+        self.timestamp.timestamp_millis()
+    }
+
+    fn keys(&self, out: &mut Vec<u64>) {
+        event_keys(self, out);
+    }
+
+    fn encode(&self, out: &mut Vec<u8>) {
+        vigil_parsers::codec::encode(self, out);
+    }
 }
 
 /// `%`, `_` and `\` in `text` escaped for `LIKE ... ESCAPE '\'`.
@@ -179,25 +169,6 @@ const KEY_HOST: u8 = 4;
 const KEY_CATEGORY: u8 = 5;
 const KEY_OUTCOME: u8 = 6;
 const KEY_DATASET: u8 = 7;
-
-/// A stable 64-bit hash (FNV-1a) of a searchable field's tag and value, as stored in a block's
-/// `keys`. Stable across builds and platforms: it is written to disk. A collision only makes a
-/// search read a block it could have skipped; the events themselves are always compared.
-fn value_key(tag: u8, value: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in std::iter::once(tag).chain(value.iter().copied()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h
-}
-
-fn ip_key(tag: u8, ip: IpAddr) -> u64 {
-    match ip {
-        IpAddr::V4(v4) => value_key(tag, &v4.octets()),
-        IpAddr::V6(v6) => value_key(tag, &v6.octets()),
-    }
-}
 
 /// The keys of `e`'s searchable values.
 fn event_keys(e: &Event, out: &mut Vec<u64>) {
@@ -348,104 +319,42 @@ impl EventStore {
     pub fn open(path: &Path) -> Result<EventStore, StoreError> {
         // SQLite's default 2 MiB: at 64 MiB the commits' walk of the cache took a fifth of this
         // writer's CPU (BENCHMARKS.md, "End to end, night of 2026-11-29/30").
-        let conn = super::writer::open_for_writing(path, SCHEMA, 2)?;
+        let conn = super::writer::open_for_writing(path, &super::blocks::schema(BLOCKS), 2)?;
         let legacy = table_exists(&conn, "events")?;
+        let mut after = 0;
         if legacy {
             add_binary_column(&conn)?;
+            after = conn.query_row("SELECT coalesce(max(id), 0) FROM events", [], |r| r.get(0))?;
         }
-        let mut store = EventStore {
+        let blocks = BlockWriter::open(&conn, BLOCKS, after)?;
+        Ok(EventStore {
             conn,
             legacy,
-            next_event: 1,
-            frames: Vec::new(),
-            keys: Vec::new(),
-        };
-        store.next_event = store.next_number()?;
-        Ok(store)
+            blocks: Some(blocks),
+        })
     }
 
     /// Opens the file for searching (the API); a store not yet created is created empty.
     pub fn open_reader(path: &Path) -> Result<EventStore, StoreError> {
-        let conn = super::writer::open_for_reading(path, SCHEMA)?;
+        let conn = super::writer::open_for_reading(path, &super::blocks::schema(BLOCKS))?;
         let legacy = table_exists(&conn, "events")?;
         Ok(EventStore {
             conn,
             legacy,
-            next_event: 1,
-            frames: Vec::new(),
-            keys: Vec::new(),
+            blocks: None,
         })
-    }
-
-    /// The number after the last stored event (legacy rows count: their ids are numbers).
-    fn next_number(&self) -> Result<i64, StoreError> {
-        let blocks: Option<i64> = self
-            .conn
-            .query_row(
-                "SELECT first_event + events FROM event_blocks ORDER BY id DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .or_else(|e| match e {
-                rusqlite::Error::QueryReturnedNoRows => Ok(None),
-                e => Err(e),
-            })?;
-        let legacy: Option<i64> = if self.legacy {
-            self.conn
-                .query_row("SELECT max(id) + 1 FROM events", [], |r| r.get(0))?
-        } else {
-            None
-        };
-        Ok(blocks.into_iter().chain(legacy).max().unwrap_or(1))
     }
 
     /// Stores `events` in one transaction and deletes the oldest beyond `max_kept` (whole
     /// blocks: up to a block more is kept); returns how many it deleted.
     pub fn insert(&mut self, events: &[Arc<Event>], max_kept: u64) -> Result<u64, StoreError> {
+        let Some(blocks) = self.blocks.as_mut() else {
+            return Err(StoreError::Corrupt(
+                "the event store was opened for reading".into(),
+            ));
+        };
         let tx = self.conn.transaction()?;
-        let mut next = self.next_event;
-        {
-            let mut block_stmt = tx.prepare_cached(
-                "INSERT INTO event_blocks (first_event, events, ts_min, ts_max, keys)
-                 VALUES (?1, ?2, ?3, ?4, ?5)",
-            )?;
-            let mut data_stmt =
-                tx.prepare_cached("INSERT INTO event_block_data (id, data) VALUES (?1, ?2)")?;
-            let mut rest = events;
-            while !rest.is_empty() {
-                self.frames.clear();
-                self.keys.clear();
-                let (mut ts_min, mut ts_max) = (i64::MAX, i64::MIN);
-                let mut taken = 0;
-                for e in rest.iter().take(BLOCK_EVENTS) {
-                    if taken > 0 && self.frames.len() >= BLOCK_BYTES {
-                        break;
-                    }
-                    taken += 1;
-                    let ts = e.timestamp.timestamp_millis();
-                    ts_min = ts_min.min(ts);
-                    ts_max = ts_max.max(ts);
-                    self.frames.extend_from_slice(&ts.to_le_bytes());
-                    let at = self.frames.len();
-                    self.frames.extend_from_slice(&[0; 4]);
-                    vigil_parsers::codec::encode(e, &mut self.frames);
-                    let len = u32::try_from(self.frames.len() - at - 4).unwrap_or(u32::MAX);
-                    self.frames[at..at + 4].copy_from_slice(&len.to_le_bytes());
-                    event_keys(e, &mut self.keys);
-                }
-                rest = &rest[taken..];
-                self.keys.sort_unstable();
-                self.keys.dedup();
-                let keys: Vec<u8> = self.keys.iter().flat_map(|k| k.to_le_bytes()).collect();
-                block_stmt.execute(rusqlite::params![next, taken as i64, ts_min, ts_max, keys])?;
-                let id = tx.last_insert_rowid();
-                data_stmt.execute(rusqlite::params![
-                    id,
-                    lz4_flex::compress_prepend_size(&self.frames)
-                ])?;
-                next += taken as i64;
-            }
-        }
+        let next = blocks.write(&tx, events)?;
         let cut = (next - 1).saturating_sub(i64::try_from(max_kept).unwrap_or(i64::MAX));
         let mut evicted = 0;
         let mut legacy = self.legacy;
@@ -459,30 +368,10 @@ impl EventStore {
                     legacy = false;
                 }
             }
-            // Blocks go in id order, which is their events' order, while wholly at or
-            // before the cut.
-            let mut last_gone = None;
-            {
-                let mut stmt = tx.prepare_cached(
-                    "SELECT id, first_event, events FROM event_blocks ORDER BY id",
-                )?;
-                let mut rows = stmt.query([])?;
-                while let Some(row) = rows.next()? {
-                    let (id, first, n): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-                    if first + n - 1 > cut {
-                        break;
-                    }
-                    last_gone = Some(id);
-                    evicted += n as u64;
-                }
-            }
-            if let Some(id) = last_gone {
-                tx.execute("DELETE FROM event_blocks WHERE id <= ?1", [id])?;
-                tx.execute("DELETE FROM event_block_data WHERE id <= ?1", [id])?;
-            }
+            evicted += blocks.evict(&tx, cut)?;
         }
         tx.commit()?;
-        self.next_event = next;
+        blocks.committed(next);
         self.legacy = legacy;
         Ok(evicted)
     }
@@ -541,63 +430,34 @@ impl EventStore {
         let wanted_keys = q.keys();
         let needle: Option<Vec<u8>> = q.text.as_ref().map(|t| t.to_ascii_lowercase().into_bytes());
         let mut scratch = Vec::new();
-        let mut blocks = self.conn.prepare_cached(
-            "SELECT id, first_event, ts_max, keys, events FROM event_blocks
-             WHERE ts_max >= ?1 AND ts_min < ?2 ORDER BY ts_max DESC, id DESC",
-        )?;
-        let mut data = self
-            .conn
-            .prepare_cached("SELECT data FROM event_block_data WHERE id = ?1")?;
+        let mut blocks = self.conn.prepare_cached(&format!(
+            "SELECT id, first_event, events, ts_max, keys FROM {BLOCKS}_blocks
+             WHERE ts_max >= ?1 AND ts_min < ?2 ORDER BY ts_max DESC, id DESC"
+        ))?;
+        let mut data = self.conn.prepare_cached(&format!(
+            "SELECT data FROM {BLOCKS}_block_data WHERE id = ?1"
+        ))?;
         let mut rows = blocks.query([from, to])?;
         while let Some(row) = rows.next()? {
             if std::time::Instant::now() > deadline {
                 return Err(interrupted());
             }
-            let (id, first, ts_max): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-            if newest.full_after(ts_max) {
+            let block = BlockMeta::from_row(row)?;
+            if newest.full_after(block.ts_max) {
                 break;
             }
-            let keys = row
-                .get_ref(3)?
-                .as_blob()
-                .map_err(|e| StoreError::Corrupt(format!("event block {id}: keys: {e}")))?;
-            if !wanted_keys.iter().all(|&k| holds_key(keys, k)) {
+            if !wanted_keys.iter().all(|&k| holds_key(&block.keys, k)) {
                 continue;
             }
-            let compressed: Vec<u8> = data.query_row([id], |r| r.get(0))?;
-            let frames = decompress(&compressed)?;
-            let count: i64 = row.get(4)?;
-            let mut r = &frames[..];
-            let mut number = first;
-            while !r.is_empty() {
-                let (Some(ts), Some(len)) = (r.get(..8), r.get(8..12)) else {
-                    return Err(corrupt_block(id));
-                };
-                let ts = i64::from_le_bytes(ts.try_into().unwrap_or_default());
-                let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
-                let Some(bin) = r.get(12..12 + len) else {
-                    return Err(corrupt_block(id));
-                };
-                r = &r[12 + len..];
-                let n = number;
-                number += 1;
-                if ts < from || ts >= to || !newest.admits(ts, n) {
+            let frames = block.frames(&mut data)?;
+            for (number, ts, bin) in block.records(&frames)? {
+                if ts < from || ts >= to || !newest.admits(ts, number) {
                     continue;
                 }
                 let event = super::decoded_event(bin)?;
                 if q.matches(&event, needle.as_deref(), &mut scratch) {
-                    newest.push(Hit {
-                        ts,
-                        number: n,
-                        event,
-                    });
+                    newest.push(Hit { ts, number, event });
                 }
-            }
-            if number - first != count {
-                return Err(StoreError::Corrupt(format!(
-                    "event block {id}: {} events, {count} expected",
-                    number - first
-                )));
             }
         }
         Ok(())
@@ -650,44 +510,6 @@ impl EventStore {
         }
         Ok(())
     }
-}
-
-/// Whether a block's `keys` (sorted little-endian u64s) hold `k`.
-fn holds_key(keys: &[u8], k: u64) -> bool {
-    let at = |i: usize| {
-        keys.get(i * 8..i * 8 + 8).map_or(u64::MAX, |c| {
-            u64::from_le_bytes(c.try_into().unwrap_or_default())
-        })
-    };
-    let (mut lo, mut hi) = (0, keys.len() / 8);
-    while lo < hi {
-        let mid = lo + (hi - lo) / 2;
-        match at(mid).cmp(&k) {
-            std::cmp::Ordering::Less => lo = mid + 1,
-            std::cmp::Ordering::Greater => hi = mid,
-            std::cmp::Ordering::Equal => return true,
-        }
-    }
-    false
-}
-
-fn corrupt_block(id: i64) -> StoreError {
-    StoreError::Corrupt(format!("event block {id}: truncated frame"))
-}
-
-/// A block's frames, refused (corrupt) above [`MAX_BLOCK_BYTES`] before anything is allocated.
-fn decompress(compressed: &[u8]) -> Result<Vec<u8>, StoreError> {
-    let size = compressed
-        .get(..4)
-        .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
-        .ok_or_else(|| StoreError::Corrupt("event block: no size".into()))?;
-    if size > MAX_BLOCK_BYTES {
-        return Err(StoreError::Corrupt(format!(
-            "event block: {size} bytes, more than {MAX_BLOCK_BYTES}"
-        )));
-    }
-    lz4_flex::decompress_size_prepended(compressed)
-        .map_err(|e| StoreError::Corrupt(format!("event block: {e}")))
 }
 
 /// Older builds' row table: rows are the event in the binary codec (`event_bin`; `json` and
@@ -920,7 +742,11 @@ mod tests {
         assert_eq!(messages, vec!["third", "new row"]);
         drop(store);
         let reopened = EventStore::open(&path).unwrap();
-        assert_eq!(reopened.next_event, 4, "numbering resumes after a restart");
+        assert_eq!(
+            reopened.blocks.as_ref().unwrap().next(),
+            4,
+            "numbering resumes after a restart"
+        );
     }
 
     /// Searches over many blocks, late events and ties in time give what a plain filter and
@@ -1049,14 +875,5 @@ mod tests {
                 "{bad:?}: {err:?}"
             );
         }
-    }
-
-    #[test]
-    fn value_keys_are_stable() {
-        // Written to disk: a change here makes older blocks unsearchable by value.
-        assert_eq!(value_key(KEY_USER, b"root"), 0x4730_5c8e_cdae_d346);
-        assert!(holds_key(&[1u64, 5, 9].map(u64::to_le_bytes).concat(), 5));
-        assert!(!holds_key(&[1u64, 5, 9].map(u64::to_le_bytes).concat(), 6));
-        assert!(!holds_key(&[], 6));
     }
 }

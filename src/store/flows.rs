@@ -1,12 +1,16 @@
-//! Flow records in embedded mode: one row per flow event (NetFlow, IPFIX, sFlow) or per
-//! superflow (a scan condensed, see [`super::superflow`]) in `data_dir/flows.db`, a SQLite file
-//! of its own written by its own thread (see [`super::writer`]): a copy for search, like the
-//! log events in `events.db`, so that detection never waits for it. The newest
-//! `store.max_flows` are kept (older rows deleted as new ones come, counted), searchable by
-//! address for the API. The whole event is kept in the binary codec (`vigil_parsers::codec`;
-//! rows from before migration 13 as JSON), a superflow's summary as JSON; the columns are for
-//! the search. Builds before this file existed kept flows in `vigil.db`: they are moved here
-//! once, at start ([`FlowStore::adopt_legacy`]).
+//! Flow records in embedded mode: each flow event (NetFlow, IPFIX, sFlow) or superflow (a scan
+//! condensed, see [`super::superflow`]) in `data_dir/flows.db`, a SQLite file of its own written
+//! by its own thread (see [`super::writer`]): a copy for search, like the log events in
+//! `events.db`, so that detection never waits for it. The newest `store.max_flows` are kept
+//! (plus up to one block; older ones deleted as new ones come, counted), searchable by address
+//! for the API.
+//!
+//! Flows are stored in blocks ([`super::blocks`]), keyed by their source and destination
+//! addresses; each record is a small header (kind, start, end, flows, addresses, exporter) and
+//! the flow's event in the binary codec, or a superflow's summary as JSON. Rows of older builds
+//! (the `flows` table, one row per flow with two address indexes) are listed after the blocks
+//! (they are older) and evicted first; builds before this file existed kept those rows in
+//! `vigil.db`: they are moved here once, at start ([`FlowStore::adopt_legacy`]).
 
 use std::net::IpAddr;
 
@@ -17,6 +21,7 @@ use rusqlite::{params, Connection};
 use serde::Serialize;
 use vigil_parsers::Event;
 
+use super::blocks::{holds_key, ip_key, BlockMeta, BlockWriter, Framed};
 use super::superflow::FlowRow;
 use super::writer::{Names, Sink, Table};
 use super::{clamp_i64, from_ms, ms, StoreError};
@@ -27,7 +32,8 @@ const COLUMNS: &str = "id, start, end, exporter, source_ip, source_port, destina
     destination_port, transport, bytes, packets, tcp_flags, community_id, kind, flow_count,
     destinations, ports, event_json, event_bin";
 
-const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS flows (
+/// The row table of older builds (kept: flows moved from `vigil.db` land there).
+const LEGACY_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS flows (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     start INTEGER NOT NULL,
     end INTEGER NOT NULL,
@@ -87,9 +93,183 @@ pub fn flow_time(e: &Event, key: &str) -> DateTime<Utc> {
         .map_or(e.timestamp, |t| t.with_timezone(&Utc))
 }
 
+/// The store's blocks (see [`super::blocks`]).
+const BLOCKS: &str = "flow";
+
+/// The key tag of a flow's addresses (source and destination alike: a search asks for either).
+const KEY_ADDRESS: u8 = 1;
+
+fn schema() -> String {
+    format!("{LEGACY_SCHEMA}\n{}", super::blocks::schema(BLOCKS))
+}
+
 /// The flow store (one connection).
 pub struct FlowStore {
     conn: Connection,
+    /// The blocks' writer (`None` for a reader).
+    blocks: Option<BlockWriter>,
+}
+
+const KIND_FLOW: u8 = 0;
+const KIND_SUPER: u8 = 1;
+
+fn put_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
+    match ip {
+        None => out.push(0),
+        Some(IpAddr::V4(v4)) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        Some(IpAddr::V6(v6)) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+}
+
+impl Framed for FlowRow {
+    fn time_ms(&self) -> i64 {
+        match self {
+            FlowRow::Flow(e) => ms(flow_time(e, "flow.start")),
+            FlowRow::Super(s) => ms(s.first),
+        }
+    }
+
+    fn keys(&self, out: &mut Vec<u64>) {
+        let (a, b) = match self {
+            FlowRow::Flow(e) => (e.source_ip, e.destination_ip),
+            FlowRow::Super(s) => (Some(s.source_ip), None),
+        };
+        out.extend(a.into_iter().chain(b).map(|ip| ip_key(KEY_ADDRESS, ip)));
+    }
+
+    /// `[kind][start ms][end ms][flows: u64][source][destination][exporter: u32 length, bytes]`
+    /// then the body (the event's codec, or the superflow as JSON); an address is 0, or 4 or 6
+    /// and its octets.
+    fn encode(&self, out: &mut Vec<u8>) {
+        let (kind, start, end, flows, src, dst, exporter) = match self {
+            FlowRow::Flow(e) => (
+                KIND_FLOW,
+                ms(flow_time(e, "flow.start")),
+                ms(flow_time(e, "flow.end")),
+                1,
+                e.source_ip,
+                e.destination_ip,
+                e.extra.get("flow.exporter").map_or("", |t| t.as_str()),
+            ),
+            FlowRow::Super(s) => (
+                KIND_SUPER,
+                ms(s.first),
+                ms(s.last),
+                s.flows,
+                Some(s.source_ip),
+                None,
+                s.exporter.as_str(),
+            ),
+        };
+        out.push(kind);
+        out.extend_from_slice(&start.to_le_bytes());
+        out.extend_from_slice(&end.to_le_bytes());
+        out.extend_from_slice(&flows.to_le_bytes());
+        put_ip(out, src);
+        put_ip(out, dst);
+        out.extend_from_slice(&u32::try_from(exporter.len()).unwrap_or(0).to_le_bytes());
+        out.extend_from_slice(exporter.as_bytes());
+        match self {
+            FlowRow::Flow(e) => vigil_parsers::codec::encode(e, out),
+            // Serializing plain fields cannot fail; were it to, the body is empty JSON.
+            FlowRow::Super(s) => match serde_json::to_writer(&mut *out, s) {
+                Ok(()) => {}
+                Err(_) => out.extend_from_slice(b"{}"),
+            },
+        }
+    }
+}
+
+/// A stored flow record's header, read without decoding its body.
+struct FlowFrame<'a> {
+    kind: u8,
+    start: i64,
+    end: i64,
+    flows: u64,
+    source: Option<IpAddr>,
+    destination: Option<IpAddr>,
+    exporter: &'a str,
+    body: &'a [u8],
+}
+
+fn bad_frame() -> StoreError {
+    StoreError::Corrupt("stored flow: truncated or invalid header".into())
+}
+
+impl<'a> FlowFrame<'a> {
+    fn parse(mut b: &'a [u8]) -> Result<FlowFrame<'a>, StoreError> {
+        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
+            let (head, rest) = b.split_at_checked(n).ok_or_else(bad_frame)?;
+            *b = rest;
+            Ok(head)
+        }
+        fn u64_of(b: &mut &[u8]) -> Result<[u8; 8], StoreError> {
+            take(b, 8)?.try_into().map_err(|_| bad_frame())
+        }
+        fn ip_of(b: &mut &[u8]) -> Result<Option<IpAddr>, StoreError> {
+            match take(b, 1)? {
+                [0] => Ok(None),
+                [4] => {
+                    let o: [u8; 4] = take(b, 4)?.try_into().map_err(|_| bad_frame())?;
+                    Ok(Some(IpAddr::from(o)))
+                }
+                [6] => {
+                    let o: [u8; 16] = take(b, 16)?.try_into().map_err(|_| bad_frame())?;
+                    Ok(Some(IpAddr::from(o)))
+                }
+                _ => Err(bad_frame()),
+            }
+        }
+        let kind = *take(&mut b, 1)?.first().ok_or_else(bad_frame)?;
+        let start = i64::from_le_bytes(u64_of(&mut b)?);
+        let end = i64::from_le_bytes(u64_of(&mut b)?);
+        let flows = u64::from_le_bytes(u64_of(&mut b)?);
+        let source = ip_of(&mut b)?;
+        let destination = ip_of(&mut b)?;
+        let len: [u8; 4] = take(&mut b, 4)?.try_into().map_err(|_| bad_frame())?;
+        let exporter = std::str::from_utf8(take(&mut b, u32::from_le_bytes(len) as usize)?)
+            .map_err(|_| bad_frame())?;
+        Ok(FlowFrame {
+            kind,
+            start,
+            end,
+            flows,
+            source,
+            destination,
+            exporter,
+            body: b,
+        })
+    }
+
+    fn stored(&self, id: i64) -> Result<StoredFlow, StoreError> {
+        let event = match self.kind {
+            // A flow: its event, as the API has always shown it (JSON).
+            KIND_FLOW => serde_json::to_value(super::decoded_event(self.body)?),
+            KIND_SUPER => serde_json::from_slice(self.body),
+            _ => return Err(bad_frame()),
+        }
+        .map_err(|err| StoreError::Corrupt(format!("stored flow: {err}")))?;
+        Ok(StoredFlow {
+            id,
+            start: from_ms(self.start),
+            end: from_ms(self.end),
+            exporter: self.exporter.to_owned(),
+            kind: if self.kind == KIND_FLOW {
+                "flow"
+            } else {
+                "superflow"
+            }
+            .to_owned(),
+            flows: self.flows,
+            event,
+        })
+    }
 }
 
 impl FlowStore {
@@ -98,14 +278,18 @@ impl FlowStore {
         // 64 MiB: the two address indexes take each flow at a random place; at 50 k flows/s
         // the writer kept 73 % of them with 2 MiB (one run), 79–86 % with 64 MiB (BENCHMARKS.md,
         // "End to end, night of 2026-11-29/30").
-        let conn = super::writer::open_for_writing(path, SCHEMA, 64)?;
-        Ok(FlowStore { conn })
+        let conn = super::writer::open_for_writing(path, &schema(), 2)?;
+        let blocks = BlockWriter::open(&conn, BLOCKS, legacy_last(&conn)?)?;
+        Ok(FlowStore {
+            conn,
+            blocks: Some(blocks),
+        })
     }
 
     /// Opens the file for searching (the API); a store not yet created is created empty.
     pub fn open_reader(path: &Path) -> Result<FlowStore, StoreError> {
-        let conn = super::writer::open_for_reading(path, SCHEMA)?;
-        Ok(FlowStore { conn })
+        let conn = super::writer::open_for_reading(path, &schema())?;
+        Ok(FlowStore { conn, blocks: None })
     }
 
     /// Moves the flows an older build kept in `vigil_db` (its `flows` table) into this store,
@@ -138,18 +322,37 @@ impl FlowStore {
             Ok(moved as u64)
         })();
         self.conn.execute("DETACH DATABASE legacy", [])?;
+        // Numbering continues after the moved rows.
+        if let Some(blocks) = self.blocks.as_mut() {
+            let last = legacy_last(&self.conn)?;
+            blocks.committed(blocks.next().max(last.saturating_add(1)));
+        }
         moved
     }
 
-    /// Stores flows and superflows in one transaction, deleting the oldest beyond `max_kept`;
-    /// returns how many it deleted.
+    /// Stores flows and superflows in one transaction, deleting the oldest beyond `max_kept`
+    /// (whole blocks, older rows first); returns how many it deleted.
     pub fn insert_flows(&mut self, rows: &[FlowRow], max_kept: u64) -> Result<u64, StoreError> {
         if rows.is_empty() {
             return Ok(0);
         }
+        let Some(blocks) = self.blocks.as_mut() else {
+            return Err(StoreError::Corrupt(
+                "the flow store was opened for reading".into(),
+            ));
+        };
         let tx = self.conn.transaction()?;
-        let deleted = insert_rows(&tx, rows, max_kept)?;
+        let next = blocks.write(&tx, rows)?;
+        let cut = (next - 1).saturating_sub(clamp_i64(max_kept));
+        let mut deleted = 0;
+        if cut > 0 {
+            deleted += tx
+                .prepare_cached("DELETE FROM flows WHERE id <= ?1")?
+                .execute(params![cut])? as u64;
+            deleted += blocks.evict(&tx, cut)?;
+        }
         tx.commit()?;
+        blocks.committed(next);
         Ok(deleted)
     }
 
@@ -160,34 +363,103 @@ impl FlowStore {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<StoredFlow>, u64), StoreError> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let mut skip = offset;
+        let mut page = Vec::new();
+        let mut total = 0u64;
+        let key = ip.map(|ip| ip_key(KEY_ADDRESS, ip));
+        let mut blocks = self.conn.prepare_cached(&format!(
+            "SELECT id, first_event, events, ts_max, keys FROM {BLOCKS}_blocks ORDER BY id DESC"
+        ))?;
+        let mut data = self.conn.prepare_cached(&format!(
+            "SELECT data FROM {BLOCKS}_block_data WHERE id = ?1"
+        ))?;
+        let mut rows = blocks.query([])?;
+        while let Some(row) = rows.next()? {
+            let block = BlockMeta::from_row(row)?;
+            if key.is_some_and(|k| !holds_key(&block.keys, k)) {
+                continue;
+            }
+            let count = u64::try_from(block.count).unwrap_or(0);
+            if ip.is_none() {
+                // Every record matches: counted without reading, read only for the page.
+                total += count;
+                if page.len() >= limit {
+                    continue;
+                }
+                if skip >= count {
+                    skip -= count;
+                    continue;
+                }
+            }
+            let frames = block.frames(&mut data)?;
+            for (number, _, bytes) in block.records(&frames)?.into_iter().rev() {
+                let f = FlowFrame::parse(bytes)?;
+                if let Some(ip) = ip {
+                    if f.source != Some(ip) && f.destination != Some(ip) {
+                        continue;
+                    }
+                    total += 1;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                } else if page.len() < limit {
+                    page.push(f.stored(number)?);
+                } else if ip.is_none() {
+                    break;
+                }
+            }
+        }
+        let (legacy_page, legacy_total) =
+            self.list_legacy(ip, limit.saturating_sub(page.len()), skip)?;
+        page.extend(legacy_page);
+        Ok((page, total + legacy_total))
+    }
+
+    /// Rows of older builds' table (all older than any block).
+    fn list_legacy(
+        &self,
+        ip: Option<IpAddr>,
+        limit: usize,
+        offset: u64,
+    ) -> Result<(Vec<StoredFlow>, u64), StoreError> {
         let ip = ip.map(|a| a.to_string());
         let total: i64 = self.conn.query_row(
             "SELECT count(*) FROM flows WHERE ?1 IS NULL OR source_ip = ?1 OR destination_ip = ?1",
             params![ip],
             |r| r.get(0),
         )?;
+        if total == 0 || limit == 0 {
+            return Ok((Vec::new(), u64::try_from(total).unwrap_or(0)));
+        }
         let mut stmt = self.conn.prepare_cached(
             "SELECT id, start, end, exporter, kind, flow_count, event_json, event_bin FROM flows
              WHERE ?1 IS NULL OR source_ip = ?1 OR destination_ip = ?1
              ORDER BY id DESC LIMIT ?2 OFFSET ?3",
         )?;
-        let rows = stmt.query_map(params![ip, clamp_i64(limit), clamp_i64(offset)], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, String>(3)?,
-                r.get::<_, String>(4)?,
-                r.get::<_, i64>(5)?,
-                r.get::<_, String>(6)?,
-                r.get::<_, Option<Vec<u8>>>(7)?,
-            ))
-        })?;
+        let rows = stmt.query_map(
+            params![
+                ip,
+                i64::try_from(limit).unwrap_or(i64::MAX),
+                clamp_i64(offset)
+            ],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, i64>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, String>(4)?,
+                    r.get::<_, i64>(5)?,
+                    r.get::<_, String>(6)?,
+                    r.get::<_, Option<Vec<u8>>>(7)?,
+                ))
+            },
+        )?;
         let mut out = Vec::new();
         for row in rows {
             let (id, start, end, exporter, kind, flows, json, bin) = row?;
             let event = match bin {
-                // A flow: its event, as the API has always shown it (JSON).
                 Some(bin) => serde_json::to_value(super::decoded_event(&bin)?)
                     .map_err(|err| StoreError::Corrupt(format!("stored flow: {err}")))?,
                 None => serde_json::from_str(&json)
@@ -207,75 +479,9 @@ impl FlowStore {
     }
 }
 
-fn insert_rows(conn: &Connection, rows: &[FlowRow], max_kept: u64) -> Result<u64, StoreError> {
-    let mut stmt = conn.prepare_cached(
-        "INSERT INTO flows (start, end, exporter, source_ip, source_port, destination_ip,
-                 destination_port, transport, bytes, packets, tcp_flags, community_id, kind,
-                 flow_count, destinations, ports, event_json, event_bin)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,
-                 ?18)",
-    )?;
-    let mut bin = Vec::new();
-    let corrupt = |err: serde_json::Error| StoreError::Corrupt(format!("flow to json: {err}"));
-    for row in rows {
-        match row {
-            FlowRow::Flow(e) => {
-                bin.clear();
-                vigil_parsers::codec::encode(e, &mut bin);
-                stmt.execute(params![
-                    ms(flow_time(e, "flow.start")),
-                    ms(flow_time(e, "flow.end")),
-                    e.extra.get("flow.exporter").map_or("", |t| t.as_str()),
-                    e.source_ip.map(|a| a.to_string()),
-                    e.source_port,
-                    e.destination_ip.map(|a| a.to_string()),
-                    e.destination_port,
-                    e.network_transport,
-                    clamp_i64(e.network_bytes.unwrap_or(0)),
-                    clamp_i64(e.network_packets.unwrap_or(0)),
-                    e.extra.get("tcp.flags").map(|t| t.as_str()),
-                    e.network_community_id,
-                    "flow",
-                    1,
-                    1,
-                    1,
-                    "",
-                    bin,
-                ])?;
-            }
-            FlowRow::Super(s) => {
-                stmt.execute(params![
-                    ms(s.first),
-                    ms(s.last),
-                    s.exporter,
-                    s.source_ip.to_string(),
-                    None::<u16>,
-                    None::<String>,
-                    None::<u16>,
-                    s.transports.join(","),
-                    clamp_i64(s.bytes),
-                    clamp_i64(s.packets),
-                    None::<String>,
-                    None::<String>,
-                    "superflow",
-                    clamp_i64(s.flows),
-                    clamp_i64(s.destinations),
-                    clamp_i64(s.ports),
-                    serde_json::to_string(s).map_err(corrupt)?,
-                    None::<Vec<u8>>,
-                ])?;
-            }
-        }
-    }
-    let id = conn.last_insert_rowid();
-    let cutoff = id - clamp_i64(max_kept);
-    if cutoff > 0 {
-        let deleted = conn
-            .prepare_cached("DELETE FROM flows WHERE id <= ?1")?
-            .execute(params![cutoff])?;
-        return Ok(deleted as u64);
-    }
-    Ok(0)
+/// The last id of the older rows (0: none).
+fn legacy_last(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("SELECT coalesce(max(id), 0) FROM flows", [], |r| r.get(0))?)
 }
 
 impl Table for FlowStore {
@@ -337,6 +543,138 @@ mod tests {
         FlowRow::Flow(std::sync::Arc::new(e))
     }
 
+    /// A row as builds before blocks wrote it.
+    fn legacy_row(conn: &Connection, e: &Event) {
+        let mut bin = Vec::new();
+        vigil_parsers::codec::encode(e, &mut bin);
+        conn.execute(
+            "INSERT INTO flows (start, end, exporter, source_ip, destination_ip, bytes, packets,
+                 kind, flow_count, destinations, ports, event_json, event_bin)
+             VALUES (?1, ?1, '192.0.2.250', ?2, ?3, ?4, 1, 'flow', 1, 1, 1, '', ?5)",
+            params![
+                ms(e.timestamp),
+                e.source_ip.map(|a| a.to_string()),
+                e.destination_ip.map(|a| a.to_string()),
+                clamp_i64(e.network_bytes.unwrap_or(0)),
+                bin
+            ],
+        )
+        .unwrap();
+    }
+
+    #[test]
+    fn a_flow_header_reads_back_and_every_truncation_is_an_error() {
+        let r = row(flow("10.0.0.1", "2001:db8::9", 42));
+        let mut bytes = Vec::new();
+        r.encode(&mut bytes);
+        let f = FlowFrame::parse(&bytes).unwrap();
+        assert_eq!(f.source, "10.0.0.1".parse().ok());
+        assert_eq!(f.destination, "2001:db8::9".parse().ok());
+        assert_eq!((f.kind, f.flows, f.exporter), (KIND_FLOW, 1, "192.0.2.250"));
+        assert_eq!(f.stored(7).unwrap().event["network.bytes"], 42);
+        let body = bytes.len() - f.body.len();
+        for n in 0..body {
+            assert!(FlowFrame::parse(&bytes[..n]).is_err(), "header cut at {n}");
+        }
+        for n in body..bytes.len() {
+            let cut = FlowFrame::parse(&bytes[..n]).unwrap();
+            assert!(cut.stored(7).is_err(), "body cut at {n}");
+        }
+    }
+
+    /// Listing by address, paging and totals over many blocks, superflows and older rows
+    /// give what a filter of every stored record, newest first, gives.
+    #[test]
+    fn listings_equal_a_filter_of_everything() {
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("flows.db");
+        let ips = ["10.0.0.1", "10.0.0.2", "2001:db8::1", "198.51.100.7"];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        // (id, source, destination, bytes) of every record, oldest first.
+        let mut all: Vec<(i64, Option<IpAddr>, Option<IpAddr>, u64)> = Vec::new();
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(LEGACY_SCHEMA).unwrap();
+            for i in 0..25 {
+                let e = flow(ips[i % 4], ips[(i + 1) % 4], i as u64);
+                legacy_row(&conn, &e);
+                all.push((i as i64 + 1, e.source_ip, e.destination_ip, i as u64));
+            }
+        }
+        let mut s = FlowStore::open(&path).unwrap();
+        for _ in 0..30 {
+            let n = rng.random_range(1..200);
+            let rows: Vec<FlowRow> = (0..n)
+                .map(|_| {
+                    let bytes = rng.random_range(0..1_000_000);
+                    let id = all.len() as i64 + 1;
+                    if rng.random_bool(0.1) {
+                        let src: IpAddr = ips[rng.random_range(0..4)].parse().unwrap();
+                        all.push((id, Some(src), None, bytes));
+                        FlowRow::Super(super::super::superflow::SuperFlow {
+                            source_ip: src,
+                            flows: 9,
+                            packets: 9,
+                            bytes,
+                            first: from_ms(1_795_000_000_000),
+                            last: from_ms(1_795_000_060_000),
+                            destinations: 9,
+                            ports: 1,
+                            transports: vec!["tcp".into()],
+                            sample_destinations: Vec::new(),
+                            exporter: "192.0.2.250".into(),
+                        })
+                    } else {
+                        let e = flow(
+                            ips[rng.random_range(0..4)],
+                            ips[rng.random_range(0..4)],
+                            bytes,
+                        );
+                        all.push((id, e.source_ip, e.destination_ip, bytes));
+                        row(e)
+                    }
+                })
+                .collect();
+            s.insert_flows(&rows, 1_000_000).unwrap();
+        }
+        for round in 0..300 {
+            let ip: Option<IpAddr> = rng
+                .random_bool(0.7)
+                .then(|| ips[rng.random_range(0..4)].parse().unwrap());
+            let limit = rng.random_range(1..50);
+            let offset = rng.random_range(0..all.len() as u64 + 20);
+            let matching: Vec<_> = all
+                .iter()
+                .rev()
+                .filter(|(_, src, dst, _)| ip.is_none() || *src == ip || *dst == ip)
+                .collect();
+            let expected: Vec<(i64, u64)> = matching
+                .iter()
+                .skip(offset as usize)
+                .take(limit as usize)
+                .map(|(id, _, _, bytes)| (*id, *bytes))
+                .collect();
+            let (page, total) = s.list_flows(ip, limit, offset).unwrap();
+            let got: Vec<(i64, u64)> = page
+                .iter()
+                .map(|f| (f.id, f.event["network.bytes"].as_u64().unwrap()))
+                .collect();
+            assert_eq!(got, expected, "round {round}: {ip:?} {limit} {offset}");
+            assert_eq!(total, matching.len() as u64, "round {round}");
+        }
+        // Older rows go first, then whole blocks.
+        let before = all.len() as u64;
+        let gone = s
+            .insert_flows(&[row(flow("10.0.0.1", "10.0.0.2", 1))], before - 30)
+            .unwrap();
+        assert!(gone >= 25, "all 25 older rows at least: {gone}");
+        let (_, total) = s.list_flows(None, 1, 0).unwrap();
+        assert_eq!(total, before + 1 - gone);
+        let (oldest, _) = s.list_flows(None, 1, total - 1).unwrap();
+        assert_eq!(oldest[0].id, gone as i64 + 1, "whole blocks, oldest first");
+    }
+
     #[test]
     fn flows_are_kept_up_to_the_limit_and_found_by_address() {
         let dir = tempfile::tempdir().unwrap();
@@ -345,7 +683,8 @@ mod tests {
         let b = flow("10.0.0.2", "198.51.100.7", 200);
         let c = flow("10.0.0.3", "203.0.113.9", 300);
         assert!(is_flow(&a));
-        assert_eq!(s.insert_flows(&[row(a), row(b)], 2).unwrap(), 0);
+        assert_eq!(s.insert_flows(&[row(a)], 2).unwrap(), 0);
+        assert_eq!(s.insert_flows(&[row(b)], 2).unwrap(), 0);
         assert_eq!(s.insert_flows(&[row(c)], 2).unwrap(), 1, "the oldest goes");
         let (all, total) = s.list_flows(None, 10, 0).unwrap();
         assert_eq!(total, 2);
@@ -363,17 +702,10 @@ mod tests {
         let vigil_db = dir.path().join("vigil.db");
         // An older build's table in vigil.db (same columns), with two flows.
         {
-            let legacy = FlowStore::open(&vigil_db).unwrap();
-            let mut legacy = legacy;
-            legacy
-                .insert_flows(
-                    &[
-                        row(flow("10.0.0.1", "198.51.100.7", 100)),
-                        row(flow("10.0.0.2", "198.51.100.8", 200)),
-                    ],
-                    10,
-                )
-                .unwrap();
+            let conn = Connection::open(&vigil_db).unwrap();
+            conn.execute_batch(LEGACY_SCHEMA).unwrap();
+            legacy_row(&conn, &flow("10.0.0.1", "198.51.100.7", 100));
+            legacy_row(&conn, &flow("10.0.0.2", "198.51.100.8", 200));
         }
         let mut s = FlowStore::open(&dir.path().join("flows.db")).unwrap();
         assert_eq!(s.adopt_legacy(&vigil_db).unwrap(), 2);

@@ -13,6 +13,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 use vigil_parsers::Event;
 
+mod blocks;
 pub mod clickhouse;
 mod cluster;
 mod context;
