@@ -473,7 +473,7 @@ pub struct StoreConfig {
     /// Most dead letters kept; the oldest are deleted beyond it and counted.
     pub max_dead_letters: u64,
     /// Most flow records kept (embedded store, `data_dir/flows.db`); the oldest are deleted
-    /// beyond it and counted.
+    /// beyond it, a block (up to 4,096 records) at a time, and counted.
     pub max_flows: u64,
     /// A source that sends this many probe flows (≤ 2 packets each) within a minute is stored
     /// as one superflow row with counts instead (0 stores every flow as it is).
@@ -627,6 +627,11 @@ impl Config {
         }
         if self.syslog.max_message_bytes < 64 {
             return Err("syslog.max_message_bytes: must be at least 64".into());
+        }
+        if self.syslog.max_message_bytes > 16 << 20 {
+            // A stored event holds its raw bytes and its message: well under the 64 MiB a
+            // searchable block may hold.
+            return Err("syslog.max_message_bytes: must be at most 16 MiB".into());
         }
         if self.syslog.max_connections == 0 {
             return Err("syslog.max_connections: must be at least 1".into());

@@ -1,8 +1,9 @@
 //! The pipeline every record goes through, shared by `vigil run` and `vigil replay`:
 //! normalize -> rule engine -> offenses -> store, one store transaction per batch.
 //!
-//! Architecture invariant: live and replay call the same [`Pipeline::process_batch`], so a rule
-//! gives the same offenses on replayed history as it would have live.
+//! Architecture invariant: live and replay run the same [`prepare`] then the same batch
+//! processing ([`Pipeline::process_batch`] is both), so a rule gives the same offenses on
+//! replayed history as it would have live; live, `prepare` runs on a thread of its own.
 
 use std::sync::Arc;
 
@@ -487,7 +488,8 @@ impl Pipeline {
         self.process(batch, None, None).unwrap_or_default()
     }
 
-    /// [`Pipeline::process_batch`] for the live service: a store failure (disk full, I/O
+    /// [`Pipeline::process_batch`] as the live service stores (it uses
+    /// [`Pipeline::process_prepared_until_stored`]): a store failure (disk full, I/O
     /// error) is retried until it succeeds, with backoff capped at 5 s, counted in
     /// `vigil_store_errors_total` and logged. Meanwhile the queue fills and TCP senders are held
     /// back: records wait, none is dropped.
@@ -628,8 +630,10 @@ impl Pipeline {
         let batch_started = std::time::Instant::now();
         for (source, result) in records {
             match result {
-                Ok(mut event) => {
+                Ok(mut shared) => {
                     outcome.events += 1;
+                    // Made on the normalize thread and held nowhere else yet: no copy.
+                    let event = Arc::make_mut(&mut shared);
                     event.sequence = Some(self.next_sequence);
                     self.next_sequence += 1;
                     if event.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD) {
@@ -640,9 +644,9 @@ impl Pipeline {
                         None => events_by_source.push((source, 1)),
                     }
                     if let Some(en) = self.enricher.as_mut() {
-                        en.enrich(&mut event);
+                        en.enrich(event);
                     }
-                    let event = Arc::new(event);
+                    let event = shared;
                     if crate::store::flows::is_flow(&event) {
                         self.condenser
                             .push(Arc::clone(&event), batch_started, &mut self.flows);
@@ -1099,12 +1103,15 @@ pub(crate) fn normalize_record(
     }
 }
 
+/// A record normalized: its event (not shared yet), or its dead letter.
+pub type Normalized = Result<Arc<vigil_parsers::Event>, Box<DeadLetter>>;
+
 /// Records normalized ahead of the engine ([`prepare`]): each with its `source` label, the
 /// event or its dead letter; and what each sender sent (kept for the API's source list once
 /// the batch is stored).
 #[derive(Default)]
 pub struct Prepared {
-    records: Vec<(&'static str, Result<vigil_parsers::Event, Box<DeadLetter>>)>,
+    records: Vec<(&'static str, Normalized)>,
     per_source: std::collections::HashMap<String, crate::sources::SourceBatch>,
 }
 
@@ -1129,7 +1136,8 @@ pub fn prepare(normalizer: &Normalizer, records: Vec<RawRecord>) -> Prepared {
         .into_iter()
         .map(|rec| {
             let source = source_label(&rec);
-            (source, normalize_record(normalizer, rec, &mut per_source))
+            let result = normalize_record(normalizer, rec, &mut per_source).map(Arc::new);
+            (source, result)
         })
         .collect();
     Prepared {

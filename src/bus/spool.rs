@@ -1,7 +1,7 @@
 //! The burst spool of embedded mode: a bounded queue on disk between the collectors and the
 //! engine (QRadar's burst buffer). Collectors still put records on the small in-memory queue;
-//! one writer thread appends them to segment files under `data_dir/spool/`, and the engine
-//! reads them back in order. A burst above what the engine can take is absorbed on disk and
+//! one writer thread appends them to segment files under `data_dir/spool/`, and the normalize
+//! thread reads them back in order, ahead of the engine. A burst above what the engine can take is absorbed on disk and
 //! drained afterwards instead of being dropped.
 //!
 //! Invariants:
@@ -680,7 +680,8 @@ impl Writer {
     }
 }
 
-/// The engine's side: records in spool order, each with the position after it.
+/// The reading side (the normalize thread): records in spool order, each with the position
+/// after it.
 pub struct SpoolReader {
     spool: Arc<Spool>,
     at: Position,

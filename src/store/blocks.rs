@@ -12,8 +12,11 @@
 //! to end, 2026-11-30 afternoon").
 //!
 //! Invariants: numbers increase with arrival and never repeat (a store reopened continues
-//! after its last block, or its older rows); eviction drops whole blocks, oldest first, so at
-//! most a block more than the bound is kept; a block's hashes only ever let a search skip it,
+//! after its last block, or its older rows; the newest block is never evicted, so there is
+//! always one to continue after); eviction drops whole blocks, oldest first, so at most a
+//! block more than the bound is kept; a block holds at most [`MAX_BLOCK_BYTES`] of frames
+//! unless one record alone is larger (`syslog.max_message_bytes` is capped at 16 MiB so none
+//! is); a block's hashes only ever let a search skip it,
 //! the records themselves are compared; nothing read from a file is trusted (a size above
 //! [`MAX_BLOCK_BYTES`] or frames that do not add up are an error, never a panic or a large
 //! allocation).
@@ -104,6 +107,8 @@ pub struct BlockWriter {
     name: &'static str,
     /// Number of the next record.
     next: i64,
+    /// Number of the first record of the newest block written (never evicted).
+    newest_first: i64,
     frames: Vec<u8>,
     keys: Vec<u64>,
 }
@@ -112,18 +117,22 @@ impl BlockWriter {
     /// The writer of `name`'s blocks in `conn`; numbering continues after the last block or
     /// `after` (the last number of an older row table), whichever is greater.
     pub fn open(conn: &Connection, name: &'static str, after: i64) -> Result<Self, StoreError> {
-        let blocks: Option<i64> = match conn.query_row(
-            &format!("SELECT first_event + events FROM {name}_blocks ORDER BY id DESC LIMIT 1"),
+        let newest: Option<(i64, i64)> = match conn.query_row(
+            &format!("SELECT first_event, events FROM {name}_blocks ORDER BY id DESC LIMIT 1"),
             [],
-            |r| r.get(0),
+            |r| Ok((r.get(0)?, r.get(1)?)),
         ) {
             Ok(n) => Some(n),
             Err(rusqlite::Error::QueryReturnedNoRows) => None,
             Err(e) => return Err(e.into()),
         };
+        let next = newest
+            .map_or(1, |(first, n)| first.saturating_add(n))
+            .max(after.saturating_add(1));
         Ok(BlockWriter {
             name,
-            next: blocks.unwrap_or(1).max(after.saturating_add(1)),
+            next,
+            newest_first: newest.map_or(next, |(first, _)| first),
             frames: Vec::new(),
             keys: Vec::new(),
         })
@@ -157,18 +166,24 @@ impl BlockWriter {
                 if taken > 0 && self.frames.len() >= BLOCK_BYTES {
                     break;
                 }
-                taken += 1;
+                let before = self.frames.len();
                 let ts = r.time_ms();
-                ts_min = ts_min.min(ts);
-                ts_max = ts_max.max(ts);
                 self.frames.extend_from_slice(&ts.to_le_bytes());
                 let at = self.frames.len();
                 self.frames.extend_from_slice(&[0; 4]);
                 r.encode(&mut self.frames);
+                if taken > 0 && self.frames.len() > MAX_BLOCK_BYTES {
+                    // Too large to join this block: it starts the next.
+                    self.frames.truncate(before);
+                    break;
+                }
                 let len = u32::try_from(self.frames.len() - at - 4).unwrap_or(u32::MAX);
                 if let Some(slot) = self.frames.get_mut(at..at + 4) {
                     slot.copy_from_slice(&len.to_le_bytes());
                 }
+                taken += 1;
+                ts_min = ts_min.min(ts);
+                ts_max = ts_max.max(ts);
                 r.keys(&mut self.keys);
             }
             rest = rest.get(taken..).unwrap_or_default();
@@ -181,6 +196,7 @@ impl BlockWriter {
                 id,
                 lz4_flex::compress_prepend_size(&self.frames)
             ])?;
+            self.newest_first = next;
             next += taken as i64;
         }
         Ok(next)
@@ -192,10 +208,11 @@ impl BlockWriter {
     }
 
     /// Deletes the blocks whose records are all numbered `cut` or lower (in id order, which
-    /// is their records' order); returns how many records went.
+    /// is their records' order), never the newest; returns how many records went.
     pub fn evict(&self, tx: &Connection, cut: i64) -> Result<u64, StoreError> {
         let name = self.name;
-        let mut evicted = 0;
+        let cut = cut.min(self.newest_first.saturating_sub(1));
+        let mut evicted: u64 = 0;
         let mut last_gone = None;
         {
             let mut stmt = tx.prepare_cached(&format!(
@@ -204,11 +221,11 @@ impl BlockWriter {
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 let (id, first, n): (i64, i64, i64) = (row.get(0)?, row.get(1)?, row.get(2)?);
-                if first + n - 1 > cut {
+                if first.saturating_add(n).saturating_sub(1) > cut {
                     break;
                 }
                 last_gone = Some(id);
-                evicted += u64::try_from(n).unwrap_or(0);
+                evicted = evicted.saturating_add(u64::try_from(n).unwrap_or(0));
             }
         }
         if let Some(id) = last_gone {
@@ -220,6 +237,13 @@ impl BlockWriter {
         }
         Ok(evicted)
     }
+}
+
+/// The statement [`BlockMeta::frames`] reads a block's frames with.
+pub fn data_query(name: &str) -> String {
+    format!(
+        "SELECT CASE WHEN length(data) <= ?2 THEN data END FROM {name}_block_data WHERE id = ?1"
+    )
 }
 
 /// A record of a block: its number, its time (ms) and its bytes.
@@ -251,10 +275,13 @@ impl BlockMeta {
         })
     }
 
-    /// Its frames, decompressed (read `SELECT data FROM {name}_block_data WHERE id = ?1`
-    /// with `data`).
+    /// Its frames, decompressed (read with `data`, [`data_query`] of the store).
     pub fn frames(&self, data: &mut rusqlite::CachedStatement<'_>) -> Result<Vec<u8>, StoreError> {
-        let compressed: Vec<u8> = data.query_row([self.id], |r| r.get(0))?;
+        // LZ4 never grows data by more than about 1/255: a larger blob is not read at all.
+        let most = MAX_BLOCK_BYTES + MAX_BLOCK_BYTES / 255 + 64;
+        let compressed: Option<Vec<u8>> =
+            data.query_row(rusqlite::params![self.id, most as i64], |r| r.get(0))?;
+        let compressed = compressed.ok_or_else(|| self.corrupt("larger than any block"))?;
         let size = compressed
             .get(..4)
             .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
@@ -280,7 +307,7 @@ impl BlockMeta {
             let Some(bytes) = r.get(12..12 + len) else {
                 return Err(self.corrupt("truncated frame"));
             };
-            out.push((self.first + out.len() as i64, ts, bytes));
+            out.push((self.first.saturating_add(out.len() as i64), ts, bytes));
             r = r.get(12 + len..).unwrap_or_default();
         }
         if out.len() as i64 != self.count {

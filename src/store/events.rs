@@ -362,7 +362,7 @@ impl EventStore {
             if legacy {
                 evicted += tx.execute("DELETE FROM events WHERE id <= ?1", [cut])? as u64;
                 let left: bool =
-                    tx.query_row("SELECT count(*) > 0 FROM events", [], |r| r.get(0))?;
+                    tx.query_row("SELECT EXISTS (SELECT 1 FROM events)", [], |r| r.get(0))?;
                 if !left {
                     tx.execute_batch("DROP TABLE events")?;
                     legacy = false;
@@ -393,6 +393,10 @@ impl EventStore {
         budget: std::time::Duration,
     ) -> Result<(Vec<Event>, bool), StoreError> {
         let deadline = std::time::Instant::now() + budget;
+        // One snapshot for the blocks and the older rows (whose table the writer drops once
+        // it is empty), whatever the writer commits meanwhile.
+        let _snapshot = self.conn.unchecked_transaction()?;
+        let legacy = self.legacy && table_exists(&self.conn, "events")?;
         self.conn
             .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline));
         let want = usize::try_from(q.offset.saturating_add(q.limit).saturating_add(1))
@@ -402,7 +406,7 @@ impl EventStore {
             heap: std::collections::BinaryHeap::new(),
         };
         let result = self
-            .search_legacy(q, want, &mut newest)
+            .search_legacy(q, legacy, want, &mut newest)
             .and_then(|()| self.search_blocks(q, deadline, &mut newest));
         self.conn.progress_handler(0, None::<fn() -> bool>);
         result?;
@@ -434,9 +438,9 @@ impl EventStore {
             "SELECT id, first_event, events, ts_max, keys FROM {BLOCKS}_blocks
              WHERE ts_max >= ?1 AND ts_min < ?2 ORDER BY ts_max DESC, id DESC"
         ))?;
-        let mut data = self.conn.prepare_cached(&format!(
-            "SELECT data FROM {BLOCKS}_block_data WHERE id = ?1"
-        ))?;
+        let mut data = self
+            .conn
+            .prepare_cached(&super::blocks::data_query(BLOCKS))?;
         let mut rows = blocks.query([from, to])?;
         while let Some(row) = rows.next()? {
             if std::time::Instant::now() > deadline {
@@ -467,10 +471,11 @@ impl EventStore {
     fn search_legacy(
         &self,
         q: &EventSearch,
+        legacy: bool,
         want: usize,
         newest: &mut Newest,
     ) -> Result<(), StoreError> {
-        if !self.legacy {
+        if !legacy {
             return Ok(());
         }
         let mut sql = String::from(
@@ -832,6 +837,28 @@ mod tests {
                 "round {round}"
             );
         }
+    }
+
+    /// With nothing to keep, the newest block still stays: numbers go on after a restart.
+    #[test]
+    fn the_newest_block_stays_so_numbers_never_repeat() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("events.db");
+        let mut store = EventStore::open(&path).unwrap();
+        let at = |m| event(1_000, "203.0.113.7", "root", m);
+        assert_eq!(store.insert(&[at("a"), at("b")], 0).unwrap(), 0);
+        assert_eq!(
+            store.insert(&[at("c")], 0).unwrap(),
+            2,
+            "the older block goes"
+        );
+        drop(store);
+        let mut store = EventStore::open(&path).unwrap();
+        assert_eq!(store.blocks.as_ref().unwrap().next(), 4);
+        assert_eq!(store.insert(&[at("d")], 0).unwrap(), 1);
+        let (found, _) = store.search(&search(0, 2_000)).unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].message.as_deref(), Some("d"));
     }
 
     /// A later block whose newest event ties the page's oldest in time still holds newer

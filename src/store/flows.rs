@@ -27,7 +27,7 @@ use super::writer::{Names, Sink, Table};
 use super::{clamp_i64, from_ms, ms, StoreError};
 use crate::telemetry::Metrics;
 
-/// The columns of a flow row, in the order of [`SCHEMA`] (the legacy table has the same).
+/// The columns of an older build's flow row, in the order of [`LEGACY_SCHEMA`].
 const COLUMNS: &str = "id, start, end, exporter, source_ip, source_port, destination_ip,
     destination_port, transport, bytes, packets, tcp_flags, community_id, kind, flow_count,
     destinations, ports, event_json, event_bin";
@@ -275,11 +275,16 @@ impl<'a> FlowFrame<'a> {
 impl FlowStore {
     /// Opens (creating) the file for writing.
     pub fn open(path: &Path) -> Result<FlowStore, StoreError> {
-        // 64 MiB: the two address indexes take each flow at a random place; at 50 k flows/s
-        // the writer kept 73 % of them with 2 MiB (one run), 79–86 % with 64 MiB (BENCHMARKS.md,
-        // "End to end, night of 2026-11-29/30").
+        // Blocks need no more than SQLite's default cache. Older rows, while any are left, are
+        // deleted through two address indexes at random places: 64 MiB then, as before blocks
+        // (at 50 k flows/s the row writer kept 73 % with 2 MiB, 79–86 % with 64 MiB;
+        // BENCHMARKS.md, "End to end, night of 2026-11-29/30").
         let conn = super::writer::open_for_writing(path, &schema(), 2)?;
-        let blocks = BlockWriter::open(&conn, BLOCKS, legacy_last(&conn)?)?;
+        let last = legacy_last(&conn)?;
+        if last > 0 {
+            conn.pragma_update(None, "cache_size", -64 * 1024)?;
+        }
+        let blocks = BlockWriter::open(&conn, BLOCKS, last)?;
         Ok(FlowStore {
             conn,
             blocks: Some(blocks),
@@ -363,6 +368,8 @@ impl FlowStore {
         limit: u64,
         offset: u64,
     ) -> Result<(Vec<StoredFlow>, u64), StoreError> {
+        // One snapshot for the blocks and the older rows, whatever the writer commits meanwhile.
+        let _snapshot = self.conn.unchecked_transaction()?;
         let limit = usize::try_from(limit).unwrap_or(usize::MAX);
         let mut skip = offset;
         let mut page = Vec::new();
@@ -371,9 +378,9 @@ impl FlowStore {
         let mut blocks = self.conn.prepare_cached(&format!(
             "SELECT id, first_event, events, ts_max, keys FROM {BLOCKS}_blocks ORDER BY id DESC"
         ))?;
-        let mut data = self.conn.prepare_cached(&format!(
-            "SELECT data FROM {BLOCKS}_block_data WHERE id = ?1"
-        ))?;
+        let mut data = self
+            .conn
+            .prepare_cached(&super::blocks::data_query(BLOCKS))?;
         let mut rows = blocks.query([])?;
         while let Some(row) = rows.next()? {
             let block = BlockMeta::from_row(row)?;
@@ -383,7 +390,7 @@ impl FlowStore {
             let count = u64::try_from(block.count).unwrap_or(0);
             if ip.is_none() {
                 // Every record matches: counted without reading, read only for the page.
-                total += count;
+                total = total.saturating_add(count);
                 if page.len() >= limit {
                     continue;
                 }
@@ -399,7 +406,7 @@ impl FlowStore {
                     if f.source != Some(ip) && f.destination != Some(ip) {
                         continue;
                     }
-                    total += 1;
+                    total = total.saturating_add(1);
                 }
                 if skip > 0 {
                     skip -= 1;
@@ -413,7 +420,7 @@ impl FlowStore {
         let (legacy_page, legacy_total) =
             self.list_legacy(ip, limit.saturating_sub(page.len()), skip)?;
         page.extend(legacy_page);
-        Ok((page, total + legacy_total))
+        Ok((page, total.saturating_add(legacy_total)))
     }
 
     /// Rows of older builds' table (all older than any block).

@@ -5,8 +5,8 @@
 //! Invariants:
 //! - the engine never blocks on a writer: [`Sink::send`] either queues a batch or counts it
 //!   as dropped (`reason="queue_full"`);
-//! - bounded: at most `queue_limit` rows wait for a writer, and each table keeps at most
-//!   `max_kept` rows (the oldest are deleted, counted);
+//! - bounded: at most `queue_limit` rows wait for a writer, and each store keeps at most
+//!   `max_kept` records plus one block (the oldest blocks are deleted, counted);
 //! - a batch that fails twice is counted (`reason="write_failed"`), never retried forever;
 //! - the thread ends when every [`Sink`] is dropped, after storing what was queued.
 
@@ -61,8 +61,8 @@ pub fn open_for_reading(path: &Path, schema: &str) -> Result<Connection, StoreEr
 pub trait Table: Send + 'static {
     /// What one row is made from.
     type Row: Send + 'static;
-    /// Stores `rows` in one transaction and deletes the oldest rows beyond `max_kept`;
-    /// returns how many it deleted.
+    /// Stores `rows` in one transaction and deletes the oldest beyond `max_kept` (whole
+    /// blocks); returns how many it deleted.
     fn insert(&mut self, rows: &[Self::Row], max_kept: u64) -> Result<u64, StoreError>;
 }
 
