@@ -8,8 +8,9 @@
 //! two indexes cost the writer about 7.5 µs an event, most of it SQLite writing each page
 //! twice (log, then checkpoint); a block costs about 2 µs an event (BENCHMARKS.md, "End to
 //! end, 2026-11-30 afternoon"). A search reads the blocks overlapping its time range, newest
-//! first, skips those whose hashes lack a value it asks for, and stops once a block's newest
-//! event is older than the page's oldest. Files of older builds keep their row table
+//! first, skips those whose hashes lack a value it asks for, and stops once no event of a
+//! block can be newer than the page's oldest (by time, then arrival: blocks of one instant
+//! stop the search too once the page holds later arrivals). Files of older builds keep their row table
 //! (`events`): it is searched too, its rows are evicted first, and it is dropped once empty.
 //!
 //! Invariants:
@@ -287,13 +288,14 @@ impl Newest {
                 .is_some_and(|std::cmp::Reverse(min)| (ts, number) > (min.ts, min.number))
     }
 
-    /// Whether nothing at or before `ts` can be kept any more.
-    fn full_after(&self, ts: i64) -> bool {
+    /// Whether nothing at or before (`ts`, `number`) can be kept any more: the page is full
+    /// and its oldest hit is newer.
+    fn full_after(&self, ts: i64, number: i64) -> bool {
         self.heap.len() >= self.want
             && self
                 .heap
                 .peek()
-                .is_some_and(|std::cmp::Reverse(min)| ts < min.ts)
+                .is_some_and(|std::cmp::Reverse(min)| (ts, number) < (min.ts, min.number))
     }
 
     fn push(&mut self, hit: Hit) {
@@ -447,7 +449,10 @@ impl EventStore {
                 return Err(interrupted());
             }
             let block = BlockMeta::from_row(row)?;
-            if newest.full_after(block.ts_max) {
+            // No event of this block is after (its newest time, its last number); blocks come
+            // in that order (newest time, then id, and numbers grow with ids), so neither is
+            // any event of the blocks still to come.
+            if newest.full_after(block.ts_max, block.first.saturating_add(block.count - 1)) {
                 break;
             }
             if !wanted_keys.iter().all(|&k| holds_key(&block.keys, k)) {
