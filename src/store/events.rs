@@ -459,9 +459,20 @@ impl EventStore {
                 continue;
             }
             let frames = block.frames(&mut data)?;
-            for (number, ts, bin) in block.records(&frames)? {
+            // Newest first: within a block time mostly grows with arrival, so once the page
+            // is full the older records are refused before they are decoded.
+            for (number, ts, bin) in block.records(&frames)?.into_iter().rev() {
                 if ts < from || ts >= to || !newest.admits(ts, number) {
                     continue;
+                }
+                // The message's bytes are in the record as they are: a record whose bytes
+                // lack the text (ASCII case folded) cannot match, and is not decoded.
+                if let Some(needle) = &needle {
+                    scratch.clear();
+                    scratch.extend(bin.iter().map(u8::to_ascii_lowercase));
+                    if memchr::memmem::find(&scratch, needle).is_none() {
+                        continue;
+                    }
                 }
                 let event = super::decoded_event(bin)?;
                 if q.matches(&event, needle.as_deref(), &mut scratch) {
