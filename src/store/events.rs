@@ -106,8 +106,9 @@ impl EventSearch {
 /// The event store (one connection).
 pub struct EventStore {
     conn: Connection,
-    /// The row table of builds before blocks (`events`) is present: searched too, its rows
-    /// evicted first (they are the oldest), dropped once empty.
+    /// Writer: the row table of builds before blocks (`events`) is present: its rows are
+    /// evicted first (they are the oldest), and it is dropped once empty. A search looks for
+    /// that table itself, in its own snapshot.
     legacy: bool,
     /// The blocks' writer (`None` for a reader). Events are numbered in arrival order,
     /// across the legacy rows and the blocks.
@@ -171,48 +172,60 @@ const KEY_CATEGORY: u8 = 5;
 const KEY_OUTCOME: u8 = 6;
 const KEY_DATASET: u8 = 7;
 
+/// The keys of the searchable values present: source and destination address, then user,
+/// host, category, outcome and dataset. Blocks and searches both take their keys from here,
+/// so a value is hashed the same way on both sides.
+fn field_keys(
+    source_ip: Option<IpAddr>,
+    destination_ip: Option<IpAddr>,
+    [user, host, category, outcome, dataset]: [&Option<String>; 5],
+    out: &mut Vec<u64>,
+) {
+    out.extend(source_ip.map(|ip| ip_key(KEY_SOURCE_IP, ip)));
+    out.extend(destination_ip.map(|ip| ip_key(KEY_DESTINATION_IP, ip)));
+    for (tag, v) in [
+        (KEY_USER, user),
+        (KEY_HOST, host),
+        (KEY_CATEGORY, category),
+        (KEY_OUTCOME, outcome),
+        (KEY_DATASET, dataset),
+    ] {
+        out.extend(v.as_ref().map(|v| value_key(tag, v.as_bytes())));
+    }
+}
+
 /// The keys of `e`'s searchable values.
 fn event_keys(e: &Event, out: &mut Vec<u64>) {
-    if let Some(ip) = e.source_ip {
-        out.push(ip_key(KEY_SOURCE_IP, ip));
-    }
-    if let Some(ip) = e.destination_ip {
-        out.push(ip_key(KEY_DESTINATION_IP, ip));
-    }
-    for (tag, v) in [
-        (KEY_USER, &e.user_name),
-        (KEY_HOST, &e.host_name),
-        (KEY_CATEGORY, &e.category),
-        (KEY_OUTCOME, &e.outcome),
-        (KEY_DATASET, &e.dataset),
-    ] {
-        if let Some(v) = v {
-            out.push(value_key(tag, v.as_bytes()));
-        }
-    }
+    field_keys(
+        e.source_ip,
+        e.destination_ip,
+        [
+            &e.user_name,
+            &e.host_name,
+            &e.category,
+            &e.outcome,
+            &e.dataset,
+        ],
+        out,
+    );
 }
 
 impl EventSearch {
     /// The keys a block must hold to contain a match.
     fn keys(&self) -> Vec<u64> {
         let mut out = Vec::new();
-        if let Some(ip) = self.source_ip {
-            out.push(ip_key(KEY_SOURCE_IP, ip));
-        }
-        if let Some(ip) = self.destination_ip {
-            out.push(ip_key(KEY_DESTINATION_IP, ip));
-        }
-        for (tag, v) in [
-            (KEY_USER, &self.user),
-            (KEY_HOST, &self.host),
-            (KEY_CATEGORY, &self.category),
-            (KEY_OUTCOME, &self.outcome),
-            (KEY_DATASET, &self.dataset),
-        ] {
-            if let Some(v) = v {
-                out.push(value_key(tag, v.as_bytes()));
-            }
-        }
+        field_keys(
+            self.source_ip,
+            self.destination_ip,
+            [
+                &self.user,
+                &self.host,
+                &self.category,
+                &self.outcome,
+                &self.dataset,
+            ],
+            &mut out,
+        );
         out
     }
 
@@ -339,10 +352,9 @@ impl EventStore {
     /// Opens the file for searching (the API); a store not yet created is created empty.
     pub fn open_reader(path: &Path) -> Result<EventStore, StoreError> {
         let conn = super::writer::open_for_reading(path, &super::blocks::schema(BLOCKS))?;
-        let legacy = table_exists(&conn, "events")?;
         Ok(EventStore {
             conn,
-            legacy,
+            legacy: false,
             blocks: None,
         })
     }
@@ -398,7 +410,7 @@ impl EventStore {
         // One snapshot for the blocks and the older rows (whose table the writer drops once
         // it is empty), whatever the writer commits meanwhile.
         let _snapshot = self.conn.unchecked_transaction()?;
-        let legacy = self.legacy && table_exists(&self.conn, "events")?;
+        let legacy = table_exists(&self.conn, "events")?;
         self.conn
             .progress_handler(10_000, Some(move || std::time::Instant::now() > deadline));
         let want = usize::try_from(q.offset.saturating_add(q.limit).saturating_add(1))
