@@ -403,7 +403,7 @@ impl Pipeline {
     /// shutdown, after the queue is drained).
     pub fn flush_flows(&mut self) {
         self.flush_all_flows = true;
-        self.process_batch_until_stored(Vec::new());
+        self.process_prepared_until_stored(Prepared::default());
     }
 
     /// Restores correlation windows saved by [`crate::correlate::saved`]. Windows of rules
@@ -482,19 +482,12 @@ impl Pipeline {
         Arc::clone(&self.normalizer)
     }
 
-    /// [`Pipeline::process_batch_until_stored`] of a batch already normalized by [`prepare`]
-    /// (on another thread: the live service's `vigil-normalize`).
-    pub fn process_prepared_until_stored(&mut self, batch: Prepared) -> BatchOutcome {
-        self.process(batch, None, None).unwrap_or_default()
-    }
-
-    /// [`Pipeline::process_batch`] as the live service stores (it uses
-    /// [`Pipeline::process_prepared_until_stored`]): a store failure (disk full, I/O
-    /// error) is retried until it succeeds, with backoff capped at 5 s, counted in
+    /// [`Pipeline::process_batch`] for the live service, of a batch already normalized by
+    /// [`prepare`] (on its `vigil-normalize` thread): a store failure (disk full, I/O error) is
+    /// retried until it succeeds, with backoff capped at 5 s, counted in
     /// `vigil_store_errors_total` and logged. Meanwhile the queue fills and TCP senders are held
     /// back: records wait, none is dropped.
-    pub fn process_batch_until_stored(&mut self, records: Vec<RawRecord>) -> BatchOutcome {
-        let batch = prepare(&self.normalizer, records);
+    pub fn process_prepared_until_stored(&mut self, batch: Prepared) -> BatchOutcome {
         self.process(batch, None, None).unwrap_or_default()
     }
 
@@ -1113,18 +1106,6 @@ pub type Normalized = Result<Arc<vigil_parsers::Event>, Box<DeadLetter>>;
 pub struct Prepared {
     records: Vec<(&'static str, Normalized)>,
     per_source: std::collections::HashMap<String, crate::sources::SourceBatch>,
-}
-
-impl Prepared {
-    /// How many records it holds.
-    pub fn len(&self) -> usize {
-        self.records.len()
-    }
-
-    /// Whether it holds none.
-    pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
-    }
 }
 
 /// Normalizes `records` (parsing and the parser definitions, or a flow record's event): the

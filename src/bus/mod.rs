@@ -65,7 +65,7 @@ impl Weigh for RawRecord {
 pub enum Decoded {
     /// A normalized event (a file of events, an sFlow counter sample).
     Event(Box<vigil_parsers::Event>),
-    /// A flow record. Its event is made on the engine's side
+    /// A flow record. Its event is made by the normalize thread
     /// ([`crate::collect::flow::flow_event`]): a collector under a flood of flows only decodes,
     /// and the record crosses the spool in its compact form (about a third of the event's).
     Flow(Box<vigil_flows::FlowRecord>),

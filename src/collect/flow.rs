@@ -236,8 +236,8 @@ pub async fn run<P: Publisher<RawRecord>>(
         let mut batch: Vec<RawRecord> = Vec::with_capacity(out.len().max(1));
         match result {
             Ok(()) => {
-                // The record, not its event: the engine makes the event, so a flood of flows
-                // costs this task only the decoding.
+                // The record, not its event: the normalize thread makes the event, so a flood
+                // of flows costs this task only the decoding.
                 let flows = out
                     .drain(..)
                     .filter(|r| r.kind == RecordKind::Flow)
