@@ -24,6 +24,7 @@
 pub mod api;
 pub mod app;
 pub mod bus;
+mod bytes;
 pub mod cluster;
 pub mod collect;
 pub mod config;

@@ -25,7 +25,6 @@
 use std::collections::HashSet;
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -34,6 +33,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 
 use super::{Decoded, RawRecord, Received, Subscriber};
+use crate::bytes::{put_long, put_opt_ip, put_sized, Cursor};
 use crate::telemetry::{Counter, Gauge, Metrics};
 
 /// Largest record the spool takes (a flow event's JSON or a frame at the size limit fit).
@@ -157,29 +157,15 @@ pub fn encode(r: &RawRecord) -> Vec<u8> {
         b.push(s.len() as u8);
         b.extend_from_slice(s.as_bytes());
     };
-    let long = |b: &mut Vec<u8>, s: &[u8]| {
-        b.extend_from_slice(&(s.len() as u32).to_le_bytes());
-        b.extend_from_slice(s);
-    };
     short(&mut b, r.observer_type);
-    long(&mut b, r.observer_id.as_bytes());
-    match r.peer {
-        None => b.push(0),
-        Some(IpAddr::V4(v4)) => {
-            b.push(4);
-            b.extend_from_slice(&v4.octets());
-        }
-        Some(IpAddr::V6(v6)) => {
-            b.push(6);
-            b.extend_from_slice(&v6.octets());
-        }
-    }
+    put_long(&mut b, r.observer_id.as_bytes());
+    put_opt_ip(&mut b, r.peer);
     match &r.refused {
         None => b.push(0),
         Some((reason, detail)) => {
             b.push(1);
             short(&mut b, reason);
-            long(&mut b, detail.as_bytes());
+            put_long(&mut b, detail.as_bytes());
         }
     }
     match &r.decoded {
@@ -188,47 +174,14 @@ pub fn encode(r: &RawRecord) -> Vec<u8> {
         // Tag 3: a flow record in its compact form.
         Some(d) => {
             b.push(if matches!(d, Decoded::Flow(_)) { 3 } else { 2 });
-            let at = b.len();
-            b.extend_from_slice(&[0; 4]);
-            match d {
-                Decoded::Event(e) => vigil_parsers::codec::encode(e, &mut b),
-                Decoded::Flow(f) => f.encode_compact(&mut b),
-            }
-            let n = u32::try_from(b.len() - at - 4).unwrap_or(u32::MAX);
-            if let Some(len) = b.get_mut(at..at + 4) {
-                len.copy_from_slice(&n.to_le_bytes());
-            }
+            put_sized(&mut b, |b| match d {
+                Decoded::Event(e) => vigil_parsers::codec::encode(e, b),
+                Decoded::Flow(f) => f.encode_compact(b),
+            });
         }
     }
-    long(&mut b, &r.bytes);
+    put_long(&mut b, &r.bytes);
     b
-}
-
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
-        if self.0.len() < n {
-            return Err("record ends early".into());
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Ok(head)
-    }
-    fn u8(&mut self) -> Result<u8, String> {
-        Ok(self.take(1)?.first().copied().unwrap_or(0))
-    }
-    fn short(&mut self) -> Result<&'a [u8], String> {
-        let n = self.u8()? as usize;
-        self.take(n)
-    }
-    fn long(&mut self) -> Result<&'a [u8], String> {
-        let n = u32::from_le_bytes(self.take(4)?.try_into().map_err(|_| "length")?) as usize;
-        self.take(n)
-    }
-    fn text(bytes: &[u8]) -> Result<&str, String> {
-        std::str::from_utf8(bytes).map_err(|_| "text is not UTF-8".to_owned())
-    }
 }
 
 /// A record body read back.
@@ -244,18 +197,7 @@ pub fn decode(body: &[u8]) -> Result<RawRecord, String> {
     let received_at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or("bad time")?;
     let observer_type = intern(Cursor::text(c.short()?)?);
     let observer_id = Cursor::text(c.long()?)?.to_owned();
-    let peer = match c.u8()? {
-        0 => None,
-        4 => {
-            let o: [u8; 4] = c.take(4)?.try_into().map_err(|_| "peer")?;
-            Some(IpAddr::from(o))
-        }
-        6 => {
-            let o: [u8; 16] = c.take(16)?.try_into().map_err(|_| "peer")?;
-            Some(IpAddr::from(o))
-        }
-        t => return Err(format!("peer tag {t}")),
-    };
+    let peer = c.opt_ip("peer")?;
     let refused = match c.u8()? {
         0 => None,
         1 => {

@@ -169,17 +169,11 @@ impl BlockWriter {
                 let before = self.frames.len();
                 let ts = r.time_ms();
                 self.frames.extend_from_slice(&ts.to_le_bytes());
-                let at = self.frames.len();
-                self.frames.extend_from_slice(&[0; 4]);
-                r.encode(&mut self.frames);
+                crate::bytes::put_sized(&mut self.frames, |out| r.encode(out));
                 if taken > 0 && self.frames.len() > MAX_BLOCK_BYTES {
                     // Too large to join this block: it starts the next.
                     self.frames.truncate(before);
                     break;
-                }
-                let len = u32::try_from(self.frames.len() - at - 4).unwrap_or(u32::MAX);
-                if let Some(slot) = self.frames.get_mut(at..at + 4) {
-                    slot.copy_from_slice(&len.to_le_bytes());
                 }
                 taken += 1;
                 ts_min = ts_min.min(ts);
@@ -297,18 +291,13 @@ impl BlockMeta {
     pub fn records<'a>(&self, frames: &'a [u8]) -> Result<Vec<Record<'a>>, StoreError> {
         let mut out =
             Vec::with_capacity(usize::try_from(self.count).unwrap_or(0).min(BLOCK_RECORDS));
-        let mut r = frames;
-        while !r.is_empty() {
-            let (Some(ts), Some(len)) = (r.get(..8), r.get(8..12)) else {
-                return Err(self.corrupt("truncated frame"));
-            };
-            let ts = i64::from_le_bytes(ts.try_into().unwrap_or_default());
-            let len = u32::from_le_bytes(len.try_into().unwrap_or_default()) as usize;
-            let Some(bytes) = r.get(12..12 + len) else {
+        let mut c = crate::bytes::Cursor(frames);
+        while !c.0.is_empty() {
+            let ts = c.array().map(i64::from_le_bytes);
+            let (Ok(ts), Ok(bytes)) = (ts, c.long()) else {
                 return Err(self.corrupt("truncated frame"));
             };
             out.push((self.first.saturating_add(out.len() as i64), ts, bytes));
-            r = r.get(12 + len..).unwrap_or_default();
         }
         if out.len() as i64 != self.count {
             return Err(self.corrupt(&format!("{} records, {} expected", out.len(), self.count)));

@@ -25,6 +25,7 @@ use super::blocks::{holds_key, ip_key, BlockMeta, BlockWriter, Framed};
 use super::superflow::FlowRow;
 use super::writer::{Names, Sink, Table};
 use super::{clamp_i64, from_ms, ms, StoreError};
+use crate::bytes::{put_long, put_opt_ip, Cursor};
 use crate::telemetry::Metrics;
 
 /// The columns of an older build's flow row, in the order of [`LEGACY_SCHEMA`].
@@ -113,20 +114,6 @@ pub struct FlowStore {
 const KIND_FLOW: u8 = 0;
 const KIND_SUPER: u8 = 1;
 
-fn put_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
-    match ip {
-        None => out.push(0),
-        Some(IpAddr::V4(v4)) => {
-            out.push(4);
-            out.extend_from_slice(&v4.octets());
-        }
-        Some(IpAddr::V6(v6)) => {
-            out.push(6);
-            out.extend_from_slice(&v6.octets());
-        }
-    }
-}
-
 impl Framed for FlowRow {
     fn time_ms(&self) -> i64 {
         match self {
@@ -171,10 +158,9 @@ impl Framed for FlowRow {
         out.extend_from_slice(&start.to_le_bytes());
         out.extend_from_slice(&end.to_le_bytes());
         out.extend_from_slice(&flows.to_le_bytes());
-        put_ip(out, src);
-        put_ip(out, dst);
-        out.extend_from_slice(&u32::try_from(exporter.len()).unwrap_or(0).to_le_bytes());
-        out.extend_from_slice(exporter.as_bytes());
+        put_opt_ip(out, src);
+        put_opt_ip(out, dst);
+        put_long(out, exporter.as_bytes());
         match self {
             FlowRow::Flow(e) => vigil_parsers::codec::encode(e, out),
             // Serializing plain fields cannot fail; were it to, the body is empty JSON.
@@ -199,52 +185,25 @@ struct FlowFrame<'a> {
 }
 
 fn bad_frame() -> StoreError {
-    StoreError::Corrupt("stored flow: truncated or invalid header".into())
+    StoreError::Corrupt("stored flow: unknown kind".into())
 }
 
 impl<'a> FlowFrame<'a> {
-    fn parse(mut b: &'a [u8]) -> Result<FlowFrame<'a>, StoreError> {
-        fn take<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], StoreError> {
-            let (head, rest) = b.split_at_checked(n).ok_or_else(bad_frame)?;
-            *b = rest;
-            Ok(head)
-        }
-        fn u64_of(b: &mut &[u8]) -> Result<[u8; 8], StoreError> {
-            take(b, 8)?.try_into().map_err(|_| bad_frame())
-        }
-        fn ip_of(b: &mut &[u8]) -> Result<Option<IpAddr>, StoreError> {
-            match take(b, 1)? {
-                [0] => Ok(None),
-                [4] => {
-                    let o: [u8; 4] = take(b, 4)?.try_into().map_err(|_| bad_frame())?;
-                    Ok(Some(IpAddr::from(o)))
-                }
-                [6] => {
-                    let o: [u8; 16] = take(b, 16)?.try_into().map_err(|_| bad_frame())?;
-                    Ok(Some(IpAddr::from(o)))
-                }
-                _ => Err(bad_frame()),
-            }
-        }
-        let kind = *take(&mut b, 1)?.first().ok_or_else(bad_frame)?;
-        let start = i64::from_le_bytes(u64_of(&mut b)?);
-        let end = i64::from_le_bytes(u64_of(&mut b)?);
-        let flows = u64::from_le_bytes(u64_of(&mut b)?);
-        let source = ip_of(&mut b)?;
-        let destination = ip_of(&mut b)?;
-        let len: [u8; 4] = take(&mut b, 4)?.try_into().map_err(|_| bad_frame())?;
-        let exporter = std::str::from_utf8(take(&mut b, u32::from_le_bytes(len) as usize)?)
-            .map_err(|_| bad_frame())?;
-        Ok(FlowFrame {
-            kind,
-            start,
-            end,
-            flows,
-            source,
-            destination,
-            exporter,
-            body: b,
-        })
+    fn parse(b: &'a [u8]) -> Result<FlowFrame<'a>, StoreError> {
+        let mut c = Cursor(b);
+        let mut read = || -> Result<FlowFrame<'a>, String> {
+            Ok(FlowFrame {
+                kind: c.u8()?,
+                start: i64::from_le_bytes(c.array()?),
+                end: i64::from_le_bytes(c.array()?),
+                flows: u64::from_le_bytes(c.array()?),
+                source: c.opt_ip("source")?,
+                destination: c.opt_ip("destination")?,
+                exporter: Cursor::text(c.long()?)?,
+                body: c.0,
+            })
+        };
+        read().map_err(|e| StoreError::Corrupt(format!("stored flow: {e}")))
     }
 
     fn stored(&self, id: i64) -> Result<StoredFlow, StoreError> {

@@ -1,0 +1,89 @@
+//! The little-endian layouts Vigil writes and reads back itself (the spool's records, the
+//! flow store's frames, the searchable copies' blocks): length-prefixed bytes, an optional
+//! address, and a reader that refuses whatever ends early instead of panicking.
+
+use std::net::IpAddr;
+
+/// Appends `s` after its length as a u32.
+pub(crate) fn put_long(out: &mut Vec<u8>, s: &[u8]) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s);
+}
+
+/// Appends what `write` writes after its length as a u32 (written first, filled in after).
+pub(crate) fn put_sized(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    write(out);
+    let n = u32::try_from(out.len() - at - 4).unwrap_or(u32::MAX);
+    if let Some(len) = out.get_mut(at..at + 4) {
+        len.copy_from_slice(&n.to_le_bytes());
+    }
+}
+
+/// Appends an optional address: 0, or 4 or 6 then its octets.
+pub(crate) fn put_opt_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
+    match ip {
+        None => out.push(0),
+        Some(IpAddr::V4(v4)) => {
+            out.push(4);
+            out.extend_from_slice(&v4.octets());
+        }
+        Some(IpAddr::V6(v6)) => {
+            out.push(6);
+            out.extend_from_slice(&v6.octets());
+        }
+    }
+}
+
+/// Reads those layouts from the front of a slice.
+pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
+
+impl<'a> Cursor<'a> {
+    /// The next `n` bytes.
+    pub(crate) fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        if self.0.len() < n {
+            return Err("record ends early".into());
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Ok(head)
+    }
+
+    /// The next `N` bytes, as an array.
+    pub(crate) fn array<const N: usize>(&mut self) -> Result<[u8; N], String> {
+        self.take(N)?
+            .try_into()
+            .map_err(|_| "record ends early".to_owned())
+    }
+
+    pub(crate) fn u8(&mut self) -> Result<u8, String> {
+        Ok(self.take(1)?.first().copied().unwrap_or(0))
+    }
+
+    /// Bytes after their length as a u8.
+    pub(crate) fn short(&mut self) -> Result<&'a [u8], String> {
+        let n = self.u8()? as usize;
+        self.take(n)
+    }
+
+    /// Bytes after their length as a u32 ([`put_long`]).
+    pub(crate) fn long(&mut self) -> Result<&'a [u8], String> {
+        let n = u32::from_le_bytes(self.array()?) as usize;
+        self.take(n)
+    }
+
+    /// An address written by [`put_opt_ip`]; `what` names it in the error.
+    pub(crate) fn opt_ip(&mut self, what: &str) -> Result<Option<IpAddr>, String> {
+        match self.u8()? {
+            0 => Ok(None),
+            4 => Ok(Some(IpAddr::from(self.array::<4>()?))),
+            6 => Ok(Some(IpAddr::from(self.array::<16>()?))),
+            t => Err(format!("{what} tag {t}")),
+        }
+    }
+
+    pub(crate) fn text(bytes: &[u8]) -> Result<&str, String> {
+        std::str::from_utf8(bytes).map_err(|_| "text is not UTF-8".to_owned())
+    }
+}
