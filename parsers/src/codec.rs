@@ -171,6 +171,13 @@ macro_rules! event_codec {
 
         /// Appends `event`'s encoding to `out`.
         pub fn encode(event: &Event, out: &mut Vec<u8>) {
+            encode_omitting(event, Omit::NOTHING, out);
+        }
+
+        /// Appends `event`'s encoding to `out`, as if the fields in `omit` were absent (and
+        /// `raw` empty, if `omit.raw`): for a store that keeps them in columns of their own
+        /// and sets them again on reading.
+        pub fn encode_omitting(event: &Event, omit: Omit, out: &mut Vec<u8>) {
             let Event { timestamp, ingested, $($field,)* extra, raw } = event;
             out.push(VERSION);
             for t in [timestamp, ingested] {
@@ -183,16 +190,31 @@ macro_rules! event_codec {
                     mask |= 1 << i;
                 }
             }
+            mask &= !omit.fields;
             out.extend_from_slice(&mask.to_le_bytes());
+            let mut bit = 1u64;
             $(if let Some(v) = $field {
-                v.put(out);
-            })*
+                if mask & bit != 0 {
+                    v.put(out);
+                }
+            }
+            bit <<= 1;)*
+            let _ = bit;
             out.extend_from_slice(&u32::try_from(extra.len()).unwrap_or(u32::MAX).to_le_bytes());
             for (k, v) in extra {
                 put_bytes(out, k.as_bytes());
                 put_bytes(out, v.as_bytes());
             }
-            put_bytes(out, raw);
+            put_bytes(out, if omit.raw { &[] } else { raw });
+        }
+
+        /// The mask bit of an optional field, by its name in [`Event`] (`"message"`,
+        /// `"host_name"`); `None` for a name that is not one.
+        pub fn field_bit(name: &str) -> Option<u64> {
+            [$(stringify!($field)),*]
+                .iter()
+                .position(|f| *f == name)
+                .map(|i| 1u64 << i)
         }
 
         /// The event `bytes` encode (all of them).
@@ -285,6 +307,23 @@ event_codec!(
     syslog_severity,
     message,
 );
+
+/// What [`encode_omitting`] leaves out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Omit {
+    /// Optional fields, by their mask bits ([`field_bit`]).
+    pub fields: u64,
+    /// The raw record (encoded as empty).
+    pub raw: bool,
+}
+
+impl Omit {
+    /// Nothing: [`encode`].
+    pub const NOTHING: Omit = Omit {
+        fields: 0,
+        raw: false,
+    };
+}
 
 /// [`encode`] into a new buffer.
 pub fn to_vec(event: &Event) -> Vec<u8> {
@@ -383,6 +422,45 @@ mod tests {
         want.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
         want.extend_from_slice(&[1, 0, 0, 0, b'r']);
         assert_eq!(to_vec(&e), want);
+    }
+
+    #[test]
+    fn omitted_fields_decode_as_absent_and_the_rest_as_encoded() {
+        let e = full();
+        let bits = ["message", "host_name", "observer_type"]
+            .map(|n| field_bit(n).unwrap_or_else(|| panic!("{n} is a field")));
+        assert_eq!(field_bit("not_a_field"), None);
+        assert_eq!(field_bit("kind"), Some(1), "kind is the first bit");
+        let omit = Omit {
+            fields: bits.iter().fold(0, |m, b| m | b),
+            raw: true,
+        };
+        let mut bytes = Vec::new();
+        encode_omitting(&e, omit, &mut bytes);
+        let mut want = e.clone();
+        want.message = None;
+        want.host_name = None;
+        want.observer_type = None;
+        want.raw.clear();
+        assert_eq!(decode(&bytes).unwrap(), want);
+        assert!(bytes.len() < to_vec(&e).len());
+        // Omitting a field the event lacks changes nothing.
+        let mut bare = e.clone();
+        bare.message = None;
+        let mut a = Vec::new();
+        encode_omitting(
+            &bare,
+            Omit {
+                fields: bits[0],
+                raw: false,
+            },
+            &mut a,
+        );
+        assert_eq!(a, to_vec(&bare));
+        // Nothing omitted is `encode`.
+        let mut b = Vec::new();
+        encode_omitting(&e, Omit::NOTHING, &mut b);
+        assert_eq!(b, to_vec(&e));
     }
 
     #[test]
