@@ -147,7 +147,7 @@ impl Default for ClickHouseConfig {
             database: "vigil".into(),
             user: None,
             password: None,
-            batch_rows: 10_000,
+            batch_rows: 100_000,
             batch_max_wait_ms: 1000,
             retention_days: RetentionDays::default(),
         }
