@@ -655,7 +655,7 @@ fn checkpoint_matches(
             windows,
             marks: own.marks.clone(),
         }
-        .to_bytes();
+        .to_compressed();
         rows.push(Checkpoint {
             group: group.to_owned(),
             topic: stage.topics.matches.clone(),
