@@ -43,7 +43,9 @@ use crate::correlate::{apply_detection, OffenseLimits, RuleMeta, SeenEvents};
 use crate::store::clickhouse::{Checkpoint, ClickHouseStore};
 use crate::store::{DeadLetter, Store};
 use crate::telemetry::Metrics;
-use wire::{pack, unpack, CorrelateState, DetectionRecord, Marks, MatchRecord, Origin, Topics};
+use wire::{
+    pack, unpack, CorrelateState, DetectionRecord, Marks, MatchRecord, Origin, Topics, WireFormat,
+};
 
 /// Records taken from a topic in one batch at most.
 const BATCH: usize = 1024;
@@ -261,19 +263,26 @@ impl Ingest {
                     dets.clear();
                     routed.clear();
                     self.engine.route(&event, &mut dets, &mut routed);
-                    if let Some(item) = wire.encode(&*event) {
-                        out.events.push((key, item));
-                    }
+                    let encoded = wire.encode(&*event);
                     for r in routed.drain(..) {
                         let k = r.key().into_bytes();
-                        let rec = MatchRecord {
-                            routed: r,
-                            event: (*event).clone(),
-                            origin: None,
+                        let item = match (wire, &encoded) {
+                            // The event is encoded once, not cloned and encoded per match.
+                            (WireFormat::Binary, Some(bytes)) => {
+                                Some(wire::binary_match(&r, None, bytes))
+                            }
+                            _ => wire.encode(&MatchRecord {
+                                routed: r,
+                                event: (*event).clone(),
+                                origin: None,
+                            }),
                         };
-                        if let Some(item) = wire.encode(&rec) {
+                        if let Some(item) = item {
                             out.matches.push((k, item));
                         }
+                    }
+                    if let Some(item) = encoded {
+                        out.events.push((key, item));
                     }
                     for d in dets.drain(..) {
                         let key = d.index_value.as_bytes().to_vec();

@@ -13,12 +13,13 @@
 //! Binary record: [`BINARY_PACK`], then each item as a u32 (little-endian) length and its
 //! bytes. Items: an event is its codec bytes; a match is its routing (text as u32 length and
 //! UTF-8, numbers little-endian), its origin and the event; a detection is its origin, its
-//! fields without the events as JSON (length first), then a u32 count of events and each
-//! event's codec bytes (length first); a dead letter is its JSON (its bytes are base64 there).
+//! fields without the events (length first; binary since [`BINARY_DETECTION`], JSON before
+//! and still read), then a u32 count of events and each event's codec bytes (length first); a
+//! dead letter is its JSON (its bytes are base64 there).
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use vigil_correlate::Routed;
+use vigil_correlate::{Detection, DetectionKind, Routed};
 use vigil_parsers::Event;
 
 /// The topics of one deployment, from `bus.topic_prefix`, and how this process writes them.
@@ -77,7 +78,8 @@ impl WireFormat {
         match self {
             WireFormat::Json => serde_json::to_vec(item).ok(),
             WireFormat::Binary => {
-                let mut out = Vec::with_capacity(256);
+                // Most items are an event or carry one: a few hundred bytes.
+                let mut out = Vec::with_capacity(512);
                 item.put(&mut out).ok()?;
                 Some(out)
             }
@@ -252,14 +254,27 @@ impl WireItem for crate::store::DeadLetter {
     }
 }
 
+/// The binary item of a match of an event already encoded (`event`: its binary item, the
+/// event codec): the same bytes as [`WireFormat::encode`] of the [`MatchRecord`], without
+/// copying or encoding the event again for each of its matches.
+pub fn binary_match(routed: &Routed, origin: Option<Origin>, event: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(event.len() + 64);
+    put_match_head(routed, origin, &mut out);
+    out.extend_from_slice(event);
+    out
+}
+
+fn put_match_head(r: &Routed, origin: Option<Origin>, out: &mut Vec<u8>) {
+    put_text(out, &r.correlation);
+    put_texts(out, &r.group);
+    out.extend_from_slice(&r.bits.to_le_bytes());
+    out.extend_from_slice(&(r.pos as u64).to_le_bytes());
+    put_origin(out, origin);
+}
+
 impl WireItem for MatchRecord {
     fn put(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
-        let r = &self.routed;
-        put_text(out, &r.correlation);
-        put_texts(out, &r.group);
-        out.extend_from_slice(&r.bits.to_le_bytes());
-        out.extend_from_slice(&(r.pos as u64).to_le_bytes());
-        put_origin(out, self.origin);
+        put_match_head(&self.routed, self.origin, out);
         vigil_parsers::codec::encode(&self.event, out);
         Ok(())
     }
@@ -284,16 +299,138 @@ impl WireItem for MatchRecord {
     }
 }
 
+/// First byte of a binary detection head (a JSON one, as builds before it wrote, starts with
+/// `{`).
+pub const BINARY_DETECTION: u8 = 0xD1;
+
+fn put_time(out: &mut Vec<u8>, t: &chrono::DateTime<chrono::Utc>) {
+    out.extend_from_slice(&t.timestamp().to_le_bytes());
+    out.extend_from_slice(&t.timestamp_subsec_nanos().to_le_bytes());
+}
+
+fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
+    match v {
+        None => out.push(0),
+        Some(v) => {
+            out.push(1);
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+    }
+}
+
+/// A detection without its events: [`BINARY_DETECTION`]; its kind (0 new, 1 update); rule,
+/// title; level (presence byte, text); tags (count, texts); group (count, then field and
+/// value texts); index field and value; window start, first and last seen (each i64 seconds
+/// and u32 nanoseconds); count, fresh (u64); distinct, sum (presence byte, u64); relevance,
+/// credibility, severity (u8).
+fn put_detection_head(d: &Detection, out: &mut Vec<u8>) {
+    out.push(BINARY_DETECTION);
+    out.push(match d.kind {
+        DetectionKind::New => 0,
+        DetectionKind::Update => 1,
+    });
+    put_text(out, &d.rule);
+    put_text(out, &d.title);
+    match &d.level {
+        None => out.push(0),
+        Some(level) => {
+            out.push(1);
+            put_text(out, level);
+        }
+    }
+    put_texts(out, &d.tags);
+    put_len(out, d.group.len());
+    for (field, value) in &d.group {
+        put_text(out, field);
+        put_text(out, value);
+    }
+    put_text(out, &d.index_field);
+    put_text(out, &d.index_value);
+    for t in [&d.window_start, &d.first_seen, &d.last_seen] {
+        put_time(out, t);
+    }
+    out.extend_from_slice(&d.count.to_le_bytes());
+    out.extend_from_slice(&d.fresh.to_le_bytes());
+    put_opt_u64(out, d.distinct);
+    put_opt_u64(out, d.sum);
+    out.extend_from_slice(&[d.relevance, d.credibility, d.severity]);
+}
+
+/// [`put_detection_head`] read back (all of `bytes`), its events empty.
+fn detection_head(bytes: &[u8]) -> Result<Detection, WireError> {
+    let mut r = Reader(bytes);
+    if r.array::<1>()? != [BINARY_DETECTION] {
+        return Err(wire_err("detection head tag"));
+    }
+    let kind = match r.array::<1>()? {
+        [0] => DetectionKind::New,
+        [1] => DetectionKind::Update,
+        _ => return Err(wire_err("detection kind")),
+    };
+    let rule = r.text()?;
+    let title = r.text()?;
+    let level = match r.array::<1>()? {
+        [0] => None,
+        [1] => Some(r.text()?),
+        _ => return Err(wire_err("presence tag")),
+    };
+    let tags = r.texts()?;
+    let n = r.count(8)?;
+    let mut group = Vec::with_capacity(n);
+    for _ in 0..n {
+        group.push((r.text()?, r.text()?));
+    }
+    let index_field = r.text()?;
+    let index_value = r.text()?;
+    let mut time = || -> Result<chrono::DateTime<chrono::Utc>, WireError> {
+        let secs = r.i64()?;
+        let nanos = r.u32()?;
+        chrono::DateTime::from_timestamp(secs, nanos).ok_or_else(|| wire_err("time out of range"))
+    };
+    let (window_start, first_seen, last_seen) = (time()?, time()?, time()?);
+    let count = u64::from_le_bytes(r.array()?);
+    let fresh = u64::from_le_bytes(r.array()?);
+    let mut opt_u64 = || -> Result<Option<u64>, WireError> {
+        match r.array::<1>()? {
+            [0] => Ok(None),
+            [1] => Ok(Some(u64::from_le_bytes(r.array()?))),
+            _ => Err(wire_err("presence tag")),
+        }
+    };
+    let (distinct, sum) = (opt_u64()?, opt_u64()?);
+    let [relevance, credibility, severity] = r.array::<3>()?;
+    if !r.0.is_empty() {
+        return Err(wire_err("bytes after the detection head"));
+    }
+    Ok(Detection {
+        kind,
+        rule,
+        title,
+        level,
+        tags,
+        group,
+        index_field,
+        index_value,
+        window_start,
+        first_seen,
+        last_seen,
+        count,
+        fresh,
+        distinct,
+        sum,
+        events: Vec::new(),
+        relevance,
+        credibility,
+        severity,
+    })
+}
+
 impl WireItem for DetectionRecord {
     fn put(&self, out: &mut Vec<u8>) -> Result<(), WireError> {
         put_origin(out, self.origin);
-        let mut head = self.detection.clone();
-        let events = std::mem::take(&mut head.events);
-        let mut json = Ok(());
-        put_sized(out, |out| json = serde_json::to_writer(out, &head));
-        json.map_err(wire_err)?;
-        put_len(out, events.len());
-        for e in &events {
+        put_sized(out, |out| put_detection_head(&self.detection, out));
+        put_len(out, self.detection.events.len());
+        for e in &self.detection.events {
             put_sized(out, |out| vigil_parsers::codec::encode(e, out));
         }
         Ok(())
@@ -301,8 +438,12 @@ impl WireItem for DetectionRecord {
     fn get(bytes: &[u8]) -> Result<Self, WireError> {
         let mut r = Reader(bytes);
         let origin = r.origin()?;
-        let mut detection: vigil_correlate::Detection =
-            serde_json::from_slice(r.sized()?).map_err(wire_err)?;
+        let head = r.sized()?;
+        // Builds before the binary head wrote it as JSON.
+        let mut detection = match head.first() {
+            Some(&BINARY_DETECTION) => detection_head(head)?,
+            _ => serde_json::from_slice(head).map_err(wire_err)?,
+        };
         let n = r.count(4)?;
         detection.events = Vec::with_capacity(n);
         for _ in 0..n {
@@ -422,7 +563,9 @@ impl CorrelateState {
                 .ok_or_else(|| wire_err("compressed checkpoint without its length"))?;
             // One LZ4 sequence expands to at most 255 bytes per byte of input (and a little).
             if size > block.len().saturating_mul(255).saturating_add(64) {
-                return Err(wire_err("compressed checkpoint longer than its bytes can hold"));
+                return Err(wire_err(
+                    "compressed checkpoint longer than its bytes can hold",
+                ));
             }
             let body = lz4_flex::decompress_size_prepended(block).map_err(wire_err)?;
             return match body.first() {
@@ -820,12 +963,19 @@ mod tests {
     /// The bytes of `fixtures/wire/<file>`; with `VIGIL_BLESS` set, `bytes` are written there
     /// first.
     fn pinned(file: &str, bytes: &[u8]) -> Vec<u8> {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wire");
-        let path = dir.join(file);
         if std::env::var_os("VIGIL_BLESS").is_some() {
+            let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/wire");
             std::fs::create_dir_all(&dir).unwrap();
-            std::fs::write(&path, bytes).unwrap();
+            std::fs::write(dir.join(file), bytes).unwrap();
         }
+        fixture(file)
+    }
+
+    /// The bytes of `fixtures/wire/<file>` (never rewritten: records older builds wrote).
+    fn fixture(file: &str) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("fixtures/wire")
+            .join(file);
         std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e} (VIGIL_BLESS=1)", path.display()))
     }
 
@@ -909,6 +1059,12 @@ mod tests {
         golden("events", &events);
         golden("matches", &matches);
         golden("detections", &detections);
+        // What builds before the binary detection head wrote (its head as JSON) still reads.
+        assert_eq!(
+            unpack::<DetectionRecord>(&fixture("detections-json-head.bin")).ok(),
+            Some(detections.clone()),
+            "detections-json-head.bin"
+        );
         golden("dead_letters", &dead);
     }
 
@@ -984,6 +1140,34 @@ mod tests {
         let mut huge = vec![BINARY_CHECKPOINT, 1, 0, 0, 0, 0];
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
         assert!(CorrelateState::from_bytes(&huge).is_err());
+    }
+
+    #[test]
+    fn a_match_of_an_encoded_event_is_the_match_record_encoded() {
+        let e = event(3, vec![0xff, b'r']);
+        let routed = Routed {
+            correlation: "ssh_brute_force".into(),
+            group: vec!["203.0.113.7".into(), String::new()],
+            bits: 5,
+            pos: 2,
+        };
+        let origin = Some(Origin {
+            partition: 3,
+            offset: 99,
+            n: 1,
+        });
+        for origin in [None, origin] {
+            let record = MatchRecord {
+                routed: routed.clone(),
+                event: e.clone(),
+                origin,
+            };
+            let encoded = WireFormat::Binary.encode(&e).unwrap_or_default();
+            assert_eq!(
+                Some(binary_match(&routed, origin, &encoded)),
+                WireFormat::Binary.encode(&record)
+            );
+        }
     }
 
     #[test]
@@ -1081,6 +1265,48 @@ mod tests {
             relevance: 6,
             credibility: 8,
             severity: 7,
+        }
+    }
+
+    #[test]
+    fn detection_heads_are_exact_and_corrupt_ones_are_errors() {
+        let t = DateTime::<Utc>::from_timestamp(1_781_524_800, 123_456_789).unwrap();
+        let base = brute_force(DetectionKind::Update, t, 4, Vec::new());
+        let variants = [
+            base.clone(),
+            Detection {
+                kind: DetectionKind::New,
+                level: None,
+                tags: Vec::new(),
+                group: vec![
+                    ("user.name".into(), "r\u{e9}ot".into()),
+                    ("destination.ip".into(), String::new()),
+                ],
+                first_seen: t - chrono::Duration::nanoseconds(1),
+                last_seen: t + chrono::Duration::days(400),
+                distinct: None,
+                sum: Some(u64::MAX),
+                relevance: 0,
+                credibility: 10,
+                severity: 255,
+                ..base.clone()
+            },
+        ];
+        for d in variants {
+            let mut head = Vec::new();
+            put_detection_head(&d, &mut head);
+            assert_eq!(detection_head(&head), Ok(d.clone()));
+            for n in 0..head.len() {
+                assert!(detection_head(&head[..n]).is_err(), "cut at {n}");
+            }
+            let mut longer = head.clone();
+            longer.push(0);
+            assert!(detection_head(&longer).is_err());
+            for i in 0..head.len() {
+                let mut bad = head.clone();
+                bad[i] ^= 0xa5;
+                let _ = detection_head(&bad);
+            }
         }
     }
 
