@@ -273,7 +273,7 @@ impl Ingest {
                             }
                             _ => wire.encode(&MatchRecord {
                                 routed: r,
-                                event: (*event).clone(),
+                                event: Arc::clone(&event),
                                 origin: None,
                             }),
                         };
@@ -581,7 +581,7 @@ pub fn run_correlate(
                         continue;
                     }
                 }
-                let event = Arc::new(m.event);
+                let event = m.event;
                 let before = out.len();
                 engine.feed_routed(&m.routed, &event, &mut out, &mut reroute);
                 for _ in before..out.len() {
@@ -591,7 +591,7 @@ pub fn run_correlate(
                     let key = routed.key().into_bytes();
                     let rec = MatchRecord {
                         routed,
-                        event: (*event).clone(),
+                        event: Arc::clone(&event),
                         origin: origin(&mut match_n),
                     };
                     if let Some(item) = topics.wire.encode(&rec) {

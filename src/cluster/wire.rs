@@ -293,7 +293,7 @@ impl WireItem for MatchRecord {
                 bits,
                 pos,
             },
-            event: Reader::event(r.0)?,
+            event: std::sync::Arc::new(Reader::event(r.0)?),
             origin,
         })
     }
@@ -739,8 +739,8 @@ pub fn unpack<T: WireItem>(payload: &[u8]) -> Result<Vec<T>, WireError> {
 pub struct MatchRecord {
     /// Which window.
     pub routed: Routed,
-    /// The event.
-    pub event: Event,
+    /// The event (shared: a reader hands it to the windows without moving it again).
+    pub event: std::sync::Arc<Event>,
     /// Set when a correlate node produced it (a chained correlation): which input record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub origin: Option<Origin>,
@@ -868,7 +868,7 @@ mod tests {
                 bits: 0b101,
                 pos: 3,
             },
-            event: e.clone(),
+            event: Arc::new(e.clone()),
             origin: Some(Origin {
                 partition: 2,
                 offset: 99,
@@ -1005,7 +1005,7 @@ mod tests {
                 bits: 1,
                 pos: 0,
             },
-            event: e.clone(),
+            event: Arc::new(e.clone()),
             origin: Some(Origin {
                 partition: 1,
                 offset: 5,
@@ -1159,7 +1159,7 @@ mod tests {
         for origin in [None, origin] {
             let record = MatchRecord {
                 routed: routed.clone(),
-                event: e.clone(),
+                event: Arc::new(e.clone()),
                 origin,
             };
             let encoded = WireFormat::Binary.encode(&e).unwrap_or_default();
