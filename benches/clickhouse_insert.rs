@@ -1,6 +1,7 @@
 //! ClickHouse insert throughput of the scaled-out store: rows per second through
-//! `ClickHouseStore::insert_identified_events` (RowBinary, every event with its JSON and raw
-//! bytes, each row under its own identity as the store stage writes them) in inserts of
+//! `ClickHouseStore::insert_identified_events` (RowBinary, every event as its typed columns,
+//! its codec blob and its raw bytes, each row under its own identity as the store stage writes
+//! them) in inserts of
 //! 50,000 rows, against the server at `VIGIL_TEST_CLICKHOUSE_URL` (default the test server
 //! `scripts/services.sh start` runs: Debian's 18.16 on this machine). The events are the
 //! loadgen mix, normalized.

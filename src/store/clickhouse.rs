@@ -28,7 +28,7 @@
 //!   (`network_bytes`, `flow_exporter`, `source_country`, …) are `DEFAULT` expressions over
 //!   that JSON, so SQL sees them for old and new rows alike. Why not JSON any more: it was
 //!   two thirds of each row's bytes, and ClickHouse's CPU per stored event (parts written,
-//!   then merged) follows the bytes: 11 µs an event with JSON, about 6 without it, measured
+//!   then merged) follows the bytes: 11 µs an event with JSON, about 7 without it, measured
 //!   end to end (BENCHMARKS.md, "Scaled out, 2026-11-30 evening"). SQL tools read the typed
 //!   columns; the whole event is what the API returns.
 //! - `offense_events.event_bin` is likewise the event without `raw` (rows before it: JSON).
