@@ -107,8 +107,10 @@ fn event(i: usize, ts: DateTime<Utc>) -> Event {
         }
         .into(),
     );
-    e.observer_id = Some(format!("syslog/udp/10.0.0.{}", i % 5));
-    e.dataset = (!i.is_multiple_of(3)).then(|| "openssh".to_owned());
+    e.observer_id = Some(format!("syslog/udp/10.0.0.{}", i % 5).into());
+    e.dataset = (!i.is_multiple_of(3))
+        .then(|| "openssh".to_owned())
+        .map(Into::into);
     e.category = Some("authentication".into());
     e.outcome = Some(
         if i.is_multiple_of(2) {
@@ -127,11 +129,17 @@ fn event(i: usize, ts: DateTime<Utc>) -> Event {
     e.source_port = Some(40_000 + (i % 1000) as u16);
     e.destination_ip = i.is_multiple_of(7).then(|| "203.0.113.9".parse().unwrap());
     e.destination_port = Some(22);
-    e.user_name = i.is_multiple_of(5).then(|| format!("user{i}"));
+    e.user_name = i
+        .is_multiple_of(5)
+        .then(|| format!("user{i}"))
+        .map(Into::into);
     // A text with a column of its own may also be empty (kept apart from absent).
     e.host_name = Some(if i.is_multiple_of(11) { "" } else { "gw01" }.into());
-    e.message = Some(format!("Failed password for user{i}"));
-    e.network_transport = i.is_multiple_of(2).then(|| "tcp".to_owned());
+    e.message = Some(format!("Failed password for user{i}").into());
+    e.network_transport = i
+        .is_multiple_of(2)
+        .then(|| "tcp".to_owned())
+        .map(Into::into);
     e.network_bytes = Some(i as u64 * 10);
     e.source_geo_country_iso_code = Some("DE".into());
     e.source_geo_country_name = Some("Germany".into());

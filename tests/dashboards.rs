@@ -425,7 +425,7 @@ fn auth_events() -> Vec<Event> {
             e.destination_ip = Some("10.0.0.22".parse().unwrap());
             e.destination_port = Some(22);
             e.host_name = Some("bastion01".into());
-            e.message = Some(format!("Failed password for root from {:?}", e.source_ip));
+            e.message = Some(format!("Failed password for root from {:?}", e.source_ip).into());
             if i % 10 != 9 {
                 let (cc, name) = if v6 {
                     ("US", "United States")
@@ -460,7 +460,7 @@ fn flow_events() -> Vec<Event> {
             };
             e.observer_type = Some(kind.into());
             e.dataset = Some(kind.into());
-            e.observer_id = Some(format!("{kind}/{exporter}"));
+            e.observer_id = Some(format!("{kind}/{exporter}").into());
             e.observer_ip = Some(exporter.parse().unwrap());
             e.source_ip = Some(format!("10.0.0.{}", i % 4 + 10).parse().unwrap());
             e.source_port = Some(50_000 + i as u16);

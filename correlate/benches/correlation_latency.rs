@@ -51,7 +51,7 @@ fn event(t: DateTime<Utc>, key: u32) -> Arc<Event> {
     ] {
         e.set(k, v).expect("valid field");
     }
-    e.message = Some(format!("Failed password for root from {ip} port 22 ssh2"));
+    e.message = Some(format!("Failed password for root from {ip} port 22 ssh2").into());
     Arc::new(e)
 }
 

@@ -372,7 +372,11 @@ pub fn approx_event_bytes(event: &Event) -> usize {
     const EXTRA_ENTRY: usize = 2 * std::mem::size_of::<String>() + 16;
     /// The `Arc` counters in front of the event.
     const ARC_HEADER: usize = 2 * std::mem::size_of::<usize>();
-    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    // Texts up to 24 bytes are inline in the event: only longer ones take heap bytes.
+    let text = |s: &Option<vigil_parsers::Text>| {
+        s.as_ref()
+            .map_or(0, |t| if t.is_heap_allocated() { t.len() } else { 0 })
+    };
     let strings = text(&event.kind)
         + text(&event.category)
         + text(&event.event_type)

@@ -1298,7 +1298,7 @@ impl Definition {
         let Some((pattern, caps)) = found else {
             return Ok(None);
         };
-        event.dataset = Some(self.name.clone());
+        event.dataset = Some(self.name.as_str().into());
         for (field, value) in self.set.iter().chain(&pattern.set) {
             event.set(field, value)?;
         }
@@ -1415,7 +1415,7 @@ impl Definition {
         let no_mappings: &[(String, Mapping)] = &[];
         let pattern_set = pattern.map_or(no_pairs, |p| p.set.as_slice());
         let pattern_fields = pattern.map_or(no_mappings, |p| p.fields.as_slice());
-        event.dataset = Some(self.name.clone());
+        event.dataset = Some(self.name.as_str().into());
         for (field, value) in self.set.iter().chain(pattern_set) {
             // Constants were converted when the file loaded; they cannot fail here.
             let _ = event.set(field, value);

@@ -33,35 +33,35 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub kind: Option<String>,
+    pub kind: Option<Text>,
     /// `event.category`: `authentication`, `network`, `web`, ...
     #[serde(
         rename = "event.category",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub category: Option<String>,
+    pub category: Option<Text>,
     /// `event.type`: `start`, `end`, `denied`, `info`, ...
     #[serde(
         rename = "event.type",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub event_type: Option<String>,
+    pub event_type: Option<Text>,
     /// `event.outcome`: `success`, `failure`, `unknown`.
     #[serde(
         rename = "event.outcome",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub outcome: Option<String>,
+    pub outcome: Option<Text>,
     /// `event.action`: what happened, in the parser definition's words (`ssh_login`, ...).
     #[serde(
         rename = "event.action",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub action: Option<String>,
+    pub action: Option<Text>,
     /// `event.severity`: the source's severity (syslog severity 0-7 for syslog).
     #[serde(
         rename = "event.severity",
@@ -83,21 +83,21 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub dataset: Option<String>,
+    pub dataset: Option<Text>,
     /// `observer.id`: the log source identity (`syslog/udp/10.0.0.5`, `file:/var/log/auth.log`).
     #[serde(
         rename = "observer.id",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub observer_id: Option<String>,
+    pub observer_id: Option<Text>,
     /// `observer.type`: the collector kind (`syslog`, `file`, `netflow`, ...).
     #[serde(
         rename = "observer.type",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub observer_type: Option<String>,
+    pub observer_type: Option<Text>,
     /// `observer.ip`: the network peer that sent the record.
     #[serde(
         rename = "observer.ip",
@@ -107,7 +107,7 @@ pub struct Event {
     pub observer_ip: Option<IpAddr>,
     /// `host.name`: the host the record is about (syslog HOSTNAME).
     #[serde(rename = "host.name", default, skip_serializing_if = "Option::is_none")]
-    pub host_name: Option<String>,
+    pub host_name: Option<Text>,
     /// `source.ip`.
     #[serde(rename = "source.ip", default, skip_serializing_if = "Option::is_none")]
     pub source_ip: Option<IpAddr>,
@@ -138,14 +138,14 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub network_transport: Option<String>,
+    pub network_transport: Option<Text>,
     /// `network.protocol`: application protocol (`ssh`, `http`, ...).
     #[serde(
         rename = "network.protocol",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub network_protocol: Option<String>,
+    pub network_protocol: Option<Text>,
     /// `network.bytes`.
     #[serde(
         rename = "network.bytes",
@@ -166,35 +166,35 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub network_community_id: Option<String>,
+    pub network_community_id: Option<Text>,
     /// `source.geo.country_iso_code`: ISO 3166 country code from GeoIP (`GB`).
     #[serde(
         rename = "source.geo.country_iso_code",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub source_geo_country_iso_code: Option<String>,
+    pub source_geo_country_iso_code: Option<Text>,
     /// `source.geo.country_name`: Country name (English) from GeoIP.
     #[serde(
         rename = "source.geo.country_name",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub source_geo_country_name: Option<String>,
+    pub source_geo_country_name: Option<Text>,
     /// `source.geo.city_name`: City name (English) from GeoIP.
     #[serde(
         rename = "source.geo.city_name",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub source_geo_city_name: Option<String>,
+    pub source_geo_city_name: Option<Text>,
     /// `source.geo.continent_code`: Continent code from GeoIP (`EU`).
     #[serde(
         rename = "source.geo.continent_code",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub source_geo_continent_code: Option<String>,
+    pub source_geo_continent_code: Option<Text>,
     /// `source.as.number`: Autonomous system number from the ASN database.
     #[serde(
         rename = "source.as.number",
@@ -208,14 +208,14 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub source_as_organization_name: Option<String>,
+    pub source_as_organization_name: Option<Text>,
     /// `source.zone`: Network zone from the configured network hierarchy (`dmz`, `core-banking`).
     #[serde(
         rename = "source.zone",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub source_zone: Option<String>,
+    pub source_zone: Option<Text>,
     /// `source.internal`: Whether the address is inside one of the configured internal networks.
     #[serde(
         rename = "source.internal",
@@ -229,28 +229,28 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub destination_geo_country_iso_code: Option<String>,
+    pub destination_geo_country_iso_code: Option<Text>,
     /// `destination.geo.country_name`: Country name (English) from GeoIP.
     #[serde(
         rename = "destination.geo.country_name",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub destination_geo_country_name: Option<String>,
+    pub destination_geo_country_name: Option<Text>,
     /// `destination.geo.city_name`: City name (English) from GeoIP.
     #[serde(
         rename = "destination.geo.city_name",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub destination_geo_city_name: Option<String>,
+    pub destination_geo_city_name: Option<Text>,
     /// `destination.geo.continent_code`: Continent code from GeoIP (`EU`).
     #[serde(
         rename = "destination.geo.continent_code",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub destination_geo_continent_code: Option<String>,
+    pub destination_geo_continent_code: Option<Text>,
     /// `destination.as.number`: Autonomous system number from the ASN database.
     #[serde(
         rename = "destination.as.number",
@@ -264,14 +264,14 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub destination_as_organization_name: Option<String>,
+    pub destination_as_organization_name: Option<Text>,
     /// `destination.zone`: Network zone from the configured network hierarchy (`dmz`, `core-banking`).
     #[serde(
         rename = "destination.zone",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub destination_zone: Option<String>,
+    pub destination_zone: Option<Text>,
     /// `destination.internal`: Whether the address is inside one of the configured internal networks.
     #[serde(
         rename = "destination.internal",
@@ -286,17 +286,17 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub network_direction: Option<String>,
+    pub network_direction: Option<Text>,
     /// `user.name`.
     #[serde(rename = "user.name", default, skip_serializing_if = "Option::is_none")]
-    pub user_name: Option<String>,
+    pub user_name: Option<Text>,
     /// `process.name` (syslog APP-NAME / tag).
     #[serde(
         rename = "process.name",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub process_name: Option<String>,
+    pub process_name: Option<Text>,
     /// `process.pid` (syslog PROCID when numeric).
     #[serde(
         rename = "process.pid",
@@ -310,34 +310,34 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub http_request_method: Option<String>,
+    pub http_request_method: Option<Text>,
     /// `url.path`.
     #[serde(rename = "url.path", default, skip_serializing_if = "Option::is_none")]
-    pub url_path: Option<String>,
+    pub url_path: Option<Text>,
     /// `url.original`: the request target as sent (path and query).
     #[serde(
         rename = "url.original",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub url_original: Option<String>,
+    pub url_original: Option<Text>,
     /// `url.query`: the query string, without `?`.
     #[serde(rename = "url.query", default, skip_serializing_if = "Option::is_none")]
-    pub url_query: Option<String>,
+    pub url_query: Option<Text>,
     /// `url.domain`: the host the request was for.
     #[serde(
         rename = "url.domain",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub url_domain: Option<String>,
+    pub url_domain: Option<Text>,
     /// `http.version` (`1.1`, `2`).
     #[serde(
         rename = "http.version",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub http_version: Option<String>,
+    pub http_version: Option<Text>,
     /// `http.response.bytes`: response size.
     #[serde(
         rename = "http.response.bytes",
@@ -351,7 +351,7 @@ pub struct Event {
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub user_agent_original: Option<String>,
+    pub user_agent_original: Option<Text>,
     /// `event.duration`: how long the event took, in nanoseconds (gateway latency).
     #[serde(
         rename = "event.duration",
@@ -368,17 +368,17 @@ pub struct Event {
     pub http_response_status_code: Option<u16>,
     /// `api.key`: the API key a gateway request used.
     #[serde(rename = "api.key", default, skip_serializing_if = "Option::is_none")]
-    pub api_key: Option<String>,
+    pub api_key: Option<Text>,
     /// `api.consumer`: the gateway's consumer / application.
     #[serde(
         rename = "api.consumer",
         default,
         skip_serializing_if = "Option::is_none"
     )]
-    pub api_consumer: Option<String>,
+    pub api_consumer: Option<Text>,
     /// `api.route`: the gateway route or API operation.
     #[serde(rename = "api.route", default, skip_serializing_if = "Option::is_none")]
-    pub api_route: Option<String>,
+    pub api_route: Option<Text>,
     /// `log.syslog.facility.code`.
     #[serde(
         rename = "log.syslog.facility.code",
@@ -395,7 +395,7 @@ pub struct Event {
     pub syslog_severity: Option<u8>,
     /// `message`: the free-text part of the record.
     #[serde(rename = "message", default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub message: Option<Text>,
     /// Every field without a core slot, by its dotted name (`sshd.auth_method`, SD params as
     /// `sd.<id>.<param>`, ...).
     #[serde(rename = "extra", default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -627,7 +627,7 @@ impl Event {
     /// A field by its wire name. Names that are not core fields are looked up in `extra`
     /// (with or without an `extra.` prefix).
     pub fn get(&self, name: &str) -> Option<FieldValue<'_>> {
-        fn s(v: &Option<String>) -> Option<FieldValue<'_>> {
+        fn s(v: &Option<Text>) -> Option<FieldValue<'_>> {
             v.as_deref().map(FieldValue::Str)
         }
         fn n<T: Into<i64> + Copy>(v: &Option<T>) -> Option<FieldValue<'static>> {
@@ -714,8 +714,8 @@ impl Event {
     /// Sets a field by its wire name from text, converting to the field's type. Names that are
     /// not core fields go to `extra`. Time fields and `event.original` are read-only here.
     pub fn set(&mut self, name: &str, value: &str) -> Result<(), FieldError> {
-        fn text(slot: &mut Option<String>, value: &str) -> Result<(), FieldError> {
-            *slot = Some(value.to_owned());
+        fn text(slot: &mut Option<Text>, value: &str) -> Result<(), FieldError> {
+            *slot = Some(value.into());
             Ok(())
         }
         fn parsed<T: std::str::FromStr>(

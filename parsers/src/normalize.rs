@@ -22,7 +22,7 @@ use std::net::IpAddr;
 use chrono::{DateTime, FixedOffset, Offset, Utc};
 
 use crate::definitions::DefinitionSet;
-use crate::event::Event;
+use crate::event::{Event, Text};
 use crate::syslog::{self, ParseOptions, SyslogErrorKind};
 
 /// Where a record came from and when it arrived, as the collector saw it.
@@ -177,12 +177,12 @@ impl Normalizer {
                     .into(),
             );
         }
-        event.kind = Some("event".to_owned());
+        event.kind = Some("event".into());
         event.observer_type = non_empty(meta.observer_type);
         event.observer_id = non_empty(meta.observer_id);
         event.observer_ip = meta.peer;
-        event.host_name = msg.hostname.clone();
-        event.process_name = msg.appname.clone();
+        event.host_name = msg.hostname.as_deref().map(Into::into);
+        event.process_name = msg.appname.as_deref().map(Into::into);
         if let Some(procid) = &msg.procid {
             match procid.parse::<u32>() {
                 Ok(pid) => event.process_pid = Some(pid),
@@ -219,7 +219,7 @@ impl Normalizer {
         self.limit_record_time(&mut event, stated_or_received, meta);
         // A definition may have rewritten `message`; otherwise it is the MSG text.
         if msg.message.is_some() && event.message.is_none() {
-            event.message = Some(text);
+            event.message = Some(text.into());
         }
         Ok(event)
     }
@@ -241,7 +241,7 @@ impl Normalizer {
             return Err(not_syslog);
         };
         let mut event = Event::new(meta.received_at, meta.received_at);
-        event.kind = Some("event".to_owned());
+        event.kind = Some("event".into());
         event.observer_type = non_empty(meta.observer_type);
         event.observer_id = non_empty(meta.observer_id);
         event.observer_ip = meta.peer;
@@ -258,7 +258,7 @@ impl Normalizer {
         }
         self.limit_record_time(&mut event, meta.received_at, meta);
         if event.message.is_none() {
-            event.message = Some(text.to_owned());
+            event.message = Some(text.into());
         }
         Ok(event)
     }
@@ -293,8 +293,8 @@ impl Normalizer {
     }
 }
 
-fn non_empty(s: &str) -> Option<String> {
-    (!s.is_empty()).then(|| s.to_owned())
+fn non_empty(s: &str) -> Option<Text> {
+    (!s.is_empty()).then(|| Text::from(s))
 }
 
 /// The record without trailing `\r`, `\n` and `\0`.

@@ -805,7 +805,7 @@ mod tests {
         let t =
             DateTime::<Utc>::from_timestamp(1_700_000_000 + i64::from(i), 7).unwrap_or_default();
         let mut e = Event::new(t, t);
-        e.message = Some(format!("{i}"));
+        e.message = Some(format!("{i}").into());
         e.raw = raw;
         e
     }

@@ -421,7 +421,7 @@ pub fn counter_event(c: &vigil_flows::CounterRecord, observer_id: &str) -> Event
     e.action = Some("interface_counters".into());
     e.dataset = Some("sflow".into());
     e.observer_type = Some("sflow".into());
-    e.observer_id = Some(observer_id.to_owned());
+    e.observer_id = Some(observer_id.into());
     e.observer_ip = Some(c.origin.agent_address);
     let mut flat = |value: serde_json::Value| {
         if let serde_json::Value::Object(map) = value {
@@ -491,17 +491,17 @@ pub fn flow_event(r: &FlowRecord, observer_id: &str) -> Event {
     };
     e.dataset = Some(dataset.into());
     e.observer_type = Some(observer_type.into());
-    e.observer_id = Some(observer_id.to_owned());
+    e.observer_id = Some(observer_id.into());
     e.observer_ip = Some(r.exporter.ip());
     e.source_ip = r.src_addr;
     e.source_port = r.src_port;
     e.destination_ip = r.dst_addr;
     e.destination_port = r.dst_port;
-    e.network_transport = r.transport.map(str::to_owned);
+    e.network_transport = r.transport.map(Into::into);
     e.network_bytes = Some(r.bytes);
     e.network_packets = Some(r.packets);
     if !r.community_id.is_empty() {
-        e.network_community_id = Some(r.community_id.clone());
+        e.network_community_id = Some(r.community_id.as_str().into());
     }
     e.duration_ns = (end - start)
         .num_nanoseconds()
@@ -588,7 +588,7 @@ pub fn flow_event(r: &FlowRecord, observer_id: &str) -> Event {
     m.push_str(" packets ");
     m.push_str(&r.bytes.to_compact_string());
     m.push_str(" bytes");
-    e.message = Some(m);
+    e.message = Some(m.into());
     e
 }
 

@@ -149,7 +149,7 @@ impl Enricher {
             Side::Source => (&mut ev.source_zone, &mut ev.source_internal),
             Side::Destination => (&mut ev.destination_zone, &mut ev.destination_internal),
         };
-        *zone_slot = zone.map(|z| z.name.to_owned());
+        *zone_slot = zone.map(|z| z.name.into());
         *internal_slot = Some(internal);
         if let Some(z) = zone.filter(|z| z.internal) {
             // A destination is contacted on its port unless the event says it was refused.

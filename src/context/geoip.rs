@@ -56,13 +56,13 @@ pub struct GeoConfig {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct GeoInfo {
     /// ISO 3166-1 alpha-2 code of the country where the address is located (`country.iso_code`).
-    pub country_iso_code: Option<String>,
+    pub country_iso_code: Option<vigil_parsers::Text>,
     /// English name of that country (`country.names.en`).
-    pub country_name: Option<String>,
+    pub country_name: Option<vigil_parsers::Text>,
     /// English name of the city (`city.names.en`; never set by a Country database).
-    pub city_name: Option<String>,
+    pub city_name: Option<vigil_parsers::Text>,
     /// Two-letter continent code, e.g. `EU` (`continent.code`).
-    pub continent_code: Option<String>,
+    pub continent_code: Option<vigil_parsers::Text>,
     /// Approximate latitude in degrees (`location.latitude`).
     pub latitude: Option<f64>,
     /// Approximate longitude in degrees (`location.longitude`).
@@ -70,7 +70,7 @@ pub struct GeoInfo {
     /// Autonomous system number (`autonomous_system_number`).
     pub as_number: Option<u32>,
     /// Organization of that autonomous system (`autonomous_system_organization`).
-    pub as_organization: Option<String>,
+    pub as_organization: Option<vigil_parsers::Text>,
 }
 
 /// A database that could not be (re)loaded, with the file named.
@@ -452,10 +452,10 @@ impl CityRecord<'_> {
                 .and_then(|n| n.en)
                 .map(str::to_owned)
         };
-        info.country_name = english(&self.country);
-        info.city_name = english(&self.city);
-        info.country_iso_code = self.country.and_then(|c| c.iso_code).map(str::to_owned);
-        info.continent_code = self.continent.and_then(|c| c.code).map(str::to_owned);
+        info.country_name = english(&self.country).map(Into::into);
+        info.city_name = english(&self.city).map(Into::into);
+        info.country_iso_code = self.country.and_then(|c| c.iso_code).map(Into::into);
+        info.continent_code = self.continent.and_then(|c| c.code).map(Into::into);
         info.latitude = self.location.as_ref().and_then(|l| l.latitude);
         info.longitude = self.location.and_then(|l| l.longitude);
     }
@@ -471,7 +471,7 @@ struct AsnRecord<'a> {
 impl AsnRecord<'_> {
     fn fill(self, info: &mut GeoInfo) {
         info.as_number = self.autonomous_system_number;
-        info.as_organization = self.autonomous_system_organization.map(str::to_owned);
+        info.as_organization = self.autonomous_system_organization.map(Into::into);
     }
 }
 
@@ -626,10 +626,10 @@ mod tests {
                 .map(str::to_owned)
         };
         GeoInfo {
-            country_iso_code: text("/country/iso_code"),
-            country_name: text("/country/names/en"),
-            city_name: text("/city/names/en"),
-            continent_code: text("/continent/code"),
+            country_iso_code: text("/country/iso_code").map(Into::into),
+            country_name: text("/country/names/en").map(Into::into),
+            city_name: text("/city/names/en").map(Into::into),
+            continent_code: text("/continent/code").map(Into::into),
             latitude: record.pointer("/location/latitude").and_then(Value::as_f64),
             longitude: record
                 .pointer("/location/longitude")
@@ -638,7 +638,7 @@ mod tests {
                 .pointer("/autonomous_system_number")
                 .and_then(Value::as_u64)
                 .map(|n| u32::try_from(n).unwrap_or_else(|e| panic!("AS number {n}: {e}"))),
-            as_organization: text("/autonomous_system_organization"),
+            as_organization: text("/autonomous_system_organization").map(Into::into),
         }
     }
 

@@ -88,7 +88,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use vigil_parsers::codec::{self, Omit};
-use vigil_parsers::Event;
+use vigil_parsers::{Event, Text};
 
 use super::{from_ms, ms, DeadLetter, Offense, OffenseFilter, OffenseRule, OffenseStatus};
 
@@ -571,7 +571,7 @@ impl ClickHouseStore {
                     }
                 }
                 let [observer_type, observer_id, dataset, category, action, outcome, user_name, host_name, message, network_transport, source_country, source_country_name, destination_country] =
-                    texts.map(|t| t.map_or("", String::as_str));
+                    texts.map(|t| t.map_or("", Text::as_str));
                 let row = EventRow {
                     day: day_number(e.timestamp),
                     timestamp: datetime_secs(e.timestamp),
@@ -1471,7 +1471,7 @@ const COLUMN_FIELDS: [&str; 13] = [
 static COLUMN_BITS: std::sync::LazyLock<[u64; 13]> =
     std::sync::LazyLock::new(|| COLUMN_FIELDS.map(|f| codec::field_bit(f).unwrap_or(0)));
 
-fn column_texts(e: &Event) -> [Option<&String>; 13] {
+fn column_texts(e: &Event) -> [Option<&Text>; 13] {
     [
         e.observer_type.as_ref(),
         e.observer_id.as_ref(),
@@ -1489,7 +1489,7 @@ fn column_texts(e: &Event) -> [Option<&String>; 13] {
     ]
 }
 
-fn column_slots(e: &mut Event) -> [&mut Option<String>; 13] {
+fn column_slots(e: &mut Event) -> [&mut Option<Text>; 13] {
     [
         &mut e.observer_type,
         &mut e.observer_id,
@@ -1553,7 +1553,7 @@ impl StoredEventRow {
             ];
             for (slot, text) in column_slots(&mut e).into_iter().zip(columns) {
                 if slot.is_none() && !text.is_empty() {
-                    *slot = Some(text);
+                    *slot = Some(text.into());
                 }
             }
         }
@@ -1929,12 +1929,12 @@ mod tests {
     fn column_fields_name_the_fields_their_slots_hold() {
         let mut e = Event::new(Utc::now(), Utc::now());
         for (i, slot) in column_slots(&mut e).into_iter().enumerate() {
-            *slot = Some(format!("v{i}"));
+            *slot = Some(format!("v{i}").into());
         }
         for (i, (name, bit)) in COLUMN_FIELDS.iter().zip(COLUMN_BITS.iter()).enumerate() {
             assert_ne!(*bit, 0, "{name} is not an optional field of the codec");
             assert_eq!(
-                column_texts(&e)[i].map(String::as_str),
+                column_texts(&e)[i].map(Text::as_str),
                 Some(format!("v{i}").as_str()),
                 "{name}: column_texts and column_slots agree"
             );
@@ -1951,7 +1951,7 @@ mod tests {
             let mut back = codec::decode(&blob).unwrap_or_else(|err| panic!("{name}: {err}"));
             for (j, slot) in column_slots(&mut back).into_iter().enumerate() {
                 let want = (j != i).then(|| format!("v{j}"));
-                assert_eq!(*slot, want, "{name}: slot {j}");
+                assert_eq!(*slot, want.map(Into::into), "{name}: slot {j}");
             }
         }
     }

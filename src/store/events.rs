@@ -178,7 +178,7 @@ const KEY_DATASET: u8 = 7;
 fn field_keys(
     source_ip: Option<IpAddr>,
     destination_ip: Option<IpAddr>,
-    [user, host, category, outcome, dataset]: [&Option<String>; 5],
+    [user, host, category, outcome, dataset]: [Option<&str>; 5],
     out: &mut Vec<u64>,
 ) {
     out.extend(source_ip.map(|ip| ip_key(KEY_SOURCE_IP, ip)));
@@ -190,7 +190,7 @@ fn field_keys(
         (KEY_OUTCOME, outcome),
         (KEY_DATASET, dataset),
     ] {
-        out.extend(v.as_ref().map(|v| value_key(tag, v.as_bytes())));
+        out.extend(v.map(|v| value_key(tag, v.as_bytes())));
     }
 }
 
@@ -200,11 +200,11 @@ fn event_keys(e: &Event, out: &mut Vec<u64>) {
         e.source_ip,
         e.destination_ip,
         [
-            &e.user_name,
-            &e.host_name,
-            &e.category,
-            &e.outcome,
-            &e.dataset,
+            e.user_name.as_deref(),
+            e.host_name.as_deref(),
+            e.category.as_deref(),
+            e.outcome.as_deref(),
+            e.dataset.as_deref(),
         ],
         out,
     );
@@ -218,11 +218,11 @@ impl EventSearch {
             self.source_ip,
             self.destination_ip,
             [
-                &self.user,
-                &self.host,
-                &self.category,
-                &self.outcome,
-                &self.dataset,
+                self.user.as_deref(),
+                self.host.as_deref(),
+                self.category.as_deref(),
+                self.outcome.as_deref(),
+                self.dataset.as_deref(),
             ],
             &mut out,
         );
@@ -232,8 +232,8 @@ impl EventSearch {
     /// Whether `e` matches the equalities (the time range is checked apart). `needle`: the
     /// text, ASCII-lowercased; `scratch`: a reused buffer.
     fn matches(&self, e: &Event, needle: Option<&[u8]>, scratch: &mut Vec<u8>) -> bool {
-        let same = |want: &Option<String>, have: &Option<String>| {
-            want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
+        let same = |want: &Option<String>, have: &Option<vigil_parsers::Text>| {
+            want.as_deref().is_none_or(|w| have.as_deref() == Some(w))
         };
         let fields_match = self.source_ip.is_none_or(|ip| e.source_ip == Some(ip))
             && self

@@ -152,8 +152,8 @@ impl Condenser {
         s.first = s.first.min(flow_time(&e, "flow.start"));
         s.last = s.last.max(flow_time(&e, "flow.end"));
         if let Some(t) = &e.network_transport {
-            if !s.transports.contains(t) && s.transports.len() < 8 {
-                s.transports.push(t.clone());
+            if !s.transports.iter().any(|x| x == t) && s.transports.len() < 8 {
+                s.transports.push(t.to_string());
             }
         }
         if let Some(d) = e.destination_ip {
