@@ -8,7 +8,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use vigil::store::clickhouse::{
-    AuditEntry, ChError, ClickHouseConfig, ClickHouseStore, RetentionDays, LATEST, TABLES,
+    AuditEntry, ChError, ClickHouseConfig, ClickHouseStore, RetentionDays, LATEST, MIGRATIONS,
+    TABLES,
 };
 use vigil::store::{DeadLetter, Offense, OffenseFilter, OffenseRule, OffenseStatus, Store};
 use vigil::Event;
@@ -316,12 +317,38 @@ async fn clickhouse_events_round_trip_and_a_retried_batch_is_not_doubled() {
     );
 }
 
-/// Rows as builds before migration 4 wrote them (the whole event as JSON in `event_json`,
-/// no `event_bin`) read back whole, and the columns added for dashboards are computed from
-/// their JSON.
+/// A database an older build made and filled (schema 3: the whole event as JSON in
+/// `event_json`, no `event_bin`), then upgraded: its rows read back whole, and the columns
+/// migration 4 adds are computed from their JSON on parts written before them, also in the
+/// dashboards' query shape (filters on other columns, which ClickHouse may move to PREWHERE).
 #[tokio::test]
 async fn clickhouse_events_written_as_json_by_older_builds_still_read() {
-    let (store, db) = fresh(RetentionDays::default()).await;
+    require_server().await;
+    let (cfg, db) = config(RetentionDays::default());
+    let old = admin();
+    old.query("CREATE DATABASE ?")
+        .bind(::clickhouse::sql::Identifier(&db.name))
+        .execute()
+        .await
+        .unwrap();
+    let old = old.with_database(db.name.clone());
+    old.query(
+        "CREATE TABLE schema_migrations (version UInt32, applied DateTime)
+         ENGINE = ReplacingMergeTree ORDER BY version",
+    )
+    .execute()
+    .await
+    .unwrap();
+    for (i, statements) in MIGRATIONS.iter().take(3).enumerate() {
+        for sql in statements.iter() {
+            old.query(sql).execute().await.unwrap();
+        }
+        old.query("INSERT INTO schema_migrations (version, applied) VALUES (?, now())")
+            .bind(i as u32 + 1)
+            .execute()
+            .await
+            .unwrap();
+    }
     let mut e = event(1, t(BASE_MS));
     e.extra.insert("flow.exporter".into(), "192.0.2.1".into());
     e.network_packets = Some(7);
@@ -329,23 +356,24 @@ async fn clickhouse_events_written_as_json_by_older_builds_still_read() {
     let mut json_event = e.clone();
     json_event.raw = Vec::new();
     let json = serde_json::to_string(&json_event).unwrap();
-    admin()
-        .with_database(db.name.clone())
-        .query(
-            "INSERT INTO events (day, ts_ms, observer_type, source_ip, destination_ip,
-                 batch_id, row_in_batch, event_json, raw, message)
-             VALUES (toDate('2026-01-01'), ?, ?, unhex(?), unhex(?), 'legacy', 0, ?, ?, ?)",
-        )
-        .bind(BASE_MS)
-        .bind("netflow")
-        .bind("00000000000000000000ffffc6336401")
-        .bind("00000000000000000000ffffcb007109")
-        .bind(&json)
-        .bind(std::str::from_utf8(&e.raw).unwrap())
-        .bind(e.message.as_deref().unwrap())
-        .execute()
-        .await
-        .unwrap();
+    old.query(
+        "INSERT INTO events (day, ts_ms, observer_type, source_ip, destination_ip,
+             batch_id, row_in_batch, event_json, raw, message)
+         VALUES (toDate('2026-01-01'), ?, ?, unhex(?), unhex(?), 'legacy', 0, ?, ?, ?)",
+    )
+    .bind(BASE_MS)
+    .bind("netflow")
+    .bind("00000000000000000000ffffc6336401")
+    .bind("00000000000000000000ffffcb007109")
+    .bind(&json)
+    .bind(std::str::from_utf8(&e.raw).unwrap())
+    .bind(e.message.as_deref().unwrap())
+    .execute()
+    .await
+    .unwrap();
+    // The upgrade: this build connects and migrates the database it finds.
+    let store = ClickHouseStore::connect(&cfg).await.unwrap();
+    assert_eq!(store.schema_version().await.unwrap(), LATEST);
     let got = store
         .events_for_ip("198.51.100.1".parse().unwrap(), 10)
         .await
@@ -368,6 +396,18 @@ async fn clickhouse_events_written_as_json_by_older_builds_still_read() {
         .fetch_one::<Columns>()
         .await
         .unwrap();
+    // As the flow dashboard asks (FINAL, filters on the day and the source kind).
+    let (bytes, exporters) = admin()
+        .with_database(db.name.clone())
+        .query(
+            "SELECT sum(network_bytes), uniqExact(flow_exporter) FROM events FINAL
+             WHERE day >= toDate('2026-01-01') AND day <= toDate('2026-01-02')
+               AND observer_type IN ('netflow', 'ipfix', 'sflow')",
+        )
+        .fetch_one::<(u64, u64)>()
+        .await
+        .unwrap();
+    assert_eq!((bytes, exporters), (10, 1));
     assert_eq!(
         columns,
         Columns {

@@ -732,7 +732,12 @@ fn ordered_popped(tags: &VecDeque<u64>, steps: &mut Vec<u32>) {
     // those after its last step lack the next bit. The new walk is never ahead of the old one
     // (one slot earlier); once it is at or behind a step, that step (one slot earlier) is the
     // new one without looking at the tags between.
-    let old = std::mem::take(steps);
+    // At most 64 steps: copied aside on the stack, not reallocated on every pop.
+    let mut saved = [0u32; 64];
+    let n = steps.len().min(64);
+    saved[..n].copy_from_slice(&steps[..n]);
+    let old = &saved[..n];
+    steps.clear();
     let mut start = 0usize;
     while steps.len() < 64 {
         let j = steps.len();

@@ -663,8 +663,13 @@ fn checkpoint_matches(
         let state = CorrelateState {
             windows,
             marks: own.marks.clone(),
-        }
-        .to_compressed();
+        };
+        // `bus.wire = "json"` (set while upgrading from builds before the compressed form)
+        // writes the uncompressed binary body, which those builds read.
+        let state = match stage.topics.wire {
+            WireFormat::Binary => state.to_compressed(),
+            WireFormat::Json => state.to_bytes(),
+        };
         rows.push(Checkpoint {
             group: group.to_owned(),
             topic: stage.topics.matches.clone(),
