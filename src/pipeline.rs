@@ -123,6 +123,36 @@ pub struct Pipeline {
     spool_position: Option<(u64, u64)>,
 }
 
+/// `vigil_rule_matches_total` fed from one engine's counts by what they added since the last
+/// export, so that the engines of one process (the scaled-out stages: single-event rules on
+/// the ingest stage, correlations on the correlate stage) add up instead of overwriting each
+/// other.
+pub struct RuleMatchExport {
+    counters: Vec<(Counter, u64)>,
+}
+
+impl RuleMatchExport {
+    /// The counters of `rules`, in order.
+    pub fn new(metrics: &Metrics, rules: &RuleSet) -> Self {
+        RuleMatchExport {
+            counters: rule_match_counters(metrics, rules)
+                .into_iter()
+                .map(|(c, _)| (c, 0))
+                .collect(),
+        }
+    }
+
+    /// Adds what each rule's matches grew by since the last call.
+    pub fn export(&mut self, stats: &vigil_correlate::EngineStats) {
+        for ((counter, last), rule) in self.counters.iter_mut().zip(&stats.rules) {
+            if rule.matches > *last {
+                counter.add(rule.matches - *last);
+                *last = rule.matches;
+            }
+        }
+    }
+}
+
 /// `vigil_rule_matches_total` of each rule of `rules`, in order, with its value now.
 fn rule_match_counters(metrics: &Metrics, rules: &RuleSet) -> Vec<(Counter, u64)> {
     rules

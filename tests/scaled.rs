@@ -99,6 +99,12 @@ fn syslog_through_kafka_and_clickhouse_becomes_an_offense_in_the_api() {
         .unwrap()
         .iter()
         .any(|r| r["rule"] == "ssh_brute_force"));
+    // Rule match counts reach the metrics in this mode too: the ingest stage counts the
+    // single-event rule, the correlate stage the correlation it feeds.
+    vigil.wait_until("the rules' match counts", || {
+        vigil.metric("vigil_rule_matches_total{rule=\"ssh_failed_login\"}") == 12
+            && vigil.metric("vigil_rule_matches_total{rule=\"ssh_brute_force\"}") == 12
+    });
 
     // A flow record through the same path: NetFlow v5 → Kafka → ClickHouse → /api/v1/flows.
     let mut v5 = vec![0, 5, 0, 1];

@@ -182,10 +182,14 @@ impl Ingest {
             &[],
         );
         let mut last_tick = Instant::now();
+        let mut rule_matches =
+            crate::pipeline::RuleMatchExport::new(&self.metrics, self.engine.rules());
         loop {
             if last_tick.elapsed() >= Duration::from_secs(1) {
                 last_tick = Instant::now();
                 let _ = self.enricher.tick(Utc::now(), false);
+                // Single-event rules match here; correlations count on the correlate stage.
+                rule_matches.export(&self.engine.stats());
             }
             let first = match queue.next_within(Duration::from_secs(1)) {
                 Queued::Item(r) => r,
@@ -491,6 +495,8 @@ pub fn run_correlate(
     let mut owned: HashMap<i32, OwnedMatches> = HashMap::new();
     let mut last_tick = Instant::now();
     let mut last_checkpoint = Instant::now();
+    // Correlations count their matches here; single-event rules on the ingest stage.
+    let mut rule_matches = crate::pipeline::RuleMatchExport::new(metrics, engine.rules());
     let in_partition = |p: i32| move |k: &str| partition_of(k, *partitions) == p;
     while !stop.load(Ordering::SeqCst) {
         let batch = rt.block_on(consumer.poll_batch(BATCH, POLL_WAIT))?;
@@ -630,13 +636,15 @@ pub fn run_correlate(
                 return Ok(());
             }
         }
+        let stats = engine.stats();
+        rule_matches.export(&stats);
         metrics
             .gauge(
                 "vigil_correlate_keys",
                 "Correlation keys held in windows.",
                 &[],
             )
-            .set(engine.stats().keys_live);
+            .set(stats.keys_live);
     }
     // Stopping: save what was applied (one attempt; the next owner replays the rest).
     checkpoint_matches(stage, &group, &ch, &consumer, &engine, &mut owned)?;
