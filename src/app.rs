@@ -22,7 +22,7 @@ use crate::telemetry::Metrics;
 /// is waiting, so under light load batches stay small (latency); under a backlog a larger batch
 /// spreads the per-transaction costs (each open offense it touches written once, the commit)
 /// over more records.
-pub const BATCH_RECORDS: usize = 4096;
+pub const BATCH_RECORDS: usize = 8192;
 
 /// Raw bytes the engine takes per batch at most, whatever the record count: bounds a batch's
 /// memory when records are large (64 KiB messages).
