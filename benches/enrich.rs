@@ -8,6 +8,8 @@
 //! `cargo bench --bench enrich -- --warm-up-time 1 --measurement-time 5`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::hint::black_box;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -25,24 +27,7 @@ fn root() -> PathBuf {
 
 /// Every line of the parser fixtures, with IPv4 source addresses replaced from a pool.
 fn corpus() -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    let dir = root().join("fixtures/parsers");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|d| d.unwrap().path())
-        .filter(|d| d.is_dir())
-        .flat_map(|d| std::fs::read_dir(d).unwrap())
-        .map(|f| f.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    for f in files {
-        for l in std::fs::read_to_string(f).unwrap().lines() {
-            if !l.trim().is_empty() {
-                lines.push(l.to_owned());
-            }
-        }
-    }
+    let lines = common::fixture_lines();
     // Known to the GeoIP test data (GB, US, SE, CN, ...), then plain public addresses.
     let known = [
         "81.2.69.160",

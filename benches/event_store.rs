@@ -6,8 +6,9 @@
 //! `cargo bench --bench event_store -- --warm-up-time 1 --measurement-time 5`
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod common;
+
 use std::hint::black_box;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
@@ -20,27 +21,7 @@ use vigil_parsers::Event;
 const STORED: usize = 200_000;
 
 fn events(n: usize, base: DateTime<Utc>) -> Vec<Arc<Event>> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures/parsers");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&root)
-        .unwrap()
-        .map(|d| d.unwrap().path())
-        .filter(|d| d.is_dir())
-        .flat_map(|d| std::fs::read_dir(d).unwrap())
-        .map(|f| f.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    files.sort();
-    let lines: Vec<String> = files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter(|l| !l.trim().is_empty())
-                .map(str::to_owned)
-                .collect::<Vec<_>>()
-        })
-        .collect();
+    let lines = common::fixture_lines();
     let normalizer = Normalizer::new(
         vigil_parsers::definitions::DefinitionSet::builtin(),
         NormalizeOptions::default(),
