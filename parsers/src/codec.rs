@@ -192,14 +192,13 @@ macro_rules! event_codec {
             }
             mask &= !omit.fields;
             out.extend_from_slice(&mask.to_le_bytes());
-            let mut bit = 1u64;
-            $(if let Some(v) = $field {
-                if mask & bit != 0 {
+            // The fields the mask keeps, taken bit by bit as `decode` reads them.
+            let mut keep = mask;
+            $(if present(&mut keep) {
+                if let Some(v) = $field {
                     v.put(out);
                 }
-            }
-            bit <<= 1;)*
-            let _ = bit;
+            })*
             out.extend_from_slice(&u32::try_from(extra.len()).unwrap_or(u32::MAX).to_le_bytes());
             for (k, v) in extra {
                 put_bytes(out, k.as_bytes());
