@@ -1446,66 +1446,49 @@ struct EventRow<'a> {
     destination_country: &'a str,
 }
 
-/// The event's text fields that `events` keeps in columns of their own, by their names in
-/// [`Event`], in the order of [`column_texts`] and [`column_slots`]. A stored event leaves
-/// each out of its `event_bin` when it is set and not empty, and reading sets it again from
-/// its column; an empty text stays in the blob, so `Some("")` and `None` both come back as
-/// they were.
-const COLUMN_FIELDS: [&str; 13] = [
-    "observer_type",
-    "observer_id",
-    "dataset",
-    "category",
-    "action",
-    "outcome",
-    "user_name",
-    "host_name",
-    "message",
-    "network_transport",
-    "source_geo_country_iso_code",
-    "source_geo_country_name",
-    "destination_geo_country_iso_code",
-];
+/// Declares, from one list of the event's text fields that `events` keeps in columns of their
+/// own, their names ([`COLUMN_FIELDS`]) and their values read ([`column_texts`]) and written
+/// ([`column_slots`]), in that order.
+macro_rules! column_fields {
+    ($($field:ident),* $(,)?) => {
+        /// The event's text fields that `events` keeps in columns of their own, by their names
+        /// in [`Event`]. A stored event leaves each out of its `event_bin` when it is set and
+        /// not empty, and reading sets it again from its column; an empty text stays in the
+        /// blob, so `Some("")` and `None` both come back as they were.
+        const COLUMN_FIELDS: [&str; COLUMNS] = [$(stringify!($field)),*];
+
+        fn column_texts(e: &Event) -> [Option<&Text>; COLUMNS] {
+            [$(e.$field.as_ref()),*]
+        }
+
+        fn column_slots(e: &mut Event) -> [&mut Option<Text>; COLUMNS] {
+            [$(&mut e.$field),*]
+        }
+    };
+}
+
+/// How many of the event's texts have a column.
+const COLUMNS: usize = 13;
+
+column_fields!(
+    observer_type,
+    observer_id,
+    dataset,
+    category,
+    action,
+    outcome,
+    user_name,
+    host_name,
+    message,
+    network_transport,
+    source_geo_country_iso_code,
+    source_geo_country_name,
+    destination_geo_country_iso_code,
+);
 
 /// The codec's mask bits of [`COLUMN_FIELDS`].
-static COLUMN_BITS: std::sync::LazyLock<[u64; 13]> =
+static COLUMN_BITS: std::sync::LazyLock<[u64; COLUMNS]> =
     std::sync::LazyLock::new(|| COLUMN_FIELDS.map(|f| codec::field_bit(f).unwrap_or(0)));
-
-fn column_texts(e: &Event) -> [Option<&Text>; 13] {
-    [
-        e.observer_type.as_ref(),
-        e.observer_id.as_ref(),
-        e.dataset.as_ref(),
-        e.category.as_ref(),
-        e.action.as_ref(),
-        e.outcome.as_ref(),
-        e.user_name.as_ref(),
-        e.host_name.as_ref(),
-        e.message.as_ref(),
-        e.network_transport.as_ref(),
-        e.source_geo_country_iso_code.as_ref(),
-        e.source_geo_country_name.as_ref(),
-        e.destination_geo_country_iso_code.as_ref(),
-    ]
-}
-
-fn column_slots(e: &mut Event) -> [&mut Option<Text>; 13] {
-    [
-        &mut e.observer_type,
-        &mut e.observer_id,
-        &mut e.dataset,
-        &mut e.category,
-        &mut e.action,
-        &mut e.outcome,
-        &mut e.user_name,
-        &mut e.host_name,
-        &mut e.message,
-        &mut e.network_transport,
-        &mut e.source_geo_country_iso_code,
-        &mut e.source_geo_country_name,
-        &mut e.destination_geo_country_iso_code,
-    ]
-}
 
 /// An event read back from `events`: its blob (or, written by builds before it, its JSON),
 /// the exact bytes, and the columns the blob leaves out.
