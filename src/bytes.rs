@@ -36,6 +36,19 @@ pub(crate) fn put_opt_ip(out: &mut Vec<u8>, ip: Option<IpAddr>) {
     }
 }
 
+/// An LZ4 block as `lz4_flex::compress_prepend_size` writes it (its size as a u32, then the
+/// block), decompressed; refused before any allocation when the size it states is above `max`.
+pub(crate) fn lz4_decompress(block: &[u8], max: usize) -> Result<Vec<u8>, String> {
+    let size = block
+        .get(..4)
+        .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
+        .ok_or("no size")?;
+    if size > max {
+        return Err(format!("{size} bytes, longer than the {max} allowed"));
+    }
+    lz4_flex::decompress_size_prepended(block).map_err(|e| e.to_string())
+}
+
 /// Reads those layouts from the front of a slice.
 pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
 

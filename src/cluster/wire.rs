@@ -22,6 +22,8 @@ use serde::{Deserialize, Serialize};
 use vigil_correlate::{Detection, DetectionKind, Routed};
 use vigil_parsers::Event;
 
+use crate::bytes::{put_long, put_sized};
+
 /// The topics of one deployment, from `bus.topic_prefix`, and how this process writes them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Topics {
@@ -113,20 +115,11 @@ fn put_len(out: &mut Vec<u8>, n: usize) {
 }
 
 fn put_text(out: &mut Vec<u8>, s: &str) {
-    put_len(out, s.len());
-    out.extend_from_slice(s.as_bytes());
+    put_long(out, s.as_bytes());
 }
 
-/// Appends what `write` puts, preceded by its length (u32).
-fn put_sized(out: &mut Vec<u8>, write: impl FnOnce(&mut Vec<u8>)) {
-    let at = out.len();
-    out.extend_from_slice(&[0; 4]);
-    write(out);
-    let n = out.len() - at - 4;
-    out[at..at + 4].copy_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
-}
-
-fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+/// A presence byte, then the number's 8 bytes (an `i64` as the same bits).
+fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
     match v {
         None => out.push(0),
         Some(v) => {
@@ -134,6 +127,10 @@ fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
             out.extend_from_slice(&v.to_le_bytes());
         }
     }
+}
+
+fn put_opt_i64(out: &mut Vec<u8>, v: Option<i64>) {
+    put_opt_u64(out, v.map(|v| v as u64));
 }
 
 fn put_texts(out: &mut Vec<u8>, texts: &[String]) {
@@ -205,12 +202,16 @@ impl<'a> Reader<'a> {
         Ok(n)
     }
 
-    fn opt_i64(&mut self) -> Result<Option<i64>, WireError> {
+    fn opt_u64(&mut self) -> Result<Option<u64>, WireError> {
         match self.array::<1>()? {
             [0] => Ok(None),
-            [1] => Ok(Some(self.i64()?)),
+            [1] => Ok(Some(u64::from_le_bytes(self.array()?))),
             _ => Err(wire_err("presence tag")),
         }
+    }
+
+    fn opt_i64(&mut self) -> Result<Option<i64>, WireError> {
+        Ok(self.opt_u64()?.map(|v| v as i64))
     }
 
     fn texts(&mut self) -> Result<Vec<String>, WireError> {
@@ -308,16 +309,6 @@ fn put_time(out: &mut Vec<u8>, t: &chrono::DateTime<chrono::Utc>) {
     out.extend_from_slice(&t.timestamp_subsec_nanos().to_le_bytes());
 }
 
-fn put_opt_u64(out: &mut Vec<u8>, v: Option<u64>) {
-    match v {
-        None => out.push(0),
-        Some(v) => {
-            out.push(1);
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-    }
-}
-
 /// A detection without its events: [`BINARY_DETECTION`]; its kind (0 new, 1 update); rule,
 /// title; level (presence byte, text); tags (count, texts); group (count, then field and
 /// value texts); index field and value; window start, first and last seen (each i64 seconds
@@ -390,14 +381,7 @@ fn detection_head(bytes: &[u8]) -> Result<Detection, WireError> {
     let (window_start, first_seen, last_seen) = (time()?, time()?, time()?);
     let count = u64::from_le_bytes(r.array()?);
     let fresh = u64::from_le_bytes(r.array()?);
-    let mut opt_u64 = || -> Result<Option<u64>, WireError> {
-        match r.array::<1>()? {
-            [0] => Ok(None),
-            [1] => Ok(Some(u64::from_le_bytes(r.array()?))),
-            _ => Err(wire_err("presence tag")),
-        }
-    };
-    let (distinct, sum) = (opt_u64()?, opt_u64()?);
+    let (distinct, sum) = (r.opt_u64()?, r.opt_u64()?);
     let [relevance, credibility, severity] = r.array::<3>()?;
     if !r.0.is_empty() {
         return Err(wire_err("bytes after the detection head"));
@@ -557,17 +541,10 @@ impl CorrelateState {
     pub fn from_bytes(bytes: &[u8]) -> Result<CorrelateState, WireError> {
         use vigil_correlate::engine::{KeySnapshot, WindowSnapshot};
         if let Some((&COMPRESSED_CHECKPOINT, block)) = bytes.split_first() {
-            let size = block
-                .get(..4)
-                .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
-                .ok_or_else(|| wire_err("compressed checkpoint without its length"))?;
             // One LZ4 sequence expands to at most 255 bytes per byte of input (and a little).
-            if size > block.len().saturating_mul(255).saturating_add(64) {
-                return Err(wire_err(
-                    "compressed checkpoint longer than its bytes can hold",
-                ));
-            }
-            let body = lz4_flex::decompress_size_prepended(block).map_err(wire_err)?;
+            let most = block.len().saturating_mul(255).saturating_add(64);
+            let body = crate::bytes::lz4_decompress(block, most)
+                .map_err(|e| wire_err(format!("compressed checkpoint: {e}")))?;
             return match body.first() {
                 Some(&BINARY_CHECKPOINT) => CorrelateState::from_bytes(&body),
                 _ => Err(wire_err("compressed checkpoint is not a binary body")),

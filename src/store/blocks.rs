@@ -276,14 +276,7 @@ impl BlockMeta {
         let compressed: Option<Vec<u8>> =
             data.query_row(rusqlite::params![self.id, most as i64], |r| r.get(0))?;
         let compressed = compressed.ok_or_else(|| self.corrupt("larger than any block"))?;
-        let size = compressed
-            .get(..4)
-            .map(|b| u32::from_le_bytes(b.try_into().unwrap_or_default()) as usize)
-            .ok_or_else(|| self.corrupt("no size"))?;
-        if size > MAX_BLOCK_BYTES {
-            return Err(self.corrupt(&format!("{size} bytes, more than {MAX_BLOCK_BYTES}")));
-        }
-        lz4_flex::decompress_size_prepended(&compressed).map_err(|e| self.corrupt(&e.to_string()))
+        crate::bytes::lz4_decompress(&compressed, MAX_BLOCK_BYTES).map_err(|e| self.corrupt(&e))
     }
 
     /// The (number, time, bytes) of each record of `frames`, oldest first; an error unless
