@@ -5,6 +5,7 @@
 # VIGIL_BENCH_TOML: more config appended (e.g. $'[bus]\nspool = false'); VIGIL_BENCH_RATES:
 # the rates to run (default "0 150000 100000 20000"; 0 = flat out); VIGIL_BIN: a vigil binary to
 # run instead of building this tree (to compare two builds); VIGIL_BENCH_UDP=1: send over UDP;
+# VIGIL_BENCH_METRICS_OUT: a file to keep the server's whole /metrics text in after each rate;
 # VIGIL_BENCH_SIGMA=N: the shipped rules plus N SigmaHQ rule files from fixtures/sigma (Linux
 # ones first, then the rest, in path order: the selection of `correlate/benches/sigmahq.rs`,
 # so 997 gives its 1,000-rule set), each without its `logsource` block so it runs against
@@ -84,6 +85,7 @@ for rate in ${VIGIL_BENCH_RATES:-0 150000 100000 20000}; do
   echo "server CPU seconds by thread during this rate:"
   join -a2 "$dir/cpu.before" "$dir/cpu.after" | awk 'NF==3 {printf "  %-18s %7.2f\n", $1, $3 - $2} NF==2 {printf "  %-18s %7.2f\n", $1, $2}'
   echo "server rss_kib=$(ps -o rss= -p $pid | xargs)"
-  curl -fsS -H "Authorization: Bearer bench" "http://$api/metrics" \
-    | grep -E '^vigil_(store_events_(stored|dropped)_total|spool_full_total|collector_dropped_total|collector_received_total|offense_book_(hits|misses|evicted|invalidated))' || true
+  curl -fsS -H "Authorization: Bearer bench" "http://$api/metrics" > "$dir/metrics"
+  [ -z "${VIGIL_BENCH_METRICS_OUT:-}" ] || cp "$dir/metrics" "$VIGIL_BENCH_METRICS_OUT"
+  grep -E '^vigil_(store_events_(stored|dropped)_total|spool_full_total|collector_dropped_total|collector_received_total|offense_book_(hits|misses|evicted|invalidated))' "$dir/metrics" || true
 done

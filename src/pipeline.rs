@@ -13,7 +13,9 @@ use vigil_parsers::normalize::{Normalizer, RecordMeta, ORIGINAL_TIMESTAMP_FIELD}
 use vigil_parsers::Event;
 
 use crate::bus::RawRecord;
-use crate::correlate::{apply_detection, OffenseChange, OffenseLimits, RuleMeta, SeenEvents};
+use crate::correlate::{
+    apply_detections, Member, OffenseChange, OffenseLimits, RuleMeta, SeenEvents,
+};
 use crate::store::{DeadLetter, Store, StoreError};
 use crate::telemetry::{Counter, Metrics};
 
@@ -37,6 +39,16 @@ const MAX_DECISIONS: u64 = 100_000;
 
 /// (offense, event) pairs remembered for counting each event once per offense.
 const SEEN_EVENTS_CAPACITY: usize = 1 << 18;
+
+/// What the commit needs of an offense a group of detections changed: not the offense itself,
+/// which would be a copy per group.
+struct Applied {
+    id: String,
+    event_count: u64,
+    magnitude: u8,
+    /// The offense as JSON, made only when webhooks announce its changes.
+    body: Option<serde_json::Value>,
+}
 
 /// Offense changes of a batch, with the receive time of the record that caused each.
 type Changes = Vec<(OffenseChange, Option<chrono::DateTime<Utc>>)>;
@@ -636,6 +648,7 @@ impl Pipeline {
         let Prepared {
             records,
             per_source,
+            clamped,
         } = batch;
         self.detections.clear();
         self.flows.clear();
@@ -651,6 +664,7 @@ impl Pipeline {
         // The superflow condenser's clock: once a batch (its hold is a minute), not a clock read
         // for every flow.
         let batch_started = std::time::Instant::now();
+        self.timestamps_clamped.add(clamped);
         for (source, result) in records {
             match result {
                 Ok(mut shared) => {
@@ -659,9 +673,6 @@ impl Pipeline {
                     let event = Arc::make_mut(&mut shared);
                     event.sequence = Some(self.next_sequence);
                     self.next_sequence += 1;
-                    if event.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD) {
-                        self.timestamps_clamped.inc();
-                    }
                     match events_by_source.iter_mut().find(|(s, _)| *s == source) {
                         Some((_, n)) => *n += 1,
                         None => events_by_source.push((source, 1)),
@@ -735,14 +746,19 @@ impl Pipeline {
                 )
                 .inc();
         }
+        // Counted per rule once a batch: the registry's lookup is not per detection.
+        let mut by_rule: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
         for d in &self.detections {
+            *by_rule.entry(d.rule.as_str()).or_default() += 1;
+        }
+        for (rule, n) in by_rule {
             self.metrics
                 .counter(
                     "vigil_rule_detections_total",
                     "Detections raised by rules (new offenses and updates).",
-                    &[("rule", &d.rule)],
+                    &[("rule", rule)],
                 )
-                .inc();
+                .add(n);
         }
         self.dead_letters_evicted.add(evicted);
         self.apply_set_additions();
@@ -803,20 +819,72 @@ impl Pipeline {
                 evicted += store.insert_dead_letter(d, max_dead)?;
             }
             let mut changes = Vec::with_capacity(detections.len());
-            for (i, d) in detections.iter().enumerate() {
-                let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
-                let factor = factors.get(i).and_then(Option::as_ref);
-                let (offense, change) =
-                    apply_detection(store, book, d, factor, meta, &offense_limits, seen, now)?;
+            // Runs of one rule's detections of one index are applied at once, unless a
+            // detection can have effects of its own: a webhook per change, a set addition or
+            // a block decision, a suppression window.
+            let can_merge = |d: &Detection| {
+                webhooks.is_empty()
+                    && guard.is_none()
+                    && rule_meta
+                        .get(&d.rule)
+                        .is_none_or(|m| m.add_to_set.is_none() && m.suppress.is_none())
+            };
+            let groups = crate::correlate::group_detections(
+                detections.iter(),
+                can_merge,
+                offense_limits.inactive_after,
+            );
+            for group in &groups {
+                let Some((&i, rest)) = group.split_first() else {
+                    continue;
+                };
+                let member = |j: usize| {
+                    detections.get(j).map(|d| {
+                        let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
+                        (d, meta, factors.get(j).and_then(Option::as_ref))
+                    })
+                };
+                let Some(first) = member(i) else { continue };
+                let rest: Vec<Member<'_>> = rest.iter().filter_map(|&j| member(j)).collect();
+                let (d, meta, _) = first;
+                let with_body = !webhooks.is_empty();
+                let (change, offense) = apply_detections(
+                    store,
+                    book,
+                    (first, &rest),
+                    &offense_limits,
+                    seen,
+                    now,
+                    |o, change| {
+                        let body = with_body.then(|| serde_json::to_value(o).unwrap_or_default());
+                        (
+                            change,
+                            Applied {
+                                id: o.id.clone(),
+                                event_count: o.event_count,
+                                magnitude: o.magnitude,
+                                body,
+                            },
+                        )
+                    },
+                )?;
+                // Each member is one change, as if applied alone: the first's, then updates.
+                let later = match change {
+                    OffenseChange::Suppressed => OffenseChange::Suppressed,
+                    _ => OffenseChange::Updated,
+                };
+                changes.push((change, d.events.last().map(|e| e.ingested)));
+                for (m, _, _) in &rest {
+                    changes.push((later, m.events.last().map(|e| e.ingested)));
+                }
                 let event = match change {
                     OffenseChange::Created => Some("offense.created"),
                     OffenseChange::Updated => Some("offense.updated"),
                     OffenseChange::Suppressed => None,
                 };
-                if let (Some(event), false) = (event, webhooks.is_empty()) {
+                if let (Some(event), Some(body)) = (event, &offense.body) {
                     let subject = format!("{}@{}", offense.id, offense.event_count);
-                    let body = serde_json::to_value(&offense).unwrap_or_default();
-                    crate::webhook::enqueue(store, webhooks, event, &subject, &body, now)?;
+                    crate::webhook::enqueue(store, webhooks, event, &subject, body, now)?;
                 }
                 // A block (into the block set) asked by the rule or by the magnitude policy
                 // passes the response guards; other sets take the rule's additions as they are.
@@ -903,7 +971,6 @@ impl Pipeline {
                         }
                     }
                 }
-                changes.push((change, d.events.last().map(|e| e.ingested)));
             }
             book.flush(store)?;
             Ok((changes, evicted))
@@ -1136,6 +1203,8 @@ pub type Normalized = Result<Arc<vigil_parsers::Event>, Box<DeadLetter>>;
 pub struct Prepared {
     records: Vec<(&'static str, Normalized)>,
     per_source: std::collections::HashMap<String, crate::sources::SourceBatch>,
+    /// Events whose time was clamped (counted here, where the event is still in cache).
+    clamped: u64,
 }
 
 /// Normalizes `records` (parsing and the parser definitions, or a flow record's event): the
@@ -1143,17 +1212,22 @@ pub struct Prepared {
 /// thread of its own ahead of the engine.
 pub fn prepare(normalizer: &Normalizer, records: Vec<RawRecord>) -> Prepared {
     let mut per_source = std::collections::HashMap::new();
+    let mut clamped = 0;
     let records = records
         .into_iter()
         .map(|rec| {
             let source = source_label(&rec);
-            let result = normalize_record(normalizer, rec, &mut per_source).map(Arc::new);
+            let result = normalize_record(normalizer, rec, &mut per_source).map(|e| {
+                clamped += u64::from(e.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD));
+                Arc::new(e)
+            });
             (source, result)
         })
         .collect();
     Prepared {
         records,
         per_source,
+        clamped,
     }
 }
 

@@ -62,9 +62,13 @@ fn malformed_input_is_kept_or_counted_and_the_service_keeps_working() {
         s.write_all(b"x9z garbage that is not a length\n").unwrap();
     }
 
-    // The healthy connection still works after all of that.
+    // The healthy connection still works after all of that. A record dated far ahead is
+    // kept at the time it was received, its own time kept aside, and counted.
     healthy
         .write_all(&[failed_password_3164("192.0.2.3", 1002), b"\n".to_vec()].concat())
+        .unwrap();
+    healthy
+        .write_all(b"<34>1 2099-01-01T00:00:00Z host app - - - from the future\n")
         .unwrap();
     healthy.flush().unwrap();
 
@@ -85,7 +89,7 @@ fn malformed_input_is_kept_or_counted_and_the_service_keeps_working() {
         ]
         .iter()
         .all(|r| reasons.iter().any(|x| x == r))
-            && vigil.metric("vigil_parse_events_total") >= 3
+            && vigil.metric("vigil_parse_events_total") >= 4
     });
     assert!(vigil.is_running());
 
@@ -115,6 +119,7 @@ fn malformed_input_is_kept_or_counted_and_the_service_keeps_working() {
         "vigil_parse_dead_letters_total{source=\"syslog_udp\",reason=\"pri\"} 1",
         "vigil_parse_dead_letters_total{source=\"syslog_udp\",reason=\"invalid_utf8\"} 2",
         "vigil_parse_dead_letters_total{source=\"syslog_udp\",reason=\"not_syslog\"} 1",
+        "vigil_parse_timestamps_clamped_total 1",
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }

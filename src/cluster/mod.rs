@@ -39,7 +39,7 @@ use crate::bus::kafka::{
 use crate::bus::memory::MemorySubscriber;
 use crate::bus::RawRecord;
 use crate::bus::{Received as Queued, Subscriber};
-use crate::correlate::{apply_detection, OffenseLimits, RuleMeta, SeenEvents};
+use crate::correlate::{apply_detections, OffenseLimits, RuleMeta, SeenEvents};
 use crate::store::clickhouse::{Checkpoint, ClickHouseStore};
 use crate::store::{DeadLetter, Store};
 use crate::telemetry::Metrics;
@@ -859,12 +859,39 @@ pub fn run_offenses(
             let (mut opened, mut grown) = (0u64, 0u64);
             // Indexes whose open offense this batch has listed as unmirrored already.
             let mut listed: HashSet<(&str, &str)> = HashSet::new();
-            for (_, d) in &dets {
-                let factor = d
-                    .events
-                    .iter()
-                    .filter_map(|e| zones.asset_factor(e))
-                    .max_by_key(|f| f.criticality);
+            let factors: Vec<Option<crate::context::AssetFactor>> = dets
+                .iter()
+                .map(|(_, d)| {
+                    d.events
+                        .iter()
+                        .filter_map(|e| zones.asset_factor(e))
+                        .max_by_key(|f| f.criticality)
+                })
+                .collect();
+            // Runs of one index's detections are applied at once (as in embedded mode),
+            // unless each change is announced by a webhook or a rule suppresses.
+            let groups = crate::correlate::group_detections(
+                dets.iter().map(|(_, d)| d),
+                |d| webhooks.is_empty() && meta.get(&d.rule).is_none_or(|m| m.suppress.is_none()),
+                limits.inactive_after,
+            );
+            let member = |j: usize| {
+                dets.get(j).map(|(_, d)| {
+                    (
+                        d,
+                        meta.get(&d.rule).unwrap_or(&no_meta),
+                        factors.get(j).and_then(Option::as_ref),
+                    )
+                })
+            };
+            for group in &groups {
+                let Some((&i, rest)) = group.split_first() else {
+                    continue;
+                };
+                let Some(first) = member(i) else { continue };
+                let rest: Vec<crate::correlate::Member<'_>> =
+                    rest.iter().filter_map(|&j| member(j)).collect();
+                let d = first.0;
                 // Where the offense's unmirrored events start: its stored events before this
                 // batch touched it (later detections of the batch keep that lowest position).
                 let index = (d.index_field.as_str(), d.index_value.as_str());
@@ -880,16 +907,21 @@ pub fn run_offenses(
                 } else {
                     None
                 };
-                let (o, change) = apply_detection(
+                let with_body = !webhooks.is_empty();
+                let (o, change) = apply_detections(
                     store,
                     &mut book,
-                    d,
-                    factor.as_ref(),
-                    meta.get(&d.rule).unwrap_or(&no_meta),
+                    (first, &rest),
                     &limits,
                     &mut seen,
                     now,
+                    |o, change| {
+                        let body = with_body.then(|| serde_json::to_value(o).unwrap_or_default());
+                        ((o.id.clone(), o.event_count, body), change)
+                    },
                 )?;
+                let (id, event_count, body) = o;
+                grown += rest.len() as u64;
                 let first = if change == crate::correlate::OffenseChange::Created {
                     opened += 1;
                     Some(0)
@@ -898,7 +930,7 @@ pub fn run_offenses(
                     before
                 };
                 if let Some(first) = first {
-                    store.note_unmirrored(&o.id, first)?;
+                    store.note_unmirrored(&id, first)?;
                 }
                 // Webhooks go to this node's outbox in the same transaction as the offense
                 // and the partition marks: a replayed detection is dropped by the marks, so
@@ -908,10 +940,9 @@ pub fn run_offenses(
                     crate::correlate::OffenseChange::Updated => Some("offense.updated"),
                     crate::correlate::OffenseChange::Suppressed => None,
                 };
-                if let (Some(event), false) = (event, webhooks.is_empty()) {
-                    let subject = format!("{}@{}", o.id, o.event_count);
-                    let body = serde_json::to_value(&o).unwrap_or_default();
-                    crate::webhook::enqueue(store, webhooks, event, &subject, &body, now)?;
+                if let (Some(event), Some(body)) = (event, &body) {
+                    let subject = format!("{id}@{event_count}");
+                    crate::webhook::enqueue(store, webhooks, event, &subject, body, now)?;
                 }
             }
             book.flush(store)?;

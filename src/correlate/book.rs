@@ -232,7 +232,7 @@ mod tests {
     use std::sync::Arc;
 
     use chrono::{DateTime, Utc};
-    use vigil_correlate::{Engine, RuleSet, RuleSource};
+    use vigil_correlate::{Detection, Engine, RuleSet, RuleSource};
     use vigil_parsers::Event;
 
     use super::*;
@@ -452,6 +452,201 @@ vigil:
         // The rolled-back event is not counted: 1 from the first batch, 1 from this one.
         assert_eq!(o.event_count, 2);
         assert_eq!(everything(&store)?[0].0.event_count, 2);
+        Ok(())
+    }
+
+    /// Detections of three rules on three indexes, in a shuffled order with repeats: events
+    /// that two rules report, correlation `New`s carrying several events and counts,
+    /// shed evidence, asset factors, and gaps longer than `inactive_after` that close offenses.
+    fn random_detections(
+        seed: u64,
+        n: usize,
+    ) -> Vec<(Detection, Option<crate::context::AssetFactor>)> {
+        let mut x = seed;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x % m
+        };
+        let mut clock = 0i64;
+        let mut events: Vec<Arc<Event>> = Vec::new();
+        let mut out = Vec::new();
+        for _ in 0..n {
+            // Now and then a jump past inactive_after (100 s), or a late one.
+            clock += match next(20) {
+                0 => 150,
+                1 => -30,
+                _ => next(4) as i64,
+            };
+            let t = t0() + chrono::Duration::seconds(clock);
+            let rule = next(3);
+            let index = format!("10.0.0.{}", next(3));
+            let mut e = Event::new(t, t);
+            e.sequence = Some(events.len() as u64 + 1);
+            let e = Arc::new(e);
+            events.push(Arc::clone(&e));
+            let mut carried = match next(10) {
+                // Evidence shed under the memory budget.
+                0 => vec![],
+                // An event another rule reported already.
+                1 => vec![Arc::clone(&events[next(events.len() as u64) as usize])],
+                _ => vec![e],
+            };
+            let (count, fresh) = if next(8) == 0 {
+                // A correlation firing with earlier events of the index.
+                carried.push(Arc::clone(&events[next(events.len() as u64) as usize]));
+                (3, 2)
+            } else {
+                (1, 1)
+            };
+            let d = Detection {
+                kind: if count > 1 {
+                    vigil_correlate::DetectionKind::New
+                } else {
+                    vigil_correlate::DetectionKind::Update
+                },
+                rule: format!("rule_{rule}"),
+                title: format!("Rule {rule}"),
+                level: Some("high".into()),
+                tags: vec![format!("tag_{rule}"), "attack.t1110".into()],
+                group: Vec::new(),
+                index_field: "source.ip".into(),
+                index_value: index,
+                window_start: t,
+                first_seen: t - chrono::Duration::seconds(next(3) as i64),
+                last_seen: t,
+                count,
+                fresh,
+                distinct: None,
+                sum: None,
+                events: carried,
+                relevance: 2 + rule as u8,
+                credibility: 3,
+                severity: 4 + rule as u8,
+            };
+            let factor = (next(6) == 0).then(|| crate::context::AssetFactor {
+                criticality: next(10) as u8,
+                reason: format!("zone {}", next(100)),
+            });
+            out.push((d, factor));
+        }
+        out
+    }
+
+    #[test]
+    fn runs_applied_at_once_store_what_detections_one_by_one_store() -> Result<(), StoreError> {
+        let limits = OffenseLimits {
+            max_events_per_offense: 7,
+            inactive_after: chrono::Duration::seconds(100),
+            held_open: DEFAULT_CAPACITY,
+        };
+        let meta = RuleMeta::default();
+        for seed in [1u64, 7, 42, 1234, 99_991] {
+            let all = random_detections(seed, 600);
+            let run = |grouped: bool| -> Result<_, StoreError> {
+                let mut store = Store::open_in_memory()?;
+                let mut book = OffenseBook::new(DEFAULT_CAPACITY);
+                let mut seen = SeenEvents::new(10_000);
+                let mut changes = Vec::new();
+                for batch in all.chunks(64) {
+                    let result = store.in_transaction(|s| {
+                        book.begin(s)?;
+                        let mut out = Vec::new();
+                        if grouped {
+                            let groups = crate::correlate::group_detections(
+                                batch.iter().map(|(d, _)| d),
+                                |_| true,
+                                limits.inactive_after,
+                            );
+                            for g in &groups {
+                                let members: Vec<crate::correlate::Member<'_>> = g
+                                    .iter()
+                                    .map(|&j| (&batch[j].0, &meta, batch[j].1.as_ref()))
+                                    .collect();
+                                let change = crate::correlate::apply_detections(
+                                    s,
+                                    &mut book,
+                                    (members[0], &members[1..]),
+                                    &limits,
+                                    &mut seen,
+                                    t0(),
+                                    |_, c| c,
+                                )?;
+                                out.push(change);
+                                let later = match change {
+                                    OffenseChange::Suppressed => OffenseChange::Suppressed,
+                                    _ => OffenseChange::Updated,
+                                };
+                                out.extend(std::iter::repeat_n(later, members.len() - 1));
+                            }
+                            // Every detection is in exactly one run.
+                            let mut positions: Vec<usize> = groups.concat();
+                            positions.sort_unstable();
+                            assert_eq!(positions, (0..batch.len()).collect::<Vec<_>>());
+                            book.flush(s)?;
+                            Ok((out, groups.len()))
+                        } else {
+                            for (d, f) in batch {
+                                let (_, c) = apply_detection(
+                                    s,
+                                    &mut book,
+                                    d,
+                                    f.as_ref(),
+                                    &meta,
+                                    &limits,
+                                    &mut seen,
+                                    t0(),
+                                )?;
+                                out.push(c);
+                            }
+                            book.flush(s)?;
+                            Ok((out, batch.len()))
+                        }
+                    });
+                    let (out, _) = match result {
+                        Ok(r) => {
+                            seen.commit();
+                            r
+                        }
+                        Err(e) => return Err(e),
+                    };
+                    // Not in detection order when grouped: compared as counts.
+                    changes.extend(out);
+                }
+                let mut tally = [0usize; 3];
+                for c in &changes {
+                    tally[*c as usize] += 1;
+                }
+                Ok((everything(&store)?, tally))
+            };
+            let (one_by_one, tally) = run(false)?;
+            let (grouped, grouped_tally) = run(true)?;
+            assert!(
+                one_by_one.len() > 6,
+                "offenses closed and reopened: {}",
+                one_by_one.len()
+            );
+            assert!(one_by_one.iter().any(|(_, rules, _)| rules.len() == 3));
+            assert_eq!(grouped, one_by_one, "seed {seed}");
+            assert_eq!(grouped_tally, tally, "seed {seed}");
+        }
+        // The runs are long on a plain stream of one index's single-event detections.
+        let plain: Vec<Detection> = random_detections(5, 200)
+            .into_iter()
+            .map(|(mut d, _)| {
+                d.index_value = "10.0.0.1".into();
+                d.count = 1;
+                d.fresh = 1;
+                d.events.truncate(1);
+                d.first_seen = t0();
+                d.last_seen = t0();
+                d
+            })
+            .collect();
+        let groups =
+            crate::correlate::group_detections(plain.iter(), |_| true, limits.inactive_after);
+        assert_eq!(groups.len(), 1);
         Ok(())
     }
 }

@@ -440,6 +440,7 @@ pub enum OffenseChange {
 /// Applies one detection: joins the open offense with the same index (field and value),
 /// whichever rule opened it, or opens a new one; records the rule's part; stores up to
 /// `max_events_per_offense` contributing events. Runs inside the caller's transaction.
+/// [`apply_detections`] with a group of one, returning the offense as it now is.
 #[allow(clippy::too_many_arguments)]
 pub fn apply_detection(
     store: &Store,
@@ -451,10 +452,104 @@ pub fn apply_detection(
     seen: &mut SeenEvents,
     now: DateTime<Utc>,
 ) -> Result<(Offense, OffenseChange), StoreError> {
-    // What this rule reports for the first time (`fresh`: a key that fires again never reports
-    // an occurrence twice); the engine's `events` may carry fewer (evidence it shed under its
-    // memory budget), and those are counted as they are.
-    let reported = d.fresh;
+    apply_detections(
+        store,
+        book,
+        ((d, meta, asset), &[]),
+        limits,
+        seen,
+        now,
+        |o, change| (o.clone(), change),
+    )
+}
+
+/// Groups a batch's detections (in order) into runs applied at once by
+/// [`apply_detections`]: a detection joins the open run of its (index field, index value) when
+/// both are allowed by `can_merge`, and the run's event times stay within
+/// `max_span` (the offenses' `inactive_after`, so that no member could close the offense the
+/// run's first one joined). Any other detection of the index ends the run, so each index's
+/// detections keep their order; runs of different indexes touch different offenses and
+/// commute. Applying the runs in the order of their first members gives the offenses applying
+/// the detections one by one gives (tested). Returns the runs, by position, in that order.
+pub fn group_detections<'a>(
+    detections: impl Iterator<Item = &'a Detection>,
+    can_merge: impl Fn(&Detection) -> bool,
+    max_span: chrono::Duration,
+) -> Vec<Vec<usize>> {
+    struct Run {
+        group: usize,
+        first: DateTime<Utc>,
+        last: DateTime<Utc>,
+    }
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    let mut open: std::collections::HashMap<(&'a str, &'a str), Run> =
+        std::collections::HashMap::new();
+    for (i, d) in detections.enumerate() {
+        let index = (d.index_field.as_str(), d.index_value.as_str());
+        let merge = can_merge(d);
+        if merge {
+            if let Some(run) = open.get_mut(&index) {
+                let first = run.first.min(d.first_seen);
+                let last = run.last.max(d.last_seen);
+                if last.signed_duration_since(first) <= max_span {
+                    run.first = first;
+                    run.last = last;
+                    if let Some(g) = groups.get_mut(run.group) {
+                        g.push(i);
+                        continue;
+                    }
+                }
+            }
+        }
+        let group = groups.len();
+        groups.push(vec![i]);
+        if merge {
+            open.insert(
+                index,
+                Run {
+                    group,
+                    first: d.first_seen,
+                    last: d.last_seen,
+                },
+            );
+        } else {
+            open.remove(&index);
+        }
+    }
+    groups
+}
+
+/// A detection to apply, with its rule's facts and the asset factor of its events (the one
+/// with the highest criticality).
+pub type Member<'a> = (
+    &'a Detection,
+    &'a RuleMeta,
+    Option<&'a crate::context::AssetFactor>,
+);
+
+/// Applies a run of detections of one index, as [`group_detections`] made it (or a single
+/// detection): what applying them one by one in order does, with one lookup of the offense
+/// and one write. `then` sees the offense as it now is and what the first member did to it
+/// (the others joined the offense it created or joined); its result is returned.
+pub fn apply_detections<R>(
+    store: &Store,
+    book: &mut OffenseBook,
+    (first, rest): (Member<'_>, &[Member<'_>]),
+    limits: &OffenseLimits,
+    seen: &mut SeenEvents,
+    now: DateTime<Utc>,
+    then: impl FnOnce(&Offense, OffenseChange) -> R,
+) -> Result<R, StoreError> {
+    let (d, meta, _) = first;
+    let members = || std::iter::once(first).chain(rest.iter().copied());
+    let group_first = members()
+        .map(|m| m.0.first_seen)
+        .min()
+        .unwrap_or(d.first_seen);
+    let group_last = members()
+        .map(|m| m.0.last_seen)
+        .max()
+        .unwrap_or(d.last_seen);
     let mut open = book.take(store, &d.index_field, &d.index_value)?;
     if let Some(mut closed) = open.take_if(|b| {
         b.offense
@@ -493,8 +588,8 @@ pub fn apply_detection(
     let (mut booked, change) = match open {
         Some(mut b) => {
             let o = &mut b.offense;
-            o.first_seen = o.first_seen.min(d.first_seen);
-            o.last_seen = o.last_seen.max(d.last_seen);
+            o.first_seen = o.first_seen.min(group_first);
+            o.last_seen = o.last_seen.max(group_last);
             o.updated_at = now;
             let change = if suppressed {
                 OffenseChange::Suppressed
@@ -529,8 +624,8 @@ pub fn apply_detection(
                         magnitude_reasons: Vec::new(),
                         level: d.level.clone(),
                         tags: Vec::new(),
-                        first_seen: d.first_seen,
-                        last_seen: d.last_seen,
+                        first_seen: group_first,
+                        last_seen: group_last,
                         event_count: 0,
                         stored_events: 0,
                         window_start: d.window_start,
@@ -561,58 +656,70 @@ pub fn apply_detection(
     // reasons written out) when the offense was just read from the database, a part joins or
     // the asset changes, not on every detection.
     let mut rescore = std::mem::take(loaded) || offense.magnitude_reasons.is_empty();
-    let part = match rules.iter().position(|r| r.rule == d.rule) {
-        Some(i) => i,
-        None => {
-            rescore = true;
-            rules.push(OffenseRule {
-                rule: d.rule.clone(),
-                title: d.title.clone(),
-                rule_id: meta.id.clone(),
-                author: meta.author.clone(),
-                level: d.level.clone(),
-                severity: d.severity,
-                relevance: d.relevance,
-                credibility: d.credibility,
-                detections: 0,
-                events: 0,
-                first_seen: d.first_seen,
-                last_seen: d.last_seen,
-            });
-            dirty_rules.push(false);
-            rules.len() - 1
-        }
-    };
-    if let Some(dirty) = dirty_rules.get_mut(part) {
-        *dirty = true;
-    }
     // The offense counts an event once, whichever rules report it; each rule's part counts
-    // what that rule reported.
+    // what that rule reported. Of the events counted, the ones with room left are kept.
     let offense_key = SeenEvents::key(&offense.id);
-    let mut new_events: Vec<Arc<Event>> = Vec::with_capacity(d.events.len());
-    for e in &d.events {
-        let first = e.sequence.is_none_or(|s| seen.first_time(offense_key, s));
-        if first {
-            new_events.push(Arc::clone(e));
+    let room = limits
+        .max_events_per_offense
+        .saturating_sub(offense.stored_events) as usize;
+    let mut keep: Vec<Arc<Event>> = Vec::new();
+    // Rules of the run whose tags were added already.
+    let mut tagged: Vec<&str> = Vec::new();
+    for (m, m_meta, asset) in members() {
+        let part = match rules.iter().position(|r| r.rule == m.rule) {
+            Some(i) => i,
+            None => {
+                rescore = true;
+                rules.push(OffenseRule {
+                    rule: m.rule.clone(),
+                    title: m.title.clone(),
+                    rule_id: m_meta.id.clone(),
+                    author: m_meta.author.clone(),
+                    level: m.level.clone(),
+                    severity: m.severity,
+                    relevance: m.relevance,
+                    credibility: m.credibility,
+                    detections: 0,
+                    events: 0,
+                    first_seen: m.first_seen,
+                    last_seen: m.last_seen,
+                });
+                dirty_rules.push(false);
+                rules.len() - 1
+            }
+        };
+        if let Some(dirty) = dirty_rules.get_mut(part) {
+            *dirty = true;
         }
-    }
-    let uncarried = reported.saturating_sub(d.events.len() as u64);
-    offense.event_count += new_events.len() as u64 + uncarried;
-    if let Some(r) = rules.get_mut(part) {
-        r.detections += 1;
-        r.events += reported;
-        r.first_seen = r.first_seen.min(d.first_seen);
-        r.last_seen = r.last_seen.max(d.last_seen);
-    }
-    for tag in &d.tags {
-        if !offense.tags.contains(tag) {
-            offense.tags.push(tag.clone());
+        let mut counted = m.fresh.saturating_sub(m.events.len() as u64);
+        for e in &m.events {
+            if e.sequence.is_none_or(|s| seen.first_time(offense_key, s)) {
+                counted += 1;
+                if keep.len() < room {
+                    keep.push(Arc::clone(e));
+                }
+            }
         }
-    }
-    if let Some(a) = asset.filter(|a| a.criticality > offense.asset_criticality) {
-        offense.asset_criticality = a.criticality;
-        offense.asset_reason = Some(a.reason.clone());
-        rescore = true;
+        offense.event_count += counted;
+        if let Some(r) = rules.get_mut(part) {
+            r.detections += 1;
+            r.events += m.fresh;
+            r.first_seen = r.first_seen.min(m.first_seen);
+            r.last_seen = r.last_seen.max(m.last_seen);
+        }
+        if !tagged.contains(&m.rule.as_str()) {
+            tagged.push(&m.rule);
+            for tag in &m.tags {
+                if !offense.tags.contains(tag) {
+                    offense.tags.push(tag.clone());
+                }
+            }
+        }
+        if let Some(a) = asset.filter(|a| a.criticality > offense.asset_criticality) {
+            offense.asset_criticality = a.criticality;
+            offense.asset_reason = Some(a.reason.clone());
+            rescore = true;
+        }
     }
     // The offense is named after its earliest contributing rule (event time, then name), not
     // whichever detection arrived first, so the name does not depend on arrival order.
@@ -640,25 +747,23 @@ pub fn apply_detection(
         offense.credibility = cred;
         offense.magnitude_reasons = reasons;
     }
-    let room = limits
-        .max_events_per_offense
-        .saturating_sub(offense.stored_events) as usize;
-    let keep: Vec<Arc<Event>> = new_events.into_iter().take(room).collect();
     let first_seq = offense.stored_events;
     offense.stored_events += keep.len() as u64;
-    let offense = offense.clone();
+    let result = then(offense, change);
     if change == OffenseChange::Created {
         // Its events refer to it (a foreign key): the row goes first.
         booked.write(store)?;
     }
-    store.add_offense_events(&offense.id, first_seq, &keep)?;
+    if !keep.is_empty() {
+        store.add_offense_events(&booked.offense.id, first_seq, &keep)?;
+    }
     if booked.offense.status == OffenseStatus::Open {
         book.keep(store, booked)?;
     } else {
         // Joined under suppression: a closed offense is not held.
         booked.write(store)?;
     }
-    Ok((offense, change))
+    Ok(result)
 }
 
 #[cfg(test)]
