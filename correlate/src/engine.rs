@@ -128,7 +128,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use vigil_parsers::event::{Event, FieldValue};
+use vigil_parsers::event::{Event, FieldValue, Text};
 
 use crate::index::Scratch;
 use crate::rules::RuleInfo;
@@ -336,9 +336,12 @@ struct Slot {
 
 impl Slot {
     fn new(ts: i64, event: Option<Arc<Event>>) -> Slot {
-        let weight = event.as_deref().map_or(0, |e| {
-            u32::try_from(approx_event_bytes(e)).unwrap_or(u32::MAX)
-        });
+        let weight = event.as_deref().map_or(0, weigh);
+        Slot::weighed(ts, event, weight)
+    }
+
+    /// With the event's [`weigh`]t known (computed once per event, not once per window).
+    fn weighed(ts: i64, event: Option<Arc<Event>>, weight: u32) -> Slot {
         Slot {
             ts,
             event,
@@ -1289,6 +1292,10 @@ pub struct Engine {
     stats: Vec<RuleStats>,
     events: u64,
     scratch: Scratch,
+    /// The window keys of the event being fed (kept to reuse its buffers).
+    group_keys: GroupKeys,
+    /// The [`weigh`]t of the event being processed, once a window needed it.
+    event_weight: Option<u32>,
     matched: Vec<usize>,
     /// Per correlation: the referenced rules (mask of positions) the current event matched.
     masks: Vec<u64>,
@@ -1343,17 +1350,18 @@ fn value_hash(v: &str) -> u64 {
 }
 
 /// One text for the key parts: the value itself for one part, else length-prefixed parts.
-fn encode_key(parts: &[String]) -> String {
+fn encode_key<S: AsRef<str>>(parts: &[S]) -> String {
     encoded_key(parts).into_owned()
 }
 
 /// [`encode_key`], borrowing the one value of a one-field key (most keys) instead of copying it.
-fn encoded_key(parts: &[String]) -> std::borrow::Cow<'_, str> {
+fn encoded_key<S: AsRef<str>>(parts: &[S]) -> std::borrow::Cow<'_, str> {
     match parts {
-        [one] => std::borrow::Cow::Borrowed(one),
+        [one] => std::borrow::Cow::Borrowed(one.as_ref()),
         _ => {
-            let mut s = String::with_capacity(parts.iter().map(|p| p.len() + 4).sum());
+            let mut s = String::with_capacity(parts.iter().map(|p| p.as_ref().len() + 4).sum());
             for p in parts {
+                let p = p.as_ref();
                 // The length in decimal, without the formatting machinery.
                 let mut digits = [0u8; 20];
                 let mut at = digits.len();
@@ -1478,21 +1486,21 @@ fn apply(
     info: &RuleInfo,
     rule: &CorrelationRule,
     limits: &EngineLimits,
-    parts: &[String],
+    parts: &[Text],
     bits: u64,
     pos: usize,
-    event: &Arc<Event>,
+    (event, weight): (&Arc<Event>, u32),
     out: &mut Vec<Detection>,
 ) -> bool {
     let ts = nanos(event.timestamp);
     let span = rule.timespan.num_nanoseconds().unwrap_or(i64::MAX).max(1);
     let tag = match &rule.measure {
         Measure::ValueCount(fields) => {
-            let Some(v) = fields.get(pos).and_then(|f| text_of(event, f)) else {
+            let Some(v) = fields.get(pos).and_then(|f| event.get(f)) else {
                 stats.valueless_events += 1;
                 return false;
             };
-            value_hash(&v)
+            value_hash(&value_text(&v))
         }
         Measure::ValueSum(fields) => {
             let Some(v) = fields
@@ -1552,7 +1560,7 @@ fn apply(
     // The payload is kept until a detection reports the occurrence (an `Update` just below, or
     // a later `New`), whether or not the key is firing now: this occurrence may be the one that
     // stops the condition holding, and the next `New` reports it.
-    let slot = Slot::new(ts, Some(Arc::clone(event)));
+    let slot = Slot::weighed(ts, Some(Arc::clone(event)), weight);
     w.payload = w.payload.saturating_add(slot.weight());
     st.insert(at, slot, tag);
     let start = st.newest().saturating_sub(span);
@@ -1594,9 +1602,12 @@ fn apply(
             .group_names
             .iter()
             .cloned()
-            .zip(parts.iter().cloned())
+            .zip(parts.iter().map(|p| p.to_string()))
             .collect();
-        let key_index = rule.index_in_key.and_then(|i| parts.get(i)).cloned();
+        let key_index = rule
+            .index_in_key
+            .and_then(|i| parts.get(i))
+            .map(|p| p.to_string());
         match &st.firing {
             None => {
                 let first = st.slots.front().map_or(ts, |e| e.ts);
@@ -1758,7 +1769,7 @@ fn apply_timed(
     rule: &CorrelationRule,
     limits: &EngineLimits,
     now: i64,
-    parts: &[String],
+    parts: &[Text],
     bits: u64,
     event: &Arc<Event>,
 ) {
@@ -1826,29 +1837,104 @@ fn apply_timed(
     }
 }
 
-/// The window keys an event gives a correlation for the referenced rules it matched (`mask`):
-/// (key parts, rule bits, first position). The key can depend on which referenced rule matched
-/// (aliases), so matched positions are grouped by key. Empty when a group-by field is missing.
-fn group_keys(rule: &CorrelationRule, mask: u64, event: &Event) -> Vec<(Vec<String>, u64, usize)> {
-    let mut groups: Vec<(Vec<String>, u64, usize)> = Vec::new();
-    let mut m = mask;
-    while m != 0 {
-        let pos = m.trailing_zeros() as usize;
-        m &= m - 1;
-        let Some(fields) = rule.group_fields.get(pos) else {
-            continue;
-        };
-        let parts: Option<Vec<String>> = fields.iter().map(|f| text_of(event, f)).collect();
-        let Some(parts) = parts else {
-            continue;
-        };
-        let bit = 1u64 << pos;
-        match groups.iter_mut().find(|g| g.0 == parts) {
-            Some(g) => g.1 |= bit,
-            None => groups.push((parts, bit, pos)),
+/// The window keys an event gives a correlation for the referenced rules it matched: per key
+/// its parts (the `group-by` values), the rule bits and the first position. The key can depend
+/// on which referenced rule matched (aliases), so matched positions are grouped by key. Kept
+/// between events so that computing them allocates nothing for short values (parts are inline
+/// texts, all in one buffer).
+#[derive(Debug, Default)]
+struct GroupKeys {
+    parts: Vec<Text>,
+    keys: Vec<(std::ops::Range<usize>, u64, usize)>,
+}
+
+impl GroupKeys {
+    /// The keys of `event` for the positions in `mask` of `rule`; none when a group-by field is
+    /// missing.
+    fn fill(&mut self, rule: &CorrelationRule, mask: u64, event: &Event) {
+        self.parts.clear();
+        self.keys.clear();
+        let mut m = mask;
+        while m != 0 {
+            let pos = m.trailing_zeros() as usize;
+            m &= m - 1;
+            let Some(fields) = rule.group_fields.get(pos) else {
+                continue;
+            };
+            let start = self.parts.len();
+            let mut complete = true;
+            for f in fields {
+                match event.get(f) {
+                    Some(v) => self.parts.push(value_text(&v)),
+                    None => {
+                        complete = false;
+                        break;
+                    }
+                }
+            }
+            if !complete {
+                self.parts.truncate(start);
+                continue;
+            }
+            let bit = 1u64 << pos;
+            let (done, new) = self.parts.split_at(start);
+            match self
+                .keys
+                .iter_mut()
+                .find(|(r, _, _)| done.get(r.clone()) == Some(new))
+            {
+                Some(k) => {
+                    k.1 |= bit;
+                    self.parts.truncate(start);
+                }
+                None => self.keys.push((start..self.parts.len(), bit, pos)),
+            }
         }
     }
-    groups
+
+    /// One key, as routed to this engine.
+    fn set_one(&mut self, parts: &[String], bits: u64, pos: usize) {
+        self.parts.clear();
+        self.keys.clear();
+        self.parts.extend(parts.iter().map(|p| Text::from(p.as_str())));
+        self.keys.push((0..self.parts.len(), bits, pos));
+    }
+
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// (parts, rule bits, first position) of each key.
+    fn iter(&self) -> impl Iterator<Item = (&[Text], u64, usize)> {
+        self.keys
+            .iter()
+            .map(|(r, bits, pos)| (self.parts.get(r.clone()).unwrap_or_default(), *bits, *pos))
+    }
+
+    /// The keys as routed matches of correlation `name`.
+    fn routed(&self, name: &str) -> impl Iterator<Item = Routed> + '_ {
+        let name = name.to_owned();
+        self.iter().map(move |(parts, bits, pos)| Routed {
+            correlation: name.clone(),
+            group: parts.iter().map(|p| p.to_string()).collect(),
+            bits,
+            pos,
+        })
+    }
+}
+
+/// What holding `e` in a window costs: [`approx_event_bytes`], saturating.
+fn weigh(e: &Event) -> u32 {
+    u32::try_from(approx_event_bytes(e)).unwrap_or(u32::MAX)
+}
+
+/// A field value as text ([`FieldValue::as_text`]), inline when short.
+fn value_text(v: &FieldValue<'_>) -> Text {
+    match v {
+        FieldValue::Str(s) => Text::from(*s),
+        FieldValue::Ip(ip) => vigil_parsers::ip_text(*ip),
+        other => Text::from(other.as_text().as_ref()),
+    }
 }
 
 /// A single-event match addressed to one correlation window: what stage 1 of the scaled-out
@@ -1935,6 +2021,8 @@ impl Engine {
             stats,
             events: 0,
             scratch: Scratch::default(),
+            group_keys: GroupKeys::default(),
+            event_weight: None,
             matched: Vec::new(),
             masks,
             pending: BinaryHeap::new(),
@@ -1967,6 +2055,7 @@ impl Engine {
     /// detections), then the event is matched and applied.
     pub fn process(&mut self, event: &Arc<Event>, out: &mut Vec<Detection>) {
         self.events += 1;
+        self.event_weight = None;
         self.advance_to(nanos(event.timestamp), out);
         let rules = Arc::clone(&self.rules);
         self.match_single(&rules, event, out);
@@ -1999,15 +2088,22 @@ impl Engine {
         event: &Arc<Event>,
         out: &mut Vec<Detection>,
     ) -> bool {
-        let groups = group_keys(rule, mask, event);
-        if let Some(stats) = self.stats.get_mut(rule.info) {
-            stats.matches += 1;
-            if groups.is_empty() {
+        let mut groups = std::mem::take(&mut self.group_keys);
+        groups.fill(rule, mask, event);
+        let fired = match self.stats.get_mut(rule.info) {
+            Some(stats) if groups.is_empty() => {
+                stats.matches += 1;
                 stats.ungrouped_events += 1;
-                return false;
+                false
             }
-        }
-        self.apply_groups(rules, c, rule, &groups, event, out)
+            Some(stats) => {
+                stats.matches += 1;
+                self.apply_groups(rules, c, rule, &groups, event, out)
+            }
+            None => self.apply_groups(rules, c, rule, &groups, event, out),
+        };
+        self.group_keys = groups;
+        fired
     }
 
     /// Applies an event to the windows of `groups` (key parts, rule bits, first position) of
@@ -2017,13 +2113,14 @@ impl Engine {
         rules: &RuleSet,
         c: usize,
         rule: &CorrelationRule,
-        groups: &[(Vec<String>, u64, usize)],
+        groups: &GroupKeys,
         event: &Arc<Event>,
         out: &mut Vec<Detection>,
     ) -> bool {
         let Some(info) = rules.infos.get(rule.info) else {
             return false;
         };
+        let weight = *self.event_weight.get_or_insert_with(|| weigh(event));
         let Some(stats) = self.stats.get_mut(rule.info) else {
             return false;
         };
@@ -2033,7 +2130,7 @@ impl Engine {
         let held = w.payload;
         if rule.measure.is_timed() {
             let now = self.now.unwrap_or(i64::MIN);
-            for (parts, bits, _) in groups {
+            for (parts, bits, _) in groups.iter() {
                 apply_timed(
                     w,
                     &mut self.clock,
@@ -2042,7 +2139,7 @@ impl Engine {
                     &self.limits,
                     now,
                     parts,
-                    *bits,
+                    bits,
                     event,
                 );
             }
@@ -2054,7 +2151,7 @@ impl Engine {
             return false;
         }
         let mut fired = false;
-        for (parts, bits, pos) in groups {
+        for (parts, bits, pos) in groups.iter() {
             fired |= apply(
                 w,
                 &mut self.clock,
@@ -2063,9 +2160,9 @@ impl Engine {
                 rule,
                 &self.limits,
                 parts,
-                *bits,
-                *pos,
-                event,
+                bits,
+                pos,
+                (event, weight),
                 out,
             );
         }
@@ -2099,14 +2196,8 @@ impl Engine {
             let Some(info) = rules.infos.get(rule.info) else {
                 continue;
             };
-            for (group, bits, pos) in group_keys(rule, mask, event) {
-                routed.push(Routed {
-                    correlation: info.name.clone(),
-                    group,
-                    bits,
-                    pos,
-                });
-            }
+            self.group_keys.fill(rule, mask, event);
+            routed.extend(self.group_keys.routed(&info.name));
         }
     }
 
@@ -2124,6 +2215,7 @@ impl Engine {
         reroute: &mut Vec<Routed>,
     ) {
         self.events += 1;
+        self.event_weight = None;
         self.advance_to(nanos(event.timestamp), out);
         let rules = Arc::clone(&self.rules);
         let Some(&c) = self.by_name.get(&r.correlation) else {
@@ -2136,8 +2228,11 @@ impl Engine {
         if let Some(stats) = self.stats.get_mut(rule.info) {
             stats.matches += 1;
         }
-        let groups = [(r.group.clone(), r.bits, r.pos)];
-        if self.apply_groups(&rules, c, rule, &groups, event, out) {
+        let mut groups = std::mem::take(&mut self.group_keys);
+        groups.set_one(&r.group, r.bits, r.pos);
+        let fired = self.apply_groups(&rules, c, rule, &groups, event, out);
+        self.group_keys = groups;
+        if fired {
             for &(o, pos) in &rule.feeds {
                 let (Some(outer), Some(bit)) = (
                     rules.correlations.get(o),
@@ -2148,14 +2243,8 @@ impl Engine {
                 let Some(info) = rules.infos.get(outer.info) else {
                     continue;
                 };
-                for (group, bits, pos) in group_keys(outer, bit, event) {
-                    reroute.push(Routed {
-                        correlation: info.name.clone(),
-                        group,
-                        bits,
-                        pos,
-                    });
-                }
+                self.group_keys.fill(outer, bit, event);
+                reroute.extend(self.group_keys.routed(&info.name));
             }
         }
     }
@@ -2663,7 +2752,7 @@ mod tests {
             assert_eq!(encoded_key(&parts), key.as_str());
             assert_eq!(decode_key(&key, parts.len()), parts);
         }
-        assert_eq!(encode_key(&["ab".into(), "".into()]), "2:ab0:");
+        assert_eq!(encode_key(&["ab", ""]), "2:ab0:");
     }
 
     use super::*;
