@@ -1896,7 +1896,8 @@ impl GroupKeys {
     fn set_one(&mut self, parts: &[String], bits: u64, pos: usize) {
         self.parts.clear();
         self.keys.clear();
-        self.parts.extend(parts.iter().map(|p| Text::from(p.as_str())));
+        self.parts
+            .extend(parts.iter().map(|p| Text::from(p.as_str())));
         self.keys.push((0..self.parts.len(), bits, pos));
     }
 

@@ -35,7 +35,7 @@ fn event(ms: i64, outcome: &str, ip: &str, user: &str, tid: usize) -> Arc<Event>
 }
 
 fn tid(e: &Event) -> usize {
-    e.extra["tid"].parse().unwrap()
+    e.extra.get("tid").unwrap().parse().unwrap()
 }
 
 fn correlation(kind: &str, rules: &str, group: &str, timespan: &str, extra: &str) -> String {

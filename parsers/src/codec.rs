@@ -15,7 +15,6 @@
 //! flows): a new field is appended at the end of the list, never inserted or reordered, and
 //! any other change bumps [`VERSION`] (a test pins the bytes).
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -231,11 +230,11 @@ macro_rules! event_codec {
                 return Err(err("unknown fields"));
             }
             let entries = u32::from_le_bytes(r.array()?);
-            let mut extra = BTreeMap::new();
+            let mut extra = crate::event::Extra::new();
             for _ in 0..entries {
                 let k = crate::Text::get(&mut r)?;
                 let v = crate::Text::get(&mut r)?;
-                extra.insert(k, v);
+                extra.push_sorted(k, v);
             }
             let n = r.len()?;
             let raw = r.take(n)?.to_vec();
