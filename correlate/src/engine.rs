@@ -1397,7 +1397,7 @@ fn base_detection(info: &RuleInfo, offense: &Offense, kind: DetectionKind) -> De
         tags: info.tags.clone(),
         group: Vec::new(),
         index_field: offense.index_field.clone(),
-        index_value: info.name.clone(),
+        index_value: String::new(),
         window_start: epoch,
         first_seen: epoch,
         last_seen: epoch,
