@@ -83,20 +83,21 @@ impl Zones {
 
     /// The most critical zone among an event's addresses, with the reason.
     pub fn asset_factor(&self, ev: &vigil_parsers::Event) -> Option<AssetFactor> {
+        // The reason is written for the side that wins only (it is made for every detection).
         [("source", ev.source_ip), ("destination", ev.destination_ip)]
             .into_iter()
             .filter_map(|(side, ip)| {
                 let ip = ip?;
-                let z = self.lookup(ip)?;
-                Some(AssetFactor {
-                    criticality: z.criticality,
-                    reason: format!(
-                        "{side} {ip} in zone {} (criticality {})",
-                        z.name, z.criticality
-                    ),
-                })
+                Some((side, ip, self.lookup(ip)?))
             })
-            .max_by_key(|f| f.criticality)
+            .max_by_key(|(_, _, z)| z.criticality)
+            .map(|(side, ip, z)| AssetFactor {
+                criticality: z.criticality,
+                reason: format!(
+                    "{side} {ip} in zone {} (criticality {})",
+                    z.name, z.criticality
+                ),
+            })
     }
 
     /// The criticality of a zone by name.
