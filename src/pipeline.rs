@@ -819,7 +819,7 @@ impl Pipeline {
                 evicted += store.insert_dead_letter(d, max_dead)?;
             }
             let mut changes = Vec::with_capacity(detections.len());
-            // Runs of one rule's detections of one index are applied at once, unless a
+            // Runs of one index's detections (any rules) are applied at once, unless a
             // detection can have effects of its own: a webhook per change, a set addition or
             // a block decision, a suppression window.
             let can_merge = |d: &Detection| {
@@ -841,12 +841,12 @@ impl Pipeline {
                 let member = |j: usize| {
                     detections.get(j).map(|d| {
                         let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
-                        (d, meta, factors.get(j).and_then(Option::as_ref))
+                        (d, meta, factors.get(j).and_then(Option::as_ref), j)
                     })
                 };
                 let Some(first) = member(i) else { continue };
                 let rest: Vec<Member<'_>> = rest.iter().filter_map(|&j| member(j)).collect();
-                let (d, meta, _) = first;
+                let (d, meta, _, _) = first;
                 let with_body = !webhooks.is_empty();
                 let (change, offense) = apply_detections(
                     store,
@@ -874,7 +874,7 @@ impl Pipeline {
                     _ => OffenseChange::Updated,
                 };
                 changes.push((change, d.events.last().map(|e| e.ingested)));
-                for (m, _, _) in &rest {
+                for (m, _, _, _) in &rest {
                     changes.push((later, m.events.last().map(|e| e.ingested)));
                 }
                 let event = match change {

@@ -881,6 +881,7 @@ pub fn run_offenses(
                         d,
                         meta.get(&d.rule).unwrap_or(&no_meta),
                         factors.get(j).and_then(Option::as_ref),
+                        j,
                     )
                 })
             };

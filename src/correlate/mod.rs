@@ -367,11 +367,13 @@ impl Default for OffenseLimits {
 pub struct SeenEvents {
     set: PairSet,
     order: std::collections::VecDeque<(u64, u64)>,
-    /// Staged additions in order, and the same as a set: a batch stages one entry per event
-    /// per detection (tens of thousands in a busy scaled-out offense batch), so a lookup must
-    /// not scan them.
-    staged: Vec<(u64, u64)>,
+    /// Staged additions with the position of the detection that staged them, and the same as
+    /// a set: a batch stages one entry per event per detection (tens of thousands in a busy
+    /// scaled-out offense batch), so a lookup must not scan them.
+    staged: Vec<(usize, (u64, u64))>,
     staged_set: PairSet,
+    /// The position in its batch of the detection being applied ([`SeenEvents::at`]).
+    position: usize,
     capacity: usize,
 }
 
@@ -412,6 +414,7 @@ impl SeenEvents {
             order: std::collections::VecDeque::new(),
             staged: Vec::new(),
             staged_set: PairSet::default(),
+            position: 0,
             capacity: capacity.max(1),
         }
     }
@@ -429,14 +432,26 @@ impl SeenEvents {
         if self.set.contains(&k) || !self.staged_set.insert(k) {
             return false;
         }
-        self.staged.push(k);
+        self.staged.push((self.position, k));
         true
+    }
+
+    /// What is staged next comes from the detection at `position` of the batch. The commit
+    /// remembers the staged pairs in detection order, so that which are forgotten first does
+    /// not depend on runs applying detections out of order (without positions: in the order
+    /// staged).
+    fn at(&mut self, position: usize) {
+        self.position = position;
     }
 
     /// Keeps the staged additions (the transaction committed).
     pub fn commit(&mut self) {
         self.staged_set.clear();
-        for k in std::mem::take(&mut self.staged) {
+        self.position = 0;
+        let mut staged = std::mem::take(&mut self.staged);
+        // Stable: a detection's own pairs keep their order.
+        staged.sort_by_key(|(position, _)| *position);
+        for (_, k) in staged {
             if self.set.insert(k) {
                 self.order.push_back(k);
             }
@@ -452,6 +467,7 @@ impl SeenEvents {
     pub fn rollback(&mut self) {
         self.staged.clear();
         self.staged_set.clear();
+        self.position = 0;
     }
 }
 
@@ -484,7 +500,7 @@ pub fn apply_detection(
     apply_detections(
         store,
         book,
-        ((d, meta, asset), &[]),
+        ((d, meta, asset, 0), &[]),
         limits,
         seen,
         now,
@@ -548,12 +564,13 @@ pub fn group_detections<'a>(
     groups
 }
 
-/// A detection to apply, with its rule's facts and the asset factor of its events (the one
-/// with the highest criticality).
+/// A detection to apply, with its rule's facts, the asset factor of its events (the one with
+/// the highest criticality) and its position in the batch.
 pub type Member<'a> = (
     &'a Detection,
     &'a RuleMeta,
     Option<&'a crate::context::AssetFactor>,
+    usize,
 );
 
 /// Applies a run of detections of one index, as [`group_detections`] made it (or a single
@@ -569,7 +586,7 @@ pub fn apply_detections<R>(
     now: DateTime<Utc>,
     then: impl FnOnce(&Offense, OffenseChange) -> R,
 ) -> Result<R, StoreError> {
-    let (d, meta, _) = first;
+    let (d, meta, _, _) = first;
     let members = || std::iter::once(first).chain(rest.iter().copied());
     let group_first = members()
         .map(|m| m.0.first_seen)
@@ -692,9 +709,10 @@ pub fn apply_detections<R>(
         .max_events_per_offense
         .saturating_sub(offense.stored_events) as usize;
     let mut keep: Vec<Arc<Event>> = Vec::new();
-    // Rules of the run whose tags were added already.
-    let mut tagged: Vec<&str> = Vec::new();
-    for (m, m_meta, asset) in members() {
+    // Rules (with their tags) of the run whose tags were added already.
+    let mut tagged: Vec<(&str, &[String])> = Vec::new();
+    for (m, m_meta, asset, position) in members() {
+        seen.at(position);
         let part = match rules.iter().position(|r| r.rule == m.rule) {
             Some(i) => i,
             None => {
@@ -736,8 +754,13 @@ pub fn apply_detections<R>(
             r.first_seen = r.first_seen.min(m.first_seen);
             r.last_seen = r.last_seen.max(m.last_seen);
         }
-        if !tagged.contains(&m.rule.as_str()) {
-            tagged.push(&m.rule);
+        // The same rule's detections carry the same tags, except across a rule change
+        // (detections of two rule versions in one scaled-out batch): compared, not assumed.
+        if !tagged
+            .iter()
+            .any(|(r, t)| *r == m.rule && *t == m.tags.as_slice())
+        {
+            tagged.push((&m.rule, &m.tags));
             for tag in &m.tags {
                 if !offense.tags.contains(tag) {
                     offense.tags.push(tag.clone());
