@@ -697,14 +697,8 @@ impl Pipeline {
         }
         self.asset_factors.clear();
         if let Some(en) = &self.enricher {
-            for d in &self.detections {
-                let factor = d
-                    .events
-                    .iter()
-                    .filter_map(|e| en.asset_factor(e))
-                    .max_by_key(|f| f.criticality);
-                self.asset_factors.push(factor);
-            }
+            self.asset_factors
+                .extend(self.detections.iter().map(|d| en.events_factor(&d.events)));
         }
         let mut delay = std::time::Duration::from_millis(50);
         let mut attempt = 0;

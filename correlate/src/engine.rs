@@ -1913,10 +1913,9 @@ impl GroupKeys {
     }
 
     /// The keys as routed matches of correlation `name`.
-    fn routed(&self, name: &str) -> impl Iterator<Item = Routed> + '_ {
-        let name = name.to_owned();
+    fn routed<'a>(&'a self, name: &'a str) -> impl Iterator<Item = Routed> + 'a {
         self.iter().map(move |(parts, bits, pos)| Routed {
-            correlation: name.clone(),
+            correlation: name.to_owned(),
             group: parts.iter().map(|p| p.to_string()).collect(),
             bits,
             pos,
@@ -2091,18 +2090,13 @@ impl Engine {
     ) -> bool {
         let mut groups = std::mem::take(&mut self.group_keys);
         groups.fill(rule, mask, event);
-        let fired = match self.stats.get_mut(rule.info) {
-            Some(stats) if groups.is_empty() => {
-                stats.matches += 1;
+        if let Some(stats) = self.stats.get_mut(rule.info) {
+            stats.matches += 1;
+            if groups.is_empty() {
                 stats.ungrouped_events += 1;
-                false
             }
-            Some(stats) => {
-                stats.matches += 1;
-                self.apply_groups(rules, c, rule, &groups, event, out)
-            }
-            None => self.apply_groups(rules, c, rule, &groups, event, out),
-        };
+        }
+        let fired = !groups.is_empty() && self.apply_groups(rules, c, rule, &groups, event, out);
         self.group_keys = groups;
         fired
     }

@@ -73,7 +73,7 @@ impl Extra {
 
     /// The fields, by name.
     pub fn iter(&self) -> impl ExactSizeIterator<Item = (&Text, &Text)> + DoubleEndedIterator {
-        self.0.iter().map(|(k, v)| (k, v))
+        self.into_iter()
     }
 
     /// Appends `key` when it sorts after every name already set (what decoding stored fields

@@ -861,12 +861,7 @@ pub fn run_offenses(
             let mut listed: HashSet<(&str, &str)> = HashSet::new();
             let factors: Vec<Option<crate::context::AssetFactor>> = dets
                 .iter()
-                .map(|(_, d)| {
-                    d.events
-                        .iter()
-                        .filter_map(|e| zones.asset_factor(e))
-                        .max_by_key(|f| f.criticality)
-                })
+                .map(|(_, d)| zones.events_factor(&d.events))
                 .collect();
             // Runs of one index's detections are applied at once (as in embedded mode),
             // unless each change is announced by a webhook or a rule suppresses.

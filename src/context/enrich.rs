@@ -164,9 +164,9 @@ impl Enricher {
         internal
     }
 
-    /// The most critical zone among an event's addresses.
-    pub fn asset_factor(&self, ev: &Event) -> Option<AssetFactor> {
-        self.zones.asset_factor(ev)
+    /// A detection's asset factor ([`Zones::events_factor`]).
+    pub fn events_factor(&self, events: &[std::sync::Arc<Event>]) -> Option<AssetFactor> {
+        self.zones.events_factor(events)
     }
 
     /// Periodic work: GeoIP reload check, reference-data expiry, metrics. Returns a GeoIP

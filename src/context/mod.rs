@@ -81,6 +81,17 @@ impl Zones {
         })
     }
 
+    /// A detection's asset factor: the most critical among its events' (the last of equals).
+    pub fn events_factor(
+        &self,
+        events: &[std::sync::Arc<vigil_parsers::Event>],
+    ) -> Option<AssetFactor> {
+        events
+            .iter()
+            .filter_map(|e| self.asset_factor(e))
+            .max_by_key(|f| f.criticality)
+    }
+
     /// The most critical zone among an event's addresses, with the reason.
     pub fn asset_factor(&self, ev: &vigil_parsers::Event) -> Option<AssetFactor> {
         // The reason is written for the side that wins only (it is made for every detection).
