@@ -1155,6 +1155,31 @@ mod tests {
             .collect()
     }
 
+    /// On the default configuration (automatic blocking's guards valid, no magnitude policy,
+    /// no webhooks) a batch's detections of one index are applied as one run: one offense
+    /// lookup, not one per detection. (Runs were once off whenever the guards were valid.)
+    #[test]
+    fn default_config_applies_a_batch_detections_of_one_index_as_one_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let rules = dir.path().join("rules");
+        std::fs::create_dir(&rules).unwrap();
+        std::fs::write(
+            rules.join("root.yml"),
+            "title: Root login failure\nname: root_failure\ndetection:\n  sel: {user.name: root, event.outcome: failure}\n  condition: sel\nlevel: medium\n",
+        )
+        .unwrap();
+        let mut config = Config::default();
+        config.rules.dir = rules;
+        let metrics = Metrics::new();
+        let sources = Arc::new(crate::sources::Sources::new(10, &metrics));
+        let store = Store::open(&dir.path().join("vigil.db")).unwrap();
+        let mut p = build_pipeline(&config, store, metrics, sources).unwrap();
+        let out = p.process_batch(failed_logins(8)).unwrap();
+        assert_eq!((out.offenses_created, out.offenses_updated), (1, 7), "{out:?}");
+        let s = p.book_stats();
+        assert_eq!(s.hits + s.misses, 1, "{s:?}");
+    }
+
     #[test]
     fn windows_an_older_build_saved_in_the_store_are_restored_and_moved_to_the_file() {
         let dir = tempfile::tempdir().unwrap();

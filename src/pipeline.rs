@@ -14,7 +14,7 @@ use vigil_parsers::Event;
 
 use crate::bus::RawRecord;
 use crate::correlate::{
-    apply_detections, Member, OffenseChange, OffenseLimits, RuleMeta, SeenEvents,
+    apply_detections, Member, Merge, OffenseChange, OffenseLimits, RuleMeta, SeenEvents,
 };
 use crate::store::{DeadLetter, Store, StoreError};
 use crate::telemetry::{Counter, Metrics};
@@ -324,6 +324,11 @@ impl Pipeline {
     /// transaction (see `bus::spool`).
     pub fn set_spool_position(&mut self, position: (u64, u64)) {
         self.spool_position = Some(position);
+    }
+
+    /// What the open-offense book did so far.
+    pub fn book_stats(&self) -> crate::correlate::book::BookStats {
+        self.book.stats()
     }
 
     /// The spool position of the last stored batch.
@@ -741,7 +746,8 @@ impl Pipeline {
                 .inc();
         }
         // Counted per rule once a batch: the registry's lookup is not per detection.
-        let mut by_rule: std::collections::HashMap<&str, u64> = std::collections::HashMap::new();
+        let mut by_rule: std::collections::HashMap<&str, u64, foldhash::fast::RandomState> =
+            std::collections::HashMap::default();
         for d in &self.detections {
             *by_rule.entry(d.rule.as_str()).or_default() += 1;
         }
@@ -815,17 +821,23 @@ impl Pipeline {
             let mut changes = Vec::with_capacity(detections.len());
             // Runs of one index's detections (any rules) are applied at once, unless a
             // detection can have effects of its own: a webhook per change, a set addition or
-            // a block decision, a suppression window.
-            let can_merge = |d: &Detection| {
-                webhooks.is_empty()
-                    && guard.is_none()
-                    && rule_meta
-                        .get(&d.rule)
-                        .is_none_or(|m| m.add_to_set.is_none() && m.suppress.is_none())
+            // a block decision (a rule's, or the magnitude policy's after any change). The
+            // guards alone (always there when the response config is valid) decide nothing
+            // without a block asked for. A suppressing rule's detection joins runs only.
+            let magnitude_policy = guard.as_ref().is_some_and(|g| g.min_magnitude > 0);
+            let merge = |d: &Detection| {
+                if !webhooks.is_empty() || magnitude_policy {
+                    return Merge::Never;
+                }
+                match rule_meta.get(&d.rule) {
+                    Some(m) if m.add_to_set.is_some() => Merge::Never,
+                    Some(m) if m.suppress.is_some() => Merge::Join,
+                    _ => Merge::Any,
+                }
             };
             let groups = crate::correlate::group_detections(
                 detections.iter(),
-                can_merge,
+                merge,
                 offense_limits.inactive_after,
             );
             for group in &groups {

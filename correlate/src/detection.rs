@@ -3,7 +3,7 @@
 
 use aho_corasick::AhoCorasick;
 use serde_norway::Value;
-use vigil_parsers::event::{Event, FieldValue};
+use vigil_parsers::event::{Event, FieldRef, FieldValue};
 
 use crate::condition::{parse_condition, Expr};
 use crate::fields::resolve_field;
@@ -53,6 +53,8 @@ pub(crate) struct Selection {
 #[derive(Debug, Clone)]
 pub(crate) struct FieldItem {
     pub(crate) field: String,
+    /// `field`, resolved.
+    at: FieldRef,
     pub(crate) all: bool,
     /// For OR items: one automaton over all plain ASCII `contains` values, checked first.
     pub(crate) contains_any: Option<AhoCorasick>,
@@ -63,7 +65,7 @@ pub(crate) struct FieldItem {
 
 impl FieldItem {
     fn matches(&self, event: &Event) -> bool {
-        match event.get(&self.field) {
+        match self.at.get(event) {
             Some(v) => with_text(&v, |t| self.matches_value(event, Some(&v), Some(t))),
             None => self.matches_value(event, None, None),
         }
@@ -558,6 +560,7 @@ fn compile_item(
 
 fn finish_item(field: String, all: bool, values: Vec<ValueMatcher>) -> FieldItem {
     let mut item = FieldItem {
+        at: FieldRef::new(&field),
         field,
         all,
         contains_any: None,

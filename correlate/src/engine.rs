@@ -128,7 +128,7 @@ use std::hash::{BuildHasher, BuildHasherDefault, Hash, Hasher, RandomState};
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
-use vigil_parsers::event::{Event, FieldValue, Text};
+use vigil_parsers::event::{Event, FieldRef, FieldValue, Text};
 
 use crate::index::Scratch;
 use crate::rules::RuleInfo;
@@ -1326,8 +1326,8 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn text_of(event: &Event, field: &str) -> Option<String> {
-    event.get(field).map(|v| v.as_text().into_owned())
+fn text_of(event: &Event, field: &FieldRef) -> Option<String> {
+    field.get(event).map(|v| v.as_text().into_owned())
 }
 
 /// Event time as nanoseconds since the epoch (clamped outside 1677-2262).
@@ -1495,17 +1495,18 @@ fn apply(
     let ts = nanos(event.timestamp);
     let span = rule.timespan.num_nanoseconds().unwrap_or(i64::MAX).max(1);
     let tag = match &rule.measure {
-        Measure::ValueCount(fields) => {
-            let Some(v) = fields.get(pos).and_then(|f| event.get(f)) else {
+        Measure::ValueCount(_) => {
+            let Some(v) = rule.value_fields.get(pos).and_then(|f| f.get(event)) else {
                 stats.valueless_events += 1;
                 return false;
             };
             value_hash(&value_text(&v))
         }
-        Measure::ValueSum(fields) => {
-            let Some(v) = fields
+        Measure::ValueSum(_) => {
+            let Some(v) = rule
+                .value_fields
                 .get(pos)
-                .and_then(|f| event.get(f))
+                .and_then(|f| f.get(event))
                 .and_then(|v| numeric(&v))
             else {
                 stats.valueless_events += 1;
@@ -1629,7 +1630,7 @@ fn apply(
                 let index_value = key_index.clone().unwrap_or_else(|| {
                     events
                         .first()
-                        .and_then(|e| text_of(e, &rule.offense.index_field))
+                        .and_then(|e| text_of(e, &rule.offense.index_at))
                         .unwrap_or_else(|| info.name.clone())
                 });
                 st.firing = Some(Box::new(Firing {
@@ -1864,7 +1865,7 @@ impl GroupKeys {
             let start = self.parts.len();
             let mut complete = true;
             for f in fields {
-                match event.get(f) {
+                match f.get(event) {
                     Some(v) => self.parts.push(value_text(&v)),
                     None => {
                         complete = false;
@@ -2262,7 +2263,7 @@ impl Engine {
             if info.generate {
                 let mut x = base_detection(info, &det.offense, DetectionKind::New);
                 x.index_value =
-                    text_of(event, &det.offense.index_field).unwrap_or_else(|| info.name.clone());
+                    text_of(event, &det.offense.index_at).unwrap_or_else(|| info.name.clone());
                 x.window_start = event.timestamp;
                 x.first_seen = event.timestamp;
                 x.last_seen = event.timestamp;
@@ -2375,7 +2376,7 @@ impl Engine {
                 .or_else(|| {
                     payload
                         .as_ref()
-                        .and_then(|e| text_of(e, &rule.offense.index_field))
+                        .and_then(|e| text_of(e, &rule.offense.index_at))
                 })
                 .unwrap_or_else(|| info.name.clone());
             x.group = rule.group_names.iter().cloned().zip(parts).collect();

@@ -18,7 +18,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
 /// Pattern bytes up to which a field's prefilter automaton is built as a DFA.
 const DFA_MAX_PATTERN_BYTES: usize = 200_000;
-use vigil_parsers::event::Event;
+use vigil_parsers::event::{Event, FieldRef};
 
 use crate::matcher::with_text;
 use crate::ruleset::DetectionRule;
@@ -38,6 +38,8 @@ fn with_ascii_lowercase<R>(text: &str, f: impl FnOnce(&str) -> R) -> R {
 
 struct FieldPrefilter {
     field: String,
+    /// `field`, resolved.
+    at: FieldRef,
     ac: AhoCorasick,
     /// Pattern id to the rules that need it.
     pattern_rules: Vec<Vec<u32>>,
@@ -50,6 +52,8 @@ type LiteralField = (String, HashMap<String, usize>, Vec<String>, Vec<Vec<u32>>)
 #[derive(Default)]
 pub(crate) struct Index {
     anchor_fields: Vec<String>,
+    /// `anchor_fields`, resolved.
+    anchors: Vec<FieldRef>,
     /// Per anchor field: lowercase value to rules.
     by_value: Vec<HashMap<String, Vec<u32>>>,
     unanchored: Vec<u32>,
@@ -143,6 +147,7 @@ impl Index {
                         }
                     }
                     index.prefilters.push(FieldPrefilter {
+                        at: FieldRef::new(&field),
                         field,
                         ac,
                         pattern_rules: prules,
@@ -196,6 +201,7 @@ impl Index {
                             Some(i) => i,
                             None => {
                                 index.anchor_fields.push((*field).to_owned());
+                                index.anchors.push(FieldRef::new(field));
                                 index.by_value.push(HashMap::new());
                                 index.anchor_fields.len() - 1
                             }
@@ -241,8 +247,8 @@ impl Index {
         for r in &self.unanchored {
             push(*r);
         }
-        for (fi, field) in self.anchor_fields.iter().enumerate() {
-            let Some(v) = event.get(field) else { continue };
+        for (fi, at) in self.anchors.iter().enumerate() {
+            let Some(v) = at.get(event) else { continue };
             let Some(map) = self.by_value.get(fi) else {
                 continue;
             };
@@ -265,7 +271,7 @@ impl Index {
             let Some(pf) = self.prefilters.get(i) else {
                 continue;
             };
-            if let Some(v) = event.get(&pf.field) {
+            if let Some(v) = pf.at.get(event) {
                 with_text(&v, |text| scan(pf, text));
             }
         }

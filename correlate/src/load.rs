@@ -5,6 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde::Deserialize;
 use serde_norway::Value;
+use vigil_parsers::event::FieldRef;
 
 use crate::detection::compile_detection;
 use crate::duration::parse_duration;
@@ -287,11 +288,13 @@ fn offense(p: &Parsed, default_index: &str) -> Offense {
         .as_ref()
         .map(|v| v.offense.clone())
         .unwrap_or_default();
+    let index_field = spec
+        .index
+        .as_deref()
+        .map_or_else(|| default_index.to_owned(), resolve_field);
     Offense {
-        index_field: spec
-            .index
-            .as_deref()
-            .map_or_else(|| default_index.to_owned(), resolve_field),
+        index_at: FieldRef::new(&index_field),
+        index_field,
         relevance: spec.relevance,
         credibility: spec.credibility,
         severity: spec
@@ -989,11 +992,21 @@ impl RuleSet {
                 gte: Some(u64::try_from(n_rules).unwrap_or(u64::MAX)),
                 ..CountCondition::default()
             });
+            let value_fields = match &measure {
+                Measure::ValueCount(f) | Measure::ValueSum(f) => {
+                    f.iter().map(|f| FieldRef::new(f)).collect()
+                }
+                _ => Vec::new(),
+            };
             set.correlations.push(CorrelationRule {
                 info: info_of[k],
                 measure,
                 group_names: names.clone(),
-                group_fields: fields.clone(),
+                group_fields: fields
+                    .iter()
+                    .map(|per_rule| per_rule.iter().map(|f| FieldRef::new(f)).collect())
+                    .collect(),
+                value_fields,
                 n_rules,
                 timespan: shape.timespan,
                 condition,

@@ -2,7 +2,7 @@
 //! index. Immutable once built, shared between engines (`Send + Sync`).
 
 use chrono::Duration;
-use vigil_parsers::event::Event;
+use vigil_parsers::event::{Event, FieldRef};
 
 use crate::detection::Detection;
 use crate::index::{Index, Scratch};
@@ -12,6 +12,8 @@ use crate::rules::RuleInfo;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Offense {
     pub(crate) index_field: String,
+    /// `index_field`, resolved.
+    pub(crate) index_at: FieldRef,
     pub(crate) relevance: u8,
     pub(crate) credibility: u8,
     pub(crate) severity: u8,
@@ -114,8 +116,10 @@ pub(crate) struct CorrelationRule {
     /// [`crate::Detection::group`] reports.
     pub(crate) group_names: Vec<String>,
     /// Per referenced rule (by position in `rules`): the event field of each group-by name
-    /// (aliases resolved for that rule).
-    pub(crate) group_fields: Vec<Vec<String>>,
+    /// (aliases resolved for that rule), resolved.
+    pub(crate) group_fields: Vec<Vec<FieldRef>>,
+    /// `value_count` and `value_sum`: the measured field per referenced rule, resolved.
+    pub(crate) value_fields: Vec<FieldRef>,
     /// Referenced rules (after deduplication): the width of the rule mask.
     pub(crate) n_rules: usize,
     pub(crate) timespan: Duration,

@@ -607,6 +607,65 @@ pub enum FieldError {
     ReadOnly(String),
 }
 
+/// Reads one core field of an event.
+type CoreReader = for<'a> fn(&'a Event) -> Option<FieldValue<'a>>;
+
+/// A field name resolved once: reading it from an event then costs no name lookup (a core
+/// field's reader, or the `extra` key). Reads exactly what [`Event::get`] reads for the name;
+/// two are equal when their names are.
+#[derive(Clone)]
+pub struct FieldRef {
+    name: Text,
+    read: Resolved,
+}
+
+#[derive(Clone)]
+enum Resolved {
+    Core(CoreReader),
+    Extra(Text),
+}
+
+impl FieldRef {
+    /// Resolves a wire name, as [`Event::get`] does.
+    pub fn new(name: &str) -> FieldRef {
+        FieldRef {
+            name: name.into(),
+            read: match Event::core_reader(name) {
+                Some(read) => Resolved::Core(read),
+                None => Resolved::Extra(name.strip_prefix("extra.").unwrap_or(name).into()),
+            },
+        }
+    }
+
+    /// The name as given.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The field of `event`.
+    #[inline]
+    pub fn get<'a>(&self, event: &'a Event) -> Option<FieldValue<'a>> {
+        match &self.read {
+            Resolved::Core(read) => read(event),
+            Resolved::Extra(key) => event.extra.get(key).map(|v| FieldValue::Str(v.as_str())),
+        }
+    }
+}
+
+impl PartialEq for FieldRef {
+    fn eq(&self, other: &FieldRef) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for FieldRef {}
+
+impl std::fmt::Debug for FieldRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "FieldRef({})", self.name)
+    }
+}
+
 /// Every core field name, in schema order. Anything else lives in `extra`.
 pub const CORE_FIELDS: &[&str] = &[
     "@timestamp",
@@ -745,90 +804,102 @@ impl Event {
     }
 
     /// A field by its wire name. Names that are not core fields are looked up in `extra`
-    /// (with or without an `extra.` prefix).
+    /// (with or without an `extra.` prefix). To read one field of many events, resolve its name
+    /// once with [`FieldRef::new`].
     pub fn get(&self, name: &str) -> Option<FieldValue<'_>> {
+        match Event::core_reader(name) {
+            Some(read) => read(self),
+            None => {
+                let key = name.strip_prefix("extra.").unwrap_or(name);
+                self.extra.get(key).map(|v| FieldValue::Str(v.as_str()))
+            }
+        }
+    }
+
+    /// The reader of a core field, by wire name (`None`: not a core field).
+    fn core_reader(name: &str) -> Option<CoreReader> {
         fn s(v: &Option<Text>) -> Option<FieldValue<'_>> {
             v.as_deref().map(FieldValue::Str)
         }
         fn n<T: Into<i64> + Copy>(v: &Option<T>) -> Option<FieldValue<'static>> {
             v.map(|x| FieldValue::Int(x.into()))
         }
-        match name {
-            "@timestamp" => Some(FieldValue::Time(self.timestamp)),
-            "event.ingested" => Some(FieldValue::Time(self.ingested)),
-            "event.kind" => s(&self.kind),
-            "event.category" => s(&self.category),
-            "event.type" => s(&self.event_type),
-            "event.outcome" => s(&self.outcome),
-            "event.action" => s(&self.action),
-            "event.severity" => n(&self.severity),
-            "event.sequence" => self.sequence.map(|s| FieldValue::Int(saturating_i64(s))),
-            "event.dataset" => s(&self.dataset),
-            "observer.id" => s(&self.observer_id),
-            "observer.type" => s(&self.observer_type),
-            "observer.ip" => self.observer_ip.map(FieldValue::Ip),
-            "host.name" => s(&self.host_name),
-            "source.ip" => self.source_ip.map(FieldValue::Ip),
-            "source.port" => n(&self.source_port),
-            "destination.ip" => self.destination_ip.map(FieldValue::Ip),
-            "destination.port" => n(&self.destination_port),
-            "network.transport" => s(&self.network_transport),
-            "network.protocol" => s(&self.network_protocol),
-            "network.bytes" => self
-                .network_bytes
-                .map(|b| FieldValue::Int(saturating_i64(b))),
-            "network.packets" => self
-                .network_packets
-                .map(|b| FieldValue::Int(saturating_i64(b))),
-            "network.community_id" => s(&self.network_community_id),
-            "source.geo.country_iso_code" => s(&self.source_geo_country_iso_code),
-            "source.geo.country_name" => s(&self.source_geo_country_name),
-            "source.geo.city_name" => s(&self.source_geo_city_name),
-            "source.geo.continent_code" => s(&self.source_geo_continent_code),
-            "source.as.number" => n(&self.source_as_number),
-            "source.as.organization.name" => s(&self.source_as_organization_name),
-            "source.zone" => s(&self.source_zone),
-            "source.internal" => self
-                .source_internal
-                .map(|b| FieldValue::Str(if b { "true" } else { "false" })),
-            "destination.geo.country_iso_code" => s(&self.destination_geo_country_iso_code),
-            "destination.geo.country_name" => s(&self.destination_geo_country_name),
-            "destination.geo.city_name" => s(&self.destination_geo_city_name),
-            "destination.geo.continent_code" => s(&self.destination_geo_continent_code),
-            "destination.as.number" => n(&self.destination_as_number),
-            "destination.as.organization.name" => s(&self.destination_as_organization_name),
-            "destination.zone" => s(&self.destination_zone),
-            "destination.internal" => self
-                .destination_internal
-                .map(|b| FieldValue::Str(if b { "true" } else { "false" })),
-            "network.direction" => s(&self.network_direction),
-            "user.name" => s(&self.user_name),
-            "process.name" => s(&self.process_name),
-            "process.pid" => n(&self.process_pid),
-            "http.request.method" => s(&self.http_request_method),
-            "url.path" => s(&self.url_path),
-            "url.original" => s(&self.url_original),
-            "url.query" => s(&self.url_query),
-            "url.domain" => s(&self.url_domain),
-            "http.version" => s(&self.http_version),
-            "http.response.bytes" => self
-                .http_response_bytes
-                .map(|b| FieldValue::Int(saturating_i64(b))),
-            "user_agent.original" => s(&self.user_agent_original),
-            "event.duration" => self.duration_ns.map(|d| FieldValue::Int(saturating_i64(d))),
-            "http.response.status_code" => n(&self.http_response_status_code),
-            "api.key" => s(&self.api_key),
-            "api.consumer" => s(&self.api_consumer),
-            "api.route" => s(&self.api_route),
-            "log.syslog.facility.code" => n(&self.syslog_facility),
-            "log.syslog.severity.code" => n(&self.syslog_severity),
-            "message" => s(&self.message),
-            "event.original" => std::str::from_utf8(&self.raw).ok().map(FieldValue::Str),
-            other => {
-                let key = other.strip_prefix("extra.").unwrap_or(other);
-                self.extra.get(key).map(|v| FieldValue::Str(v.as_str()))
-            }
-        }
+        let read: CoreReader = match name {
+            "@timestamp" => |e| Some(FieldValue::Time(e.timestamp)),
+            "event.ingested" => |e| Some(FieldValue::Time(e.ingested)),
+            "event.kind" => |e| s(&e.kind),
+            "event.category" => |e| s(&e.category),
+            "event.type" => |e| s(&e.event_type),
+            "event.outcome" => |e| s(&e.outcome),
+            "event.action" => |e| s(&e.action),
+            "event.severity" => |e| n(&e.severity),
+            "event.sequence" => |e| e.sequence.map(|s| FieldValue::Int(saturating_i64(s))),
+            "event.dataset" => |e| s(&e.dataset),
+            "observer.id" => |e| s(&e.observer_id),
+            "observer.type" => |e| s(&e.observer_type),
+            "observer.ip" => |e| e.observer_ip.map(FieldValue::Ip),
+            "host.name" => |e| s(&e.host_name),
+            "source.ip" => |e| e.source_ip.map(FieldValue::Ip),
+            "source.port" => |e| n(&e.source_port),
+            "destination.ip" => |e| e.destination_ip.map(FieldValue::Ip),
+            "destination.port" => |e| n(&e.destination_port),
+            "network.transport" => |e| s(&e.network_transport),
+            "network.protocol" => |e| s(&e.network_protocol),
+            "network.bytes" => |e| e.network_bytes.map(|b| FieldValue::Int(saturating_i64(b))),
+            "network.packets" => |e| {
+                e.network_packets
+                    .map(|b| FieldValue::Int(saturating_i64(b)))
+            },
+            "network.community_id" => |e| s(&e.network_community_id),
+            "source.geo.country_iso_code" => |e| s(&e.source_geo_country_iso_code),
+            "source.geo.country_name" => |e| s(&e.source_geo_country_name),
+            "source.geo.city_name" => |e| s(&e.source_geo_city_name),
+            "source.geo.continent_code" => |e| s(&e.source_geo_continent_code),
+            "source.as.number" => |e| n(&e.source_as_number),
+            "source.as.organization.name" => |e| s(&e.source_as_organization_name),
+            "source.zone" => |e| s(&e.source_zone),
+            "source.internal" => |e| {
+                e.source_internal
+                    .map(|b| FieldValue::Str(if b { "true" } else { "false" }))
+            },
+            "destination.geo.country_iso_code" => |e| s(&e.destination_geo_country_iso_code),
+            "destination.geo.country_name" => |e| s(&e.destination_geo_country_name),
+            "destination.geo.city_name" => |e| s(&e.destination_geo_city_name),
+            "destination.geo.continent_code" => |e| s(&e.destination_geo_continent_code),
+            "destination.as.number" => |e| n(&e.destination_as_number),
+            "destination.as.organization.name" => |e| s(&e.destination_as_organization_name),
+            "destination.zone" => |e| s(&e.destination_zone),
+            "destination.internal" => |e| {
+                e.destination_internal
+                    .map(|b| FieldValue::Str(if b { "true" } else { "false" }))
+            },
+            "network.direction" => |e| s(&e.network_direction),
+            "user.name" => |e| s(&e.user_name),
+            "process.name" => |e| s(&e.process_name),
+            "process.pid" => |e| n(&e.process_pid),
+            "http.request.method" => |e| s(&e.http_request_method),
+            "url.path" => |e| s(&e.url_path),
+            "url.original" => |e| s(&e.url_original),
+            "url.query" => |e| s(&e.url_query),
+            "url.domain" => |e| s(&e.url_domain),
+            "http.version" => |e| s(&e.http_version),
+            "http.response.bytes" => |e| {
+                e.http_response_bytes
+                    .map(|b| FieldValue::Int(saturating_i64(b)))
+            },
+            "user_agent.original" => |e| s(&e.user_agent_original),
+            "event.duration" => |e| e.duration_ns.map(|d| FieldValue::Int(saturating_i64(d))),
+            "http.response.status_code" => |e| n(&e.http_response_status_code),
+            "api.key" => |e| s(&e.api_key),
+            "api.consumer" => |e| s(&e.api_consumer),
+            "api.route" => |e| s(&e.api_route),
+            "log.syslog.facility.code" => |e| n(&e.syslog_facility),
+            "log.syslog.severity.code" => |e| n(&e.syslog_severity),
+            "message" => |e| s(&e.message),
+            "event.original" => |e| std::str::from_utf8(&e.raw).ok().map(FieldValue::Str),
+            _ => return None,
+        };
+        Some(read)
     }
 
     /// Sets a field by its wire name from text, converting to the field's type. Names that are
@@ -1073,5 +1144,45 @@ mod tests {
             let _ = e.set(name, "1");
             assert!(!e.extra.contains_key(*name), "{name} fell through to extra");
         }
+    }
+
+    /// A resolved name reads what `get` reads: every core field (set and unset), `extra` keys
+    /// with and without the prefix, and names of neither; and the core readers are exactly the
+    /// core fields.
+    #[test]
+    fn field_refs_read_what_get_reads() {
+        let t = at("2026-01-01T00:00:00Z");
+        let empty = Event::new(t, t);
+        let mut full = Event::new(t, t);
+        for (i, name) in CORE_FIELDS.iter().enumerate() {
+            let value = match *name {
+                "source.ip" | "destination.ip" | "observer.ip" => "2001:db8::7".to_owned(),
+                "source.internal" | "destination.internal" => "true".to_owned(),
+                _ => (i + 1).to_string(),
+            };
+            let _ = full.set(name, &value);
+            assert!(
+                Event::core_reader(name).is_some(),
+                "{name} has no core reader"
+            );
+        }
+        full.raw = b"raw line".to_vec();
+        full.extra.insert("CommandLine".into(), "cmd /c".into());
+        full.extra.insert("extra.odd".into(), "kept".into());
+        let names = CORE_FIELDS
+            .iter()
+            .copied()
+            .chain(["CommandLine", "extra.CommandLine", "odd", "extra.odd", "nope", ""]);
+        let mut seen = 0;
+        for name in names {
+            for e in [&empty, &full] {
+                let direct = e.get(name);
+                assert_eq!(FieldRef::new(name).get(e), direct, "{name}");
+                seen += usize::from(direct.is_some());
+            }
+        }
+        assert!(seen > CORE_FIELDS.len(), "{seen}");
+        assert!(Event::core_reader("CommandLine").is_none());
+        assert!(Event::core_reader("extra.message").is_none());
     }
 }

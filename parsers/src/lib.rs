@@ -24,4 +24,4 @@ pub mod formats;
 pub mod normalize;
 pub mod syslog;
 
-pub use event::{ip_text, Event, Extra, FieldValue, Text};
+pub use event::{ip_text, Event, Extra, FieldRef, FieldValue, Text};

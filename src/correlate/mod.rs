@@ -508,17 +508,32 @@ pub fn apply_detection(
     )
 }
 
+/// How a detection may share a run with other detections of its index ([`group_detections`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Merge {
+    /// Alone: it has effects of its own per change (webhooks, set additions, block decisions).
+    Never,
+    /// Joins an open run, but a run it would start stays its own: a rule with `suppress`. Its
+    /// detection differs from a plain one only when it finds no open offense, and after a
+    /// run's first member (a plain detection) there always is one, the run's span being within
+    /// `inactive_after`. Leading, it may join a closed offense, which those after it would not
+    /// join one by one.
+    Join,
+    /// Starts or joins runs.
+    Any,
+}
+
 /// Groups a batch's detections (in order) into runs applied at once by
-/// [`apply_detections`]: a detection joins the open run of its (index field, index value) when
-/// both are allowed by `can_merge`, and the run's event times stay within
-/// `max_span` (the offenses' `inactive_after`, so that no member could close the offense the
-/// run's first one joined). Any other detection of the index ends the run, so each index's
-/// detections keep their order; runs of different indexes touch different offenses and
-/// commute. Applying the runs in the order of their first members gives the offenses applying
-/// the detections one by one gives (tested). Returns the runs, by position, in that order.
+/// [`apply_detections`]: a detection joins the open run of its (index field, index value)
+/// when `merge` allows it (see [`Merge`]) and the run's event times stay within `max_span`
+/// (the offenses' `inactive_after`, so that no member could close the offense the run's first
+/// one joined). Any other detection of the index ends the run, so each index's detections keep
+/// their order; runs of different indexes touch different offenses and commute. Applying the
+/// runs in the order of their first members gives the offenses applying the detections one by
+/// one gives (tested). Returns the runs, by position, in that order.
 pub fn group_detections<'a>(
     detections: impl Iterator<Item = &'a Detection>,
-    can_merge: impl Fn(&Detection) -> bool,
+    merge: impl Fn(&Detection) -> Merge,
     max_span: chrono::Duration,
 ) -> Vec<Vec<usize>> {
     struct Run {
@@ -527,12 +542,12 @@ pub fn group_detections<'a>(
         last: DateTime<Utc>,
     }
     let mut groups: Vec<Vec<usize>> = Vec::new();
-    let mut open: std::collections::HashMap<(&'a str, &'a str), Run> =
-        std::collections::HashMap::new();
+    let mut open: std::collections::HashMap<(&'a str, &'a str), Run, foldhash::fast::RandomState> =
+        std::collections::HashMap::default();
     for (i, d) in detections.enumerate() {
         let index = (d.index_field.as_str(), d.index_value.as_str());
-        let merge = can_merge(d);
-        if merge {
+        let merge = merge(d);
+        if merge != Merge::Never {
             if let Some(run) = open.get_mut(&index) {
                 let first = run.first.min(d.first_seen);
                 let last = run.last.max(d.last_seen);
@@ -548,7 +563,7 @@ pub fn group_detections<'a>(
         }
         let group = groups.len();
         groups.push(vec![i]);
-        if merge {
+        if merge == Merge::Any {
             open.insert(
                 index,
                 Run {
@@ -655,7 +670,7 @@ pub fn apply_detections<R>(
                 _ => id,
             };
             (
-                book::Booked::clean(
+                book::Booked::new(
                     Offense {
                         id,
                         rule: d.rule.clone(),
@@ -684,7 +699,6 @@ pub fn apply_detections<R>(
                         asset_criticality: 0,
                         asset_reason: None,
                     },
-                    Vec::new(),
                 ),
                 OffenseChange::Created,
             )

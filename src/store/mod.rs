@@ -465,6 +465,32 @@ impl Store {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
+    /// Writes the columns of a stored rule part that detections change (what the upsert of
+    /// [`Store::put_offense_rule`] changes). Returns whether the row was there.
+    pub fn put_offense_rule_counts(
+        &self,
+        offense_id: &str,
+        r: &OffenseRule,
+    ) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE offense_rules SET detections = ?3, events = ?4, first_seen = ?5,
+                 last_seen = ?6, severity = ?7, relevance = ?8, credibility = ?9
+             WHERE offense_id = ?1 AND rule = ?2",
+        )?;
+        let n = stmt.execute(params![
+            offense_id,
+            r.rule,
+            i64::try_from(r.detections).unwrap_or(i64::MAX),
+            i64::try_from(r.events).unwrap_or(i64::MAX),
+            ms(r.first_seen),
+            ms(r.last_seen),
+            r.severity,
+            r.relevance,
+            r.credibility,
+        ])?;
+        Ok(n == 1)
+    }
+
     /// Inserts or replaces one rule's part in an offense.
     pub fn put_offense_rule(&self, offense_id: &str, r: &OffenseRule) -> Result<(), StoreError> {
         let mut stmt = self.conn.prepare_cached(
@@ -528,6 +554,26 @@ impl Store {
         stmt.query_row(params![id], row_to_offense)
             .optional()?
             .transpose()
+    }
+
+    /// Writes an offense's counts and times (`first_seen`, `last_seen`, `event_count`,
+    /// `stored_events`, `updated_at`), all that events joining an offense change when its other
+    /// columns are as stored. Returns whether the row was there (nothing is written if not).
+    pub fn put_offense_counts(&self, o: &Offense) -> Result<bool, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "UPDATE offenses SET first_seen = ?2, last_seen = ?3, event_count = ?4,
+                 stored_events = ?5, updated_at = ?6
+             WHERE id = ?1",
+        )?;
+        let n = stmt.execute(params![
+            o.id,
+            ms(o.first_seen),
+            ms(o.last_seen),
+            i64::try_from(o.event_count).unwrap_or(i64::MAX),
+            i64::try_from(o.stored_events).unwrap_or(i64::MAX),
+            ms(o.updated_at),
+        ])?;
+        Ok(n == 1)
     }
 
     /// Inserts or replaces an offense row.
