@@ -20,11 +20,18 @@
 //! with a [`RegexSet`] and only the winning pattern runs again for its captures.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use aho_corasick::AhoCorasick;
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, TimeZone, Utc};
 use regex::{Regex, RegexSet};
+use regex_automata::nfa::thompson::backtrack::{
+    BoundedBacktracker, Cache as BtCache,
+};
+use regex_automata::util::captures::Captures as BtCaptures;
+use regex_automata::util::pool::{Pool, PoolGuard};
+use regex_automata::{Anchored, Input};
 use serde::Deserialize;
 
 use crate::event::{Event, FieldError};
@@ -310,9 +317,77 @@ enum Body {
 struct Pattern {
     name: String,
     regex: Regex,
+    /// For a pattern anchored at the start: its backtracker, which finds the match and its
+    /// groups in one anchored pass (the regex scans with a DFA first, then backtracks).
+    anchored: Option<Arc<AnchoredPattern>>,
     /// Capture group index -> how its text is written (several mappings per group allowed).
     captures: Vec<(usize, Mapping)>,
     set: Vec<(String, String)>,
+}
+
+type CacheMaker = Box<dyn Fn() -> (BtCache, BtCaptures) + Send + Sync>;
+
+/// A start-anchored pattern's bounded backtracker, with search state per thread.
+struct AnchoredPattern {
+    bt: BoundedBacktracker,
+    state: Pool<(BtCache, BtCaptures), CacheMaker>,
+}
+
+impl std::fmt::Debug for AnchoredPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AnchoredPattern")
+    }
+}
+
+impl AnchoredPattern {
+    /// The backtracker of `source` when every match of it starts at the start of the text
+    /// (`^...`), so one anchored search gives what the regex gives; else `None`.
+    fn new(source: &str) -> Option<Arc<AnchoredPattern>> {
+        let bt = BoundedBacktracker::new(source).ok()?;
+        if !bt.get_nfa().is_always_start_anchored() {
+            return None;
+        }
+        let maker = bt.clone();
+        let state: CacheMaker =
+            Box::new(move || (maker.create_cache(), maker.create_captures()));
+        Some(Arc::new(AnchoredPattern {
+            bt,
+            state: Pool::new(state),
+        }))
+    }
+
+    /// The match's groups, `Err(())` when the text is too long for the backtracker's memory
+    /// bound (the caller uses the regex).
+    #[allow(clippy::result_unit_err)]
+    fn captures<'p, 't>(&'p self, text: &'t str) -> Result<Option<Groups<'p, 't>>, ()> {
+        if text.len() > self.bt.max_haystack_len() {
+            return Err(());
+        }
+        let mut guard = self.state.get();
+        let (cache, caps) = &mut *guard;
+        let input = Input::new(text).anchored(Anchored::Yes);
+        self.bt.try_captures(cache, input, caps).map_err(|_| ())?;
+        Ok(caps.is_match().then_some(Groups::Spans(text, guard)))
+    }
+}
+
+/// The groups of a pattern's match, from the regex or from its backtracker.
+enum Groups<'p, 't> {
+    Regex(regex::Captures<'t>),
+    Spans(
+        &'t str,
+        PoolGuard<'p, (BtCache, BtCaptures), CacheMaker>,
+    ),
+}
+
+impl<'t> Groups<'_, 't> {
+    /// The text of group `i`, if it took part in the match.
+    fn get(&self, i: usize) -> Option<&'t str> {
+        match self {
+            Groups::Regex(c) => c.get(i).map(|m| m.as_str()),
+            Groups::Spans(text, guard) => guard.1.get_group(i).and_then(|s| text.get(s.range())),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -1284,16 +1359,30 @@ impl Definition {
         event: &mut Event,
     ) -> Result<Option<&'d str>, FieldError> {
         let text = ctx.text;
-        let found = match pattern_set {
-            Some(set) => set
-                .matches(text)
-                .iter()
-                .next()
-                .and_then(|i| patterns.get(i))
-                .and_then(|p| p.regex.captures(text).map(|c| (p, c))),
-            None => patterns
-                .iter()
-                .find_map(|p| p.regex.captures(text).map(|c| (p, c))),
+        let regex = |p: &'d Pattern| p.regex.captures(text).map(Groups::Regex);
+        // Patterns all anchored at the start (the usual case) are tried in order, each one
+        // anchored pass that fails at the first byte that differs; else the set finds the first
+        // that matches, then its regex the groups.
+        let anchored = || -> Result<Option<(&'d Pattern, Groups<'d, '_>)>, ()> {
+            for p in patterns {
+                let a = p.anchored.as_deref().ok_or(())?;
+                if let Some(g) = a.captures(text)? {
+                    return Ok(Some((p, g)));
+                }
+            }
+            Ok(None)
+        };
+        let found = match anchored() {
+            Ok(found) => found,
+            Err(()) => match pattern_set {
+                Some(set) => set
+                    .matches(text)
+                    .iter()
+                    .next()
+                    .and_then(|i| patterns.get(i))
+                    .and_then(|p| regex(p).map(|c| (p, c))),
+                None => patterns.iter().find_map(|p| regex(p).map(|c| (p, c))),
+            },
         };
         let Some((pattern, caps)) = found else {
             return Ok(None);
@@ -1303,17 +1392,17 @@ impl Definition {
             event.set(field, value)?;
         }
         for (group, mapping) in &pattern.captures {
-            let Some(m) = caps.get(*group).filter(|m| !self.is_absent(m.as_str())) else {
+            let Some(m) = caps.get(*group).filter(|m| !self.is_absent(m)) else {
                 continue;
             };
-            let value = match mapping.convert(m.as_str()) {
+            let value = match mapping.convert(m) {
                 Ok(value) => value,
                 // A mapping regex that does not match writes nothing.
                 Err(ConvertError::NoMatch) => continue,
                 Err(why) => {
                     return Err(FieldError::InvalidValue {
                         field: mapping.target.clone(),
-                        value: m.as_str().to_owned(),
+                        value: m.to_owned(),
                         expected: why.expected(),
                     })
                 }
@@ -1324,8 +1413,8 @@ impl Definition {
             let values: HashMap<&str, &str> = pattern
                 .regex
                 .capture_names()
-                .flatten()
-                .filter_map(|name| caps.name(name).map(|m| (name, m.as_str())))
+                .enumerate()
+                .filter_map(|(i, name)| Some((name?, caps.get(i)?)))
                 .filter(|(_, v)| !self.is_absent(v))
                 .collect();
             if let Some(t) = timestamp
@@ -1957,6 +2046,7 @@ fn compile_pattern(
     }
     ok.then_some(Pattern {
         name: spec.name,
+        anchored: AnchoredPattern::new(regex.as_str()),
         regex,
         captures,
         set,
@@ -2676,6 +2766,65 @@ fn find_token(source: &str, from: usize, needle: &str) -> Option<usize> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    /// A start-anchored pattern's backtracker gives the regex's match and groups, on every
+    /// shipped definition's test messages and cut, extended and doubled forms of them; a pattern
+    /// not anchored at the start has none (`x|^y`, `(?m)^y`).
+    #[test]
+    fn anchored_backtrackers_capture_what_the_regexes_capture() {
+        let set = DefinitionSet::builtin();
+        let mut corpus: Vec<String> = Vec::new();
+        for d in &set.definitions {
+            for t in &d.tests {
+                let m = t.message.clone();
+                for cut in [1, 5, 12, 30] {
+                    if let Some(head) = m.get(..m.len().saturating_sub(cut)) {
+                        corpus.push(head.to_owned());
+                    }
+                }
+                corpus.push(format!("{m} from 10.0.0.1 port 22"));
+                corpus.push(format!("{m} {m}"));
+                corpus.push(format!("x{m}"));
+                corpus.push(m);
+            }
+        }
+        let (mut anchored, mut compared, mut matched) = (0, 0, 0);
+        for d in &set.definitions {
+            let Body::Regex { patterns, .. } = &d.body else {
+                continue;
+            };
+            for p in patterns {
+                let Some(a) = &p.anchored else { continue };
+                anchored += 1;
+                for text in &corpus {
+                    let want = p.regex.captures(text);
+                    let got = a.captures(text).unwrap();
+                    assert_eq!(want.is_some(), got.is_some(), "{} on {text:?}", p.name);
+                    compared += 1;
+                    if let (Some(want), Some(got)) = (want, got) {
+                        matched += 1;
+                        for i in 0..p.regex.captures_len() {
+                            assert_eq!(
+                                want.get(i).map(|m| m.as_str()),
+                                got.get(i),
+                                "{} group {i} on {text:?}",
+                                p.name
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        assert!(anchored >= 40, "{anchored}");
+        assert!(matched > 100 && compared > matched, "{matched} of {compared}");
+        for unanchored in ["x|^y", "(?m)^y", "y"] {
+            assert!(AnchoredPattern::new(unanchored).is_none(), "{unanchored}");
+        }
+        assert!(AnchoredPattern::new("^y").is_some());
+        // Too long for the backtracker's memory: the caller falls back to the regex.
+        let a = AnchoredPattern::new("^(?P<x>.*) y$").unwrap();
+        assert!(a.captures(&"x".repeat(50_000_000)).is_err());
+    }
 
     fn msg(program: &str) -> SyslogMessage {
         SyslogMessage {
