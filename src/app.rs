@@ -1175,7 +1175,11 @@ mod tests {
         let store = Store::open(&dir.path().join("vigil.db")).unwrap();
         let mut p = build_pipeline(&config, store, metrics, sources).unwrap();
         let out = p.process_batch(failed_logins(8)).unwrap();
-        assert_eq!((out.offenses_created, out.offenses_updated), (1, 7), "{out:?}");
+        assert_eq!(
+            (out.offenses_created, out.offenses_updated),
+            (1, 7),
+            "{out:?}"
+        );
         let s = p.book_stats();
         assert_eq!(s.hits + s.misses, 1, "{s:?}");
     }

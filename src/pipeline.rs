@@ -749,7 +749,7 @@ impl Pipeline {
         let mut by_rule: std::collections::HashMap<&str, u64, foldhash::fast::RandomState> =
             std::collections::HashMap::default();
         for d in &self.detections {
-            *by_rule.entry(d.rule.as_str()).or_default() += 1;
+            *by_rule.entry(&*d.rule).or_default() += 1;
         }
         for (rule, n) in by_rule {
             self.metrics
@@ -829,7 +829,7 @@ impl Pipeline {
                 if !webhooks.is_empty() || magnitude_policy {
                     return Merge::Never;
                 }
-                match rule_meta.get(&d.rule) {
+                match rule_meta.get(&*d.rule) {
                     Some(m) if m.add_to_set.is_some() => Merge::Never,
                     Some(m) if m.suppress.is_some() => Merge::Join,
                     _ => Merge::Any,
@@ -846,7 +846,7 @@ impl Pipeline {
                 };
                 let member = |j: usize| {
                     detections.get(j).map(|d| {
-                        let meta = rule_meta.get(&d.rule).unwrap_or(&no_meta);
+                        let meta = rule_meta.get(&*d.rule).unwrap_or(&no_meta);
                         (d, meta, factors.get(j).and_then(Option::as_ref), j)
                     })
                 };
@@ -942,7 +942,7 @@ impl Pipeline {
                             at: now,
                             value: value.clone(),
                             offense_id: offense.id.clone(),
-                            rule: d.rule.clone(),
+                            rule: d.rule.to_string(),
                             decision: decision.as_str().to_owned(),
                             source: source.clone(),
                             expires_at: (decision == crate::response::Decision::Blocked)

@@ -182,18 +182,19 @@ pub enum DetectionKind {
 pub struct Detection {
     /// New or update.
     pub kind: DetectionKind,
-    /// The rule's name (or id if it has no name).
-    pub rule: String,
+    /// The rule's name (or id if it has no name). Shared with the rule: a detection copies no
+    /// rule text.
+    pub rule: Arc<str>,
     /// The rule's title.
-    pub title: String,
+    pub title: Arc<str>,
     /// The rule's Sigma level.
-    pub level: Option<String>,
+    pub level: Option<Arc<str>>,
     /// The rule's tags.
-    pub tags: Vec<String>,
+    pub tags: Arc<[String]>,
     /// `group-by` field (event name) and value; empty for detection rules.
     pub group: Vec<(String, String)>,
     /// The field indexing the offense.
-    pub index_field: String,
+    pub index_field: Arc<str>,
     /// Its value: the group key's when it is a `group-by` field, else its value on the first
     /// event the firing `New` carries (the window's first occurrence unless an earlier detection
     /// reported it or its payload was dropped under memory pressure), else the rule name.
@@ -1391,12 +1392,12 @@ fn base_detection(info: &RuleInfo, offense: &Offense, kind: DetectionKind) -> De
     let epoch = DateTime::<Utc>::UNIX_EPOCH;
     Detection {
         kind,
-        rule: info.name.clone(),
-        title: info.title.clone(),
-        level: info.level.clone(),
-        tags: info.tags.clone(),
+        rule: Arc::clone(&info.shared.name),
+        title: Arc::clone(&info.shared.title),
+        level: info.shared.level.clone(),
+        tags: Arc::clone(&info.shared.tags),
         group: Vec::new(),
-        index_field: offense.index_field.clone(),
+        index_field: Arc::clone(&offense.index_shared),
         index_value: String::new(),
         window_start: epoch,
         first_seen: epoch,

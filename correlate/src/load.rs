@@ -11,7 +11,7 @@ use crate::detection::compile_detection;
 use crate::duration::parse_duration;
 use crate::fields::{logsource_filter, resolve_field};
 use crate::index::Index;
-use crate::rules::{level_severity, RuleInfo, RuleKind, RuleSource, VigilBlock};
+use crate::rules::{level_severity, RuleInfo, RuleKind, RuleSource, SharedInfo, VigilBlock};
 use crate::ruleset::{CorrelationRule, CountCondition, DetectionRule, Measure, Offense, RuleSet};
 use crate::RuleError;
 
@@ -294,6 +294,7 @@ fn offense(p: &Parsed, default_index: &str) -> Offense {
         .map_or_else(|| default_index.to_owned(), resolve_field);
     Offense {
         index_at: FieldRef::new(&index_field),
+        index_shared: index_field.as_str().into(),
         index_field,
         relevance: spec.relevance,
         credibility: spec.credibility,
@@ -304,13 +305,16 @@ fn offense(p: &Parsed, default_index: &str) -> Offense {
 }
 
 fn info(p: &Parsed, kind: RuleKind) -> RuleInfo {
+    let title = p.raw.title.clone().unwrap_or_else(|| p.name.clone());
+    let tags: Vec<String> = p.raw.tags.iter().flatten().filter_map(scalar).collect();
     RuleInfo {
+        shared: SharedInfo::of(&p.name, &title, p.raw.level.as_deref(), &tags),
         name: p.name.clone(),
         id: p.id.clone(),
-        title: p.raw.title.clone().unwrap_or_else(|| p.name.clone()),
+        title,
         kind,
         level: p.raw.level.clone(),
-        tags: p.raw.tags.iter().flatten().filter_map(scalar).collect(),
+        tags,
         author: p.raw.author.as_ref().and_then(scalar),
         path: p.path.clone(),
         line: p.doc.line_of(None, &[]),

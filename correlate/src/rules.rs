@@ -70,6 +70,28 @@ pub struct RuleInfo {
     pub references: Vec<String>,
     /// The `vigil:` block (defaults when absent).
     pub vigil: VigilBlock,
+    /// `name`, `title`, `level` and `tags` once more, shared with every detection.
+    pub(crate) shared: SharedInfo,
+}
+
+/// A rule's texts that every detection carries, shared rather than copied.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct SharedInfo {
+    pub(crate) name: std::sync::Arc<str>,
+    pub(crate) title: std::sync::Arc<str>,
+    pub(crate) level: Option<std::sync::Arc<str>>,
+    pub(crate) tags: std::sync::Arc<[String]>,
+}
+
+impl SharedInfo {
+    pub(crate) fn of(name: &str, title: &str, level: Option<&str>, tags: &[String]) -> Self {
+        SharedInfo {
+            name: name.into(),
+            title: title.into(),
+            level: level.map(Into::into),
+            tags: tags.into(),
+        }
+    }
 }
 
 /// The `vigil:` block: everything Sigma has no word for. All keys are optional; unknown keys are

@@ -14,6 +14,8 @@ pub(crate) struct Offense {
     pub(crate) index_field: String,
     /// `index_field`, resolved.
     pub(crate) index_at: FieldRef,
+    /// `index_field`, shared with every detection.
+    pub(crate) index_shared: std::sync::Arc<str>,
     pub(crate) relevance: u8,
     pub(crate) credibility: u8,
     pub(crate) severity: u8,

@@ -62,12 +62,12 @@ fn nine_failures_are_silent_ten_fire_once_and_the_eleventh_updates() {
     assert_eq!(out.len(), 2);
     let new = &out[0];
     assert_eq!(new.kind, DetectionKind::New);
-    assert_eq!(new.rule, "ssh_brute_force");
-    assert_eq!(new.title, "SSH brute force");
+    assert_eq!(&*new.rule, "ssh_brute_force");
+    assert_eq!(&*new.title, "SSH brute force");
     assert_eq!(new.count, 10);
     assert_eq!(new.events.len(), 10);
     assert_eq!(new.group, vec![("source.ip".to_owned(), IP.to_owned())]);
-    assert_eq!(new.index_field, "source.ip");
+    assert_eq!(&*new.index_field, "source.ip");
     assert_eq!(new.index_value, IP);
     assert_eq!(new.window_start, events[0].timestamp);
     assert_eq!(new.first_seen, events[0].timestamp);
@@ -238,7 +238,7 @@ fn referenced_rules_do_not_generate_unless_the_correlation_says_so() {
     assert!(set.rules().iter().all(|r| r.generate));
     let (out, _) = run(set, EngineLimits::default(), &[failure(0, IP)]);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].rule, "ssh_failed_password");
+    assert_eq!(&*out[0].rule, "ssh_failed_password");
     assert_eq!(out[0].count, 1);
     assert!(out[0].group.is_empty());
     assert_eq!(out[0].index_value, IP);
@@ -258,7 +258,7 @@ fn an_unreferenced_detection_rule_fires_per_event() {
     assert!(out
         .iter()
         .all(|d| d.kind == DetectionKind::New && d.count == 1));
-    assert_eq!(out[0].index_field, "user.name");
+    assert_eq!(&*out[0].index_field, "user.name");
     assert_eq!(out[0].index_value, "root");
     assert_eq!(out[0].severity, 9);
     assert_eq!(engine.stats().rules[0].detections, 2);
@@ -342,7 +342,7 @@ fn an_event_matching_two_source_rules_counts_once() {
     ];
     let (out, _) = run(set, EngineLimits::default(), &events);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0].index_field, "user.name");
+    assert_eq!(&*out[0].index_field, "user.name");
     assert_eq!(out[0].severity, 5);
 }
 
@@ -358,7 +358,7 @@ fn correlations_without_group_by_count_all_events_together() {
     let (out, _) = run(set, EngineLimits::default(), &events);
     assert_eq!(out.len(), 1);
     assert!(out[0].group.is_empty());
-    assert_eq!(out[0].index_field, "source.ip");
+    assert_eq!(&*out[0].index_field, "source.ip");
     assert_eq!(out[0].index_value, "192.0.2.1");
 }
 

@@ -337,7 +337,7 @@ correlation:
             ("remote_ip".to_owned(), "198.51.100.5".to_owned())
         ]
     );
-    assert_eq!(out[0].index_field, "internal_ip");
+    assert_eq!(&*out[0].index_field, "internal_ip");
     assert_eq!(out[0].index_value, "10.0.0.8");
     assert_eq!(out[0].count, 2);
 
@@ -422,7 +422,7 @@ fn a_correlation_can_count_another_correlations_firings() {
     // The window holds every occurrence of the referenced rules: the early success too.
     assert_eq!(kinds(&out), vec![(DetectionKind::New, 3)]);
     let d = &out[0];
-    assert_eq!(d.rule, "failures_then_success");
+    assert_eq!(&*d.rule, "failures_then_success");
     assert_eq!(d.group, vec![("user.name".to_owned(), "bob".to_owned())]);
     let times: Vec<_> = d.events.iter().map(|e| e.timestamp).collect();
     assert_eq!(times, vec![at(0), at(3), at(200)]);
@@ -440,7 +440,7 @@ fn a_correlation_can_count_another_correlations_firings() {
     let generate: Vec<_> = set.rules().iter().map(|r| r.generate).collect();
     assert_eq!(generate, vec![false, true, true, true]);
     let (out, _) = run(set, EngineLimits::default(), &events);
-    let rules: Vec<_> = out.iter().map(|d| (d.rule.as_str(), d.kind)).collect();
+    let rules: Vec<_> = out.iter().map(|d| (&*d.rule, d.kind)).collect();
     assert_eq!(
         rules,
         vec![

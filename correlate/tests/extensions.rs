@@ -279,8 +279,8 @@ fn absence_fires_when_a_later_event_of_another_key_passes_the_deadline() {
     assert_eq!(out.len(), 1, "{out:#?}");
     let d = &out[0];
     assert_eq!(d.kind, DetectionKind::New);
-    assert_eq!(d.rule, "no_end");
-    assert_eq!(d.index_field, "user.name");
+    assert_eq!(&*d.rule, "no_end");
+    assert_eq!(&*d.index_field, "user.name");
     assert_eq!(d.index_value, "alice");
     assert_eq!(d.group, vec![("user.name".to_owned(), "alice".to_owned())]);
     assert_eq!(d.window_start, at(0));
@@ -549,7 +549,7 @@ fn silence_fires_once_per_silent_period_and_re_arms() {
     assert_eq!(out.len(), 1, "{out:#?}");
     let d = &out[0];
     assert_eq!(d.kind, DetectionKind::New);
-    assert_eq!(d.index_field, "host.name");
+    assert_eq!(&*d.index_field, "host.name");
     assert_eq!(d.index_value, "h1");
     assert_eq!(d.window_start, at(1200));
     assert_eq!(d.last_seen, at(1200));
@@ -722,7 +722,7 @@ correlation: {{type: absence, rules: [two_starts, end], group-by: [user.name], t
     assert!(out.is_empty(), "{out:#?}");
     let out = advance(&mut e, 100);
     assert_eq!(out.len(), 1, "{out:#?}");
-    assert_eq!(out[0].rule, "repeated_start_without_end");
+    assert_eq!(&*out[0].rule, "repeated_start_without_end");
     assert_eq!(out[0].index_value, "bob");
     assert_eq!(out[0].window_start, at(5));
     assert!(Arc::ptr_eq(&out[0].events[0], &second));

@@ -203,7 +203,7 @@ fn check_each_occurrence_reported_once(
         occurrences.push((ms, tid(e)));
         out.clear();
         engine.process(e, &mut out);
-        for d in out.iter().filter(|d| d.rule == "corr") {
+        for d in out.iter().filter(|d| &*d.rule == "corr") {
             assert_eq!(d.group[0].1, ip);
             let seen = reported.entry(ip.clone()).or_default();
             let window: Vec<usize> = occurrences
@@ -491,7 +491,7 @@ correlation:
         .iter()
         .map(|d| {
             let ids: Vec<_> = d.events.iter().map(|e| tid(e)).collect();
-            (d.rule.as_str(), d.count, d.fresh, ids)
+            (&*d.rule, d.count, d.fresh, ids)
         })
         .collect();
     assert_eq!(

@@ -357,7 +357,7 @@ detection:
     let (out, _) = run(set, EngineLimits::default(), &events);
     // Only the outermost correlation speaks: the others are referenced without `generate`.
     assert_eq!(out.len(), 1, "{out:?}");
-    assert_eq!(out[0].rule, "b180ead8-d58f-40b2-ae54-c8940995b9b6");
+    assert_eq!(&*out[0].rule, "b180ead8-d58f-40b2-ae54-c8940995b9b6");
     assert_eq!(out[0].level.as_deref(), Some("high"));
     assert_eq!(group_values(&out[0]), vec!["jdoe"]);
 

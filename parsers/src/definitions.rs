@@ -26,9 +26,7 @@ use aho_corasick::AhoCorasick;
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, FixedOffset, NaiveDateTime, Offset, TimeZone, Utc};
 use regex::{Regex, RegexSet};
-use regex_automata::nfa::thompson::backtrack::{
-    BoundedBacktracker, Cache as BtCache,
-};
+use regex_automata::nfa::thompson::backtrack::{BoundedBacktracker, Cache as BtCache};
 use regex_automata::util::captures::Captures as BtCaptures;
 use regex_automata::util::pool::{Pool, PoolGuard};
 use regex_automata::{Anchored, Input};
@@ -348,8 +346,7 @@ impl AnchoredPattern {
             return None;
         }
         let maker = bt.clone();
-        let state: CacheMaker =
-            Box::new(move || (maker.create_cache(), maker.create_captures()));
+        let state: CacheMaker = Box::new(move || (maker.create_cache(), maker.create_captures()));
         Some(Arc::new(AnchoredPattern {
             bt,
             state: Pool::new(state),
@@ -374,10 +371,7 @@ impl AnchoredPattern {
 /// The groups of a pattern's match, from the regex or from its backtracker.
 enum Groups<'p, 't> {
     Regex(regex::Captures<'t>),
-    Spans(
-        &'t str,
-        PoolGuard<'p, (BtCache, BtCaptures), CacheMaker>,
-    ),
+    Spans(&'t str, PoolGuard<'p, (BtCache, BtCaptures), CacheMaker>),
 }
 
 impl<'t> Groups<'_, 't> {
@@ -2816,7 +2810,10 @@ mod tests {
             }
         }
         assert!(anchored >= 40, "{anchored}");
-        assert!(matched > 100 && compared > matched, "{matched} of {compared}");
+        assert!(
+            matched > 100 && compared > matched,
+            "{matched} of {compared}"
+        );
         for unanchored in ["x|^y", "(?m)^y", "y"] {
             assert!(AnchoredPattern::new(unanchored).is_none(), "{unanchored}");
         }

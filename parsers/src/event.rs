@@ -1169,10 +1169,14 @@ mod tests {
         full.raw = b"raw line".to_vec();
         full.extra.insert("CommandLine".into(), "cmd /c".into());
         full.extra.insert("extra.odd".into(), "kept".into());
-        let names = CORE_FIELDS
-            .iter()
-            .copied()
-            .chain(["CommandLine", "extra.CommandLine", "odd", "extra.odd", "nope", ""]);
+        let names = CORE_FIELDS.iter().copied().chain([
+            "CommandLine",
+            "extra.CommandLine",
+            "odd",
+            "extra.odd",
+            "nope",
+            "",
+        ]);
         let mut seen = 0;
         for name in names {
             for e in [&empty, &full] {

@@ -846,10 +846,7 @@ pub fn run_offenses(
         dets.sort_by_key(|(_, d)| {
             (
                 d.last_seen,
-                rule_order
-                    .get(d.rule.as_str())
-                    .copied()
-                    .unwrap_or(usize::MAX),
+                rule_order.get(&*d.rule).copied().unwrap_or(usize::MAX),
             )
         });
         let touched: HashSet<i32> = dets.iter().map(|(p, _)| *p).collect();
@@ -870,7 +867,7 @@ pub fn run_offenses(
                 |d| {
                     if !webhooks.is_empty() {
                         crate::correlate::Merge::Never
-                    } else if meta.get(&d.rule).is_some_and(|m| m.suppress.is_some()) {
+                    } else if meta.get(&*d.rule).is_some_and(|m| m.suppress.is_some()) {
                         crate::correlate::Merge::Join
                     } else {
                         crate::correlate::Merge::Any
@@ -882,7 +879,7 @@ pub fn run_offenses(
                 dets.get(j).map(|(_, d)| {
                     (
                         d,
-                        meta.get(&d.rule).unwrap_or(&no_meta),
+                        meta.get(&*d.rule).unwrap_or(&no_meta),
                         factors.get(j).and_then(Option::as_ref),
                         j,
                     )
@@ -898,7 +895,7 @@ pub fn run_offenses(
                 let d = first.0;
                 // Where the offense's unmirrored events start: its stored events before this
                 // batch touched it (later detections of the batch keep that lowest position).
-                let index = (d.index_field.as_str(), d.index_value.as_str());
+                let index = (&*d.index_field, d.index_value.as_str());
                 let before = if listed.insert(index) {
                     match book.peek(index.0, index.1) {
                         Some(o) => Some(o.stored_events),

@@ -388,12 +388,12 @@ fn detection_head(bytes: &[u8]) -> Result<Detection, WireError> {
     }
     Ok(Detection {
         kind,
-        rule,
-        title,
-        level,
-        tags,
+        rule: rule.into(),
+        title: title.into(),
+        level: level.map(Into::into),
+        tags: tags.into(),
         group,
-        index_field,
+        index_field: index_field.into(),
         index_value,
         window_start,
         first_seen,
@@ -1227,7 +1227,7 @@ mod tests {
             rule: "ssh_brute_force".into(),
             title: "SSH brute force".into(),
             level: Some("high".into()),
-            tags: vec!["attack.t1110".into()],
+            tags: vec!["attack.t1110".to_owned()].into(),
             group: vec![("source.ip".into(), "203.0.113.7".into())],
             index_field: "source.ip".into(),
             index_value: "203.0.113.7".into(),
@@ -1254,7 +1254,7 @@ mod tests {
             Detection {
                 kind: DetectionKind::New,
                 level: None,
-                tags: Vec::new(),
+                tags: Vec::new().into(),
                 group: vec![
                     ("user.name".into(), "r\u{e9}ot".into()),
                     ("destination.ip".into(), String::new()),

@@ -601,15 +601,15 @@ vigil:
                 } else {
                     vigil_correlate::DetectionKind::Update
                 },
-                rule: format!("rule_{rule}"),
-                title: format!("Rule {rule}"),
+                rule: format!("rule_{rule}").into(),
+                title: format!("Rule {rule}").into(),
                 level: Some("high".into()),
                 // Now and then the rule's next version, with one more tag (two versions can
                 // meet in one scaled-out batch).
                 tags: if next(12) == 0 {
-                    vec![format!("tag_{rule}"), "attack.t1110".into(), "v2".into()]
+                    vec![format!("tag_{rule}"), "attack.t1110".into(), "v2".into()].into()
                 } else {
-                    vec![format!("tag_{rule}"), "attack.t1110".into()]
+                    vec![format!("tag_{rule}"), "attack.t1110".into()].into()
                 },
                 group: Vec::new(),
                 index_field: "source.ip".into(),
@@ -759,7 +759,11 @@ vigil:
                     // was written (whole, or counts and times only).
                     for b in book.open.values().flat_map(|m| m.values()) {
                         let row = store.get_offense(&b.offense.id)?;
-                        assert_eq!(row.as_ref(), Some(&b.offense), "seed {seed} batch {batch_no}");
+                        assert_eq!(
+                            row.as_ref(),
+                            Some(&b.offense),
+                            "seed {seed} batch {batch_no}"
+                        );
                         let mut parts = store.offense_rules(&b.offense.id)?;
                         let mut held = b.rules.clone();
                         parts.sort_by(|x, y| x.rule.cmp(&y.rule));
@@ -790,7 +794,10 @@ vigil:
             assert_eq!(grouped, one_by_one, "seed {seed}");
             assert_eq!(grouped_tally, tally, "seed {seed}");
         }
-        assert!(suppressed_somewhere, "some detections joined a closed offense");
+        assert!(
+            suppressed_somewhere,
+            "some detections joined a closed offense"
+        );
         // The runs are long on a plain stream of one index's single-event detections.
         let plain: Vec<Detection> = random_detections(5, 200)
             .into_iter()

@@ -545,7 +545,7 @@ pub fn group_detections<'a>(
     let mut open: std::collections::HashMap<(&'a str, &'a str), Run, foldhash::fast::RandomState> =
         std::collections::HashMap::default();
     for (i, d) in detections.enumerate() {
-        let index = (d.index_field.as_str(), d.index_value.as_str());
+        let index = (&*d.index_field, d.index_value.as_str());
         let merge = merge(d);
         if merge != Merge::Never {
             if let Some(run) = open.get_mut(&index) {
@@ -670,36 +670,34 @@ pub fn apply_detections<R>(
                 _ => id,
             };
             (
-                book::Booked::new(
-                    Offense {
-                        id,
-                        rule: d.rule.clone(),
-                        title: d.title.clone(),
-                        index_field: d.index_field.clone(),
-                        index_value: d.index_value.clone(),
-                        status: OffenseStatus::Open,
-                        magnitude: 0,
-                        severity: 0,
-                        relevance: 0,
-                        credibility: 0,
-                        magnitude_reasons: Vec::new(),
-                        level: d.level.clone(),
-                        tags: Vec::new(),
-                        first_seen: group_first,
-                        last_seen: group_last,
-                        event_count: 0,
-                        stored_events: 0,
-                        window_start: d.window_start,
-                        created_at: now,
-                        updated_at: now,
-                        assignee: None,
-                        closing_reason: None,
-                        closed_at: None,
-                        follow_up: false,
-                        asset_criticality: 0,
-                        asset_reason: None,
-                    },
-                ),
+                book::Booked::new(Offense {
+                    id,
+                    rule: d.rule.to_string(),
+                    title: d.title.to_string(),
+                    index_field: d.index_field.to_string(),
+                    index_value: d.index_value.clone(),
+                    status: OffenseStatus::Open,
+                    magnitude: 0,
+                    severity: 0,
+                    relevance: 0,
+                    credibility: 0,
+                    magnitude_reasons: Vec::new(),
+                    level: d.level.as_deref().map(str::to_owned),
+                    tags: Vec::new(),
+                    first_seen: group_first,
+                    last_seen: group_last,
+                    event_count: 0,
+                    stored_events: 0,
+                    window_start: d.window_start,
+                    created_at: now,
+                    updated_at: now,
+                    assignee: None,
+                    closing_reason: None,
+                    closed_at: None,
+                    follow_up: false,
+                    asset_criticality: 0,
+                    asset_reason: None,
+                }),
                 OffenseChange::Created,
             )
         }
@@ -727,16 +725,16 @@ pub fn apply_detections<R>(
     let mut tagged: Vec<(&str, &[String])> = Vec::new();
     for (m, m_meta, asset, position) in members() {
         seen.at(position);
-        let part = match rules.iter().position(|r| r.rule == m.rule) {
+        let part = match rules.iter().position(|r| *r.rule == *m.rule) {
             Some(i) => i,
             None => {
                 rescore = true;
                 rules.push(OffenseRule {
-                    rule: m.rule.clone(),
-                    title: m.title.clone(),
+                    rule: m.rule.to_string(),
+                    title: m.title.to_string(),
                     rule_id: m_meta.id.clone(),
                     author: m_meta.author.clone(),
-                    level: m.level.clone(),
+                    level: m.level.as_deref().map(str::to_owned),
                     severity: m.severity,
                     relevance: m.relevance,
                     credibility: m.credibility,
@@ -770,12 +768,9 @@ pub fn apply_detections<R>(
         }
         // The same rule's detections carry the same tags, except across a rule change
         // (detections of two rule versions in one scaled-out batch): compared, not assumed.
-        if !tagged
-            .iter()
-            .any(|(r, t)| *r == m.rule && *t == m.tags.as_slice())
-        {
+        if !tagged.iter().any(|(r, t)| **r == *m.rule && *t == &*m.tags) {
             tagged.push((&m.rule, &m.tags));
-            for tag in &m.tags {
+            for tag in m.tags.iter() {
                 if !offense.tags.contains(tag) {
                     offense.tags.push(tag.clone());
                 }
