@@ -383,7 +383,7 @@ impl Pipeline {
         rules: Arc<RuleSet>,
     ) -> Result<vigil_correlate::RestoreReport, String> {
         let mut engine = Engine::new(Arc::clone(&rules), self.engine_limits);
-        let report = engine.restore(self.engine.snapshot(|_| true))?;
+        let report = engine.restore(self.engine.snapshot_all())?;
         self.engine = engine;
         self.rule_meta = RuleMeta::all(&rules);
         self.rule_matches = rule_match_counters(&self.metrics, &rules);
@@ -416,7 +416,16 @@ impl Pipeline {
     /// batches: the windows hold exactly the records before the last batch's spool position.
     /// Held events are shared with the windows, not copied.
     pub fn engine_snapshot(&self) -> vigil_correlate::EngineSnapshot {
-        self.engine.snapshot(|_| true)
+        let started = std::time::Instant::now();
+        let snapshot = self.engine.snapshot_all();
+        self.metrics
+            .gauge(
+                "vigil_correlate_state_snapshot_milliseconds",
+                "How long the engine thread took to take the last snapshot of its windows for saving (it processes nothing meanwhile).",
+                &[],
+            )
+            .set(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        snapshot
     }
 
     /// After a save was written: its size as a metric, and the memory the snapshot held given

@@ -2519,6 +2519,16 @@ impl Engine {
     /// ([`Routed::key`]: correlation name and group values), so a stage-2 node can hand over
     /// exactly the windows of a revoked partition. Keys come least recently updated first.
     pub fn snapshot(&self, mut select: impl FnMut(&str) -> bool) -> EngineSnapshot {
+        self.snapshot_of(Some(&mut select))
+    }
+
+    /// The state of every key: [`Engine::snapshot`] accepting all, without making each key's
+    /// partition key (what the embedded service saves, on its engine thread).
+    pub fn snapshot_all(&self) -> EngineSnapshot {
+        self.snapshot_of(None)
+    }
+
+    fn snapshot_of(&self, mut select: Option<&mut dyn FnMut(&str) -> bool>) -> EngineSnapshot {
         let mut windows = Vec::new();
         for (c, w) in self.windows.iter().enumerate() {
             let Some(rule) = self.rules.correlations.get(c) else {
@@ -2530,10 +2540,17 @@ impl Engine {
             let n = rule.group_names.len();
             let mut keys: Vec<(u64, KeySnapshot)> = Vec::new();
             for (_, st) in w.slab.iter() {
-                let (partition_key, group) = window_partition_key(&info.name, st.key.as_str(), n);
-                if !select(&partition_key) {
-                    continue;
-                }
+                let group = match select.as_mut() {
+                    Some(select) => {
+                        let (partition_key, group) =
+                            window_partition_key(&info.name, st.key.as_str(), n);
+                        if !select(&partition_key) {
+                            continue;
+                        }
+                        group
+                    }
+                    None => decode_key(st.key.as_str(), n),
+                };
                 // Types without tags keep none (they are all 0).
                 let tags = st.slot_tags().chain(std::iter::repeat(0));
                 keys.push((
@@ -3079,6 +3096,7 @@ correlation: {type: event_count, rules: [count], group-by: [source.ip], timespan
                 }
                 if step % 331 == 0 {
                     let snap = engine.snapshot(|_| true);
+                    assert_eq!(engine.snapshot_all(), snap);
                     let mut fresh = Engine::new(Arc::clone(&set), limits);
                     assert!(fresh.restore(snap.clone()).is_ok());
                     check_engine(&fresh);

@@ -166,8 +166,8 @@ pub fn spawn<T: Table>(
 
 /// Runs this thread at a lower CPU priority (nice +10): storing a searchable copy takes only
 /// the CPU the engine leaves. Under overload its queue fills and batches are dropped (counted)
-/// instead of offenses slowing down.
-fn lower_priority(thread: &str) {
+/// instead of offenses slowing down. The correlation state saver runs so too.
+pub(crate) fn lower_priority(thread: &str) {
     #[cfg(target_os = "linux")]
     {
         // SAFETY: gettid and setpriority take no pointers; on Linux, PRIO_PROCESS with a
