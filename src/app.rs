@@ -405,7 +405,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let (sink, handle) = crate::store::events::spawn_writer(
             &events_path,
             config.store.max_events,
-            config.store.event_queue,
+            (config.store.event_queue, config.store.event_overflow),
             &metrics,
         )
         .with_context(|| format!("opening the event store {}", events_path.display()))?;

@@ -485,8 +485,13 @@ pub struct StoreConfig {
     /// 4,096 events) at a time, and counted.
     pub max_events: u64,
     /// Most events waiting for the `events.db` writer; beyond it a batch is not kept for
-    /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected).
+    /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected), or,
+    /// with `event_overflow = "wait"`, the engine waits for room.
     pub event_queue: usize,
+    /// `shed` (default): under overload the searchable copy gives way (counted), offenses
+    /// never wait. `wait`: every event is kept searchable; the engine, and the senders behind
+    /// the spool, slow to the writer's pace.
+    pub event_overflow: crate::store::writer::Overflow,
     /// Most flow rows waiting for the `flows.db` writer; beyond it a batch is not kept for
     /// search (counted in `vigil_store_flows_dropped_total`; detection is unaffected).
     pub flow_queue: usize,
@@ -518,6 +523,7 @@ impl Default for StoreConfig {
             search_events: true,
             max_events: 2_000_000,
             event_queue: 200_000,
+            event_overflow: crate::store::writer::Overflow::Shed,
             flow_queue: 200_000,
             closed_offense_retention_days: 90,
             kind: StoreKind::Sqlite,

@@ -576,7 +576,7 @@ pub type EventSink = Sink<Arc<Event>>;
 pub fn spawn_writer(
     path: &Path,
     max_kept: u64,
-    queue_limit: usize,
+    queue: (usize, super::writer::Overflow),
     metrics: &Metrics,
 ) -> Result<(EventSink, std::thread::JoinHandle<()>), StoreError> {
     let names = Names {
@@ -595,13 +595,7 @@ pub fn spawn_writer(
             "Oldest events deleted from the event store beyond store.max_events.",
         ),
     };
-    super::writer::spawn(
-        EventStore::open(path)?,
-        names,
-        max_kept,
-        queue_limit,
-        metrics,
-    )
+    super::writer::spawn(EventStore::open(path)?, names, max_kept, queue, metrics)
 }
 
 #[cfg(test)]
@@ -704,8 +698,13 @@ mod tests {
     fn the_sink_counts_what_does_not_fit() {
         let dir = tempfile::tempdir().unwrap();
         let metrics = Metrics::new();
-        let (sink, handle) =
-            spawn_writer(&dir.path().join("events.db"), 1_000, 3, &metrics).unwrap();
+        let (sink, handle) = spawn_writer(
+            &dir.path().join("events.db"),
+            1_000,
+            (3, super::super::writer::Overflow::Shed),
+            &metrics,
+        )
+        .unwrap();
         sink.send((0..5).map(|i| event(i, "192.0.2.1", "u", "m")).collect());
         sink.send((0..2).map(|i| event(i, "192.0.2.1", "u", "m")).collect());
         drop(sink);
@@ -718,6 +717,48 @@ mod tests {
         assert!(text.contains("vigil_store_events_stored_total 2"), "{text}");
         let store = EventStore::open_reader(&dir.path().join("events.db")).unwrap();
         assert_eq!(store.search(&search(0, 100)).unwrap().0.len(), 2);
+    }
+
+    /// Waiting (`store.event_overflow = "wait"`), a queue far smaller than what is sent
+    /// keeps every event: the sender waits for room instead of dropping.
+    #[test]
+    fn a_waiting_sink_keeps_every_event() {
+        let dir = tempfile::tempdir().unwrap();
+        let metrics = Metrics::new();
+        let (sink, handle) = spawn_writer(
+            &dir.path().join("events.db"),
+            100_000,
+            (3, super::super::writer::Overflow::Wait),
+            &metrics,
+        )
+        .unwrap();
+        let mut sent = 0;
+        for b in 0..40 {
+            let n = 1 + b % 4;
+            sink.send(
+                (0..n)
+                    .map(|i| event(b * 10 + i, "192.0.2.1", "u", "m"))
+                    .collect(),
+            );
+            sent += n;
+        }
+        drop(sink);
+        handle.join().unwrap();
+        let text = metrics.render();
+        assert!(
+            text.contains("vigil_store_events_dropped_total{reason=\"queue_full\"} 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("vigil_store_events_stored_total {sent}")),
+            "{text}"
+        );
+        let store = EventStore::open_reader(&dir.path().join("events.db")).unwrap();
+        let all = EventSearch {
+            limit: 1_000,
+            ..search(0, 1_000)
+        };
+        assert_eq!(store.search(&all).unwrap().0.len(), sent as usize);
     }
 
     #[test]

@@ -485,7 +485,13 @@ pub fn spawn_writer(
             "Oldest flow records deleted to stay under store.max_flows.",
         ),
     };
-    super::writer::spawn(store, names, max_kept, queue_limit, metrics)
+    super::writer::spawn(
+        store,
+        names,
+        max_kept,
+        (queue_limit, super::writer::Overflow::Shed),
+        metrics,
+    )
 }
 
 #[cfg(test)]

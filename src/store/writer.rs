@@ -81,13 +81,31 @@ pub struct Names {
     pub evicted: (&'static str, &'static str),
 }
 
-/// Hands rows to a writer thread without ever blocking the engine: a batch that would take
-/// the queue over its limit is counted as dropped instead.
+/// What a [`Sink`] does with a batch that would take its queue over the limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overflow {
+    /// Drop it, counted: the searchable copy gives way, offenses never wait (the writer runs
+    /// at nice +10 and takes the CPU the engine leaves).
+    #[default]
+    Shed,
+    /// Wait for room, so every row is kept: the engine slows to the writer's pace, and
+    /// senders with it (TCP waits, the spool fills). The writer runs at normal priority.
+    Wait,
+}
+
+/// How long a waiting [`Sink`] waits for room before it drops the batch after all (a writer
+/// that stopped must not stop the engine for good).
+const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Hands rows to a writer thread. Shedding ([`Overflow::Shed`]) it never blocks the engine: a
+/// batch that would take the queue over its limit is counted as dropped instead.
 pub struct Sink<R> {
     tx: SyncSender<Vec<R>>,
     queued: Arc<AtomicUsize>,
     limit: usize,
     dropped: Counter,
+    overflow: Overflow,
 }
 
 impl<R> Clone for Sink<R> {
@@ -96,6 +114,7 @@ impl<R> Clone for Sink<R> {
             tx: self.tx.clone(),
             queued: Arc::clone(&self.queued),
             limit: self.limit,
+            overflow: self.overflow,
             dropped: self.dropped.clone(),
         }
     }
@@ -106,6 +125,23 @@ impl<R> Sink<R> {
     pub fn send(&self, rows: Vec<R>) {
         let n = rows.len();
         if n == 0 {
+            return;
+        }
+        if self.overflow == Overflow::Wait {
+            // Room for the batch, or an empty queue (a batch larger than the limit goes alone).
+            let started = std::time::Instant::now();
+            loop {
+                let q = self.queued.load(Ordering::Acquire);
+                if q == 0 || q + n <= self.limit || started.elapsed() > MAX_WAIT {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_micros(500));
+            }
+            self.queued.fetch_add(n, Ordering::AcqRel);
+            if self.tx.send(rows).is_err() {
+                self.queued.fetch_sub(n, Ordering::AcqRel);
+                self.dropped.add(n as u64);
+            }
             return;
         }
         if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
@@ -129,7 +165,7 @@ pub fn spawn<T: Table>(
     mut table: T,
     names: Names,
     max_kept: u64,
-    queue_limit: usize,
+    (queue_limit, overflow): (usize, Overflow),
     metrics: &Metrics,
 ) -> Result<(Sink<T::Row>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T::Row>>(4096);
@@ -144,6 +180,7 @@ pub fn spawn<T: Table>(
         queued: queued.clone(),
         limit: queue_limit.max(1),
         dropped,
+        overflow,
     };
     let counters = [
         metrics.counter(names.stored.0, names.stored.1, &[]),
@@ -157,7 +194,9 @@ pub fn spawn<T: Table>(
     let handle = std::thread::Builder::new()
         .name(names.thread.into())
         .spawn(move || {
-            lower_priority(names.thread);
+            if overflow == Overflow::Shed {
+                lower_priority(names.thread);
+            }
             writer_loop(&mut table, &rx, &queued, max_kept, names.rows, counters)
         })
         .map_err(|e| StoreError::Corrupt(format!("starting {}: {e}", names.thread)))?;
