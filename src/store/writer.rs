@@ -11,7 +11,7 @@
 //! - the thread ends when every [`Sink`] is dropped, after storing what was queued.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 
@@ -94,8 +94,9 @@ pub enum Overflow {
     Wait,
 }
 
-/// How long a waiting [`Sink`] waits for room before it drops the batch after all (a writer
-/// that stopped must not stop the engine for good).
+/// How long a waiting [`Sink`] waits for room before it drops the batch after all, counted (a
+/// writer that is stuck must not stop the engine for good; one that ended stops the wait at
+/// once).
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Hands rows to a writer thread. Shedding ([`Overflow::Shed`]) it never blocks the engine: a
@@ -106,6 +107,17 @@ pub struct Sink<R> {
     limit: usize,
     dropped: Counter,
     overflow: Overflow,
+    /// Cleared when the writer thread ends (a panic included): a waiting sink stops waiting.
+    alive: Arc<AtomicBool>,
+}
+
+/// Clears the writer's `alive` flag when its thread ends, however it ends.
+struct Alive(Arc<AtomicBool>);
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        self.0.store(false, Ordering::Release);
+    }
 }
 
 impl<R> Clone for Sink<R> {
@@ -115,6 +127,7 @@ impl<R> Clone for Sink<R> {
             queued: Arc::clone(&self.queued),
             limit: self.limit,
             overflow: self.overflow,
+            alive: Arc::clone(&self.alive),
             dropped: self.dropped.clone(),
         }
     }
@@ -128,17 +141,22 @@ impl<R> Sink<R> {
             return;
         }
         if self.overflow == Overflow::Wait {
-            // Room for the batch, or an empty queue (a batch larger than the limit goes alone).
+            // Room for the batch, or an empty queue (a batch larger than the limit goes alone);
+            // a writer that ended, or no room within MAX_WAIT, drops it (counted).
             let started = std::time::Instant::now();
             loop {
+                if !self.alive.load(Ordering::Acquire) || started.elapsed() > MAX_WAIT {
+                    self.dropped.add(n as u64);
+                    return;
+                }
                 let q = self.queued.load(Ordering::Acquire);
-                if q == 0 || q + n <= self.limit || started.elapsed() > MAX_WAIT {
+                if q == 0 || q + n <= self.limit {
                     break;
                 }
                 std::thread::sleep(std::time::Duration::from_micros(500));
             }
             self.queued.fetch_add(n, Ordering::AcqRel);
-            if self.tx.send(rows).is_err() {
+            if self.tx.try_send(rows).is_err() {
                 self.queued.fetch_sub(n, Ordering::AcqRel);
                 self.dropped.add(n as u64);
             }
@@ -170,6 +188,7 @@ pub fn spawn<T: Table>(
 ) -> Result<(Sink<T::Row>, std::thread::JoinHandle<()>), StoreError> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T::Row>>(4096);
     let queued = Arc::new(AtomicUsize::new(0));
+    let alive = Arc::new(AtomicBool::new(true));
     let dropped = metrics.counter(
         names.dropped.0,
         names.dropped.1,
@@ -181,6 +200,7 @@ pub fn spawn<T: Table>(
         limit: queue_limit.max(1),
         dropped,
         overflow,
+        alive: Arc::clone(&alive),
     };
     let counters = [
         metrics.counter(names.stored.0, names.stored.1, &[]),
@@ -194,6 +214,7 @@ pub fn spawn<T: Table>(
     let handle = std::thread::Builder::new()
         .name(names.thread.into())
         .spawn(move || {
+            let _alive = Alive(alive);
             if overflow == Overflow::Shed {
                 lower_priority(names.thread);
             }
@@ -257,5 +278,51 @@ fn writer_loop<T: Table>(
             }
         }
         queued.fetch_sub(n, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// A table whose writer dies on its first batch.
+    struct Broken;
+
+    impl Table for Broken {
+        type Row = u32;
+
+        fn insert(&mut self, _rows: &[u32], _max_kept: u64) -> Result<u64, StoreError> {
+            panic!("the writer dies");
+        }
+    }
+
+    fn names() -> Names {
+        Names {
+            thread: "vigil-test-writer",
+            rows: "rows",
+            dropped: ("test_dropped_total", "Dropped."),
+            stored: ("test_stored_total", "Stored."),
+            evicted: ("test_evicted_total", "Evicted."),
+        }
+    }
+
+    /// A waiting sink whose writer died does not wait for room that never comes: what it is
+    /// given from then on is dropped and counted.
+    #[test]
+    fn a_waiting_sink_stops_waiting_when_its_writer_is_gone() {
+        let metrics = Metrics::new();
+        let (sink, handle) = spawn(Broken, names(), 10, (2, Overflow::Wait), &metrics).unwrap();
+        sink.send(vec![1, 2]);
+        assert!(handle.join().is_err(), "the writer panicked");
+        // The queue still counts the lost batch as waiting: without the writer's flag this
+        // would wait for room until MAX_WAIT.
+        sink.send(vec![3, 4, 5]);
+        sink.send(vec![6]);
+        let text = metrics.render();
+        assert!(
+            text.contains("test_dropped_total{reason=\"queue_full\"} 4"),
+            "{text}"
+        );
     }
 }
