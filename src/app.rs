@@ -1128,11 +1128,14 @@ mod tests {
     use super::*;
 
     fn pipeline(dir: &Path) -> Pipeline {
-        let config = Config::default();
+        pipeline_with(dir, &Config::default())
+    }
+
+    fn pipeline_with(dir: &Path, config: &Config) -> Pipeline {
         let metrics = Metrics::new();
         let sources = Arc::new(crate::sources::Sources::new(10, &metrics));
         let store = Store::open(&dir.join("vigil.db")).unwrap();
-        build_pipeline(&config, store, metrics, sources).unwrap()
+        build_pipeline(config, store, metrics, sources).unwrap()
     }
 
     fn failed_logins(n: u16) -> Vec<RawRecord> {
@@ -1170,10 +1173,7 @@ mod tests {
         .unwrap();
         let mut config = Config::default();
         config.rules.dir = rules;
-        let metrics = Metrics::new();
-        let sources = Arc::new(crate::sources::Sources::new(10, &metrics));
-        let store = Store::open(&dir.path().join("vigil.db")).unwrap();
-        let mut p = build_pipeline(&config, store, metrics, sources).unwrap();
+        let mut p = pipeline_with(dir.path(), &config);
         let out = p.process_batch(failed_logins(8)).unwrap();
         assert_eq!(
             (out.offenses_created, out.offenses_updated),

@@ -833,17 +833,9 @@ impl Pipeline {
             // a block decision (a rule's, or the magnitude policy's after any change). The
             // guards alone (always there when the response config is valid) decide nothing
             // without a block asked for. A suppressing rule's detection joins runs only.
-            let magnitude_policy = guard.as_ref().is_some_and(|g| g.min_magnitude > 0);
-            let merge = |d: &Detection| {
-                if !webhooks.is_empty() || magnitude_policy {
-                    return Merge::Never;
-                }
-                match rule_meta.get(&*d.rule) {
-                    Some(m) if m.add_to_set.is_some() => Merge::Never,
-                    Some(m) if m.suppress.is_some() => Merge::Join,
-                    _ => Merge::Any,
-                }
-            };
+            let per_change =
+                !webhooks.is_empty() || guard.as_ref().is_some_and(|g| g.min_magnitude > 0);
+            let merge = |d: &Detection| Merge::of(rule_meta.get(&*d.rule), per_change);
             let groups = crate::correlate::group_detections(
                 detections.iter(),
                 merge,

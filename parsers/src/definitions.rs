@@ -1358,9 +1358,11 @@ impl Definition {
         // anchored pass that fails at the first byte that differs; else the set finds the first
         // that matches, then its regex the groups.
         let anchored = || -> Result<Option<(&'d Pattern, Groups<'d, '_>)>, ()> {
+            if patterns.iter().any(|p| p.anchored.is_none()) {
+                return Err(());
+            }
             for p in patterns {
-                let a = p.anchored.as_deref().ok_or(())?;
-                if let Some(g) = a.captures(text)? {
+                if let Some(g) = p.anchored.as_deref().ok_or(())?.captures(text)? {
                     return Ok(Some((p, g)));
                 }
             }

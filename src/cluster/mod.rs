@@ -864,15 +864,7 @@ pub fn run_offenses(
             // unless each change is announced by a webhook or a rule suppresses.
             let groups = crate::correlate::group_detections(
                 dets.iter().map(|(_, d)| d),
-                |d| {
-                    if !webhooks.is_empty() {
-                        crate::correlate::Merge::Never
-                    } else if meta.get(&*d.rule).is_some_and(|m| m.suppress.is_some()) {
-                        crate::correlate::Merge::Join
-                    } else {
-                        crate::correlate::Merge::Any
-                    }
-                },
+                |d| crate::correlate::Merge::of(meta.get(&*d.rule), !webhooks.is_empty()),
                 limits.inactive_after,
             );
             let member = |j: usize| {

@@ -523,6 +523,20 @@ pub enum Merge {
     Any,
 }
 
+impl Merge {
+    /// How a detection of a rule with these facts may share a run: never when every change
+    /// has effects of its own (`per_change`: webhooks, the magnitude blocking policy) or the
+    /// rule adds to a set; a suppressing rule's joins only.
+    pub fn of(meta: Option<&RuleMeta>, per_change: bool) -> Merge {
+        match meta {
+            _ if per_change => Merge::Never,
+            Some(m) if m.add_to_set.is_some() => Merge::Never,
+            Some(m) if m.suppress.is_some() => Merge::Join,
+            _ => Merge::Any,
+        }
+    }
+}
+
 /// Groups a batch's detections (in order) into runs applied at once by
 /// [`apply_detections`]: a detection joins the open run of its (index field, index value)
 /// when `merge` allows it (see [`Merge`]) and the run's event times stay within `max_span`

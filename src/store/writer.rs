@@ -156,13 +156,7 @@ impl<R> Sink<R> {
                 std::thread::sleep(std::time::Duration::from_micros(500));
             }
             self.queued.fetch_add(n, Ordering::AcqRel);
-            if self.tx.try_send(rows).is_err() {
-                self.queued.fetch_sub(n, Ordering::AcqRel);
-                self.dropped.add(n as u64);
-            }
-            return;
-        }
-        if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
+        } else if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
             self.queued.fetch_sub(n, Ordering::AcqRel);
             self.dropped.add(n as u64);
             return;
