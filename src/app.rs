@@ -724,19 +724,25 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         let normalizer = pipeline.normalizer();
         let normalize = std::thread::Builder::new()
             .name("vigil-normalize".into())
-            .spawn(move || loop {
-                let first = match subscriber.next_within(TICK) {
-                    Received::Item(first) => first,
-                    Received::Idle => continue,
-                    Received::Closed => break,
-                };
-                let mut batch = Vec::with_capacity(64);
-                batch.push(first);
-                fill_batch(&mut batch, || subscriber.try_next());
-                let position = subscriber.position();
-                let batch = crate::pipeline::prepare(&normalizer, batch);
-                if prepared_tx.send((batch, position)).is_err() {
-                    break;
+            .spawn(move || {
+                // Room for as many records as the last batch had: a busy stream's batches
+                // are full, and growing a vector of 8,192 records from 64 copied it 7 times.
+                let mut room = 64;
+                loop {
+                    let first = match subscriber.next_within(TICK) {
+                        Received::Item(first) => first,
+                        Received::Idle => continue,
+                        Received::Closed => break,
+                    };
+                    let mut batch = Vec::with_capacity(room);
+                    batch.push(first);
+                    fill_batch(&mut batch, || subscriber.try_next());
+                    room = batch.len().next_power_of_two().clamp(64, BATCH_RECORDS);
+                    let position = subscriber.position();
+                    let batch = crate::pipeline::prepare(&normalizer, batch);
+                    if prepared_tx.send((batch, position)).is_err() {
+                        break;
+                    }
                 }
             })
             .context("starting the normalize thread")?;

@@ -14,6 +14,27 @@ use vigil::config::Config;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc's `mi_option_purge_delay` (its place in `mi_option_e` of mimalloc 3, which the
+/// `libmimalloc-sys` bindings do not name; the test below checks it reads the documented
+/// default).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// How long freed memory stays with the process before mimalloc gives it back to the system.
+/// Its default (1 s) is shorter than the life of the memory a busy pipeline recycles (a batch's
+/// events, freed on another thread), so that memory went back and was faulted in and zeroed
+/// again: 2,800 page faults a second flat out, several per cent of the CPU in the kernel's
+/// page clearing. With 10 s they fell to 400 a second (BENCHMARKS.md). Memory idle longer than
+/// that still goes back, and the forced collect after each correlation-state save returns it at
+/// once (`pipeline::give_back_memory`).
+const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
+
+/// Sets the allocator's options; first thing in `main`.
+fn tune_allocator() {
+    // SAFETY: sets one process-wide option of the allocator; no pointer is passed, and the
+    // option is read atomically by the allocator whenever it decides to purge.
+    unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
+}
+
 #[derive(Parser)]
 #[command(
     name = "vigil",
@@ -86,6 +107,7 @@ enum ConfigCommand {
 }
 
 fn main() -> ExitCode {
+    tune_allocator();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("VIGIL_LOG")
@@ -242,4 +264,23 @@ fn parse_stdin(config: &Config) -> anyhow::Result<ExitCode> {
         out.write_all(b"\n")?;
     }
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    /// The option number is mimalloc's purge delay: before `tune_allocator` it reads that
+    /// option's default (1,000 ms in mimalloc 3), and after, the value set. A mimalloc whose
+    /// options moved fails here rather than tuning another option.
+    #[test]
+    fn the_purge_delay_option_is_the_one_tuned() {
+        // SAFETY: reads and sets one allocator option; no pointer is passed.
+        let before = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
+            assert_eq!(before, 1000);
+        }
+        super::tune_allocator();
+        // SAFETY: as above.
+        let after = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
+        assert_eq!(after, super::PURGE_DELAY_MS);
+    }
 }

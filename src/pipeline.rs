@@ -93,6 +93,8 @@ pub struct Pipeline {
     /// Rule facts offenses keep (id, author), by rule name.
     rule_meta: std::collections::HashMap<String, RuleMeta>,
     offenses_created: Counter,
+    /// Store transactions of batches (the events counter over it: records a transaction).
+    batches: Counter,
     offenses_updated: Counter,
     offenses_suppressed: Counter,
     dead_letters_evicted: Counter,
@@ -221,6 +223,11 @@ impl Pipeline {
             offenses_created: metrics.counter(
                 "vigil_offenses_created_total",
                 "Offenses opened.",
+                &[],
+            ),
+            batches: metrics.counter(
+                "vigil_pipeline_batches_total",
+                "Batches of records stored, one store transaction each.",
                 &[],
             ),
             offenses_updated: metrics.counter(
@@ -731,6 +738,7 @@ impl Pipeline {
                 }
             }
         };
+        self.batches.inc();
         if let Some(sink) = &self.event_sink {
             sink.send(std::mem::take(&mut self.searchable));
         }
@@ -1167,6 +1175,7 @@ pub(crate) fn normalize_record(
             }),
     };
     seen_from.last_seen = seen_from.last_seen.max(rec.received_at);
+    let mut bytes = rec.bytes;
     let result = match (&rec.refused, rec.decoded) {
         (Some((reason, detail)), _) => Err((*reason, detail.clone())),
         (None, Some(decoded)) => Ok(match decoded {
@@ -1175,9 +1184,13 @@ pub(crate) fn normalize_record(
                 crate::collect::flow::flow_event(&flow, &rec.observer_id)
             }
         }),
+        // The record's bytes become the event's `raw`, or come back for its dead letter.
         (None, None) => normalizer
-            .normalize(&rec.bytes, &meta)
-            .map_err(|r| (r.reason, r.detail)),
+            .normalize_owned(std::mem::take(&mut bytes), &meta)
+            .map_err(|(r, back)| {
+                bytes = back;
+                (r.reason, r.detail)
+            }),
     };
     match result {
         Ok(event) => {
@@ -1194,7 +1207,7 @@ pub(crate) fn normalize_record(
                 peer: rec.peer.map(|p| p.to_string()),
                 reason: reason.to_owned(),
                 detail,
-                raw: rec.bytes,
+                raw: bytes,
             }))
         }
     }

@@ -124,6 +124,29 @@ impl Normalizer {
 
     /// Normalizes one record (one syslog message or one file line). Never panics.
     pub fn normalize(&self, raw: &[u8], meta: &RecordMeta<'_>) -> Result<Event, Rejection> {
+        let mut event = self.normalize_without_raw(raw, meta)?;
+        event.raw = raw.to_vec();
+        Ok(event)
+    }
+
+    /// [`Normalizer::normalize`] of a record the caller owns: its bytes become the event's
+    /// `raw` without a copy, or come back with the rejection.
+    pub fn normalize_owned(
+        &self,
+        raw: Vec<u8>,
+        meta: &RecordMeta<'_>,
+    ) -> Result<Event, (Rejection, Vec<u8>)> {
+        match self.normalize_without_raw(&raw, meta) {
+            Ok(mut event) => {
+                event.raw = raw;
+                Ok(event)
+            }
+            Err(r) => Err((r, raw)),
+        }
+    }
+
+    /// The event of a record, `raw` (its bytes as received) left empty for the caller.
+    fn normalize_without_raw(&self, raw: &[u8], meta: &RecordMeta<'_>) -> Result<Event, Rejection> {
         let record = trim_end(raw);
         if record.is_empty() {
             return Err(Rejection {
@@ -157,7 +180,7 @@ impl Normalizer {
                     detail: format!("{} at byte {}", e.detail, e.column),
                 };
                 if e.kind == SyslogErrorKind::NotSyslog {
-                    return self.normalize_raw(&record, raw, meta, rejection);
+                    return self.normalize_raw(&record, meta, rejection);
                 }
                 return Err(rejection);
             }
@@ -208,7 +231,6 @@ impl Normalizer {
             }
         }
         let text = msg.message_text().unwrap_or_default();
-        event.raw = raw.to_vec();
         let stated_or_received = event.timestamp;
         self.definitions
             .apply(&msg, &text, &mut event)
@@ -224,12 +246,11 @@ impl Normalizer {
         Ok(event)
     }
 
-    /// A record that is not syslog (`record`: trimmed, valid UTF-8 or already replaced; `raw`:
-    /// the bytes as received): an event when a raw definition takes it, else `not_syslog`.
+    /// A record that is not syslog (`record`: trimmed, valid UTF-8 or already replaced): an
+    /// event when a raw definition takes it, else `not_syslog`.
     fn normalize_raw(
         &self,
         record: &[u8],
-        raw: &[u8],
         meta: &RecordMeta<'_>,
         not_syslog: Rejection,
     ) -> Result<Event, Rejection> {
@@ -245,7 +266,6 @@ impl Normalizer {
         event.observer_type = non_empty(meta.observer_type);
         event.observer_id = non_empty(meta.observer_id);
         event.observer_ip = meta.peer;
-        event.raw = raw.to_vec();
         let matched = self
             .definitions
             .apply_raw(text, &mut event)
@@ -316,6 +336,41 @@ mod tests {
         assert_eq!(trim_end(b"\n\n"), b"");
         assert_eq!(trim_end(b""), b"");
         assert_eq!(trim_end(b"a\nb"), b"a\nb");
+    }
+
+    /// A record handed over owned gives the event the borrowed path gives, its bytes as
+    /// `raw`, and a rejected one gives its bytes back, whichever path (syslog, raw definition,
+    /// not syslog, invalid UTF-8) decided.
+    #[test]
+    fn an_owned_record_normalizes_as_a_borrowed_one() {
+        let n = Normalizer::new(DefinitionSet::builtin(), NormalizeOptions::default());
+        let meta = RecordMeta {
+            observer_type: "syslog",
+            observer_id: "x",
+            peer: None,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+        };
+        let records: [&[u8]; 5] = [
+            b"<38>Oct 11 22:14:15 host sshd[42]: Failed password for root from 10.0.0.9 port 22 ssh2\r\n",
+            b"<13>1 2026-11-30T10:00:00Z host app - - - plain text",
+            b"no header at all",
+            b"\r\n",
+            b"<13>Oct 11 22:14:15 host app: \xff\xfe",
+        ];
+        for raw in records {
+            let borrowed = n.normalize(raw, &meta);
+            match (n.normalize_owned(raw.to_vec(), &meta), borrowed) {
+                (Ok(owned), Ok(borrowed)) => {
+                    assert_eq!(owned, borrowed);
+                    assert_eq!(owned.raw, raw);
+                }
+                (Err((r, back)), Err(want)) => {
+                    assert_eq!(r, want);
+                    assert_eq!(back, raw);
+                }
+                (owned, borrowed) => panic!("{owned:?} against {borrowed:?}"),
+            }
+        }
     }
 
     #[test]

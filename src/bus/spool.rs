@@ -444,16 +444,18 @@ pub fn open<S: Subscriber<RawRecord>>(
 fn valid_prefix(path: &Path) -> std::io::Result<u64> {
     let mut f = std::io::BufReader::new(File::open(path)?);
     let mut at = 0u64;
+    let mut body = Vec::new();
     loop {
-        match read_record(&mut f) {
-            Ok(Some((len, body, crc))) if crc32fast::hash(&body) == crc => at += HEADER + len,
+        match read_record(&mut f, &mut body) {
+            Ok(Some((len, crc))) if crc32fast::hash(&body) == crc => at += HEADER + len,
             _ => return Ok(at),
         }
     }
 }
 
-/// One record: (length, body, stored CRC); `None` at a clean end.
-fn read_record(f: &mut impl Read) -> std::io::Result<Option<(u64, Vec<u8>, u32)>> {
+/// One record into `body` (a buffer reused from record to record): (length, stored CRC);
+/// `None` at a clean end.
+fn read_record(f: &mut impl Read, body: &mut Vec<u8>) -> std::io::Result<Option<(u64, u32)>> {
     let mut header = [0u8; HEADER as usize];
     let mut got = 0;
     while got < header.len() {
@@ -476,9 +478,10 @@ fn read_record(f: &mut impl Read) -> std::io::Result<Option<(u64, Vec<u8>, u32)>
             format!("record length {len} over the limit"),
         ));
     }
-    let mut body = vec![0u8; len];
-    f.read_exact(&mut body)?;
-    Ok(Some((len as u64, body, crc)))
+    body.clear();
+    body.resize(len, 0);
+    f.read_exact(body)?;
+    Ok(Some((len as u64, crc)))
 }
 
 struct Writer {
@@ -628,6 +631,8 @@ pub struct SpoolReader {
     spool: Arc<Spool>,
     at: Position,
     file: Option<std::io::BufReader<File>>,
+    /// The record being read (its bytes are copied out by [`decode`]).
+    body: Vec<u8>,
 }
 
 impl SpoolReader {
@@ -638,6 +643,7 @@ impl SpoolReader {
             spool,
             at: from,
             file: None,
+            body: Vec::new(),
         }
     }
 
@@ -699,15 +705,19 @@ impl SpoolReader {
                 return Err(false);
             };
             let start = self.at;
-            match read_record(f) {
-                Ok(Some((len, body, crc))) => {
+            match read_record(f, &mut self.body) {
+                Ok(Some((len, crc))) => {
                     self.at.offset += HEADER + len;
-                    if crc32fast::hash(&body) != crc {
+                    if crc32fast::hash(&self.body) != crc {
+                        let body = std::mem::take(&mut self.body);
                         return Ok(self.corrupt(start, body, "crc mismatch".into()));
                     }
-                    return match decode(&body) {
+                    return match decode(&self.body) {
                         Ok(r) => Ok(r),
-                        Err(e) => Ok(self.corrupt(start, body, e)),
+                        Err(e) => {
+                            let body = std::mem::take(&mut self.body);
+                            Ok(self.corrupt(start, body, e))
+                        }
                     };
                 }
                 Ok(None) => {

@@ -86,15 +86,26 @@ impl Zones {
         &self,
         events: &[std::sync::Arc<vigil_parsers::Event>],
     ) -> Option<AssetFactor> {
+        // A detection can hold hundreds of events: the reason is written once, for the winner.
         events
             .iter()
-            .filter_map(|e| self.asset_factor(e))
-            .max_by_key(|f| f.criticality)
+            .filter_map(|e| self.most_critical(e))
+            .max_by_key(|(_, _, z)| z.criticality)
+            .map(|(side, ip, z)| Self::factor(side, ip, z))
     }
 
     /// The most critical zone among an event's addresses, with the reason.
     pub fn asset_factor(&self, ev: &vigil_parsers::Event) -> Option<AssetFactor> {
-        // The reason is written for the side that wins only (it is made for every detection).
+        self.most_critical(ev)
+            .map(|(side, ip, z)| Self::factor(side, ip, z))
+    }
+
+    /// The side, address and zone of an event's most critical address (the destination of
+    /// equals).
+    fn most_critical(
+        &self,
+        ev: &vigil_parsers::Event,
+    ) -> Option<(&'static str, IpAddr, ZoneInfo<'_>)> {
         [("source", ev.source_ip), ("destination", ev.destination_ip)]
             .into_iter()
             .filter_map(|(side, ip)| {
@@ -102,13 +113,16 @@ impl Zones {
                 Some((side, ip, self.lookup(ip)?))
             })
             .max_by_key(|(_, _, z)| z.criticality)
-            .map(|(side, ip, z)| AssetFactor {
-                criticality: z.criticality,
-                reason: format!(
-                    "{side} {ip} in zone {} (criticality {})",
-                    z.name, z.criticality
-                ),
-            })
+    }
+
+    fn factor(side: &str, ip: IpAddr, z: ZoneInfo<'_>) -> AssetFactor {
+        AssetFactor {
+            criticality: z.criticality,
+            reason: format!(
+                "{side} {ip} in zone {} (criticality {})",
+                z.name, z.criticality
+            ),
+        }
     }
 
     /// The criticality of a zone by name.
