@@ -91,7 +91,7 @@ pub struct Pipeline {
     /// Next `event.sequence`.
     next_sequence: u64,
     /// Rule facts offenses keep (id, author), by rule name.
-    rule_meta: std::collections::HashMap<String, RuleMeta>,
+    rule_meta: crate::correlate::RuleMetas,
     offenses_created: Counter,
     /// Store transactions of batches (the events counter over it: records a transaction).
     batches: Counter,

@@ -171,6 +171,11 @@ pub struct Assets {
     evicted: Vec<IpAddr>,
     evicted_total: Counter,
     ports_dropped: Counter,
+    /// The oldest tenth of the table at its last scan, oldest last, each with the time it was
+    /// last seen then: evictions take from here, skipping assets seen since, and scan the table
+    /// again only when it runs out (a scan of a full table for every hundredth new address was
+    /// a twentieth of the engine thread under a flow storm of new addresses).
+    stale: Vec<(DateTime<Utc>, IpAddr)>,
 }
 
 impl Assets {
@@ -182,6 +187,7 @@ impl Assets {
             max_ports,
             dirty: BTreeSet::new(),
             evicted: Vec::new(),
+            stale: Vec::new(),
             evicted_total: metrics.counter(
                 "vigil_assets_evicted_total",
                 "Assets forgotten because context.max_assets was reached (least recently seen first).",
@@ -252,19 +258,37 @@ impl Assets {
     /// Forgets the least recently seen ~1% (at least one).
     fn evict(&mut self) {
         let n = (self.max / 100).max(1);
+        let mut gone = 0;
+        while gone < n {
+            let Some((seen, ip)) = self.stale.pop().or_else(|| self.rescan()) else {
+                break;
+            };
+            // Seen again since the scan: no longer among the oldest.
+            if self.map.get(&ip).is_some_and(|a| a.last_seen == seen) {
+                self.map.remove(&ip);
+                self.dirty.remove(&ip);
+                self.evicted.push(ip);
+                self.evicted_total.inc();
+                gone += 1;
+            }
+        }
+    }
+
+    /// Takes the oldest tenth of the table (by last seen) into `stale` and returns the oldest;
+    /// `None` for an empty table.
+    fn rescan(&mut self) -> Option<(DateTime<Utc>, IpAddr)> {
         let mut by_age: Vec<(DateTime<Utc>, IpAddr)> =
             self.map.values().map(|a| (a.last_seen, a.ip)).collect();
-        let n = n.min(by_age.len());
-        if n == 0 {
-            return;
+        let k = (self.max / 10).max(1).min(by_age.len());
+        if k == 0 {
+            return None;
         }
-        by_age.select_nth_unstable(n - 1);
-        for (_, ip) in by_age.into_iter().take(n) {
-            self.map.remove(&ip);
-            self.dirty.remove(&ip);
-            self.evicted.push(ip);
-            self.evicted_total.inc();
-        }
+        by_age.select_nth_unstable(k - 1);
+        by_age.truncate(k);
+        // Newest first, so that popping gives the oldest.
+        by_age.sort_unstable_by(|a, b| b.cmp(a));
+        self.stale = by_age;
+        self.stale.pop()
     }
 
     /// Assets changed since the last call (to write to the store).
@@ -391,6 +415,24 @@ mod tests {
         );
         assert_eq!(a.len(), 100, "one evicted to make room");
         assert_eq!(a.take_evicted(), vec![ip("10.0.0.0")], "the oldest went");
+        // The next evictions take the next oldest from the same scan, except one seen since.
+        a.touch(
+            ip("10.0.0.1"),
+            z,
+            t0 + chrono::Duration::seconds(700),
+            None,
+            None,
+        );
+        for (i, new) in ["10.8.0.1", "10.8.0.2"].into_iter().enumerate() {
+            let at = t0 + chrono::Duration::seconds(701 + i as i64);
+            a.touch(ip(new), z, at, None, None);
+        }
+        assert_eq!(
+            a.take_evicted(),
+            vec![ip("10.0.0.2"), ip("10.0.0.3")],
+            "the oldest not seen since went"
+        );
+        assert!(a.get(ip("10.0.0.1")).is_some());
         let five = a.get(ip("10.0.0.5")).cloned();
         assert_eq!(
             five.map(|f| f.ports.into_iter().collect::<Vec<_>>()),
@@ -400,7 +442,7 @@ mod tests {
         assert!(metrics
             .render()
             .contains("vigil_asset_ports_dropped_total 1"));
-        assert!(metrics.render().contains("vigil_assets_evicted_total 1"));
+        assert!(metrics.render().contains("vigil_assets_evicted_total 3"));
         assert_eq!(a.take_dirty().len(), 100);
         assert!(a.take_dirty().is_empty());
     }

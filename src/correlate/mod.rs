@@ -242,6 +242,11 @@ pub struct RuleMeta {
     pub add_to_set: Option<(String, Option<chrono::Duration>)>,
 }
 
+/// Every loaded rule's [`RuleMeta`] by rule name. Looked up twice per detection (which runs it
+/// may join, then its facts), so with foldhash rather than SipHash: the names are the loaded
+/// rules' own, not the network's.
+pub type RuleMetas = std::collections::HashMap<String, RuleMeta, foldhash::fast::RandomState>;
+
 impl RuleMeta {
     /// The facts of a loaded rule (durations were validated at load).
     pub fn of(r: &vigil_correlate::RuleInfo) -> RuleMeta {
@@ -260,7 +265,7 @@ impl RuleMeta {
     }
 
     /// [`RuleMeta::of`] for every rule of a set, by rule name.
-    pub fn all(rules: &RuleSet) -> std::collections::HashMap<String, RuleMeta> {
+    pub fn all(rules: &RuleSet) -> RuleMetas {
         rules
             .rules()
             .iter()
@@ -375,6 +380,10 @@ pub struct SeenEvents {
     /// The position in its batch of the detection being applied ([`SeenEvents::at`]).
     position: usize,
     capacity: usize,
+    /// The highest sequence in `set` (or higher): a pair with a later event cannot be there.
+    /// Sequences grow with arrival, so most pairs (a detection's own new events) are told
+    /// apart without a lookup in the large set.
+    newest: u64,
 }
 
 /// Hashes [`SeenEvents`]' (offense, sequence) pairs with FxHash's multiply-rotate mix: the
@@ -416,6 +425,7 @@ impl SeenEvents {
             staged_set: PairSet::default(),
             position: 0,
             capacity: capacity.max(1),
+            newest: 0,
         }
     }
 
@@ -429,7 +439,7 @@ impl SeenEvents {
     /// Marks `seq` counted for the offense; false if it already was (committed or staged).
     fn first_time(&mut self, offense: u64, seq: u64) -> bool {
         let k = (offense, seq);
-        if self.set.contains(&k) || !self.staged_set.insert(k) {
+        if (seq <= self.newest && self.set.contains(&k)) || !self.staged_set.insert(k) {
             return false;
         }
         self.staged.push((self.position, k));
@@ -452,6 +462,7 @@ impl SeenEvents {
         // Stable: a detection's own pairs keep their order.
         staged.sort_by_key(|(position, _)| *position);
         for (_, k) in staged {
+            self.newest = self.newest.max(k.1);
             if self.set.insert(k) {
                 self.order.push_back(k);
             }
@@ -863,6 +874,11 @@ mod tests {
             assert!(seen.first_time(1, s));
         }
         seen.commit();
+        // Committed pairs up to the newest sequence are found; an earlier event is new to
+        // another offense, a later one to every offense.
+        assert!(!seen.first_time(1, 12), "committed, before the newest");
+        assert!(seen.first_time(2, 12), "another offense, before the newest");
+        assert!(seen.first_time(1, 14), "after the newest");
         assert!(
             seen.first_time(1, 10),
             "the oldest is forgotten beyond the capacity"
