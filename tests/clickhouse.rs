@@ -142,8 +142,8 @@ fn event(i: usize, ts: DateTime<Utc>) -> Event {
         .then(|| "tcp".to_owned())
         .map(Into::into);
     e.network_bytes = Some(i as u64 * 10);
-    e.source_geo_country_iso_code = Some("DE".into());
-    e.source_geo_country_name = Some("Germany".into());
+    e.rare_mut().source_geo_country_iso_code = Some("DE".into());
+    e.rare_mut().source_geo_country_name = Some("Germany".into());
     e.extra.insert("sshd.method".into(), "password".into());
     e.raw = if i.is_multiple_of(3) {
         vec![
@@ -352,7 +352,7 @@ async fn clickhouse_events_written_as_json_by_older_builds_still_read() {
     let mut e = event(1, t(BASE_MS));
     e.extra.insert("flow.exporter".into(), "192.0.2.1".into());
     e.network_packets = Some(7);
-    e.destination_geo_country_iso_code = Some("FR".into());
+    e.rare_mut().destination_geo_country_iso_code = Some("FR".into());
     let mut json_event = e.clone();
     json_event.raw = Vec::new();
     let json = serde_json::to_string(&json_event).unwrap();

@@ -432,8 +432,8 @@ fn auth_events() -> Vec<Event> {
                 } else {
                     ("GB", "United Kingdom")
                 };
-                e.source_geo_country_iso_code = Some(cc.into());
-                e.source_geo_country_name = Some(name.into());
+                e.rare_mut().source_geo_country_iso_code = Some(cc.into());
+                e.rare_mut().source_geo_country_name = Some(name.into());
             }
             e.raw =
                 format!("<38>Jan  1 00:00:00 bastion01 sshd[1]: Failed password {i}").into_bytes();
@@ -474,8 +474,8 @@ fn flow_events() -> Vec<Event> {
             } else {
                 ("FR", "France")
             };
-            e.destination_geo_country_iso_code = Some(cc.into());
-            e.destination_geo_country_name = Some(name.into());
+            e.rare_mut().destination_geo_country_iso_code = Some(cc.into());
+            e.rare_mut().destination_geo_country_name = Some(name.into());
             e.extra.insert("flow.exporter".into(), exporter.into());
             e.extra.insert("flow.version".into(), "9".into());
             e.raw = vec![0, 9, 0, 1, i as u8];
@@ -913,7 +913,7 @@ async fn dashboard_queries_run_on_clickhouse_over_vigils_own_rows() {
     let auth = auth_events();
     let with_geo = auth
         .iter()
-        .filter(|e| e.source_geo_country_iso_code.is_some())
+        .filter(|e| e.rare().source_geo_country_iso_code.is_some())
         .count();
     assert_eq!(
         one("Event sources by country", "event_count") as usize,

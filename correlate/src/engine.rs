@@ -395,18 +395,20 @@ pub fn approx_event_bytes(event: &Event) -> usize {
         + text(&event.network_community_id)
         + text(&event.user_name)
         + text(&event.process_name)
-        + text(&event.http_request_method)
-        + text(&event.url_path)
-        + text(&event.api_key)
-        + text(&event.api_consumer)
-        + text(&event.api_route)
         + text(&event.message);
+    // The rarely set fields, when boxed: the box and its texts.
+    let rare = if event.rare_boxed() {
+        let texts: usize = event.rare().texts().into_iter().map(text).sum();
+        std::mem::size_of::<vigil_parsers::event::Rare>() + texts
+    } else {
+        0
+    };
     let extra: usize = event
         .extra
         .iter()
         .map(|(k, v)| k.len() + v.len() + EXTRA_ENTRY)
         .sum();
-    ARC_HEADER + std::mem::size_of::<Event>() + event.raw.len() + strings + extra
+    ARC_HEADER + std::mem::size_of::<Event>() + event.raw.len() + strings + rare + extra
 }
 
 /// Bytes the allocator takes for a request of `n` bytes: a glibc-style chunk (an 8-byte header,

@@ -164,8 +164,30 @@ fn present(mask: &mut u64) -> bool {
     bit
 }
 
+/// A field of an event, in place (`core`) or among its rare ones (`rare`).
+macro_rules! codec_field {
+    (core, $event:ident, $field:ident) => {
+        &$event.$field
+    };
+    (rare, $event:ident, $field:ident) => {
+        &$event.rare().$field
+    };
+}
+
+/// Sets a decoded field (a rare one only when present, so that none boxes nothing).
+macro_rules! codec_set {
+    (core, $event:ident, $field:ident) => {
+        $event.$field = $field;
+    };
+    (rare, $event:ident, $field:ident) => {
+        if $field.is_some() {
+            $event.rare_mut().$field = $field;
+        }
+    };
+}
+
 macro_rules! event_codec {
-    ($($field:ident),* $(,)?) => {
+    ($($place:ident $field:ident),* $(,)?) => {
         const _: () = assert!([$(stringify!($field)),*].len() <= 64, "one mask bit per field");
 
         /// Appends `event`'s encoding to `out`.
@@ -177,7 +199,9 @@ macro_rules! event_codec {
         /// `raw` empty, if `omit.raw`): for a store that keeps them in columns of their own
         /// and sets them again on reading.
         pub fn encode_omitting(event: &Event, omit: Omit, out: &mut Vec<u8>) {
-            let Event { timestamp, ingested, $($field,)* extra, raw } = event;
+            let (timestamp, ingested, extra, raw) =
+                (&event.timestamp, &event.ingested, &event.extra, &event.raw);
+            $(let $field = codec_field!($place, event, $field);)*
             out.push(VERSION);
             for t in [timestamp, ingested] {
                 out.extend_from_slice(&t.timestamp().to_le_bytes());
@@ -241,69 +265,73 @@ macro_rules! event_codec {
             if !r.0.is_empty() {
                 return Err(err("bytes after the end"));
             }
-            Ok(Event { timestamp, ingested, $($field,)* extra, raw })
+            let mut event = Event::new(timestamp, ingested);
+            $(codec_set!($place, event, $field);)*
+            event.extra = extra;
+            event.raw = raw;
+            Ok(event)
         }
     };
 }
 
 event_codec!(
-    kind,
-    category,
-    event_type,
-    outcome,
-    action,
-    severity,
-    sequence,
-    dataset,
-    observer_id,
-    observer_type,
-    observer_ip,
-    host_name,
-    source_ip,
-    source_port,
-    destination_ip,
-    destination_port,
-    network_transport,
-    network_protocol,
-    network_bytes,
-    network_packets,
-    network_community_id,
-    source_geo_country_iso_code,
-    source_geo_country_name,
-    source_geo_city_name,
-    source_geo_continent_code,
-    source_as_number,
-    source_as_organization_name,
-    source_zone,
-    source_internal,
-    destination_geo_country_iso_code,
-    destination_geo_country_name,
-    destination_geo_city_name,
-    destination_geo_continent_code,
-    destination_as_number,
-    destination_as_organization_name,
-    destination_zone,
-    destination_internal,
-    network_direction,
-    user_name,
-    process_name,
-    process_pid,
-    http_request_method,
-    url_path,
-    url_original,
-    url_query,
-    url_domain,
-    http_version,
-    http_response_bytes,
-    user_agent_original,
-    duration_ns,
-    http_response_status_code,
-    api_key,
-    api_consumer,
-    api_route,
-    syslog_facility,
-    syslog_severity,
-    message,
+    core kind,
+    core category,
+    core event_type,
+    core outcome,
+    core action,
+    core severity,
+    core sequence,
+    core dataset,
+    core observer_id,
+    core observer_type,
+    core observer_ip,
+    core host_name,
+    core source_ip,
+    core source_port,
+    core destination_ip,
+    core destination_port,
+    core network_transport,
+    core network_protocol,
+    core network_bytes,
+    core network_packets,
+    core network_community_id,
+    rare source_geo_country_iso_code,
+    rare source_geo_country_name,
+    rare source_geo_city_name,
+    rare source_geo_continent_code,
+    core source_as_number,
+    rare source_as_organization_name,
+    core source_zone,
+    core source_internal,
+    rare destination_geo_country_iso_code,
+    rare destination_geo_country_name,
+    rare destination_geo_city_name,
+    rare destination_geo_continent_code,
+    core destination_as_number,
+    rare destination_as_organization_name,
+    core destination_zone,
+    core destination_internal,
+    core network_direction,
+    core user_name,
+    core process_name,
+    core process_pid,
+    rare http_request_method,
+    rare url_path,
+    rare url_original,
+    rare url_query,
+    rare url_domain,
+    rare http_version,
+    core http_response_bytes,
+    rare user_agent_original,
+    core duration_ns,
+    core http_response_status_code,
+    rare api_key,
+    rare api_consumer,
+    rare api_route,
+    core syslog_facility,
+    core syslog_severity,
+    core message,
 );
 
 /// What [`encode_omitting`] leaves out.

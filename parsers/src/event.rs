@@ -137,10 +137,214 @@ impl<'de> Deserialize<'de> for Extra {
     }
 }
 
-/// One normalized event.
+/// One normalized event. The fields most events leave unset (GeoIP, and those of HTTP and
+/// API gateway logs) live out of line in [`Rare`] ([`Event::rare`], [`Event::rare_mut`]): an event
+/// crosses three threads and is copied, encoded and dropped whole, and those twenty fields were
+/// 480 of its 1,160 bytes. On the wire (JSON) all fields are flat, as [`EventWire`] lays them out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "EventWire", into = "EventWire")]
 pub struct Event {
+    /// Event time: when the source says it happened (`@timestamp`).
+    pub timestamp: DateTime<Utc>,
+    /// When Vigil received the record (`event.ingested`).
+    pub ingested: DateTime<Utc>,
+    /// `event.kind`: `event`, `alert`, ...
+    pub kind: Option<Text>,
+    /// `event.category`: `authentication`, `network`, `web`, ...
+    pub category: Option<Text>,
+    /// `event.type`: `start`, `end`, `denied`, `info`, ...
+    pub event_type: Option<Text>,
+    /// `event.outcome`: `success`, `failure`, `unknown`.
+    pub outcome: Option<Text>,
+    /// `event.action`: what happened, in the parser definition's words (`ssh_login`, ...).
+    pub action: Option<Text>,
+    /// `event.severity`: the source's severity (syslog severity 0-7 for syslog).
+    pub severity: Option<u8>,
+    /// `event.sequence`: the pipeline's number for this event, unique within a running Vigil
+    /// and increasing; offenses use it to count an event once however many rules report it.
+    pub sequence: Option<u64>,
+    /// `event.dataset`: which parser definition produced the event (`openssh`, ...).
+    pub dataset: Option<Text>,
+    /// `observer.id`: the log source identity (`syslog/udp/10.0.0.5`, `file:/var/log/auth.log`).
+    pub observer_id: Option<Text>,
+    /// `observer.type`: the collector kind (`syslog`, `file`, `netflow`, ...).
+    pub observer_type: Option<Text>,
+    /// `observer.ip`: the network peer that sent the record.
+    pub observer_ip: Option<IpAddr>,
+    /// `host.name`: the host the record is about (syslog HOSTNAME).
+    pub host_name: Option<Text>,
+    /// `source.ip`.
+    pub source_ip: Option<IpAddr>,
+    /// `source.port`.
+    pub source_port: Option<u16>,
+    /// `destination.ip`.
+    pub destination_ip: Option<IpAddr>,
+    /// `destination.port`.
+    pub destination_port: Option<u16>,
+    /// `network.transport`: `tcp`, `udp`, `icmp`, ...
+    pub network_transport: Option<Text>,
+    /// `network.protocol`: application protocol (`ssh`, `http`, ...).
+    pub network_protocol: Option<Text>,
+    /// `network.bytes`.
+    pub network_bytes: Option<u64>,
+    /// `network.packets`.
+    pub network_packets: Option<u64>,
+    /// `network.community_id` (Community ID v1).
+    pub network_community_id: Option<Text>,
+    /// `source.as.number`: Autonomous system number from the ASN database.
+    pub source_as_number: Option<u32>,
+    /// `source.zone`: Network zone from the configured network hierarchy (`dmz`, `core-banking`).
+    pub source_zone: Option<Text>,
+    /// `source.internal`: Whether the address is inside one of the configured internal networks.
+    pub source_internal: Option<bool>,
+    /// `destination.as.number`: Autonomous system number from the ASN database.
+    pub destination_as_number: Option<u32>,
+    /// `destination.zone`: Network zone from the configured network hierarchy (`dmz`, `core-banking`).
+    pub destination_zone: Option<Text>,
+    /// `destination.internal`: Whether the address is inside one of the configured internal networks.
+    pub destination_internal: Option<bool>,
+    /// `network.direction`: `inbound`, `outbound`, `internal` or `external`, from the network
+    /// hierarchy (or the source, for flows that know it).
+    pub network_direction: Option<Text>,
+    /// `user.name`.
+    pub user_name: Option<Text>,
+    /// `process.name` (syslog APP-NAME / tag).
+    pub process_name: Option<Text>,
+    /// `process.pid` (syslog PROCID when numeric).
+    pub process_pid: Option<u32>,
+    /// `http.response.bytes`: response size.
+    pub http_response_bytes: Option<u64>,
+    /// `event.duration`: how long the event took, in nanoseconds (gateway latency).
+    pub duration_ns: Option<u64>,
+    /// `http.response.status_code`.
+    pub http_response_status_code: Option<u16>,
+    /// `log.syslog.facility.code`.
+    pub syslog_facility: Option<u8>,
+    /// `log.syslog.severity.code`.
+    pub syslog_severity: Option<u8>,
+    /// `message`: the free-text part of the record.
+    pub message: Option<Text>,
+    /// Every field without a core slot, by its dotted name (`sshd.auth_method`, SD params as
+    /// `sd.<id>.<param>`, ...).
+    pub extra: Extra,
+    /// The record exactly as received (`event.original`). Serialized as text; bytes that are not
+    /// UTF-8 are replaced on the wire, the store keeps them exactly.
+    pub raw: Vec<u8>,
+    /// The rarely set fields (boxed; `None` while all are unset).
+    rare: RareBox,
+}
+
+/// The fields of an [`Event`] that most events leave unset.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Rare {
+    /// `source.geo.country_iso_code`: ISO 3166 country code from GeoIP (`GB`).
+    pub source_geo_country_iso_code: Option<Text>,
+    /// `source.geo.country_name`: Country name (English) from GeoIP.
+    pub source_geo_country_name: Option<Text>,
+    /// `source.geo.city_name`: City name (English) from GeoIP.
+    pub source_geo_city_name: Option<Text>,
+    /// `source.geo.continent_code`: Continent code from GeoIP (`EU`).
+    pub source_geo_continent_code: Option<Text>,
+    /// `source.as.organization.name`: Autonomous system organization.
+    pub source_as_organization_name: Option<Text>,
+    /// `destination.geo.country_iso_code`: ISO 3166 country code from GeoIP (`GB`).
+    pub destination_geo_country_iso_code: Option<Text>,
+    /// `destination.geo.country_name`: Country name (English) from GeoIP.
+    pub destination_geo_country_name: Option<Text>,
+    /// `destination.geo.city_name`: City name (English) from GeoIP.
+    pub destination_geo_city_name: Option<Text>,
+    /// `destination.geo.continent_code`: Continent code from GeoIP (`EU`).
+    pub destination_geo_continent_code: Option<Text>,
+    /// `destination.as.organization.name`: Autonomous system organization.
+    pub destination_as_organization_name: Option<Text>,
+    /// `http.request.method`.
+    pub http_request_method: Option<Text>,
+    /// `url.path`.
+    pub url_path: Option<Text>,
+    /// `url.original`: the request target as sent (path and query).
+    pub url_original: Option<Text>,
+    /// `url.query`: the query string, without `?`.
+    pub url_query: Option<Text>,
+    /// `url.domain`: the host the request was for.
+    pub url_domain: Option<Text>,
+    /// `http.version` (`1.1`, `2`).
+    pub http_version: Option<Text>,
+    /// `user_agent.original`.
+    pub user_agent_original: Option<Text>,
+    /// `api.key`: the API key a gateway request used.
+    pub api_key: Option<Text>,
+    /// `api.consumer`: the gateway's consumer / application.
+    pub api_consumer: Option<Text>,
+    /// `api.route`: the gateway route or API operation.
+    pub api_route: Option<Text>,
+}
+
+impl Rare {
+    /// Every field (all are texts).
+    pub fn texts(&self) -> [&Option<Text>; 20] {
+        [
+            &self.source_geo_country_iso_code,
+            &self.source_geo_country_name,
+            &self.source_geo_city_name,
+            &self.source_geo_continent_code,
+            &self.source_as_organization_name,
+            &self.destination_geo_country_iso_code,
+            &self.destination_geo_country_name,
+            &self.destination_geo_city_name,
+            &self.destination_geo_continent_code,
+            &self.destination_as_organization_name,
+            &self.http_request_method,
+            &self.url_path,
+            &self.url_original,
+            &self.url_query,
+            &self.url_domain,
+            &self.http_version,
+            &self.user_agent_original,
+            &self.api_key,
+            &self.api_consumer,
+            &self.api_route,
+        ]
+    }
+}
+
+/// All of [`Rare`] unset, for events without them.
+static NO_RARE: Rare = Rare {
+    source_geo_country_iso_code: None,
+    source_geo_country_name: None,
+    source_geo_city_name: None,
+    source_geo_continent_code: None,
+    source_as_organization_name: None,
+    destination_geo_country_iso_code: None,
+    destination_geo_country_name: None,
+    destination_geo_city_name: None,
+    destination_geo_continent_code: None,
+    destination_as_organization_name: None,
+    http_request_method: None,
+    url_path: None,
+    url_original: None,
+    url_query: None,
+    url_domain: None,
+    http_version: None,
+    user_agent_original: None,
+    api_key: None,
+    api_consumer: None,
+    api_route: None,
+};
+
+/// [`Event`]'s out-of-line fields: equal when the fields are, boxed or not.
+#[derive(Debug, Clone, Default)]
+struct RareBox(Option<Box<Rare>>);
+
+impl PartialEq for RareBox {
+    fn eq(&self, other: &RareBox) -> bool {
+        self.0.as_deref().unwrap_or(&NO_RARE) == other.0.as_deref().unwrap_or(&NO_RARE)
+    }
+}
+
+/// An [`Event`] as it is written and read as JSON: every field flat, with its wire name.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct EventWire {
     /// Event time: when the source says it happened (`@timestamp`).
     #[serde(rename = "@timestamp")]
     pub timestamp: DateTime<Utc>,
@@ -526,6 +730,146 @@ pub struct Event {
     pub raw: Vec<u8>,
 }
 
+impl From<EventWire> for Event {
+    fn from(w: EventWire) -> Event {
+        let rare = Rare {
+            source_geo_country_iso_code: w.source_geo_country_iso_code,
+            source_geo_country_name: w.source_geo_country_name,
+            source_geo_city_name: w.source_geo_city_name,
+            source_geo_continent_code: w.source_geo_continent_code,
+            source_as_organization_name: w.source_as_organization_name,
+            destination_geo_country_iso_code: w.destination_geo_country_iso_code,
+            destination_geo_country_name: w.destination_geo_country_name,
+            destination_geo_city_name: w.destination_geo_city_name,
+            destination_geo_continent_code: w.destination_geo_continent_code,
+            destination_as_organization_name: w.destination_as_organization_name,
+            http_request_method: w.http_request_method,
+            url_path: w.url_path,
+            url_original: w.url_original,
+            url_query: w.url_query,
+            url_domain: w.url_domain,
+            http_version: w.http_version,
+            user_agent_original: w.user_agent_original,
+            api_key: w.api_key,
+            api_consumer: w.api_consumer,
+            api_route: w.api_route,
+        };
+        Event {
+            timestamp: w.timestamp,
+            ingested: w.ingested,
+            kind: w.kind,
+            category: w.category,
+            event_type: w.event_type,
+            outcome: w.outcome,
+            action: w.action,
+            severity: w.severity,
+            sequence: w.sequence,
+            dataset: w.dataset,
+            observer_id: w.observer_id,
+            observer_type: w.observer_type,
+            observer_ip: w.observer_ip,
+            host_name: w.host_name,
+            source_ip: w.source_ip,
+            source_port: w.source_port,
+            destination_ip: w.destination_ip,
+            destination_port: w.destination_port,
+            network_transport: w.network_transport,
+            network_protocol: w.network_protocol,
+            network_bytes: w.network_bytes,
+            network_packets: w.network_packets,
+            network_community_id: w.network_community_id,
+            source_as_number: w.source_as_number,
+            source_zone: w.source_zone,
+            source_internal: w.source_internal,
+            destination_as_number: w.destination_as_number,
+            destination_zone: w.destination_zone,
+            destination_internal: w.destination_internal,
+            network_direction: w.network_direction,
+            user_name: w.user_name,
+            process_name: w.process_name,
+            process_pid: w.process_pid,
+            http_response_bytes: w.http_response_bytes,
+            duration_ns: w.duration_ns,
+            http_response_status_code: w.http_response_status_code,
+            syslog_facility: w.syslog_facility,
+            syslog_severity: w.syslog_severity,
+            message: w.message,
+            extra: w.extra,
+            raw: w.raw,
+            rare: RareBox((rare != NO_RARE).then(|| Box::new(rare))),
+        }
+    }
+}
+
+impl From<Event> for EventWire {
+    fn from(e: Event) -> EventWire {
+        let rare = e.rare.0.map(|b| *b).unwrap_or_default();
+        EventWire {
+            timestamp: e.timestamp,
+            ingested: e.ingested,
+            kind: e.kind,
+            category: e.category,
+            event_type: e.event_type,
+            outcome: e.outcome,
+            action: e.action,
+            severity: e.severity,
+            sequence: e.sequence,
+            dataset: e.dataset,
+            observer_id: e.observer_id,
+            observer_type: e.observer_type,
+            observer_ip: e.observer_ip,
+            host_name: e.host_name,
+            source_ip: e.source_ip,
+            source_port: e.source_port,
+            destination_ip: e.destination_ip,
+            destination_port: e.destination_port,
+            network_transport: e.network_transport,
+            network_protocol: e.network_protocol,
+            network_bytes: e.network_bytes,
+            network_packets: e.network_packets,
+            network_community_id: e.network_community_id,
+            source_as_number: e.source_as_number,
+            source_zone: e.source_zone,
+            source_internal: e.source_internal,
+            destination_as_number: e.destination_as_number,
+            destination_zone: e.destination_zone,
+            destination_internal: e.destination_internal,
+            network_direction: e.network_direction,
+            user_name: e.user_name,
+            process_name: e.process_name,
+            process_pid: e.process_pid,
+            http_response_bytes: e.http_response_bytes,
+            duration_ns: e.duration_ns,
+            http_response_status_code: e.http_response_status_code,
+            syslog_facility: e.syslog_facility,
+            syslog_severity: e.syslog_severity,
+            message: e.message,
+            extra: e.extra,
+            raw: e.raw,
+            source_geo_country_iso_code: rare.source_geo_country_iso_code,
+            source_geo_country_name: rare.source_geo_country_name,
+            source_geo_city_name: rare.source_geo_city_name,
+            source_geo_continent_code: rare.source_geo_continent_code,
+            source_as_organization_name: rare.source_as_organization_name,
+            destination_geo_country_iso_code: rare.destination_geo_country_iso_code,
+            destination_geo_country_name: rare.destination_geo_country_name,
+            destination_geo_city_name: rare.destination_geo_city_name,
+            destination_geo_continent_code: rare.destination_geo_continent_code,
+            destination_as_organization_name: rare.destination_as_organization_name,
+            http_request_method: rare.http_request_method,
+            url_path: rare.url_path,
+            url_original: rare.url_original,
+            url_query: rare.url_query,
+            url_domain: rare.url_domain,
+            http_version: rare.http_version,
+            user_agent_original: rare.user_agent_original,
+            api_key: rare.api_key,
+            api_consumer: rare.api_consumer,
+            api_route: rare.api_route,
+        }
+    }
+}
+
 /// A field's value, borrowed from an event.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum FieldValue<'a> {
@@ -757,45 +1101,41 @@ impl Event {
             network_bytes: None,
             network_packets: None,
             network_community_id: None,
-            source_geo_country_iso_code: None,
-            source_geo_country_name: None,
-            source_geo_city_name: None,
-            source_geo_continent_code: None,
             source_as_number: None,
-            source_as_organization_name: None,
             source_zone: None,
             source_internal: None,
-            destination_geo_country_iso_code: None,
-            destination_geo_country_name: None,
-            destination_geo_city_name: None,
-            destination_geo_continent_code: None,
             destination_as_number: None,
-            destination_as_organization_name: None,
             destination_zone: None,
             destination_internal: None,
             network_direction: None,
             user_name: None,
             process_name: None,
             process_pid: None,
-            http_request_method: None,
-            url_path: None,
-            url_original: None,
-            url_query: None,
-            url_domain: None,
-            http_version: None,
             http_response_bytes: None,
-            user_agent_original: None,
             duration_ns: None,
             http_response_status_code: None,
-            api_key: None,
-            api_consumer: None,
-            api_route: None,
             syslog_facility: None,
             syslog_severity: None,
             message: None,
             extra: Extra::new(),
             raw: Vec::new(),
+            rare: RareBox(None),
         }
+    }
+
+    /// The rarely set fields ([`Rare`]), all unset when the event has none.
+    pub fn rare(&self) -> &Rare {
+        self.rare.0.as_deref().unwrap_or(&NO_RARE)
+    }
+
+    /// Whether the rarely set fields are boxed (some are set, or were).
+    pub fn rare_boxed(&self) -> bool {
+        self.rare.0.is_some()
+    }
+
+    /// The rarely set fields to write (boxed on first use).
+    pub fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.0.get_or_insert_with(Box::default)
     }
 
     /// Whether `name` is a core field (otherwise it addresses `extra`).
@@ -851,23 +1191,23 @@ impl Event {
                     .map(|b| FieldValue::Int(saturating_i64(b)))
             },
             "network.community_id" => |e| s(&e.network_community_id),
-            "source.geo.country_iso_code" => |e| s(&e.source_geo_country_iso_code),
-            "source.geo.country_name" => |e| s(&e.source_geo_country_name),
-            "source.geo.city_name" => |e| s(&e.source_geo_city_name),
-            "source.geo.continent_code" => |e| s(&e.source_geo_continent_code),
+            "source.geo.country_iso_code" => |e| s(&e.rare().source_geo_country_iso_code),
+            "source.geo.country_name" => |e| s(&e.rare().source_geo_country_name),
+            "source.geo.city_name" => |e| s(&e.rare().source_geo_city_name),
+            "source.geo.continent_code" => |e| s(&e.rare().source_geo_continent_code),
             "source.as.number" => |e| n(&e.source_as_number),
-            "source.as.organization.name" => |e| s(&e.source_as_organization_name),
+            "source.as.organization.name" => |e| s(&e.rare().source_as_organization_name),
             "source.zone" => |e| s(&e.source_zone),
             "source.internal" => |e| {
                 e.source_internal
                     .map(|b| FieldValue::Str(if b { "true" } else { "false" }))
             },
-            "destination.geo.country_iso_code" => |e| s(&e.destination_geo_country_iso_code),
-            "destination.geo.country_name" => |e| s(&e.destination_geo_country_name),
-            "destination.geo.city_name" => |e| s(&e.destination_geo_city_name),
-            "destination.geo.continent_code" => |e| s(&e.destination_geo_continent_code),
+            "destination.geo.country_iso_code" => |e| s(&e.rare().destination_geo_country_iso_code),
+            "destination.geo.country_name" => |e| s(&e.rare().destination_geo_country_name),
+            "destination.geo.city_name" => |e| s(&e.rare().destination_geo_city_name),
+            "destination.geo.continent_code" => |e| s(&e.rare().destination_geo_continent_code),
             "destination.as.number" => |e| n(&e.destination_as_number),
-            "destination.as.organization.name" => |e| s(&e.destination_as_organization_name),
+            "destination.as.organization.name" => |e| s(&e.rare().destination_as_organization_name),
             "destination.zone" => |e| s(&e.destination_zone),
             "destination.internal" => |e| {
                 e.destination_internal
@@ -877,22 +1217,22 @@ impl Event {
             "user.name" => |e| s(&e.user_name),
             "process.name" => |e| s(&e.process_name),
             "process.pid" => |e| n(&e.process_pid),
-            "http.request.method" => |e| s(&e.http_request_method),
-            "url.path" => |e| s(&e.url_path),
-            "url.original" => |e| s(&e.url_original),
-            "url.query" => |e| s(&e.url_query),
-            "url.domain" => |e| s(&e.url_domain),
-            "http.version" => |e| s(&e.http_version),
+            "http.request.method" => |e| s(&e.rare().http_request_method),
+            "url.path" => |e| s(&e.rare().url_path),
+            "url.original" => |e| s(&e.rare().url_original),
+            "url.query" => |e| s(&e.rare().url_query),
+            "url.domain" => |e| s(&e.rare().url_domain),
+            "http.version" => |e| s(&e.rare().http_version),
             "http.response.bytes" => |e| {
                 e.http_response_bytes
                     .map(|b| FieldValue::Int(saturating_i64(b)))
             },
-            "user_agent.original" => |e| s(&e.user_agent_original),
+            "user_agent.original" => |e| s(&e.rare().user_agent_original),
             "event.duration" => |e| e.duration_ns.map(|d| FieldValue::Int(saturating_i64(d))),
             "http.response.status_code" => |e| n(&e.http_response_status_code),
-            "api.key" => |e| s(&e.api_key),
-            "api.consumer" => |e| s(&e.api_consumer),
-            "api.route" => |e| s(&e.api_route),
+            "api.key" => |e| s(&e.rare().api_key),
+            "api.consumer" => |e| s(&e.rare().api_consumer),
+            "api.route" => |e| s(&e.rare().api_route),
             "log.syslog.facility.code" => |e| n(&e.syslog_facility),
             "log.syslog.severity.code" => |e| n(&e.syslog_severity),
             "message" => |e| s(&e.message),
@@ -952,27 +1292,37 @@ impl Event {
             "network.bytes" => parsed(&mut self.network_bytes, name, value, "byte count"),
             "network.packets" => parsed(&mut self.network_packets, name, value, "packet count"),
             "network.community_id" => text(&mut self.network_community_id, value),
-            "source.geo.country_iso_code" => text(&mut self.source_geo_country_iso_code, value),
-            "source.geo.country_name" => text(&mut self.source_geo_country_name, value),
-            "source.geo.city_name" => text(&mut self.source_geo_city_name, value),
-            "source.geo.continent_code" => text(&mut self.source_geo_continent_code, value),
+            "source.geo.country_iso_code" => {
+                text(&mut self.rare_mut().source_geo_country_iso_code, value)
+            }
+            "source.geo.country_name" => text(&mut self.rare_mut().source_geo_country_name, value),
+            "source.geo.city_name" => text(&mut self.rare_mut().source_geo_city_name, value),
+            "source.geo.continent_code" => {
+                text(&mut self.rare_mut().source_geo_continent_code, value)
+            }
             "source.as.number" => parsed(&mut self.source_as_number, name, value, "AS number"),
-            "source.as.organization.name" => text(&mut self.source_as_organization_name, value),
+            "source.as.organization.name" => {
+                text(&mut self.rare_mut().source_as_organization_name, value)
+            }
             "source.zone" => text(&mut self.source_zone, value),
             "source.internal" => parsed(&mut self.source_internal, name, value, "true or false"),
             "destination.geo.country_iso_code" => {
-                text(&mut self.destination_geo_country_iso_code, value)
+                text(&mut self.rare_mut().destination_geo_country_iso_code, value)
             }
-            "destination.geo.country_name" => text(&mut self.destination_geo_country_name, value),
-            "destination.geo.city_name" => text(&mut self.destination_geo_city_name, value),
+            "destination.geo.country_name" => {
+                text(&mut self.rare_mut().destination_geo_country_name, value)
+            }
+            "destination.geo.city_name" => {
+                text(&mut self.rare_mut().destination_geo_city_name, value)
+            }
             "destination.geo.continent_code" => {
-                text(&mut self.destination_geo_continent_code, value)
+                text(&mut self.rare_mut().destination_geo_continent_code, value)
             }
             "destination.as.number" => {
                 parsed(&mut self.destination_as_number, name, value, "AS number")
             }
             "destination.as.organization.name" => {
-                text(&mut self.destination_as_organization_name, value)
+                text(&mut self.rare_mut().destination_as_organization_name, value)
             }
             "destination.zone" => text(&mut self.destination_zone, value),
             "destination.internal" => {
@@ -982,16 +1332,16 @@ impl Event {
             "user.name" => text(&mut self.user_name, value),
             "process.name" => text(&mut self.process_name, value),
             "process.pid" => parsed(&mut self.process_pid, name, value, "process id"),
-            "http.request.method" => text(&mut self.http_request_method, value),
-            "url.path" => text(&mut self.url_path, value),
-            "url.original" => text(&mut self.url_original, value),
-            "url.query" => text(&mut self.url_query, value),
-            "url.domain" => text(&mut self.url_domain, value),
-            "http.version" => text(&mut self.http_version, value),
+            "http.request.method" => text(&mut self.rare_mut().http_request_method, value),
+            "url.path" => text(&mut self.rare_mut().url_path, value),
+            "url.original" => text(&mut self.rare_mut().url_original, value),
+            "url.query" => text(&mut self.rare_mut().url_query, value),
+            "url.domain" => text(&mut self.rare_mut().url_domain, value),
+            "http.version" => text(&mut self.rare_mut().http_version, value),
             "http.response.bytes" => {
                 parsed(&mut self.http_response_bytes, name, value, "byte count")
             }
-            "user_agent.original" => text(&mut self.user_agent_original, value),
+            "user_agent.original" => text(&mut self.rare_mut().user_agent_original, value),
             "event.duration" => parsed(&mut self.duration_ns, name, value, "duration in ns"),
             "http.response.status_code" => parsed(
                 &mut self.http_response_status_code,
@@ -999,9 +1349,9 @@ impl Event {
                 value,
                 "HTTP status code",
             ),
-            "api.key" => text(&mut self.api_key, value),
-            "api.consumer" => text(&mut self.api_consumer, value),
-            "api.route" => text(&mut self.api_route, value),
+            "api.key" => text(&mut self.rare_mut().api_key, value),
+            "api.consumer" => text(&mut self.rare_mut().api_consumer, value),
+            "api.route" => text(&mut self.rare_mut().api_route, value),
             "log.syslog.facility.code" => {
                 parsed(&mut self.syslog_facility, name, value, "syslog facility")
             }
@@ -1134,6 +1484,55 @@ mod tests {
         assert_eq!(json["event.original"], "raw line");
         let back: Event = serde_json::from_value(json).unwrap_or_else(|_| e.clone());
         assert_eq!(back, e);
+    }
+
+    /// The rarely set fields are out of line but flat on the wire: JSON names them like the
+    /// others, reading JSON boxes them only when one is there, and an event whose box holds
+    /// nothing equals one without.
+    #[test]
+    fn rare_fields_are_boxed_only_when_set_and_flat_on_the_wire() {
+        let t = at("2026-01-01T00:00:00Z");
+        let mut e = Event::new(t, t);
+        e.set("url.path", "/v1/accounts").ok();
+        e.set("source.geo.country_iso_code", "DE").ok();
+        e.set("source.ip", "203.0.113.7").ok();
+        assert!(e.rare_boxed());
+        assert_eq!(e.rare().url_path.as_deref(), Some("/v1/accounts"));
+        let json = serde_json::to_value(&e).unwrap_or_default();
+        assert_eq!(json["url.path"], "/v1/accounts");
+        assert_eq!(json["source.geo.country_iso_code"], "DE");
+        assert!(json.get("rare").is_none(), "{json}");
+        let back: Event = serde_json::from_value(json).unwrap_or_else(|_| Event::new(t, t));
+        assert_eq!(back, e);
+        assert!(back.rare_boxed());
+
+        let mut plain = Event::new(t, t);
+        plain.set("source.ip", "203.0.113.7").ok();
+        let json = serde_json::to_value(&plain).unwrap_or_default();
+        let back: Event = serde_json::from_value(json).unwrap_or_else(|_| e.clone());
+        assert!(!back.rare_boxed(), "no rare field, no box");
+        assert_eq!(back, plain);
+        let mut emptied = plain.clone();
+        emptied.rare_mut().url_path = None;
+        assert!(emptied.rare_boxed());
+        assert_eq!(emptied, plain, "an empty box equals none");
+        emptied.rare_mut().api_key = Some("k".into());
+        assert_ne!(emptied, plain);
+        // Unknown names are still refused.
+        let mut json = serde_json::to_value(&plain).unwrap_or_default();
+        json["rare"] = serde_json::json!({});
+        assert!(serde_json::from_value::<Event>(json).is_err());
+    }
+
+    /// An event is copied, encoded and dropped whole on every thread it crosses: a field added
+    /// in line (rather than to [`Rare`], if most events leave it unset) must be worth its bytes.
+    #[test]
+    fn an_event_stays_small() {
+        assert!(
+            std::mem::size_of::<Event>() <= 704,
+            "{} bytes",
+            std::mem::size_of::<Event>()
+        );
     }
 
     #[test]

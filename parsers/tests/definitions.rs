@@ -790,9 +790,9 @@ fn a_raw_nginx_line_becomes_an_event() {
     assert_eq!(e.ingested, at("2026-11-28T12:00:00Z"));
     assert_eq!(e.source_ip, ip("2001:db8::7"));
     assert_eq!(e.user_name.as_deref(), Some("alice"));
-    assert_eq!(e.http_request_method.as_deref(), Some("GET"));
-    assert_eq!(e.url_path.as_deref(), Some("/v1/accounts"));
-    assert_eq!(e.url_query.as_deref(), Some("id=42"));
+    assert_eq!(e.rare().http_request_method.as_deref(), Some("GET"));
+    assert_eq!(e.rare().url_path.as_deref(), Some("/v1/accounts"));
+    assert_eq!(e.rare().url_query.as_deref(), Some("id=42"));
     assert_eq!(e.http_response_status_code, Some(404));
     assert_eq!(e.duration_ns, Some(52_000_000));
     assert_eq!(e.outcome.as_deref(), Some("failure"));
@@ -812,9 +812,9 @@ fn a_raw_json_gateway_line_becomes_an_event() {
     let e = normalizer().normalize(line, &file_meta()).unwrap();
     assert_eq!(e.dataset.as_deref(), Some("kong"));
     assert_eq!(e.timestamp, at("2026-11-28T10:00:01.123Z"));
-    assert_eq!(e.api_consumer.as_deref(), Some("alice"));
-    assert_eq!(e.api_route.as_deref(), Some("transfers"));
-    assert_eq!(e.url_query.as_deref(), Some("dry=1"));
+    assert_eq!(e.rare().api_consumer.as_deref(), Some("alice"));
+    assert_eq!(e.rare().api_route.as_deref(), Some("transfers"));
+    assert_eq!(e.rare().url_query.as_deref(), Some("dry=1"));
     assert_eq!(e.duration_ns, Some(7_000_000));
     assert_eq!(e.outcome.as_deref(), Some("success"));
     // The same object through syslog, program kong, takes the normal path.
@@ -824,7 +824,7 @@ fn a_raw_json_gateway_line_becomes_an_event() {
     assert_eq!(e.dataset.as_deref(), Some("kong"));
     assert_eq!(e.process_name.as_deref(), Some("kong"));
     assert_eq!(e.host_name.as_deref(), Some("gw1"));
-    assert_eq!(e.api_consumer.as_deref(), Some("alice"));
+    assert_eq!(e.rare().api_consumer.as_deref(), Some("alice"));
 }
 
 #[test]
@@ -967,8 +967,8 @@ patterns:
     let got = set.apply(&message("app", text), text, &mut e).unwrap();
     assert_eq!(got, Some(("gw", "bad")));
     assert_eq!(e.duration_ns, Some(1_500_000));
-    assert_eq!(e.url_path.as_deref(), Some("/a"));
-    assert_eq!(e.url_query, None);
+    assert_eq!(e.rare().url_path.as_deref(), Some("/a"));
+    assert_eq!(e.rare().url_query, None);
     assert_eq!(e.http_response_status_code, Some(503));
     // Written by one mapping: not kept in extra; `-` is absent: not kept either.
     assert!(!e.extra.contains_key("gw.uri"), "{:?}", e.extra);

@@ -118,30 +118,41 @@ impl Enricher {
     fn side(&mut self, ip: IpAddr, ev: &mut Event, side: Side) -> bool {
         if let Some(geo) = self.geo.as_mut() {
             let info = geo.lookup(ip);
-            let (cc, cn, city, cont, asn, org) = match side {
-                Side::Source => (
-                    &mut ev.source_geo_country_iso_code,
-                    &mut ev.source_geo_country_name,
-                    &mut ev.source_geo_city_name,
-                    &mut ev.source_geo_continent_code,
-                    &mut ev.source_as_number,
-                    &mut ev.source_as_organization_name,
-                ),
-                Side::Destination => (
-                    &mut ev.destination_geo_country_iso_code,
-                    &mut ev.destination_geo_country_name,
-                    &mut ev.destination_geo_city_name,
-                    &mut ev.destination_geo_continent_code,
-                    &mut ev.destination_as_number,
-                    &mut ev.destination_as_organization_name,
-                ),
-            };
-            cc.clone_from(&info.country_iso_code);
-            cn.clone_from(&info.country_name);
-            city.clone_from(&info.city_name);
-            cont.clone_from(&info.continent_code);
-            *asn = info.as_number;
-            org.clone_from(&info.as_organization);
+            match side {
+                Side::Source => ev.source_as_number = info.as_number,
+                Side::Destination => ev.destination_as_number = info.as_number,
+            }
+            let texts = [
+                &info.country_iso_code,
+                &info.country_name,
+                &info.city_name,
+                &info.continent_code,
+                &info.as_organization,
+            ];
+            // The GeoIP texts are among the event's rarely set fields: boxed only for a value
+            // (or to clear one a parser set).
+            if texts.iter().any(|t| t.is_some()) || ev.rare_boxed() {
+                let r = ev.rare_mut();
+                let slots = match side {
+                    Side::Source => [
+                        &mut r.source_geo_country_iso_code,
+                        &mut r.source_geo_country_name,
+                        &mut r.source_geo_city_name,
+                        &mut r.source_geo_continent_code,
+                        &mut r.source_as_organization_name,
+                    ],
+                    Side::Destination => [
+                        &mut r.destination_geo_country_iso_code,
+                        &mut r.destination_geo_country_name,
+                        &mut r.destination_geo_city_name,
+                        &mut r.destination_geo_continent_code,
+                        &mut r.destination_as_organization_name,
+                    ],
+                };
+                for (slot, text) in slots.into_iter().zip(texts) {
+                    slot.clone_from(text);
+                }
+            }
         }
         let zone = self.zones.lookup(ip);
         let internal = zone.is_some_and(|z| z.internal);

@@ -1448,9 +1448,26 @@ struct EventRow<'a> {
 
 /// Declares, from one list of the event's text fields that `events` keeps in columns of their
 /// own, their names ([`COLUMN_FIELDS`]) and their values read ([`column_texts`]) and written
-/// ([`column_slots`]), in that order.
+/// ([`COLUMN_SLOTS`]), in that order.
+/// A column's field of an event, read (`get`) or written (`slot`): in place (`core`) or among the
+/// rarely set ones (`rare`, boxed on writing).
+macro_rules! column_field {
+    (get core, $e:ident, $field:ident) => {
+        $e.$field.as_ref()
+    };
+    (get rare, $e:ident, $field:ident) => {
+        $e.rare().$field.as_ref()
+    };
+    (slot core, $e:ident, $field:ident) => {
+        &mut $e.$field
+    };
+    (slot rare, $e:ident, $field:ident) => {
+        &mut $e.rare_mut().$field
+    };
+}
+
 macro_rules! column_fields {
-    ($($field:ident),* $(,)?) => {
+    ($($place:ident $field:ident),* $(,)?) => {
         /// The event's text fields that `events` keeps in columns of their own, by their names
         /// in [`Event`]. A stored event leaves each out of its `event_bin` when it is set and
         /// not empty, and reading sets it again from its column; an empty text stays in the
@@ -1458,12 +1475,12 @@ macro_rules! column_fields {
         const COLUMN_FIELDS: [&str; COLUMNS] = [$(stringify!($field)),*];
 
         fn column_texts(e: &Event) -> [Option<&Text>; COLUMNS] {
-            [$(e.$field.as_ref()),*]
+            [$(column_field!(get $place, e, $field)),*]
         }
 
-        fn column_slots(e: &mut Event) -> [&mut Option<Text>; COLUMNS] {
-            [$(&mut e.$field),*]
-        }
+        /// Each column's field to write (a rare one is boxed: write only a value).
+        const COLUMN_SLOTS: [fn(&mut Event) -> &mut Option<Text>; COLUMNS] =
+            [$(|e| column_field!(slot $place, e, $field)),*];
     };
 }
 
@@ -1471,19 +1488,19 @@ macro_rules! column_fields {
 const COLUMNS: usize = 13;
 
 column_fields!(
-    observer_type,
-    observer_id,
-    dataset,
-    category,
-    action,
-    outcome,
-    user_name,
-    host_name,
-    message,
-    network_transport,
-    source_geo_country_iso_code,
-    source_geo_country_name,
-    destination_geo_country_iso_code,
+    core observer_type,
+    core observer_id,
+    core dataset,
+    core category,
+    core action,
+    core outcome,
+    core user_name,
+    core host_name,
+    core message,
+    core network_transport,
+    rare source_geo_country_iso_code,
+    rare source_geo_country_name,
+    rare destination_geo_country_iso_code,
 );
 
 /// The codec's mask bits of [`COLUMN_FIELDS`].
@@ -1534,8 +1551,12 @@ impl StoredEventRow {
                 self.source_country_name,
                 self.destination_country,
             ];
-            for (slot, text) in column_slots(&mut e).into_iter().zip(columns) {
-                if slot.is_none() && !text.is_empty() {
+            for (slot, text) in COLUMN_SLOTS.iter().zip(columns) {
+                if text.is_empty() {
+                    continue;
+                }
+                let slot = slot(&mut e);
+                if slot.is_none() {
                     *slot = Some(text.into());
                 }
             }
@@ -1911,15 +1932,15 @@ mod tests {
     #[test]
     fn column_fields_name_the_fields_their_slots_hold() {
         let mut e = Event::new(Utc::now(), Utc::now());
-        for (i, slot) in column_slots(&mut e).into_iter().enumerate() {
-            *slot = Some(format!("v{i}").into());
+        for (i, slot) in COLUMN_SLOTS.iter().enumerate() {
+            *slot(&mut e) = Some(format!("v{i}").into());
         }
         for (i, (name, bit)) in COLUMN_FIELDS.iter().zip(COLUMN_BITS.iter()).enumerate() {
             assert_ne!(*bit, 0, "{name} is not an optional field of the codec");
             assert_eq!(
                 column_texts(&e)[i].map(Text::as_str),
                 Some(format!("v{i}").as_str()),
-                "{name}: column_texts and column_slots agree"
+                "{name}: column_texts and COLUMN_SLOTS agree"
             );
             // Leaving out the field named `name` empties exactly slot i.
             let mut blob = Vec::new();
@@ -1932,9 +1953,9 @@ mod tests {
                 &mut blob,
             );
             let mut back = codec::decode(&blob).unwrap_or_else(|err| panic!("{name}: {err}"));
-            for (j, slot) in column_slots(&mut back).into_iter().enumerate() {
+            for (j, slot) in COLUMN_SLOTS.iter().enumerate() {
                 let want = (j != i).then(|| format!("v{j}"));
-                assert_eq!(*slot, want.map(Into::into), "{name}: slot {j}");
+                assert_eq!(*slot(&mut back), want.map(Into::into), "{name}: slot {j}");
             }
         }
     }
