@@ -172,7 +172,7 @@ impl Normalizer {
             reference_time: meta.received_at,
             default_offset: self.options.default_offset,
         };
-        let msg = match syslog::parse(&record, &opts) {
+        let mut msg = match syslog::parse(&record, &opts) {
             Ok(msg) => msg,
             Err(e) => {
                 let rejection = Rejection {
@@ -230,7 +230,8 @@ impl Normalizer {
                 );
             }
         }
-        let text = msg.message_text().unwrap_or_default();
+        let has_message = msg.message.is_some();
+        let text = msg.take_message_text().unwrap_or_default();
         let stated_or_received = event.timestamp;
         self.definitions
             .apply(&msg, &text, &mut event)
@@ -240,7 +241,7 @@ impl Normalizer {
             })?;
         self.limit_record_time(&mut event, stated_or_received, meta);
         // A definition may have rewritten `message`; otherwise it is the MSG text.
-        if msg.message.is_some() && event.message.is_none() {
+        if has_message && event.message.is_none() {
             event.message = Some(text.into());
         }
         Ok(event)

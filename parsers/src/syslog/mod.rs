@@ -60,6 +60,15 @@ impl SyslogMessage {
             .as_deref()
             .map(|m| String::from_utf8_lossy(m).into_owned())
     }
+
+    /// MSG as text (invalid UTF-8 replaced), taken out of the record: valid text is not
+    /// copied.
+    pub fn take_message_text(&mut self) -> Option<String> {
+        self.message.take().map(|m| {
+            String::from_utf8(m)
+                .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
+        })
+    }
 }
 
 /// How to read records that leave things out.
@@ -265,5 +274,23 @@ pub(crate) fn empty_message(format: Format, priority: Option<u8>) -> SyslogMessa
         msgid: None,
         structured_data: BTreeMap::new(),
         message: None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Taking MSG gives what reading it gives (invalid UTF-8 replaced alike) and leaves none.
+    #[test]
+    fn taking_the_message_reads_it_as_message_text_does() {
+        for bytes in [&b"plain text"[..], b"bad \xff\xfe bytes", b""] {
+            let mut m = empty_message(Format::Rfc3164, Some(13));
+            m.message = Some(bytes.to_vec());
+            let read = m.message_text();
+            assert_eq!(m.take_message_text(), read);
+            assert_eq!(m.message, None);
+            assert_eq!(m.take_message_text(), None);
+        }
     }
 }
