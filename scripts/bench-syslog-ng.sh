@@ -13,6 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-15}
 bin=${VIGIL_BIN:-target/release/vigil}
+# Like for like: Vigil keeps every record searchable, as syslog-ng writes every line (a
+# VIGIL_BENCH_TOML set by the caller replaces this).
+wait_toml=$'[store]\nevent_overflow = "wait"'
+vigil_toml=${VIGIL_BENCH_TOML-$wait_toml}
 [ -n "${VIGIL_BIN:-}" ] || cargo build --release --locked -q
 if ! command -v syslog-ng > /dev/null; then
   sudo=""
@@ -44,8 +48,7 @@ for round in 1 2; do
   kill $sng; wait $sng 2> /dev/null || true
   sng=""
   # Like for like: Vigil keeps every record searchable, as syslog-ng writes every line.
-  out=$(VIGIL_BIN=$bin VIGIL_BENCH_RATES=0 \
-    VIGIL_BENCH_TOML="${VIGIL_BENCH_TOML-$'[store]\nevent_overflow = "wait"'}" \
+  out=$(VIGIL_BIN=$bin VIGIL_BENCH_RATES=0 VIGIL_BENCH_TOML="$vigil_toml" \
     scripts/bench-e2e.sh "$secs" 2>&1)
   veps=$(echo "$out" | awk -F'[:,]' '/"sustained_eps"/ {printf "%.0f", $2}')
   vn=$(echo "$out" | awk -F'[:,]' '/"processed"/ {print $2 + 0}')
