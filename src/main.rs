@@ -29,7 +29,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// Sets the allocator's options; first thing in `main`.
+/// An operator's `MIMALLOC_PURGE_DELAY` is left to win.
 fn tune_allocator() {
+    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+        return;
+    }
     // SAFETY: sets one process-wide option of the allocator; no pointer is passed, and the
     // option is read atomically by the allocator whenever it decides to purge.
     unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
@@ -275,9 +279,10 @@ mod tests {
     fn the_purge_delay_option_is_the_one_tuned() {
         // SAFETY: reads and sets one allocator option; no pointer is passed.
         let before = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };
-        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-            assert_eq!(before, 1000);
+        if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
+            return;
         }
+        assert_eq!(before, 1000);
         super::tune_allocator();
         // SAFETY: as above.
         let after = unsafe { libmimalloc_sys::mi_option_get(super::MI_OPTION_PURGE_DELAY) };

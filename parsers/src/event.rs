@@ -343,7 +343,7 @@ impl PartialEq for RareBox {
 
 /// An [`Event`] as it is written and read as JSON: every field flat, with its wire name.
 #[derive(Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(rename = "Event", deny_unknown_fields)]
 struct EventWire {
     /// Event time: when the source says it happened (`@timestamp`).
     #[serde(rename = "@timestamp")]

@@ -133,11 +133,14 @@ impl Normalizer {
     /// `raw` without a copy, or come back with the rejection.
     pub fn normalize_owned(
         &self,
-        raw: Vec<u8>,
+        mut raw: Vec<u8>,
         meta: &RecordMeta<'_>,
     ) -> Result<Event, (Rejection, Vec<u8>)> {
         match self.normalize_without_raw(&raw, meta) {
             Ok(mut event) => {
+                // Held in windows and weighed by its length: no spare capacity (a no-op for
+                // the spool's records, which are read to size).
+                raw.shrink_to_fit();
                 event.raw = raw;
                 Ok(event)
             }

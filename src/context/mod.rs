@@ -218,8 +218,15 @@ impl Assets {
         port: Option<u16>,
         name: Option<&str>,
     ) {
-        if !self.map.contains_key(&ip) && self.map.len() >= self.max {
-            self.evict();
+        if !self.map.contains_key(&ip) {
+            if self.map.len() >= self.max {
+                self.evict();
+            }
+            // A new asset last seen before the scan's candidates (a source's clock behind, or
+            // late logs) would outlive them: the next eviction scans again.
+            if self.stale.first().is_some_and(|(newest, _)| at < *newest) {
+                self.stale.clear();
+            }
         }
         let a = self.map.entry(ip).or_insert_with(|| Asset {
             ip,
@@ -433,6 +440,22 @@ mod tests {
             "the oldest not seen since went"
         );
         assert!(a.get(ip("10.0.0.1")).is_some());
+        // A new address last seen before the remaining candidates (late logs) goes before
+        // them: making room for it takes the next candidate, making room for the next
+        // address takes it.
+        a.touch(ip("10.7.0.1"), z, t0, None, None);
+        a.touch(
+            ip("10.8.0.3"),
+            z,
+            t0 + chrono::Duration::seconds(703),
+            None,
+            None,
+        );
+        assert_eq!(
+            a.take_evicted(),
+            vec![ip("10.0.0.4"), ip("10.7.0.1")],
+            "late logs of an old address"
+        );
         let five = a.get(ip("10.0.0.5")).cloned();
         assert_eq!(
             five.map(|f| f.ports.into_iter().collect::<Vec<_>>()),
@@ -442,7 +465,7 @@ mod tests {
         assert!(metrics
             .render()
             .contains("vigil_asset_ports_dropped_total 1"));
-        assert!(metrics.render().contains("vigil_assets_evicted_total 3"));
+        assert!(metrics.render().contains("vigil_assets_evicted_total 5"));
         assert_eq!(a.take_dirty().len(), 100);
         assert!(a.take_dirty().is_empty());
     }
