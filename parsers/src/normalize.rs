@@ -207,23 +207,22 @@ impl Normalizer {
         event.observer_type = non_empty(meta.observer_type);
         event.observer_id = non_empty(meta.observer_id);
         event.observer_ip = meta.peer;
-        event.host_name = msg.hostname.as_deref().map(Into::into);
-        event.process_name = msg.appname.as_deref().map(Into::into);
-        if let Some(procid) = &msg.procid {
+        event.host_name = msg.hostname.take();
+        // Definitions read the program name from the record: copied (inline when short).
+        event.process_name = msg.appname.clone();
+        if let Some(procid) = msg.procid.take() {
             match procid.parse::<u32>() {
                 Ok(pid) => event.process_pid = Some(pid),
                 Err(_) => {
-                    event
-                        .extra
-                        .insert("log.syslog.procid".into(), procid.into());
+                    event.extra.insert("log.syslog.procid".into(), procid);
                 }
             }
         }
         event.syslog_facility = msg.facility;
         event.syslog_severity = msg.severity;
         event.severity = msg.severity;
-        if let Some(msgid) = &msg.msgid {
-            event.extra.insert("log.syslog.msgid".into(), msgid.into());
+        if let Some(msgid) = msg.msgid.take() {
+            event.extra.insert("log.syslog.msgid".into(), msgid);
         }
         for (id, params) in &msg.structured_data {
             for (param, value) in params {

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, FixedOffset, Utc};
 
+use crate::event::Text;
+
 pub mod framing;
 pub mod rfc3164;
 pub mod rfc5424;
@@ -40,13 +42,13 @@ pub struct SyslogMessage {
     /// from [`ParseOptions::reference_time`].
     pub timestamp: Option<DateTime<FixedOffset>>,
     /// HOSTNAME.
-    pub hostname: Option<String>,
+    pub hostname: Option<Text>,
     /// APP-NAME (RFC 5424) or TAG without the `[pid]` (RFC 3164), e.g. `sshd`, `%ASA-6-302013`.
-    pub appname: Option<String>,
+    pub appname: Option<Text>,
     /// PROCID, or the pid in a 3164 tag `sshd[42]`.
-    pub procid: Option<String>,
+    pub procid: Option<Text>,
     /// MSGID (RFC 5424).
-    pub msgid: Option<String>,
+    pub msgid: Option<Text>,
     /// STRUCTURED-DATA: SD-ID -> (PARAM-NAME -> unescaped PARAM-VALUE), in order.
     pub structured_data: BTreeMap<String, BTreeMap<String, String>>,
     /// MSG as bytes (RFC 5424 allows any bytes; a leading BOM is removed).
@@ -248,6 +250,15 @@ pub(crate) fn parse_pri(input: &[u8]) -> Result<(u8, usize), SyslogError> {
             Some(_) => return Err(pri_error(i, "expected '>' after pri")),
             None => return Err(pri_error(i, "unterminated pri")),
         }
+    }
+}
+
+/// A header token as event text (inline up to 24 bytes, so a host or program name costs no
+/// allocation), lossy for anything but UTF-8.
+pub(crate) fn token_text(bytes: &[u8]) -> Text {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => Text::new(s),
+        Err(_) => Text::from(String::from_utf8_lossy(bytes)),
     }
 }
 

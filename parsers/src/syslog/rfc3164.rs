@@ -30,7 +30,7 @@ use nom::Parser;
 
 use super::rfc5424::scan_rfc3339;
 use super::{
-    empty_message, error, owned_text, parse_pri, Format, ParseOptions, SyslogError,
+    empty_message, error, parse_pri, token_text, Format, ParseOptions, SyslogError,
     SyslogErrorKind, SyslogMessage,
 };
 
@@ -362,7 +362,7 @@ fn read_header(rest: &[u8], msg: &mut SyslogMessage) {
     let looks_like_tag = token.ends_with(b":") || token.contains(&b'[');
     if token == b"-" || (!looks_like_tag && is_hostname(token)) {
         if token != b"-" {
-            msg.hostname = Some(owned_text(token));
+            msg.hostname = Some(token_text(token));
         }
         rest = trim_spaces(rest.get(token_len..).unwrap_or_default());
         // Cisco ASA: `fw01 : %ASA-6-302013: ...`.
@@ -371,8 +371,8 @@ fn read_header(rest: &[u8], msg: &mut SyslogMessage) {
         }
     }
     if let Some(tag) = parse_tag(rest) {
-        msg.appname = Some(owned_text(tag.name));
-        msg.procid = tag.pid.map(owned_text);
+        msg.appname = Some(token_text(tag.name));
+        msg.procid = tag.pid.map(token_text);
         rest = tag.rest;
     }
     msg.message = non_empty(rest);

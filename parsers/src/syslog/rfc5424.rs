@@ -23,7 +23,7 @@ use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, TimeZon
 use nom::bytes::complete::take_while_m_n;
 
 use super::{
-    empty_message, error, owned_text, parse_pri, Format, SyslogError, SyslogErrorKind,
+    empty_message, error, owned_text, parse_pri, token_text, Format, SyslogError, SyslogErrorKind,
     SyslogMessage,
 };
 
@@ -59,10 +59,10 @@ pub fn parse(input: &[u8]) -> Result<SyslogMessage, SyslogError> {
     let (appname, pos) = header_field(input, pos, APPNAME_MAX, SyslogErrorKind::Appname)?;
     let (procid, pos) = header_field(input, pos, PROCID_MAX, SyslogErrorKind::Procid)?;
     let (msgid, pos) = header_field(input, pos, MSGID_MAX, SyslogErrorKind::Msgid)?;
-    msg.hostname = hostname.map(owned_text);
-    msg.appname = appname.map(owned_text);
-    msg.procid = procid.map(owned_text);
-    msg.msgid = msgid.map(owned_text);
+    msg.hostname = hostname.map(token_text);
+    msg.appname = appname.map(token_text);
+    msg.procid = procid.map(token_text);
+    msg.msgid = msgid.map(token_text);
 
     let (structured_data, pos) = parse_structured_data(input, pos)?;
     msg.structured_data = structured_data;
