@@ -280,29 +280,52 @@ pub struct Rare {
 }
 
 impl Rare {
-    /// Every field (all are texts).
+    /// Every field (all are texts). Destructured, so a field added to `Rare` must be added
+    /// here too (the event's weight in windows counts these).
     pub fn texts(&self) -> [&Option<Text>; 20] {
+        let Rare {
+            source_geo_country_iso_code,
+            source_geo_country_name,
+            source_geo_city_name,
+            source_geo_continent_code,
+            source_as_organization_name,
+            destination_geo_country_iso_code,
+            destination_geo_country_name,
+            destination_geo_city_name,
+            destination_geo_continent_code,
+            destination_as_organization_name,
+            http_request_method,
+            url_path,
+            url_original,
+            url_query,
+            url_domain,
+            http_version,
+            user_agent_original,
+            api_key,
+            api_consumer,
+            api_route,
+        } = self;
         [
-            &self.source_geo_country_iso_code,
-            &self.source_geo_country_name,
-            &self.source_geo_city_name,
-            &self.source_geo_continent_code,
-            &self.source_as_organization_name,
-            &self.destination_geo_country_iso_code,
-            &self.destination_geo_country_name,
-            &self.destination_geo_city_name,
-            &self.destination_geo_continent_code,
-            &self.destination_as_organization_name,
-            &self.http_request_method,
-            &self.url_path,
-            &self.url_original,
-            &self.url_query,
-            &self.url_domain,
-            &self.http_version,
-            &self.user_agent_original,
-            &self.api_key,
-            &self.api_consumer,
-            &self.api_route,
+            source_geo_country_iso_code,
+            source_geo_country_name,
+            source_geo_city_name,
+            source_geo_continent_code,
+            source_as_organization_name,
+            destination_geo_country_iso_code,
+            destination_geo_country_name,
+            destination_geo_city_name,
+            destination_geo_continent_code,
+            destination_as_organization_name,
+            http_request_method,
+            url_path,
+            url_original,
+            url_query,
+            url_domain,
+            http_version,
+            user_agent_original,
+            api_key,
+            api_consumer,
+            api_route,
         ]
     }
 }

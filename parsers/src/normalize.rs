@@ -333,6 +333,16 @@ fn trim_end(raw: &[u8]) -> &[u8] {
 mod tests {
     use super::*;
 
+    /// A syslog record's facts, received at the epoch.
+    fn meta() -> RecordMeta<'static> {
+        RecordMeta {
+            observer_type: "syslog",
+            observer_id: "x",
+            peer: None,
+            received_at: DateTime::<Utc>::UNIX_EPOCH,
+        }
+    }
+
     #[test]
     fn trailing_line_ends_and_nuls_are_trimmed() {
         assert_eq!(trim_end(b"abc\r\n\0"), b"abc");
@@ -347,12 +357,7 @@ mod tests {
     #[test]
     fn an_owned_record_normalizes_as_a_borrowed_one() {
         let n = Normalizer::new(DefinitionSet::builtin(), NormalizeOptions::default());
-        let meta = RecordMeta {
-            observer_type: "syslog",
-            observer_id: "x",
-            peer: None,
-            received_at: DateTime::<Utc>::UNIX_EPOCH,
-        };
+        let meta = meta();
         let records: [&[u8]; 5] = [
             b"<38>Oct 11 22:14:15 host sshd[42]: Failed password for root from 10.0.0.9 port 22 ssh2\r\n",
             b"<13>1 2026-11-30T10:00:00Z host app - - - plain text",
@@ -379,12 +384,7 @@ mod tests {
     #[test]
     fn an_empty_record_is_rejected_as_empty() {
         let n = Normalizer::new(DefinitionSet::default(), NormalizeOptions::default());
-        let meta = RecordMeta {
-            observer_type: "syslog",
-            observer_id: "x",
-            peer: None,
-            received_at: DateTime::<Utc>::UNIX_EPOCH,
-        };
+        let meta = meta();
         assert_eq!(
             n.normalize(b"\r\n", &meta).map_err(|r| r.reason),
             Err("empty")
@@ -394,12 +394,7 @@ mod tests {
     #[test]
     fn invalid_utf8_is_rejected_with_its_offset() {
         let n = Normalizer::new(DefinitionSet::default(), NormalizeOptions::default());
-        let meta = RecordMeta {
-            observer_type: "syslog",
-            observer_id: "x",
-            peer: None,
-            received_at: DateTime::<Utc>::UNIX_EPOCH,
-        };
+        let meta = meta();
         let r = n.normalize(b"<34>abc\xff", &meta).err();
         assert_eq!(
             r,
