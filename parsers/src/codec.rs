@@ -164,16 +164,6 @@ fn present(mask: &mut u64) -> bool {
     bit
 }
 
-/// A field of an event, in place (`core`) or among its rare ones (`rare`).
-macro_rules! codec_field {
-    (core, $event:ident, $field:ident) => {
-        &$event.$field
-    };
-    (rare, $event:ident, $field:ident) => {
-        &$event.rare().$field
-    };
-}
-
 /// Sets a decoded field (a rare one only when present, so that none boxes nothing).
 macro_rules! codec_set {
     (core, $event:ident, $field:ident) => {
@@ -201,7 +191,7 @@ macro_rules! event_codec {
         pub fn encode_omitting(event: &Event, omit: Omit, out: &mut Vec<u8>) {
             let (timestamp, ingested, extra, raw) =
                 (&event.timestamp, &event.ingested, &event.extra, &event.raw);
-            $(let $field = codec_field!($place, event, $field);)*
+            $(let $field = &crate::event_field!($place, event, $field);)*
             out.push(VERSION);
             for t in [timestamp, ingested] {
                 out.extend_from_slice(&t.timestamp().to_le_bytes());

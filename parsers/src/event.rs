@@ -330,6 +330,26 @@ impl Rare {
     }
 }
 
+/// A field of an [`Event`] by its name in the struct, wherever it lives: `core` in place, `rare`
+/// in [`Rare`], read through [`Event::rare`] or, with `mut`, written through
+/// [`Event::rare_mut`] (which boxes). For code that lists fields with their place: the binary
+/// codec and the ClickHouse columns.
+#[macro_export]
+macro_rules! event_field {
+    (core, $event:expr, $field:ident) => {
+        $event.$field
+    };
+    (rare, $event:expr, $field:ident) => {
+        $event.rare().$field
+    };
+    (mut core, $event:expr, $field:ident) => {
+        $event.$field
+    };
+    (mut rare, $event:expr, $field:ident) => {
+        $event.rare_mut().$field
+    };
+}
+
 /// All of [`Rare`] unset, for events without them.
 static NO_RARE: Rare = Rare {
     source_geo_country_iso_code: None,

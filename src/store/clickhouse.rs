@@ -1449,23 +1449,6 @@ struct EventRow<'a> {
 /// Declares, from one list of the event's text fields that `events` keeps in columns of their
 /// own, their names ([`COLUMN_FIELDS`]) and their values read ([`column_texts`]) and written
 /// ([`COLUMN_SLOTS`]), in that order.
-/// A column's field of an event, read (`get`) or written (`slot`): in place (`core`) or among the
-/// rarely set ones (`rare`, boxed on writing).
-macro_rules! column_field {
-    (get core, $e:ident, $field:ident) => {
-        $e.$field.as_ref()
-    };
-    (get rare, $e:ident, $field:ident) => {
-        $e.rare().$field.as_ref()
-    };
-    (slot core, $e:ident, $field:ident) => {
-        &mut $e.$field
-    };
-    (slot rare, $e:ident, $field:ident) => {
-        &mut $e.rare_mut().$field
-    };
-}
-
 macro_rules! column_fields {
     ($($place:ident $field:ident),* $(,)?) => {
         /// The event's text fields that `events` keeps in columns of their own, by their names
@@ -1475,12 +1458,12 @@ macro_rules! column_fields {
         const COLUMN_FIELDS: [&str; COLUMNS] = [$(stringify!($field)),*];
 
         fn column_texts(e: &Event) -> [Option<&Text>; COLUMNS] {
-            [$(column_field!(get $place, e, $field)),*]
+            [$(vigil_parsers::event_field!($place, e, $field).as_ref()),*]
         }
 
         /// Each column's field to write (a rare one is boxed: write only a value).
         const COLUMN_SLOTS: [fn(&mut Event) -> &mut Option<Text>; COLUMNS] =
-            [$(|e| column_field!(slot $place, e, $field)),*];
+            [$(|e| &mut vigil_parsers::event_field!(mut $place, e, $field)),*];
     };
 }
 
