@@ -140,7 +140,7 @@ impl<'de> Deserialize<'de> for Extra {
 /// One normalized event. The fields most events leave unset (GeoIP, and those of HTTP and
 /// API gateway logs) live out of line in [`Rare`] ([`Event::rare`], [`Event::rare_mut`]): an event
 /// crosses three threads and is copied, encoded and dropped whole, and those twenty fields were
-/// 480 of its 1,160 bytes. On the wire (JSON) all fields are flat, as [`EventWire`] lays them out.
+/// 480 of its 1,160 bytes. On the wire (JSON) all fields are flat, as `EventWire` lays them out.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(from = "EventWire", into = "EventWire")]
 pub struct Event {
