@@ -2,18 +2,23 @@
 //! by Vigil itself (the burst spool, stored flow rows): an order of magnitude cheaper than JSON
 //! both ways, and exact (`raw` keeps its bytes, times keep their nanoseconds).
 //!
-//! Layout (version 1, integers little-endian): the version byte; `@timestamp` and
+//! Layout (version 2, integers little-endian): the version byte; `@timestamp` and
 //! `event.ingested` as seconds (i64) and nanoseconds (u32); a 64-bit mask of which optional
-//! fields are present, in declaration order; each present field (text as a u32 length and
+//! fields are present, in declaration order; a flags byte; if its bit 0 is set (`message` is
+//! the end of `raw`, as a syslog line's MSG is), the message's length as a u32, and the message
+//! is not written again among the fields; each other present field (text as a u32 length and
 //! UTF-8 bytes, an address as 4 or 6 then its octets, numbers at their width, a bool as one
 //! byte); `extra` as a u32 count of key and value texts; `raw` as a u32 length and bytes.
+//! Version 1 (earlier builds' stored blocks, offense events and topic records) is the same
+//! without the flags byte and is still read.
 //!
 //! Invariants: [`decode`] of [`encode`] gives the same event; [`decode`] never panics on any
 //! input and never allocates more than its input's length for one field (lengths are checked
 //! against what is left); a field added to [`Event`] does not compile until it is listed here
 //! (the encoder destructures the event without `..`). The layout is stored (offense events,
 //! flows): a new field is appended at the end of the list, never inserted or reordered, and
-//! any other change bumps [`VERSION`] (a test pins the bytes).
+//! any other change bumps [`VERSION`] (a test pins the bytes), keeping the older versions
+//! readable.
 
 use std::fmt;
 use std::net::IpAddr;
@@ -23,7 +28,29 @@ use chrono::{DateTime, Utc};
 use crate::event::Event;
 
 /// The layout version [`encode`] writes (its first byte).
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
+
+/// The flags byte's bit for "`message` is the last bytes of `raw`" (version 2).
+const MESSAGE_IN_RAW: u8 = 1;
+
+/// The mask bit of `name` among `names` (0 if it is not there: checked by a test).
+const fn bit_of(names: &[&str], name: &str) -> u64 {
+    let mut i = 0;
+    while i < names.len() {
+        let (a, b) = (names[i].as_bytes(), name.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return 1 << i;
+            }
+        }
+        i += 1;
+    }
+    0
+}
 
 /// Why bytes are not an encoded event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -177,8 +204,12 @@ macro_rules! codec_set {
 }
 
 macro_rules! event_codec {
-    ($($place:ident $field:ident),* $(,)?) => {
+    (tail $tail:ident; $($place:ident $field:ident),* $(,)?) => {
         const _: () = assert!([$(stringify!($field)),*].len() <= 64, "one mask bit per field");
+
+        /// The mask bit of the field that may be written as the end of `raw`.
+        const TAIL_BIT: u64 = bit_of(&[$(stringify!($field)),*], stringify!($tail));
+        const _: () = assert!(TAIL_BIT != 0, "the tail field is one of the fields");
 
         /// Appends `event`'s encoding to `out`.
         pub fn encode(event: &Event, out: &mut Vec<u8>) {
@@ -205,6 +236,24 @@ macro_rules! event_codec {
             }
             mask &= !omit.fields;
             out.extend_from_slice(&mask.to_le_bytes());
+            // A message that ends the raw record (a syslog line's MSG) is not written twice:
+            // its length says which end of `raw` it is.
+            let tail = if !omit.raw && mask & TAIL_BIT != 0 {
+                $tail
+                    .as_ref()
+                    .filter(|m| raw.ends_with(m.as_bytes()))
+                    .map(|m| m.len())
+            } else {
+                None
+            };
+            match tail {
+                Some(n) => {
+                    out.push(MESSAGE_IN_RAW);
+                    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+                }
+                None => out.push(0),
+            }
+            let $tail: &Option<crate::Text> = if tail.is_some() { &None } else { $tail };
             // The fields the mask keeps, taken bit by bit as `decode` reads them.
             let mut keep = mask;
             $(if present(&mut keep) {
@@ -232,13 +281,28 @@ macro_rules! event_codec {
         /// The event `bytes` encode (all of them).
         pub fn decode(bytes: &[u8]) -> Result<Event, CodecError> {
             let mut r = Reader(bytes);
-            match r.array::<1>()? {
-                [VERSION] => {}
-                [v] => return Err(CodecError(format!("version {v} (this build reads {VERSION})"))),
+            let [version] = r.array::<1>()?;
+            if !(1..=VERSION).contains(&version) {
+                return Err(CodecError(format!(
+                    "version {version} (this build reads 1 to {VERSION})"
+                )));
             }
             let timestamp = r.time()?;
             let ingested = r.time()?;
             let mut mask = u64::from_le_bytes(r.array()?);
+            let flags = if version >= 2 { r.array::<1>()?[0] } else { 0 };
+            if flags & !MESSAGE_IN_RAW != 0 {
+                return Err(err("unknown flags"));
+            }
+            let mut tail = None;
+            if flags & MESSAGE_IN_RAW != 0 {
+                if mask & TAIL_BIT == 0 {
+                    return Err(err("message in raw without a message"));
+                }
+                tail = Some(u32::from_le_bytes(r.array()?) as usize);
+                // Not among the fields that follow.
+                mask &= !TAIL_BIT;
+            }
             $(let $field = if present(&mut mask) { Some(Field::get(&mut r)?) } else { None };)*
             if mask != 0 {
                 return Err(err("unknown fields"));
@@ -255,6 +319,18 @@ macro_rules! event_codec {
             if !r.0.is_empty() {
                 return Err(err("bytes after the end"));
             }
+            let $tail = match tail {
+                Some(n) => {
+                    let end = raw
+                        .len()
+                        .checked_sub(n)
+                        .and_then(|at| raw.get(at..))
+                        .ok_or_else(|| err("message longer than raw"))?;
+                    let text = std::str::from_utf8(end).map_err(|_| err("text is not UTF-8"))?;
+                    Some(crate::Text::new(text))
+                }
+                None => $tail,
+            };
             let mut event = Event::new(timestamp, ingested);
             $(codec_set!($place, event, $field);)*
             event.extra = extra;
@@ -265,6 +341,7 @@ macro_rules! event_codec {
 }
 
 event_codec!(
+    tail message;
     core kind,
     core category,
     core event_type,
@@ -429,15 +506,123 @@ mod tests {
         e.source_port = Some(1);
         e.extra.insert("k".into(), "v".into());
         e.raw = b"r".to_vec();
-        let mut want = vec![VERSION];
+        let mut want = vec![2];
         want.extend_from_slice(&[0; 24]);
         // kind is bit 0, source.port bit 13.
         want.extend_from_slice(&[0x01, 0x20, 0, 0, 0, 0, 0, 0]);
+        // No flags.
+        want.push(0);
         want.extend_from_slice(&[1, 0, 0, 0, b'a']);
         want.extend_from_slice(&[1, 0]);
         want.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
         want.extend_from_slice(&[1, 0, 0, 0, b'r']);
         assert_eq!(to_vec(&e), want);
+        // A message ending the raw record: flag bit 0 and its length, not its bytes.
+        e.message = Some("lo".into());
+        e.raw = b"hello".to_vec();
+        let mut want = vec![2];
+        want.extend_from_slice(&[0; 24]);
+        // message is bit 56.
+        want.extend_from_slice(&[0x01, 0x20, 0, 0, 0, 0, 0, 0x01]);
+        want.extend_from_slice(&[1, 2, 0, 0, 0]);
+        want.extend_from_slice(&[1, 0, 0, 0, b'a']);
+        want.extend_from_slice(&[1, 0]);
+        want.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
+        want.extend_from_slice(&[5, 0, 0, 0, b'h', b'e', b'l', b'l', b'o']);
+        assert_eq!(to_vec(&e), want);
+        assert_eq!(decode(&want).unwrap(), e);
+    }
+
+    /// Version 1 (no flags byte, the message always among the fields), as earlier builds
+    /// stored it, still reads.
+    #[test]
+    fn version_1_still_reads() {
+        let t = Utc.timestamp_opt(0, 0).unwrap();
+        let mut e = Event::new(t, t);
+        e.kind = Some("a".into());
+        e.message = Some("lo".into());
+        e.raw = b"hello".to_vec();
+        let mut v1 = vec![1];
+        v1.extend_from_slice(&[0; 24]);
+        v1.extend_from_slice(&[0x01, 0, 0, 0, 0, 0, 0, 0x01]);
+        v1.extend_from_slice(&[1, 0, 0, 0, b'a']);
+        v1.extend_from_slice(&[2, 0, 0, 0, b'l', b'o']);
+        v1.extend_from_slice(&[0, 0, 0, 0]);
+        v1.extend_from_slice(&[5, 0, 0, 0, b'h', b'e', b'l', b'l', b'o']);
+        assert_eq!(decode(&v1).unwrap(), e);
+        assert!(
+            to_vec(&e).len() < v1.len(),
+            "version 2 writes the message once"
+        );
+    }
+
+    /// A message is written as the end of `raw` only when it is exactly that (and raw is
+    /// kept); any other message, and every message when raw is omitted, round-trips as text.
+    #[test]
+    fn message_as_the_end_of_raw_round_trips_and_only_when_it_is() {
+        let t = Utc.timestamp_opt(1_700_000_000, 5).unwrap();
+        let line = "<34>Oct 11 22:14:15 mymachine su: 'su root' failed for lonvick é";
+        let cases: [(&str, &[u8]); 6] = [
+            ("'su root' failed for lonvick é", line.as_bytes()),
+            (line, line.as_bytes()),
+            ("", line.as_bytes()),
+            ("'su root' failed", line.as_bytes()),
+            ("é", &[0xff, 0xc3, 0xa9]),
+            ("longer than the raw record", b"record"),
+        ];
+        for (message, raw) in cases {
+            let mut e = Event::new(t, t);
+            e.message = Some(message.into());
+            e.raw = raw.to_vec();
+            let bytes = to_vec(&e);
+            assert_eq!(decode(&bytes).unwrap(), e, "{message:?}");
+            let flagged = bytes[33] == MESSAGE_IN_RAW;
+            assert_eq!(flagged, raw.ends_with(message.as_bytes()), "{message:?}");
+            let mut without_raw = Vec::new();
+            encode_omitting(
+                &e,
+                Omit {
+                    fields: 0,
+                    raw: true,
+                },
+                &mut without_raw,
+            );
+            assert_eq!(
+                without_raw[33], 0,
+                "raw omitted: the message is written out"
+            );
+            let mut want = e.clone();
+            want.raw.clear();
+            assert_eq!(decode(&without_raw).unwrap(), want);
+        }
+    }
+
+    /// Flags that do not fit the rest are errors, not panics or wrong events.
+    #[test]
+    fn bad_flags_are_errors() {
+        let t = Utc.timestamp_opt(0, 0).unwrap();
+        let mut e = Event::new(t, t);
+        e.message = Some("lo".into());
+        e.raw = b"hello".to_vec();
+        let good = to_vec(&e);
+        assert_eq!(good[33], MESSAGE_IN_RAW);
+        let mut unknown = good.clone();
+        unknown[33] |= 0x02;
+        assert!(decode(&unknown).unwrap_err().0.contains("flags"));
+        let mut too_long = good.clone();
+        too_long[34] = 6;
+        assert!(decode(&too_long).unwrap_err().0.contains("longer than raw"));
+        let mut mid_char = Event::new(t, t);
+        mid_char.raw = "é".as_bytes().to_vec();
+        mid_char.message = Some("é".into());
+        let mut bytes = to_vec(&mid_char);
+        assert_eq!(bytes[34], 2);
+        bytes[34] = 1;
+        assert!(decode(&bytes).unwrap_err().0.contains("UTF-8"));
+        // The flag without the message's mask bit.
+        let mut no_bit = good;
+        no_bit[32] = 0;
+        assert!(decode(&no_bit).is_err());
     }
 
     #[test]
@@ -488,8 +673,11 @@ mod tests {
         let mut longer = bytes.clone();
         longer.push(0);
         assert!(decode(&longer).is_err());
-        let mut other = bytes;
+        let mut other = bytes.clone();
         other[0] = VERSION + 1;
         assert!(decode(&other).unwrap_err().0.contains("version"));
+        let mut zero = bytes;
+        zero[0] = 0;
+        assert!(decode(&zero).unwrap_err().0.contains("version"));
     }
 }

@@ -381,6 +381,39 @@ mod tests {
         }
     }
 
+    /// A syslog record's MSG is the end of its raw bytes (without line ends), so the codec
+    /// stores the message once, as a length into `raw` (`codec` version 2), for RFC 3164, RFC
+    /// 5424 alike; a trailing line end keeps it written out.
+    #[test]
+    fn a_syslog_message_is_the_end_of_its_raw_record() {
+        let n = Normalizer::new(DefinitionSet::builtin(), NormalizeOptions::default());
+        let meta = meta();
+        let records: [&[u8]; 3] = [
+            b"<38>Nov 28 10:00:01 srv01 sshd[4242]: Failed password for invalid user admin from 203.0.113.9 port 4022 ssh2",
+            b"<165>1 2026-11-28T10:00:01.123456Z srv02 api-gw 77 ACCESS [req@32473 id=\"5\" route=\"/accounts\"] GET /v1/accounts 200 12ms",
+            b"<13>1 2026-11-30T10:00:00Z host app - - - plain text",
+        ];
+        for raw in records {
+            let e = n
+                .normalize_owned(raw.to_vec(), &meta)
+                .unwrap_or_else(|r| panic!("{r:?}"));
+            let message = e.message.clone().unwrap_or_default();
+            assert!(!message.is_empty());
+            assert!(e.raw.ends_with(message.as_bytes()), "{message:?}");
+            let bytes = crate::codec::to_vec(&e);
+            assert_eq!(
+                crate::codec::decode(&bytes).unwrap_or_else(|x| panic!("{x}")),
+                e
+            );
+            let mut apart = e.clone();
+            apart.raw.push(b'\n');
+            assert!(
+                crate::codec::to_vec(&apart).len() >= bytes.len() + message.len(),
+                "{message:?} written once"
+            );
+        }
+    }
+
     #[test]
     fn an_empty_record_is_rejected_as_empty() {
         let n = Normalizer::new(DefinitionSet::default(), NormalizeOptions::default());

@@ -480,44 +480,10 @@ pub struct CorrelateState {
 impl CorrelateState {
     /// The binary body.
     pub fn to_bytes(&self) -> Vec<u8> {
-        use vigil_correlate::engine::KeySnapshot;
-        let snap = &self.windows;
         let mut out = Vec::with_capacity(4096);
         out.push(BINARY_CHECKPOINT);
-        out.extend_from_slice(&snap.version.to_le_bytes());
-        put_opt_i64(&mut out, snap.now);
-        put_len(&mut out, snap.windows.len());
-        for w in &snap.windows {
-            put_text(&mut out, &w.correlation);
-            put_texts(&mut out, &w.group_by);
-            put_opt_i64(&mut out, w.watermark);
-            put_len(&mut out, w.keys.len());
-            for KeySnapshot {
-                group,
-                slots,
-                firing,
-            } in &w.keys
-            {
-                put_texts(&mut out, group);
-                put_len(&mut out, slots.len());
-                for (ts, tag, event, reported) in slots {
-                    out.extend_from_slice(&ts.to_le_bytes());
-                    out.extend_from_slice(&tag.to_le_bytes());
-                    out.push(u8::from(*reported) | if event.is_some() { 2 } else { 0 });
-                    if let Some(e) = event {
-                        put_sized(&mut out, |out| vigil_parsers::codec::encode(e, out));
-                    }
-                }
-                match firing {
-                    None => out.push(0),
-                    Some((start, index)) => {
-                        out.push(1);
-                        out.extend_from_slice(&start.to_le_bytes());
-                        put_text(&mut out, index);
-                    }
-                }
-            }
-        }
+        let keep_all = &mut |_: &mut Vec<u8>| Ok::<(), std::convert::Infallible>(());
+        put_snapshot(&mut out, &self.windows, keep_all).unwrap_or_else(|never| match never {});
         put_len(&mut out, self.marks.0.len());
         for (p, (offset, n)) in &self.marks.0 {
             out.extend_from_slice(&p.to_le_bytes());
@@ -539,7 +505,6 @@ impl CorrelateState {
     /// A body in any form: compressed, binary, or JSON as builds before them wrote. Never
     /// panics, and never allocates more than LZ4 can expand the bytes given to.
     pub fn from_bytes(bytes: &[u8]) -> Result<CorrelateState, WireError> {
-        use vigil_correlate::engine::{KeySnapshot, WindowSnapshot};
         if let Some((&COMPRESSED_CHECKPOINT, block)) = bytes.split_first() {
             // One LZ4 sequence expands to at most 255 bytes per byte of input (and a little).
             let most = block.len().saturating_mul(255).saturating_add(64);
@@ -554,52 +519,7 @@ impl CorrelateState {
             return serde_json::from_slice(bytes).map_err(wire_err);
         };
         let mut r = Reader(rest);
-        let version = r.u32()?;
-        let now = r.opt_i64()?;
-        let n = r.count(13)?;
-        let mut windows = Vec::with_capacity(n);
-        for _ in 0..n {
-            let correlation = r.text()?;
-            let group_by = r.texts()?;
-            let watermark = r.opt_i64()?;
-            let n = r.count(9)?;
-            let mut keys = Vec::with_capacity(n);
-            for _ in 0..n {
-                let group = r.texts()?;
-                let n = r.count(17)?;
-                let mut slots = Vec::with_capacity(n);
-                for _ in 0..n {
-                    let ts = r.i64()?;
-                    let tag = u64::from_le_bytes(r.array()?);
-                    let [flags] = r.array::<1>()?;
-                    if flags > 3 {
-                        return Err(wire_err("slot flags"));
-                    }
-                    let event = if flags & 2 != 0 {
-                        Some(std::sync::Arc::new(Reader::event(r.sized()?)?))
-                    } else {
-                        None
-                    };
-                    slots.push((ts, tag, event, flags & 1 != 0));
-                }
-                let firing = match r.array::<1>()? {
-                    [0] => None,
-                    [1] => Some((r.i64()?, r.text()?)),
-                    _ => return Err(wire_err("firing tag")),
-                };
-                keys.push(KeySnapshot {
-                    group,
-                    slots,
-                    firing,
-                });
-            }
-            windows.push(WindowSnapshot {
-                correlation,
-                group_by,
-                watermark,
-                keys,
-            });
-        }
+        let windows = read_snapshot(&mut r)?;
         let n = r.count(16)?;
         let mut marks = Marks::default();
         for _ in 0..n {
@@ -611,15 +531,123 @@ impl CorrelateState {
         if !r.0.is_empty() {
             return Err(wire_err("bytes after the end"));
         }
-        Ok(CorrelateState {
-            windows: vigil_correlate::EngineSnapshot {
-                version,
-                now,
-                windows,
-            },
-            marks,
-        })
+        Ok(CorrelateState { windows, marks })
     }
+}
+
+/// Appends the binary form of `snap` (a checkpoint's windows, [`CorrelateState`]) to `out`,
+/// handing `out` to `flush` after any key that leaves 1 MiB or more in it, so that a writer
+/// can stream a large state through a small buffer ([`CorrelateState::to_bytes`] keeps all).
+pub fn put_snapshot<E>(
+    out: &mut Vec<u8>,
+    snap: &vigil_correlate::EngineSnapshot,
+    flush: &mut impl FnMut(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    use vigil_correlate::engine::KeySnapshot;
+    out.extend_from_slice(&snap.version.to_le_bytes());
+    put_opt_i64(out, snap.now);
+    put_len(out, snap.windows.len());
+    for w in &snap.windows {
+        put_text(out, &w.correlation);
+        put_texts(out, &w.group_by);
+        put_opt_i64(out, w.watermark);
+        put_len(out, w.keys.len());
+        for KeySnapshot {
+            group,
+            slots,
+            firing,
+        } in &w.keys
+        {
+            put_texts(out, group);
+            put_len(out, slots.len());
+            for (ts, tag, event, reported) in slots {
+                out.extend_from_slice(&ts.to_le_bytes());
+                out.extend_from_slice(&tag.to_le_bytes());
+                out.push(u8::from(*reported) | if event.is_some() { 2 } else { 0 });
+                if let Some(e) = event {
+                    put_sized(out, |out| vigil_parsers::codec::encode(e, out));
+                }
+            }
+            match firing {
+                None => out.push(0),
+                Some((start, index)) => {
+                    out.push(1);
+                    out.extend_from_slice(&start.to_le_bytes());
+                    put_text(out, index);
+                }
+            }
+            if out.len() >= 1 << 20 {
+                flush(out)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The windows [`put_snapshot`] wrote, from all of `bytes`. Never panics; allocates no more
+/// than the bytes given can hold.
+pub fn snapshot_from_bytes(bytes: &[u8]) -> Result<vigil_correlate::EngineSnapshot, WireError> {
+    let mut r = Reader(bytes);
+    let snapshot = read_snapshot(&mut r)?;
+    if !r.0.is_empty() {
+        return Err(wire_err("bytes after the end"));
+    }
+    Ok(snapshot)
+}
+
+fn read_snapshot(r: &mut Reader<'_>) -> Result<vigil_correlate::EngineSnapshot, WireError> {
+    use vigil_correlate::engine::{KeySnapshot, WindowSnapshot};
+    let version = r.u32()?;
+    let now = r.opt_i64()?;
+    let n = r.count(13)?;
+    let mut windows = Vec::with_capacity(n);
+    for _ in 0..n {
+        let correlation = r.text()?;
+        let group_by = r.texts()?;
+        let watermark = r.opt_i64()?;
+        let n = r.count(9)?;
+        let mut keys = Vec::with_capacity(n);
+        for _ in 0..n {
+            let group = r.texts()?;
+            let n = r.count(17)?;
+            let mut slots = Vec::with_capacity(n);
+            for _ in 0..n {
+                let ts = r.i64()?;
+                let tag = u64::from_le_bytes(r.array()?);
+                let [flags] = r.array::<1>()?;
+                if flags > 3 {
+                    return Err(wire_err("slot flags"));
+                }
+                let event = if flags & 2 != 0 {
+                    Some(std::sync::Arc::new(Reader::event(r.sized()?)?))
+                } else {
+                    None
+                };
+                slots.push((ts, tag, event, flags & 1 != 0));
+            }
+            let firing = match r.array::<1>()? {
+                [0] => None,
+                [1] => Some((r.i64()?, r.text()?)),
+                _ => return Err(wire_err("firing tag")),
+            };
+            keys.push(KeySnapshot {
+                group,
+                slots,
+                firing,
+            });
+        }
+        windows.push(WindowSnapshot {
+            correlation,
+            group_by,
+            watermark,
+            keys,
+        });
+    }
+    Ok(vigil_correlate::EngineSnapshot {
+        version,
+        now,
+        windows,
+    })
 }
 
 /// Most bytes of one packed record (well under Kafka's default 1 MB message limit).
@@ -1043,6 +1071,14 @@ mod tests {
             "detections-json-head.bin"
         );
         golden("dead_letters", &dead);
+        // What builds before event codec version 2 wrote (each message written out, not as
+        // the end of the raw record) still reads as the same items.
+        fn older<T: WireItem + PartialEq + std::fmt::Debug>(file: &str, items: &[T]) {
+            assert_eq!(unpack::<T>(&fixture(file)).unwrap(), items, "{file}");
+        }
+        older("events-codec1.bin", &events);
+        older("matches-codec1.bin", &matches);
+        older("detections-codec1.bin", &detections);
     }
 
     fn checkpoint(raw: Vec<u8>) -> CorrelateState {
@@ -1098,6 +1134,11 @@ mod tests {
         let plain = checkpoint(b"line".to_vec());
         let json = serde_json::to_vec(&plain).unwrap();
         assert_eq!(CorrelateState::from_bytes(&json), Ok(plain.clone()));
+        // What builds before event codec version 2 wrote still reads.
+        assert_eq!(
+            CorrelateState::from_bytes(&fixture("checkpoint-codec1.bin")),
+            Ok(odd.clone())
+        );
         // Pinned, both forms (VIGIL_BLESS=1 rewrites).
         for (name, body) in [("checkpoint.bin", bytes.clone()), ("checkpoint.json", json)] {
             assert!(pinned(name, &body) == body, "{name}: the layout changed");
