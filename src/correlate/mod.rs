@@ -367,23 +367,18 @@ impl Default for OffenseLimits {
 /// (offense, `event.sequence`); bounded: beyond `capacity` the oldest entries are forgotten
 /// (an event reported again after that would count twice; the rules that share events report
 /// them within one correlation window, long before). Additions made during a store transaction
-/// are staged and kept only when it commits.
+/// go into the set at once (one lookup and insert a pair) and are listed, so that a rollback
+/// takes them out again and a commit remembers them in detection order.
 #[derive(Debug)]
 pub struct SeenEvents {
     set: PairSet,
     order: std::collections::VecDeque<(u64, u64)>,
-    /// Staged additions with the position of the detection that staged them, and the same as
-    /// a set: a batch stages one entry per event per detection (tens of thousands in a busy
-    /// scaled-out offense batch), so a lookup must not scan them.
+    /// Additions since the last commit or rollback, with the position of the detection that
+    /// made them (they are in `set` already).
     staged: Vec<(usize, (u64, u64))>,
-    staged_set: PairSet,
     /// The position in its batch of the detection being applied ([`SeenEvents::at`]).
     position: usize,
     capacity: usize,
-    /// The highest sequence in `set` (or higher): a pair with a later event cannot be there.
-    /// Sequences grow with arrival, so most pairs (a detection's own new events) are told
-    /// apart without a lookup in the large set.
-    newest: u64,
 }
 
 /// Hashes [`SeenEvents`]' (offense, sequence) pairs with FxHash's multiply-rotate mix: the
@@ -422,10 +417,8 @@ impl SeenEvents {
             set: PairSet::default(),
             order: std::collections::VecDeque::new(),
             staged: Vec::new(),
-            staged_set: PairSet::default(),
             position: 0,
             capacity: capacity.max(1),
-            newest: 0,
         }
     }
 
@@ -439,7 +432,7 @@ impl SeenEvents {
     /// Marks `seq` counted for the offense; false if it already was (committed or staged).
     fn first_time(&mut self, offense: u64, seq: u64) -> bool {
         let k = (offense, seq);
-        if (seq <= self.newest && self.set.contains(&k)) || !self.staged_set.insert(k) {
+        if !self.set.insert(k) {
             return false;
         }
         self.staged.push((self.position, k));
@@ -456,17 +449,13 @@ impl SeenEvents {
 
     /// Keeps the staged additions (the transaction committed).
     pub fn commit(&mut self) {
-        self.staged_set.clear();
         self.position = 0;
         let mut staged = std::mem::take(&mut self.staged);
         // Stable: a detection's own pairs keep their order.
         staged.sort_by_key(|(position, _)| *position);
-        for (_, k) in staged {
-            self.newest = self.newest.max(k.1);
-            if self.set.insert(k) {
-                self.order.push_back(k);
-            }
-        }
+        self.order.extend(staged.drain(..).map(|(_, k)| k));
+        // The (emptied) list's room is kept for the next batch.
+        self.staged = staged;
         while self.order.len() > self.capacity {
             if let Some(old) = self.order.pop_front() {
                 self.set.remove(&old);
@@ -476,8 +465,9 @@ impl SeenEvents {
 
     /// Forgets the staged additions (the transaction rolled back).
     pub fn rollback(&mut self) {
-        self.staged.clear();
-        self.staged_set.clear();
+        for (_, k) in self.staged.drain(..) {
+            self.set.remove(&k);
+        }
         self.position = 0;
     }
 }
@@ -874,11 +864,11 @@ mod tests {
             assert!(seen.first_time(1, s));
         }
         seen.commit();
-        // Committed pairs up to the newest sequence are found; an earlier event is new to
-        // another offense, a later one to every offense.
-        assert!(!seen.first_time(1, 12), "committed, before the newest");
-        assert!(seen.first_time(2, 12), "another offense, before the newest");
-        assert!(seen.first_time(1, 14), "after the newest");
+        // Committed pairs are found; the same event is new to another offense, a later one
+        // to every offense.
+        assert!(!seen.first_time(1, 12), "committed");
+        assert!(seen.first_time(2, 12), "another offense");
+        assert!(seen.first_time(1, 14), "a later event");
         assert!(
             seen.first_time(1, 10),
             "the oldest is forgotten beyond the capacity"
@@ -890,6 +880,14 @@ mod tests {
             assert!(big.first_time(7, s));
         }
         assert!((0..20_000).all(|s| !big.first_time(7, s)));
+        // A rollback takes a batch's pairs out again, and leaves the committed ones.
+        big.commit();
+        assert!(big.first_time(7, 20_000));
+        assert!(big.first_time(8, 5));
+        big.rollback();
+        assert!(big.first_time(7, 20_000), "rolled back");
+        assert!(big.first_time(8, 5), "rolled back");
+        assert!(!big.first_time(7, 5), "committed before");
     }
 
     #[test]
