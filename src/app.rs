@@ -166,30 +166,47 @@ pub fn build_enricher(
 }
 
 /// The correlation windows' file in the data directory ([`crate::correlate::saved`]).
-pub const STATE_FILE: &str = "engine-state.json";
+pub const STATE_FILE: &str = "engine-state.bin";
+
+/// Where builds before the binary state file saved the windows (as JSON): read when
+/// [`STATE_FILE`] is not there yet, then moved to it.
+pub const LEGACY_STATE_FILE: &str = "engine-state.json";
 
 /// Restores the saved correlation windows; the spool position they hold everything before.
-/// A state saved in the store by an older build is moved to the file first. A state that
-/// cannot be read is reported and skipped: the engine starts empty rather than not at all, and
-/// the windows are rebuilt from the oldest record the spool kept.
+/// A state saved by an older build (in the JSON file, or before that in the store) is moved
+/// to the file first. A state that cannot be read is reported and skipped: the engine starts
+/// empty rather than not at all, and the windows are rebuilt from the oldest record the spool
+/// kept.
 fn restore_windows(pipeline: &mut Pipeline, path: &Path) -> Option<(u64, u64)> {
     use crate::correlate::saved;
+    let json = path.with_file_name(LEGACY_STATE_FILE);
     let found = match saved::read(path) {
-        Ok(None) => {
-            let legacy = saved::read_legacy(pipeline.store());
-            if let Ok(Some(l)) = &legacy {
-                let moved = saved::write(path, &l.snapshot, l.position, l.taken_at)
-                    .map_err(|e| e.to_string())
-                    .and_then(|_| {
-                        let store = pipeline.store();
-                        store.delete_engine_state().map_err(|e| e.to_string())
-                    });
+        Ok(None) => match saved::read(&json) {
+            Ok(Some(old)) => {
+                let moved = saved::write(path, &old.snapshot, old.position, old.taken_at)
+                    .and_then(|_| std::fs::remove_file(&json));
                 if let Err(e) = moved {
-                    tracing::warn!(error = %e, "saved windows not moved out of the store");
+                    tracing::warn!(error = %e, "saved windows not moved to {}", path.display());
                 }
+                Ok(Some(old))
             }
-            legacy
-        }
+            Ok(None) => {
+                let legacy = saved::read_legacy(pipeline.store());
+                if let Ok(Some(l)) = &legacy {
+                    let moved = saved::write(path, &l.snapshot, l.position, l.taken_at)
+                        .map_err(|e| e.to_string())
+                        .and_then(|_| {
+                            let store = pipeline.store();
+                            store.delete_engine_state().map_err(|e| e.to_string())
+                        });
+                    if let Err(e) = moved {
+                        tracing::warn!(error = %e, "saved windows not moved out of the store");
+                    }
+                }
+                legacy
+            }
+            Err(e) => Err(e),
+        },
         other => other,
     };
     let saved = match found {
@@ -1225,6 +1242,40 @@ mod tests {
         // And from the file the next time.
         let mut again = pipeline(dir.path());
         assert_eq!(restore_windows(&mut again, &state), Some((3, 77)));
+        assert_eq!(again.engine_snapshot(), snapshot);
+    }
+
+    /// Windows a build before the binary file saved (JSON, `engine-state.json`) are restored,
+    /// and moved to the binary file.
+    #[test]
+    fn windows_saved_as_json_are_restored_and_moved_to_the_binary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(STATE_FILE);
+        let json = dir.path().join(LEGACY_STATE_FILE);
+        let snapshot = {
+            let mut p = pipeline(dir.path());
+            p.process_batch(failed_logins(4)).unwrap();
+            p.engine_snapshot()
+        };
+        assert!(!snapshot.windows.is_empty());
+        // Format 1, as those builds wrote it.
+        let doc = serde_json::json!({
+            "format": 1,
+            "taken_at_ms": 1_700_000_000_000_i64,
+            "position": [5, 55],
+            "snapshot": &snapshot,
+        });
+        std::fs::write(&json, serde_json::to_vec(&doc).unwrap()).unwrap();
+        let mut p = pipeline(dir.path());
+        assert_eq!(restore_windows(&mut p, &state), Some((5, 55)));
+        assert_eq!(p.engine_snapshot(), snapshot);
+        assert!(!json.exists(), "moved");
+        assert_eq!(
+            std::fs::read(&state).unwrap()[0],
+            crate::correlate::saved::BINARY_FILE
+        );
+        let mut again = pipeline(dir.path());
+        assert_eq!(restore_windows(&mut again, &state), Some((5, 55)));
         assert_eq!(again.engine_snapshot(), snapshot);
     }
 

@@ -1,5 +1,5 @@
-//! State kept in a JSON file beside the databases (the correlation windows, learned flow
-//! templates), replaced atomically so a crash leaves the old file or the new one.
+//! State kept in a file beside the databases (the correlation windows, learned flow templates),
+//! replaced atomically so a crash leaves the old file or the new one.
 
 use std::path::{Path, PathBuf};
 
@@ -14,10 +14,20 @@ pub fn tmp_path(path: &Path) -> PathBuf {
 /// the value) into [`tmp_path`], synced, renamed over `path`, and the directory synced so the
 /// rename survives a power cut. Returns the bytes written.
 pub fn write_atomically(path: &Path, value: &impl serde::Serialize) -> std::io::Result<u64> {
+    replace_atomically(path, |out| Ok(serde_json::to_writer(out, value)?))
+}
+
+/// Replaces `path` with what `write` writes, the way [`write_atomically`] does (through a
+/// 1 MiB buffer into [`tmp_path`], synced, renamed, the directory synced). Returns the bytes
+/// written.
+pub fn replace_atomically(
+    path: &Path,
+    write: impl FnOnce(&mut std::io::BufWriter<std::fs::File>) -> std::io::Result<()>,
+) -> std::io::Result<u64> {
     let tmp = tmp_path(path);
     let file = std::fs::File::create(&tmp)?;
     let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
-    serde_json::to_writer(&mut out, value)?;
+    write(&mut out)?;
     let file = out.into_inner().map_err(|e| e.into_error())?;
     file.sync_all()?;
     let bytes = file.metadata()?.len();
