@@ -324,7 +324,7 @@ pub struct RulesConfig {
     /// `vigil_correlate_payloads_dropped`); their times stay, so counts stay exact and only the
     /// evidence attached to a later offense is sampled.
     pub max_payload_bytes: usize,
-    /// Correlation windows are saved (`data_dir/engine-state.json`, off the engine thread) at
+    /// Correlation windows are saved (`data_dir/engine-state.bin`, off the engine thread) at
     /// shutdown and every this many seconds, and restored at start, so a restart does not
     /// forget nine failed logins of ten. After a crash the records since the last save are
     /// read again from the spool. 0: saved only at shutdown; windows start empty after a crash.
