@@ -49,6 +49,53 @@ pub(crate) fn lz4_decompress(block: &[u8], max: usize) -> Result<Vec<u8>, String
     lz4_flex::decompress_size_prepended(block).map_err(|e| e.to_string())
 }
 
+/// The bytes after an LZ4 frame [`write_framed`] wrote: a frame cut short at a block boundary
+/// reads as fewer bytes without an error, so whole-ness is checked here.
+const FRAME_END: &[u8; 4] = b"VEND";
+
+/// Writes what `fill` puts in its buffer to `w` as one LZ4 frame (with a checksum of its
+/// content) and [`FRAME_END`]. `fill` gets the buffer and a flush that compresses and empties
+/// it, so that a large state goes through a small buffer. Returns `w`.
+pub(crate) fn write_framed<W: std::io::Write>(
+    w: W,
+    fill: impl FnOnce(
+        &mut Vec<u8>,
+        &mut dyn FnMut(&mut Vec<u8>) -> std::io::Result<()>,
+    ) -> std::io::Result<()>,
+) -> std::io::Result<W> {
+    use std::io::Write;
+    let frame = lz4_flex::frame::FrameInfo::new().content_checksum(true);
+    let mut lz = lz4_flex::frame::FrameEncoder::with_frame_info(frame, w);
+    let mut buf = Vec::with_capacity((1 << 20) + (64 << 10));
+    fill(&mut buf, &mut |b: &mut Vec<u8>| {
+        lz.write_all(b)?;
+        b.clear();
+        Ok(())
+    })?;
+    lz.write_all(&buf)?;
+    let mut w = lz.finish().map_err(std::io::Error::other)?;
+    w.write_all(FRAME_END)?;
+    Ok(w)
+}
+
+/// What [`write_framed`] wrote, from all of `bytes`; refused when cut short, corrupt, or
+/// longer than `max` bytes once decompressed (nothing beyond that is allocated).
+pub(crate) fn read_framed(bytes: &[u8], max: u64) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let frame = bytes
+        .strip_suffix(FRAME_END)
+        .ok_or("cut short (no end mark)")?;
+    let mut out = Vec::new();
+    lz4_flex::frame::FrameDecoder::new(frame)
+        .take(max.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|e| format!("LZ4 frame: {e}"))?;
+    if out.len() as u64 > max {
+        return Err(format!("longer than the {max} bytes allowed"));
+    }
+    Ok(out)
+}
+
 /// Reads those layouts from the front of a slice.
 pub(crate) struct Cursor<'a>(pub(crate) &'a [u8]);
 
