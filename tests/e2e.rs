@@ -392,7 +392,7 @@ fn windows_saved_while_running_survive_a_kill_9_and_count_each_event_once() {
         1,
     );
     std::fs::write(&config, text).unwrap();
-    let state = dir.path().join("data/engine-state.json");
+    let state = dir.path().join("data/engine-state.bin");
     let failures = |from: u16, n: u16| -> Vec<Vec<u8>> {
         (from..from + n)
             .map(|i| failed_password_3164("203.0.113.98", 43000 + i))

@@ -61,12 +61,18 @@ pub(crate) struct FieldItem {
     pub(crate) values: Vec<ValueMatcher>,
     /// Required literals of values folded into `contains_any` (for the prefilter).
     pub(crate) folded_literals: Vec<String>,
+    /// Whether any value compares text: else an address or a number is not formatted (a
+    /// flow's `destination.ip|exists` or `|cidr` test formatted the address every time).
+    needs_text: bool,
 }
 
 impl FieldItem {
     fn matches(&self, event: &Event) -> bool {
         match self.at.get(event) {
-            Some(v) => with_text(&v, |t| self.matches_value(event, Some(&v), Some(t))),
+            Some(v) if self.needs_text => {
+                with_text(&v, |t| self.matches_value(event, Some(&v), Some(t)))
+            }
+            Some(v) => self.matches_value(event, Some(&v), None),
             None => self.matches_value(event, None, None),
         }
     }
@@ -564,6 +570,7 @@ fn finish_item(field: String, all: bool, values: Vec<ValueMatcher>) -> FieldItem
         field,
         all,
         contains_any: None,
+        needs_text: values.iter().any(ValueMatcher::needs_text),
         values,
         folded_literals: Vec::new(),
     };

@@ -227,6 +227,10 @@ pub(crate) fn with_text<R>(v: &FieldValue<'_>, f: impl FnOnce(&str) -> R) -> R {
     let written = match v {
         FieldValue::Str(s) => return f(s),
         FieldValue::Int(i) => write!(st, "{i}"),
+        // IPv4 (nearly every address) without the formatting machinery.
+        FieldValue::Ip(ip @ std::net::IpAddr::V4(_)) => {
+            return f(&vigil_parsers::event::ip_text(*ip));
+        }
         FieldValue::Ip(ip) => write!(st, "{ip}"),
         FieldValue::Time(_) => Err(std::fmt::Error),
     };
@@ -364,6 +368,18 @@ pub(crate) struct RefSet {
 }
 
 impl ValueMatcher {
+    /// Whether [`ValueMatcher::matches`] reads the value's text (the others read the value).
+    pub(crate) fn needs_text(&self) -> bool {
+        match self {
+            ValueMatcher::FieldRef(..) | ValueMatcher::Str(_) | ValueMatcher::Re(_) => true,
+            ValueMatcher::Null
+            | ValueMatcher::RefSet(_)
+            | ValueMatcher::Exists(_)
+            | ValueMatcher::Cidr(_)
+            | ValueMatcher::Num(..) => false,
+        }
+    }
+
     pub(crate) fn matches(
         &self,
         event: &Event,
