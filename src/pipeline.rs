@@ -1164,10 +1164,10 @@ pub(crate) fn normalize_record(
         peer: rec.peer,
         received_at: rec.received_at,
     };
-    let seen_from = match per_source.get_mut(&rec.observer_id) {
+    let seen_from = match per_source.get_mut(rec.observer_id.as_str()) {
         Some(b) => b,
         None => per_source
-            .entry(rec.observer_id.clone())
+            .entry(rec.observer_id.to_string())
             .or_insert_with(|| crate::sources::SourceBatch {
                 kind: rec.observer_type,
                 last_seen: rec.received_at,
@@ -1203,7 +1203,7 @@ pub(crate) fn normalize_record(
                 id: 0,
                 received_at: rec.received_at,
                 observer_type: rec.observer_type.to_owned(),
-                observer_id: rec.observer_id,
+                observer_id: rec.observer_id.into(),
                 peer: rec.peer.map(|p| p.to_string()),
                 reason: reason.to_owned(),
                 detail,

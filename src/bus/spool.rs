@@ -150,6 +150,13 @@ fn intern(s: &str) -> &'static str {
 /// The body of a record on disk.
 pub fn encode(r: &RawRecord) -> Vec<u8> {
     let mut b = Vec::with_capacity(r.bytes.len() + r.observer_id.len() + 48);
+    encode_into(r, &mut b);
+    b
+}
+
+/// [`encode`] into `b` (cleared first): the writer reuses one buffer for every record.
+fn encode_into(r: &RawRecord, b: &mut Vec<u8>) {
+    b.clear();
     b.push(FORMAT);
     b.extend_from_slice(&r.received_at.timestamp_micros().to_le_bytes());
     let short = |b: &mut Vec<u8>, s: &str| {
@@ -157,15 +164,15 @@ pub fn encode(r: &RawRecord) -> Vec<u8> {
         b.push(s.len() as u8);
         b.extend_from_slice(s.as_bytes());
     };
-    short(&mut b, r.observer_type);
-    put_long(&mut b, r.observer_id.as_bytes());
-    put_opt_ip(&mut b, r.peer);
+    short(b, r.observer_type);
+    put_long(b, r.observer_id.as_bytes());
+    put_opt_ip(b, r.peer);
     match &r.refused {
         None => b.push(0),
         Some((reason, detail)) => {
             b.push(1);
-            short(&mut b, reason);
-            put_long(&mut b, detail.as_bytes());
+            short(b, reason);
+            put_long(b, detail.as_bytes());
         }
     }
     match &r.decoded {
@@ -174,14 +181,13 @@ pub fn encode(r: &RawRecord) -> Vec<u8> {
         // Tag 3: a flow record in its compact form.
         Some(d) => {
             b.push(if matches!(d, Decoded::Flow(_)) { 3 } else { 2 });
-            put_sized(&mut b, |b| match d {
+            put_sized(b, |b| match d {
                 Decoded::Event(e) => vigil_parsers::codec::encode(e, b),
                 Decoded::Flow(f) => f.encode_compact(b),
             });
         }
     }
-    put_long(&mut b, &r.bytes);
-    b
+    put_long(b, &r.bytes);
 }
 
 /// A record body read back.
@@ -196,7 +202,7 @@ pub fn decode(body: &[u8]) -> Result<RawRecord, String> {
     let micros = i64::from_le_bytes(c.take(8)?.try_into().map_err(|_| "time")?);
     let received_at = DateTime::<Utc>::from_timestamp_micros(micros).ok_or("bad time")?;
     let observer_type = intern(Cursor::text(c.short()?)?);
-    let observer_id = Cursor::text(c.long()?)?.to_owned();
+    let observer_id = vigil_parsers::Text::from(Cursor::text(c.long()?)?);
     let peer = c.opt_ip("peer")?;
     let refused = match c.u8()? {
         0 => None,
@@ -428,6 +434,8 @@ pub fn open<S: Subscriber<RawRecord>>(
                 appended,
                 full_waits,
                 refused,
+                body: Vec::new(),
+                pending: 0,
             };
             if let Err(e) = w.run(&mut input) {
                 tracing::error!(error = %e, "the spool writer stopped");
@@ -493,6 +501,12 @@ struct Writer {
     appended: Counter,
     full_waits: Counter,
     refused: Counter,
+    /// The record being appended, encoded (one buffer for all).
+    body: Vec<u8>,
+    /// Bytes appended to the current segment and not yet in the shared state's counts: added
+    /// at once when the batch is published (or the segment rotates), not under the lock for
+    /// every record.
+    pending: u64,
 }
 
 impl Writer {
@@ -510,14 +524,17 @@ impl Writer {
                 }
             };
             if let Some(first) = first {
-                self.append(first, &mut acks)?;
+                // The spool's size when the batch began: the engine only lowers it meanwhile,
+                // so this plus what the batch appended bounds it from above.
+                let before = self.spool.lock().bytes;
+                let mut added = self.append(first, &mut acks)?;
                 // Take what is queued now, up to a bound, before telling the reader.
                 for _ in 0..4096 {
                     match input.try_next() {
-                        Some(r) => self.append(r, &mut acks)?,
+                        Some(r) => added += self.append(r, &mut acks)?,
                         None => break,
                     }
-                    if self.spool.lock().bytes >= self.spool.config.max_bytes {
+                    if before + added >= self.spool.config.max_bytes {
                         break;
                     }
                 }
@@ -548,12 +565,13 @@ impl Writer {
         self.spool.full_gauge.set(0);
     }
 
-    fn append(&mut self, mut r: RawRecord, acks: &mut Vec<Ack>) -> std::io::Result<()> {
+    /// Appends `r`; returns the bytes it took.
+    fn append(&mut self, mut r: RawRecord, acks: &mut Vec<Ack>) -> std::io::Result<u64> {
         if let Some(a) = r.ack.take() {
             acks.push(a);
         }
-        let mut body = encode(&r);
-        if body.len() > MAX_RECORD_BYTES {
+        encode_into(&r, &mut self.body);
+        if self.body.len() > MAX_RECORD_BYTES {
             self.refused.inc();
             r.bytes.truncate(MAX_RECORD_BYTES / 2);
             r.decoded = None;
@@ -561,26 +579,35 @@ impl Writer {
                 "spool_record_too_large",
                 format!("record over the spool's {MAX_RECORD_BYTES} bytes; first bytes kept"),
             ));
-            body = encode(&r);
+            encode_into(&r, &mut self.body);
         }
-        let len = body.len() as u64;
+        let len = self.body.len() as u64;
         if self.position.offset > 0
             && self.position.offset + HEADER + len > self.spool.config.segment_bytes
         {
             self.rotate()?;
         }
         self.file.write_all(&(len as u32).to_le_bytes())?;
-        self.file.write_all(&crc32fast::hash(&body).to_le_bytes())?;
-        self.file.write_all(&body)?;
+        self.file
+            .write_all(&crc32fast::hash(&self.body).to_le_bytes())?;
+        self.file.write_all(&self.body)?;
         self.position.offset += HEADER + len;
         self.appended.inc();
-        let mut st = self.spool.lock();
-        st.bytes += HEADER + len;
-        *st.sizes.entry(self.position.segment).or_insert(0) += HEADER + len;
-        Ok(())
+        self.pending += HEADER + len;
+        Ok(HEADER + len)
+    }
+
+    /// Adds what is pending to the shared counts (under the lock the caller holds).
+    fn account(&mut self, st: &mut State) {
+        st.bytes += self.pending;
+        *st.sizes.entry(self.position.segment).or_insert(0) += self.pending;
+        self.pending = 0;
     }
 
     fn rotate(&mut self) -> std::io::Result<()> {
+        // What this segment's records added, before the next segment starts.
+        let spool = Arc::clone(&self.spool);
+        self.account(&mut spool.lock());
         self.file.flush()?;
         self.file.get_ref().sync_data()?;
         let next = self.position.segment + 1;
@@ -605,9 +632,11 @@ impl Writer {
         self.file.flush()?;
         self.dirty = true;
         {
-            let mut st = self.spool.lock();
+            let spool = Arc::clone(&self.spool);
+            let mut st = spool.lock();
+            self.account(&mut st);
             st.written = self.position;
-            self.spool.publish_gauges(&st);
+            spool.publish_gauges(&st);
         }
         self.spool.changed.notify_all();
         for a in acks.drain(..) {
@@ -765,7 +794,7 @@ impl SpoolReader {
         RawRecord {
             bytes: body,
             observer_type: "spool",
-            observer_id: format!("spool/{}", at.segment),
+            observer_id: format!("spool/{}", at.segment).into(),
             peer: None,
             received_at: Utc::now(),
             refused: Some((
@@ -829,7 +858,7 @@ mod tests {
         RawRecord {
             bytes: format!("<13>record {i}").into_bytes(),
             observer_type: "syslog",
-            observer_id: format!("syslog/tcp/10.0.0.{}", i % 7),
+            observer_id: format!("syslog/tcp/10.0.0.{}", i % 7).into(),
             peer: Some(if i.is_multiple_of(2) {
                 "10.0.0.1".parse().unwrap()
             } else {

@@ -37,7 +37,7 @@ pub fn read_lines(
         .and_then(|m| m.modified())
         .map(DateTime::<Utc>::from)
         .unwrap_or_else(|_| Utc::now());
-    let observer_id = format!("file:{}", path.display());
+    let observer_id = vigil_parsers::Text::from(format!("file:{}", path.display()));
     let mut reader = std::io::BufReader::with_capacity(1 << 20, file);
     let mut lines = 0u64;
     let mut chunk = Vec::with_capacity(batch);

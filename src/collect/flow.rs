@@ -212,7 +212,7 @@ pub async fn run<P: Publisher<RawRecord>>(
             FlowProtocol::Netflow => "netflow",
             FlowProtocol::Sflow => "sflow",
         };
-        let observer_id = format!("{observer_type}/{}", peer.ip());
+        let observer_id = vigil_parsers::Text::from(format!("{observer_type}/{}", peer.ip()));
         out.clear();
         let mut counters: Vec<Event> = Vec::new();
         let result = match protocol {

@@ -18,8 +18,8 @@ pub fn records_from_body(
     max_message_bytes: usize,
 ) -> Vec<RawRecord> {
     let observer_id = match peer {
-        Some(ip) => format!("http/{ip}"),
-        None => "http".to_owned(),
+        Some(ip) => vigil_parsers::Text::from(format!("http/{ip}")),
+        None => vigil_parsers::Text::const_new("http"),
     };
     let received_at = Utc::now();
     body.split(|b| *b == b'\n')

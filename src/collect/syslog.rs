@@ -136,7 +136,7 @@ pub async fn run_udp<P: Publisher<RawRecord>>(
         let mut rec = RawRecord {
             bytes: Vec::new(),
             observer_type: "syslog",
-            observer_id: format!("syslog/udp/{}", peer.ip()),
+            observer_id: format!("syslog/udp/{}", peer.ip()).into(),
             peer: Some(peer.ip()),
             received_at: Utc::now(),
             refused: None,
@@ -284,7 +284,7 @@ async fn handle_connection<P: Publisher<RawRecord>, S: tokio::io::AsyncRead + Un
     m: &SourceMetrics,
     cancel: &CancellationToken,
 ) {
-    let observer_id = format!("syslog/{transport}/{}", peer.ip());
+    let observer_id = vigil_parsers::Text::from(format!("syslog/{transport}/{}", peer.ip()));
     let mut framer = Framer::new(config.max_message_bytes);
     let mut buf = vec![0u8; 64 * 1024];
     let idle = Duration::from_secs(config.idle_timeout_secs.max(1));
