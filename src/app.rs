@@ -180,34 +180,51 @@ pub const LEGACY_STATE_FILE: &str = "engine-state.json";
 fn restore_windows(pipeline: &mut Pipeline, path: &Path) -> Option<(u64, u64)> {
     use crate::correlate::saved;
     let json = path.with_file_name(LEGACY_STATE_FILE);
-    let found = match saved::read(path) {
-        Ok(None) => match saved::read(&json) {
-            Ok(Some(old)) => {
-                let moved = saved::write(path, &old.snapshot, old.position, old.taken_at)
-                    .and_then(|_| std::fs::remove_file(&json));
+    // Moves windows read from the JSON file of an earlier build to `path`.
+    let moved = |old: &saved::Saved| {
+        let done = saved::write(path, &old.snapshot, old.position, old.taken_at)
+            .and_then(|_| std::fs::remove_file(&json));
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "saved windows not moved to {}", path.display());
+        }
+    };
+    let old = json.exists().then(|| saved::read(&json));
+    let found = match (saved::read(path), old) {
+        // Both files: a build before the binary file ran since this one saved, or a move
+        // failed half-way. The newer save wins; the other file goes.
+        (Ok(Some(bin)), Some(Ok(Some(old)))) if old.taken_at > bin.taken_at => {
+            moved(&old);
+            Ok(Some(old))
+        }
+        (Ok(Some(bin)), old) => {
+            if old.is_some() {
+                if let Err(e) = std::fs::remove_file(&json) {
+                    tracing::warn!(error = %e, "an older {} not removed", json.display());
+                }
+            }
+            Ok(Some(bin))
+        }
+        (Ok(None), Some(Ok(Some(old)))) => {
+            moved(&old);
+            Ok(Some(old))
+        }
+        (Ok(None), Some(Err(e))) => Err(e),
+        (Ok(None), Some(Ok(None)) | None) => {
+            let legacy = saved::read_legacy(pipeline.store());
+            if let Ok(Some(l)) = &legacy {
+                let moved = saved::write(path, &l.snapshot, l.position, l.taken_at)
+                    .map_err(|e| e.to_string())
+                    .and_then(|_| {
+                        let store = pipeline.store();
+                        store.delete_engine_state().map_err(|e| e.to_string())
+                    });
                 if let Err(e) = moved {
-                    tracing::warn!(error = %e, "saved windows not moved to {}", path.display());
+                    tracing::warn!(error = %e, "saved windows not moved out of the store");
                 }
-                Ok(Some(old))
             }
-            Ok(None) => {
-                let legacy = saved::read_legacy(pipeline.store());
-                if let Ok(Some(l)) = &legacy {
-                    let moved = saved::write(path, &l.snapshot, l.position, l.taken_at)
-                        .map_err(|e| e.to_string())
-                        .and_then(|_| {
-                            let store = pipeline.store();
-                            store.delete_engine_state().map_err(|e| e.to_string())
-                        });
-                    if let Err(e) = moved {
-                        tracing::warn!(error = %e, "saved windows not moved out of the store");
-                    }
-                }
-                legacy
-            }
-            Err(e) => Err(e),
-        },
-        other => other,
+            legacy
+        }
+        (Err(e), _) => Err(e),
     };
     let saved = match found {
         Ok(s) => s?,
@@ -1277,6 +1294,42 @@ mod tests {
         let mut again = pipeline(dir.path());
         assert_eq!(restore_windows(&mut again, &state), Some((5, 55)));
         assert_eq!(again.engine_snapshot(), snapshot);
+    }
+
+    /// Both files (a build before the binary file ran after this one saved): the newer save
+    /// is restored and the JSON file removed, whichever it is.
+    #[test]
+    fn with_both_state_files_the_newer_save_wins_and_the_json_file_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join(STATE_FILE);
+        let json = dir.path().join(LEGACY_STATE_FILE);
+        let (empty, held) = {
+            let mut p = pipeline(dir.path());
+            let empty = p.engine_snapshot();
+            p.process_batch(failed_logins(4)).unwrap();
+            (empty, p.engine_snapshot())
+        };
+        let json_at = |snapshot: &vigil_correlate::EngineSnapshot, ms: i64| {
+            let doc = serde_json::json!({
+                "format": 1, "taken_at_ms": ms, "position": [2, 22], "snapshot": snapshot,
+            });
+            std::fs::write(&json, serde_json::to_vec(&doc).unwrap()).unwrap();
+        };
+        let t = |ms| chrono::DateTime::from_timestamp_millis(ms).unwrap();
+        // The JSON save is newer.
+        crate::correlate::saved::write(&state, &empty, Some((1, 11)), t(1_000)).unwrap();
+        json_at(&held, 2_000);
+        let mut p = pipeline(dir.path());
+        assert_eq!(restore_windows(&mut p, &state), Some((2, 22)));
+        assert_eq!(p.engine_snapshot(), held);
+        assert!(!json.exists());
+        // The binary save is newer.
+        crate::correlate::saved::write(&state, &held, Some((3, 33)), t(3_000)).unwrap();
+        json_at(&empty, 2_500);
+        let mut p = pipeline(dir.path());
+        assert_eq!(restore_windows(&mut p, &state), Some((3, 33)));
+        assert_eq!(p.engine_snapshot(), held);
+        assert!(!json.exists());
     }
 
     #[test]

@@ -64,7 +64,9 @@ pub(crate) fn write_framed<W: std::io::Write>(
     ) -> std::io::Result<()>,
 ) -> std::io::Result<W> {
     use std::io::Write;
-    let frame = lz4_flex::frame::FrameInfo::new().content_checksum(true);
+    let frame = lz4_flex::frame::FrameInfo::new()
+        .content_checksum(true)
+        .block_size(lz4_flex::frame::BlockSize::Max256KB);
     let mut lz = lz4_flex::frame::FrameEncoder::with_frame_info(frame, w);
     let mut buf = Vec::with_capacity((1 << 20) + (64 << 10));
     fill(&mut buf, &mut |b: &mut Vec<u8>| {
@@ -79,12 +81,21 @@ pub(crate) fn write_framed<W: std::io::Write>(
 }
 
 /// What [`write_framed`] wrote, from all of `bytes`; refused when cut short, corrupt, or
-/// longer than `max` bytes once decompressed (nothing beyond that is allocated).
+/// longer than `max` bytes once decompressed (nothing beyond that is allocated). Only the
+/// frames it writes are taken: the standard magic, blocks of at most 256 KiB (the decoder
+/// sizes its buffers from the header, so a header claiming 4 MiB blocks would cost 12 MiB
+/// before a byte is checked), and a content checksum.
 pub(crate) fn read_framed(bytes: &[u8], max: u64) -> Result<Vec<u8>, String> {
     use std::io::Read;
     let frame = bytes
         .strip_suffix(FRAME_END)
         .ok_or("cut short (no end mark)")?;
+    match frame {
+        // Magic 0x184D2204; FLG with a content checksum (bit 2); BD's block size code 4 or 5.
+        [0x04, 0x22, 0x4d, 0x18, flg, bd, ..]
+            if flg & 0x04 != 0 && matches!((bd >> 4) & 7, 4 | 5) => {}
+        _ => return Err("not an LZ4 frame as Vigil writes them".into()),
+    }
     let mut out = Vec::new();
     lz4_flex::frame::FrameDecoder::new(frame)
         .take(max.saturating_add(1))

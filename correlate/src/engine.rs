@@ -1937,6 +1937,13 @@ fn value_text(v: &FieldValue<'_>) -> Text {
     match v {
         FieldValue::Str(s) => Text::from(*s),
         FieldValue::Ip(ip) => vigil_parsers::ip_text(*ip),
+        // Inline, without a `String` (a port in a flow rule's group-by, for every flow).
+        FieldValue::Int(i) => {
+            use std::fmt::Write;
+            let mut t = Text::default();
+            let _ = write!(t, "{i}");
+            t
+        }
         other => Text::from(other.as_text().as_ref()),
     }
 }

@@ -9,8 +9,9 @@
 //! is not written again among the fields; each other present field (text as a u32 length and
 //! UTF-8 bytes, an address as 4 or 6 then its octets, numbers at their width, a bool as one
 //! byte); `extra` as a u32 count of key and value texts; `raw` as a u32 length and bytes.
-//! Version 1 (earlier builds' stored blocks, offense events and topic records) is the same
-//! without the flags byte and is still read.
+//! Version 1 is the same without the flags byte. [`encode`] writes version 2 only when the
+//! message is the end of `raw`, and version 1 otherwise (every event whose `raw` is omitted),
+//! so that builds before version 2, which read version 1 only, read all of those.
 //!
 //! Invariants: [`decode`] of [`encode`] gives the same event; [`decode`] never panics on any
 //! input and never allocates more than its input's length for one field (lengths are checked
@@ -220,10 +221,25 @@ macro_rules! event_codec {
         /// `raw` empty, if `omit.raw`): for a store that keeps them in columns of their own
         /// and sets them again on reading.
         pub fn encode_omitting(event: &Event, omit: Omit, out: &mut Vec<u8>) {
+            encode_with(event, omit, true, out);
+        }
+
+        /// Appends `event`'s encoding in version 1's layout (the message written out even
+        /// when it ends `raw`): what builds before version 2 read, for the records an upgrade
+        /// writes for them (`bus.wire = "json"`).
+        pub fn encode_version_1(event: &Event, out: &mut Vec<u8>) {
+            encode_with(event, Omit::NOTHING, false, out);
+        }
+
+        fn encode_with(event: &Event, omit: Omit, tail_allowed: bool, out: &mut Vec<u8>) {
             let (timestamp, ingested, extra, raw) =
                 (&event.timestamp, &event.ingested, &event.extra, &event.raw);
             $(let $field = &crate::event_field!($place, event, $field);)*
-            out.push(VERSION);
+            // Version 2 only when it saves the message: without the flag the layout is version
+            // 1's, which builds before version 2 read (ClickHouse rows leave `raw` out, so
+            // theirs never need it).
+            let version_at = out.len();
+            out.push(1);
             for t in [timestamp, ingested] {
                 out.extend_from_slice(&t.timestamp().to_le_bytes());
                 out.extend_from_slice(&t.timestamp_subsec_nanos().to_le_bytes());
@@ -238,7 +254,7 @@ macro_rules! event_codec {
             out.extend_from_slice(&mask.to_le_bytes());
             // A message that ends the raw record (a syslog line's MSG) is not written twice:
             // its length says which end of `raw` it is.
-            let tail = if !omit.raw && mask & TAIL_BIT != 0 {
+            let tail = if tail_allowed && !omit.raw && mask & TAIL_BIT != 0 {
                 $tail
                     .as_ref()
                     .filter(|m| raw.ends_with(m.as_bytes()))
@@ -246,12 +262,12 @@ macro_rules! event_codec {
             } else {
                 None
             };
-            match tail {
-                Some(n) => {
-                    out.push(MESSAGE_IN_RAW);
-                    out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
+            if let Some(n) = tail {
+                if let Some(v) = out.get_mut(version_at) {
+                    *v = VERSION;
                 }
-                None => out.push(0),
+                out.push(MESSAGE_IN_RAW);
+                out.extend_from_slice(&u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes());
             }
             let $tail: &Option<crate::Text> = if tail.is_some() { &None } else { $tail };
             // The fields the mask keeps, taken bit by bit as `decode` reads them.
@@ -506,12 +522,11 @@ mod tests {
         e.source_port = Some(1);
         e.extra.insert("k".into(), "v".into());
         e.raw = b"r".to_vec();
-        let mut want = vec![2];
+        // Nothing to save: version 1's layout (no flags byte), which earlier builds read.
+        let mut want = vec![1];
         want.extend_from_slice(&[0; 24]);
         // kind is bit 0, source.port bit 13.
         want.extend_from_slice(&[0x01, 0x20, 0, 0, 0, 0, 0, 0]);
-        // No flags.
-        want.push(0);
         want.extend_from_slice(&[1, 0, 0, 0, b'a']);
         want.extend_from_slice(&[1, 0]);
         want.extend_from_slice(&[1, 0, 0, 0, 1, 0, 0, 0, b'k', 1, 0, 0, 0, b'v']);
@@ -576,8 +591,16 @@ mod tests {
             e.raw = raw.to_vec();
             let bytes = to_vec(&e);
             assert_eq!(decode(&bytes).unwrap(), e, "{message:?}");
-            let flagged = bytes[33] == MESSAGE_IN_RAW;
+            let flagged = bytes[0] == 2;
             assert_eq!(flagged, raw.ends_with(message.as_bytes()), "{message:?}");
+            if flagged {
+                assert_eq!(bytes[33], MESSAGE_IN_RAW);
+            }
+            // Version 1 on request, the same event.
+            let mut v1 = Vec::new();
+            encode_version_1(&e, &mut v1);
+            assert_eq!(v1[0], 1);
+            assert_eq!(decode(&v1).unwrap(), e, "{message:?}");
             let mut without_raw = Vec::new();
             encode_omitting(
                 &e,
@@ -588,8 +611,8 @@ mod tests {
                 &mut without_raw,
             );
             assert_eq!(
-                without_raw[33], 0,
-                "raw omitted: the message is written out"
+                without_raw[0], 1,
+                "raw omitted: version 1, the message written out"
             );
             let mut want = e.clone();
             want.raw.clear();

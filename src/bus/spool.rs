@@ -953,6 +953,17 @@ mod tests {
             .await
             .unwrap();
         assert!(spool.lock().sizes.len() > 10, "segments rotate");
+        {
+            // Batches rotate mid-way; the counts they add at once agree with the files.
+            let st = spool.lock();
+            for (s, n) in &st.sizes {
+                let on_disk = std::fs::metadata(segment_path(dir.path(), *s))
+                    .unwrap()
+                    .len();
+                assert_eq!(*n, on_disk, "segment {s}");
+            }
+            assert_eq!(st.bytes, st.sizes.values().sum::<u64>());
+        }
         drop(tx);
         let mut reader = SpoolReader::new(spool.clone(), Position::default());
         let got = tokio::task::spawn_blocking(move || {

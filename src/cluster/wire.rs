@@ -491,7 +491,10 @@ impl CorrelateState {
         let mut out = Vec::with_capacity(4096);
         out.push(BINARY_CHECKPOINT);
         let keep_all = &mut |_: &mut Vec<u8>| Ok::<(), std::convert::Infallible>(());
-        put_snapshot(&mut out, &self.windows, keep_all).unwrap_or_else(|never| match never {});
+        // Held events in the codec's version 1: the plain body is what `bus.wire = "json"`
+        // writes for builds before codec version 2 and the frame, during an upgrade.
+        let v1 = vigil_parsers::codec::encode_version_1;
+        put_snapshot(&mut out, &self.windows, v1, keep_all).unwrap_or_else(|never| match never {});
         put_marks(&mut out, &self.marks);
         out
     }
@@ -500,7 +503,8 @@ impl CorrelateState {
     pub fn to_compressed(&self) -> Vec<u8> {
         let framed = crate::bytes::write_framed(vec![FRAMED_CHECKPOINT], |buf, flush| {
             buf.push(BINARY_CHECKPOINT);
-            put_snapshot(buf, &self.windows, &mut |b: &mut Vec<u8>| flush(b))?;
+            let encode = vigil_parsers::codec::encode;
+            put_snapshot(buf, &self.windows, encode, &mut |b: &mut Vec<u8>| flush(b))?;
             put_marks(buf, &self.marks);
             Ok(())
         });
@@ -562,11 +566,13 @@ fn put_marks(out: &mut Vec<u8>, marks: &Marks) {
 }
 
 /// Appends the binary form of `snap` (a checkpoint's windows, [`CorrelateState`]) to `out`,
-/// handing `out` to `flush` after any key that leaves 1 MiB or more in it, so that a writer
-/// can stream a large state through a small buffer ([`CorrelateState::to_bytes`] keeps all).
+/// held events written by `encode` (the event codec, or its version 1), handing `out` to
+/// `flush` after any key that leaves 1 MiB or more in it, so that a writer can stream a large
+/// state through a small buffer ([`CorrelateState::to_bytes`] keeps all).
 pub fn put_snapshot<E>(
     out: &mut Vec<u8>,
     snap: &vigil_correlate::EngineSnapshot,
+    encode: fn(&Event, &mut Vec<u8>),
     flush: &mut impl FnMut(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
     use vigil_correlate::engine::KeySnapshot;
@@ -591,7 +597,7 @@ pub fn put_snapshot<E>(
                 out.extend_from_slice(&tag.to_le_bytes());
                 out.push(u8::from(*reported) | if event.is_some() { 2 } else { 0 });
                 if let Some(e) = event {
-                    put_sized(out, |out| vigil_parsers::codec::encode(e, out));
+                    put_sized(out, |out| encode(e, out));
                 }
             }
             match firing {
@@ -1097,14 +1103,6 @@ mod tests {
             "detections-json-head.bin"
         );
         golden("dead_letters", &dead);
-        // What builds before event codec version 2 wrote (each message written out, not as
-        // the end of the raw record) still reads as the same items.
-        fn older<T: WireItem + PartialEq + std::fmt::Debug>(file: &str, items: &[T]) {
-            assert_eq!(unpack::<T>(&fixture(file)).unwrap(), items, "{file}");
-        }
-        older("events-codec1.bin", &events);
-        older("matches-codec1.bin", &matches);
-        older("detections-codec1.bin", &detections);
     }
 
     fn checkpoint(raw: Vec<u8>) -> CorrelateState {
@@ -1160,11 +1158,6 @@ mod tests {
         let plain = checkpoint(b"line".to_vec());
         let json = serde_json::to_vec(&plain).unwrap();
         assert_eq!(CorrelateState::from_bytes(&json), Ok(plain.clone()));
-        // What builds before event codec version 2 wrote still reads.
-        assert_eq!(
-            CorrelateState::from_bytes(&fixture("checkpoint-codec1.bin")),
-            Ok(odd.clone())
-        );
         // Pinned, both forms (VIGIL_BLESS=1 rewrites).
         for (name, body) in [("checkpoint.bin", bytes.clone()), ("checkpoint.json", json)] {
             assert!(pinned(name, &body) == body, "{name}: the layout changed");
@@ -1287,6 +1280,16 @@ mod tests {
         assert!(crate::bytes::read_framed(&zeros, 1000)
             .unwrap_err()
             .contains("longer than"));
+        // Only frames as Vigil writes them: a header asking for 4 MiB blocks (the decoder
+        // would size its buffers from it), no content checksum, or the legacy magic, is refused
+        // before decoding.
+        for (at, value) in [(5, 7 << 4), (4, zeros[4] & !0x04), (0, 0x02)] {
+            let mut other = zeros.clone();
+            other[at] = value;
+            assert!(crate::bytes::read_framed(&other, u64::MAX)
+                .unwrap_err()
+                .contains("as Vigil writes"));
+        }
         // A compressed body must be a binary one (no nesting, no JSON inside).
         let mut nested = vec![COMPRESSED_CHECKPOINT];
         nested.extend_from_slice(&lz4_flex::compress_prepend_size(&packed));

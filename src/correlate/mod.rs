@@ -888,6 +888,22 @@ mod tests {
         assert!(big.first_time(7, 20_000), "rolled back");
         assert!(big.first_time(8, 5), "rolled back");
         assert!(!big.first_time(7, 5), "committed before");
+        // Detections applied out of order (runs): the commit remembers their pairs in
+        // detection order, so the earliest detection's are forgotten first; a forgotten pair
+        // counts again, once.
+        let mut small = SeenEvents::new(2);
+        small.at(1);
+        assert!(small.first_time(1, 100));
+        small.at(0);
+        assert!(small.first_time(1, 200));
+        small.at(2);
+        assert!(small.first_time(1, 300));
+        small.commit();
+        assert!(small.first_time(1, 200), "position 0's pair went first");
+        assert!(!small.first_time(1, 200), "and counts once again");
+        assert!(!small.first_time(1, 300));
+        small.commit();
+        assert!(small.first_time(1, 100), "then position 1's");
     }
 
     #[test]

@@ -87,7 +87,10 @@ pub fn write(
         }
         out.write_all(&head)?;
         crate::bytes::write_framed(out, |buf, flush| {
-            crate::cluster::wire::put_snapshot(buf, snapshot, &mut |b: &mut Vec<u8>| flush(b))
+            let encode = vigil_parsers::codec::encode;
+            crate::cluster::wire::put_snapshot(buf, snapshot, encode, &mut |b: &mut Vec<u8>| {
+                flush(b)
+            })
         })?;
         Ok(())
     })
