@@ -225,6 +225,8 @@ mkdir -p corpus/wire_record
 for f in $root/fixtures/wire/*.bin $root/fixtures/wire/*.json; do
   [ -f "$f" ] && cp "$f" "corpus/wire_record/seed-$(basename "$f")"
 done
+# event_codec: the codec's pinned layouts are in parsers/src/codec.rs; it starts from an empty
+# corpus (libFuzzer finds the version byte and the lengths within seconds).
 # Build every target once up front: the package depends on the `vigil` crate, so a `cargo fuzz
 # run` of any target rebuilds it (minutes) whenever src/ changed.
 cargo fuzz build -O
