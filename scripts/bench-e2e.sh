@@ -2,7 +2,8 @@
 # End-to-end load: starts a release `vigil run` on loopback with a fresh data folder and the
 # shipped rules, then runs `vigil loadgen` (TCP syslog, octet counting) flat out and at fixed
 # rates, printing each report and the server's RSS. Usage: scripts/bench-e2e.sh [SECONDS]
-# VIGIL_BENCH_TOML: more config appended (e.g. $'[bus]\nspool = false'); VIGIL_BENCH_RATES:
+# VIGIL_BENCH_TOML: more config appended (e.g. $'[bus]\nspool = false'); VIGIL_BENCH_RULES:
+# more lines in the [rules] table (e.g. "state_save_secs = 0"); VIGIL_BENCH_RATES:
 # the rates to run (default "0 150000 100000 20000"; 0 = flat out); VIGIL_BIN: a vigil binary to
 # run instead of building this tree (to compare two builds); VIGIL_BENCH_UDP=1: send over UDP;
 # VIGIL_BENCH_METRICS_OUT: a file to keep the server's whole /metrics text in after each rate;
@@ -55,6 +56,7 @@ ipfix_listen = "127.0.0.1:0"
 sflow_listen = "127.0.0.1:0"
 [rules]
 dir = "$rules"
+${VIGIL_BENCH_RULES:-}
 [api]
 listen = "127.0.0.1:0"
 token = "bench"
