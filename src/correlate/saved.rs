@@ -126,31 +126,22 @@ pub fn read(path: &Path) -> Result<Option<Saved>, String> {
 
 /// A format 2 file after its first byte.
 fn read_binary(bytes: &[u8]) -> Result<Saved, String> {
-    fn take<'a>(bytes: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
-        if bytes.len() < n {
-            return Err("truncated".into());
-        }
-        let (head, rest) = bytes.split_at(n);
-        *bytes = rest;
-        Ok(head)
-    }
-    fn u64_at(bytes: &mut &[u8]) -> Result<u64, String> {
-        let b = take(bytes, 8)?;
-        Ok(u64::from_le_bytes(b.try_into().map_err(|_| "truncated")?))
-    }
-    let mut r = bytes;
-    let format = u32::from_le_bytes(take(&mut r, 4)?.try_into().map_err(|_| "truncated")?);
+    let mut r = crate::bytes::Cursor(bytes);
+    let format = u32::from_le_bytes(r.array()?);
     if format != FORMAT {
         return Err(format!("format {format} (this build reads 1 and {FORMAT})"));
     }
-    let taken_at_ms = u64_at(&mut r)? as i64;
-    let position = match take(&mut r, 1)? {
-        [0] => None,
-        [1] => Some((u64_at(&mut r)?, u64_at(&mut r)?)),
+    let taken_at_ms = i64::from_le_bytes(r.array()?);
+    let position = match r.u8()? {
+        0 => None,
+        1 => Some((
+            u64::from_le_bytes(r.array()?),
+            u64::from_le_bytes(r.array()?),
+        )),
         _ => return Err("position tag".into()),
     };
     // The file is this process's own: any size it decompresses to.
-    let body = crate::bytes::read_framed(r, u64::MAX)?;
+    let body = crate::bytes::read_framed(r.0, u64::MAX)?;
     let snapshot = crate::cluster::wire::snapshot_from_bytes(&body).map_err(|e| e.to_string())?;
     Ok(Saved {
         taken_at: DateTime::from_timestamp_millis(taken_at_ms).unwrap_or_default(),
