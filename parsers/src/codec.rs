@@ -34,7 +34,8 @@ pub const VERSION: u8 = 2;
 /// The flags byte's bit for "`message` is the last bytes of `raw`" (version 2).
 const MESSAGE_IN_RAW: u8 = 1;
 
-/// The mask bit of `name` among `names` (0 if it is not there: checked by a test).
+/// The mask bit of `name` among `names`, 0 if it is not one of them ([`field_bit`] at run
+/// time, and the tail field's bit at compile time).
 const fn bit_of(names: &[&str], name: &str) -> u64 {
     let mut i = 0;
     while i < names.len() {
@@ -206,10 +207,13 @@ macro_rules! codec_set {
 
 macro_rules! event_codec {
     (tail $tail:ident; $($place:ident $field:ident),* $(,)?) => {
-        const _: () = assert!([$(stringify!($field)),*].len() <= 64, "one mask bit per field");
+        const _: () = assert!(FIELD_NAMES.len() <= 64, "one mask bit per field");
+
+        /// The optional fields' names, in mask bit order.
+        const FIELD_NAMES: &[&str] = &[$(stringify!($field)),*];
 
         /// The mask bit of the field that may be written as the end of `raw`.
-        const TAIL_BIT: u64 = bit_of(&[$(stringify!($field)),*], stringify!($tail));
+        const TAIL_BIT: u64 = bit_of(FIELD_NAMES, stringify!($tail));
         const _: () = assert!(TAIL_BIT != 0, "the tail field is one of the fields");
 
         /// Appends `event`'s encoding to `out`.
@@ -288,10 +292,7 @@ macro_rules! event_codec {
         /// The mask bit of an optional field, by its name in [`Event`] (`"message"`,
         /// `"host_name"`); `None` for a name that is not one.
         pub fn field_bit(name: &str) -> Option<u64> {
-            [$(stringify!($field)),*]
-                .iter()
-                .position(|f| *f == name)
-                .map(|i| 1u64 << i)
+            Some(bit_of(FIELD_NAMES, name)).filter(|bit| *bit != 0)
         }
 
         /// The event `bytes` encode (all of them).
