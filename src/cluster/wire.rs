@@ -515,21 +515,19 @@ impl CorrelateState {
     /// A body in any form: compressed, binary, or JSON as builds before them wrote. Never
     /// panics, and never allocates more than LZ4 can expand the bytes given to.
     pub fn from_bytes(bytes: &[u8]) -> Result<CorrelateState, WireError> {
-        if let Some((&FRAMED_CHECKPOINT, frame)) = bytes.split_first() {
-            // As for a block: at most 255 bytes out per byte in (and a little).
-            let most = (frame.len() as u64).saturating_mul(255).saturating_add(64);
-            let body = crate::bytes::read_framed(frame, most)
-                .map_err(|e| wire_err(format!("compressed checkpoint: {e}")))?;
-            return match body.first() {
-                Some(&BINARY_CHECKPOINT) => CorrelateState::from_bytes(&body),
-                _ => Err(wire_err("compressed checkpoint is not a binary body")),
-            };
-        }
-        if let Some((&COMPRESSED_CHECKPOINT, block)) = bytes.split_first() {
-            // One LZ4 sequence expands to at most 255 bytes per byte of input (and a little).
-            let most = block.len().saturating_mul(255).saturating_add(64);
-            let body = crate::bytes::lz4_decompress(block, most)
-                .map_err(|e| wire_err(format!("compressed checkpoint: {e}")))?;
+        // One LZ4 sequence expands to at most 255 bytes per byte of input (and a little).
+        let most = |n: usize| n.saturating_mul(255).saturating_add(64);
+        let compressed = match bytes.split_first() {
+            Some((&FRAMED_CHECKPOINT, frame)) => {
+                Some(crate::bytes::read_framed(frame, most(frame.len()) as u64))
+            }
+            Some((&COMPRESSED_CHECKPOINT, block)) => {
+                Some(crate::bytes::lz4_decompress(block, most(block.len())))
+            }
+            _ => None,
+        };
+        if let Some(body) = compressed {
+            let body = body.map_err(|e| wire_err(format!("compressed checkpoint: {e}")))?;
             return match body.first() {
                 Some(&BINARY_CHECKPOINT) => CorrelateState::from_bytes(&body),
                 _ => Err(wire_err("compressed checkpoint is not a binary body")),
