@@ -188,28 +188,28 @@ fn restore_windows(pipeline: &mut Pipeline, path: &Path) -> Option<(u64, u64)> {
             tracing::warn!(error = %e, "saved windows not moved to {}", path.display());
         }
     };
-    let old = json.exists().then(|| saved::read(&json));
-    let found = match (saved::read(path), old) {
+    let found = match (saved::read(path), saved::read(&json)) {
         // Both files: a build before the binary file ran since this one saved, or a move
         // failed half-way. The newer save wins; the other file goes.
-        (Ok(Some(bin)), Some(Ok(Some(old)))) if old.taken_at > bin.taken_at => {
+        (Ok(Some(bin)), Ok(Some(old))) if old.taken_at > bin.taken_at => {
             moved(&old);
             Ok(Some(old))
         }
         (Ok(Some(bin)), old) => {
-            if old.is_some() {
+            // The JSON file is there (older, or unreadable).
+            if !matches!(old, Ok(None)) {
                 if let Err(e) = std::fs::remove_file(&json) {
                     tracing::warn!(error = %e, "an older {} not removed", json.display());
                 }
             }
             Ok(Some(bin))
         }
-        (Ok(None), Some(Ok(Some(old)))) => {
+        (Ok(None), Ok(Some(old))) => {
             moved(&old);
             Ok(Some(old))
         }
-        (Ok(None), Some(Err(e))) => Err(e),
-        (Ok(None), Some(Ok(None)) | None) => {
+        (Ok(None), Err(e)) => Err(e),
+        (Ok(None), Ok(None)) => {
             let legacy = saved::read_legacy(pipeline.store());
             if let Ok(Some(l)) = &legacy {
                 let moved = saved::write(path, &l.snapshot, l.position, l.taken_at)
