@@ -870,7 +870,7 @@ impl Pipeline {
                     &offense_limits,
                     seen,
                     now,
-                    |o, change| {
+                    |o, change, _| {
                         let body = with_body.then(|| serde_json::to_value(o).unwrap_or_default());
                         (
                             change,

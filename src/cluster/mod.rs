@@ -781,7 +781,7 @@ pub fn run_offenses(
     // written once per batch instead of per detection.
     let mut book = crate::correlate::OffenseBook::new(config.offenses.held_open);
     // What a crash left written locally but not in ClickHouse.
-    if !mirror_offenses(stage, &ch, &local, &mut version)? {
+    if !mirror_offenses(stage, &ch, &local, &mut version, &Recent::new())? {
         return Ok(());
     }
     while !stop.load(Ordering::SeqCst) {
@@ -851,6 +851,9 @@ pub fn run_offenses(
         });
         let touched: HashSet<i32> = dets.iter().map(|(p, _)| *p).collect();
         let now = Utc::now();
+        // The events this batch stores for each offense, handed to the mirror so that it
+        // does not read them back from the working copy.
+        let mut recent = Recent::new();
         let applied = local.in_transaction(|store| {
             book.begin(store)?;
             let (mut opened, mut grown) = (0u64, 0u64);
@@ -908,7 +911,8 @@ pub fn run_offenses(
                     &limits,
                     &mut seen,
                     now,
-                    |o, change| {
+                    |o, change, kept| {
+                        recent.add(&o.id, kept);
                         let body = with_body.then(|| serde_json::to_value(o).unwrap_or_default());
                         ((o.id.clone(), o.event_count, body), change)
                     },
@@ -958,7 +962,7 @@ pub fn run_offenses(
                 return Err(e.into());
             }
         }
-        if !mirror_offenses(stage, &ch, &local, &mut version)? {
+        if !mirror_offenses(stage, &ch, &local, &mut version, &recent)? {
             return Ok(());
         }
         // Receive -> offense stored in ClickHouse, per detection (as embedded mode measures
@@ -977,14 +981,59 @@ pub fn run_offenses(
     Ok(())
 }
 
+/// The events one batch stored in the working copy, by offense: (position of the first, the
+/// events in order). An offense whose additions were not contiguous is marked unusable
+/// (`u64::MAX`), and its events are read back instead.
+struct Recent(HashMap<String, (u64, Vec<Arc<vigil_parsers::Event>>)>);
+
+impl Recent {
+    fn new() -> Recent {
+        Recent(HashMap::new())
+    }
+
+    fn add(&mut self, id: &str, kept: crate::correlate::Kept<'_>) {
+        if kept.events.is_empty() {
+            return;
+        }
+        let (first, events) = self
+            .0
+            .entry(id.to_owned())
+            .or_insert_with(|| (kept.first_seq, Vec::new()));
+        if first.checked_add(events.len() as u64) == Some(kept.first_seq) {
+            events.extend(kept.events.iter().cloned());
+        } else {
+            *first = u64::MAX;
+            events.clear();
+        }
+    }
+
+    /// The events of `id` stored from `first` up to `stored`, when this batch stored them all.
+    fn events_from(
+        &self,
+        id: &str,
+        first: u64,
+        stored: u64,
+    ) -> Option<Vec<Arc<vigil_parsers::Event>>> {
+        if first == stored {
+            return Some(Vec::new());
+        }
+        let (from, events) = self.0.get(id)?;
+        (*from == first && from.checked_add(events.len() as u64) == Some(stored))
+            .then(|| events.clone())
+    }
+}
+
 /// Writes every offense the working copy lists as changed to ClickHouse (events and rules
 /// first, then the offense versions with their partitions' marks in one `INSERT`), retrying
-/// until stored, then clears the list. False if `stop` interrupted it.
+/// until stored, then clears the list. An offense's new events come from `recent` when the
+/// last batch stored them all, else they are read back from the working copy (after a
+/// restart). False if `stop` interrupted it.
 fn mirror_offenses(
     stage: &Stage,
     ch: &ClickHouseStore,
     local: &Store,
     version: &mut u64,
+    recent: &Recent,
 ) -> anyhow::Result<bool> {
     let pending = local.unmirrored()?;
     if pending.is_empty() {
@@ -1003,11 +1052,14 @@ fn mirror_offenses(
         for r in local.offense_rules(id)? {
             rule_rows.push((id.clone(), r, *version));
         }
-        let events: Vec<Arc<vigil_parsers::Event>> = local
-            .offense_events_from(id, *first, u64::MAX)?
-            .into_iter()
-            .map(Arc::new)
-            .collect();
+        let events = match recent.events_from(id, *first, o.stored_events) {
+            Some(events) => events,
+            None => local
+                .offense_events_from(id, *first, u64::MAX)?
+                .into_iter()
+                .map(Arc::new)
+                .collect(),
+        };
         event_rows.push((id.clone(), *first, events));
         let p = partition_of(&o.index_value, stage.partitions);
         let marks = match marks_of.get(&p) {
@@ -1216,4 +1268,90 @@ pub fn run_store(stage: &Stage, ch: Arc<ClickHouseStore>) -> anyhow::Result<()> 
         pending.clear();
     }
     Ok(())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use chrono::{DateTime, Utc};
+    use vigil_parsers::Event;
+
+    use super::Recent;
+    use crate::correlate::Kept;
+
+    fn events(messages: &[&str]) -> Vec<Arc<Event>> {
+        let t = DateTime::<Utc>::from_timestamp(0, 0).unwrap();
+        messages
+            .iter()
+            .map(|m| {
+                let mut e = Event::new(t, t);
+                e.message = Some((*m).into());
+                Arc::new(e)
+            })
+            .collect()
+    }
+
+    fn messages(list: &[Arc<Event>]) -> Vec<String> {
+        list.iter()
+            .map(|e| e.message.as_deref().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// A batch's kept events are handed to the mirror only when they are exactly the ones the
+    /// working copy holds from the mirror's position on; anything else is read back.
+    #[test]
+    fn recent_events_cover_the_unmirrored_span_or_are_not_used() {
+        let mut recent = Recent::new();
+        let (a, b) = (events(&["a1", "a2"]), events(&["a3"]));
+        recent.add(
+            "A",
+            Kept {
+                first_seq: 5,
+                events: &a,
+            },
+        );
+        recent.add(
+            "A",
+            Kept {
+                first_seq: 7,
+                events: &b,
+            },
+        );
+        recent.add(
+            "A",
+            Kept {
+                first_seq: 8,
+                events: &[],
+            },
+        );
+        assert_eq!(
+            messages(&recent.events_from("A", 5, 8).unwrap()),
+            ["a1", "a2", "a3"]
+        );
+        // Events before this batch (a restart's leftovers) or beyond what it stored: read back.
+        assert!(recent.events_from("A", 4, 8).is_none());
+        assert!(recent.events_from("A", 5, 9).is_none());
+        // Nothing new: nothing to read.
+        assert!(recent.events_from("B", 3, 3).unwrap().is_empty());
+        assert!(recent.events_from("B", 3, 4).is_none());
+        // A gap (never expected) makes the offense's list unusable.
+        recent.add(
+            "C",
+            Kept {
+                first_seq: 0,
+                events: &a,
+            },
+        );
+        recent.add(
+            "C",
+            Kept {
+                first_seq: 3,
+                events: &b,
+            },
+        );
+        assert!(recent.events_from("C", 0, 3).is_none());
+        assert!(recent.events_from("C", 0, 4).is_none());
+    }
 }

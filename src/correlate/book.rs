@@ -715,7 +715,7 @@ vigil:
                                     &limits,
                                     &mut seen,
                                     t0(),
-                                    |_, c| c,
+                                    |_, c, _| c,
                                 )?;
                                 out.push(change);
                                 let later = match change {

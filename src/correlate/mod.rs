@@ -505,8 +505,16 @@ pub fn apply_detection(
         limits,
         seen,
         now,
-        |o, change| (o.clone(), change),
+        |o, change, _| (o.clone(), change),
     )
+}
+
+/// The contributing events a run of detections kept for its offense, stored in that order from
+/// position `first_seq` on (none when the offense holds `max_events_per_offense` already).
+#[derive(Debug, Clone, Copy)]
+pub struct Kept<'a> {
+    pub first_seq: u64,
+    pub events: &'a [Arc<Event>],
 }
 
 /// How a detection may share a run with other detections of its index ([`group_detections`]).
@@ -605,8 +613,9 @@ pub type Member<'a> = (
 
 /// Applies a run of detections of one index, as [`group_detections`] made it (or a single
 /// detection): what applying them one by one in order does, with one lookup of the offense
-/// and one write. `then` sees the offense as it now is and what the first member did to it
-/// (the others joined the offense it created or joined); its result is returned.
+/// and one write. `then` sees the offense as it now is, what the first member did to it (the
+/// others joined the offense it created or joined) and the events kept for it, which are stored
+/// after `then` returns; its result is returned.
 pub fn apply_detections<R>(
     store: &Store,
     book: &mut OffenseBook,
@@ -614,7 +623,7 @@ pub fn apply_detections<R>(
     limits: &OffenseLimits,
     seen: &mut SeenEvents,
     now: DateTime<Utc>,
-    then: impl FnOnce(&Offense, OffenseChange) -> R,
+    then: impl FnOnce(&Offense, OffenseChange, Kept<'_>) -> R,
 ) -> Result<R, StoreError> {
     let (d, meta, _, _) = first;
     let members = || std::iter::once(first).chain(rest.iter().copied());
@@ -825,7 +834,14 @@ pub fn apply_detections<R>(
     }
     let first_seq = offense.stored_events;
     offense.stored_events += keep.len() as u64;
-    let result = then(offense, change);
+    let result = then(
+        offense,
+        change,
+        Kept {
+            first_seq,
+            events: &keep,
+        },
+    );
     if change == OffenseChange::Created {
         // Its events refer to it (a foreign key): the row goes first.
         booked.write(store)?;
