@@ -82,7 +82,7 @@ threads() {
 for rate in ${VIGIL_BENCH_RATES:-0 150000 100000 20000}; do
   echo "== rate ${rate} (0 = flat out), ${secs}s"
   threads > "$dir/cpu.before"
-  "$bin" loadgen "${send[@]}" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
+  ${VIGIL_BENCH_TIME:-} "$bin" loadgen "${send[@]}" --api "$api" --token bench --rate "$rate" --duration-secs "$secs"
   threads > "$dir/cpu.after"
   echo "server CPU seconds by thread during this rate:"
   join -a2 "$dir/cpu.before" "$dir/cpu.after" | awk 'NF==3 {printf "  %-18s %7.2f\n", $1, $3 - $2} NF==2 {printf "  %-18s %7.2f\n", $1, $2}'
