@@ -7,6 +7,7 @@
 # the rates to run (default "0 150000 100000 20000"; 0 = flat out); VIGIL_BIN: a vigil binary to
 # run instead of building this tree (to compare two builds); VIGIL_BENCH_UDP=1: send over UDP;
 # VIGIL_BENCH_METRICS_OUT: a file to keep the server's whole /metrics text in after each rate;
+# VIGIL_BENCH_TIME: a command to run the load generator under (e.g. "/usr/bin/time -f %U", its CPU);
 # VIGIL_BENCH_SIGMA=N: the shipped rules plus N SigmaHQ rule files from fixtures/sigma (Linux
 # ones first, then the rest, in path order: the selection of `correlate/benches/sigmahq.rs`,
 # so 997 gives its 1,000-rule set), each without its `logsource` block so it runs against
