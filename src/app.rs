@@ -23,7 +23,7 @@ use crate::telemetry::Metrics;
 /// spreads the per-transaction costs (each open offense it touches written once, the commit)
 /// over more records. 32,768 rather than 8,192: with 1,000 rules every open offense is touched
 /// in every batch, and the larger batch gave 5-14 % more records a second flat out and a lower
-/// p99 at 80 k/s (BENCHMARKS.md, "Batches of 32,768"), for about 60 MB more RSS at saturation.
+/// p99 at 80 k/s (BENCHMARKS.md, "End to end, 2026-12-01 later"), for about 60 MB more RSS at saturation.
 pub const BATCH_RECORDS: usize = 32_768;
 
 /// Raw bytes the engine takes per batch at most, whatever the record count: bounds a batch's

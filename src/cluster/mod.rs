@@ -51,7 +51,8 @@ use wire::{
 const BATCH: usize = 1024;
 /// Records taken from the collector queue in one batch at most (packed into a few Kafka
 /// records per partition). 16,384 rather than 4,096: 13-17 % more events a second flat out
-/// through Kafka and ClickHouse, 5-9 % less CPU an event (BENCHMARKS.md, 2026-12-01).
+/// through Kafka and ClickHouse, 2-9 % less CPU an event (BENCHMARKS.md, "End to end,
+/// 2026-12-01 later").
 const INGEST_BATCH: usize = 16_384;
 /// The store stage inserts once it holds this many bytes of records (or waited
 /// `store.clickhouse.batch_max_wait_ms`).
@@ -905,6 +906,7 @@ pub fn run_offenses(
                     None
                 };
                 let with_body = !webhooks.is_empty();
+                let mut closed_now: Option<(String, u64)> = None;
                 let (o, change) = apply_detections(
                     store,
                     &mut book,
@@ -914,11 +916,17 @@ pub fn run_offenses(
                     now,
                     |o, change, kept| {
                         recent.add(&o.id, kept);
+                        closed_now = kept.closed.map(|(id, n)| (id.to_owned(), n));
                         let body = with_body.then(|| serde_json::to_value(o).unwrap_or_default());
                         ((o.id.clone(), o.event_count, body), change)
                     },
                 )?;
                 let (id, event_count, body) = o;
+                // An offense this run closed as inactive changed too: ClickHouse gets its
+                // closed version (no new events).
+                if let Some((closed, stored)) = closed_now.take() {
+                    store.note_unmirrored(&closed, stored)?;
+                }
                 grown += rest.len() as u64;
                 let first = if change == crate::correlate::OffenseChange::Created {
                     opened += 1;
@@ -1028,7 +1036,8 @@ impl Recent {
 /// first, then the offense versions with their partitions' marks in one `INSERT`), retrying
 /// until stored, then clears the list. An offense's new events come from `recent` when the
 /// last batch stored them all, else they are read back from the working copy (after a
-/// restart). False if `stop` interrupted it.
+/// restart, and for a closed offense joined under suppression, listed from its first event).
+/// False if `stop` interrupted it.
 fn mirror_offenses(
     stage: &Stage,
     ch: &ClickHouseStore,
@@ -1311,6 +1320,7 @@ mod tests {
             Kept {
                 first_seq: 5,
                 events: &a,
+                closed: None,
             },
         );
         recent.add(
@@ -1318,6 +1328,7 @@ mod tests {
             Kept {
                 first_seq: 7,
                 events: &b,
+                closed: None,
             },
         );
         recent.add(
@@ -1325,6 +1336,7 @@ mod tests {
             Kept {
                 first_seq: 8,
                 events: &[],
+                closed: None,
             },
         );
         assert_eq!(
@@ -1337,12 +1349,13 @@ mod tests {
         // Nothing new: nothing to read.
         assert!(recent.events_from("B", 3, 3).unwrap().is_empty());
         assert!(recent.events_from("B", 3, 4).is_none());
-        // A gap (never expected) makes the offense's list unusable.
+        // A gap (an id starting again at 0, never expected) makes the offense's list unusable.
         recent.add(
             "C",
             Kept {
                 first_seq: 0,
                 events: &a,
+                closed: None,
             },
         );
         recent.add(
@@ -1350,6 +1363,7 @@ mod tests {
             Kept {
                 first_seq: 3,
                 events: &b,
+                closed: None,
             },
         );
         assert!(recent.events_from("C", 0, 3).is_none());

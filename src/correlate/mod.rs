@@ -510,11 +510,14 @@ pub fn apply_detection(
 }
 
 /// The contributing events a run of detections kept for its offense, stored in that order from
-/// position `first_seq` on (none when the offense holds `max_events_per_offense` already).
+/// position `first_seq` on (none when the offense holds `max_events_per_offense` already, or
+/// when every event was counted for it before); and the offense of the same index the run
+/// closed as inactive before opening this one, if it did (its id and stored events).
 #[derive(Debug, Clone, Copy)]
 pub struct Kept<'a> {
     pub first_seq: u64,
     pub events: &'a [Arc<Event>],
+    pub closed: Option<(&'a str, u64)>,
 }
 
 /// How a detection may share a run with other detections of its index ([`group_detections`]).
@@ -636,6 +639,7 @@ pub fn apply_detections<R>(
         .max()
         .unwrap_or(d.last_seen);
     let mut open = book.take(store, &d.index_field, &d.index_value)?;
+    let mut closed_as_inactive: Option<(String, u64)> = None;
     if let Some(mut closed) = open.take_if(|b| {
         b.offense
             .last_seen
@@ -650,6 +654,7 @@ pub fn apply_detections<R>(
         o.updated_at = now;
         closed.dirty = true;
         closed.write(store)?;
+        closed_as_inactive = Some((closed.offense.id.clone(), closed.offense.stored_events));
     }
     // Suppression: no open offense, but one closed recently (event time) for this index and the
     // rule asks to suppress re-alerts: the detection joins the closed offense, which stays
@@ -840,6 +845,9 @@ pub fn apply_detections<R>(
         Kept {
             first_seq,
             events: &keep,
+            closed: closed_as_inactive
+                .as_ref()
+                .map(|(id, stored)| (id.as_str(), *stored)),
         },
     );
     if change == OffenseChange::Created {
@@ -972,6 +980,77 @@ mod tests {
         let mut out = Vec::new();
         engine.process(&Arc::new(event), &mut out);
         out
+    }
+
+    /// A detection after `inactive_after` of quiet closes the open offense and opens another;
+    /// the caller is told which offense it closed (the scaled-out stage mirrors it too).
+    #[test]
+    fn a_run_that_closes_an_inactive_offense_names_it() -> Result<(), StoreError> {
+        let rules = "title: Root login failure
+name: root_failure
+logsource: {product: linux, service: sshd}
+detection:
+  sel: {user.name: root, event.outcome: failure}
+  condition: sel
+level: medium
+vigil:
+  offense: {index: source.ip}
+";
+        let event_at = |secs: i64| -> Result<Event, StoreError> {
+            let t = DateTime::<Utc>::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default();
+            let mut e = Event::new(t, t);
+            for (k, v) in [
+                ("process.name", "sshd"),
+                ("event.dataset", "openssh"),
+                ("user.name", "root"),
+                ("event.outcome", "failure"),
+                ("source.ip", "203.0.113.7"),
+            ] {
+                e.set(k, v)
+                    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+            }
+            e.sequence = Some(secs as u64);
+            Ok(e)
+        };
+        let store = Store::open_in_memory()?;
+        let mut book = OffenseBook::new(16);
+        let limits = OffenseLimits {
+            inactive_after: chrono::Duration::seconds(100),
+            ..OffenseLimits::default()
+        };
+        let meta = RuleMeta::default();
+        let mut seen = SeenEvents::new(100);
+        let now = DateTime::<Utc>::from_timestamp(1_800_000_000, 0).unwrap_or_default();
+        let (mut ids, mut closed) = (Vec::new(), Vec::new());
+        for secs in [0, 10, 1_000] {
+            let detections = detections_for(rules, event_at(secs)?);
+            assert_eq!(detections.len(), 1);
+            let d = &detections[0];
+            ids.push(apply_detections(
+                &store,
+                &mut book,
+                ((d, &meta, None, 0), &[]),
+                &limits,
+                &mut seen,
+                now,
+                |o, _, kept| {
+                    closed.push(kept.closed.map(|(id, n)| (id.to_owned(), n)));
+                    o.id.clone()
+                },
+            )?);
+            book.flush(&store)?;
+        }
+        // The third detection, 990 s after the second, closed the offense the first two made
+        // (2 events stored) and opened another.
+        assert_eq!(ids[0], ids[1]);
+        assert_ne!(ids[2], ids[0]);
+        assert_eq!(closed, [None, None, Some((ids[0].clone(), 2))]);
+        let old = store
+            .get_offense(&ids[0])?
+            .ok_or_else(|| StoreError::Corrupt("the closed offense is gone".into()))?;
+        assert_eq!(old.status, crate::store::OffenseStatus::Closed);
+        assert_eq!(old.stored_events, 2);
+        Ok(())
     }
 
     #[test]
