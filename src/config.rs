@@ -485,7 +485,8 @@ pub struct StoreConfig {
     /// 4,096 events) at a time, and counted.
     pub max_events: u64,
     /// Most events waiting for the `events.db` writer; beyond it a batch is not kept for
-    /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected), or,
+    /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected; keep it
+    /// at 32,768 or more, the largest batch, or full batches are never kept when shedding), or,
     /// with `event_overflow = "wait"`, the engine waits for room.
     pub event_queue: usize,
     /// `shed` (default): under overload the searchable copy gives way (counted), offenses
@@ -493,7 +494,8 @@ pub struct StoreConfig {
     /// the spool, slow to the writer's pace.
     pub event_overflow: crate::store::writer::Overflow,
     /// Most flow rows waiting for the `flows.db` writer; beyond it a batch is not kept for
-    /// search (counted in `vigil_store_flows_dropped_total`; detection is unaffected).
+    /// search (counted in `vigil_store_flows_dropped_total`; detection is unaffected; keep it
+    /// at 32,768 or more, the largest batch).
     pub flow_queue: usize,
     /// Closed offenses (with their events, rules and notes) are deleted this many days after
     /// they were closed (checked hourly, counted). Open offenses are never deleted.

@@ -100,7 +100,7 @@ pub enum Overflow {
 const MAX_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Hands rows to a writer thread. Shedding ([`Overflow::Shed`]) it never blocks the engine: a
-/// batch that would take a non-empty queue over its limit is counted as dropped instead.
+/// batch that would take the queue over its limit is counted as dropped instead.
 pub struct Sink<R> {
     tx: SyncSender<Vec<R>>,
     queued: Arc<AtomicUsize>,
@@ -156,15 +156,10 @@ impl<R> Sink<R> {
                 std::thread::sleep(std::time::Duration::from_micros(500));
             }
             self.queued.fetch_add(n, Ordering::AcqRel);
-        } else {
-            // A batch larger than the limit is taken when nothing waits (as waiting does), so
-            // a limit below the batch size does not shed every full batch.
-            let before = self.queued.fetch_add(n, Ordering::AcqRel);
-            if before > 0 && before + n > self.limit {
-                self.queued.fetch_sub(n, Ordering::AcqRel);
-                self.dropped.add(n as u64);
-                return;
-            }
+        } else if self.queued.fetch_add(n, Ordering::AcqRel) + n > self.limit {
+            self.queued.fetch_sub(n, Ordering::AcqRel);
+            self.dropped.add(n as u64);
+            return;
         }
         match self.tx.try_send(rows) {
             Ok(()) => {}
@@ -306,45 +301,6 @@ mod tests {
             stored: ("test_stored_total", "Stored."),
             evicted: ("test_evicted_total", "Evicted."),
         }
-    }
-
-    /// Keeps what it is given.
-    struct Kept(Arc<std::sync::Mutex<Vec<u32>>>);
-
-    impl Table for Kept {
-        type Row = u32;
-
-        fn insert(&mut self, rows: &[u32], _max_kept: u64) -> Result<u64, StoreError> {
-            if let Ok(mut kept) = self.0.lock() {
-                kept.extend_from_slice(rows);
-            }
-            Ok(0)
-        }
-    }
-
-    /// A shedding sink whose limit is below one batch still takes that batch when nothing
-    /// waits (a batch of the engine can be larger than a configured queue).
-    #[test]
-    fn a_batch_larger_than_the_limit_is_kept_when_the_queue_is_empty() {
-        let metrics = Metrics::new();
-        let rows = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (sink, handle) = spawn(
-            Kept(Arc::clone(&rows)),
-            names(),
-            100,
-            (2, Overflow::Shed),
-            &metrics,
-        )
-        .unwrap();
-        sink.send(vec![1, 2, 3, 4, 5]);
-        drop(sink);
-        handle.join().unwrap();
-        assert_eq!(*rows.lock().unwrap(), [1, 2, 3, 4, 5]);
-        let text = metrics.render();
-        assert!(
-            text.contains("test_dropped_total{reason=\"queue_full\"} 0"),
-            "{text}"
-        );
     }
 
     /// A waiting sink whose writer died does not wait for room that never comes: what it is
