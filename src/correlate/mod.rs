@@ -970,6 +970,25 @@ mod tests {
         assert_eq!(magnitude(&rules, Some((3, "lab"))).2, 4);
     }
 
+    /// A failed sshd login as root from 203.0.113.7, `secs` after 1_700_000_000, with
+    /// `sequence`.
+    fn root_failure_from_docnet(secs: i64, sequence: u64) -> Result<Event, StoreError> {
+        let t = DateTime::<Utc>::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default();
+        let mut e = Event::new(t, t);
+        for (k, v) in [
+            ("process.name", "sshd"),
+            ("event.dataset", "openssh"),
+            ("user.name", "root"),
+            ("event.outcome", "failure"),
+            ("source.ip", "203.0.113.7"),
+        ] {
+            e.set(k, v)
+                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
+        }
+        e.sequence = Some(sequence);
+        Ok(e)
+    }
+
     fn detections_for(rules_yaml: &str, event: Event) -> Vec<Detection> {
         let (set, errors) = RuleSet::from_sources(&[RuleSource {
             path: "t.yml".into(),
@@ -996,22 +1015,7 @@ level: medium
 vigil:
   offense: {index: source.ip}
 ";
-        let event_at = |secs: i64| -> Result<Event, StoreError> {
-            let t = DateTime::<Utc>::from_timestamp(1_700_000_000 + secs, 0).unwrap_or_default();
-            let mut e = Event::new(t, t);
-            for (k, v) in [
-                ("process.name", "sshd"),
-                ("event.dataset", "openssh"),
-                ("user.name", "root"),
-                ("event.outcome", "failure"),
-                ("source.ip", "203.0.113.7"),
-            ] {
-                e.set(k, v)
-                    .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-            }
-            e.sequence = Some(secs as u64);
-            Ok(e)
-        };
+        let event_at = |secs: i64| root_failure_from_docnet(secs, secs as u64);
         let store = Store::open_in_memory()?;
         let mut book = OffenseBook::new(16);
         let limits = OffenseLimits {
@@ -1077,19 +1081,7 @@ vigil:
   offense: {index: source.ip, relevance: 6, credibility: 8}
 ";
         let t = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
-        let mut e = Event::new(t, t);
-        for (k, v) in [
-            ("process.name", "sshd"),
-            ("event.dataset", "openssh"),
-            ("user.name", "root"),
-            ("event.outcome", "failure"),
-            ("source.ip", "203.0.113.7"),
-        ] {
-            e.set(k, v)
-                .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-        }
-        e.sequence = Some(7);
-        let detections = detections_for(rules, e);
+        let detections = detections_for(rules, root_failure_from_docnet(0, 7)?);
         assert_eq!(detections.len(), 2);
         let store = Store::open_in_memory()?;
         let meta = RuleMeta {
