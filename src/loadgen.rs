@@ -300,13 +300,19 @@ async fn run_netflow(args: &LoadgenArgs, target: &str) -> anyhow::Result<Loadgen
     // Done = through the engine (context, rules, store), not just decoded.
     let records = |t: &str| metric_sum(t, "vigil_parse_events_total");
     let base = records(&before);
+    // Records that will never arrive: the kernel's drops on Vigil's socket (30 a datagram)
+    // and what a full queue refused.
+    let lost = |t: &str| {
+        let delta = |name: &str| metric_sum(t, name).saturating_sub(metric_sum(&before, name));
+        delta("vigil_flow_kernel_drops_total") * 30 + delta("vigil_collector_dropped_total")
+    };
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
     let mut progress = Progress::new();
     let after = loop {
         let text = scrape(args).await?;
         let done = records(&text).saturating_sub(base);
-        // Datagrams the kernel dropped never arrive: stop once nothing moved for 2 s.
-        if done >= sent_records || Instant::now() > deadline || progress.stalled(done) {
+        if done + lost(&text) >= sent_records || Instant::now() > deadline || progress.stalled(done)
+        {
             break text;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -324,8 +330,7 @@ async fn run_netflow(args: &LoadgenArgs, target: &str) -> anyhow::Result<Loadgen
             + delta("vigil_offenses_updated_total"),
         offense_latency_p50_secs: None,
         offense_latency_p99_secs: None,
-        dropped_or_refused: delta("vigil_flow_kernel_drops_total") * 30
-            + delta("vigil_collector_dropped_total"),
+        dropped_or_refused: lost(&after),
     })
 }
 
@@ -343,8 +348,8 @@ pub async fn run(args: LoadgenArgs) -> anyhow::Result<LoadgenReport> {
     let send_secs = start.elapsed().as_secs_f64();
     let base = processed(&before, args.until_stored);
     let deadline = Instant::now() + Duration::from_secs(args.drain_timeout_secs);
-    // Over UDP a datagram may be lost where nothing counts it: stop once nothing moved for 2 s
-    // (as for flows), and count the time until the last progress.
+    // Over UDP a datagram may be lost where nothing counts it: stop once nothing moved for a
+    // while (as for flows), and count the time until the last progress.
     let mut progress = Progress::new();
     let mut stalled = false;
     let after = loop {
@@ -421,13 +426,18 @@ fn due(start: Instant, sent: u64, rate: Option<u64>, burst: u64) -> u64 {
 }
 
 /// Waiting for the target after sending: whether the count of records done has stopped moving
-/// for 2 s (records lost where nothing counts them), and when it last moved.
+/// for a while (records lost where nothing counts them), and when it last moved.
 struct Progress {
     done: u64,
     moved: Instant,
 }
 
 impl Progress {
+    /// How long nothing may move before the records still missing count as lost. Longer than
+    /// the engine's pauses: a snapshot of millions of correlation keys (a flow backlog) holds
+    /// it for several seconds, and 2 s cut flow runs off a third of the way through.
+    const QUIET: Duration = Duration::from_secs(10);
+
     fn new() -> Progress {
         Progress {
             done: 0,
@@ -435,13 +445,13 @@ impl Progress {
         }
     }
 
-    /// Notes `done`; true once it has not changed for 2 s.
+    /// Notes `done`; true once it has not changed for [`Progress::QUIET`].
     fn stalled(&mut self, done: u64) -> bool {
         if done != self.done {
             self.done = done;
             self.moved = Instant::now();
         }
-        self.moved.elapsed() > Duration::from_secs(2)
+        self.moved.elapsed() > Self::QUIET
     }
 
     /// Seconds from `start` to the last change, at least `send_secs`.
@@ -517,7 +527,7 @@ async fn send_syslog(args: &LoadgenArgs) -> anyhow::Result<u64> {
 }
 
 /// Runs the load against a target that writes a line per record to `path` (see
-/// `--count-lines`): done when every record's line is there, or nothing was added for 2 s.
+/// `--count-lines`): done when every record's line is there, or nothing was added for a while.
 async fn run_to_file(args: &LoadgenArgs, path: &std::path::Path) -> anyhow::Result<LoadgenReport> {
     let mut lines = LineCounter::new(path)?;
     let base = lines.count()?;

@@ -124,6 +124,9 @@ pub struct Pipeline {
     /// When GeoIP files were last checked for a new version.
     geo_checked: Option<chrono::DateTime<Utc>>,
     geo_check_every: chrono::Duration,
+    /// When freed memory was last given back to the system (after a state save; at most once
+    /// per [`GIVE_BACK_EVERY`]).
+    gave_back: std::cell::Cell<Option<std::time::Instant>>,
     reference_added: Counter,
     reference_add_failed: Counter,
     /// Where stored batches' log events go to be searchable (none: not kept).
@@ -293,6 +296,7 @@ impl Pipeline {
             asset_factors: Vec::new(),
             set_additions: Vec::new(),
             geo_checked: None,
+            gave_back: std::cell::Cell::new(None),
             geo_check_every: chrono::Duration::seconds(60),
         }
     }
@@ -459,7 +463,18 @@ impl Pipeline {
                 &[],
             )
             .inc();
-        give_back_memory();
+        // A filling spool makes saves come every few seconds; a give-back each time handed
+        // the pipeline's working memory back to the system only for it to be faulted in and
+        // zeroed again (a third of the normalize thread's time under a flow backlog).
+        let now = std::time::Instant::now();
+        if self
+            .gave_back
+            .get()
+            .is_none_or(|at| now.duration_since(at) >= GIVE_BACK_EVERY)
+        {
+            self.gave_back.set(Some(now));
+            give_back_memory();
+        }
     }
 
     /// Stores every flow the superflow condenser still holds (the service calls it at
@@ -739,11 +754,17 @@ impl Pipeline {
             }
         };
         self.batches.inc();
+        // The next batch's lists start at this one's size: grown once, not by doubling.
         if let Some(sink) = &self.event_sink {
-            sink.send(std::mem::take(&mut self.searchable));
+            let n = self.searchable.len();
+            sink.send(std::mem::replace(
+                &mut self.searchable,
+                Vec::with_capacity(n),
+            ));
         }
         if let Some(sink) = &self.flow_sink {
-            sink.send(std::mem::take(&mut self.flows));
+            let n = self.flows.len();
+            sink.send(std::mem::replace(&mut self.flows, Vec::with_capacity(n)));
         }
         // Counted only now that the batch is stored: a metric never runs ahead of what the API
         // can show.
@@ -1129,6 +1150,9 @@ impl Pipeline {
         }
     }
 }
+
+/// Least time between two [`give_back_memory`] calls after state saves.
+const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Returns freed heap memory to the system, on the calling thread (the engine's), after a
 /// window save. The binary allocates with mimalloc (`src/main.rs`): blocks the engine

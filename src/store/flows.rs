@@ -164,7 +164,7 @@ impl Framed for FlowRow {
         match self {
             FlowRow::Flow(e) => vigil_parsers::codec::encode(e, out),
             // Serializing plain fields cannot fail; were it to, the body is empty JSON.
-            FlowRow::Super(s) => match serde_json::to_writer(&mut *out, s) {
+            FlowRow::Super(s) => match serde_json::to_writer(&mut *out, &**s) {
                 Ok(()) => {}
                 Err(_) => out.extend_from_slice(b"{}"),
             },
@@ -584,7 +584,7 @@ mod tests {
                     if rng.random_bool(0.1) {
                         let src: IpAddr = ips[rng.random_range(0..4)].parse().unwrap();
                         all.push((id, Some(src), None, bytes));
-                        FlowRow::Super(super::super::superflow::SuperFlow {
+                        FlowRow::Super(Box::new(super::super::superflow::SuperFlow {
                             source_ip: src,
                             flows: 9,
                             packets: 9,
@@ -596,7 +596,7 @@ mod tests {
                             transports: vec!["tcp".into()],
                             sample_destinations: Vec::new(),
                             exporter: "192.0.2.250".into(),
-                        })
+                        }))
                     } else {
                         let e = flow(
                             ips[rng.random_range(0..4)],
