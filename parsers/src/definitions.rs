@@ -323,12 +323,16 @@ struct Pattern {
     set: Vec<(String, String)>,
 }
 
-type CacheMaker = Box<dyn Fn() -> (BtCache, BtCaptures) + Send + Sync>;
+/// A search's state: the backtracker's, and the quick matcher's group slots.
+type SearchState = (BtCache, BtCaptures, Vec<Option<usize>>);
+type CacheMaker = Box<dyn Fn() -> SearchState + Send + Sync>;
 
-/// A start-anchored pattern's bounded backtracker, with search state per thread.
+/// A start-anchored pattern's bounded backtracker, with search state per thread, and its
+/// quick matcher when the pattern has the usual shape (`crate::quick`), tried first.
 struct AnchoredPattern {
     bt: BoundedBacktracker,
-    state: Pool<(BtCache, BtCaptures), CacheMaker>,
+    quick: Option<crate::quick::Quick>,
+    state: Pool<SearchState, CacheMaker>,
 }
 
 impl std::fmt::Debug for AnchoredPattern {
@@ -345,10 +349,19 @@ impl AnchoredPattern {
         if !bt.get_nfa().is_always_start_anchored() {
             return None;
         }
+        let quick = crate::quick::Quick::new(source);
+        let slots = quick.as_ref().map_or(0, crate::quick::Quick::slots_len);
         let maker = bt.clone();
-        let state: CacheMaker = Box::new(move || (maker.create_cache(), maker.create_captures()));
+        let state: CacheMaker = Box::new(move || {
+            (
+                maker.create_cache(),
+                maker.create_captures(),
+                vec![None; slots],
+            )
+        });
         Some(Arc::new(AnchoredPattern {
             bt,
+            quick,
             state: Pool::new(state),
         }))
     }
@@ -361,7 +374,14 @@ impl AnchoredPattern {
             return Err(());
         }
         let mut guard = self.state.get();
-        let (cache, caps) = &mut *guard;
+        let (cache, caps, slots) = &mut *guard;
+        if let Some(quick) = &self.quick {
+            match quick.captures(text, slots) {
+                crate::quick::Outcome::Match => return Ok(Some(Groups::Slots(text, guard))),
+                crate::quick::Outcome::NoMatch => return Ok(None),
+                crate::quick::Outcome::GaveUp => {}
+            }
+        }
         let input = Input::new(text).anchored(Anchored::Yes);
         self.bt.try_captures(cache, input, caps).map_err(|_| ())?;
         Ok(caps.is_match().then_some(Groups::Spans(text, guard)))
@@ -371,7 +391,9 @@ impl AnchoredPattern {
 /// The groups of a pattern's match, from the regex or from its backtracker.
 enum Groups<'p, 't> {
     Regex(regex::Captures<'t>),
-    Spans(&'t str, PoolGuard<'p, (BtCache, BtCaptures), CacheMaker>),
+    Spans(&'t str, PoolGuard<'p, SearchState, CacheMaker>),
+    /// From the quick matcher: its slots (two a group).
+    Slots(&'t str, PoolGuard<'p, SearchState, CacheMaker>),
 }
 
 impl<'t> Groups<'_, 't> {
@@ -380,6 +402,10 @@ impl<'t> Groups<'_, 't> {
         match self {
             Groups::Regex(c) => c.get(i).map(|m| m.as_str()),
             Groups::Spans(text, guard) => guard.1.get_group(i).and_then(|s| text.get(s.range())),
+            Groups::Slots(text, guard) => {
+                let at = |j: usize| guard.2.get(j).copied().flatten();
+                text.get(at(i * 2)?..at(i * 2 + 1)?)
+            }
         }
     }
 }
@@ -2767,6 +2793,82 @@ mod tests {
     /// shipped definition's test messages and cut, extended and doubled forms of them; a pattern
     /// not anchored at the start has none (`x|^y`, `(?m)^y`).
     #[test]
+    fn quick_matchers_capture_what_the_regexes_capture_on_mutated_lines() {
+        let set = DefinitionSet::builtin();
+        // Each shipped test line, cut, patched, grown and repeated at pseudo-random places.
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut pick = |n: usize| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            usize::try_from(seed >> 33).unwrap() % n.max(1)
+        };
+        const BYTES: &[u8] = b" :./-[]()\"=;,0aZ\t";
+        let mut corpus: Vec<String> = Vec::new();
+        for d in &set.definitions {
+            for t in &d.tests {
+                for _ in 0..12 {
+                    let mut b = t.message.as_bytes().to_vec();
+                    for _ in 0..1 + pick(3) {
+                        let i = pick(b.len() + 1);
+                        let j = i + pick(b.len() - i + 1);
+                        match pick(4) {
+                            0 => drop(b.drain(i..j)),
+                            1 if i < b.len() => b[i] = BYTES[pick(BYTES.len())],
+                            2 => b.insert(i, BYTES[pick(BYTES.len())]),
+                            _ => {
+                                let copy = b[i..j].to_vec();
+                                b.splice(j..j, copy);
+                            }
+                        }
+                    }
+                    if let Ok(text) = String::from_utf8(b) {
+                        corpus.push(text);
+                    }
+                }
+            }
+        }
+        let (mut decided, mut matched) = (0, 0);
+        for d in &set.definitions {
+            let Body::Regex { patterns, .. } = &d.body else {
+                continue;
+            };
+            for p in patterns {
+                let Some(q) = p.anchored.as_deref().and_then(|a| a.quick.as_ref()) else {
+                    continue;
+                };
+                let mut slots = vec![None; q.slots_len()];
+                for text in &corpus {
+                    let want = p.regex.captures(text);
+                    match q.captures(text, &mut slots) {
+                        crate::quick::Outcome::GaveUp => continue,
+                        crate::quick::Outcome::NoMatch => {
+                            assert!(want.is_none(), "{} on {text:?}", p.name);
+                        }
+                        crate::quick::Outcome::Match => {
+                            let want = want.unwrap_or_else(|| panic!("{} on {text:?}", p.name));
+                            matched += 1;
+                            for (i, pair) in slots.chunks(2).enumerate() {
+                                let got = match pair {
+                                    [Some(a), Some(b)] => text.get(*a..*b),
+                                    _ => None,
+                                };
+                                let want = want.get(i).map(|m| m.as_str());
+                                assert_eq!(want, got, "{} group {i} on {text:?}", p.name);
+                            }
+                        }
+                    }
+                    decided += 1;
+                }
+            }
+        }
+        assert!(
+            corpus.len() > 500 && matched > 200,
+            "{matched} of {decided}"
+        );
+    }
+
+    #[test]
     fn anchored_backtrackers_capture_what_the_regexes_capture() {
         let set = DefinitionSet::builtin();
         let mut corpus: Vec<String> = Vec::new();
@@ -2784,7 +2886,8 @@ mod tests {
                 corpus.push(m);
             }
         }
-        let (mut anchored, mut compared, mut matched) = (0, 0, 0);
+        let (mut anchored, mut quick, mut compared, mut matched) = (0, 0, 0, 0);
+        let mut decided = 0;
         for d in &set.definitions {
             let Body::Regex { patterns, .. } = &d.body else {
                 continue;
@@ -2792,6 +2895,14 @@ mod tests {
             for p in patterns {
                 let Some(a) = &p.anchored else { continue };
                 anchored += 1;
+                if let Some(q) = &a.quick {
+                    quick += 1;
+                    let mut slots = vec![None; q.slots_len()];
+                    decided += corpus
+                        .iter()
+                        .filter(|t| q.captures(t, &mut slots) != crate::quick::Outcome::GaveUp)
+                        .count();
+                }
                 for text in &corpus {
                     let want = p.regex.captures(text);
                     let got = a.captures(text).unwrap();
@@ -2812,6 +2923,9 @@ mod tests {
             }
         }
         assert!(anchored >= 40, "{anchored}");
+        // Most go through the quick matcher (the envoy ones, with counted groups, too).
+        assert!(quick * 10 >= anchored * 9, "{quick} of {anchored}");
+        assert!(decided * 10 >= quick * corpus.len() * 9, "{decided}");
         assert!(
             matched > 100 && compared > matched,
             "{matched} of {compared}"

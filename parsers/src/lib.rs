@@ -22,6 +22,7 @@ pub mod definitions;
 pub mod event;
 pub mod formats;
 pub mod normalize;
+pub mod quick;
 pub mod syslog;
 
 pub use event::{ip_text, Event, Extra, FieldRef, FieldValue, Text};
