@@ -225,6 +225,19 @@ mkdir -p corpus/wire_record
 for f in $root/fixtures/wire/*.bin $root/fixtures/wire/*.json; do
   [ -f "$f" ] && cp "$f" "corpus/wire_record/seed-$(basename "$f")"
 done
+# quick_match: each shipped pattern and a test line of its definition, split by a NUL byte.
+mkdir -p corpus/quick_match
+python3 - "$root/parsers/definitions" <<'PY'
+import pathlib, re, sys
+i = 0
+for f in sorted(pathlib.Path(sys.argv[1]).glob("*.yml")):
+    text = f.read_text()
+    lines = re.findall(r"message: ['\"]?(.*?)['\"]?$", text, re.M) or ["x"]
+    for p in re.findall(r"^\s+regex: '(\^.*)'$", text, re.M):
+        i += 1
+        line = lines[i % len(lines)]
+        open(f"corpus/quick_match/seed-{i}", "wb").write(p.replace("''", "'").encode() + b"\0" + line.encode())
+PY
 # event_codec: the codec's pinned layouts are in parsers/src/codec.rs; it starts from an empty
 # corpus (libFuzzer finds the version byte and the lengths within seconds).
 # Build every target once up front: the package depends on the `vigil` crate, so a `cargo fuzz

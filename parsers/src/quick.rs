@@ -13,10 +13,10 @@
 //!
 //! What it does not do, it leaves to the caller's general matcher (`None` or
 //! [`Outcome::GaveUp`]): patterns with anything outside that shape (word boundaries, multi-line
-//! anchors, an unbounded repetition of more than one character class or byte), text that is
-//! not ASCII, and searches that take more steps than a budget linear in the text's length (a
-//! pattern that backtracks badly on some input; the general matcher is linear in the worst
-//! case). Classes keep only their ASCII members, which is exact on ASCII text.
+//! anchors, an unbounded repetition of a sub-pattern that can match empty), text that is not
+//! ASCII, searches that take more steps than a budget linear in the text's length (a pattern
+//! that backtracks badly on some input; the general matcher is linear in the worst case), and
+//! an unbounded repetition of a sub-pattern that turns more than [`MAX_TURNS`] times. Classes keep only their ASCII members, which is exact on ASCII text.
 
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
@@ -25,6 +25,9 @@ const MAX_COUNTED: u32 = 64;
 /// Largest pattern, in syntax nodes, compiled (a pattern is config, but a bound keeps the
 /// recursion depth bounded too).
 const MAX_NODES: usize = 4096;
+/// Most turns of an unbounded repetition of a sub-pattern followed (each turn nests a few
+/// stack frames; the text is then left to the general matcher).
+const MAX_TURNS: u32 = 48;
 /// The step budget of a search: this plus [`STEPS_PER_BYTE`] a byte of text.
 const BASE_STEPS: usize = 1024;
 const STEPS_PER_BYTE: usize = 48;
@@ -53,6 +56,21 @@ enum Node {
         max: u32,
         greedy: bool,
         follow: Option<u8>,
+    },
+    /// An unbounded repetition of a sub-pattern that cannot match empty (`(?:[^"\\]|\\.)*`):
+    /// every turn takes at least a byte, and [`MAX_TURNS`] turns at most before giving up.
+    Loop {
+        sub: Box<Node>,
+        min: u32,
+        greedy: bool,
+    },
+    /// An unbounded repetition of a sub-pattern that matches at most one way at any position
+    /// (its alternatives start with different bytes, it has no groups) and never empty: the
+    /// turns are taken in one forward pass, and giving turns back is walking their ends back.
+    Scan {
+        sub: Box<Node>,
+        min: u32,
+        greedy: bool,
     },
     /// A bounded repetition of a sub-pattern.
     Counted {
@@ -231,6 +249,49 @@ impl Quick {
                 max,
                 greedy,
             } => self.counted(sub, *min, *max, *greedy, 0, pos, s, next),
+            Node::Scan { sub, min, greedy } => {
+                let min = *min as usize;
+                if *greedy {
+                    let mut ends = vec![pos];
+                    let mut at = pos;
+                    while let Some(end) = step_over(sub, s.text, at) {
+                        if !s.step() {
+                            return false;
+                        }
+                        ends.push(end);
+                        at = end;
+                    }
+                    for (turns, &end) in ends.iter().enumerate().rev() {
+                        if turns < min {
+                            return false;
+                        }
+                        if next(end, s) {
+                            return true;
+                        }
+                        if !s.step() {
+                            return false;
+                        }
+                    }
+                    false
+                } else {
+                    let (mut turns, mut at) = (0, pos);
+                    loop {
+                        if turns >= min && next(at, s) {
+                            return true;
+                        }
+                        if !s.step() {
+                            return false;
+                        }
+                        match step_over(sub, s.text, at) {
+                            Some(end) => (turns, at) = (turns + 1, end),
+                            None => return false,
+                        }
+                    }
+                }
+            }
+            Node::Loop { sub, min, greedy } => {
+                self.counted(sub, *min, MAX_TURNS + 1, *greedy, 0, pos, s, next)
+            }
             Node::Group { index, sub } => {
                 let (open, close) = (index * 2, index * 2 + 1);
                 let before = s.slots.get(open).copied().flatten();
@@ -273,9 +334,32 @@ impl Quick {
     }
 
     fn seq<'h>(&self, nodes: &[Node], pos: usize, s: &mut Search<'h>, next: Next<'_, 'h>) -> bool {
-        match nodes.split_first() {
-            None => next(pos, s),
-            Some((first, rest)) => self.at(first, pos, s, &mut |p, s| self.seq(rest, p, s, next)),
+        // Literals, single bytes and anchors have one way to match: taken in place, without a
+        // continuation for each.
+        let (mut nodes, mut pos) = (nodes, pos);
+        loop {
+            let Some((first, rest)) = nodes.split_first() else {
+                return next(pos, s);
+            };
+            match first {
+                Node::Lit(lit) => {
+                    if !s.text.get(pos..).is_some_and(|t| t.starts_with(lit)) {
+                        return false;
+                    }
+                    pos += lit.len();
+                }
+                Node::One(set) => {
+                    if !s.text.get(pos).is_some_and(|&b| set.has(b)) {
+                        return false;
+                    }
+                    pos += 1;
+                }
+                Node::Start if pos == 0 => {}
+                Node::End if pos == s.text.len() => {}
+                Node::Start | Node::End => return false,
+                _ => return self.at(first, pos, s, &mut |p, s| self.seq(rest, p, s, next)),
+            }
+            nodes = rest;
         }
     }
 
@@ -294,6 +378,12 @@ impl Quick {
         next: Next<'_, 'h>,
     ) -> bool {
         let more = |s: &mut Search<'h>, next: Next<'_, 'h>| {
+            if done >= MAX_TURNS {
+                // Only an unbounded repetition (`Node::Loop`) turns this often: compiled
+                // counts are at most `MAX_COUNTED`.
+                s.gave_up = true;
+                return false;
+            }
             done < max
                 && self.at(sub, pos, s, &mut |p, s| {
                     self.counted(sub, min, max, greedy, done + 1, p, s, next)
@@ -329,6 +419,67 @@ fn ascii_set(class: &Class) -> Set {
             .for_each(|r| add(r.start().into(), r.end().into())),
     }
     Set(bits)
+}
+
+/// The bytes a match of `node` can start with, when plain to see (literals, classes, and
+/// sequences and alternatives of them).
+fn first_set(node: &Node) -> Option<Set> {
+    match node {
+        Node::Lit(lit) => lit.first().map(|&b| Set(if b < 128 { 1 << b } else { 0 })),
+        Node::One(set) => Some(*set),
+        Node::Concat(seq) => seq.first().and_then(first_set),
+        Node::Alt(branches) => branches
+            .iter()
+            .try_fold(0u128, |all, b| first_set(b).map(|s| all | s.0))
+            .map(Set),
+        _ => None,
+    }
+}
+
+/// Whether `node` matches at most one way at any position, and never empty: literals,
+/// classes, sequences of those, and alternatives of those that start with different bytes.
+/// No groups (a repetition's groups hold its last turn; walking turns back would lose them).
+fn one_way(node: &Node) -> bool {
+    match node {
+        Node::Lit(lit) => !lit.is_empty(),
+        Node::One(_) => true,
+        Node::Concat(seq) => !seq.is_empty() && seq.iter().all(one_way),
+        Node::Alt(branches) => {
+            let mut seen = 0u128;
+            branches.iter().all(|b| {
+                let Some(Set(first)) = first_set(b).filter(|_| one_way(b)) else {
+                    return false;
+                };
+                let apart = seen & first == 0;
+                seen |= first;
+                apart
+            })
+        }
+        _ => false,
+    }
+}
+
+/// Where the one way `node` matches at `pos` ends (`node` is [`one_way`]).
+fn step_over(node: &Node, text: &[u8], pos: usize) -> Option<usize> {
+    match node {
+        Node::Lit(lit) => text
+            .get(pos..)
+            .is_some_and(|t| t.starts_with(lit))
+            .then_some(pos + lit.len()),
+        Node::One(set) => text
+            .get(pos)
+            .is_some_and(|&b| set.has(b))
+            .then_some(pos + 1),
+        Node::Concat(seq) => seq.iter().try_fold(pos, |at, n| step_over(n, text, at)),
+        Node::Alt(branches) => {
+            let &b = text.get(pos)?;
+            let branch = branches
+                .iter()
+                .find(|n| first_set(n).is_some_and(|s| s.has(b)))?;
+            step_over(branch, text, pos)
+        }
+        _ => None,
+    }
 }
 
 /// The byte every match of `node` starts with, when there is one and it is plain to see.
@@ -391,6 +542,22 @@ fn compile(hir: &Hir, nodes: &mut usize) -> Option<Node> {
                     max,
                     greedy: rep.greedy,
                 },
+                (None, None) if rep.sub.properties().minimum_len().is_some_and(|n| n > 0) => {
+                    let sub = Box::new(compile(&rep.sub, nodes)?);
+                    if one_way(&sub) {
+                        Node::Scan {
+                            sub,
+                            min: rep.min,
+                            greedy: rep.greedy,
+                        }
+                    } else {
+                        Node::Loop {
+                            sub,
+                            min: rep.min.min(MAX_TURNS),
+                            greedy: rep.greedy,
+                        }
+                    }
+                }
                 (None, _) => return None,
             }
         }
@@ -561,8 +728,8 @@ mod tests {
         for p in [
             r"^\bword",
             r"(?m)^a$",
-            r"^(?:ab)+",
-            r"^(?:ab|c)*d",
+            r"^(?:a*b?)+",
+            r"^(?:ab|c?)*d",
             r"^(?:xy){100}",
         ] {
             assert!(Quick::new(p).is_none(), "{p}");
@@ -575,5 +742,28 @@ mod tests {
         let mut slots = vec![None; q.slots_len()];
         assert_eq!(q.captures(&"a".repeat(200), &mut slots), Outcome::GaveUp);
         assert_eq!(q.captures("aab", &mut slots), Outcome::Match);
+        // A quoted string with escapes (one way to take each turn): any length, one pass.
+        let q = Quick::new(r#"^"((?:[^"\\]|\\.)*)"$"#).unwrap();
+        let mut slots = vec![None; q.slots_len()];
+        let quoted = |n: usize| format!("\"{}\\\"\"", "x".repeat(n));
+        assert_eq!(q.captures(&quoted(100), &mut slots), Outcome::Match);
+        assert_eq!(slots[3], Some(103));
+        assert_eq!(q.captures(&quoted(10_000), &mut slots), Outcome::Match);
+        // Other unbounded repetitions of a sub-pattern turn at most MAX_TURNS times here.
+        let q = Quick::new(r"^((?:ab|a)+)$").unwrap();
+        let turns = |n: usize| "ab".repeat(n);
+        assert_eq!(q.captures(&turns(20), &mut slots[..4]), Outcome::Match);
+        assert_eq!(q.captures(&turns(1000), &mut slots[..4]), Outcome::GaveUp);
+        // The deepest search fits a small thread stack, unoptimized build included.
+        let deepest = std::thread::Builder::new()
+            .stack_size(512 * 1024)
+            .spawn(move || {
+                let mut slots = vec![None; q.slots_len()];
+                q.captures(&turns(usize::try_from(MAX_TURNS).unwrap() - 1), &mut slots)
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(deepest, Outcome::Match);
     }
 }
