@@ -485,17 +485,17 @@ pub struct StoreConfig {
     /// 4,096 events) at a time, and counted.
     pub max_events: u64,
     /// Most events waiting for the `events.db` writer; beyond it a batch is not kept for
-    /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected; keep it
-    /// at 32,768 or more, the largest batch, or full batches are never kept when shedding), or,
-    /// with `event_overflow = "wait"`, the engine waits for room.
+    /// search (counted in `vigil_store_events_dropped_total`; offenses are unaffected; at least
+    /// 32,768, the largest batch, or full batches would never be kept when shedding: refused
+    /// at start), or, with `event_overflow = "wait"`, the engine waits for room.
     pub event_queue: usize,
     /// `shed` (default): under overload the searchable copy gives way (counted), offenses
     /// never wait. `wait`: every event is kept searchable; the engine, and the senders behind
     /// the spool, slow to the writer's pace.
     pub event_overflow: crate::store::writer::Overflow,
     /// Most flow rows waiting for the `flows.db` writer; beyond it a batch is not kept for
-    /// search (counted in `vigil_store_flows_dropped_total`; detection is unaffected; keep it
-    /// at 32,768 or more, the largest batch).
+    /// search (counted in `vigil_store_flows_dropped_total`; detection is unaffected; at least
+    /// 32,768, the largest batch: refused at start).
     pub flow_queue: usize,
     /// Closed offenses (with their events, rules and notes) are deleted this many days after
     /// they were closed (checked hourly, counted). Open offenses are never deleted.
@@ -661,6 +661,19 @@ impl Config {
         if self.api.max_page_size == 0 {
             return Err("api.max_page_size: must be at least 1".into());
         }
+        // A searchable-copy queue smaller than a batch would shed every full batch.
+        for (key, limit) in [
+            ("store.event_queue", self.store.event_queue),
+            ("store.flow_queue", self.store.flow_queue),
+        ] {
+            if limit < crate::app::BATCH_RECORDS {
+                return Err(format!(
+                    "{key}: must be at least {} (the largest batch; a smaller queue would never \
+                     keep a full batch searchable)",
+                    crate::app::BATCH_RECORDS
+                ));
+            }
+        }
         crate::response::BlockGuard::new(&self.response)?;
         for t in &self.api.tokens {
             t.validate()?;
@@ -781,6 +794,16 @@ mod tests {
         let err = Config::from_toml("[syslog]\nmax_mesage_bytes = 10\n").err();
         let err = err.unwrap_or_default();
         assert!(err.contains("max_mesage_bytes"), "{err}");
+    }
+
+    #[test]
+    fn a_searchable_copy_queue_below_one_batch_is_rejected() {
+        for key in ["event_queue", "flow_queue"] {
+            let err = Config::from_toml(&format!("[store]\n{key} = 32767\n")).err();
+            assert!(err.unwrap_or_default().contains(&format!("store.{key}")));
+            let ok = Config::from_toml(&format!("[store]\n{key} = 32768\n"));
+            assert!(ok.is_ok(), "{ok:?}");
+        }
     }
 
     #[test]
