@@ -16,7 +16,9 @@
 //! anchors, an unbounded repetition of a sub-pattern that can match empty), text that is not
 //! ASCII, searches that take more steps than a budget linear in the text's length (a pattern
 //! that backtracks badly on some input; the general matcher is linear in the worst case), and
-//! an unbounded repetition of a sub-pattern that turns more than [`MAX_TURNS`] times. Classes keep only their ASCII members, which is exact on ASCII text.
+//! an unbounded repetition of a sub-pattern with more than one way to take a turn that turns
+//! more than 48 times (each turn nests stack frames). Classes keep only their ASCII members,
+//! which is exact on ASCII text.
 
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
