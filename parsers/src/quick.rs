@@ -17,18 +17,20 @@
 //! ASCII, searches that take more steps than a budget linear in the text's length (a pattern
 //! that backtracks badly on some input; the general matcher is linear in the worst case), and
 //! an unbounded repetition of a sub-pattern with more than one way to take a turn that turns
-//! more than 48 times (each turn nests stack frames). Classes keep only their ASCII members,
-//! which is exact on ASCII text.
+//! more than 48 times, counting every repetition nested on the search's path (each turn
+//! nests stack frames). Classes keep only their ASCII members, which is exact on ASCII text.
 
 use regex_syntax::hir::{Class, Hir, HirKind, Look};
 
-/// Largest bounded repetition count of a sub-pattern (`(?:...){2,7}`) compiled.
-const MAX_COUNTED: u32 = 64;
+/// Largest bounded repetition count of a sub-pattern (`(?:...){2,7}`) compiled (no more
+/// than [`MAX_TURNS`]: a larger count could never finish).
+const MAX_COUNTED: u32 = MAX_TURNS;
 /// Largest pattern, in syntax nodes, compiled (a pattern is config, but a bound keeps the
 /// recursion depth bounded too).
 const MAX_NODES: usize = 4096;
-/// Most turns of an unbounded repetition of a sub-pattern followed (each turn nests a few
-/// stack frames; the text is then left to the general matcher).
+/// Most turns of repeated sub-patterns (counted or unbounded, all nested repetitions
+/// together) on the search's path at once: each turn nests a few stack frames, so beyond it
+/// the text is left to the general matcher.
 const MAX_TURNS: u32 = 48;
 /// The step budget of a search: this plus [`STEPS_PER_BYTE`] a byte of text.
 const BASE_STEPS: usize = 1024;
@@ -60,7 +62,7 @@ enum Node {
         follow: Option<u8>,
     },
     /// An unbounded repetition of a sub-pattern that cannot match empty (`(?:[^"\\]|\\.)*`):
-    /// every turn takes at least a byte, and [`MAX_TURNS`] turns at most before giving up.
+    /// every turn takes at least a byte; beyond [`MAX_TURNS`] turns the search gives up.
     Loop {
         sub: Box<Node>,
         min: u32,
@@ -116,6 +118,8 @@ struct Search<'h> {
     steps: usize,
     budget: usize,
     gave_up: bool,
+    /// Turns of repeated sub-patterns nested on the stack now.
+    turns: u32,
 }
 
 impl Search<'_> {
@@ -164,6 +168,7 @@ impl Quick {
             steps: 0,
             budget: BASE_STEPS + STEPS_PER_BYTE * text.len(),
             gave_up: false,
+            turns: 0,
         };
         let found = self.at(&self.node, 0, &mut s, &mut |end, s| {
             if let Some(e) = s.slots.get_mut(1) {
@@ -292,7 +297,7 @@ impl Quick {
                 }
             }
             Node::Loop { sub, min, greedy } => {
-                self.counted(sub, *min, MAX_TURNS + 1, *greedy, 0, pos, s, next)
+                self.counted(sub, *min, u32::MAX, *greedy, 0, pos, s, next)
             }
             Node::Group { index, sub } => {
                 let (open, close) = (index * 2, index * 2 + 1);
@@ -380,16 +385,19 @@ impl Quick {
         next: Next<'_, 'h>,
     ) -> bool {
         let more = |s: &mut Search<'h>, next: Next<'_, 'h>| {
-            if done >= MAX_TURNS {
-                // Only an unbounded repetition (`Node::Loop`) turns this often: compiled
-                // counts are at most `MAX_COUNTED`.
+            if done >= max {
+                return false;
+            }
+            if s.turns >= MAX_TURNS {
                 s.gave_up = true;
                 return false;
             }
-            done < max
-                && self.at(sub, pos, s, &mut |p, s| {
-                    self.counted(sub, min, max, greedy, done + 1, p, s, next)
-                })
+            s.turns += 1;
+            let found = self.at(sub, pos, s, &mut |p, s| {
+                self.counted(sub, min, max, greedy, done + 1, p, s, next)
+            });
+            s.turns -= 1;
+            found
         };
         if done < min {
             return more(s, next);
@@ -555,7 +563,7 @@ fn compile(hir: &Hir, nodes: &mut usize) -> Option<Node> {
                     } else {
                         Node::Loop {
                             sub,
-                            min: rep.min.min(MAX_TURNS),
+                            min: rep.min,
                             greedy: rep.greedy,
                         }
                     }
@@ -767,5 +775,17 @@ mod tests {
             .join()
             .unwrap();
         assert_eq!(deepest, Outcome::Match);
+        let mut slots = [None; 4];
+        // All nested repetitions count together.
+        let nest = Quick::new(r"^(?:(?:ab|a)+;)+$").unwrap();
+        let nested = format!("{};", "a".repeat(47)).repeat(47);
+        assert_eq!(nest.captures(&nested, &mut slots[..2]), Outcome::GaveUp);
+        assert_eq!(nest.captures("aab;a;", &mut slots[..2]), Outcome::Match);
+        // A lazy repetition with a minimum beyond the bound never matches short.
+        let lazy = Quick::new(r"^(a){49,}?").unwrap();
+        assert_ne!(
+            lazy.captures(&"a".repeat(48), &mut slots[..4]),
+            Outcome::Match
+        );
     }
 }
