@@ -52,14 +52,15 @@ enum Node {
     Lit(Box<[u8]>),
     One(Set),
     /// A repetition of one class: `min..=max` bytes of it (`max` u32::MAX: unbounded).
-    /// `follow`: a byte that whatever comes next must start with (the run is followed by a
-    /// literal in its sequence), so an end where it is not is skipped without trying the rest.
+    /// `follow`: the bytes whatever comes next must start with (the run is followed in its
+    /// sequence by a literal, a class, or alternatives of them), so an end where the text has
+    /// none of them is skipped without trying the rest.
     Run {
         set: Set,
         min: u32,
         max: u32,
         greedy: bool,
-        follow: Option<u8>,
+        follow: Option<Set>,
     },
     /// An unbounded repetition of a sub-pattern that cannot match empty (`(?:[^"\\]|\\.)*`):
     /// every turn takes at least a byte; beyond [`MAX_TURNS`] turns the search gives up.
@@ -216,7 +217,7 @@ impl Quick {
             } => {
                 let (min, max) = (*min as usize, *max as usize);
                 let rest = s.text.get(pos..).unwrap_or_default();
-                let fits = |n: usize| follow.is_none_or(|f| rest.get(n) == Some(&f));
+                let fits = |n: usize| follow.is_none_or(|f| rest.get(n).is_some_and(|&b| f.has(b)));
                 if *greedy {
                     let run = rest.iter().take(max).take_while(|&&b| set.has(b)).count();
                     if run < min {
@@ -410,6 +411,13 @@ impl Quick {
     }
 }
 
+/// Group `i`'s text after a [`Outcome::Match`] of [`Quick::captures`] on `text` into `slots`
+/// (`None`: it did not take part).
+pub fn group<'t>(text: &'t str, slots: &[Option<usize>], i: usize) -> Option<&'t str> {
+    let at = |j: usize| slots.get(j).copied().flatten();
+    text.get(at(i * 2)?..at(i * 2 + 1)?)
+}
+
 /// The ASCII members of a class.
 fn ascii_set(class: &Class) -> Set {
     let mut bits = 0u128;
@@ -432,11 +440,12 @@ fn ascii_set(class: &Class) -> Set {
 }
 
 /// The bytes a match of `node` can start with, when plain to see (literals, classes, and
-/// sequences and alternatives of them).
+/// groups, sequences and alternatives of them).
 fn first_set(node: &Node) -> Option<Set> {
     match node {
         Node::Lit(lit) => lit.first().map(|&b| Set(if b < 128 { 1 << b } else { 0 })),
         Node::One(set) => Some(*set),
+        Node::Group { sub, .. } => first_set(sub),
         Node::Concat(seq) => seq.first().and_then(first_set),
         Node::Alt(branches) => branches
             .iter()
@@ -492,25 +501,15 @@ fn step_over(node: &Node, text: &[u8], pos: usize) -> Option<usize> {
     }
 }
 
-/// The byte every match of `node` starts with, when there is one and it is plain to see.
-fn first_byte(node: &Node) -> Option<u8> {
-    match node {
-        Node::Lit(lit) => lit.first().copied(),
-        Node::Group { sub, .. } => first_byte(sub),
-        Node::Concat(seq) => seq.first().and_then(first_byte),
-        _ => None,
-    }
-}
-
 /// Tells the run `node` ends with (itself, or the last of a group or sequence) that what
-/// follows it starts with `b`.
-fn set_follow(node: &mut Node, b: u8) {
+/// follows it starts with one of `first`.
+fn set_follow(node: &mut Node, first: Set) {
     match node {
-        Node::Run { follow, .. } => *follow = Some(b),
-        Node::Group { sub, .. } => set_follow(sub, b),
+        Node::Run { follow, .. } => *follow = Some(first),
+        Node::Group { sub, .. } => set_follow(sub, first),
         Node::Concat(seq) => {
             if let Some(last) = seq.last_mut() {
-                set_follow(last, b);
+                set_follow(last, first);
             }
         }
         _ => {}
@@ -581,9 +580,9 @@ fn compile(hir: &Hir, nodes: &mut usize) -> Option<Node> {
                 .map(|h| compile(h, nodes))
                 .collect::<Option<Vec<_>>>()?;
             for i in 1..seq.len() {
-                if let Some(b) = seq.get(i).and_then(first_byte) {
+                if let Some(first) = seq.get(i).and_then(first_set) {
                     if let Some(before) = seq.get_mut(i - 1) {
-                        set_follow(before, b);
+                        set_follow(before, first);
                     }
                 }
             }
@@ -617,12 +616,8 @@ mod tests {
         let mut slots = vec![None; q.slots_len()];
         let outcome = q.captures(text, &mut slots);
         if outcome == Outcome::Match {
-            let got: Vec<Option<String>> = slots
-                .chunks(2)
-                .map(|p| match (p[0], p[1]) {
-                    (Some(a), Some(b)) => Some(text[a..b].to_owned()),
-                    _ => None,
-                })
+            let got: Vec<Option<String>> = (0..q.groups)
+                .map(|i| group(text, &slots, i).map(str::to_owned))
                 .collect();
             assert_eq!(Some(got), want, "{pattern} on {text:?}");
         } else if outcome == Outcome::NoMatch {
