@@ -463,9 +463,9 @@ impl Pipeline {
                 &[],
             )
             .inc();
-        // A filling spool makes saves come every few seconds; a give-back each time handed
+        // A filling spool makes saves come every few seconds; a give-back each time would hand
         // the pipeline's working memory back to the system only for it to be faulted in and
-        // zeroed again (a third of the normalize thread's time under a flow backlog).
+        // zeroed again. (No throughput change was measurable either way: BENCHMARKS.md.)
         let now = std::time::Instant::now();
         if self
             .gave_back

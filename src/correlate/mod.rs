@@ -1175,17 +1175,7 @@ vigil:
         let t0 = DateTime::<Utc>::from_timestamp(1_700_000_000, 0).unwrap_or_default();
         let mut apply =
             |offset_mins: i64, seq: u64| -> Result<(Offense, OffenseChange), StoreError> {
-                let t = t0 + chrono::Duration::minutes(offset_mins);
-                let mut e = Event::new(t, t);
-                for (k, v) in [
-                    ("user.name", "root"),
-                    ("event.outcome", "failure"),
-                    ("source.ip", "203.0.113.7"),
-                ] {
-                    e.set(k, v)
-                        .map_err(|err| StoreError::Corrupt(err.to_string()))?;
-                }
-                e.sequence = Some(seq);
+                let e = root_failure_from_docnet(offset_mins * 60, seq)?;
                 let mut out = Vec::new();
                 engine.process(&Arc::new(e), &mut out);
                 let d = out
