@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use chrono::Utc;
-use vigil_correlate::{Detection, Engine, EngineLimits, RuleSet};
+use vigil_correlate::{Detection, Engine, EngineLimits, Prescan, RuleSet};
 use vigil_parsers::normalize::{Normalizer, RecordMeta, ORIGINAL_TIMESTAMP_FIELD};
 use vigil_parsers::Event;
 
@@ -133,6 +133,12 @@ pub struct Pipeline {
     event_sink: Option<crate::store::events::EventSink>,
     /// This batch's log events for the event sink.
     searchable: Vec<Arc<Event>>,
+    /// The last processed batch's record vector, emptied, for the normalize thread to fill
+    /// again ([`Pipeline::take_spare`]): a batch's vector is a megabyte, and a fresh one each
+    /// batch is fresh pages for the kernel to zero.
+    spare: Option<Spare>,
+    /// The rules the engine runs, for the normalize thread's prescan ([`Pipeline::rules_now`]).
+    rules_now: Arc<std::sync::Mutex<Arc<RuleSet>>>,
     /// Rules of the rule files that did not load, one line each.
     rule_problems: Vec<String>,
     /// The burst spool position after the current batch's last record (stored with the
@@ -211,7 +217,7 @@ impl Pipeline {
         let rule_meta = RuleMeta::all(&rules);
         Pipeline {
             normalizer: Arc::new(normalizer),
-            engine: Engine::new(rules, engine_limits),
+            engine: Engine::new(Arc::clone(&rules), engine_limits),
             engine_limits,
             rule_matches,
             rule_meta,
@@ -260,6 +266,8 @@ impl Pipeline {
             flush_all_flows: false,
             event_sink: None,
             searchable: Vec::new(),
+            spare: None,
+            rules_now: Arc::new(std::sync::Mutex::new(Arc::clone(&rules))),
             rule_problems: Vec::new(),
             spool_position: None,
             guard,
@@ -396,6 +404,9 @@ impl Pipeline {
         let mut engine = Engine::new(Arc::clone(&rules), self.engine_limits);
         let report = engine.restore(self.engine.snapshot_all())?;
         self.engine = engine;
+        if let Ok(mut now) = self.rules_now.lock() {
+            *now = Arc::clone(&rules);
+        }
         self.rule_meta = RuleMeta::all(&rules);
         self.rule_matches = rule_match_counters(&self.metrics, &rules);
         self.metrics
@@ -551,8 +562,20 @@ impl Pipeline {
     /// retried (3 attempts, backoff 50 ms x4) without re-running the engine, so nothing is
     /// counted twice; after the last attempt the error is returned. Replay uses this.
     pub fn process_batch(&mut self, records: Vec<RawRecord>) -> Result<BatchOutcome, StoreError> {
-        let batch = prepare(&self.normalizer, records);
+        let mut records = records;
+        let batch = prepare(&self.normalizer, &mut records, None, self.spare.take());
         self.process(batch, Some(3), None)
+    }
+
+    /// The vectors of the last batch processed, emptied, to be filled by [`prepare`] again.
+    pub fn take_spare(&mut self) -> Option<Spare> {
+        self.spare.take()
+    }
+
+    /// The rules the engine runs, kept current across reloads: the normalize thread prescans
+    /// its batches with them ([`prepare`]).
+    pub fn rules_now(&self) -> Arc<std::sync::Mutex<Arc<RuleSet>>> {
+        Arc::clone(&self.rules_now)
     }
 
     /// The normalizer, for a thread that prepares batches ahead of this pipeline ([`prepare`]).
@@ -682,9 +705,10 @@ impl Pipeline {
         let mut dead = Vec::new();
         let mut events_by_source: Vec<(&'static str, u64)> = Vec::new();
         let Prepared {
-            records,
+            mut records,
             per_source,
             clamped,
+            prescan,
         } = batch;
         self.detections.clear();
         self.flows.clear();
@@ -701,7 +725,7 @@ impl Pipeline {
         // for every flow.
         let batch_started = std::time::Instant::now();
         self.timestamps_clamped.add(clamped);
-        for (source, result) in records {
+        for (i, (source, result)) in records.drain(..).enumerate() {
             match result {
                 Ok(mut shared) => {
                     outcome.events += 1;
@@ -723,7 +747,13 @@ impl Pipeline {
                     } else if self.event_sink.is_some() {
                         self.searchable.push(Arc::clone(&event));
                     }
-                    self.engine.process(&event, &mut self.detections);
+                    match &prescan {
+                        Some(p) => {
+                            self.engine
+                                .process_prescanned(&event, p, i, &mut self.detections)
+                        }
+                        None => self.engine.process(&event, &mut self.detections),
+                    }
                 }
                 Err(d) => {
                     outcome.dead_letters += 1;
@@ -731,6 +761,7 @@ impl Pipeline {
                 }
             }
         }
+        self.spare = Some(Spare { records, prescan });
         self.asset_factors.clear();
         if let Some(en) = &self.enricher {
             self.asset_factors
@@ -1240,12 +1271,25 @@ pub(crate) fn normalize_record(
 /// A record normalized: its event (not shared yet), or its dead letter.
 pub type Normalized = Result<Arc<vigil_parsers::Event>, Box<DeadLetter>>;
 
+/// A batch's normalized records, each with its `source` label.
+pub type PreparedRecords = Vec<(&'static str, Normalized)>;
+
+/// A processed batch's vectors, emptied, for [`prepare`] to fill again: a batch's records are
+/// a megabyte, and fresh vectors each batch are fresh pages for the kernel to zero.
+#[derive(Default)]
+pub struct Spare {
+    records: PreparedRecords,
+    prescan: Option<Prescan>,
+}
+
 /// Records normalized ahead of the engine ([`prepare`]): each with its `source` label, the
 /// event or its dead letter; and what each sender sent (kept for the API's source list once
 /// the batch is stored).
 #[derive(Default)]
 pub struct Prepared {
-    records: Vec<(&'static str, Normalized)>,
+    records: PreparedRecords,
+    /// The rules' literal prescan of the events, when made ahead of the engine.
+    prescan: Option<Prescan>,
     per_source: std::collections::HashMap<String, crate::sources::SourceBatch>,
     /// Events whose time was clamped (counted here, where the event is still in cache).
     clamped: u64,
@@ -1253,25 +1297,49 @@ pub struct Prepared {
 
 /// Normalizes `records` (parsing and the parser definitions, or a flow record's event): the
 /// part of a batch that depends on nothing but the record, so the live service runs it on a
-/// thread of its own ahead of the engine.
-pub fn prepare(normalizer: &Normalizer, records: Vec<RawRecord>) -> Prepared {
+/// thread of its own ahead of the engine. With `rules` (the engine's, [`Pipeline::rules_now`])
+/// the events are also prescanned by the rules' literal prefilter ([`Prescan`]), work the
+/// engine then skips. `records` is left empty with its capacity, and the batch is made in
+/// `spare` when given (a processed batch's vectors back from the engine,
+/// [`Pipeline::take_spare`]): every vector is reused batch after batch.
+pub fn prepare(
+    normalizer: &Normalizer,
+    records: &mut Vec<RawRecord>,
+    rules: Option<&Arc<RuleSet>>,
+    spare: Option<Spare>,
+) -> Prepared {
     let mut per_source = std::collections::HashMap::new();
     let mut clamped = 0;
-    let records = records
-        .into_iter()
-        .map(|rec| {
-            let source = source_label(&rec);
-            let result = normalize_record(normalizer, rec, &mut per_source).map(|e| {
-                clamped += u64::from(e.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD));
-                Arc::new(e)
-            });
-            (source, result)
-        })
-        .collect();
+    let Spare {
+        records: mut out,
+        prescan,
+    } = spare.unwrap_or_default();
+    let mut prescan = rules.map(|rules| match prescan {
+        Some(mut p) => {
+            p.reset(Arc::clone(rules));
+            p
+        }
+        None => Prescan::new(Arc::clone(rules)),
+    });
+    out.clear();
+    out.reserve(records.len());
+    out.extend(records.drain(..).map(|rec| {
+        let source = source_label(&rec);
+        let result = normalize_record(normalizer, rec, &mut per_source).map(|e| {
+            clamped += u64::from(e.extra.contains_key(ORIGINAL_TIMESTAMP_FIELD));
+            Arc::new(e)
+        });
+        if let Some(p) = prescan.as_mut() {
+            p.push(result.as_deref().ok());
+        }
+        (source, result)
+    }));
+    let records = out;
     Prepared {
         records,
         per_source,
         clamped,
+        prescan,
     }
 }
 

@@ -2065,11 +2065,36 @@ impl Engine {
     /// backwards), so `absence` and `silence` deadlines it passes fire (before the event's own
     /// detections), then the event is matched and applied.
     pub fn process(&mut self, event: &Arc<Event>, out: &mut Vec<Detection>) {
+        self.process_with(event, None, out);
+    }
+
+    /// [`Engine::process`] of the `i`-th event of a batch that `prescan` scanned ahead (on
+    /// another thread): the literal prefilter's findings on the event's fields final at
+    /// normalization are taken from it instead of scanning them again. Same results as
+    /// [`Engine::process`]: a prescan made with another rule set than this engine's (a reload
+    /// in between), or one that skipped the event, is ignored.
+    pub fn process_prescanned(
+        &mut self,
+        event: &Arc<Event>,
+        prescan: &crate::ruleset::Prescan,
+        i: usize,
+        out: &mut Vec<Detection>,
+    ) {
+        let rules = Arc::clone(&self.rules);
+        self.process_with(event, prescan.hits(&rules, i), out);
+    }
+
+    fn process_with(
+        &mut self,
+        event: &Arc<Event>,
+        prescanned: Option<&[u32]>,
+        out: &mut Vec<Detection>,
+    ) {
         self.events += 1;
         self.event_weight = None;
         self.advance_to(nanos(event.timestamp), out);
         let rules = Arc::clone(&self.rules);
-        self.match_single(&rules, event, out);
+        self.match_single(&rules, event, prescanned, out);
         // Correlations are stored inner first, so popping the lowest index first evaluates an
         // inner correlation before every correlation it feeds.
         while let Some(Reverse(c)) = self.pending.pop() {
@@ -2191,7 +2216,7 @@ impl Engine {
     ) {
         self.events += 1;
         let rules = Arc::clone(&self.rules);
-        self.match_single(&rules, event, out);
+        self.match_single(&rules, event, None, out);
         while let Some(Reverse(c)) = self.pending.pop() {
             let Some(mask) = self.masks.get_mut(c).map(std::mem::take) else {
                 continue;
@@ -2257,8 +2282,14 @@ impl Engine {
 
     /// Matches single-event rules: generating ones detect into `out`, and every correlation
     /// they feed is marked pending with the matched positions.
-    fn match_single(&mut self, rules: &RuleSet, event: &Arc<Event>, out: &mut Vec<Detection>) {
-        rules.match_indexed(event, &mut self.scratch, &mut self.matched);
+    fn match_single(
+        &mut self,
+        rules: &RuleSet,
+        event: &Arc<Event>,
+        prescanned: Option<&[u32]>,
+        out: &mut Vec<Detection>,
+    ) {
+        rules.match_indexed(event, &mut self.scratch, prescanned, &mut self.matched);
         let matched = std::mem::take(&mut self.matched);
         for &d in &matched {
             let Some(det) = rules.detections.get(d) else {

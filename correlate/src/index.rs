@@ -18,7 +18,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickKind};
 
 /// Pattern bytes up to which a field's prefilter automaton is built as a DFA.
 const DFA_MAX_PATTERN_BYTES: usize = 200_000;
-use vigil_parsers::event::{Event, FieldRef};
+use vigil_parsers::event::{Event, FieldRef, LATE_FIELDS};
 
 use crate::matcher::with_text;
 use crate::ruleset::DetectionRule;
@@ -58,8 +58,12 @@ pub(crate) struct Index {
     by_value: Vec<HashMap<String, Vec<u32>>>,
     unanchored: Vec<u32>,
     prefilters: Vec<FieldPrefilter>,
-    /// Prefilters (indices into `prefilters`) on core event fields, read with `Event::get`.
-    core_prefilters: Vec<usize>,
+    /// Prefilters (indices into `prefilters`) on core event fields, read with `Event::get`,
+    /// that are final once the event is normalized: [`Index::prescan`] may run them ahead.
+    early_prefilters: Vec<usize>,
+    /// Prefilters on core fields set after normalization ([`LATE_FIELDS`]: enrichment): only
+    /// the engine runs them.
+    late_prefilters: Vec<usize>,
     /// Prefilters on `extra` fields, by `extra` key (`extra.` prefix removed, as `Event::get`
     /// does), so an event's few `extra` entries are looked up instead of every prefilter field.
     extra_prefilters: HashMap<String, Vec<usize>>,
@@ -178,8 +182,10 @@ impl Index {
         }
         index.prefiltered = prefiltered.iter().filter(|p| **p).count();
         for (i, pf) in index.prefilters.iter().enumerate() {
-            if Event::is_core_field(&pf.field) {
-                index.core_prefilters.push(i);
+            if LATE_FIELDS.contains(&pf.field.as_str()) {
+                index.late_prefilters.push(i);
+            } else if Event::is_core_field(&pf.field) {
+                index.early_prefilters.push(i);
             } else {
                 let key = pf.field.strip_prefix("extra.").unwrap_or(&pf.field);
                 index
@@ -221,18 +227,17 @@ impl Index {
     }
 
     /// Fills `scratch.candidates` with the sorted, distinct rules `event` could match.
-    pub(crate) fn candidates(&self, event: &Event, n_rules: usize, scratch: &mut Scratch) {
+    /// `prescanned`: what [`Index::prescan`] found for this event with this index (the early
+    /// prefilters are then not run again).
+    pub(crate) fn candidates(
+        &self,
+        event: &Event,
+        n_rules: usize,
+        scratch: &mut Scratch,
+        prescanned: Option<&[u32]>,
+    ) {
         scratch.candidates.clear();
-        if scratch.marks.len() != n_rules {
-            scratch.marks = vec![0; n_rules];
-            scratch.generation = 0;
-        }
-        scratch.generation = scratch.generation.wrapping_add(1);
-        if scratch.generation == 0 {
-            scratch.marks.iter_mut().for_each(|m| *m = 0);
-            scratch.generation = 1;
-        }
-        let generation = scratch.generation;
+        let generation = scratch.next_generation(n_rules);
         let Scratch {
             marks, candidates, ..
         } = scratch;
@@ -260,21 +265,62 @@ impl Index {
                 })
             });
         }
-        let mut scan = |pf: &FieldPrefilter, text: &str| {
-            for m in pf.ac.find_overlapping_iter(text) {
-                if let Some(list) = pf.pattern_rules.get(m.pattern().as_usize()) {
-                    list.iter().for_each(|r| push(*r));
+        match prescanned {
+            Some(hits) => hits.iter().for_each(|r| push(*r)),
+            None => self.scan_early(event, &mut push),
+        }
+        self.scan(&self.late_prefilters, event, &mut push);
+        candidates.sort_unstable();
+    }
+
+    /// The rules the literal prefilters on fields final at normalization (every `extra` field,
+    /// the core fields outside [`LATE_FIELDS`]) let through for `event`, distinct, into `out`
+    /// (cleared first): the part of [`Index::candidates`] that another thread can run ahead of
+    /// the engine, before enrichment. Returns false, with `out` cleared, when more than
+    /// `max_hits` rules pass (the engine then scans the event itself: bounds what a batch holds).
+    pub(crate) fn prescan(
+        &self,
+        event: &Event,
+        n_rules: usize,
+        scratch: &mut Scratch,
+        max_hits: usize,
+        out: &mut Vec<u32>,
+    ) -> bool {
+        out.clear();
+        let generation = scratch.next_generation(n_rules);
+        let marks = &mut scratch.marks;
+        let mut push = |r: u32| {
+            if let Some(m) = marks.get_mut(r as usize) {
+                if *m != generation {
+                    *m = generation;
+                    out.push(r);
                 }
             }
         };
-        for &i in &self.core_prefilters {
+        self.scan_early(event, &mut push);
+        if out.len() > max_hits {
+            out.clear();
+            return false;
+        }
+        true
+    }
+
+    /// Runs the core-field prefilters `which` over `event`, pushing the rules of every literal found.
+    fn scan(&self, which: &[usize], event: &Event, push: &mut impl FnMut(u32)) {
+        for &i in which {
             let Some(pf) = self.prefilters.get(i) else {
                 continue;
             };
             if let Some(v) = pf.at.get(event) {
-                with_text(&v, |text| scan(pf, text));
+                with_text(&v, |text| pf.scan(text, push));
             }
         }
+    }
+
+    /// Runs the prefilters on fields final at normalization over `event`: the early core
+    /// fields and every `extra` field.
+    fn scan_early(&self, event: &Event, push: &mut impl FnMut(u32)) {
+        self.scan(&self.early_prefilters, event, push);
         if !self.extra_prefilters.is_empty() {
             for (key, text) in &event.extra {
                 let Some(list) = self.extra_prefilters.get(key.as_str()) else {
@@ -282,12 +328,38 @@ impl Index {
                 };
                 for &i in list {
                     if let Some(pf) = self.prefilters.get(i) {
-                        scan(pf, text);
+                        pf.scan(text, push);
                     }
                 }
             }
         }
-        candidates.sort_unstable();
+    }
+}
+
+impl FieldPrefilter {
+    /// Pushes the rules of every literal of this field found in `text`.
+    fn scan(&self, text: &str, push: &mut impl FnMut(u32)) {
+        for m in self.ac.find_overlapping_iter(text) {
+            if let Some(list) = self.pattern_rules.get(m.pattern().as_usize()) {
+                list.iter().for_each(|r| push(*r));
+            }
+        }
+    }
+}
+
+impl Scratch {
+    /// Starts a new round of marks for `n_rules` rules: its generation number.
+    fn next_generation(&mut self, n_rules: usize) -> u32 {
+        if self.marks.len() != n_rules {
+            self.marks = vec![0; n_rules];
+            self.generation = 0;
+        }
+        self.generation = self.generation.wrapping_add(1);
+        if self.generation == 0 {
+            self.marks.iter_mut().for_each(|m| *m = 0);
+            self.generation = 1;
+        }
+        self.generation
     }
 }
 
@@ -360,5 +432,101 @@ mod tests {
             }
         }
         assert!(hits > 50, "{hits}");
+    }
+
+    /// The prescan made ahead on the normalized event, then the engine's match on the event
+    /// after enrichment set its late fields, equals exhaustive evaluation of the final event:
+    /// early fields (core and `extra`) come from the prescan, late ones (a GeoIP country) are
+    /// scanned by the engine. An event passing more than the prescan's bound, and a prescan
+    /// made with another rule set, are scanned by the engine instead.
+    #[test]
+    fn a_prescan_before_enrichment_equals_exhaustive_matching_after() {
+        let mut text = String::new();
+        let mut rule = |name: &str, det: &str| {
+            text.push_str(&format!(
+                "---\ntitle: {name}\nname: {name}\ndetection:\n  sel:\n    {det}\n  condition: sel\n"
+            ));
+        };
+        rule("msg_root", "message|contains: 'root'");
+        rule("msg_sudo", "message|contains|all: ['sudo', 'COMMAND']");
+        rule("cmd_enc", "CommandLine|contains: '-enc'");
+        rule("geo_land", "source.geo.country_name|contains: 'land'");
+        rule("geo_kingdom", "source.geo.country_name|endswith: 'Kingdom'");
+        // Seventy rules on one word: an event with it passes more than the prescan keeps.
+        for i in 0..70 {
+            rule(
+                &format!("many_{i}"),
+                &format!("message|contains: 'flood{i:02}'"),
+            );
+        }
+        let (set, errors) = RuleSet::from_sources_with(
+            &[RuleSource {
+                path: "t.yml".into(),
+                text,
+            }],
+            &LoadOptions {
+                apply_unserved_logsources: true,
+                ..Default::default()
+            },
+        );
+        assert!(errors.is_empty(), "{errors:?}");
+        let set = std::sync::Arc::new(set);
+        let flood: String = (0..70).map(|i| format!("flood{i:02} ")).collect();
+        let messages = [
+            "Accepted password for ROOT from 10.0.0.1",
+            "sudo: alice : COMMAND=/bin/sh",
+            "sudo without the other word",
+            flood.as_str(),
+            "",
+        ];
+        let countries = [None, Some("Finland"), Some("United Kingdom"), Some("Chile")];
+        let t = DateTime::<Utc>::from_timestamp(0, 0).unwrap_or_default();
+        let mut prescan = crate::Prescan::new(std::sync::Arc::clone(&set));
+        let mut finals = Vec::new();
+        for m in messages {
+            for c in countries {
+                for cmd in [None, Some("powershell -ENC AAAA")] {
+                    let mut e = Event::new(t, t);
+                    e.message = Some(m.into());
+                    if let Some(cmd) = cmd {
+                        e.extra.insert("CommandLine".into(), cmd.into());
+                    }
+                    prescan.push(Some(&e));
+                    // Enrichment, after the prescan.
+                    e.rare_mut().source_geo_country_name = c.map(Into::into);
+                    finals.push(e);
+                }
+            }
+        }
+        prescan.push(None);
+        assert_eq!(prescan.len(), finals.len() + 1);
+        let other = std::sync::Arc::new(RuleSet::default());
+        let mut scratch = super::Scratch::default();
+        let (mut with, mut without) = (Vec::new(), Vec::new());
+        let mut skipped = 0;
+        for (i, e) in finals.iter().enumerate() {
+            let hits = prescan.hits(&set, i);
+            assert!(prescan.hits(&other, i).is_none());
+            skipped += usize::from(hits.is_none());
+            set.match_indexed(e, &mut scratch, hits, &mut with);
+            set.match_indexed(e, &mut scratch, None, &mut without);
+            assert_eq!(with, without, "{e:?}");
+            let named: Vec<usize> = with.iter().map(|d| set.detections[*d].info).collect();
+            assert_eq!(named, set.matching_rules_exhaustive(e), "{e:?}");
+        }
+        // The flood messages (8 events) were left to the engine; the dead letter has no hits.
+        assert_eq!(skipped, 8);
+        assert!(prescan.hits(&set, finals.len()).is_none());
+        let all: std::collections::BTreeSet<String> = finals
+            .iter()
+            .flat_map(|e| set.matching_rules(e))
+            .map(|r| set.rules()[r].name.clone())
+            .filter(|n| !n.starts_with("many_"))
+            .collect();
+        assert_eq!(
+            all.len(),
+            5,
+            "every rule but the flood ones matched some event: {all:?}"
+        );
     }
 }

@@ -62,4 +62,4 @@ pub use rules::{
     AddToSet, ExpectedOffense, OffenseSpec, RuleInfo, RuleKind, RuleSource, RuleTest, TestContext,
     VigilBlock,
 };
-pub use ruleset::RuleSet;
+pub use ruleset::{Prescan, RuleSet};

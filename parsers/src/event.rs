@@ -1053,6 +1053,31 @@ impl std::fmt::Debug for FieldRef {
     }
 }
 
+/// The core fields set after normalization, by the engine's thread: context enrichment
+/// (GeoIP, AS, zones, internal, direction) and the event's sequence number. Work done on a
+/// normalized event ahead of the engine (the rules' literal prescan) reads none of them; a
+/// test in the service checks that enrichment writes nothing else.
+pub const LATE_FIELDS: &[&str] = &[
+    "event.sequence",
+    "source.geo.country_iso_code",
+    "source.geo.country_name",
+    "source.geo.city_name",
+    "source.geo.continent_code",
+    "source.as.number",
+    "source.as.organization.name",
+    "source.zone",
+    "source.internal",
+    "destination.geo.country_iso_code",
+    "destination.geo.country_name",
+    "destination.geo.city_name",
+    "destination.geo.continent_code",
+    "destination.as.number",
+    "destination.as.organization.name",
+    "destination.zone",
+    "destination.internal",
+    "network.direction",
+];
+
 /// Every core field name, in schema order. Anything else lives in `extra`.
 pub const CORE_FIELDS: &[&str] = &[
     "@timestamp",

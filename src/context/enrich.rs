@@ -211,3 +211,75 @@ enum Side {
     Source,
     Destination,
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use vigil_parsers::event::{CORE_FIELDS, LATE_FIELDS};
+
+    /// The rules' literal prescan runs on the normalize thread, before enrichment, and trusts
+    /// every field outside `LATE_FIELDS` to be final: enrichment (GeoIP city and AS, zones,
+    /// direction) writes nothing else, and does write each of its fields for some event.
+    #[test]
+    fn enrichment_writes_only_the_late_fields() {
+        let fixture = |f: &str| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("fixtures/maxmind")
+                .join(f)
+        };
+        let geo = geoip::GeoIp::open(&geoip::GeoConfig {
+            city: Some(fixture("GeoIP2-City-Test.mmdb")),
+            asn: Some(fixture("GeoLite2-ASN-Test.mmdb")),
+            cache_entries: 16,
+        })
+        .unwrap();
+        let config = ContextConfig {
+            networks: vec![crate::config::NetworkZone {
+                name: "core-banking".into(),
+                cidrs: vec!["10.20.0.0/16".into()],
+                criticality: 9,
+                internal: true,
+            }],
+            ..ContextConfig::default()
+        };
+        let metrics = Metrics::new();
+        let reference = Arc::new(refdata::ReferenceData::new(&[], &[]));
+        let mut enricher = Enricher::new(Some(geo), &config, reference, &metrics);
+        let t = DateTime::<Utc>::UNIX_EPOCH;
+        let mut written = std::collections::BTreeSet::new();
+        let addresses = [
+            "81.2.69.160",
+            "10.20.1.5",
+            "1.128.0.1",
+            "2001:218::1",
+            "8.8.8.8",
+        ];
+        for src in addresses {
+            for dst in addresses {
+                let mut e = Event::new(t, t);
+                e.source_ip = Some(src.parse().unwrap());
+                e.destination_ip = Some(dst.parse().unwrap());
+                e.destination_port = Some(443);
+                e.host_name = Some("gw01".into());
+                e.observer_ip = Some("10.20.0.1".parse().unwrap());
+                e.message = Some("Accepted publickey for root".into());
+                e.extra.insert("user.name".into(), "root".into());
+                let before = e.clone();
+                enricher.enrich(&mut e);
+                for f in CORE_FIELDS {
+                    if e.get(f) != before.get(f) {
+                        written.insert(*f);
+                    }
+                }
+                assert_eq!(e.extra, before.extra);
+            }
+        }
+        let late: std::collections::BTreeSet<&str> = LATE_FIELDS
+            .iter()
+            .copied()
+            .filter(|f| *f != "event.sequence")
+            .collect();
+        assert_eq!(written, late);
+    }
+}
