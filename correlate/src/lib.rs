@@ -20,7 +20,7 @@
 //! - `load`: splitting files into documents, parsing, compiling, resolving rule references
 //!   (detections and correlations, across files; reference cycles refused), aliases.
 //! - [`net`]: [`net::Cidr`] and [`net::PrefixSet`] (membership of an address in many networks).
-//! - [`reference`]: the [`reference::ReferenceLookup`] trait rules use for reference-set
+//! - [`mod@reference`]: the [`reference::ReferenceLookup`] trait rules use for reference-set
 //!   membership (`|refset`); the service implements it over its live reference data.
 //! - `matcher`: one field value test (strings with wildcards, `re`, `cidr`, numbers, `exists`).
 //! - `condition`: the condition language (`and`/`or`/`not`, `1 of`, `all of them`).
