@@ -821,7 +821,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
                 let mut saved_at = spool_start;
                 let take = |pipeline: &crate::pipeline::Pipeline, at: Option<(u64, u64)>| {
                     crate::correlate::saved::Job {
-                        snapshot: pipeline.engine_snapshot(),
+                        snapshot: crate::correlate::saved::Taken::Cut(pipeline.engine_cut()),
                         position: at,
                         taken_at: chrono::Utc::now(),
                     }

@@ -438,8 +438,15 @@ impl Pipeline {
     /// batches: the windows hold exactly the records before the last batch's spool position.
     /// Held events are shared with the windows, not copied.
     pub fn engine_snapshot(&self) -> vigil_correlate::EngineSnapshot {
+        self.engine_cut().into_snapshot()
+    }
+
+    /// [`Pipeline::engine_snapshot`] as the engine thread takes it: a cut of the windows that
+    /// shares their long runs of occurrences, made into a snapshot later on the saving thread
+    /// ([`vigil_correlate::Engine::cut`]).
+    pub fn engine_cut(&self) -> vigil_correlate::SnapshotCut {
         let started = std::time::Instant::now();
-        let snapshot = self.engine.snapshot_all();
+        let cut = self.engine.cut();
         self.metrics
             .gauge(
                 "vigil_correlate_state_snapshot_milliseconds",
@@ -447,7 +454,7 @@ impl Pipeline {
                 &[],
             )
             .set(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
-        snapshot
+        cut
     }
 
     /// After a save was written: its size as a metric, and the memory the snapshot held given

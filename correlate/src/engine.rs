@@ -130,6 +130,7 @@ use std::sync::Arc;
 use chrono::{DateTime, Duration, Utc};
 use vigil_parsers::event::{Event, FieldRef, FieldValue, Text};
 
+use crate::chunked::ChunkDeque;
 use crate::index::Scratch;
 use crate::rules::RuleInfo;
 use crate::ruleset::{CorrelationRule, Measure, Offense, RuleSet};
@@ -325,6 +326,7 @@ struct Firing {
 /// occurrence. The occurrence's tag (the value hash for `value_count`, the value for
 /// `value_sum`, the mask of referenced rules matched for temporal types) lives in the key's
 /// [`Tally`], for the types that have one.
+#[derive(Clone)]
 struct Slot {
     ts: i64,
     event: Option<Arc<Event>>,
@@ -440,6 +442,7 @@ fn table_bytes<K, V, S>(map: &HashMap<K, V, S>) -> usize {
 
 /// A key's text (the [`encode_key`] of its group values), inline when short (an IPv4 address,
 /// a host or user name): no allocation of its own for most keys.
+#[derive(Clone)]
 enum KeyText {
     Inline {
         len: u8,
@@ -506,11 +509,21 @@ impl Links {
 }
 
 /// A key's occurrences, oldest first: the first one inline (most keys of a large key set are
-/// seen once, and absence/silence keys hold exactly one), a ring buffer from the second on.
+/// seen once, and absence/silence keys hold exactly one), a ring buffer from the second on, and
+/// shared chunks past [`BIG_KEY`] occurrences (a snapshot of the windows shares them instead
+/// of copying every occurrence on the engine thread: see [`crate::chunked`]). Cloning shares
+/// a big key's chunks and copies the others' occurrences.
+#[derive(Clone)]
 enum Slots {
     One(Slot),
     Many(VecDeque<Slot>),
+    Big(Box<ChunkDeque<Slot>>),
 }
+
+/// Occurrences beyond which a key's ring buffer becomes shared chunks (and at or below which
+/// [`Slots::shrink_to_fit`] makes it a ring buffer again). A snapshot copies at most this many
+/// occurrences of a key.
+const BIG_KEY: usize = 2 * crate::chunked::CHUNK;
 
 impl Default for Slots {
     fn default() -> Self {
@@ -518,20 +531,48 @@ impl Default for Slots {
     }
 }
 
+/// [`Slots::iter`].
+enum SlotsIter<'a> {
+    Flat(std::iter::Chain<std::slice::Iter<'a, Slot>, std::slice::Iter<'a, Slot>>),
+    Chunked(crate::chunked::Iter<'a, Slot>),
+}
+
+impl<'a> Iterator for SlotsIter<'a> {
+    type Item = &'a Slot;
+
+    fn next(&mut self) -> Option<&'a Slot> {
+        match self {
+            SlotsIter::Flat(i) => i.next(),
+            SlotsIter::Chunked(i) => i.next(),
+        }
+    }
+}
+
+/// [`Slots::iter_mut`].
+enum SlotsIterMut<'a> {
+    Flat(std::iter::Chain<std::slice::IterMut<'a, Slot>, std::slice::IterMut<'a, Slot>>),
+    Chunked(crate::chunked::IterMut<'a, Slot>),
+}
+
+impl<'a> Iterator for SlotsIterMut<'a> {
+    type Item = &'a mut Slot;
+
+    fn next(&mut self) -> Option<&'a mut Slot> {
+        match self {
+            SlotsIterMut::Flat(i) => i.next(),
+            SlotsIterMut::Chunked(i) => i.next(),
+        }
+    }
+}
+
 impl Slots {
-    /// Empty, with room for `n` occurrences (inline for one).
+    /// Empty, with room for `n` occurrences (inline for one; a big key's chunks are made as
+    /// it grows).
     fn with_capacity(n: usize) -> Self {
         if n <= 1 {
             Slots::default()
         } else {
-            Slots::Many(VecDeque::with_capacity(n))
-        }
-    }
-
-    fn as_slices(&self) -> (&[Slot], &[Slot]) {
-        match self {
-            Slots::One(s) => (std::slice::from_ref(s), &[]),
-            Slots::Many(d) => d.as_slices(),
+            Slots::Many(VecDeque::with_capacity(n.min(BIG_KEY + 1)))
         }
     }
 
@@ -539,6 +580,7 @@ impl Slots {
         match self {
             Slots::One(_) => 1,
             Slots::Many(d) => d.len(),
+            Slots::Big(c) => c.len(),
         }
     }
 
@@ -546,23 +588,34 @@ impl Slots {
         self.len() == 0
     }
 
-    fn iter(&self) -> impl Iterator<Item = &Slot> {
-        let (a, b) = self.as_slices();
-        a.iter().chain(b)
+    fn iter(&self) -> SlotsIter<'_> {
+        match self {
+            Slots::One(s) => SlotsIter::Flat(std::slice::from_ref(s).iter().chain(&[])),
+            Slots::Many(d) => {
+                let (a, b) = d.as_slices();
+                SlotsIter::Flat(a.iter().chain(b))
+            }
+            Slots::Big(c) => SlotsIter::Chunked(c.iter()),
+        }
     }
 
-    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
-        let (a, b): (&mut [Slot], &mut [Slot]) = match self {
-            Slots::One(s) => (std::slice::from_mut(s), &mut []),
-            Slots::Many(d) => d.as_mut_slices(),
-        };
-        a.iter_mut().chain(b)
+    /// Every occurrence, mutably (a big key's chunks a snapshot shares are copied first).
+    fn iter_mut(&mut self) -> SlotsIterMut<'_> {
+        match self {
+            Slots::One(s) => SlotsIterMut::Flat(std::slice::from_mut(s).iter_mut().chain(&mut [])),
+            Slots::Many(d) => {
+                let (a, b) = d.as_mut_slices();
+                SlotsIterMut::Flat(a.iter_mut().chain(b))
+            }
+            Slots::Big(c) => SlotsIterMut::Chunked(c.iter_mut()),
+        }
     }
 
     fn front(&self) -> Option<&Slot> {
         match self {
             Slots::One(s) => Some(s),
             Slots::Many(d) => d.front(),
+            Slots::Big(c) => c.front(),
         }
     }
 
@@ -570,6 +623,7 @@ impl Slots {
         match self {
             Slots::One(s) => Some(s),
             Slots::Many(d) => d.front_mut(),
+            Slots::Big(c) => c.front_mut(),
         }
     }
 
@@ -577,6 +631,7 @@ impl Slots {
         match self {
             Slots::One(s) => Some(s),
             Slots::Many(d) => d.back(),
+            Slots::Big(c) => c.back(),
         }
     }
 
@@ -584,6 +639,7 @@ impl Slots {
         match self {
             Slots::One(s) => (i == 0).then_some(s),
             Slots::Many(d) => d.get_mut(i),
+            Slots::Big(c) => c.get_mut(i),
         }
     }
 
@@ -594,11 +650,10 @@ impl Slots {
         if self.back().is_some_and(&mut pred) {
             return self.len();
         }
-        let (a, b) = self.as_slices();
-        if b.first().is_some_and(&mut pred) {
-            a.len() + b.partition_point(pred)
-        } else {
-            a.partition_point(pred)
+        match self {
+            Slots::One(_) => 0,
+            Slots::Many(d) => d.partition_point(pred),
+            Slots::Big(c) => c.partition_point(pred),
         }
     }
 
@@ -606,10 +661,16 @@ impl Slots {
     fn insert(&mut self, at: usize, slot: Slot) {
         match self {
             Slots::Many(d) if d.capacity() == 0 => *self = Slots::One(slot),
+            Slots::Many(d) if d.len() >= BIG_KEY => {
+                let mut c = ChunkDeque::from_deque(std::mem::take(d));
+                c.insert(at, slot);
+                *self = Slots::Big(Box::new(c));
+            }
             Slots::Many(d) => {
                 reserve_one(d);
                 d.insert(at.min(d.len()), slot);
             }
+            Slots::Big(c) => c.insert(at, slot),
             Slots::One(_) => {
                 let Slots::One(first) = std::mem::take(self) else {
                     return;
@@ -629,30 +690,53 @@ impl Slots {
         match self {
             Slots::One(_) => match std::mem::take(self) {
                 Slots::One(s) => Some(s),
-                Slots::Many(_) => None,
+                _ => None,
             },
             Slots::Many(d) => d.pop_front(),
-        }
-    }
-
-    /// Gives back the buffer's slack (a single occurrence goes back inline).
-    fn shrink_to_fit(&mut self) {
-        if let Slots::Many(d) = self {
-            if d.len() == 1 {
-                if let Some(s) = d.pop_front() {
-                    *self = Slots::One(s);
+            Slots::Big(c) => {
+                let s = c.pop_front();
+                if c.len() == 0 {
+                    *self = Slots::default();
                 }
-            } else {
-                d.shrink_to_fit();
+                s
             }
         }
     }
 
-    /// Heap bytes of the buffer (none inline).
+    /// Gives back the buffer's slack (a single occurrence goes back inline, a big key that
+    /// shrank to [`BIG_KEY`] back to a ring buffer).
+    fn shrink_to_fit(&mut self) {
+        match self {
+            Slots::Many(d) if d.len() == 1 => {
+                if let Some(s) = d.pop_front() {
+                    *self = Slots::One(s);
+                }
+            }
+            Slots::Many(d) => d.shrink_to_fit(),
+            Slots::Big(c) if c.len() <= BIG_KEY => {
+                if let Slots::Big(c) = std::mem::take(self) {
+                    *self = Slots::Many(c.into_deque());
+                    self.shrink_to_fit();
+                }
+            }
+            Slots::Big(_) | Slots::One(_) => {}
+        }
+    }
+
+    /// Heap bytes of the buffer (none inline). A big key's chunks are counted full (the estimate
+    /// stays a function of the length, not of what the last snapshot shared).
     fn heap_bytes(&self) -> usize {
         match self {
             Slots::One(_) => 0,
             Slots::Many(d) => alloc_bytes(d.capacity() * std::mem::size_of::<Slot>()),
+            Slots::Big(c) => {
+                let chunk = alloc_bytes(
+                    2 * std::mem::size_of::<usize>() + std::mem::size_of::<VecDeque<Slot>>(),
+                ) + alloc_bytes(crate::chunked::CHUNK * std::mem::size_of::<Slot>());
+                alloc_bytes(std::mem::size_of::<ChunkDeque<Slot>>())
+                    + alloc_bytes(c.chunk_capacity() * std::mem::size_of::<usize>())
+                    + c.chunk_count() * chunk
+            }
         }
     }
 }
@@ -825,12 +909,6 @@ impl KeyState {
             Some(TallyKind::Sum(s)) => *s,
             _ => 0,
         }
-    }
-
-    /// The tags of the slots, in slot order (empty for the types without tags, whose tags are
-    /// all 0).
-    fn slot_tags(&self) -> impl Iterator<Item = u64> + '_ {
-        self.tally.iter().flat_map(|t| t.tags.iter().copied())
     }
 
     /// Inserts an occurrence with its tag at `at` (a slot position) and counts the tag.
@@ -1242,10 +1320,11 @@ impl Windows {
         let mut freed = 0usize;
         let mut dropped = 0u64;
         let mut i = 0;
-        while freed < need {
-            let Some(slot) = st.slots.get_mut(i) else {
+        // One pass (indexing a big key's chunks from the front each time would not be).
+        for slot in st.slots.iter_mut() {
+            if freed >= need {
                 break;
-            };
+            }
             if let Some((_, weight)) = slot.take() {
                 freed = freed.saturating_add(weight);
                 dropped += 1;
@@ -2545,6 +2624,77 @@ pub struct KeySnapshot {
     pub firing: Option<(i64, String)>,
 }
 
+/// The windows as [`Engine::cut`] took them: shared with the engine where they are long, so
+/// taking one is cheap; [`SnapshotCut::into_snapshot`] makes the serializable form (on any
+/// thread: the service's saving thread does).
+pub struct SnapshotCut {
+    now: Option<i64>,
+    windows: Vec<WindowCut>,
+}
+
+struct WindowCut {
+    correlation: String,
+    group_by: Vec<String>,
+    watermark: Option<i64>,
+    keys: Vec<KeyCut>,
+}
+
+struct KeyCut {
+    seq: u64,
+    key: KeyText,
+    slots: Slots,
+    tags: VecDeque<u64>,
+    firing: Option<(i64, Box<str>)>,
+}
+
+impl SnapshotCut {
+    /// The snapshot: each correlation's keys least recently updated first, each key's
+    /// occurrences with their tags.
+    pub fn into_snapshot(self) -> EngineSnapshot {
+        let windows = self
+            .windows
+            .into_iter()
+            .map(|mut w| {
+                w.keys.sort_by_key(|k| k.seq);
+                let parts = w.group_by.len();
+                WindowSnapshot {
+                    correlation: w.correlation,
+                    group_by: w.group_by,
+                    watermark: w.watermark,
+                    keys: w
+                        .keys
+                        .into_iter()
+                        .map(|k| {
+                            // Types without tags keep none (they are all 0).
+                            let tags = k.tags.iter().copied().chain(std::iter::repeat(0));
+                            KeySnapshot {
+                                group: decode_key(k.key.as_str(), parts),
+                                slots: k
+                                    .slots
+                                    .iter()
+                                    .zip(tags)
+                                    .map(|(s, tag)| (s.ts, tag, s.event.clone(), s.reported))
+                                    .collect(),
+                                firing: k.firing.map(|(start, index)| (start, index.into_string())),
+                            }
+                        })
+                        .collect(),
+                }
+            })
+            .collect();
+        EngineSnapshot {
+            version: EngineSnapshot::VERSION,
+            now: self.now,
+            windows,
+        }
+    }
+
+    /// Keys held.
+    pub fn keys(&self) -> usize {
+        self.windows.iter().map(|w| w.keys.len()).sum()
+    }
+}
+
 /// What [`Engine::restore`] did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RestoreReport {
@@ -2562,16 +2712,25 @@ impl Engine {
     /// ([`Routed::key`]: correlation name and group values), so a stage-2 node can hand over
     /// exactly the windows of a revoked partition. Keys come least recently updated first.
     pub fn snapshot(&self, mut select: impl FnMut(&str) -> bool) -> EngineSnapshot {
-        self.snapshot_of(Some(&mut select))
+        self.cut_of(Some(&mut select)).into_snapshot()
     }
 
     /// The state of every key: [`Engine::snapshot`] accepting all, without making each key's
-    /// partition key (what the embedded service saves, on its engine thread).
+    /// partition key.
     pub fn snapshot_all(&self) -> EngineSnapshot {
-        self.snapshot_of(None)
+        self.cut().into_snapshot()
     }
 
-    fn snapshot_of(&self, mut select: Option<&mut dyn FnMut(&str) -> bool>) -> EngineSnapshot {
+    /// The state of every key as it is now, for [`SnapshotCut::into_snapshot`] to make into
+    /// an [`EngineSnapshot`] later, on another thread: what the embedded service takes on its
+    /// engine thread. It shares the occurrences of keys past a few hundred (copying only a
+    /// pointer per few hundred of them) and copies the rest, so it costs the engine little
+    /// more than a visit per key however long the windows are.
+    pub fn cut(&self) -> SnapshotCut {
+        self.cut_of(None)
+    }
+
+    fn cut_of(&self, mut select: Option<&mut dyn FnMut(&str) -> bool>) -> SnapshotCut {
         let mut windows = Vec::new();
         for (c, w) in self.windows.iter().enumerate() {
             let Some(rule) = self.rules.correlations.get(c) else {
@@ -2580,52 +2739,39 @@ impl Engine {
             let Some(info) = self.rules.infos.get(rule.info) else {
                 continue;
             };
-            let n = rule.group_names.len();
-            let mut keys: Vec<(u64, KeySnapshot)> = Vec::new();
+            let parts = rule.group_names.len();
+            let mut keys = Vec::new();
             for (_, st) in w.slab.iter() {
-                let group = match select.as_mut() {
-                    Some(select) => {
-                        let (partition_key, group) =
-                            window_partition_key(&info.name, st.key.as_str(), n);
-                        if !select(&partition_key) {
-                            continue;
-                        }
-                        group
+                if let Some(select) = select.as_mut() {
+                    let (partition_key, _) =
+                        window_partition_key(&info.name, st.key.as_str(), parts);
+                    if !select(&partition_key) {
+                        continue;
                     }
-                    None => decode_key(st.key.as_str(), n),
-                };
-                // Types without tags keep none (they are all 0).
-                let tags = st.slot_tags().chain(std::iter::repeat(0));
-                keys.push((
-                    st.seq,
-                    KeySnapshot {
-                        group,
-                        slots: st
-                            .slots
-                            .iter()
-                            .zip(tags)
-                            .map(|(s, tag)| (s.ts, tag, s.event.clone(), s.reported))
-                            .collect(),
-                        firing: st
-                            .firing
-                            .as_ref()
-                            .map(|f| (f.start, f.index_value.to_string())),
-                    },
-                ));
+                }
+                keys.push(KeyCut {
+                    seq: st.seq,
+                    key: st.key.clone(),
+                    slots: st.slots.clone(),
+                    tags: st
+                        .tally
+                        .as_ref()
+                        .map(|t| t.tags.clone())
+                        .unwrap_or_default(),
+                    firing: st.firing.as_ref().map(|f| (f.start, f.index_value.clone())),
+                });
             }
             if keys.is_empty() {
                 continue;
             }
-            keys.sort_by_key(|(seq, _)| *seq);
-            windows.push(WindowSnapshot {
+            windows.push(WindowCut {
                 correlation: info.name.clone(),
                 group_by: rule.group_names.clone(),
                 watermark: w.watermark,
-                keys: keys.into_iter().map(|(_, k)| k).collect(),
+                keys,
             });
         }
-        EngineSnapshot {
-            version: EngineSnapshot::VERSION,
+        SnapshotCut {
             now: self.now,
             windows,
         }
@@ -2926,6 +3072,46 @@ mod tests {
             r.insert(r.len(), slot(t));
         }
         assert_eq!(r.heap_bytes(), alloc_bytes(3 * std::mem::size_of::<Slot>()));
+    }
+
+    #[test]
+    fn a_long_window_becomes_shared_chunks_and_a_ring_again() {
+        let mut s = Slots::default();
+        for t in 0..BIG_KEY as i64 {
+            s.insert(s.len(), slot(t * 2));
+        }
+        assert!(matches!(s, Slots::Many(_)), "a ring up to {BIG_KEY}");
+        s.insert(s.len(), slot(BIG_KEY as i64 * 2));
+        assert!(matches!(s, Slots::Big(_)), "chunks past it");
+        // Out of order, then from the front, as a window does.
+        let at = s.partition_point(|x| x.ts <= 301);
+        s.insert(at, slot(301));
+        assert_eq!(at, 151);
+        let shared = s.clone();
+        if let Some(x) = s.get_mut(151) {
+            x.reported = true;
+        }
+        assert_eq!(s.iter().filter(|x| x.reported).count(), 1);
+        assert_eq!(
+            shared.iter().filter(|x| x.reported).count(),
+            0,
+            "a clone keeps its own"
+        );
+        let mut want: Vec<i64> = (0..=BIG_KEY as i64).map(|t| t * 2).collect();
+        want.insert(151, 301);
+        assert_eq!(times(&s), want);
+        assert_eq!(times(&shared), want);
+        while s.len() > BIG_KEY {
+            s.pop_front();
+        }
+        assert!(matches!(s, Slots::Big(_)));
+        s.shrink_to_fit();
+        assert!(matches!(s, Slots::Many(_)), "a ring again once short");
+        assert_eq!(times(&s), want[want.len() - BIG_KEY..]);
+        assert_eq!(
+            s.heap_bytes(),
+            alloc_bytes(BIG_KEY * std::mem::size_of::<Slot>())
+        );
     }
 
     /// Checks everything a window keeps about its keys against the keys themselves.

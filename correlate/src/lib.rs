@@ -37,6 +37,7 @@
 
 #![warn(missing_docs)]
 
+mod chunked;
 mod condition;
 mod detection;
 pub mod duration;
@@ -54,7 +55,7 @@ mod ruleset;
 pub use duration::parse_duration;
 pub use engine::{
     approx_event_bytes, Detection, DetectionKind, Engine, EngineLimits, EngineSnapshot,
-    EngineStats, KeySnapshot, RestoreReport, Routed, RuleStats, WindowSnapshot,
+    EngineStats, KeySnapshot, RestoreReport, Routed, RuleStats, SnapshotCut, WindowSnapshot,
 };
 pub use error::RuleError;
 pub use load::LoadOptions;

@@ -169,9 +169,31 @@ pub fn read_legacy(store: &Store) -> Result<Option<Saved>, String> {
     }))
 }
 
+/// Windows to write: a snapshot, or a cut the saving thread makes one of (the engine thread
+/// only takes the cut, see [`vigil_correlate::Engine::cut`]).
+pub enum Taken {
+    Snapshot(EngineSnapshot),
+    Cut(vigil_correlate::SnapshotCut),
+}
+
+impl From<EngineSnapshot> for Taken {
+    fn from(s: EngineSnapshot) -> Self {
+        Taken::Snapshot(s)
+    }
+}
+
+impl Taken {
+    fn into_snapshot(self) -> EngineSnapshot {
+        match self {
+            Taken::Snapshot(s) => s,
+            Taken::Cut(c) => c.into_snapshot(),
+        }
+    }
+}
+
 /// A snapshot to write, and the spool position it holds everything before.
 pub struct Job {
-    pub snapshot: EngineSnapshot,
+    pub snapshot: Taken,
     pub position: Option<(u64, u64)>,
     pub taken_at: DateTime<Utc>,
 }
@@ -218,8 +240,9 @@ impl Saver {
                 crate::store::writer::lower_priority("vigil-state-saver");
                 for job in rx {
                     let started = Instant::now();
-                    let keys = keys_of(&job.snapshot);
-                    let result = write(&path, &job.snapshot, job.position, job.taken_at)
+                    let snapshot = job.snapshot.into_snapshot();
+                    let keys = keys_of(&snapshot);
+                    let result = write(&path, &snapshot, job.position, job.taken_at)
                         .map(|bytes| Done {
                             position: job.position,
                             bytes,
@@ -227,7 +250,7 @@ impl Saver {
                             took: started.elapsed(),
                         })
                         .map_err(|e| format!("writing {}: {e}", path.display()));
-                    drop(job);
+                    drop(snapshot);
                     if done_tx.send(result).is_err() {
                         return;
                     }
@@ -479,7 +502,7 @@ mod tests {
         let path = dir.path().join("engine-state.bin");
         let mut saver = Saver::start(path.clone()).unwrap();
         let job = |keys: usize, at: u64| Job {
-            snapshot: snapshot(keys),
+            snapshot: snapshot(keys).into(),
             position: Some((at, 0)),
             taken_at: Utc::now(),
         };
